@@ -1,0 +1,43 @@
+# edgeanchor — one target per task. `make help` lists them.
+GO        ?= go
+BIN       := bin
+PKGS      := ./...
+TEST_TIMEOUT ?= 14m
+FUZZTIME  ?= 20s
+
+.PHONY: help build run test test-short bench lint fuzz clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+build: ## build bin/edgeanchor and bin/firmware-sim
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/edgeanchor ./cmd/edgeanchor
+	$(GO) build -o $(BIN)/firmware-sim ./firmware-sim
+
+run: build ## start ledger, gateway and simulated devices on 127.0.0.1 (state in ./var)
+	$(BIN)/edgeanchor demo --dir ./var
+
+test: build ## vet and run every test with the race detector
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+bench: build ## load benchmarks (results in bench/results/) and micro benchmarks
+	@mkdir -p bench/results
+	$(GO) test -run '^$$' -bench . -benchmem ./device/... ./anchor/...
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/...
+
+lint: ## gofmt, go vet and staticcheck
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)
+
+fuzz: ## run every fuzz target for FUZZTIME each
+	@for pkg in $$($(GO) list $(PKGS)); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+clean: ## remove binaries and the demo state in ./var
+	rm -rf $(BIN) var

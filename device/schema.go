@@ -1,7 +1,6 @@
 package device
 
 import (
-	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -123,16 +122,23 @@ var (
 	fenPattern    = regexp.MustCompile(`^[0-9]+$`)
 )
 
-// ValidateData checks data against the schema of kind.
+// ValidateData checks data against the schema of kind: a JSON object (no
+// member named twice) holding every field of the kind and no other, each of
+// its type and within its range. The error is a *FieldError wrapping
+// ErrSchema.
 func ValidateData(kind string, data []byte) error {
 	fields, ok := schemas[kind]
 	if !ok {
 		return &FieldError{Kind: kind, Reason: "unknown kind"}
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
+	if !utf8.Valid(data) {
+		return &FieldError{Kind: kind, Reason: "data is not valid UTF-8"}
+	}
+	if err := checkJSON(data, nil); err != nil {
+		return &FieldError{Kind: kind, Reason: "data is not a JSON object: " + err.Error()}
+	}
 	var obj map[string]json.RawMessage
-	if err := dec.Decode(&obj); err != nil || obj == nil {
+	if err := decodeStrict(data, &obj); err != nil || obj == nil {
 		return &FieldError{Kind: kind, Reason: "data is not a JSON object"}
 	}
 	for _, f := range fields {

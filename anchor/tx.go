@@ -1,0 +1,567 @@
+// Package anchor holds what a gateway and a regulator share with the
+// consortium ledger: ledger transactions and their bodies, batch headers,
+// SM3 Merkle trees and inclusion proofs, the ledger client and proof bundles.
+// It knows nothing of MQTT.
+package anchor
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+// Body types: the "type" member of every signed JSON document the ledger
+// takes (docs/internals.md, "Ledger transactions").
+const (
+	TypeRegisterGateway    = "RegisterGateway"
+	TypeRemoveGateway      = "RemoveGateway"
+	TypeRegisterDevice     = "RegisterDevice"
+	TypeRevokeDevice       = "RevokeDevice"
+	TypeAnchorBatch        = "AnchorBatch"
+	TypeDeviceRegistration = "DeviceRegistration"
+)
+
+// Device kinds a device may be registered with.
+const (
+	DeviceKindPayroll = "payroll"
+	DeviceKindSurvey  = "survey"
+	DeviceKindEnv     = "env"
+)
+
+// Limits on what the ledger stores.
+const (
+	// MaxTxBytes bounds a whole encoded transaction.
+	MaxTxBytes = 16 << 10
+	// MaxTextLen bounds free-text members (site, name, reason).
+	MaxTextLen = 128
+	// RegistrationVersion is the only device registration version.
+	RegistrationVersion = 1
+)
+
+// Errors of decoding. Each is wrapped with detail; test with errors.Is.
+var (
+	// ErrMalformedTx means bytes are not a ledger transaction, or its body is
+	// not a well-formed body of its type. The submitter must fix its encoder.
+	ErrMalformedTx = errors.New("anchor: malformed ledger transaction")
+	// ErrUnknownTxType means the body's "type" names no transaction this
+	// ledger knows; the submitter speaks a newer protocol.
+	ErrUnknownTxType = errors.New("anchor: unknown transaction type")
+	// ErrMalformedRegistration means a device registration body is not
+	// well-formed (docs/internals.md, "Enrollment credential").
+	ErrMalformedRegistration = errors.New("anchor: malformed device registration")
+)
+
+// Tx is a ledger transaction: a body, the DID of its signer and the signer's
+// SM2 signature over the exact body bytes. Encoded as compact JSON
+// {"body":"<b64>","signer":"did:ea:…","sig":"<b64 DER>"}.
+type Tx struct {
+	Body   []byte     `json:"body"`
+	Signer device.DID `json:"signer"`
+	Sig    []byte     `json:"sig"`
+}
+
+// EncodeTx signs body with signer and returns the transaction bytes.
+func EncodeTx(signer device.Signer, body []byte) ([]byte, error) {
+	if len(body) == 0 {
+		return nil, fmt.Errorf("%w: empty body", ErrMalformedTx)
+	}
+	sig, err := signer.Sign(body)
+	if err != nil {
+		return nil, fmt.Errorf("anchor: sign tx: %w", err)
+	}
+	return (&Tx{Body: body, Signer: signer.DID(), Sig: sig}).Encode(), nil
+}
+
+// Encode returns the compact JSON of tx.
+func (tx *Tx) Encode() []byte {
+	b, err := json.Marshal(tx)
+	if err != nil { // cannot happen: bytes and strings only
+		panic("anchor: encode tx: " + err.Error())
+	}
+	return b
+}
+
+// DecodeTx parses transaction bytes strictly: one JSON object, no unknown or
+// duplicate members, a well-formed signer DID, non-empty body and signature,
+// and a body that is a JSON object with a known "type". It does not check the
+// signature: who may sign what is the ledger's business.
+func DecodeTx(b []byte) (*Tx, error) {
+	if len(b) > MaxTxBytes {
+		return nil, fmt.Errorf("%w: %d bytes > %d", ErrMalformedTx, len(b), MaxTxBytes)
+	}
+	var tx Tx
+	if err := decodeStrict(b, &tx); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedTx, err)
+	}
+	if _, err := device.ParseDID(string(tx.Signer)); err != nil {
+		return nil, fmt.Errorf("%w: signer: %v", ErrMalformedTx, err)
+	}
+	if len(tx.Body) == 0 {
+		return nil, fmt.Errorf("%w: empty body", ErrMalformedTx)
+	}
+	if len(tx.Sig) == 0 {
+		return nil, fmt.Errorf("%w: empty sig", ErrMalformedTx)
+	}
+	if _, err := BodyType(tx.Body); err != nil {
+		return nil, err
+	}
+	return &tx, nil
+}
+
+// Type returns the type of the transaction's body.
+func (tx *Tx) Type() string {
+	t, _ := BodyType(tx.Body)
+	return t
+}
+
+// VerifySignature reports whether tx.Sig is pub's signature over tx.Body and
+// pub is the key of tx.Signer.
+func (tx *Tx) VerifySignature(pub *ecdsa.PublicKey) bool {
+	return tx.Signer.Matches(pub) && device.VerifySignature(pub, tx.Body, tx.Sig)
+}
+
+// BodyHash is SM3 over the body bytes: the ledger refuses a body whose hash
+// was applied before.
+func (tx *Tx) BodyHash() Hash { return SM3(tx.Body) }
+
+// BodyType reads the "type" member of a body and checks it is known.
+func BodyType(body []byte) (string, error) {
+	var probe struct {
+		Type string `json:"type"`
+	}
+	if len(body) == 0 || body[0] != '{' {
+		return "", fmt.Errorf("%w: body is not a JSON object", ErrMalformedTx)
+	}
+	if err := json.Unmarshal(body, &probe); err != nil {
+		return "", fmt.Errorf("%w: body: %v", ErrMalformedTx, err)
+	}
+	switch probe.Type {
+	case TypeRegisterGateway, TypeRemoveGateway, TypeRegisterDevice, TypeRevokeDevice, TypeAnchorBatch:
+		return probe.Type, nil
+	case "":
+		return "", fmt.Errorf("%w: body has no type", ErrMalformedTx)
+	default:
+		return "", fmt.Errorf("%w: %q", ErrUnknownTxType, probe.Type)
+	}
+}
+
+// RegisterGatewayBody admits a gateway to the consortium. Signed by an admin
+// named in genesis.
+type RegisterGatewayBody struct {
+	Type string     `json:"type"`
+	DID  device.DID `json:"did"`
+	Pub  []byte     `json:"pub"` // SPKI DER
+	Site string     `json:"site"`
+	Name string     `json:"name"`
+	TS   string     `json:"ts"`
+}
+
+// RemoveGatewayBody ends a gateway's membership. Signed by an admin.
+type RemoveGatewayBody struct {
+	Type string     `json:"type"`
+	DID  device.DID `json:"did"`
+	TS   string     `json:"ts"`
+}
+
+// RegisterDeviceBody registers a device. Signed by the member gateway named
+// in Gateway; Registration holds the device-made DeviceRegistration bytes and
+// DeviceSig the device's signature over them (proof of possession).
+type RegisterDeviceBody struct {
+	Type         string     `json:"type"`
+	Gateway      device.DID `json:"gateway"`
+	Registration []byte     `json:"registration"`
+	DeviceSig    []byte     `json:"device_sig"`
+	TS           string     `json:"ts"`
+}
+
+// RevokeDeviceBody revokes a device. Signed by the gateway that registered it
+// or by a regulator named in genesis.
+type RevokeDeviceBody struct {
+	Type   string     `json:"type"`
+	DID    device.DID `json:"did"`
+	Reason string     `json:"reason"`
+	TS     string     `json:"ts"`
+}
+
+// DeviceRegistration is the device-made registration body:
+//
+//	{"type":"DeviceRegistration","v":1,"did":"did:ea:…","pub":"<b64 SPKI DER>","kind":"payroll","site":"site-a","ts":"…Z","nonce":"<hex>"}
+type DeviceRegistration struct {
+	Type  string     `json:"type"`
+	V     int        `json:"v"`
+	DID   device.DID `json:"did"`
+	Pub   []byte     `json:"pub"`
+	Kind  string     `json:"kind"`
+	Site  string     `json:"site"`
+	TS    string     `json:"ts"`
+	Nonce string     `json:"nonce"`
+}
+
+// NewRegisterGatewayBody returns the body bytes an admin signs to admit the
+// gateway whose key is pub.
+func NewRegisterGatewayBody(pub *ecdsa.PublicKey, site, name string, ts time.Time) ([]byte, error) {
+	der, err := device.MarshalPublicKeyDER(pub)
+	if err != nil {
+		return nil, err
+	}
+	return encodeBody(&RegisterGatewayBody{
+		Type: TypeRegisterGateway, DID: device.DIDFromPublicKey(pub), Pub: der,
+		Site: site, Name: name, TS: FormatTime(ts),
+	})
+}
+
+// NewRemoveGatewayBody returns the body bytes an admin signs to remove a
+// gateway.
+func NewRemoveGatewayBody(gateway device.DID, ts time.Time) ([]byte, error) {
+	return encodeBody(&RemoveGatewayBody{Type: TypeRemoveGateway, DID: gateway, TS: FormatTime(ts)})
+}
+
+// NewRegisterDeviceBody returns the body bytes a gateway signs to register a
+// device, given the device's registration bytes and its signature over them.
+func NewRegisterDeviceBody(gateway device.DID, registration, deviceSig []byte, ts time.Time) ([]byte, error) {
+	return encodeBody(&RegisterDeviceBody{
+		Type: TypeRegisterDevice, Gateway: gateway, Registration: registration,
+		DeviceSig: deviceSig, TS: FormatTime(ts),
+	})
+}
+
+// NewRevokeDeviceBody returns the body bytes a gateway or regulator signs to
+// revoke a device.
+func NewRevokeDeviceBody(did device.DID, reason string, ts time.Time) ([]byte, error) {
+	return encodeBody(&RevokeDeviceBody{Type: TypeRevokeDevice, DID: did, Reason: reason, TS: FormatTime(ts)})
+}
+
+// NewDeviceRegistration returns the registration bytes a device signs (with
+// its own key) to prove possession. An empty nonce gets 16 random bytes.
+func NewDeviceRegistration(pub *ecdsa.PublicKey, kind, site string, ts time.Time, nonce string) ([]byte, error) {
+	der, err := device.MarshalPublicKeyDER(pub)
+	if err != nil {
+		return nil, err
+	}
+	if nonce == "" {
+		var n [16]byte
+		if _, err := rand.Read(n[:]); err != nil {
+			return nil, fmt.Errorf("anchor: nonce: %w", err)
+		}
+		nonce = hex.EncodeToString(n[:])
+	}
+	reg := &DeviceRegistration{
+		Type: TypeDeviceRegistration, V: RegistrationVersion, DID: device.DIDFromPublicKey(pub),
+		Pub: der, Kind: kind, Site: site, TS: FormatTime(ts), Nonce: nonce,
+	}
+	if _, err := reg.validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(reg)
+}
+
+func encodeBody(v interface{ validate() error }) ([]byte, error) {
+	if err := v.validate(); err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("anchor: encode body: %w", err)
+	}
+	return b, nil
+}
+
+// DecodeBody parses a body strictly and checks its own members (not the
+// ledger state). It returns one of *RegisterGatewayBody, *RemoveGatewayBody,
+// *RegisterDeviceBody, *RevokeDeviceBody or *BatchHeader.
+func DecodeBody(body []byte) (any, error) {
+	typ, err := BodyType(body)
+	if err != nil {
+		return nil, err
+	}
+	var v interface{ validate() error }
+	switch typ {
+	case TypeAnchorBatch:
+		h, err := ParseHeader(body)
+		if err != nil {
+			return nil, err
+		}
+		return h, nil
+	case TypeRegisterGateway:
+		v = &RegisterGatewayBody{}
+	case TypeRemoveGateway:
+		v = &RemoveGatewayBody{}
+	case TypeRegisterDevice:
+		v = &RegisterDeviceBody{}
+	case TypeRevokeDevice:
+		v = &RevokeDeviceBody{}
+	}
+	if err := decodeStrict(body, v); err != nil {
+		return nil, fmt.Errorf("%w: %s body: %v", ErrMalformedTx, typ, err)
+	}
+	if err := v.validate(); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func (b *RegisterGatewayBody) validate() error {
+	if b.Type != TypeRegisterGateway {
+		return fmt.Errorf("%w: type %q", ErrMalformedTx, b.Type)
+	}
+	pub, err := device.ParsePublicKeyDER(b.Pub)
+	if err != nil {
+		return fmt.Errorf("%w: RegisterGateway pub: %v", ErrMalformedTx, err)
+	}
+	if !b.DID.Matches(pub) {
+		return fmt.Errorf("%w: RegisterGateway did %s is not the DID of pub (%s)", ErrMalformedTx, b.DID, device.DIDFromPublicKey(pub))
+	}
+	if err := checkText("site", b.Site, true); err != nil {
+		return err
+	}
+	if err := checkText("name", b.Name, true); err != nil {
+		return err
+	}
+	return checkTS(b.TS)
+}
+
+// PublicKey parses the gateway's key (valid after DecodeBody succeeded).
+func (b *RegisterGatewayBody) PublicKey() (*ecdsa.PublicKey, error) {
+	return device.ParsePublicKeyDER(b.Pub)
+}
+
+func (b *RemoveGatewayBody) validate() error {
+	if b.Type != TypeRemoveGateway {
+		return fmt.Errorf("%w: type %q", ErrMalformedTx, b.Type)
+	}
+	if _, err := device.ParseDID(string(b.DID)); err != nil {
+		return fmt.Errorf("%w: RemoveGateway did: %v", ErrMalformedTx, err)
+	}
+	return checkTS(b.TS)
+}
+
+func (b *RegisterDeviceBody) validate() error {
+	if b.Type != TypeRegisterDevice {
+		return fmt.Errorf("%w: type %q", ErrMalformedTx, b.Type)
+	}
+	if _, err := device.ParseDID(string(b.Gateway)); err != nil {
+		return fmt.Errorf("%w: RegisterDevice gateway: %v", ErrMalformedTx, err)
+	}
+	if len(b.Registration) == 0 {
+		return fmt.Errorf("%w: RegisterDevice registration is empty", ErrMalformedTx)
+	}
+	return checkTS(b.TS)
+}
+
+func (b *RevokeDeviceBody) validate() error {
+	if b.Type != TypeRevokeDevice {
+		return fmt.Errorf("%w: type %q", ErrMalformedTx, b.Type)
+	}
+	if _, err := device.ParseDID(string(b.DID)); err != nil {
+		return fmt.Errorf("%w: RevokeDevice did: %v", ErrMalformedTx, err)
+	}
+	if err := checkText("reason", b.Reason, false); err != nil {
+		return err
+	}
+	return checkTS(b.TS)
+}
+
+// ParseDeviceRegistration decodes device registration bytes strictly and
+// checks their members: type, version, the DID is that of pub, a known
+// device kind, a site, an RFC 3339 UTC ts and a 16–64 hex digit nonce. It
+// returns the parsed public key too. The signature is not checked here.
+func ParseDeviceRegistration(b []byte) (*DeviceRegistration, *ecdsa.PublicKey, error) {
+	if len(b) > MaxTxBytes {
+		return nil, nil, fmt.Errorf("%w: %d bytes", ErrMalformedRegistration, len(b))
+	}
+	var reg DeviceRegistration
+	if err := decodeStrict(b, &reg); err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrMalformedRegistration, err)
+	}
+	pub, err := reg.validate()
+	if err != nil {
+		return nil, nil, err
+	}
+	return &reg, pub, nil
+}
+
+func (r *DeviceRegistration) validate() (*ecdsa.PublicKey, error) {
+	if r.Type != TypeDeviceRegistration {
+		return nil, fmt.Errorf("%w: type %q, want %q", ErrMalformedRegistration, r.Type, TypeDeviceRegistration)
+	}
+	if r.V != RegistrationVersion {
+		return nil, fmt.Errorf("%w: version %d, want %d", ErrMalformedRegistration, r.V, RegistrationVersion)
+	}
+	if _, err := device.ParseDID(string(r.DID)); err != nil {
+		return nil, fmt.Errorf("%w: did: %v", ErrMalformedRegistration, err)
+	}
+	pub, err := device.ParsePublicKeyDER(r.Pub)
+	if err != nil {
+		return nil, fmt.Errorf("%w: pub: %v", ErrMalformedRegistration, err)
+	}
+	if !r.DID.Matches(pub) {
+		return nil, fmt.Errorf("%w: did %s is not the DID of pub (%s)", ErrMalformedRegistration, r.DID, device.DIDFromPublicKey(pub))
+	}
+	if !ValidDeviceKind(r.Kind) {
+		return nil, fmt.Errorf("%w: kind %q (want payroll, survey or env)", ErrMalformedRegistration, r.Kind)
+	}
+	if err := checkText("site", r.Site, true); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedRegistration, err)
+	}
+	if err := checkTS(r.TS); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedRegistration, err)
+	}
+	if n := len(r.Nonce); n < 16 || n > 64 || strings.Trim(r.Nonce, "0123456789abcdef") != "" {
+		return nil, fmt.Errorf("%w: nonce must be 16-64 lowercase hex digits", ErrMalformedRegistration)
+	}
+	return pub, nil
+}
+
+// ValidDeviceKind reports whether kind is payroll, survey or env.
+func ValidDeviceKind(kind string) bool {
+	return kind == DeviceKindPayroll || kind == DeviceKindSurvey || kind == DeviceKindEnv
+}
+
+func checkText(name, s string, required bool) error {
+	switch {
+	case required && s == "":
+		return fmt.Errorf("%w: %s is required", ErrMalformedTx, name)
+	case len(s) > MaxTextLen:
+		return fmt.Errorf("%w: %s longer than %d bytes", ErrMalformedTx, name, MaxTextLen)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("%w: %s is not UTF-8", ErrMalformedTx, name)
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%w: %s holds control characters", ErrMalformedTx, name)
+		}
+	}
+	return nil
+}
+
+func checkTS(ts string) error {
+	if !strings.HasSuffix(ts, "Z") {
+		return fmt.Errorf("%w: ts %q is not RFC 3339 UTC (must end in Z)", ErrMalformedTx, ts)
+	}
+	t, err := time.Parse(time.RFC3339Nano, ts)
+	if err != nil {
+		return fmt.Errorf("%w: ts: %v", ErrMalformedTx, err)
+	}
+	if t.Year() < 2000 || t.Year() > 9999 {
+		return fmt.Errorf("%w: ts %q out of range", ErrMalformedTx, ts)
+	}
+	return nil
+}
+
+// GenesisState is the ledger's genesis app_state:
+//
+//	{"admins":["<b64 SPKI DER>"],"regulators":["<b64 SPKI DER>"],
+//	 "gateways":[{"did":"…","pub":"…","site":"…","name":"…"}]}
+type GenesisState struct {
+	Admins     [][]byte         `json:"admins"`
+	Regulators [][]byte         `json:"regulators"`
+	Gateways   []GenesisGateway `json:"gateways"`
+}
+
+// GenesisGateway is a consortium member from the first block.
+type GenesisGateway struct {
+	DID  device.DID `json:"did"`
+	Pub  []byte     `json:"pub"`
+	Site string     `json:"site"`
+	Name string     `json:"name"`
+}
+
+// ParseGenesisState decodes app_state strictly and checks every key and DID.
+func ParseGenesisState(b []byte) (*GenesisState, error) {
+	var g GenesisState
+	if err := decodeStrict(b, &g); err != nil {
+		return nil, fmt.Errorf("anchor: genesis app_state: %w", err)
+	}
+	if len(g.Admins) == 0 {
+		return nil, errors.New("anchor: genesis app_state: at least one admin key is required")
+	}
+	for i, k := range append(append([][]byte{}, g.Admins...), g.Regulators...) {
+		if _, err := device.ParsePublicKeyDER(k); err != nil {
+			return nil, fmt.Errorf("anchor: genesis app_state: key %d: %w", i, err)
+		}
+	}
+	for i, gw := range g.Gateways {
+		body := RegisterGatewayBody{Type: TypeRegisterGateway, DID: gw.DID, Pub: gw.Pub, Site: gw.Site, Name: gw.Name, TS: "2000-01-01T00:00:00Z"}
+		if err := body.validate(); err != nil {
+			return nil, fmt.Errorf("anchor: genesis app_state: gateway %d: %w", i, err)
+		}
+	}
+	return &g, nil
+}
+
+// decodeStrict decodes exactly one JSON object with no unknown or duplicate
+// members and nothing after it.
+func decodeStrict(data []byte, v any) error {
+	if err := checkNoDuplicateKeys(data); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if len(bytes.TrimLeft(data[dec.InputOffset():], " \t\r\n")) != 0 {
+		return errors.New("trailing data after JSON value")
+	}
+	return nil
+}
+
+const maxJSONDepth = 16
+
+func checkNoDuplicateKeys(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	return walkJSON(dec, 0)
+}
+
+func walkJSON(dec *json.Decoder, depth int) error {
+	if depth > maxJSONDepth {
+		return errors.New("JSON nested too deeply")
+	}
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	delim, ok := tok.(json.Delim)
+	if !ok {
+		return nil
+	}
+	switch delim {
+	case '{':
+		seen := map[string]bool{}
+		for dec.More() {
+			k, err := dec.Token()
+			if err != nil {
+				return err
+			}
+			// encoding/json matches member names case-insensitively, so
+			// "did" and "DID" would be the same member: refuse both.
+			key, _ := k.(string)
+			key = strings.ToLower(key)
+			if seen[key] {
+				return fmt.Errorf("duplicate key %q", key)
+			}
+			seen[key] = true
+			if err := walkJSON(dec, depth+1); err != nil {
+				return err
+			}
+		}
+	case '[':
+		for dec.More() {
+			if err := walkJSON(dec, depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	_, err = dec.Token()
+	return err
+}

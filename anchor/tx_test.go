@@ -1,0 +1,242 @@
+package anchor
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+func newSigner(t testing.TB) *device.KeySigner {
+	t.Helper()
+	k, err := device.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return device.NewKeySigner(k)
+}
+
+var ts0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+
+func TestEncodeDecodeTx(t *testing.T) {
+	gw := newSigner(t)
+	dev := newSigner(t)
+	reg, err := NewDeviceRegistration(dev.Public(), "payroll", "site-a", ts0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	devSig, err := dev.Sign(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sampleHeader()
+	h.Gateway = gw.DID()
+	bodies := map[string]func() ([]byte, error){
+		TypeRegisterGateway: func() ([]byte, error) { return NewRegisterGatewayBody(gw.Public(), "site-a", "Gateway A", ts0) },
+		TypeRemoveGateway:   func() ([]byte, error) { return NewRemoveGatewayBody(gw.DID(), ts0) },
+		TypeRegisterDevice:  func() ([]byte, error) { return NewRegisterDeviceBody(gw.DID(), reg, devSig, ts0) },
+		TypeRevokeDevice:    func() ([]byte, error) { return NewRevokeDeviceBody(dev.DID(), "lost", ts0) },
+		TypeAnchorBatch:     func() ([]byte, error) { return h.Encode(), nil },
+	}
+	for typ, mk := range bodies {
+		t.Run(typ, func(t *testing.T) {
+			body, err := mk()
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, err := EncodeTx(gw, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(string(raw), `{"body":"`+base64.StdEncoding.EncodeToString(body)+`","signer":"`+gw.DID().String()+`","sig":"`) {
+				t.Fatalf("tx bytes not in the documented form: %s", raw)
+			}
+			tx, err := DecodeTx(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tx.Type() != typ || string(tx.Body) != string(body) || tx.Signer != gw.DID() {
+				t.Fatalf("decoded %q from %s", tx.Type(), raw)
+			}
+			if !tx.VerifySignature(gw.Public()) {
+				t.Fatal("signature does not verify")
+			}
+			if tx.VerifySignature(dev.Public()) {
+				t.Fatal("signature verifies under another key")
+			}
+			if tx.BodyHash() != SM3(body) {
+				t.Fatal("BodyHash is not SM3 of the body")
+			}
+			v, err := DecodeBody(tx.Body)
+			if err != nil {
+				t.Fatalf("DecodeBody: %v", err)
+			}
+			switch b := v.(type) {
+			case *RegisterDeviceBody:
+				r, pub, err := ParseDeviceRegistration(b.Registration)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.DID != dev.DID() || !device.VerifySignature(pub, b.Registration, b.DeviceSig) {
+					t.Fatal("registration does not carry the device's proof")
+				}
+			case *BatchHeader:
+				if b.Hash() != h.Hash() {
+					t.Fatal("header changed")
+				}
+			}
+		})
+	}
+}
+
+func TestDecodeTxRefuses(t *testing.T) {
+	gw := newSigner(t)
+	body, _ := NewRemoveGatewayBody(gw.DID(), ts0)
+	good, _ := EncodeTx(gw, body)
+	b64 := base64.StdEncoding.EncodeToString
+	cases := map[string]struct {
+		in   string
+		want error
+	}{
+		"empty":          {``, ErrMalformedTx},
+		"garbage":        {"\x00\x01", ErrMalformedTx},
+		"array":          {`[]`, ErrMalformedTx},
+		"trailing":       {string(good) + `x`, ErrMalformedTx},
+		"unknown member": {strings.Replace(string(good), `{"body"`, `{"x":1,"body"`, 1), ErrMalformedTx},
+		"duplicate":      {strings.Replace(string(good), `{"body"`, `{"signer":"x","body"`, 1), ErrMalformedTx},
+		"bad signer":     {`{"body":"` + b64(body) + `","signer":"bob","sig":"AA=="}`, ErrMalformedTx},
+		"no sig":         {`{"body":"` + b64(body) + `","signer":"` + gw.DID().String() + `"}`, ErrMalformedTx},
+		"no body":        {`{"signer":"` + gw.DID().String() + `","sig":"AA=="}`, ErrMalformedTx},
+		"bad base64":     {`{"body":"!!","signer":"` + gw.DID().String() + `","sig":"AA=="}`, ErrMalformedTx},
+		"body not json":  {`{"body":"` + b64([]byte("hi")) + `","signer":"` + gw.DID().String() + `","sig":"AA=="}`, ErrMalformedTx},
+		"body no type":   {`{"body":"` + b64([]byte(`{"a":1}`)) + `","signer":"` + gw.DID().String() + `","sig":"AA=="}`, ErrMalformedTx},
+		"unknown type":   {`{"body":"` + b64([]byte(`{"type":"Mint"}`)) + `","signer":"` + gw.DID().String() + `","sig":"AA=="}`, ErrUnknownTxType},
+		"too large":      {`{"body":"` + strings.Repeat("A", MaxTxBytes) + `"}`, ErrMalformedTx},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			if _, err := DecodeTx([]byte(c.in)); !errors.Is(err, c.want) {
+				t.Fatalf("DecodeTx error = %v, want %v", err, c.want)
+			}
+		})
+	}
+}
+
+func TestDecodeBodyRefuses(t *testing.T) {
+	gw := newSigner(t)
+	other := newSigner(t)
+	der, _ := device.MarshalPublicKeyDER(gw.Public())
+	rg := func(f func(b *RegisterGatewayBody)) []byte {
+		b := &RegisterGatewayBody{Type: TypeRegisterGateway, DID: gw.DID(), Pub: der, Site: "s", Name: "n", TS: "2026-11-25T10:00:00Z"}
+		f(b)
+		out, _ := json.Marshal(b)
+		return out
+	}
+	cases := map[string][]byte{
+		"gateway did mismatch": rg(func(b *RegisterGatewayBody) { b.DID = other.DID() }),
+		"gateway bad pub":      rg(func(b *RegisterGatewayBody) { b.Pub = []byte{1, 2, 3} }),
+		"gateway no site":      rg(func(b *RegisterGatewayBody) { b.Site = "" }),
+		"gateway long name":    rg(func(b *RegisterGatewayBody) { b.Name = strings.Repeat("n", MaxTextLen+1) }),
+		"gateway control char": rg(func(b *RegisterGatewayBody) { b.Name = "a\nb" }),
+		"gateway local time":   rg(func(b *RegisterGatewayBody) { b.TS = "2026-11-25T10:00:00+08:00" }),
+		"gateway extra member": []byte(strings.Replace(string(rg(func(*RegisterGatewayBody) {})), `"ts"`, `"x":1,"ts"`, 1)),
+		"remove bad did":       []byte(`{"type":"RemoveGateway","did":"did:ea:zz","ts":"2026-11-25T10:00:00Z"}`),
+		"revoke no ts":         []byte(`{"type":"RevokeDevice","did":"` + other.DID().String() + `","reason":""}`),
+		"device no reg":        []byte(`{"type":"RegisterDevice","gateway":"` + gw.DID().String() + `","registration":"","device_sig":"","ts":"2026-11-25T10:00:00Z"}`),
+	}
+	for name, in := range cases {
+		t.Run(name, func(t *testing.T) {
+			if _, err := DecodeBody(in); !errors.Is(err, ErrMalformedTx) {
+				t.Fatalf("DecodeBody(%s) error = %v, want ErrMalformedTx", in, err)
+			}
+		})
+	}
+}
+
+func TestParseDeviceRegistration(t *testing.T) {
+	dev := newSigner(t)
+	other := newSigner(t)
+	der, _ := device.MarshalPublicKeyDER(dev.Public())
+	good := DeviceRegistration{Type: TypeDeviceRegistration, V: 1, DID: dev.DID(), Pub: der, Kind: "survey", Site: "site-a", TS: "2026-11-25T10:00:00Z", Nonce: "0123456789abcdef"}
+	raw, _ := json.Marshal(good)
+	// The documented member order.
+	want := `{"type":"DeviceRegistration","v":1,"did":"` + dev.DID().String() + `","pub":"` + base64.StdEncoding.EncodeToString(der) +
+		`","kind":"survey","site":"site-a","ts":"2026-11-25T10:00:00Z","nonce":"0123456789abcdef"}`
+	if string(raw) != want {
+		t.Fatalf("registration encoding:\n got %s\nwant %s", raw, want)
+	}
+	r, pub, err := ParseDeviceRegistration(raw)
+	if err != nil || r.Kind != "survey" || !r.DID.Matches(pub) {
+		t.Fatalf("ParseDeviceRegistration = %+v, %v", r, err)
+	}
+	mut := func(f func(r *DeviceRegistration)) []byte {
+		c := good
+		f(&c)
+		b, _ := json.Marshal(c)
+		return b
+	}
+	bad := map[string][]byte{
+		"did mismatch": mut(func(r *DeviceRegistration) { r.DID = other.DID() }),
+		"kind":         mut(func(r *DeviceRegistration) { r.Kind = "payroll.wage" }),
+		"version":      mut(func(r *DeviceRegistration) { r.V = 2 }),
+		"type":         mut(func(r *DeviceRegistration) { r.Type = "RegisterDevice" }),
+		"no site":      mut(func(r *DeviceRegistration) { r.Site = "" }),
+		"short nonce":  mut(func(r *DeviceRegistration) { r.Nonce = "abc" }),
+		"upper nonce":  mut(func(r *DeviceRegistration) { r.Nonce = "0123456789ABCDEF" }),
+		"ts":           mut(func(r *DeviceRegistration) { r.TS = "yesterday" }),
+		"not json":     []byte("nope"),
+	}
+	for name, in := range bad {
+		t.Run(name, func(t *testing.T) {
+			if _, _, err := ParseDeviceRegistration(in); !errors.Is(err, ErrMalformedRegistration) {
+				t.Fatalf("error = %v, want ErrMalformedRegistration", err)
+			}
+		})
+	}
+	if _, err := NewDeviceRegistration(dev.Public(), "robot", "s", ts0, ""); !errors.Is(err, ErrMalformedRegistration) {
+		t.Fatalf("NewDeviceRegistration with a bad kind: %v", err)
+	}
+}
+
+func TestParseGenesisState(t *testing.T) {
+	admin := newSigner(t)
+	gw := newSigner(t)
+	ader, _ := device.MarshalPublicKeyDER(admin.Public())
+	gder, _ := device.MarshalPublicKeyDER(gw.Public())
+	g := GenesisState{Admins: [][]byte{ader}, Regulators: [][]byte{ader},
+		Gateways: []GenesisGateway{{DID: gw.DID(), Pub: gder, Site: "site-a", Name: "A"}}}
+	raw, _ := json.Marshal(g)
+	if _, err := ParseGenesisState(raw); err != nil {
+		t.Fatal(err)
+	}
+	g.Gateways[0].DID = admin.DID()
+	raw, _ = json.Marshal(g)
+	if _, err := ParseGenesisState(raw); err == nil {
+		t.Fatal("genesis gateway with a foreign DID accepted")
+	}
+	if _, err := ParseGenesisState([]byte(`{"admins":[]}`)); err == nil {
+		t.Fatal("genesis without admins accepted")
+	}
+}
+
+func FuzzDecodeTx(f *testing.F) {
+	gw := newSigner(f)
+	body, _ := NewRevokeDeviceBody(gw.DID(), "lost", ts0)
+	good, _ := EncodeTx(gw, body)
+	f.Add(good)
+	f.Add([]byte(`{"body":"e30=","signer":"did:ea:00112233445566778899aabbccddeeff","sig":"AA=="}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tx, err := DecodeTx(b)
+		if err != nil {
+			return
+		}
+		if len(tx.Body) == 0 || len(tx.Sig) == 0 || tx.Type() == "" {
+			t.Fatalf("accepted incomplete tx %q", b)
+		}
+		_, _ = DecodeBody(tx.Body) // must not panic
+	})
+}

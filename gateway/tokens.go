@@ -103,6 +103,10 @@ type TokenRecord struct {
 	Expires time.Time  `json:"expires"`
 	Used    *time.Time `json:"used,omitempty"`
 	UsedBy  device.DID `json:"used_by,omitempty"`
+	// Confirmed is set once the device's registration committed on the
+	// ledger. A claimed but unconfirmed token (the ledger did not answer)
+	// may be claimed again by the same device only.
+	Confirmed bool `json:"confirmed,omitempty"`
 }
 
 type tokenFile struct {
@@ -187,9 +191,11 @@ func (s *TokenStore) Create(r TokenRequest, now time.Time) ([]string, time.Time,
 
 // Claim checks token against site and kind at now and, if it is usable,
 // marks it used by did in the same atomic step, so that of any number of
-// concurrent claims of one token at most one succeeds. An enrollment that then
-// fails for a reason that is not the device's fault (the ledger) gives the
-// token back with Release.
+// concurrent claims of one token at most one succeeds. The enroller then
+// calls Confirm once the registration committed, or Release when the ledger
+// refused it. A token claimed by did but neither confirmed nor released (the
+// ledger did not answer, so the registration may or may not have committed)
+// can be claimed again by the same did only, so the device can retry.
 func (s *TokenStore) Claim(token, site, kind string, did device.DID, now time.Time) error {
 	h := tokenHash(token)
 	now = now.UTC()
@@ -200,7 +206,7 @@ func (s *TokenStore) Claim(token, site, kind string, did device.DID, now time.Ti
 		}
 		t := &f.Tokens[i]
 		switch {
-		case t.Used != nil:
+		case t.Used != nil && (t.Confirmed || t.UsedBy != did):
 			return false, fmt.Errorf("%w (by %s at %s)", ErrTokenUsed, t.UsedBy, t.Used.Format(time.RFC3339))
 		case !now.Before(t.Expires):
 			return false, fmt.Errorf("%w at %s", ErrTokenExpired, t.Expires.Format(time.RFC3339))
@@ -215,15 +221,32 @@ func (s *TokenStore) Claim(token, site, kind string, did device.DID, now time.Ti
 }
 
 // Release makes a token claimed by did usable again. It does nothing if the
-// token is not claimed by did.
+// token is not claimed by did or already confirmed.
 func (s *TokenStore) Release(token string, did device.DID) error {
 	h := tokenHash(token)
 	return s.locked(func(f *tokenFile) (bool, error) {
 		i := f.find(h)
-		if i < 0 || f.Tokens[i].Used == nil || f.Tokens[i].UsedBy != did {
+		if i < 0 || f.Tokens[i].Used == nil || f.Tokens[i].UsedBy != did || f.Tokens[i].Confirmed {
 			return false, nil
 		}
 		f.Tokens[i].Used, f.Tokens[i].UsedBy = nil, ""
+		return true, nil
+	})
+}
+
+// Confirm records that the device did claimed token with is registered: the
+// token is spent for good.
+func (s *TokenStore) Confirm(token string, did device.DID) error {
+	h := tokenHash(token)
+	return s.locked(func(f *tokenFile) (bool, error) {
+		i := f.find(h)
+		if i < 0 || f.Tokens[i].UsedBy != did {
+			return false, fmt.Errorf("gateway: confirm: token not claimed by %s", did)
+		}
+		if f.Tokens[i].Confirmed {
+			return false, nil
+		}
+		f.Tokens[i].Confirmed = true
 		return true, nil
 	})
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -143,11 +144,15 @@ func TestTokenClaim(t *testing.T) {
 		{"wrong kind", toks[0], "site-a", "env", now, ErrTokenWrongKind, "token_wrong_kind"},
 		{"expired", toks[0], "site-a", "payroll", now.Add(time.Hour), ErrTokenExpired, "token_expired"},
 		{"ok", toks[0], "site-a", "payroll", now.Add(time.Minute), nil, ""},
-		{"used", toks[0], "site-a", "payroll", now.Add(time.Minute), ErrTokenUsed, "token_used"},
+		{"used by another", toks[0], "site-a", "payroll", now.Add(time.Minute), ErrTokenUsed, "token_used"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			err := s.Claim(tc.token, tc.site, tc.kind, didA, tc.at)
+			did := didA
+			if strings.Contains(tc.name, "another") {
+				did = didB
+			}
+			err := s.Claim(tc.token, tc.site, tc.kind, did, tc.at)
 			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
@@ -183,6 +188,23 @@ func TestTokenClaim(t *testing.T) {
 	if err := s.Claim(toks[0], "site-a", "payroll", didB, now); err != nil {
 		t.Fatalf("after release: %v", err)
 	}
+	// Unconfirmed: the same device may claim again (a retry after a ledger
+	// outage); once confirmed, nobody may, and Release does nothing.
+	if err := s.Claim(toks[0], "site-a", "payroll", didB, now); err != nil {
+		t.Fatalf("retry by the claimer: %v", err)
+	}
+	if err := s.Confirm(toks[0], didB); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(toks[0], didB); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Claim(toks[0], "site-a", "payroll", didB, now); !errors.Is(err, ErrTokenUsed) {
+		t.Fatalf("claim after confirm: %v", err)
+	}
+	if err := s.Confirm(toks[1], didB); err == nil {
+		t.Fatal("confirm of an unclaimed token succeeded")
+	}
 }
 
 // Many goroutines over two stores on one directory (two processes, as far as
@@ -215,7 +237,8 @@ func TestTokenClaimConcurrent(t *testing.T) {
 			if i%2 == 1 {
 				s = s2
 			}
-			err := s.Claim(toks[0], "site-a", "env", didA, time.Now())
+			did := device.DID(fmt.Sprintf("did:ea:%032x", i))
+			err := s.Claim(toks[0], "site-a", "env", did, time.Now())
 			mu.Lock()
 			defer mu.Unlock()
 			switch {

@@ -1,0 +1,757 @@
+package anchor
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	abci "github.com/cometbft/cometbft/abci/types"
+	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
+	ctypes "github.com/cometbft/cometbft/rpc/core/types"
+	rpctypes "github.com/cometbft/cometbft/rpc/jsonrpc/types"
+	"github.com/cometbft/cometbft/types"
+)
+
+// Errors of the ledger client. Test with errors.Is; a refusal is a
+// *RefusedError (errors.As).
+var (
+	// ErrUnreachable means the ledger's RPC did not answer (connection
+	// refused, timeout, HTTP failure) after the client's bounded retries.
+	// Nothing is known about the tx: keep it and submit the same bytes again
+	// later (a resubmission of a committed tx returns its receipt).
+	ErrUnreachable = errors.New("anchor: ledger unreachable")
+	// ErrCommitTimeout means the ledger took the tx into its mempool but did
+	// not commit it within ClientOptions.CommitTimeout. Submit the same bytes
+	// again later.
+	ErrCommitTimeout = errors.New("anchor: tx not committed in time")
+	// ErrNotFound means a query found no such device, gateway or batch.
+	ErrNotFound = errors.New("anchor: not found on the ledger")
+	// ErrClosed means the client was closed.
+	ErrClosed = errors.New("anchor: client closed")
+)
+
+// RefusedError is the ledger's refusal of a tx: CheckTx (Stage "check") or
+// FinalizeBlock (Stage "deliver") answered a non-zero code. Resubmitting the
+// same bytes will not help.
+type RefusedError struct {
+	Stage  string // "check" or "deliver"
+	Code   uint32
+	Log    string
+	TxHash string // lowercase hex
+	Height int64  // block height for Stage "deliver"
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("anchor: ledger refused tx at %s: code %d: %s", e.Stage, e.Code, e.Log)
+}
+
+// Receipt says where a tx committed.
+type Receipt struct {
+	Height int64  `json:"height"`
+	TxHash string `json:"tx"` // CometBFT tx hash (SHA-256 of the tx bytes), lowercase hex
+	Index  uint32 `json:"index"`
+	Code   uint32 `json:"code"`
+	Log    string `json:"log,omitempty"`
+}
+
+// ClientOptions tune a Client. Zero values take the defaults shown.
+type ClientOptions struct {
+	// RequestTimeout bounds one RPC request (5 s).
+	RequestTimeout time.Duration
+	// Retries is how many times an unreachable RPC is retried before
+	// ErrUnreachable (4); only unreachability is retried, never a refusal.
+	Retries int
+	// Backoff is the first retry delay, doubled each retry (200 ms).
+	Backoff time.Duration
+	// PollInterval is how often the block follower asks for a new height
+	// (50 ms).
+	PollInterval time.Duration
+	// CommitTimeout bounds the wait for a tx accepted by CheckTx to commit
+	// (30 s).
+	CommitTimeout time.Duration
+	// Logger receives debug and warning logs (discarded if nil).
+	Logger *slog.Logger
+}
+
+func (o *ClientOptions) defaults() {
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = 5 * time.Second
+	}
+	if o.Retries <= 0 {
+		o.Retries = 4
+	}
+	if o.Backoff <= 0 {
+		o.Backoff = 200 * time.Millisecond
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = 50 * time.Millisecond
+	}
+	if o.CommitTimeout <= 0 {
+		o.CommitTimeout = 30 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Client talks to a ledger node's CometBFT RPC. It is safe for concurrent
+// use; many Submits share one block follower that resolves their commits.
+// Close it when done.
+type Client struct {
+	rpc  *rpchttp.HTTP
+	http *http.Client
+	opts ClientOptions
+	log  *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	waiters   map[string][]chan Receipt // tx hash (raw bytes as string) -> waiters
+	following bool
+	lastErr   error // last follower error, nil when healthy
+}
+
+// NewClient returns a client of the node whose RPC listens at rpcURL
+// ("http://127.0.0.1:26657" or "tcp://…").
+func NewClient(rpcURL string, opts ClientOptions) (*Client, error) {
+	opts.defaults()
+	u, err := url.Parse(rpcURL)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("anchor: ledger rpc url %q: want http://host:port", rpcURL)
+	}
+	hc := &http.Client{
+		Timeout: opts.RequestTimeout,
+		Transport: &http.Transport{
+			DisableCompression:  true,
+			MaxIdleConns:        256,
+			MaxIdleConnsPerHost: 256,
+			IdleConnTimeout:     30 * time.Second,
+			DialContext:         (&net.Dialer{Timeout: opts.RequestTimeout}).DialContext,
+		},
+	}
+	rc, err := rpchttp.NewWithClient(rpcURL, "/websocket", hc)
+	if err != nil {
+		return nil, fmt.Errorf("anchor: ledger rpc client: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Client{
+		rpc: rc, http: hc, opts: opts, log: opts.Logger,
+		ctx: ctx, cancel: cancel, waiters: map[string][]chan Receipt{},
+	}, nil
+}
+
+// Close stops the block follower and releases connections. Pending Submits
+// return ErrClosed.
+func (c *Client) Close() error {
+	c.cancel()
+	c.wg.Wait()
+	if t, ok := c.http.Transport.(*http.Transport); ok {
+		t.CloseIdleConnections()
+	}
+	return nil
+}
+
+// isUnreachable reports whether err means the RPC did not answer, as
+// opposed to answering with an error.
+func isUnreachable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var rpcErr *rpctypes.RPCError
+	if errors.As(err, &rpcErr) {
+		return false
+	}
+	var ue *url.Error
+	var ne net.Error
+	return errors.As(err, &ue) || errors.As(err, &ne) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		strings.Contains(err.Error(), "post failed") ||
+		strings.Contains(err.Error(), "Failed to read response body") ||
+		strings.Contains(err.Error(), "error unmarshalling") // a proxy's HTML page
+}
+
+// call runs f, retrying with doubling backoff while the RPC is unreachable.
+func (c *Client) call(ctx context.Context, what string, f func(context.Context) error) error {
+	delay := c.opts.Backoff
+	var err error
+	for attempt := 0; ; attempt++ {
+		err = f(ctx)
+		if !isUnreachable(err) {
+			return err
+		}
+		if attempt >= c.opts.Retries {
+			break
+		}
+		c.log.Debug("ledger rpc unreachable, retrying", "call", what, "attempt", attempt+1, "error", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %s: %v (%v)", ErrUnreachable, what, ctx.Err(), err)
+		case <-time.After(delay):
+		}
+		delay *= 2
+	}
+	return fmt.Errorf("%w: %s: %v", ErrUnreachable, what, err)
+}
+
+func rpcErrorData(err error) string {
+	var rpcErr *rpctypes.RPCError
+	if errors.As(err, &rpcErr) {
+		return rpcErr.Data + " " + rpcErr.Message
+	}
+	return ""
+}
+
+// Submit sends tx with broadcast_tx_sync and waits until it commits. It
+// returns the receipt of a tx that committed with code 0, a *RefusedError
+// when CheckTx or FinalizeBlock refused it, an error wrapping ErrUnreachable
+// when the RPC does not answer after bounded retries, or ErrCommitTimeout.
+// Submitting bytes that already committed returns their receipt (or their
+// refusal), so a caller that lost an answer can simply submit again.
+func (c *Client) Submit(ctx context.Context, tx []byte) (Receipt, error) {
+	hash := types.Tx(tx).Hash()
+	hexHash := hex.EncodeToString(hash)
+	ch, err := c.addWaiter(ctx, hash)
+	if err != nil {
+		return Receipt{}, err
+	}
+	defer c.removeWaiter(hash, ch)
+
+	var res *ctypes.ResultBroadcastTx
+	err = c.call(ctx, "broadcast_tx_sync", func(ctx context.Context) error {
+		var e error
+		res, e = c.rpc.BroadcastTxSync(ctx, tx)
+		return e
+	})
+	switch {
+	case err != nil && strings.Contains(rpcErrorData(err), "already exists in cache"):
+		// Seen before: committed already, or still in the mempool.
+		if r, ok, lerr := c.lookupTx(ctx, hash); lerr != nil {
+			return Receipt{}, lerr
+		} else if ok {
+			return receiptOrRefusal(r)
+		}
+	case err != nil:
+		return Receipt{}, fmt.Errorf("anchor: submit: %w", err)
+	case res.Code != 0:
+		// A duplicate refusal of a tx that did commit is a success.
+		if r, ok, lerr := c.lookupTx(ctx, hash); lerr == nil && ok {
+			return receiptOrRefusal(r)
+		}
+		return Receipt{}, &RefusedError{Stage: "check", Code: res.Code, Log: res.Log, TxHash: hexHash}
+	}
+	return c.waitCommit(ctx, hash, ch)
+}
+
+func (c *Client) waitCommit(ctx context.Context, hash []byte, ch chan Receipt) (Receipt, error) {
+	timeout := time.NewTimer(c.opts.CommitTimeout)
+	defer timeout.Stop()
+	// A slow check by hash covers a follower that fell behind or a tx that
+	// committed in a block before the follower started.
+	slow := time.NewTicker(5 * time.Second)
+	defer slow.Stop()
+	for {
+		select {
+		case r := <-ch:
+			return receiptOrRefusal(r)
+		case <-ctx.Done():
+			return Receipt{}, fmt.Errorf("anchor: wait for commit: %w", ctx.Err())
+		case <-c.ctx.Done():
+			return Receipt{}, ErrClosed
+		case <-slow.C:
+			if r, ok, err := c.lookupTx(ctx, hash); err == nil && ok {
+				return receiptOrRefusal(r)
+			}
+		case <-timeout.C:
+			if r, ok, err := c.lookupTx(ctx, hash); err == nil && ok {
+				return receiptOrRefusal(r)
+			}
+			c.mu.Lock()
+			lastErr := c.lastErr
+			c.mu.Unlock()
+			if lastErr != nil && errors.Is(lastErr, ErrUnreachable) {
+				return Receipt{}, fmt.Errorf("anchor: wait for commit: %w", lastErr)
+			}
+			return Receipt{}, fmt.Errorf("%w (%s, tx %X)", ErrCommitTimeout, c.opts.CommitTimeout, hash)
+		}
+	}
+}
+
+func receiptOrRefusal(r Receipt) (Receipt, error) {
+	if r.Code != 0 {
+		return r, &RefusedError{Stage: "deliver", Code: r.Code, Log: r.Log, TxHash: r.TxHash, Height: r.Height}
+	}
+	return r, nil
+}
+
+// lookupTx asks the node's tx index for hash: ok is false if not (yet)
+// committed.
+func (c *Client) lookupTx(ctx context.Context, hash []byte) (Receipt, bool, error) {
+	var res *ctypes.ResultTx
+	err := c.call(ctx, "tx", func(ctx context.Context) error {
+		var e error
+		res, e = c.rpc.Tx(ctx, hash, false)
+		return e
+	})
+	if err != nil {
+		if strings.Contains(rpcErrorData(err), "not found") {
+			return Receipt{}, false, nil
+		}
+		return Receipt{}, false, err
+	}
+	return Receipt{
+		Height: res.Height, TxHash: hex.EncodeToString(res.Hash), Index: res.Index,
+		Code: res.TxResult.Code, Log: res.TxResult.Log,
+	}, true, nil
+}
+
+// TxReceipt returns the receipt of a committed tx by its hash (hex), or
+// ErrNotFound.
+func (c *Client) TxReceipt(ctx context.Context, txHash string) (Receipt, error) {
+	h, err := hex.DecodeString(txHash)
+	if err != nil || len(h) != 32 {
+		return Receipt{}, fmt.Errorf("anchor: tx hash %q: want 64 hex digits", txHash)
+	}
+	r, ok, err := c.lookupTx(ctx, h)
+	if err != nil {
+		return Receipt{}, err
+	}
+	if !ok {
+		return Receipt{}, fmt.Errorf("%w: tx %s", ErrNotFound, txHash)
+	}
+	return r, nil
+}
+
+// addWaiter registers a commit waiter for hash and makes sure the follower
+// runs, starting it from the current height (before the tx is broadcast, so
+// its block cannot be missed).
+func (c *Client) addWaiter(ctx context.Context, hash []byte) (chan Receipt, error) {
+	if c.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
+	ch := make(chan Receipt, 1)
+	c.mu.Lock()
+	c.waiters[string(hash)] = append(c.waiters[string(hash)], ch)
+	running := c.following
+	c.mu.Unlock()
+	if running {
+		return ch, nil
+	}
+	h, err := c.Height(ctx)
+	if err != nil {
+		c.removeWaiter(hash, ch)
+		return nil, fmt.Errorf("anchor: submit: %w", err)
+	}
+	c.mu.Lock()
+	if !c.following {
+		c.following = true
+		c.wg.Add(1)
+		go c.follow(h + 1)
+	}
+	c.mu.Unlock()
+	return ch, nil
+}
+
+func (c *Client) removeWaiter(hash []byte, ch chan Receipt) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	list := c.waiters[string(hash)]
+	for i, w := range list {
+		if w == ch {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(c.waiters, string(hash))
+	} else {
+		c.waiters[string(hash)] = list
+	}
+}
+
+// follow resolves commit waiters block by block until the client closes.
+// It stops itself after a while without waiters and is restarted on demand.
+func (c *Client) follow(from int64) {
+	defer c.wg.Done()
+	idleSince := time.Now()
+	idle := false
+	err := c.watch(c.ctx, from, func(b *Block) error {
+		c.mu.Lock()
+		c.lastErr = nil
+		for _, t := range b.Txs {
+			key, _ := hex.DecodeString(t.Hash)
+			for _, ch := range c.waiters[string(key)] {
+				select {
+				case ch <- Receipt{Height: b.Height, TxHash: t.Hash, Index: t.Index, Code: t.Code, Log: t.Log}:
+				default:
+				}
+			}
+		}
+		c.mu.Unlock()
+		return nil
+	}, func(err error) bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err != nil {
+			c.lastErr = err
+		}
+		if len(c.waiters) > 0 {
+			idleSince = time.Now()
+			return true
+		}
+		if time.Since(idleSince) > 10*time.Second {
+			c.following = false // under mu: a new waiter starts a new follower
+			idle = true
+			return false
+		}
+		return true
+	})
+	if err != nil && !errors.Is(err, context.Canceled) {
+		c.log.Warn("ledger block follower stopped", "error", err)
+	}
+	if !idle {
+		c.mu.Lock()
+		c.following = false
+		c.mu.Unlock()
+	}
+}
+
+// Event is one ABCI event with its attributes (last value wins for a key
+// that repeats).
+type Event struct {
+	Type       string            `json:"type"`
+	Attributes map[string]string `json:"attributes"`
+}
+
+// BlockTx is one tx of a block with its result.
+type BlockTx struct {
+	Index  uint32  `json:"index"`
+	Hash   string  `json:"hash"` // lowercase hex
+	Tx     []byte  `json:"tx"`
+	Code   uint32  `json:"code"`
+	Log    string  `json:"log,omitempty"`
+	Events []Event `json:"events,omitempty"`
+}
+
+// Block is a committed block as the follower sees it.
+type Block struct {
+	Height int64
+	Time   time.Time
+	Txs    []BlockTx
+	Events []Event // FinalizeBlock events outside txs
+}
+
+// WatchBlocks calls fn for every committed block from height from (1 or
+// more; 0 means the next block) in order, polling every PollInterval, until
+// ctx is done or fn returns an error (which it returns). An unreachable
+// ledger is waited out; the watch resumes where it stopped. The gateway's
+// identity cache uses it to see device register/revoke events.
+func (c *Client) WatchBlocks(ctx context.Context, from int64, fn func(*Block) error) error {
+	if from <= 0 {
+		h, err := c.Height(ctx)
+		if err != nil {
+			return err
+		}
+		from = h + 1
+	}
+	err := c.watch(ctx, from, fn, func(error) bool { return true })
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return ctx.Err()
+	}
+	return err
+}
+
+// watch is the polling loop behind WatchBlocks and the commit follower.
+// tick is called after each poll round with the round's error (nil if
+// fine); it returns false to stop.
+func (c *Client) watch(ctx context.Context, next int64, fn func(*Block) error, tick func(error) bool) error {
+	t := time.NewTicker(c.opts.PollInterval)
+	defer t.Stop()
+	for {
+		latest, err := c.heightOnce(ctx)
+		for err == nil && next <= latest {
+			var b *Block
+			b, err = c.block(ctx, next)
+			if err != nil {
+				break
+			}
+			if ferr := fn(b); ferr != nil {
+				return ferr
+			}
+			next++
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !tick(err) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// block fetches block h and its results (one retry round for an
+// unreachable RPC is left to the caller's loop).
+func (c *Client) block(ctx context.Context, h int64) (*Block, error) {
+	rb, err := c.rpc.Block(ctx, &h)
+	if err != nil {
+		return nil, classify("block", err)
+	}
+	rr, err := c.rpc.BlockResults(ctx, &h)
+	if err != nil {
+		return nil, classify("block_results", err)
+	}
+	if len(rr.TxsResults) != len(rb.Block.Txs) {
+		return nil, fmt.Errorf("anchor: block %d has %d txs but %d results", h, len(rb.Block.Txs), len(rr.TxsResults))
+	}
+	b := &Block{Height: h, Time: rb.Block.Time, Events: convertEvents(rr.FinalizeBlockEvents)}
+	for i, tx := range rb.Block.Txs {
+		r := rr.TxsResults[i]
+		b.Txs = append(b.Txs, BlockTx{
+			Index: uint32(i), Hash: hex.EncodeToString(tx.Hash()), Tx: tx,
+			Code: r.Code, Log: r.Log, Events: convertEvents(r.Events),
+		})
+	}
+	return b, nil
+}
+
+func convertEvents(evs []abci.Event) []Event {
+	out := make([]Event, 0, len(evs))
+	for _, e := range evs {
+		ev := Event{Type: e.Type, Attributes: make(map[string]string, len(e.Attributes))}
+		for _, a := range e.Attributes {
+			ev.Attributes[a.Key] = a.Value
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+func classify(what string, err error) error {
+	if isUnreachable(err) {
+		return fmt.Errorf("%w: %s: %v", ErrUnreachable, what, err)
+	}
+	return fmt.Errorf("anchor: %s: %w", what, err)
+}
+
+func (c *Client) heightOnce(ctx context.Context) (int64, error) {
+	st, err := c.rpc.Status(ctx)
+	if err != nil {
+		return 0, classify("status", err)
+	}
+	return st.SyncInfo.LatestBlockHeight, nil
+}
+
+// Status is what a gateway or operator needs from /status.
+type Status struct {
+	ChainID     string
+	Height      int64
+	Time        time.Time
+	CatchingUp  bool
+	NodeID      string
+	ValidatorID string // validator address, hex
+}
+
+// Status returns the node's chain id and latest height.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var st *ctypes.ResultStatus
+	err := c.call(ctx, "status", func(ctx context.Context) error {
+		var e error
+		st, e = c.rpc.Status(ctx)
+		return e
+	})
+	if err != nil {
+		return Status{}, err
+	}
+	return Status{
+		ChainID: st.NodeInfo.Network, Height: st.SyncInfo.LatestBlockHeight,
+		Time: st.SyncInfo.LatestBlockTime, CatchingUp: st.SyncInfo.CatchingUp,
+		NodeID: string(st.NodeInfo.DefaultNodeID), ValidatorID: st.ValidatorInfo.Address.String(),
+	}, nil
+}
+
+// Height returns the latest committed height.
+func (c *Client) Height(ctx context.Context) (int64, error) {
+	st, err := c.Status(ctx)
+	return st.Height, err
+}
+
+// Query runs an ABCI query (docs/internals.md paths) and returns the JSON
+// answer; a non-zero answer code is ErrNotFound when the app says so, an
+// error otherwise.
+func (c *Client) Query(ctx context.Context, path string) ([]byte, error) {
+	var res *ctypes.ResultABCIQuery
+	err := c.call(ctx, "abci_query", func(ctx context.Context) error {
+		var e error
+		res, e = c.rpc.ABCIQuery(ctx, path, nil)
+		return e
+	})
+	if err != nil {
+		return nil, err
+	}
+	if res.Response.Code != 0 {
+		if res.Response.Value == nil && strings.Contains(strings.ToLower(res.Response.Log), "not found") {
+			return nil, fmt.Errorf("%w: %s", ErrNotFound, path)
+		}
+		return nil, fmt.Errorf("anchor: query %s: code %d: %s", path, res.Response.Code, res.Response.Log)
+	}
+	if len(res.Response.Value) == 0 {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, path)
+	}
+	return res.Response.Value, nil
+}
+
+func (c *Client) queryJSON(ctx context.Context, path string, v any) error {
+	b, err := c.Query(ctx, path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("anchor: query %s: decode answer: %w", path, err)
+	}
+	return nil
+}
+
+// DeviceRecord is the ledger's answer for /device/{did}.
+type DeviceRecord struct {
+	DID            string `json:"did"`
+	Pub            []byte `json:"pub"` // SPKI DER
+	Kind           string `json:"kind"`
+	Site           string `json:"site"`
+	Gateway        string `json:"gateway"`
+	Status         string `json:"status"` // "active" or "revoked"
+	Height         int64  `json:"height"`
+	TxHash         string `json:"tx"`
+	RevokedHeight  int64  `json:"revoked_height,omitempty"`
+	RevokedTxHash  string `json:"revoked_tx,omitempty"`
+	RevokedReason  string `json:"revoked_reason,omitempty"`
+	Registration   []byte `json:"registration,omitempty"`
+	DeviceSig      []byte `json:"device_sig,omitempty"`
+	RegisteredTime string `json:"ts,omitempty"`
+}
+
+// GatewayRecord is the ledger's answer for /gateway/{did}.
+type GatewayRecord struct {
+	DID     string `json:"did"`
+	Pub     []byte `json:"pub"`
+	Site    string `json:"site"`
+	Name    string `json:"name"`
+	Status  string `json:"status,omitempty"`
+	Height  int64  `json:"height"`
+	TxHash  string `json:"tx,omitempty"`
+	LastSeq uint64 `json:"last_seq"`
+}
+
+// BatchRecord is the ledger's answer for /batch/…, /batch-by-root/… and
+// /last-batch/….
+type BatchRecord struct {
+	Header     []byte `json:"header"` // the exact AnchorBatch body bytes
+	Sig        []byte `json:"sig"`
+	HeaderHash string `json:"hash"`
+	Height     int64  `json:"height"`
+	TxHash     string `json:"tx"`
+}
+
+// Device returns the ledger's record of a device.
+func (c *Client) Device(ctx context.Context, did string) (*DeviceRecord, error) {
+	var r DeviceRecord
+	return &r, c.queryJSON(ctx, "/device/"+did, &r)
+}
+
+// Gateway returns the ledger's record of a gateway.
+func (c *Client) Gateway(ctx context.Context, did string) (*GatewayRecord, error) {
+	var r GatewayRecord
+	return &r, c.queryJSON(ctx, "/gateway/"+did, &r)
+}
+
+// GatewayDevices returns the devices registered through a gateway.
+func (c *Client) GatewayDevices(ctx context.Context, did string) ([]DeviceRecord, error) {
+	var r []DeviceRecord
+	return r, c.queryJSON(ctx, "/gateway/"+did+"/devices", &r)
+}
+
+// Batch returns the anchored batch header (gateway, seq).
+func (c *Client) Batch(ctx context.Context, gateway string, seq uint64) (*BatchRecord, error) {
+	var r BatchRecord
+	return &r, c.queryJSON(ctx, "/batch/"+gateway+"/"+strconv.FormatUint(seq, 10), &r)
+}
+
+// BatchByRoot returns the anchored batch whose Merkle root is root (hex).
+func (c *Client) BatchByRoot(ctx context.Context, root string) (*BatchRecord, error) {
+	var r BatchRecord
+	return &r, c.queryJSON(ctx, "/batch-by-root/"+root, &r)
+}
+
+// LastBatch returns a gateway's last anchored batch, or ErrNotFound before
+// its first.
+func (c *Client) LastBatch(ctx context.Context, gateway string) (*BatchRecord, error) {
+	var r BatchRecord
+	return &r, c.queryJSON(ctx, "/last-batch/"+gateway, &r)
+}
+
+// signedHeader fetches the signed header at height h.
+func (c *Client) signedHeader(ctx context.Context, h int64) (*types.SignedHeader, error) {
+	var res *ctypes.ResultCommit
+	err := c.call(ctx, "commit", func(ctx context.Context) error {
+		var e error
+		res, e = c.rpc.Commit(ctx, &h)
+		return e
+	})
+	if err != nil {
+		return nil, err
+	}
+	sh := res.SignedHeader
+	return &sh, nil
+}
+
+// validatorSet fetches the full validator set at height h.
+func (c *Client) validatorSet(ctx context.Context, h int64) (*types.ValidatorSet, error) {
+	var vals []*types.Validator
+	perPage := 100
+	for page := 1; ; page++ {
+		var res *ctypes.ResultValidators
+		err := c.call(ctx, "validators", func(ctx context.Context) error {
+			var e error
+			res, e = c.rpc.Validators(ctx, &h, &page, &perPage)
+			return e
+		})
+		if err != nil {
+			return nil, err
+		}
+		vals = append(vals, res.Validators...)
+		if len(vals) >= res.Total || res.Count == 0 {
+			break
+		}
+	}
+	vs, err := newValidatorSet(vals)
+	if err != nil {
+		return nil, fmt.Errorf("anchor: validators at %d: %w", h, err)
+	}
+	return vs, nil
+}
+
+// newValidatorSet is types.NewValidatorSet without its panic on bad input.
+func newValidatorSet(vals []*types.Validator) (vs *types.ValidatorSet, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%v", r)
+		}
+	}()
+	return types.NewValidatorSet(vals), nil
+}

@@ -1,0 +1,409 @@
+package anchor
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	abci "github.com/cometbft/cometbft/abci/types"
+	"github.com/cometbft/cometbft/crypto/merkle"
+	cmtjson "github.com/cometbft/cometbft/libs/json"
+	"github.com/cometbft/cometbft/light"
+	ctypes "github.com/cometbft/cometbft/rpc/core/types"
+	"github.com/cometbft/cometbft/types"
+)
+
+// AnchorProofVersion is the version of the AnchorProof JSON form.
+const AnchorProofVersion = 1
+
+// Steps of AnchorProof verification, in the order they run. A VerifyError
+// names the first one that failed.
+const (
+	StepTrust      = "trust"       // the trust itself is invalid
+	StepDecode     = "decode"      // the proof is incomplete or malformed
+	StepTxMatch    = "tx-match"    // the proof is about other tx bytes than the caller's
+	StepHeader     = "header"      // the block header is not signed by the trusted validators (light client)
+	StepTxProof    = "tx-proof"    // the tx is not in the block (Merkle proof against DataHash)
+	StepNextHeader = "next-header" // the next header does not follow the block (light client, adjacent)
+	StepResult     = "result"      // the tx result is not under the next header's LastResultsHash
+	StepTxCode     = "tx-code"     // the ledger executed the tx with a non-zero code (refused it)
+)
+
+// ErrInvalidAnchorProof is matched (errors.Is) by every VerifyError: the
+// anchor proof does not show that the tx committed and succeeded on the
+// trusted ledger.
+var ErrInvalidAnchorProof = errors.New("anchor: invalid anchor proof")
+
+// VerifyError is a failed AnchorProof verification: Step names what failed
+// (Step… constants), Err says why.
+type VerifyError struct {
+	Step string
+	Err  error
+}
+
+func (e *VerifyError) Error() string {
+	return fmt.Sprintf("anchor proof: %s: %v", e.Step, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *VerifyError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrInvalidAnchorProof) true.
+func (e *VerifyError) Is(target error) bool { return target == ErrInvalidAnchorProof }
+
+func stepErr(step string, format string, a ...any) error {
+	return &VerifyError{Step: step, Err: fmt.Errorf(format, a...)}
+}
+
+// AnchorProof shows, offline, that a tx committed at Height in a block signed
+// by the trusted consortium and that the ledger executed it with code 0:
+//
+//   - Header (and Validators) is verified against a Trust with CometBFT's
+//     light client rules;
+//   - TxProof proves Tx is in that block (against Header.DataHash);
+//   - NextHeader (Height+1, with NextValidators) is verified as the adjacent
+//     header of Header;
+//   - Result (the deterministic part of the tx's ExecTxResult: code, data,
+//     gas wanted and used) and ResultProof prove the result is leaf Index
+//     under NextHeader.LastResultsHash, the way CometBFT hashes results.
+type AnchorProof struct {
+	ChainID        string
+	Height         int64
+	Index          uint32
+	Tx             []byte
+	TxProof        merkle.Proof
+	Header         *types.SignedHeader
+	Validators     *types.ValidatorSet
+	NextHeader     *types.SignedHeader
+	NextValidators *types.ValidatorSet // nil when equal to Validators
+	Result         abci.ExecTxResult
+	ResultProof    merkle.Proof
+}
+
+type anchorProofJSON struct {
+	Version        int             `json:"version"`
+	ChainID        string          `json:"chain_id"`
+	Height         int64           `json:"height"`
+	Index          uint32          `json:"index"`
+	Tx             []byte          `json:"tx"`
+	TxProof        json.RawMessage `json:"tx_proof"`
+	Header         json.RawMessage `json:"signed_header"`
+	Validators     json.RawMessage `json:"validators"`
+	NextHeader     json.RawMessage `json:"next_signed_header"`
+	NextValidators json.RawMessage `json:"next_validators,omitempty"`
+	Result         resultJSON      `json:"result"`
+	ResultProof    json.RawMessage `json:"result_proof"`
+}
+
+type resultJSON struct {
+	Code      uint32 `json:"code"`
+	Data      []byte `json:"data,omitempty"`
+	GasWanted int64  `json:"gas_wanted"`
+	GasUsed   int64  `json:"gas_used"`
+}
+
+// MarshalJSON writes the proof as JSON; CometBFT structures (headers,
+// validator sets, Merkle proofs) use CometBFT's own JSON encoding.
+func (p *AnchorProof) MarshalJSON() ([]byte, error) {
+	w := anchorProofJSON{
+		Version: AnchorProofVersion, ChainID: p.ChainID, Height: p.Height, Index: p.Index, Tx: p.Tx,
+		Result: resultJSON{Code: p.Result.Code, Data: p.Result.Data, GasWanted: p.Result.GasWanted, GasUsed: p.Result.GasUsed},
+	}
+	for _, f := range []struct {
+		dst *json.RawMessage
+		v   any
+		nil bool
+	}{
+		{&w.TxProof, &p.TxProof, false},
+		{&w.Header, p.Header, p.Header == nil},
+		{&w.Validators, p.Validators, p.Validators == nil},
+		{&w.NextHeader, p.NextHeader, p.NextHeader == nil},
+		{&w.NextValidators, p.NextValidators, p.NextValidators == nil},
+		{&w.ResultProof, &p.ResultProof, false},
+	} {
+		if f.nil {
+			continue
+		}
+		b, err := cmtjson.Marshal(f.v)
+		if err != nil {
+			return nil, fmt.Errorf("anchor: encode anchor proof: %w", err)
+		}
+		*f.dst = b
+	}
+	return json.Marshal(w)
+}
+
+// UnmarshalJSON reads the JSON form. It checks the form only; Verify checks
+// the rest.
+func (p *AnchorProof) UnmarshalJSON(data []byte) error {
+	var w anchorProofJSON
+	if err := json.Unmarshal(data, &w); err != nil {
+		return &VerifyError{Step: StepDecode, Err: err}
+	}
+	if w.Version != AnchorProofVersion {
+		return stepErr(StepDecode, "version %d (want %d)", w.Version, AnchorProofVersion)
+	}
+	out := AnchorProof{
+		ChainID: w.ChainID, Height: w.Height, Index: w.Index, Tx: w.Tx,
+		Result: abci.ExecTxResult{Code: w.Result.Code, Data: w.Result.Data, GasWanted: w.Result.GasWanted, GasUsed: w.Result.GasUsed},
+	}
+	var h, nh types.SignedHeader
+	var vs, nvs types.ValidatorSet
+	for _, f := range []struct {
+		name string
+		src  json.RawMessage
+		v    any
+		opt  bool
+	}{
+		{"tx_proof", w.TxProof, &out.TxProof, false},
+		{"signed_header", w.Header, &h, false},
+		{"validators", w.Validators, &vs, false},
+		{"next_signed_header", w.NextHeader, &nh, false},
+		{"next_validators", w.NextValidators, &nvs, true},
+		{"result_proof", w.ResultProof, &out.ResultProof, false},
+	} {
+		if len(f.src) == 0 || string(f.src) == "null" {
+			if f.opt {
+				continue
+			}
+			return stepErr(StepDecode, "%s is missing", f.name)
+		}
+		if err := cmtjson.Unmarshal(f.src, f.v); err != nil {
+			return stepErr(StepDecode, "%s: %v", f.name, err)
+		}
+	}
+	out.Header, out.Validators, out.NextHeader = &h, &vs, &nh
+	if len(w.NextValidators) > 0 && string(w.NextValidators) != "null" {
+		out.NextValidators = &nvs
+	}
+	*p = out
+	return nil
+}
+
+// Verify checks the proof against trust, offline, using the local clock
+// only to refuse headers from the future. It returns nil or a *VerifyError
+// naming the failed step.
+func (p *AnchorProof) Verify(trust *Trust) error {
+	return p.VerifyAt(trust, time.Now())
+}
+
+// VerifyTx is Verify plus a check that the proof is about exactly tx.
+func (p *AnchorProof) VerifyTx(trust *Trust, tx []byte) error {
+	if !bytes.Equal(p.Tx, tx) {
+		return stepErr(StepTxMatch, "proof is about other tx bytes")
+	}
+	return p.Verify(trust)
+}
+
+// VerifyAt is Verify with an explicit "now".
+func (p *AnchorProof) VerifyAt(trust *Trust, now time.Time) (err error) {
+	// CometBFT panics on some malformed structures (e.g. voting power
+	// overflow); a proof is untrusted input.
+	step := StepTrust
+	defer func() {
+		if r := recover(); r != nil {
+			err = stepErr(step, "malformed input: %v", r)
+		}
+	}()
+	if trust == nil {
+		return stepErr(StepTrust, "no trust given")
+	}
+	if err := trust.Validate(); err != nil {
+		return &VerifyError{Step: StepTrust, Err: err}
+	}
+
+	step = StepDecode
+	if p.Header == nil || p.Header.Header == nil || p.Header.Commit == nil ||
+		p.NextHeader == nil || p.NextHeader.Header == nil || p.NextHeader.Commit == nil ||
+		p.Validators == nil || len(p.Tx) == 0 {
+		return stepErr(StepDecode, "proof is incomplete")
+	}
+	if p.Height != p.Header.Height {
+		return stepErr(StepDecode, "height %d but header height %d", p.Height, p.Header.Height)
+	}
+	if p.ChainID != trust.ChainID {
+		return stepErr(StepHeader, "chain id %q, trusted %q", p.ChainID, trust.ChainID)
+	}
+
+	step = StepHeader
+	if err := verifyHeader(trust, p.Header, p.Validators, now); err != nil {
+		return &VerifyError{Step: StepHeader, Err: err}
+	}
+
+	step = StepTxProof
+	if p.TxProof.Index != int64(p.Index) {
+		return stepErr(StepTxProof, "proof index %d, claimed index %d", p.TxProof.Index, p.Index)
+	}
+	txp := types.TxProof{RootHash: p.Header.DataHash, Data: p.Tx, Proof: p.TxProof}
+	if err := txp.Validate(p.Header.DataHash); err != nil {
+		return &VerifyError{Step: StepTxProof, Err: fmt.Errorf("tx not in block %d: %w", p.Height, err)}
+	}
+
+	step = StepNextHeader
+	if p.NextHeader.Height != p.Height+1 {
+		return stepErr(StepNextHeader, "next header height %d, want %d", p.NextHeader.Height, p.Height+1)
+	}
+	nextVals := p.NextValidators
+	if nextVals == nil {
+		nextVals = p.Validators
+	}
+	if err := light.VerifyAdjacent(p.Header, p.NextHeader, nextVals, trust.TrustingPeriod, now, DefaultMaxClockDrift); err != nil {
+		return &VerifyError{Step: StepNextHeader, Err: err}
+	}
+
+	step = StepResult
+	if p.ResultProof.Index != p.TxProof.Index || p.ResultProof.Total != p.TxProof.Total {
+		return stepErr(StepResult, "result proof is for leaf %d of %d, tx is %d of %d",
+			p.ResultProof.Index, p.ResultProof.Total, p.TxProof.Index, p.TxProof.Total)
+	}
+	det := types.NewResults([]*abci.ExecTxResult{&p.Result})[0]
+	leaf, err := det.Marshal()
+	if err != nil {
+		return &VerifyError{Step: StepResult, Err: err}
+	}
+	if err := p.ResultProof.Verify(p.NextHeader.LastResultsHash, leaf); err != nil {
+		return &VerifyError{Step: StepResult, Err: fmt.Errorf("result not under LastResultsHash of block %d: %w", p.NextHeader.Height, err)}
+	}
+
+	step = StepTxCode
+	if p.Result.Code != 0 {
+		return stepErr(StepTxCode, "ledger refused the tx with code %d", p.Result.Code)
+	}
+	return nil
+}
+
+// verifyHeader checks that sh (with its validator set vals) is a header of
+// the trusted chain.
+func verifyHeader(trust *Trust, sh *types.SignedHeader, vals *types.ValidatorSet, now time.Time) error {
+	if err := vals.ValidateBasic(); err != nil {
+		return fmt.Errorf("validator set: %w", err)
+	}
+	if err := sh.ValidateBasic(trust.ChainID); err != nil {
+		return err
+	}
+	if !bytes.Equal(sh.ValidatorsHash, vals.Hash()) {
+		return fmt.Errorf("validator set %X is not the header's %X", vals.Hash(), sh.ValidatorsHash)
+	}
+	if sh.Time.After(now.Add(DefaultMaxClockDrift)) {
+		return fmt.Errorf("header time %s is in the future", sh.Time)
+	}
+	if trust.Mode == TrustModeHeader {
+		switch {
+		case sh.Height > trust.Height:
+			// CometBFT's light client: adjacent or skipping verification
+			// from the trusted header.
+			return light.Verify(trust.Header, trust.Validators, sh, vals,
+				trust.TrustingPeriod, now, DefaultMaxClockDrift, light.DefaultTrustLevel)
+		case sh.Height == trust.Height:
+			if !bytes.Equal(sh.Hash(), trust.HeaderHash) {
+				return fmt.Errorf("header %X at the trusted height is not the trusted header %X", sh.Hash(), trust.HeaderHash)
+			}
+			return nil
+		}
+	}
+	// Genesis mode, or a header older than the trusted one: it must be
+	// signed by the trusted validator set (+2/3 if the set is the same;
+	// otherwise ≥1/3 of the trusted set, as in the light client's skipping
+	// rule, and +2/3 of its own set).
+	if bytes.Equal(vals.Hash(), trust.Validators.Hash()) {
+		return trust.Validators.VerifyCommitLight(trust.ChainID, sh.Commit.BlockID, sh.Height, sh.Commit)
+	}
+	if err := trust.Validators.VerifyCommitLightTrusting(trust.ChainID, sh.Commit, light.DefaultTrustLevel); err != nil {
+		return fmt.Errorf("not signed by the trusted validators: %w", err)
+	}
+	return vals.VerifyCommitLight(trust.ChainID, sh.Commit.BlockID, sh.Height, sh.Commit)
+}
+
+// ProveAnchor builds the AnchorProof of a committed tx (given its bytes). It
+// waits (up to CommitTimeout) for the next block, whose header carries the
+// tx's result hash. It returns ErrNotFound if the tx did not commit.
+func (c *Client) ProveAnchor(ctx context.Context, tx []byte) (*AnchorProof, error) {
+	hash := types.Tx(tx).Hash()
+	var res *ctypes.ResultTx
+	err := c.call(ctx, "tx", func(ctx context.Context) error {
+		var e error
+		res, e = c.rpc.Tx(ctx, hash, true)
+		return e
+	})
+	if err != nil {
+		if rpcErrorData(err) != "" && bytes.Contains([]byte(rpcErrorData(err)), []byte("not found")) {
+			return nil, fmt.Errorf("%w: tx %X", ErrNotFound, hash)
+		}
+		return nil, err
+	}
+	if !bytes.Equal(res.Tx, tx) {
+		return nil, fmt.Errorf("anchor: node returned other bytes for tx %X", hash)
+	}
+	h := res.Height
+	if err := c.waitHeight(ctx, h+1); err != nil {
+		return nil, err
+	}
+	sh, err := c.signedHeader(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	vals, err := c.validatorSet(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	next, err := c.signedHeader(ctx, h+1)
+	if err != nil {
+		return nil, err
+	}
+	var nextVals *types.ValidatorSet
+	if !bytes.Equal(next.ValidatorsHash, vals.Hash()) {
+		if nextVals, err = c.validatorSet(ctx, h+1); err != nil {
+			return nil, err
+		}
+	}
+	var rr *ctypes.ResultBlockResults
+	err = c.call(ctx, "block_results", func(ctx context.Context) error {
+		var e error
+		rr, e = c.rpc.BlockResults(ctx, &h)
+		return e
+	})
+	if err != nil {
+		return nil, err
+	}
+	results := types.NewResults(rr.TxsResults)
+	if !bytes.Equal(results.Hash(), next.LastResultsHash) {
+		return nil, fmt.Errorf("anchor: block_results of %d hash to %X, next header says %X", h, results.Hash(), next.LastResultsHash)
+	}
+	if int(res.Index) >= len(results) {
+		return nil, fmt.Errorf("anchor: tx index %d beyond %d results", res.Index, len(results))
+	}
+	r := results[res.Index]
+	p := &AnchorProof{
+		ChainID: sh.ChainID, Height: h, Index: res.Index, Tx: tx, TxProof: res.Proof.Proof,
+		Header: sh, Validators: vals, NextHeader: next, NextValidators: nextVals,
+		Result:      abci.ExecTxResult{Code: r.Code, Data: r.Data, GasWanted: r.GasWanted, GasUsed: r.GasUsed},
+		ResultProof: results.ProveResult(int(res.Index)),
+	}
+	return p, nil
+}
+
+// waitHeight polls until the latest height is at least h (bounded by
+// CommitTimeout).
+func (c *Client) waitHeight(ctx context.Context, h int64) error {
+	deadline := time.Now().Add(c.opts.CommitTimeout)
+	for {
+		latest, err := c.Height(ctx)
+		if err != nil {
+			return err
+		}
+		if latest >= h {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: height %d not reached (at %d)", ErrCommitTimeout, h, latest)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(c.opts.PollInterval):
+		}
+	}
+}

@@ -1,14 +1,12 @@
 package device
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
-	"slices"
 	"time"
 	"unicode/utf8"
 )
@@ -106,7 +104,7 @@ func Open(raw []byte, maxBody int) (*Opened, error) {
 	if err := checkJSON(raw, envelopeKeys); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	if err := decodeStrict(raw, &o.Envelope); err != nil {
+	if err := json.Unmarshal(raw, &o.Envelope); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	e := &o.Envelope
@@ -148,7 +146,7 @@ func ParseBody(body []byte, b *Body) error {
 	if err := checkJSON(body, bodyKeys); err != nil {
 		return fmt.Errorf("%w: body: %v", ErrMalformed, err)
 	}
-	if err := decodeStrict(body, b); err != nil {
+	if err := json.Unmarshal(body, b); err != nil {
 		return fmt.Errorf("%w: body: %v", ErrMalformed, err)
 	}
 	if _, err := ParseDID(string(b.DID)); err != nil {
@@ -243,77 +241,6 @@ func Reason(err error) string {
 	default:
 		return "other"
 	}
-}
-
-// decodeStrict decodes exactly one JSON value with no unknown fields.
-func decodeStrict(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if dec.More() {
-		return errors.New("trailing data after JSON value")
-	}
-	if _, err := dec.Token(); err == nil {
-		return errors.New("trailing data after JSON value")
-	}
-	return nil
-}
-
-// checkJSON refuses objects that name a key twice (parsers differ on which
-// one wins, and a signed body must mean one thing to everyone) and, when
-// top is not nil, a top-level object member whose name is not exactly one of
-// top.
-func checkJSON(data []byte, top []string) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	return walkValue(dec, 0, top)
-}
-
-const maxJSONDepth = 32
-
-func walkValue(dec *json.Decoder, depth int, top []string) error {
-	if depth > maxJSONDepth {
-		return errors.New("JSON nested too deeply")
-	}
-	tok, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	delim, ok := tok.(json.Delim)
-	if !ok {
-		return nil
-	}
-	switch delim {
-	case '{':
-		seen := map[string]bool{}
-		for dec.More() {
-			k, err := dec.Token()
-			if err != nil {
-				return err
-			}
-			key, _ := k.(string)
-			if seen[key] {
-				return fmt.Errorf("duplicate key %q", key)
-			}
-			if depth == 0 && top != nil && !slices.Contains(top, key) {
-				return fmt.Errorf("unknown member %q", key)
-			}
-			seen[key] = true
-			if err := walkValue(dec, depth+1, nil); err != nil {
-				return err
-			}
-		}
-	case '[':
-		for dec.More() {
-			if err := walkValue(dec, depth+1, nil); err != nil {
-				return err
-			}
-		}
-	}
-	_, err = dec.Token() // closing delimiter
-	return err
 }
 
 // EncodeSig is the base64 form of a signature as it appears in JSON.

@@ -3,6 +3,7 @@ package device
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -169,4 +170,70 @@ func asFieldError(err error, fe **FieldError) bool {
 		*fe = e
 	}
 	return ok
+}
+
+// FuzzCheckJSON compares the byte scanner behind duplicate-key detection
+// with a reference built on encoding/json's tokenizer, on valid JSON.
+func FuzzCheckJSON(f *testing.F) {
+	for _, s := range goldenBodySeeds(f) {
+		f.Add(s)
+	}
+	f.Add([]byte(`{"a":{"b":1,"b":2}}`))
+	f.Add([]byte(`[{"a":1},{"a":1,"\u0061":2}]`))
+	f.Add([]byte(`{"s\"q":"}{][","x":[1,"a\\",{"y":null}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got := checkJSON(data, nil)
+		if !json.Valid(data) {
+			return // json.Unmarshal refuses it whatever checkJSON says
+		}
+		want := referenceDupCheck(data)
+		if (got == nil) != (want == nil) {
+			t.Fatalf("checkJSON(%q) = %v, reference %v", data, got, want)
+		}
+	})
+}
+
+// referenceDupCheck is the slow, obviously right version of checkJSON(data,
+// nil) for valid JSON.
+func referenceDupCheck(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var walk func(depth int) error
+	walk = func(depth int) error {
+		if depth > maxJSONDepth {
+			return errors.New("too deep")
+		}
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		switch tok {
+		case json.Delim('{'):
+			seen := map[string]bool{}
+			for dec.More() {
+				k, err := dec.Token()
+				if err != nil {
+					return err
+				}
+				if seen[k.(string)] {
+					return errors.New("duplicate")
+				}
+				seen[k.(string)] = true
+				if err := walk(depth + 1); err != nil {
+					return err
+				}
+			}
+			_, err = dec.Token()
+			return err
+		case json.Delim('['):
+			for dec.More() {
+				if err := walk(depth + 1); err != nil {
+					return err
+				}
+			}
+			_, err = dec.Token()
+			return err
+		}
+		return nil
+	}
+	return walk(0)
 }

@@ -138,7 +138,7 @@ func ValidateData(kind string, data []byte) error {
 		return &FieldError{Kind: kind, Reason: "data is not a JSON object: " + err.Error()}
 	}
 	var obj map[string]json.RawMessage
-	if err := decodeStrict(data, &obj); err != nil || obj == nil {
+	if err := json.Unmarshal(data, &obj); err != nil || obj == nil {
 		return &FieldError{Kind: kind, Reason: "data is not a JSON object"}
 	}
 	for _, f := range fields {

@@ -1,0 +1,312 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"sync"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+// UpTopic is the topic a device publishes its envelopes on.
+func UpTopic(did device.DID) string { return "ea/v1/dev/" + string(did) + "/up" }
+
+// ReceiptTopic is the topic the gateway answers a device's records on.
+func ReceiptTopic(did device.DID) string { return "ea/v1/dev/" + string(did) + "/receipt" }
+
+type simDevice struct {
+	f     *Fleet
+	id    *identity
+	gen   Generator
+	spool *Spool
+	wake  chan struct{}
+	log   interface {
+		Info(string, ...any)
+		Warn(string, ...any)
+		Debug(string, ...any)
+	}
+	pending *Reading // generated but not taken yet
+
+	missSeq uint64 // head reading that went unacknowledged
+	misses  int    // how many times in a row
+}
+
+func (f *Fleet) newDevice(id *identity) (*simDevice, error) {
+	gen, err := NewGenerator(GenConfig{
+		Kind: id.state.Kind, Seed: f.state.Seed, Index: id.state.Index,
+		Site: id.state.Site, Salt: f.salt, Start: f.state.Start,
+	})
+	if err != nil {
+		return nil, err
+	}
+	sp, err := OpenSpool(filepath.Join(id.dir, "spool"), f.cfg.SpoolMax)
+	if err != nil {
+		return nil, err
+	}
+	if last := sp.Last(); last > id.seq {
+		return nil, fmt.Errorf("%w: %s: spool holds seq %d beyond the counter %d", ErrState, id.dir, last, id.seq)
+	}
+	// Replay the generator past the readings already taken.
+	for range id.seq {
+		gen.Next()
+	}
+	return &simDevice{
+		f: f, id: id, gen: gen, spool: sp, wake: make(chan struct{}, 1),
+		log: f.cfg.Logger.With("device", id.state.Name, "did", string(id.signer.DID())),
+	}, nil
+}
+
+// sleep waits d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// takeLoop takes readings: one every 1/Rate seconds while the device's
+// simulated clock is behind the wall clock, never one from the future.
+func (d *simDevice) takeLoop(ctx context.Context) error {
+	cfg := &d.f.cfg
+	interval := time.Duration(float64(time.Second) / cfg.Rate)
+	// Spread the fleet over the interval.
+	next := time.Now().Add(time.Duration(rand.Int64N(int64(interval) + 1)))
+	for {
+		if d.pending == nil {
+			r := d.gen.Next()
+			d.pending = &r
+		}
+		wait := time.Until(next)
+		if ahead := d.pending.At.Sub(cfg.Now()); ahead > wait {
+			wait = ahead
+		}
+		if err := sleep(ctx, wait); err != nil {
+			return nil
+		}
+		if err := d.take(*d.pending); err != nil {
+			d.log.Warn("reading not stored", "error", err)
+			return err
+		}
+		d.pending = nil
+		next = next.Add(interval)
+		if now := time.Now(); next.Before(now.Add(-interval)) {
+			next = now // do not burst to make up for a stall
+		}
+	}
+}
+
+// take signs r with the next sequence number and spools it.
+func (d *simDevice) take(r Reading) error {
+	seq, err := d.id.nextSeq()
+	if err != nil {
+		return err
+	}
+	body, err := device.NewBody(d.id.signer.DID(), seq, r.At, r.Kind, r.Data)
+	if err != nil {
+		return err
+	}
+	env, err := device.Seal(d.id.signer, body)
+	if err != nil {
+		return err
+	}
+	dropped, err := d.spool.Put(seq, env)
+	if err != nil {
+		return err
+	}
+	if dropped > 0 {
+		d.log.Warn("spool full, oldest readings dropped", "dropped", dropped, "dropped_total", d.spool.Dropped())
+	}
+	d.f.taken.Add(1)
+	if cb := d.f.cfg.OnTaken; cb != nil {
+		cb(Taken{Device: d.id.signer.DID(), Seq: seq, At: r.At.UTC(), Kind: r.Kind})
+	}
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// errLost means the connection went away.
+var errLost = errors.New("sim: connection lost")
+
+// connect makes one connection attempt: the enrollment credential until the
+// device has enrolled, then the ea1 credential, with a fresh nonce each time.
+func (d *simDevice) connect() (mqtt.Client, <-chan struct{}, bool, error) {
+	cfg := &d.f.cfg
+	did := string(d.id.signer.DID())
+	enrolling := !d.id.enrolled()
+	lost := make(chan struct{})
+	var once sync.Once
+	opts := mqtt.NewClientOptions().
+		AddBroker(cfg.Broker).
+		SetClientID(did).
+		SetCleanSession(true).
+		SetAutoReconnect(false).
+		SetConnectRetry(false).
+		SetOrderMatters(true).
+		SetKeepAlive(30 * time.Second).
+		SetConnectTimeout(cfg.ConnectTimeout).
+		SetWriteTimeout(10 * time.Second).
+		SetCredentialsProvider(func() (string, string) {
+			var pw string
+			var err error
+			if enrolling {
+				pw, err = EnrollPassword(d.id.signer, d.id.state.Token, d.id.state.Kind, d.id.state.Site, cfg.Now())
+			} else {
+				pw, err = ConnectPassword(d.id.signer, cfg.Now())
+			}
+			if err != nil {
+				d.log.Warn("credential not made", "error", err)
+			}
+			return did, pw
+		}).
+		SetConnectionLostHandler(func(mqtt.Client, error) { once.Do(func() { close(lost) }) })
+	c := mqtt.NewClient(opts)
+	tok := c.Connect()
+	if !tok.WaitTimeout(cfg.ConnectTimeout + time.Second) {
+		c.Disconnect(0)
+		return nil, nil, enrolling, errors.New("sim: connect timed out")
+	}
+	if err := tok.Error(); err != nil {
+		return nil, nil, enrolling, err
+	}
+	return c, lost, enrolling, nil
+}
+
+// sendLoop keeps a connection up (reconnecting with exponential backoff and
+// jitter) and sends the spool in order over it.
+func (d *simDevice) sendLoop(ctx context.Context) {
+	cfg := &d.f.cfg
+	backoff := cfg.BackoffMin
+	for ctx.Err() == nil {
+		c, lost, enrolling, err := d.connect()
+		if err != nil {
+			d.f.connFail.Add(1)
+			d.log.Debug("connect failed", "error", err, "enrolling", enrolling)
+			// Full jitter between half and all of the current backoff.
+			wait := backoff/2 + time.Duration(rand.Int64N(int64(backoff/2)+1))
+			if sleep(ctx, wait) != nil {
+				return
+			}
+			backoff = min(2*backoff, cfg.BackoffMax)
+			continue
+		}
+		backoff = cfg.BackoffMin
+		d.f.connects.Add(1)
+		if enrolling {
+			if err := d.id.setEnrolled(); err != nil {
+				d.log.Warn("enrollment not recorded", "error", err)
+			}
+			d.log.Info("device enrolled")
+		}
+		d.f.online.Add(1)
+		err = d.drain(ctx, c, lost)
+		d.f.online.Add(-1)
+		c.Disconnect(100)
+		if err != nil && ctx.Err() == nil {
+			d.log.Debug("connection ended", "error", err)
+		}
+	}
+}
+
+type inflight struct {
+	seq uint64
+	tok mqtt.Token
+}
+
+// drain publishes spooled readings in order, at most Window unacknowledged,
+// deleting each after its PUBACK, until the connection is lost or ctx ends.
+func (d *simDevice) drain(ctx context.Context, c mqtt.Client, lost <-chan struct{}) error {
+	cfg := &d.f.cfg
+	topic := UpTopic(d.id.signer.DID())
+	var (
+		window []inflight
+		after  uint64
+	)
+	for {
+		if len(window) < cfg.Window {
+			for _, seq := range d.spool.Pending(after, cfg.Window-len(window)) {
+				env, err := d.spool.Get(seq)
+				after = seq
+				if errors.Is(err, ErrSpoolEmpty) {
+					continue // dropped meanwhile
+				}
+				if err != nil {
+					return err
+				}
+				window = append(window, inflight{seq: seq, tok: c.Publish(topic, 1, false, env)})
+			}
+		}
+		if len(window) == 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-lost:
+				return errLost
+			case <-d.wake:
+				continue
+			}
+		}
+		head := window[0]
+		timer := time.NewTimer(cfg.AckTimeout)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return ctx.Err()
+		case <-lost:
+			timer.Stop()
+			return errLost
+		case <-timer.C:
+			d.missedAck(head.seq)
+			return fmt.Errorf("sim: no PUBACK for seq %d within %s", head.seq, cfg.AckTimeout)
+		case <-head.tok.Done():
+			timer.Stop()
+		}
+		if err := head.tok.Error(); err != nil {
+			return err
+		}
+		d.misses = 0
+		if err := d.spool.Delete(head.seq); err != nil {
+			return err
+		}
+		window = window[1:]
+		d.f.acked.Add(1)
+		if cb := cfg.OnAcked; cb != nil {
+			cb(Taken{Device: d.id.signer.DID(), Seq: head.seq})
+		}
+	}
+}
+
+// missedAck counts an unacknowledged head reading; after AckRetries misses
+// in a row it is given up (the gateway refuses it) so that it cannot block
+// the readings behind it.
+func (d *simDevice) missedAck(seq uint64) {
+	if d.missSeq != seq {
+		d.missSeq, d.misses = seq, 0
+	}
+	d.misses++
+	if d.misses < d.f.cfg.AckRetries {
+		return
+	}
+	if err := d.spool.Delete(seq); err != nil {
+		d.log.Warn("refused reading not deleted", "seq", seq, "error", err)
+		return
+	}
+	d.misses = 0
+	d.f.refused.Add(1)
+	d.log.Warn("reading refused by the gateway, given up", "seq", seq)
+}

@@ -1,0 +1,349 @@
+package sim
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+// arrival is one publish the broker received.
+type arrival struct {
+	did device.DID
+	seq uint64
+	ts  string
+}
+
+// captureHook records every envelope published to the broker, used only
+// for unit tests against a plain (allow-all) mochi broker.
+type captureHook struct {
+	mqtt.HookBase
+	mu   sync.Mutex
+	got  []arrival
+	errs []error
+}
+
+func (h *captureHook) ID() string { return "capture" }
+func (h *captureHook) Provides(b byte) bool {
+	return b == mqtt.OnPublish
+}
+func (h *captureHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	o, err := device.Open(pk.Payload, 0)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err != nil {
+		h.errs = append(h.errs, err)
+		return pk, nil
+	}
+	if pk.TopicName != UpTopic(o.Body.DID) || cl.ID != string(o.Body.DID) {
+		h.errs = append(h.errs, os.ErrInvalid)
+	}
+	h.got = append(h.got, arrival{o.Body.DID, o.Body.Seq, o.Body.TS})
+	return pk, nil
+}
+
+func (h *captureHook) arrivals() []arrival {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]arrival(nil), h.got...)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startBroker runs an allow-all mochi broker on addr feeding hook; the
+// returned func stops it.
+func startBroker(t *testing.T, addr string, hook *captureHook) func() {
+	t.Helper()
+	s := mqtt.New(&mqtt.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err := s.AddHook(new(auth.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddHook(hook, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "t", Address: addr})); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stop := func() { once.Do(func() { s.Close() }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+type takenLog struct {
+	mu    sync.Mutex
+	taken map[device.DID][]Taken
+	wall  map[device.DID][]time.Time
+	acked map[device.DID]uint64 // highest acked seq
+}
+
+func newTakenLog() *takenLog {
+	return &takenLog{taken: map[device.DID][]Taken{}, wall: map[device.DID][]time.Time{}, acked: map[device.DID]uint64{}}
+}
+
+func (l *takenLog) onTaken(tk Taken) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.taken[tk.Device] = append(l.taken[tk.Device], tk)
+	l.wall[tk.Device] = append(l.wall[tk.Device], time.Now())
+}
+
+func (l *takenLog) onAcked(tk Taken) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.acked[tk.Device] = max(l.acked[tk.Device], tk.Seq)
+}
+
+func testConfig(t *testing.T, broker string, log *takenLog) Config {
+	cfg := DefaultConfig()
+	cfg.Broker = "tcp://" + broker
+	cfg.Devices = 4
+	cfg.Rate = 20
+	cfg.StateDir = filepath.Join(t.TempDir(), "sim")
+	cfg.Seed = 77
+	cfg.Start = time.Now().Add(-48 * time.Hour)
+	cfg.BackoffMin = 50 * time.Millisecond
+	cfg.BackoffMax = 400 * time.Millisecond
+	cfg.ConnectTimeout = 2 * time.Second
+	for i := range cfg.Devices {
+		cfg.Tokens = append(cfg.Tokens, Token{Value: tokenHex("0123"[i])})
+	}
+	if log != nil {
+		cfg.OnTaken, cfg.OnAcked = log.onTaken, log.onAcked
+	}
+	return cfg
+}
+
+func TestStoreAndForwardAcrossBrokerOutage(t *testing.T) {
+	addr := freeAddr(t)
+	hook := &captureHook{}
+	stop := startBroker(t, addr, hook)
+	log := newTakenLog()
+	cfg := testConfig(t, addr, log)
+	f, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+
+	waitFor(t, 10*time.Second, "devices online", func() bool { return f.Stats().Online == cfg.Devices })
+	time.Sleep(500 * time.Millisecond)
+	stop()
+	gapFrom := time.Now()
+	waitFor(t, 5*time.Second, "devices to notice the outage", func() bool { return f.Stats().Online == 0 })
+	time.Sleep(2 * time.Second)
+	gapTo := time.Now()
+	if f.Stats().Spooled == 0 {
+		t.Fatal("nothing spooled while the broker was down")
+	}
+	startBroker(t, addr, hook)
+
+	// Readings taken in the gap: every device's highest one must be acked.
+	log.mu.Lock()
+	gapLast := map[device.DID]uint64{}
+	for did, ts := range log.wall {
+		for i, w := range ts {
+			if w.After(gapFrom) && w.Before(gapTo) {
+				gapLast[did] = log.taken[did][i].Seq
+			}
+		}
+	}
+	log.mu.Unlock()
+	if len(gapLast) != cfg.Devices {
+		t.Fatalf("only %d devices took readings during the outage", len(gapLast))
+	}
+	waitFor(t, 20*time.Second, "the gap's readings to be acknowledged", func() bool {
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		for did, seq := range gapLast {
+			if log.acked[did] < seq {
+				return false
+			}
+		}
+		return true
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if st := f.Stats(); st.ConnectFailures == 0 || st.Dropped != 0 || st.Refused != 0 {
+		t.Fatalf("stats %+v: want reconnect failures during the outage, nothing dropped or refused", st)
+	}
+
+	// Per device: arrivals, with repeats of an already-received reading
+	// removed (a PUBACK lost in the outage), are 1, 2, …, k in order with
+	// the timestamps the device signed; k+1 … N are still in the spool.
+	byDev := map[device.DID][]arrival{}
+	for _, a := range hook.arrivals() {
+		byDev[a.did] = append(byDev[a.did], a)
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	for _, d := range f.devices {
+		did := d.id.signer.DID()
+		taken := log.taken[did]
+		var next uint64 = 1
+		repeats := 0
+		for _, a := range byDev[did] {
+			switch {
+			case a.seq == next:
+				if want := taken[a.seq-1].At.Format(time.RFC3339Nano); a.ts != want {
+					t.Fatalf("%s seq %d arrived with ts %s, taken at %s", did, a.seq, a.ts, want)
+				}
+				next++
+			case a.seq < next:
+				repeats++
+			default:
+				t.Fatalf("%s: seq %d arrived before seq %d", did, a.seq, next)
+			}
+		}
+		if repeats > 2*cfg.Window {
+			t.Errorf("%s: %d repeated arrivals; only the in-flight reading of a dropped connection may repeat", did, repeats)
+		}
+		if next-1 < gapLast[did] {
+			t.Fatalf("%s: received up to %d, the gap ran to %d", did, next-1, gapLast[did])
+		}
+		// The spool holds a contiguous run up to the last reading taken,
+		// starting at most Window readings before the first not received
+		// (received, but stopped before its PUBACK came back).
+		held := d.spool.Pending(0, 1<<20)
+		for i, seq := range held {
+			if seq != held[0]+uint64(i) {
+				t.Fatalf("%s: spool %v not contiguous", did, held)
+			}
+		}
+		if len(held) > 0 && (held[0] > next || held[0]+uint64(cfg.Window) < next || held[len(held)-1] != uint64(len(taken))) {
+			t.Fatalf("%s: spool holds %v; received up to %d of %d taken", did, held, next-1, len(taken))
+		}
+		if len(held) == 0 && next-1 != uint64(len(taken)) {
+			t.Fatalf("%s: spool empty but received %d of %d taken", did, next-1, len(taken))
+		}
+	}
+	if len(hook.errs) > 0 {
+		t.Fatalf("broker saw bad publishes: %v", hook.errs)
+	}
+}
+
+func TestSpoolFullDropsOldestWhileOffline(t *testing.T) {
+	addr := freeAddr(t) // nothing listens: the gateway is unreachable
+	cfg := testConfig(t, addr, nil)
+	cfg.Devices = 2
+	cfg.Rate = 100
+	cfg.SpoolMax = 5
+	f, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	waitFor(t, 10*time.Second, "readings to overflow the spools", func() bool { return f.Stats().Taken >= 40 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	st := f.Stats()
+	if st.Spooled != 10 {
+		t.Fatalf("spooled %d, want 2 devices × 5", st.Spooled)
+	}
+	if st.Dropped != st.Taken-10 {
+		t.Fatalf("dropped %d, want taken %d - 10 held", st.Dropped, st.Taken)
+	}
+	// The newest readings are the ones kept.
+	for _, d := range f.devices {
+		if held := d.spool.Pending(0, 100); held[len(held)-1] != d.id.seq || len(held) != 5 {
+			t.Fatalf("spool %v, last seq %d", held, d.id.seq)
+		}
+	}
+	// The counter survives a restart.
+	f2, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f2.Stats().Dropped != st.Dropped {
+		t.Fatalf("dropped after reopen %d, want %d", f2.Stats().Dropped, st.Dropped)
+	}
+}
+
+func TestFleetRestartKeepsIdentityAndSeq(t *testing.T) {
+	addr := freeAddr(t)
+	hook := &captureHook{}
+	startBroker(t, addr, hook)
+	cfg := testConfig(t, addr, nil)
+	cfg.Devices = 2
+	run := func() *Fleet {
+		f, err := Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- f.Run(ctx) }()
+		waitFor(t, 10*time.Second, "readings acknowledged", func() bool { return f.Stats().Acked >= 6 })
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	a := run()
+	before := len(hook.arrivals())
+	b := run()
+	for i := range a.devices {
+		da, db := a.devices[i], b.devices[i]
+		if da.id.signer.DID() != db.id.signer.DID() {
+			t.Fatal("device key changed across a restart")
+		}
+		if !db.id.enrolled() || db.id.state.Token != da.id.state.Token {
+			t.Fatal("enrollment not kept across a restart")
+		}
+	}
+	// After the restart each device continues its sequence.
+	last := map[device.DID]uint64{}
+	for i, a := range hook.arrivals() {
+		if prev, ok := last[a.did]; ok && a.seq <= prev {
+			t.Fatalf("arrival %d (after restart: %v): %s seq %d after %d", i, i >= before, a.did, a.seq, prev)
+		}
+		last[a.did] = a.seq
+	}
+	if a.Seed() != 77 || b.Start() != a.Start() {
+		t.Fatal("fleet seed or start not kept")
+	}
+}

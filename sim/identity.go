@@ -1,0 +1,297 @@
+package sim
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+// ErrNoToken means a device that has not enrolled yet found no unused token
+// of its kind in the tokens file. Make more with `edgeanchor token create`
+// and add them to the file.
+var ErrNoToken = errors.New("sim: no unused enrollment token for this device kind")
+
+// ErrState means a device's state directory holds something this package did
+// not write (or a file was damaged). Move it aside or fix it; nothing was
+// changed.
+var ErrState = errors.New("sim: bad device state")
+
+// deviceState is what a simulated device keeps in {state}/{name}/device.json
+// next to its key (key.pem, 0600), its sequence counter (seq) and its spool.
+type deviceState struct {
+	Name     string     `json:"name"`
+	Index    int        `json:"index"`
+	DID      device.DID `json:"did"`
+	Kind     string     `json:"kind"`
+	Site     string     `json:"site"`
+	Token    string     `json:"token,omitempty"` // the token this device enrolled (or is enrolling) with
+	Enrolled bool       `json:"enrolled"`
+}
+
+// identity is a device's key, state and persistent sequence counter.
+type identity struct {
+	dir    string
+	signer *device.KeySigner
+	mu     sync.Mutex
+	state  deviceState
+	seq    uint64 // last sequence number assigned (persisted before use)
+}
+
+func deviceName(i int) string { return fmt.Sprintf("dev-%04d", i) }
+
+// loadIdentity opens the device at dir, creating its key and state the first
+// time.
+func loadIdentity(dir string, index int, kind, site string) (*identity, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	keyPath := filepath.Join(dir, "key.pem")
+	var signer *device.KeySigner
+	if _, err := os.Stat(keyPath); os.IsNotExist(err) {
+		priv, err := device.GenerateKey()
+		if err != nil {
+			return nil, err
+		}
+		if err := device.WritePrivateKeyFile(keyPath, priv); err != nil {
+			return nil, err
+		}
+		signer = device.NewKeySigner(priv)
+	} else {
+		s, err := device.LoadKeySigner(keyPath)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrState, err)
+		}
+		signer = s
+	}
+	id := &identity{dir: dir, signer: signer}
+	statePath := filepath.Join(dir, "device.json")
+	b, err := os.ReadFile(statePath)
+	switch {
+	case os.IsNotExist(err):
+		id.state = deviceState{Name: filepath.Base(dir), Index: index, DID: signer.DID(), Kind: kind, Site: site}
+		if err := id.saveState(); err != nil {
+			return nil, err
+		}
+	case err != nil:
+		return nil, fmt.Errorf("sim: %w", err)
+	default:
+		if err := json.Unmarshal(b, &id.state); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrState, statePath, err)
+		}
+		if id.state.DID != signer.DID() {
+			return nil, fmt.Errorf("%w: %s names %s but key.pem is %s", ErrState, statePath, id.state.DID, signer.DID())
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "seq")); err == nil {
+		id.seq, err = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s/seq: %v", ErrState, dir, err)
+		}
+	}
+	return id, nil
+}
+
+func (id *identity) saveState() error {
+	b, err := json.MarshalIndent(id.state, "", "  ")
+	if err != nil {
+		return fmt.Errorf("sim: %w", err)
+	}
+	return writeFileSync(filepath.Join(id.dir, "device.json"), append(b, '\n'), 0o600)
+}
+
+// nextSeq reserves the next sequence number and persists it before it is
+// used, so a crash can skip a number but never reuse one.
+func (id *identity) nextSeq() (uint64, error) {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	next := id.seq + 1
+	if err := writeFileSync(filepath.Join(id.dir, "seq"), []byte(strconv.FormatUint(next, 10)+"\n"), 0o600); err != nil {
+		return 0, err
+	}
+	id.seq = next
+	return next, nil
+}
+
+// reserveSeqs reserves n consecutive sequence numbers with one write and
+// returns the first.
+func (id *identity) reserveSeqs(n int) (uint64, error) {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	first := id.seq + 1
+	last := id.seq + uint64(n)
+	if err := writeFileSync(filepath.Join(id.dir, "seq"), []byte(strconv.FormatUint(last, 10)+"\n"), 0o600); err != nil {
+		return 0, err
+	}
+	id.seq = last
+	return first, nil
+}
+
+func (id *identity) setEnrolled() error {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	if id.state.Enrolled {
+		return nil
+	}
+	id.state.Enrolled = true
+	return id.saveState()
+}
+
+func (id *identity) enrolled() bool {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	return id.state.Enrolled
+}
+
+func randomNonce() string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		panic("sim: crypto/rand: " + err.Error())
+	}
+	return hex.EncodeToString(b)
+}
+
+// ConnectPassword makes the ea1 connect credential of docs/internals.md for
+// signer at now, with a fresh random nonce.
+func ConnectPassword(signer device.Signer, now time.Time) (string, error) {
+	unix := strconv.FormatInt(now.Unix(), 10)
+	nonce := randomNonce()
+	msg := "edgeanchor-connect-v1\n" + string(signer.DID()) + "\n" + unix + "\n" + nonce
+	sig, err := signer.Sign([]byte(msg))
+	if err != nil {
+		return "", err
+	}
+	return "ea1." + unix + "." + nonce + "." + base64.StdEncoding.EncodeToString(sig), nil
+}
+
+// Registration is the device-made registration body of an enrollment.
+type Registration struct {
+	Type  string     `json:"type"`
+	V     int        `json:"v"`
+	DID   device.DID `json:"did"`
+	Pub   string     `json:"pub"`
+	Kind  string     `json:"kind"`
+	Site  string     `json:"site"`
+	TS    string     `json:"ts"`
+	Nonce string     `json:"nonce"`
+}
+
+// EnrollPassword makes the ea1-enroll credential of docs/internals.md: the
+// token, the device's registration body for kind at site, and its signature.
+func EnrollPassword(signer device.Signer, token, kind, site string, now time.Time) (string, error) {
+	der, err := device.MarshalPublicKeyDER(signer.Public())
+	if err != nil {
+		return "", err
+	}
+	body, err := json.Marshal(Registration{
+		Type: "DeviceRegistration", V: 1, DID: signer.DID(),
+		Pub: base64.StdEncoding.EncodeToString(der), Kind: kind, Site: site,
+		TS: now.UTC().Format(time.RFC3339), Nonce: randomNonce(),
+	})
+	if err != nil {
+		return "", fmt.Errorf("sim: %w", err)
+	}
+	sig, err := signer.Sign(body)
+	if err != nil {
+		return "", err
+	}
+	return "ea1-enroll." + token + "." + base64.StdEncoding.EncodeToString(body) + "." + base64.StdEncoding.EncodeToString(sig), nil
+}
+
+// ---- tokens ----
+
+var tokenPattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// Token is one enrollment token from a tokens file; Kind is "" when the file
+// did not say which device kind it is for.
+type Token struct {
+	Value string
+	Kind  string
+}
+
+// ReadTokens parses a tokens file: one token per line (64 lowercase hex
+// digits, as `edgeanchor token create` prints them), optionally with the
+// device kind it is for (payroll, survey or env) anywhere on the line and
+// other words (site, expiry) ignored; blank lines and lines starting with #
+// are skipped.
+func ReadTokens(path string) ([]Token, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("sim: tokens: %w", err)
+	}
+	defer f.Close()
+	var out []Token
+	sc := bufio.NewScanner(f)
+	line := 0
+	for sc.Scan() {
+		line++
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		var t Token
+		for _, w := range strings.FieldsFunc(text, func(r rune) bool { return r == ' ' || r == '\t' || r == ',' }) {
+			w = strings.TrimPrefix(strings.TrimPrefix(w, "kind="), "token=")
+			switch {
+			case tokenPattern.MatchString(w):
+				t.Value = w
+			case w == KindPayroll || w == KindSurvey || w == KindEnv:
+				t.Kind = w
+			}
+		}
+		if t.Value == "" {
+			return nil, fmt.Errorf("sim: tokens %s:%d: no token (64 lowercase hex digits) on the line", path, line)
+		}
+		out = append(out, t)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("sim: tokens: %w", err)
+	}
+	return out, nil
+}
+
+// assignTokens gives each device that has not enrolled and holds no token
+// an unused token of its kind. A token is used by one device only: tokens
+// already recorded in any device's state are skipped. The assignment is
+// saved before the device uses it.
+func assignTokens(ids []*identity, tokens []Token) error {
+	used := map[string]bool{}
+	for _, id := range ids {
+		if id.state.Token != "" {
+			used[id.state.Token] = true
+		}
+	}
+	for _, id := range ids {
+		if id.state.Enrolled || id.state.Token != "" {
+			continue
+		}
+		i := slices.IndexFunc(tokens, func(t Token) bool {
+			return !used[t.Value] && (t.Kind == "" || t.Kind == id.state.Kind)
+		})
+		if i < 0 {
+			return fmt.Errorf("%w: %s (%s)", ErrNoToken, id.state.Name, id.state.Kind)
+		}
+		used[tokens[i].Value] = true
+		id.mu.Lock()
+		id.state.Token = tokens[i].Value
+		err := id.saveState()
+		id.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

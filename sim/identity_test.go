@@ -1,0 +1,172 @@
+package sim
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+func TestIdentityPersistsKeyAndSeq(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "dev-0000")
+	id, err := loadIdentity(dir, 0, KindEnv, "site-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key.pem mode %v, want 0600", fi.Mode().Perm())
+	}
+	for want := uint64(1); want <= 3; want++ {
+		if got, err := id.nextSeq(); err != nil || got != want {
+			t.Fatalf("nextSeq = %d, %v; want %d", got, err, want)
+		}
+	}
+	first, err := id.reserveSeqs(10)
+	if err != nil || first != 4 {
+		t.Fatalf("reserveSeqs = %d, %v; want 4", first, err)
+	}
+	again, err := loadIdentity(dir, 0, KindPayroll, "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.signer.DID() != id.signer.DID() || again.state.Kind != KindEnv || again.state.Site != "site-a" {
+		t.Fatalf("reloaded %s %s %s, want %s env site-a", again.signer.DID(), again.state.Kind, again.state.Site, id.signer.DID())
+	}
+	if got, _ := again.nextSeq(); got != 14 {
+		t.Fatalf("after reload next seq %d, want 14 (never reuse)", got)
+	}
+	// A state file that names another key is refused.
+	os.Remove(filepath.Join(dir, "key.pem"))
+	if _, err := loadIdentity(dir, 0, KindEnv, "site-a"); !errors.Is(err, ErrState) {
+		t.Fatalf("state of another key: err %v, want ErrState", err)
+	}
+}
+
+func tokenHex(c byte) string { return strings.Repeat(string(c), 64) }
+
+func TestReadTokensAndAssignOncePerDevice(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.txt")
+	content := "# tokens for site-a\n" +
+		tokenHex('a') + "\n" +
+		"payroll " + tokenHex('b') + " site-a 2026-12-01T00:00:00Z\n" +
+		"\n" +
+		tokenHex('c') + ",env\n" +
+		"kind=survey token=" + tokenHex('d') + "\n"
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	toks, err := ReadTokens(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Token{{tokenHex('a'), ""}, {tokenHex('b'), "payroll"}, {tokenHex('c'), "env"}, {tokenHex('d'), "survey"}}
+	if len(toks) != len(want) {
+		t.Fatalf("got %v", toks)
+	}
+	for i := range want {
+		if toks[i] != want[i] {
+			t.Fatalf("token %d = %v, want %v", i, toks[i], want[i])
+		}
+	}
+	bad := filepath.Join(t.TempDir(), "bad.txt")
+	os.WriteFile(bad, []byte("payroll not-a-token\n"), 0o600)
+	if _, err := ReadTokens(bad); err == nil || !strings.Contains(err.Error(), ":1:") {
+		t.Fatalf("bad line: err %v, want one naming line 1", err)
+	}
+
+	root := t.TempDir()
+	var ids []*identity
+	for i, kind := range []string{KindEnv, KindPayroll, KindSurvey} {
+		id, err := loadIdentity(filepath.Join(root, deviceName(i)), i, kind, "site-a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	// The env device takes the first token that fits (the kind-less one),
+	// payroll its own, survey its own.
+	if err := assignTokens(ids, toks); err != nil {
+		t.Fatal(err)
+	}
+	got := []string{ids[0].state.Token, ids[1].state.Token, ids[2].state.Token}
+	if got[0] != tokenHex('a') || got[1] != tokenHex('b') || got[2] != tokenHex('d') {
+		t.Fatalf("assigned %v", got)
+	}
+	// A fourth device of kind payroll finds no unused payroll token: 'c' is env only.
+	id4, _ := loadIdentity(filepath.Join(root, deviceName(3)), 3, KindPayroll, "site-a")
+	ids = append(ids, id4)
+	if err := assignTokens(ids, toks); !errors.Is(err, ErrNoToken) {
+		t.Fatalf("err %v, want ErrNoToken", err)
+	}
+	// Reloaded devices keep their tokens: nothing is reassigned or reused.
+	re, _ := loadIdentity(filepath.Join(root, deviceName(1)), 1, KindPayroll, "site-a")
+	if re.state.Token != tokenHex('b') {
+		t.Fatalf("token after reload %q", re.state.Token)
+	}
+}
+
+func TestCredentials(t *testing.T) {
+	priv, err := device.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := device.NewKeySigner(priv)
+	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	pw, err := ConnectPassword(s, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(pw, ".")
+	if len(parts) != 4 || parts[0] != "ea1" || parts[1] != strconv.FormatInt(now.Unix(), 10) || len(parts[2]) != 32 {
+		t.Fatalf("password %q not ea1.{unix}.{nonce}.{sig}", pw)
+	}
+	sig, err := base64.StdEncoding.DecodeString(parts[3])
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := "edgeanchor-connect-v1\n" + string(s.DID()) + "\n" + parts[1] + "\n" + parts[2]
+	if !device.VerifySignature(s.Public(), []byte(msg), sig) {
+		t.Fatal("connect signature does not verify")
+	}
+	pw2, _ := ConnectPassword(s, now)
+	if strings.Split(pw2, ".")[2] == parts[2] {
+		t.Fatal("nonce repeated between connects")
+	}
+
+	epw, err := EnrollPassword(s, tokenHex('e'), KindEnv, "site-a", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := strings.Split(epw, ".")
+	if len(ep) != 4 || ep[0] != "ea1-enroll" || ep[1] != tokenHex('e') {
+		t.Fatalf("enroll password %q", epw)
+	}
+	body, _ := base64.StdEncoding.DecodeString(ep[2])
+	esig, _ := base64.StdEncoding.DecodeString(ep[3])
+	if !device.VerifySignature(s.Public(), body, esig) {
+		t.Fatal("registration signature does not verify")
+	}
+	var reg map[string]any
+	if err := json.Unmarshal(body, &reg); err != nil {
+		t.Fatal(err)
+	}
+	if reg["type"] != "DeviceRegistration" || reg["did"] != string(s.DID()) || reg["kind"] != "env" || reg["site"] != "site-a" || reg["ts"] != "2026-11-25T10:00:00Z" {
+		t.Fatalf("registration body %s", body)
+	}
+	der, _ := base64.StdEncoding.DecodeString(reg["pub"].(string))
+	pub, err := device.ParsePublicKeyDER(der)
+	if err != nil || !s.DID().Matches(pub) {
+		t.Fatalf("registration pub does not match the DID: %v", err)
+	}
+}

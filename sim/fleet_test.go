@@ -347,3 +347,48 @@ func TestFleetRestartKeepsIdentityAndSeq(t *testing.T) {
 		t.Fatal("fleet seed or start not kept")
 	}
 }
+
+func TestLoadModePublishesPreSignedInOrder(t *testing.T) {
+	addr := freeAddr(t)
+	hook := &captureHook{}
+	startBroker(t, addr, hook)
+	cfg := testConfig(t, addr, nil)
+	cfg.Devices = 3
+	f, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := f.Load(ctx, 50, 0, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Published != 150 || res.Acked != 150 || res.Rate() <= 0 {
+		t.Fatalf("result %+v", res)
+	}
+	last := map[device.DID]uint64{}
+	for _, a := range hook.arrivals() {
+		if a.seq != last[a.did]+1 {
+			t.Fatalf("%s: seq %d after %d", a.did, a.seq, last[a.did])
+		}
+		last[a.did] = a.seq
+	}
+	for _, d := range f.devices {
+		if last[d.id.signer.DID()] != 50 || d.id.seq != 50 || !d.id.enrolled() {
+			t.Fatalf("%s: received %d, counter %d, enrolled %v", d.id.state.Name, last[d.id.signer.DID()], d.id.seq, d.id.enrolled())
+		}
+	}
+	// A second run continues the sequence numbers from the disk counter.
+	if _, err := f.Load(ctx, 5, 200, 2); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range hook.arrivals() {
+		last[a.did] = a.seq
+	}
+	for did, seq := range last {
+		if seq != 55 {
+			t.Fatalf("%s: second load run ended at seq %d, want 55", did, seq)
+		}
+	}
+}

@@ -225,8 +225,10 @@ type Token struct {
 // ReadTokens parses a tokens file: one token per line (64 lowercase hex
 // digits, as `edgeanchor token create` prints them), optionally with the
 // device kind it is for (payroll, survey or env) anywhere on the line and
-// other words (site, expiry) ignored; blank lines and lines starting with #
-// are skipped.
+// other words (site, expiry) ignored. A line holding only a device kind
+// sets the kind of the token lines after it, so the outputs of several
+// `token create --kind K` runs can be concatenated under headers. Blank
+// lines and lines starting with # are skipped.
 func ReadTokens(path string) ([]Token, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -236,13 +238,18 @@ func ReadTokens(path string) ([]Token, error) {
 	var out []Token
 	sc := bufio.NewScanner(f)
 	line := 0
+	section := ""
 	for sc.Scan() {
 		line++
 		text := strings.TrimSpace(sc.Text())
 		if text == "" || strings.HasPrefix(text, "#") {
 			continue
 		}
-		var t Token
+		if text == KindPayroll || text == KindSurvey || text == KindEnv {
+			section = text
+			continue
+		}
+		t := Token{Kind: section}
 		for _, w := range strings.FieldsFunc(text, func(r rune) bool { return r == ' ' || r == '\t' || r == ',' }) {
 			w = strings.TrimPrefix(strings.TrimPrefix(w, "kind="), "token=")
 			switch {

@@ -62,7 +62,8 @@ func TestReadTokensAndAssignOncePerDevice(t *testing.T) {
 		"payroll " + tokenHex('b') + " site-a 2026-12-01T00:00:00Z\n" +
 		"\n" +
 		tokenHex('c') + ",env\n" +
-		"kind=survey token=" + tokenHex('d') + "\n"
+		"kind=survey token=" + tokenHex('d') + "\n" +
+		"env\n" + tokenHex('f') + "\n"
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,7 @@ func TestReadTokensAndAssignOncePerDevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Token{{tokenHex('a'), ""}, {tokenHex('b'), "payroll"}, {tokenHex('c'), "env"}, {tokenHex('d'), "survey"}}
+	want := []Token{{tokenHex('a'), ""}, {tokenHex('b'), "payroll"}, {tokenHex('c'), "env"}, {tokenHex('d'), "survey"}, {tokenHex('f'), "env"}}
 	if len(toks) != len(want) {
 		t.Fatalf("got %v", toks)
 	}
@@ -103,7 +104,7 @@ func TestReadTokensAndAssignOncePerDevice(t *testing.T) {
 	if got[0] != tokenHex('a') || got[1] != tokenHex('b') || got[2] != tokenHex('d') {
 		t.Fatalf("assigned %v", got)
 	}
-	// A fourth device of kind payroll finds no unused payroll token: 'c' is env only.
+	// A fourth device of kind payroll finds no unused payroll token: 'c' and 'f' are env only.
 	id4, _ := loadIdentity(filepath.Join(root, deviceName(3)), 3, KindPayroll, "site-a")
 	ids = append(ids, id4)
 	if err := assignTokens(ids, toks); !errors.Is(err, ErrNoToken) {

@@ -269,6 +269,10 @@ func (d *simDevice) drain(ctx context.Context, c mqtt.Client, lost <-chan struct
 			return ctx.Err()
 		case <-lost:
 			timer.Stop()
+			// A gateway that refuses a publish from an MQTT 3.1.1 client
+			// (a replay of a reading it stored before the PUBACK was
+			// lost, or an invalid one) disconnects it.
+			d.missedAck(head.seq)
 			return errLost
 		case <-timer.C:
 			d.missedAck(head.seq)
@@ -277,6 +281,7 @@ func (d *simDevice) drain(ctx context.Context, c mqtt.Client, lost <-chan struct
 			timer.Stop()
 		}
 		if err := head.tok.Error(); err != nil {
+			d.missedAck(head.seq)
 			return err
 		}
 		d.misses = 0
@@ -291,9 +296,13 @@ func (d *simDevice) drain(ctx context.Context, c mqtt.Client, lost <-chan struct
 	}
 }
 
-// missedAck counts an unacknowledged head reading; after AckRetries misses
-// in a row it is given up (the gateway refuses it) so that it cannot block
-// the readings behind it.
+// missedAck counts a head reading that went unacknowledged on a live
+// connection (no PUBACK in time, or the connection dropped while it was in
+// flight). After AckRetries misses in a row it is given up as refused by the
+// gateway, so that it cannot block the readings behind it: MQTT 3.1.1 has
+// no negative PUBACK, and a gateway disconnects a device whose publish it
+// refuses, which is also what it does to a resent reading it already stored
+// before the PUBACK was lost.
 func (d *simDevice) missedAck(seq uint64) {
 	if d.missSeq != seq {
 		d.missSeq, d.misses = seq, 0

@@ -41,8 +41,10 @@ type Config struct {
 	AckTimeout     time.Duration // PUBACK wait before the connection is restarted (default 15 s)
 	BackoffMin     time.Duration // first reconnect delay (default 250 ms)
 	BackoffMax     time.Duration // reconnect delay ceiling (default 5 s)
-	// AckRetries is how many times the oldest reading may go unacknowledged
-	// on a live connection before it is given up as refused (default 3).
+	// AckRetries is how many times in a row the oldest reading may go
+	// unacknowledged on a live connection (PUBACK timeout, or the connection
+	// dropped while it was in flight) before it is given up as refused
+	// (default 3).
 	AckRetries int
 
 	Logger *slog.Logger
@@ -138,7 +140,7 @@ type Stats struct {
 	Acked           uint64 // readings acknowledged by the gateway (deleted from the spool)
 	Spooled         int    // readings waiting in spools
 	Dropped         uint64 // readings dropped because a spool was full
-	Refused         uint64 // readings given up after AckRetries unacknowledged sends
+	Refused         uint64 // readings given up after AckRetries unacknowledged sends (refused or already stored)
 	Connects        uint64
 	ConnectFailures uint64
 }

@@ -392,3 +392,83 @@ func TestLoadModePublishesPreSignedInOrder(t *testing.T) {
 		}
 	}
 }
+
+// refuseHook refuses (and disconnects, as the gateway does to an MQTT 3.1.1
+// client) every publish of one sequence number; used only for unit tests.
+type refuseHook struct {
+	mqtt.HookBase
+	srv      *mqtt.Server
+	seq      uint64
+	mu       sync.Mutex
+	refusals int
+	accepted []uint64
+}
+
+func (h *refuseHook) ID() string           { return "refuse" }
+func (h *refuseHook) Provides(b byte) bool { return b == mqtt.OnPublish }
+func (h *refuseHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	o, err := device.Open(pk.Payload, 0)
+	if err != nil {
+		return pk, packets.ErrRejectPacket
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if o.Body.Seq == h.seq {
+		h.refusals++
+		_ = h.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+		return pk, packets.ErrRejectPacket
+	}
+	h.accepted = append(h.accepted, o.Body.Seq)
+	return pk, nil
+}
+
+func TestRefusedReadingIsGivenUpAfterRetries(t *testing.T) {
+	addr := freeAddr(t)
+	s := mqtt.New(&mqtt.Options{Logger: slog.New(slog.DiscardHandler)})
+	hook := &refuseHook{srv: s, seq: 3}
+	if err := s.AddHook(new(auth.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddHook(hook, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "t", Address: addr})); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	cfg := testConfig(t, addr, nil)
+	cfg.Devices = 1
+	f, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	waitFor(t, 20*time.Second, "readings after the refused one", func() bool {
+		hook.mu.Lock()
+		defer hook.mu.Unlock()
+		return len(hook.accepted) >= 5
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	hook.mu.Lock()
+	defer hook.mu.Unlock()
+	if hook.refusals != 3 {
+		t.Fatalf("seq 3 sent %d times, want 3 (AckRetries)", hook.refusals)
+	}
+	if st := f.Stats(); st.Refused != 1 {
+		t.Fatalf("refused %d, want 1", st.Refused)
+	}
+	for i, seq := range hook.accepted[:4] {
+		if want := []uint64{1, 2, 4, 5}[i]; seq != want {
+			t.Fatalf("accepted %v, want 1 2 4 5 …", hook.accepted)
+		}
+	}
+}

@@ -1,0 +1,248 @@
+package gateway
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgeanchor/edgeanchor/anchor"
+)
+
+// ErrNoBatch means no stored batch has that sequence number or covers that
+// gseq (yet): the record has not been batched, or the number is too high.
+var ErrNoBatch = errors.New("gateway: no such batch")
+
+// ErrBatchChain means a batch does not continue the stored chain (sequence,
+// prev hash or first gseq). It is a bug in the caller; nothing was stored.
+var ErrBatchChain = errors.New("gateway: batch does not continue the chain")
+
+// StoredBatch is a batch header as the gateway keeps it: the signed header,
+// the ready-to-submit AnchorBatch tx, and, once committed, where.
+type StoredBatch struct {
+	Seq    uint64      `json:"seq"`
+	First  uint64      `json:"first"`
+	Last   uint64      `json:"last"`
+	Header []byte      `json:"header"` // canonical header bytes
+	Sig    []byte      `json:"sig"`    // gateway signature over Header
+	Hash   anchor.Hash `json:"hash"`   // SM3 of Header
+	Tx     []byte      `json:"tx"`     // AnchorBatch tx: Header signed with Sig
+	Stored time.Time   `json:"stored"`
+	// Anchor is nil until the ledger committed Tx.
+	Anchor   *anchor.Receipt `json:"anchor,omitempty"`
+	Anchored time.Time       `json:"anchored,omitzero"`
+}
+
+// String names the batch and its records, for logs and test failures.
+func (b *StoredBatch) String() string { return fmt.Sprintf("#%d[%d..%d]", b.Seq, b.First, b.Last) }
+
+// ParsedHeader decodes the stored header.
+func (b *StoredBatch) ParsedHeader() (*anchor.BatchHeader, error) { return anchor.ParseHeader(b.Header) }
+
+// BatchLog keeps the gateway's batch chain and its outbox in Badger, under
+// its own key prefix (it may share the record store's DB):
+//
+//	{p}h/{seq}   → StoredBatch JSON (header, sig, tx, anchor receipt)
+//	{p}l/{last}  → seq (find the batch of a gseq with one seek)
+//	{p}m/anchored → the highest seq whose anchor receipt is stored
+//
+// The outbox is every batch after m/anchored, submitted in order.
+type BatchLog struct {
+	db     *badger.DB
+	prefix string
+}
+
+// NewBatchLog uses db under prefix (e.g. "batch/").
+func NewBatchLog(db *badger.DB, prefix string) *BatchLog {
+	return &BatchLog{db: db, prefix: prefix}
+}
+
+func (l *BatchLog) key(kind string, v uint64) []byte {
+	return append([]byte(l.prefix+kind), u64(v)...)
+}
+
+func (l *BatchLog) anchoredKey() []byte { return []byte(l.prefix + "m/anchored") }
+
+func getBatch(txn *badger.Txn, key []byte) (*StoredBatch, error) {
+	it, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, ErrNoBatch
+	}
+	if err != nil {
+		return nil, err
+	}
+	var b StoredBatch
+	err = it.Value(func(v []byte) error { return json.Unmarshal(v, &b) })
+	if err != nil {
+		return nil, fmt.Errorf("gateway: decode stored batch: %w", err)
+	}
+	return &b, nil
+}
+
+// Get returns batch seq, or ErrNoBatch.
+func (l *BatchLog) Get(seq uint64) (*StoredBatch, error) {
+	var b *StoredBatch
+	err := l.db.View(func(txn *badger.Txn) error {
+		var err error
+		b, err = getBatch(txn, l.key("h/", seq))
+		return err
+	})
+	return b, err
+}
+
+// Last returns the last stored batch, or ErrNoBatch before the first.
+func (l *BatchLog) Last() (*StoredBatch, error) {
+	var b *StoredBatch
+	err := l.db.View(func(txn *badger.Txn) error {
+		var err error
+		b, err = l.lastIn(txn)
+		return err
+	})
+	return b, err
+}
+
+func (l *BatchLog) lastIn(txn *badger.Txn) (*StoredBatch, error) {
+	opts := badger.DefaultIteratorOptions
+	opts.Reverse = true
+	opts.PrefetchValues = false
+	opts.Prefix = []byte(l.prefix + "h/")
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	it.Seek(append([]byte(l.prefix+"h/"), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff))
+	if !it.Valid() {
+		return nil, ErrNoBatch
+	}
+	return getBatch(txn, it.Item().KeyCopy(nil))
+}
+
+// ByGSeq returns the batch that covers gseq, or ErrNoBatch.
+func (l *BatchLog) ByGSeq(gseq uint64) (*StoredBatch, error) {
+	var b *StoredBatch
+	err := l.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte(l.prefix + "l/")
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		it.Seek(l.key("l/", gseq))
+		if !it.Valid() {
+			return ErrNoBatch
+		}
+		var seq uint64
+		if err := it.Item().Value(func(v []byte) error {
+			if len(v) != 8 {
+				return errors.New("gateway: corrupt batch index")
+			}
+			seq = binary.BigEndian.Uint64(v)
+			return nil
+		}); err != nil {
+			return err
+		}
+		var err error
+		if b, err = getBatch(txn, l.key("h/", seq)); err != nil {
+			return err
+		}
+		if gseq < b.First {
+			return ErrNoBatch
+		}
+		return nil
+	})
+	return b, err
+}
+
+// Append stores the next batch of the chain: its seq must follow the last
+// stored one, its header's prev must be the last header's hash and its first
+// gseq must follow the last one's last. Nothing is stored on error.
+func (l *BatchLog) Append(b *StoredBatch) error {
+	h, err := anchor.ParseHeader(b.Header)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBatchChain, err)
+	}
+	if h.Seq != b.Seq || h.First != b.First || h.Last != b.Last || h.Hash() != b.Hash {
+		return fmt.Errorf("%w: stored fields disagree with the header", ErrBatchChain)
+	}
+	val, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
+	return l.db.Update(func(txn *badger.Txn) error {
+		last, err := l.lastIn(txn)
+		switch {
+		case errors.Is(err, ErrNoBatch):
+			if h.Seq != 1 || !h.Prev.IsZero() {
+				return fmt.Errorf("%w: first batch must be seq 1 with a zero prev", ErrBatchChain)
+			}
+		case err != nil:
+			return err
+		case h.Seq != last.Seq+1 || h.Prev != last.Hash || h.First != last.Last+1:
+			return fmt.Errorf("%w: seq %d prev %s first %d after seq %d hash %s last %d",
+				ErrBatchChain, h.Seq, h.Prev, h.First, last.Seq, last.Hash, last.Last)
+		}
+		if err := txn.Set(l.key("h/", b.Seq), val); err != nil {
+			return err
+		}
+		return txn.Set(l.key("l/", b.Last), u64(b.Seq))
+	})
+}
+
+// AnchoredSeq returns the highest seq whose anchor receipt is stored (0
+// before the first).
+func (l *BatchLog) AnchoredSeq() (uint64, error) {
+	var seq uint64
+	err := l.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(l.anchoredKey())
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) error {
+			if len(v) != 8 {
+				return errors.New("gateway: corrupt anchored seq")
+			}
+			seq = binary.BigEndian.Uint64(v)
+			return nil
+		})
+	})
+	return seq, err
+}
+
+// SetAnchored stores the ledger receipt of batch seq, which must be the
+// next one after AnchoredSeq (batches are anchored in order).
+func (l *BatchLog) SetAnchored(seq uint64, r anchor.Receipt, at time.Time) (*StoredBatch, error) {
+	var out *StoredBatch
+	err := l.db.Update(func(txn *badger.Txn) error {
+		var anchored uint64
+		it, err := txn.Get(l.anchoredKey())
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+		case err != nil:
+			return err
+		default:
+			if err := it.Value(func(v []byte) error { anchored = binary.BigEndian.Uint64(v); return nil }); err != nil {
+				return err
+			}
+		}
+		if seq != anchored+1 {
+			return fmt.Errorf("%w: anchoring seq %d after %d", ErrBatchChain, seq, anchored)
+		}
+		b, err := getBatch(txn, l.key("h/", seq))
+		if err != nil {
+			return err
+		}
+		b.Anchor, b.Anchored = &r, at.UTC()
+		val, err := json.Marshal(b)
+		if err != nil {
+			return err
+		}
+		if err := txn.Set(l.key("h/", seq), val); err != nil {
+			return err
+		}
+		out = b
+		return txn.Set(l.anchoredKey(), u64(seq))
+	})
+	return out, err
+}

@@ -40,7 +40,9 @@ type StoredBatch struct {
 func (b *StoredBatch) String() string { return fmt.Sprintf("#%d[%d..%d]", b.Seq, b.First, b.Last) }
 
 // ParsedHeader decodes the stored header.
-func (b *StoredBatch) ParsedHeader() (*anchor.BatchHeader, error) { return anchor.ParseHeader(b.Header) }
+func (b *StoredBatch) ParsedHeader() (*anchor.BatchHeader, error) {
+	return anchor.ParseHeader(b.Header)
+}
 
 // BatchLog keeps the gateway's batch chain and its outbox in Badger, under
 // its own key prefix (it may share the record store's DB):

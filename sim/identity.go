@@ -302,3 +302,32 @@ func assignTokens(ids []*identity, tokens []Token) error {
 	}
 	return nil
 }
+
+// TokensNeeded counts, by device kind, the devices of a fleet (as Open
+// would make it in stateDir) that have neither enrolled nor been given a
+// token yet: the tokens a first start needs. It changes nothing on disk.
+func TokensNeeded(stateDir, profile string, devices int) (map[string]int, error) {
+	out := map[string]int{}
+	for i := range devices {
+		kind, err := KindFor(profile, i)
+		if err != nil {
+			return nil, err
+		}
+		b, err := os.ReadFile(filepath.Join(stateDir, deviceName(i), "device.json"))
+		if os.IsNotExist(err) {
+			out[kind]++
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("sim: %w", err)
+		}
+		var st deviceState
+		if err := json.Unmarshal(b, &st); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrState, deviceName(i), err)
+		}
+		if !st.Enrolled && st.Token == "" {
+			out[st.Kind]++
+		}
+	}
+	return out, nil
+}

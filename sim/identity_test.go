@@ -171,3 +171,24 @@ func TestCredentials(t *testing.T) {
 		t.Fatalf("registration pub does not match the DID: %v", err)
 	}
 }
+
+func TestTokensNeeded(t *testing.T) {
+	dir := t.TempDir()
+	need, err := TokensNeeded(dir, "mixed", 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if need[KindPayroll] != 4 || need[KindEnv] != 2 || need[KindSurvey] != 2 {
+		t.Fatalf("fresh fleet needs %v", need)
+	}
+	// Device 0 has a token already, device 2 has enrolled.
+	a, _ := loadIdentity(filepath.Join(dir, deviceName(0)), 0, KindPayroll, "site-a")
+	a.state.Token = tokenHex('a')
+	a.saveState()
+	b, _ := loadIdentity(filepath.Join(dir, deviceName(2)), 2, KindEnv, "site-a")
+	b.setEnrolled()
+	need, _ = TokensNeeded(dir, "mixed", 8)
+	if need[KindPayroll] != 3 || need[KindEnv] != 1 || need[KindSurvey] != 2 {
+		t.Fatalf("after one token and one enrollment: %v", need)
+	}
+}

@@ -1,0 +1,90 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime/pprof"
+
+	"github.com/edgeanchor/edgeanchor/broker"
+	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway"
+)
+
+// Environment of the gateway role.
+const (
+	devicesEnv = "EDGEANCHOR_BENCH_DEVICES" // JSON file: [{"did","pub"(b64 SPKI DER),"kind"}]
+	dataEnv    = "EDGEANCHOR_BENCH_DATA"    // data directory
+	// ProfileEnv, when set in the environment of `make bench`, makes the
+	// gateway role write a CPU profile of its whole life there (one file per
+	// gateway run, suffixed with its pid): go tool pprof -top <file>.
+	profileEnv = "EDGEANCHOR_BENCH_CPUPROFILE"
+)
+
+type benchDevice struct {
+	DID  device.DID `json:"did"`
+	Pub  []byte     `json:"pub"`
+	Kind string     `json:"kind"`
+}
+
+// runGateway runs the real gateway (gateway.New: broker with the SM2 auth,
+// ACL and ingest hooks, Badger store with group commit, receipts, HTTP API)
+// with its devices in a static registry instead of the ledger-following
+// identity cache: registering 1,000 devices through the ledger is not what
+// this benchmark measures. Badger is tuned by the gateway's defaults.
+func runGateway(ctx context.Context, ready func(...string)) error {
+	raw, err := os.ReadFile(os.Getenv(devicesEnv))
+	if err != nil {
+		return err
+	}
+	var devs []benchDevice
+	if err := json.Unmarshal(raw, &devs); err != nil {
+		return err
+	}
+	reg := broker.NewStaticRegistry()
+	for _, d := range devs {
+		pub, err := device.ParsePublicKeyDER(d.Pub)
+		if err != nil {
+			return err
+		}
+		reg.Put(broker.DeviceInfo{DID: d.DID, Pub: pub, Kind: d.Kind, Site: benchSite})
+	}
+	priv, err := device.GenerateKey()
+	if err != nil {
+		return err
+	}
+	cfg := gateway.DefaultConfig()
+	cfg.DataDir = os.Getenv(dataEnv)
+	cfg.KeyPath = "unused"
+	cfg.Site = benchSite
+	cfg.MQTT.TCP, cfg.MQTT.WS, cfg.MQTT.TLS = "127.0.0.1:0", "", ""
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.Limits.DeviceRate = 0 // measure the pipeline, not the flood limit
+	cfg.Limits.MaxConnections = 5000
+	cfg.Limits.MaxInFlight = 32 << 10
+	g, err := gateway.New(cfg, gateway.Deps{
+		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Signer:   device.NewKeySigner(priv),
+		Registry: reg,
+	})
+	if err != nil {
+		return fmt.Errorf("gateway.New: %w", err)
+	}
+	if p := os.Getenv(profileEnv); p != "" {
+		f, err := os.Create(fmt.Sprintf("%s.%d", p, os.Getpid()))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- g.Run(ctx) }()
+	ready(g.Broker().Addr("tcp"), g.HTTPAddr())
+	return <-errc
+}

@@ -1,0 +1,179 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+// Targets of issue 5, on this machine with the load generator included.
+const (
+	targetMsgsPerS  = 14_000
+	targetP99ms     = 20
+	fixedRate       = 10_000 // msgs/s offered in the latency run
+	window          = 16     // unacknowledged publishes per device
+	msgs200         = 500    // per device, 200 devices: 100,000 publishes
+	msgs1000        = 100    // per device, 1,000 devices: 100,000 publishes
+	fixedRateMsgs   = 50     // per device, 1,000 devices at 10,000/s: 5 s
+	runLimit        = 90 * time.Second
+	resultsRelative = "../results/ingest.json"
+)
+
+// run is one measured run: the load generator's view and the server's.
+type run struct {
+	Name   string     `json:"name"`
+	Server string     `json:"server"` // "edgeanchor" or "mochi"
+	Load   loadResult `json:"load"`
+	// CPU seconds the server process spent during the run, and its RSS
+	// after the run and at its peak (since the process started).
+	ServerCPUSeconds float64 `json:"server_cpu_seconds"`
+	ServerCPUCores   float64 `json:"server_cpu_cores"` // CPU seconds / wall seconds
+	ServerRSSMB      float64 `json:"server_rss_mb"`
+	ServerPeakRSSMB  float64 `json:"server_peak_rss_mb"`
+}
+
+type results struct {
+	When     string             `json:"when"`
+	CPUs     int                `json:"cpus"`
+	Go       string             `json:"go"`
+	Window   int                `json:"inflight_per_device"`
+	Registry string             `json:"registry"`
+	Runs     []run              `json:"runs"`
+	Ratio    map[string]float64 `json:"ratio_to_mochi"`
+	Targets  map[string]any     `json:"targets"`
+}
+
+// measure runs spec against a server child and adds the server's CPU and
+// memory to the result.
+func measure(b *testing.B, name, server string, c *child, spec loadSpec) run {
+	b.Helper()
+	before := c.stats(b)
+	res, err := runLoad(context.Background(), spec)
+	if err != nil {
+		b.Fatalf("%s: %v", name, err)
+	}
+	after := c.stats(b)
+	r := run{Name: name, Server: server, Load: res,
+		ServerCPUSeconds: after.CPUSeconds - before.CPUSeconds,
+		ServerRSSMB:      after.RSSMB, ServerPeakRSSMB: after.PeakRSSMB}
+	if res.Seconds > 0 {
+		r.ServerCPUCores = r.ServerCPUSeconds / res.Seconds
+	}
+	b.Logf("%-28s acked %7d in %5.2fs = %8.0f msgs/s  p50 %6.2f ms  p99 %7.2f ms  server CPU %5.1fs (%.2f cores)  RSS %5.0f MB (peak %5.0f)",
+		name, res.Acked, res.Seconds, res.MsgsPerS, res.P50ms, res.P99ms, r.ServerCPUSeconds, r.ServerCPUCores, r.ServerRSSMB, r.ServerPeakRSSMB)
+	return r
+}
+
+func writeDevices(b *testing.B, f *fleet) string {
+	b.Helper()
+	devs := make([]benchDevice, len(f.signers))
+	for i, s := range f.signers {
+		der, err := device.MarshalPublicKeyDER(s.Public())
+		if err != nil {
+			b.Fatal(err)
+		}
+		devs[i] = benchDevice{DID: s.DID(), Pub: der, Kind: "env"}
+	}
+	raw, err := json.Marshal(devs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := filepath.Join(b.TempDir(), "devices.json")
+	if err := os.WriteFile(p, raw, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+// BenchmarkIngest is the issue's load benchmark; run it with -benchtime 1x
+// (make bench). It writes bench/results/ingest.json.
+func BenchmarkIngest(b *testing.B) {
+	for range b.N {
+		benchIngest(b)
+	}
+}
+
+func benchIngest(b *testing.B) {
+	t0 := time.Now()
+	f200 := newFleet(b, 200, msgs200)
+	f1000 := newFleet(b, 1000, msgs1000+fixedRateMsgs)
+	b.Logf("signed %d envelopes for 1,200 devices in %s (before any clock starts)",
+		200*msgs200+1000*(msgs1000+fixedRateMsgs), time.Since(t0).Round(time.Millisecond))
+
+	res := results{
+		When: time.Now().UTC().Format(time.RFC3339), CPUs: runtime.NumCPU(), Go: runtime.Version(),
+		Window:   window,
+		Registry: "static (devices put in the broker's StaticRegistry; enrollment through the ledger is not part of this benchmark)",
+		Ratio:    map[string]float64{},
+	}
+	var runs = map[string]run{}
+	add := func(r run) { res.Runs = append(res.Runs, r); runs[r.Name] = r }
+
+	for _, sc := range []struct {
+		name  string
+		f     *fleet
+		msgs  int
+		fixed bool
+	}{
+		{"200", f200, msgs200, false},
+		{"1000", f1000, msgs1000, true},
+	} {
+		m := startChild(b, "mochi")
+		add(measure(b, "mochi-"+sc.name+"-devices", "mochi", m, loadSpec{
+			addr: m.addrs[0], devices: sc.f.mochiDevices(sc.msgs), window: window, limit: runLimit}))
+		m.stop()
+
+		g := startChild(b, "gateway", devicesEnv+"="+writeDevices(b, sc.f), dataEnv+"="+b.TempDir())
+		add(measure(b, "edgeanchor-"+sc.name+"-devices", "edgeanchor", g, loadSpec{
+			addr: g.addrs[0], devices: sc.f.gatewayDevices(sc.msgs), window: window, limit: runLimit}))
+		if sc.fixed {
+			devs := sc.f.gatewayDevices(sc.msgs + fixedRateMsgs)
+			for _, d := range devs {
+				d.envs = d.envs[sc.msgs:]
+			}
+			add(measure(b, "edgeanchor-1000-devices-10k-fixed", "edgeanchor", g, loadSpec{
+				addr: g.addrs[0], devices: devs, window: window, rate: fixedRate, limit: runLimit}))
+		}
+		g.stop()
+	}
+
+	for _, n := range []string{"200", "1000"} {
+		gw, mo := runs["edgeanchor-"+n+"-devices"], runs["mochi-"+n+"-devices"]
+		if mo.Load.MsgsPerS > 0 {
+			res.Ratio[n+"_devices"] = gw.Load.MsgsPerS / mo.Load.MsgsPerS
+		}
+	}
+	worst := min(runs["edgeanchor-200-devices"].Load.MsgsPerS, runs["edgeanchor-1000-devices"].Load.MsgsPerS)
+	fixed := runs["edgeanchor-1000-devices-10k-fixed"]
+	res.Targets = map[string]any{
+		"min_acked_msgs_per_s":      targetMsgsPerS,
+		"measured_min_msgs_per_s":   worst,
+		"throughput_met":            worst >= targetMsgsPerS,
+		"p99_ms_at_10k_offered":     targetP99ms,
+		"measured_p99_ms_at_10k":    fixed.Load.P99ms,
+		"p99_met":                   fixed.Load.P99ms <= targetP99ms && fixed.Load.Acked == fixed.Load.Published,
+		"rss_mb_limit_1000_devices": 200,
+		"measured_peak_rss_mb_1000": max(runs["edgeanchor-1000-devices"].ServerPeakRSSMB, fixed.ServerPeakRSSMB),
+		"rss_met":                   max(runs["edgeanchor-1000-devices"].ServerPeakRSSMB, fixed.ServerPeakRSSMB) <= 200,
+	}
+	b.ReportMetric(worst, "acked_msgs/s")
+	b.ReportMetric(fixed.Load.P99ms, "p99_ms@10k")
+
+	out, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(resultsRelative), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(resultsRelative, append(out, '\n'), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("wrote %s: %s", resultsRelative, out)
+}

@@ -1,0 +1,264 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// loadDevice is one simulated device: how it connects and what it publishes.
+type loadDevice struct {
+	id    string
+	user  string
+	pass  func() (string, error) // fresh credential per connect
+	topic string
+	envs  [][]byte // pre-signed payloads, in order
+}
+
+// loadSpec is one run of the load generator.
+type loadSpec struct {
+	addr    string
+	devices []*loadDevice
+	window  int     // unacknowledged QoS 1 publishes per device
+	rate    float64 // total offered msgs/s; 0 = as fast as the windows allow
+	limit   time.Duration
+}
+
+// loadResult is what a run measured. Latencies are publish → PUBACK; in a
+// fixed-rate run they start at the publish's scheduled time, so a stalled
+// sender is not hidden (no coordinated omission).
+type loadResult struct {
+	Devices   int     `json:"devices"`
+	Published int64   `json:"published"`
+	Acked     int64   `json:"acked"`
+	Failed    int64   `json:"failed"`
+	Seconds   float64 `json:"seconds"`
+	MsgsPerS  float64 `json:"acked_msgs_per_s"`
+	OfferedPS float64 `json:"offered_msgs_per_s,omitempty"`
+	P50ms     float64 `json:"p50_ms"`
+	P99ms     float64 `json:"p99_ms"`
+	MaxMs     float64 `json:"max_ms"`
+	ConnectS  float64 `json:"connect_seconds"`
+}
+
+type pending struct {
+	tok paho.Token
+	t0  time.Time
+}
+
+// connectAll connects every device (64 at a time) and returns the clients.
+func connectAll(ctx context.Context, spec loadSpec) ([]paho.Client, error) {
+	clients := make([]paho.Client, len(spec.devices))
+	sem := make(chan struct{}, 64)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	for i, d := range spec.devices {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if ctx.Err() != nil {
+				return
+			}
+			pw, err := d.pass()
+			if err == nil {
+				o := paho.NewClientOptions().AddBroker("tcp://" + spec.addr).SetClientID(d.id).
+					SetUsername(d.user).SetPassword(pw).SetCleanSession(true).SetAutoReconnect(false).
+					SetOrderMatters(false).SetKeepAlive(60 * time.Second).SetConnectTimeout(30 * time.Second).
+					SetWriteTimeout(30 * time.Second)
+				c := paho.NewClient(o)
+				tok := c.Connect()
+				if !tok.WaitTimeout(60 * time.Second) {
+					err = errors.New("connect timed out")
+				} else {
+					err = tok.Error()
+				}
+				clients[i] = c
+			}
+			if err != nil {
+				mu.Lock()
+				if first == nil {
+					first = fmt.Errorf("device %s: %w", d.id, err)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		disconnectAll(clients)
+		return nil, first
+	}
+	return clients, nil
+}
+
+func disconnectAll(clients []paho.Client) {
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		if c == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); c.Disconnect(50) }()
+	}
+	wg.Wait()
+}
+
+// runLoad connects the devices, then publishes every envelope of every
+// device at QoS 1 with at most spec.window unacknowledged per device, and
+// measures until the last PUBACK or spec.limit.
+func runLoad(ctx context.Context, spec loadSpec) (loadResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, spec.limit)
+	defer cancel()
+	t := time.Now()
+	clients, err := connectAll(ctx, spec)
+	if err != nil {
+		return loadResult{}, err
+	}
+	defer disconnectAll(clients)
+	res := loadResult{Devices: len(spec.devices), ConnectS: time.Since(t).Seconds(), OfferedPS: spec.rate}
+
+	var published, acked, failed atomic.Int64
+	lats := make([][]time.Duration, len(spec.devices))
+	n := len(spec.devices)
+	start := time.Now().Add(50 * time.Millisecond)
+	var wg sync.WaitGroup
+	for i, d := range spec.devices {
+		c := clients[i]
+		wg.Add(2)
+		sem := make(chan struct{}, spec.window)
+		acks := make(chan pending, spec.window)
+		lat := make([]time.Duration, 0, len(d.envs))
+		go func() { // collector: PUBACKs in publish order
+			defer wg.Done()
+			for p := range acks {
+				select {
+				case <-p.tok.Done():
+					if p.tok.Error() == nil {
+						acked.Add(1)
+						lat = append(lat, time.Since(p.t0))
+					} else {
+						failed.Add(1)
+					}
+				case <-ctx.Done():
+					failed.Add(1)
+				}
+				<-sem
+			}
+			lats[i] = lat
+		}()
+		go func() { // sender
+			defer wg.Done()
+			defer close(acks)
+			for k, env := range d.envs {
+				t0 := time.Now()
+				if spec.rate > 0 {
+					t0 = start.Add(time.Duration(float64(k*n+i) / spec.rate * float64(time.Second)))
+					if w := time.Until(t0); w > 0 {
+						select {
+						case <-time.After(w):
+						case <-ctx.Done():
+							return
+						}
+					}
+				}
+				select {
+				case sem <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
+				if spec.rate == 0 {
+					t0 = time.Now()
+				}
+				tok := c.Publish(d.topic, 1, false, env)
+				published.Add(1)
+				acks <- pending{tok: tok, t0: t0}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	all := slices.Concat(lats...)
+	slices.Sort(all)
+	res.Published, res.Acked, res.Failed = published.Load(), acked.Load(), failed.Load()
+	res.Seconds = elapsed.Seconds()
+	res.MsgsPerS = float64(res.Acked) / elapsed.Seconds()
+	res.P50ms, res.P99ms, res.MaxMs = pct(all, 0.50), pct(all, 0.99), pct(all, 1)
+	if ctx.Err() != nil && res.Acked < int64(totalEnvs(spec)) {
+		return res, fmt.Errorf("run stopped at its %s limit with %d of %d acknowledged", spec.limit, res.Acked, totalEnvs(spec))
+	}
+	return res, nil
+}
+
+func totalEnvs(spec loadSpec) int {
+	n := 0
+	for _, d := range spec.devices {
+		n += len(d.envs)
+	}
+	return n
+}
+
+func pct(sorted []time.Duration, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted)-1) * p)
+	return float64(sorted[i].Microseconds()) / 1000
+}
+
+// procStats reads a process's CPU seconds (user+system) and its current and
+// peak RSS from /proc.
+type procStats struct {
+	CPUSeconds float64 `json:"cpu_seconds"`
+	RSSMB      float64 `json:"rss_mb"`
+	PeakRSSMB  float64 `json:"peak_rss_mb"`
+}
+
+func readProc(pid int) (procStats, error) {
+	var ps procStats
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ps, err
+	}
+	// Fields after the ")" that ends the command name: utime is field 14,
+	// stime 15 (1-based), i.e. index 11 and 12 after the state field.
+	s := string(stat)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return ps, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	ps.CPUSeconds = (ut + st) / 100 // USER_HZ is 100 on Linux
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return ps, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+		switch k {
+		case "VmRSS":
+			ps.RSSMB = kb / 1024
+		case "VmHWM":
+			ps.PeakRSSMB = kb / 1024
+		}
+	}
+	return ps, nil
+}

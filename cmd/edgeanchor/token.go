@@ -1,0 +1,130 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/edgeanchor/edgeanchor/gateway"
+)
+
+func init() { register(newTokenCmd) }
+
+func newTokenCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "token",
+		Short: "Manage one-time enrollment tokens of a gateway",
+		Long: `Enrollment tokens let a new device register through this gateway.
+Each token is bound to a site and a device kind, expires, and admits one
+device. Only a hash of each token is stored, in {data_dir}/tokens.json (0600);
+the command works while the gateway runs (the file is locked).`,
+	}
+	cmd.AddCommand(newTokenCreateCmd(), newTokenListCmd())
+	return cmd
+}
+
+// tokenDataDir resolves the data directory from --data-dir or --config.
+func tokenDataDir(dataDir, configPath string) (string, gateway.Config, error) {
+	cfg := gateway.DefaultConfig()
+	if configPath != "" {
+		c, err := gateway.LoadConfig(configPath)
+		if err != nil {
+			return "", cfg, &exitError{code: 1, err: err}
+		}
+		cfg = c
+	}
+	if dataDir != "" {
+		cfg.DataDir = dataDir
+	}
+	if dataDir == "" && configPath == "" {
+		return "", cfg, &exitError{code: 2, err: errors.New("give --data-dir or --config")}
+	}
+	return cfg.DataDir, cfg, nil
+}
+
+func newTokenCreateCmd() *cobra.Command {
+	var (
+		site, kind, dataDir, configPath string
+		count                           int
+		ttl                             time.Duration
+		asJSON                          bool
+	)
+	cmd := &cobra.Command{
+		Use:   "create --site S --kind K [--count N] [--ttl D] (--data-dir DIR | --config FILE)",
+		Short: "Create enrollment tokens and print them, one per line",
+		Example: `  edgeanchor token create --site site-a --kind payroll --count 10 --ttl 72h --config gateway.yaml
+  edgeanchor token create --site site-a --kind env --data-dir ./var/gateway`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dir, cfg, err := tokenDataDir(dataDir, configPath)
+			if err != nil {
+				return err
+			}
+			if site == "" && configPath != "" {
+				site = cfg.Site
+			}
+			store, err := gateway.OpenTokenStore(dir)
+			if err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			toks, exp, err := store.Create(gateway.TokenRequest{Site: site, Kind: kind, Count: count, TTL: ttl}, time.Now())
+			if err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return json.NewEncoder(out).Encode(map[string]any{"tokens": toks, "expires": exp, "site": site, "kind": kind})
+			}
+			for _, t := range toks {
+				fmt.Fprintln(out, t)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "created %d %s token(s) for site %s, valid until %s\n", len(toks), kind, site, exp.Format(time.RFC3339))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&site, "site", "", "site the devices belong to (default: the config's site)")
+	f.StringVar(&kind, "kind", "", "device kind: payroll, survey or env")
+	f.IntVar(&count, "count", 1, fmt.Sprintf("number of tokens (1-%d)", gateway.MaxTokenCount))
+	f.DurationVar(&ttl, "ttl", 72*time.Hour, "validity of the tokens")
+	f.StringVar(&dataDir, "data-dir", "", "the gateway's data directory")
+	f.StringVar(&configPath, "config", "", "the gateway's config file (for data_dir and site)")
+	f.BoolVar(&asJSON, "json", false, "print JSON instead of one token per line")
+	_ = cmd.MarkFlagRequired("kind")
+	return cmd
+}
+
+func newTokenListCmd() *cobra.Command {
+	var dataDir, configPath string
+	cmd := &cobra.Command{
+		Use:   "list (--data-dir DIR | --config FILE)",
+		Short: "List enrollment tokens (hashes, site, kind, expiry, use) as JSON",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dir, _, err := tokenDataDir(dataDir, configPath)
+			if err != nil {
+				return err
+			}
+			store, err := gateway.OpenTokenStore(dir)
+			if err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			list, err := store.List()
+			if err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			if list == nil {
+				list = []gateway.TokenRecord{}
+			}
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetIndent("", "  ")
+			return enc.Encode(map[string]any{"tokens": list})
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", "", "the gateway's data directory")
+	cmd.Flags().StringVar(&configPath, "config", "", "the gateway's config file")
+	return cmd
+}

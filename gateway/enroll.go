@@ -1,0 +1,299 @@
+package gateway
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/broker"
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+// Enrollment refusal reasons (docs/internals.md, "Enrollment credential"),
+// besides the token reasons of TokenReason and the connect reasons of broker.
+const (
+	ReasonLedgerRefused     = "ledger_refused"
+	ReasonLedgerUnavailable = "ledger_unavailable"
+)
+
+// EnrollLedger is what enrollment needs of the ledger client
+// (*anchor.Client implements it).
+type EnrollLedger interface {
+	Submit(ctx context.Context, tx []byte) (anchor.Receipt, error)
+	Device(ctx context.Context, did device.DID) (*anchor.DeviceRecord, error)
+}
+
+var _ EnrollLedger = (*anchor.Client)(nil)
+
+// EnrollerOptions configure an Enroller.
+type EnrollerOptions struct {
+	// Gateway signs the RegisterDevice transactions; its DID must be a member
+	// gateway on the ledger.
+	Gateway device.Signer
+	// Window bounds |now - ts| of a registration and how long its nonce is
+	// remembered (default 120 s, like the connect credential).
+	Window time.Duration
+	// Timeout bounds one enrollment's wait for the ledger (default 20 s).
+	Timeout time.Duration
+	Now     func() time.Time
+	Logger  *slog.Logger
+}
+
+// Enroller admits new devices that present an enrollment credential: it
+// checks the registration and the device's proof of possession, claims the
+// one-time token, registers the device on the ledger and adds it to the
+// identity cache once the registration committed.
+type Enroller struct {
+	opts   EnrollerOptions
+	tokens *TokenStore
+	cache  *IdentityCache
+	ledger EnrollLedger
+	log    *slog.Logger
+
+	mu     sync.Mutex
+	nonces map[string]time.Time // did|nonce -> forget after
+}
+
+// NewEnroller returns an Enroller; its Enroll method is the broker's
+// broker.Enroller.
+func NewEnroller(opts EnrollerOptions, tokens *TokenStore, cache *IdentityCache, ledger EnrollLedger) *Enroller {
+	if opts.Window <= 0 {
+		opts.Window = 120 * time.Second
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 20 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Enroller{opts: opts, tokens: tokens, cache: cache, ledger: ledger, log: opts.Logger, nonces: map[string]time.Time{}}
+}
+
+var _ broker.Enroller = (*Enroller)(nil).Enroll
+
+// EnrollCredential is a parsed enrollment password
+// ea1-enroll.{token}.{reg}.{sig}.
+type EnrollCredential struct {
+	Token        string
+	Registration []byte
+	Sig          []byte
+}
+
+// ParseEnrollCredential checks the form of an enrollment password.
+func ParseEnrollCredential(pw string) (EnrollCredential, error) {
+	var c EnrollCredential
+	rest, ok := strings.CutPrefix(pw, broker.EnrollPrefix)
+	if !ok {
+		return c, fmt.Errorf("password does not start with %s", broker.EnrollPrefix)
+	}
+	parts := strings.Split(rest, ".")
+	if len(parts) != 3 {
+		return c, fmt.Errorf("want 4 dot-separated parts, got %d", len(parts)+1)
+	}
+	tok := parts[0]
+	if len(tok) < 16 || len(tok) > 128 || strings.Trim(tok, "0123456789abcdef") != "" {
+		return c, errors.New("token is not 16-128 lowercase hex digits")
+	}
+	reg, err := base64.StdEncoding.Strict().DecodeString(parts[1])
+	if err != nil || len(reg) == 0 || len(reg) > anchor.MaxTxBytes {
+		return c, errors.New("registration is not base64 of at most 16 KiB")
+	}
+	sig, err := base64.StdEncoding.Strict().DecodeString(parts[2])
+	if err != nil || len(sig) == 0 || len(sig) > 128 {
+		return c, errors.New("signature is not base64 of a DER signature")
+	}
+	return EnrollCredential{Token: tok, Registration: reg, Sig: sig}, nil
+}
+
+// MakeEnrollCredential is what a device does to enroll: sign a fresh
+// registration for (kind, site) and pack it with the token.
+func MakeEnrollCredential(s device.Signer, token, kind, site string, now time.Time) (string, error) {
+	reg, err := anchor.NewDeviceRegistration(s.Public(), kind, site, now, "")
+	if err != nil {
+		return "", err
+	}
+	sig, err := s.Sign(reg)
+	if err != nil {
+		return "", err
+	}
+	return broker.EnrollPrefix + token + "." + base64.StdEncoding.EncodeToString(reg) + "." + base64.StdEncoding.EncodeToString(sig), nil
+}
+
+func enrollRefuse(reason string, err error) error { return &broker.AuthError{Reason: reason, Err: err} }
+
+// Enroll implements broker.Enroller.
+func (e *Enroller) Enroll(ctx context.Context, req broker.EnrollRequest) (broker.DeviceInfo, error) {
+	now := e.opts.Now()
+	cred, err := ParseEnrollCredential(req.Password)
+	if err != nil {
+		return broker.DeviceInfo{}, enrollRefuse(broker.ReasonMalformed, err)
+	}
+	reg, pub, err := anchor.ParseDeviceRegistration(cred.Registration)
+	if err != nil {
+		return broker.DeviceInfo{}, enrollRefuse(broker.ReasonMalformed, err)
+	}
+	if reg.DID != req.DID {
+		return broker.DeviceInfo{}, enrollRefuse(broker.ReasonClientIDMismatch,
+			fmt.Errorf("registration names %s, client is %s", reg.DID, req.DID))
+	}
+	if !device.VerifySignature(pub, cred.Registration, cred.Sig) {
+		return broker.DeviceInfo{}, enrollRefuse(broker.ReasonBadSignature, errors.New("registration signature does not verify"))
+	}
+	ts, _ := time.Parse(time.RFC3339Nano, reg.TS)
+	if d := now.Sub(ts); d > e.opts.Window || d < -e.opts.Window {
+		return broker.DeviceInfo{}, enrollRefuse(broker.ReasonStale, fmt.Errorf("registration ts %s is %s from now (window %s)", reg.TS, d.Round(time.Second), e.opts.Window))
+	}
+	if !e.useNonce(reg.DID, reg.Nonce, now) {
+		return broker.DeviceInfo{}, enrollRefuse(broker.ReasonReplayed, errors.New("registration nonce already used"))
+	}
+	info := broker.DeviceInfo{DID: reg.DID, Pub: pub, Kind: reg.Kind, Site: reg.Site}
+
+	// Already ours with this key: admit without spending the token.
+	if d, ok := e.cache.Lookup(reg.DID); ok {
+		if d.Revoked {
+			return broker.DeviceInfo{}, enrollRefuse(broker.ReasonRevoked, errors.New("device is revoked on the ledger"))
+		}
+		if d.Pub != nil && d.Pub.Equal(pub) {
+			e.log.Info("enrollment of a registered device: admitted without token", "did", reg.DID)
+			return d, nil
+		}
+	}
+
+	if err := e.tokens.Claim(cred.Token, reg.Site, reg.Kind, reg.DID, now); err != nil {
+		if r := TokenReason(err); r != "" {
+			return broker.DeviceInfo{}, enrollRefuse(r, err)
+		}
+		e.log.Error("token store failed", "error", err)
+		return broker.DeviceInfo{}, enrollRefuse(ReasonLedgerUnavailable, err)
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, e.opts.Timeout)
+	defer cancel()
+	err = e.register(ctx, cred, now)
+	var refused *anchor.RefusedError
+	switch {
+	case err == nil:
+	case errors.As(err, &refused):
+		// Refused: perhaps because an earlier attempt of this very device
+		// committed after its answer was lost. The ledger knows.
+		if e.registeredHere(ctx, reg.DID, pub) {
+			break
+		}
+		if rerr := e.tokens.Release(cred.Token, reg.DID); rerr != nil {
+			e.log.Error("token release failed", "error", rerr)
+		}
+		return broker.DeviceInfo{}, enrollRefuse(ReasonLedgerRefused, err)
+	default:
+		// Unknown outcome: keep the token claimed by this device, which may
+		// retry with it; nobody else can use it.
+		return broker.DeviceInfo{}, enrollRefuse(ReasonLedgerUnavailable, err)
+	}
+	if err := e.tokens.Confirm(cred.Token, reg.DID); err != nil {
+		e.log.Error("token confirm failed", "did", reg.DID, "error", err)
+	}
+	e.cache.Put(info)
+	got, _ := e.cache.Lookup(reg.DID)
+	if got.Revoked {
+		return broker.DeviceInfo{}, enrollRefuse(broker.ReasonRevoked, errors.New("device is revoked on the ledger"))
+	}
+	e.log.Info("device enrolled", "did", reg.DID, "kind", reg.Kind, "site", reg.Site)
+	return got, nil
+}
+
+// register submits RegisterDevice signed by the gateway and waits for commit.
+func (e *Enroller) register(ctx context.Context, cred EnrollCredential, now time.Time) error {
+	body, err := anchor.NewRegisterDeviceBody(e.opts.Gateway.DID(), cred.Registration, cred.Sig, now)
+	if err != nil {
+		return fmt.Errorf("gateway: register body: %w", err)
+	}
+	tx, err := anchor.EncodeTx(e.opts.Gateway, body)
+	if err != nil {
+		return err
+	}
+	_, err = e.ledger.Submit(ctx, tx)
+	return err
+}
+
+// registeredHere asks the ledger whether did is active, registered through
+// this gateway with key pub.
+func (e *Enroller) registeredHere(ctx context.Context, did device.DID, pub *ecdsa.PublicKey) bool {
+	r, err := e.ledger.Device(ctx, did)
+	if err != nil || r.Status != "active" || r.Gateway != e.opts.Gateway.DID() {
+		return false
+	}
+	p, err := device.ParsePublicKeyDER(r.Pub)
+	return err == nil && pub.Equal(p)
+}
+
+// useNonce records (did, nonce) and reports whether it was fresh: an
+// enrollment credential works once within the window.
+func (e *Enroller) useNonce(did device.DID, nonce string, now time.Time) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.nonces) > 4096 {
+		for k, until := range e.nonces {
+			if now.After(until) {
+				delete(e.nonces, k)
+			}
+		}
+	}
+	key := string(did) + "|" + nonce
+	if until, ok := e.nonces[key]; ok && !now.After(until) {
+		return false
+	}
+	e.nonces[key] = now.Add(2 * e.opts.Window)
+	return true
+}
+
+// AttachLedgerIdentity installs on g (before Run) what ties it to the
+// ledger's device registry: the identity cache as the broker's Registry
+// (followed in a service, a /readyz check until it has loaded, revoked
+// devices disconnected at once), the Enroller for enrollment credentials,
+// and the token admin API on g's mux (bearer token from
+// http.admin_token_file; none configured turns the API off).
+func AttachLedgerIdentity(g *Gateway, ledger *anchor.Client) (*IdentityCache, *Enroller, error) {
+	cfg := g.Config()
+	log := g.Logger()
+	tokens, err := OpenTokenStore(cfg.DataDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	var bearer string
+	if cfg.HTTP.AdminTokenFile != "" {
+		b, err := os.ReadFile(cfg.HTTP.AdminTokenFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("gateway: admin token: %w", err)
+		}
+		bearer = strings.TrimSpace(string(b))
+		if len(bearer) < 16 {
+			return nil, nil, fmt.Errorf("%w: http.admin_token_file holds %d characters, want at least 16", ErrConfig, len(bearer))
+		}
+	}
+	cache := NewIdentityCache(g.Signer().DID(), ledger, log.With("component", "identity"))
+	b := g.Broker()
+	cache.OnRevoke(func(did device.DID) { b.DisconnectDevice(did, broker.ReasonRevoked) })
+	b.SetRegistry(cache)
+	enr := NewEnroller(EnrollerOptions{Gateway: g.Signer(), Window: cfg.CredentialWindow,
+		Logger: log.With("component", "enroll")}, tokens, cache, ledger)
+	b.SetEnroller(enr.Enroll)
+	NewAdmin(tokens, bearer, log.With("component", "admin")).Routes(g.Mux())
+	g.Go("identity", cache.Run)
+	g.AddReadyCheck("identity", func(context.Context) error {
+		if !cache.Loaded() {
+			return errors.New("device list not yet loaded from the ledger")
+		}
+		return nil
+	})
+	return cache, enr, nil
+}

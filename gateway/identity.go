@@ -1,0 +1,267 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/broker"
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+// IdentityLedger is what the identity cache needs of the ledger client
+// (*anchor.Client implements it).
+type IdentityLedger interface {
+	Height(ctx context.Context) (int64, error)
+	GatewayDevices(ctx context.Context, did device.DID) ([]anchor.DeviceRecord, error)
+	WatchBlocks(ctx context.Context, from int64, fn func(*anchor.Block) error) error
+}
+
+var _ IdentityLedger = (*anchor.Client)(nil)
+
+// IdentityCache is the gateway's view of its devices on the ledger. It
+// implements broker.Registry: lookups are served from memory (one parsed
+// public key per device, the same pointer every time), and the cache follows
+// the ledger block by block so that a RevokeDevice committed on the ledger
+// marks the device revoked and disconnects it at once (within the block
+// follower's poll interval). When the ledger is unreachable the cache keeps
+// what it has and retries; Loaded reports whether the first load is done.
+type IdentityCache struct {
+	gateway device.DID
+	ledger  IdentityLedger
+	log     *slog.Logger
+
+	mu       sync.RWMutex
+	m        map[device.DID]broker.DeviceInfo
+	onRevoke func(device.DID)
+
+	loaded atomic.Bool
+	height atomic.Int64
+}
+
+var _ broker.Registry = (*IdentityCache)(nil)
+
+// NewIdentityCache returns an empty cache of the devices registered through
+// gateway. Start it with Run.
+func NewIdentityCache(gateway device.DID, ledger IdentityLedger, log *slog.Logger) *IdentityCache {
+	return &IdentityCache{gateway: gateway, ledger: ledger, log: log, m: map[device.DID]broker.DeviceInfo{}}
+}
+
+// OnRevoke sets the function called (outside the cache's lock) with the DID
+// of each cached device whose revocation the ledger commits; the gateway
+// passes one that disconnects the device (broker.Broker.DisconnectDevice). Set it before Run.
+func (c *IdentityCache) OnRevoke(f func(device.DID)) {
+	c.mu.Lock()
+	c.onRevoke = f
+	c.mu.Unlock()
+}
+
+// Lookup implements broker.Registry.
+func (c *IdentityCache) Lookup(did device.DID) (broker.DeviceInfo, bool) {
+	c.mu.RLock()
+	d, ok := c.m[did]
+	c.mu.RUnlock()
+	return d, ok
+}
+
+// Put adds a device the gateway has just registered on the ledger (the
+// enroller calls it once the registration committed, so that the device is
+// admitted without waiting for the block follower). A revoked entry is never
+// brought back, and an entry with the same key keeps its key pointer.
+func (c *IdentityCache) Put(d broker.DeviceInfo) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.putLocked(d)
+}
+
+func (c *IdentityCache) putLocked(d broker.DeviceInfo) {
+	old, ok := c.m[d.DID]
+	if ok && old.Revoked {
+		return
+	}
+	if ok && old.Pub != nil && d.Pub != nil && old.Pub.Equal(d.Pub) {
+		d.Pub = old.Pub
+	}
+	c.m[d.DID] = d
+}
+
+// Loaded reports whether the cache has loaded the gateway's devices from the
+// ledger at least once.
+func (c *IdentityCache) Loaded() bool { return c.loaded.Load() }
+
+// Height is the last ledger block the cache has applied.
+func (c *IdentityCache) Height() int64 { return c.height.Load() }
+
+// Len returns the number of cached devices, revoked ones included.
+func (c *IdentityCache) Len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.m)
+}
+
+// Run loads the gateway's devices from the ledger (retrying while it is
+// unreachable) and then follows new blocks until ctx is done. It returns
+// ctx's error.
+func (c *IdentityCache) Run(ctx context.Context) error {
+	from, err := c.load(ctx)
+	if err != nil {
+		return err
+	}
+	for {
+		err := c.ledger.WatchBlocks(ctx, from, func(b *anchor.Block) error {
+			c.apply(b)
+			from = b.Height + 1
+			return nil
+		})
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		c.log.Warn("identity cache: block watch ended, restarting", "error", err, "from", from)
+		if !identitySleep(ctx, time.Second) {
+			return ctx.Err()
+		}
+	}
+}
+
+// load fetches the device list, retrying with backoff, and returns the first
+// height to follow. The height is read before the list so that no block
+// between the two is missed (applying a block twice is harmless).
+func (c *IdentityCache) load(ctx context.Context) (int64, error) {
+	delay := 200 * time.Millisecond
+	for {
+		h, err := c.ledger.Height(ctx)
+		var devs []anchor.DeviceRecord
+		if err == nil {
+			devs, err = c.ledger.GatewayDevices(ctx, c.gateway)
+			if errors.Is(err, anchor.ErrNotFound) {
+				devs, err = nil, nil
+			}
+		}
+		if err == nil {
+			n := c.loadRecords(devs)
+			c.height.Store(h)
+			c.loaded.Store(true)
+			c.log.Info("identity cache loaded", "devices", n, "height", h)
+			return h + 1, nil
+		}
+		c.log.Warn("identity cache: ledger not reachable, retrying", "error", err, "retry_in", delay)
+		if !identitySleep(ctx, delay) {
+			return 0, ctx.Err()
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+func (c *IdentityCache) loadRecords(devs []anchor.DeviceRecord) int {
+	var revoked []device.DID
+	c.mu.Lock()
+	n := 0
+	for _, r := range devs {
+		d, err := deviceInfoFromRecord(r)
+		if err != nil {
+			c.log.Warn("identity cache: skipping ledger device record", "did", r.DID, "error", err)
+			continue
+		}
+		if old, ok := c.m[d.DID]; ok && !old.Revoked && d.Revoked {
+			revoked = append(revoked, d.DID)
+		}
+		c.putLocked(d)
+		n++
+	}
+	cb := c.onRevoke
+	c.mu.Unlock()
+	c.notify(cb, revoked)
+	return n
+}
+
+func deviceInfoFromRecord(r anchor.DeviceRecord) (broker.DeviceInfo, error) {
+	did, err := device.ParseDID(string(r.DID))
+	if err != nil {
+		return broker.DeviceInfo{}, err
+	}
+	pub, err := device.ParsePublicKeyDER(r.Pub)
+	if err != nil {
+		return broker.DeviceInfo{}, err
+	}
+	if !did.Matches(pub) {
+		return broker.DeviceInfo{}, fmt.Errorf("gateway: ledger record of %s holds the key of %s", did, device.DIDFromPublicKey(pub))
+	}
+	return broker.DeviceInfo{DID: did, Pub: pub, Kind: r.Kind, Site: r.Site, Revoked: r.Status == "revoked"}, nil
+}
+
+// apply reads a committed block's successful transactions: RegisterDevice
+// through this gateway adds the device, RevokeDevice of a cached device
+// marks it revoked and disconnects it. The transactions themselves are read
+// (not the events), since their format is the ledger's contract.
+func (c *IdentityCache) apply(b *anchor.Block) {
+	var revoked []device.DID
+	c.mu.Lock()
+	for _, t := range b.Txs {
+		if t.Code != 0 {
+			continue
+		}
+		tx, err := anchor.DecodeTx(t.Tx)
+		if err != nil {
+			continue
+		}
+		switch tx.Type() {
+		case anchor.TypeRegisterDevice, anchor.TypeRevokeDevice:
+		default:
+			continue
+		}
+		body, err := anchor.DecodeBody(tx.Body)
+		if err != nil {
+			continue
+		}
+		switch v := body.(type) {
+		case *anchor.RegisterDeviceBody:
+			if v.Gateway != c.gateway {
+				continue
+			}
+			reg, pub, err := anchor.ParseDeviceRegistration(v.Registration)
+			if err != nil {
+				continue
+			}
+			c.putLocked(broker.DeviceInfo{DID: reg.DID, Pub: pub, Kind: reg.Kind, Site: reg.Site})
+			c.log.Info("identity cache: device registered", "did", reg.DID, "height", b.Height)
+		case *anchor.RevokeDeviceBody:
+			d, ok := c.m[v.DID]
+			if !ok || d.Revoked {
+				continue
+			}
+			d.Revoked = true
+			c.m[v.DID] = d
+			revoked = append(revoked, v.DID)
+			c.log.Warn("identity cache: device revoked", "did", v.DID, "height", b.Height, "reason", v.Reason)
+		}
+	}
+	cb := c.onRevoke
+	c.mu.Unlock()
+	c.height.Store(b.Height)
+	c.notify(cb, revoked)
+}
+
+func (c *IdentityCache) notify(cb func(device.DID), dids []device.DID) {
+	if cb == nil {
+		return
+	}
+	for _, d := range dids {
+		cb(d)
+	}
+}
+
+func identitySleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

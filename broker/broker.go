@@ -1,0 +1,334 @@
+// Package broker is the gateway's MQTT broker: mochi-mqtt v2 with hooks that
+// authenticate devices by their SM2 keys at CONNECT (or enroll them), enforce
+// the topic ACL, and feed every device publish through an Ingester before the
+// PUBACK/PUBREC is written. It knows nothing of storage: the gateway passes
+// an Ingester and a Registry in.
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+// Ingester turns one device publish into a stored record. Ingest is called
+// from the publishing client's goroutine, many at once; it returns only once
+// the record is durably stored (the PUBACK follows), or a *Refusal.
+// dev is the authenticated publisher; payload the raw MQTT payload.
+type Ingester interface {
+	Ingest(ctx context.Context, dev DeviceInfo, payload []byte) (Accepted, error)
+}
+
+// Accepted is a stored record as the broker needs it: the receipt message
+// for the device and the verified-record message for site applications.
+type Accepted struct {
+	GSeq    uint64
+	Kind    string
+	Receipt []byte // published on ReceiptTopic(did)
+	Record  []byte // republished on RecordsTopic(site, kind), best effort
+}
+
+// Refusal is a refused publish. Reason is the metric and log label (see
+// docs/protocol.md), Kind the record kind if it was decoded (else "").
+type Refusal struct {
+	Reason string
+	Kind   string
+	Err    error
+}
+
+func (r *Refusal) Error() string {
+	if r.Err == nil {
+		return "publish refused: " + r.Reason
+	}
+	return "publish refused: " + r.Reason + ": " + r.Err.Error()
+}
+
+func (r *Refusal) Unwrap() error { return r.Err }
+
+// EnrollRequest is a CONNECT whose password is an enrollment credential
+// (ea1-enroll.{token}.{reg}.{sig}); Username and ClientID have been checked
+// to be the same well-formed DID.
+type EnrollRequest struct {
+	DID      device.DID
+	Password string
+	Remote   string
+}
+
+// Enroller admits a new device: it checks the token and the registration,
+// registers the device on the ledger and returns once the registration is
+// committed. It refuses with an *AuthError whose Reason is the metric label
+// (token_unknown, token_used, ledger_unavailable, ...). It is called from the
+// connecting client's goroutine and may take seconds.
+type Enroller func(ctx context.Context, req EnrollRequest) (DeviceInfo, error)
+
+// Account is a site application account: read-only on Topics.
+type Account struct {
+	Username     string
+	PasswordHash string // bcrypt
+	Topics       []string
+}
+
+// Options configure a Broker. Zero limits mean "no limit" except where noted.
+type Options struct {
+	Site     string
+	Registry Registry
+	Ingester Ingester
+	Enroller Enroller // nil: enrollment refused with enrollment_disabled
+	Accounts []Account
+
+	// CredentialWindow bounds |now-unix| of a connect credential (default 120 s).
+	CredentialWindow time.Duration
+	// MaxPayload: publishes over this many bytes are refused as too_large.
+	// mochi itself cuts connections whose packets exceed 2*MaxPayload+4 KiB.
+	MaxPayload int
+	// DeviceRate (msgs/s) and DeviceBurst: per-device token bucket.
+	DeviceRate  float64
+	DeviceBurst int
+	// MaxConnections bounds connected clients (mochi answers "server busy").
+	MaxConnections int
+	// MaxInFlight bounds publishes inside Ingest at once (inflight_exceeded).
+	MaxInFlight int
+	// V3RefusalsBeforeDisconnect (default 1): MQTT 3.1.1 clients cannot be
+	// told why a publish was refused, so they are cut off at this count.
+	V3RefusalsBeforeDisconnect int
+	// RevocationSweep is how often connected devices are checked against the
+	// Registry and revoked ones disconnected (default 1 s).
+	RevocationSweep time.Duration
+
+	// Listener addresses; empty turns one off. TLS needs TLSConfig.
+	TCPAddr   string
+	WSAddr    string
+	TLSAddr   string
+	TLSConfig *tls.Config
+
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Now        func() time.Time // default time.Now
+}
+
+// Broker is the embedded MQTT broker with edgeanchor's hooks.
+type Broker struct {
+	opts     Options
+	log      *slog.Logger
+	srv      *mqtt.Server
+	metrics  *Metrics
+	accounts map[string]*Account
+	nonces   nonceCache
+	limiter  *rateLimiter
+	sessions sync.Map // *mqtt.Client -> *session
+	inflight atomic.Int64
+	addrs    map[string]listeners.Listener
+	up       atomic.Bool
+
+	mu       sync.RWMutex // guards registry and enroller (set before Start)
+	registry Registry
+	enroller Enroller
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// ErrNoIngester means Options.Ingester was nil.
+var ErrNoIngester = errors.New("broker: an Ingester is required")
+
+// New builds the broker and binds its listeners; Start serves them.
+func New(opts Options) (*Broker, error) {
+	if opts.Ingester == nil {
+		return nil, ErrNoIngester
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Registerer == nil {
+		opts.Registerer = prometheus.NewRegistry()
+	}
+	if opts.Registry == nil {
+		opts.Registry = NewStaticRegistry()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.CredentialWindow <= 0 {
+		opts.CredentialWindow = 120 * time.Second
+	}
+	if opts.MaxPayload <= 0 {
+		opts.MaxPayload = device.DefaultMaxBody
+	}
+	if opts.V3RefusalsBeforeDisconnect <= 0 {
+		opts.V3RefusalsBeforeDisconnect = 1
+	}
+	if opts.RevocationSweep <= 0 {
+		opts.RevocationSweep = time.Second
+	}
+	b := &Broker{
+		opts:     opts,
+		log:      opts.Logger,
+		accounts: map[string]*Account{},
+		limiter:  newRateLimiter(opts.DeviceRate, opts.DeviceBurst),
+		addrs:    map[string]listeners.Listener{},
+		registry: opts.Registry,
+		enroller: opts.Enroller,
+	}
+	for i := range opts.Accounts {
+		a := opts.Accounts[i]
+		b.accounts[a.Username] = &a
+	}
+	caps := mqtt.NewDefaultServerCapabilities()
+	if opts.MaxConnections > 0 {
+		caps.MaximumClients = int64(opts.MaxConnections)
+	}
+	caps.MaximumPacketSize = uint32(2*opts.MaxPayload + 4096)
+	caps.MaximumSessionExpiryInterval = 3600
+	caps.MaximumMessageExpiryInterval = 3600
+	b.srv = mqtt.New(&mqtt.Options{
+		Capabilities: caps,
+		InlineClient: true,
+		Logger:       opts.Logger.With("component", "mochi"),
+	})
+	b.metrics = NewMetrics(opts.Registerer, func() float64 { return float64(atomic.LoadInt64(&b.srv.Info.ClientsConnected)) })
+	if err := b.srv.AddHook(&hook{b: b}, nil); err != nil {
+		return nil, fmt.Errorf("broker: add hook: %w", err)
+	}
+	add := func(id string, l listeners.Listener) error {
+		if err := b.srv.AddListener(l); err != nil {
+			_ = b.srv.Close()
+			return fmt.Errorf("broker: listen %s on %s: %w", id, l.Address(), err)
+		}
+		b.addrs[id] = l
+		return nil
+	}
+	if opts.TCPAddr != "" {
+		if err := add("tcp", listeners.NewTCP(listeners.Config{ID: "tcp", Address: opts.TCPAddr})); err != nil {
+			return nil, err
+		}
+	}
+	if opts.TLSAddr != "" && opts.TLSConfig != nil {
+		if err := add("tls", listeners.NewTCP(listeners.Config{ID: "tls", Address: opts.TLSAddr, TLSConfig: opts.TLSConfig})); err != nil {
+			return nil, err
+		}
+	}
+	if opts.WSAddr != "" {
+		if err := add("ws", listeners.NewWebsocket(listeners.Config{ID: "ws", Address: opts.WSAddr})); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// SetRegistry replaces the identity registry; call before Start.
+func (b *Broker) SetRegistry(r Registry) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.registry = r
+}
+
+// SetEnroller installs the enrollment handler; call before Start.
+func (b *Broker) SetEnroller(e Enroller) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.enroller = e
+}
+
+func (b *Broker) reg() Registry {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.registry
+}
+
+// Start serves the listeners and the revocation sweep until Close or ctx ends.
+func (b *Broker) Start(ctx context.Context) error {
+	b.ctx, b.cancel = context.WithCancel(ctx)
+	if err := b.srv.Serve(); err != nil {
+		return fmt.Errorf("broker: serve: %w", err)
+	}
+	b.up.Store(true)
+	b.wg.Add(1)
+	go b.sweepRevoked(b.ctx)
+	return nil
+}
+
+// Close stops the listeners, disconnects every client and waits for the
+// broker's goroutines.
+func (b *Broker) Close() error {
+	b.up.Store(false)
+	if b.cancel != nil {
+		b.cancel()
+	}
+	err := b.srv.Close()
+	b.wg.Wait()
+	return err
+}
+
+// Up reports whether the broker is serving.
+func (b *Broker) Up() bool { return b.up.Load() }
+
+// Addr returns the bound address of listener "tcp", "ws" or "tls" ("" when
+// off). TCP and TLS report the real port when configured with port 0.
+func (b *Broker) Addr(id string) string {
+	l, ok := b.addrs[id]
+	if !ok {
+		return ""
+	}
+	return l.Address()
+}
+
+// Server exposes the mochi server (inline publishing, $SYS info).
+func (b *Broker) Server() *mqtt.Server { return b.srv }
+
+// Metrics returns the broker's metrics.
+func (b *Broker) Metrics() *Metrics { return b.metrics }
+
+// DisconnectDevice closes the session of did if it is connected (a
+// revocation); it reports whether a session was closed.
+func (b *Broker) DisconnectDevice(did device.DID, reason string) bool {
+	cl, ok := b.srv.Clients.Get(string(did))
+	if !ok || cl.Closed() {
+		return false
+	}
+	if s := b.session(cl); s == nil || !s.device {
+		return false
+	}
+	b.log.Info("device disconnected", "did", did, "reason", reason)
+	b.kick(cl)
+	return true
+}
+
+func (b *Broker) sweepRevoked(ctx context.Context) {
+	defer b.wg.Done()
+	t := time.NewTicker(b.opts.RevocationSweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		reg := b.reg()
+		b.sessions.Range(func(k, v any) bool {
+			s := v.(*session)
+			if !s.device {
+				return true
+			}
+			if info, ok := reg.Lookup(s.dev.DID); ok && info.Revoked {
+				cl := k.(*mqtt.Client)
+				if !cl.Closed() {
+					b.log.Info("device disconnected", "did", s.dev.DID, "reason", ReasonRevoked)
+					b.kick(cl)
+				}
+			}
+			return true
+		})
+	}
+}

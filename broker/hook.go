@@ -1,0 +1,445 @@
+package broker
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+// Reasons a publish is refused before the ingest pipeline sees it (the
+// pipeline adds its own: malformed, signature, replay, store_error, ...).
+const (
+	ReasonForeignTopic     = "foreign_topic"
+	ReasonRateLimited      = "rate_limited"
+	ReasonInFlightExceeded = "inflight_exceeded"
+	ReasonTooLarge         = "too_large"
+)
+
+// session is what the broker knows of one connected client.
+type session struct {
+	device   bool
+	dev      DeviceInfo // devices
+	up       string
+	receipt  string
+	account  *Account // applications
+	refusals atomic.Int32
+	counted  atomic.Bool // counted in devices_connected
+}
+
+func (b *Broker) session(cl *mqtt.Client) *session {
+	v, ok := b.sessions.Load(cl)
+	if !ok {
+		return nil
+	}
+	return v.(*session)
+}
+
+// kick disconnects a client: MQTT 5 clients get a DISCONNECT with "not
+// authorized", MQTT 3.1.1 ones have their connection closed.
+func (b *Broker) kick(cl *mqtt.Client) {
+	if cl.Properties.ProtocolVersion == 5 {
+		_ = b.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+		return
+	}
+	cl.Stop(packets.ErrNotAuthorized)
+}
+
+// hook is the mochi hook that does all of edgeanchor's broker work.
+type hook struct {
+	mqtt.HookBase
+	b *Broker
+}
+
+func (h *hook) ID() string { return "edgeanchor" }
+
+func (h *hook) Provides(x byte) bool {
+	return bytes.Contains([]byte{
+		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablished,
+		mqtt.OnDisconnect, mqtt.OnPublish, mqtt.OnPublishDropped,
+	}, []byte{x})
+}
+
+// OnConnect authenticates the client. It runs here rather than in
+// OnConnectAuthenticate so that the refusal is CONNACK "not authorized"
+// (v5 0x87, v3 return code 5) as docs/protocol.md promises; mochi would
+// answer "bad username or password".
+func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	b := h.b
+	// A will is published without any check: a device could forge records
+	// with one. Nobody here needs wills, so they are dropped.
+	cl.Properties.Will = mqtt.Will{}
+	s, err := b.authenticate(cl, pk)
+	if err != nil {
+		reason := "malformed"
+		var ae *AuthError
+		if errors.As(err, &ae) {
+			reason = ae.Reason
+		}
+		b.metrics.AuthFailures.WithLabelValues(reason).Inc()
+		b.log.Info("connect refused", "client", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener,
+			"reason", reason, "error", err)
+		code := packets.ErrNotAuthorized
+		if cl.Properties.ProtocolVersion < 5 {
+			code = packets.Err3NotAuthorized
+		}
+		_ = b.srv.SendConnack(cl, code, false, nil)
+		return err
+	}
+	b.sessions.Store(cl, s)
+	return nil
+}
+
+// OnConnectAuthenticate admits exactly the clients OnConnect authenticated.
+func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	return h.b.session(cl) != nil
+}
+
+func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	b := h.b
+	s := b.session(cl)
+	if s == nil {
+		return
+	}
+	b.metrics.Connects.Inc()
+	if s.device && s.counted.CompareAndSwap(false, true) {
+		b.metrics.DevicesConnected.Inc()
+	}
+	if s.device {
+		b.log.Debug("device connected", "did", s.dev.DID, "remote", cl.Net.Remote, "listener", cl.Net.Listener,
+			"protocol", cl.Properties.ProtocolVersion)
+	} else {
+		b.log.Info("application connected", "username", s.account.Username, "remote", cl.Net.Remote)
+	}
+}
+
+func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	b := h.b
+	v, ok := b.sessions.LoadAndDelete(cl)
+	if !ok {
+		return
+	}
+	if s := v.(*session); s.counted.CompareAndSwap(true, false) {
+		b.metrics.DevicesConnected.Dec()
+	}
+}
+
+func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (*session, error) {
+	user := string(pk.Connect.Username)
+	pw := string(pk.Connect.Password)
+	if !strings.HasPrefix(user, device.DIDPrefix) {
+		return b.authenticateAccount(user, pw)
+	}
+	did, err := device.ParseDID(user)
+	if err != nil {
+		return nil, authErr(ReasonMalformed, "username: %v", err)
+	}
+	if cl.ID != user {
+		return nil, authErr(ReasonClientIDMismatch, "client id %q is not the username", cl.ID)
+	}
+	var info DeviceInfo
+	if strings.HasPrefix(pw, EnrollPrefix) {
+		info, err = b.enroll(cl, did, pw)
+	} else {
+		info, err = b.checkCredential(did, pw)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &session{device: true, dev: info, up: UpTopic(did), receipt: ReceiptTopic(did)}, nil
+}
+
+func (b *Broker) checkCredential(did device.DID, pw string) (DeviceInfo, error) {
+	cred, err := ParseCredential(pw)
+	if err != nil {
+		return DeviceInfo{}, authErr(ReasonMalformed, "credential: %v", err)
+	}
+	info, ok := b.reg().Lookup(did)
+	if !ok {
+		return info, authErr(ReasonUnknownDevice, "not registered")
+	}
+	if info.Site != b.opts.Site {
+		return info, authErr(ReasonUnknownDevice, "registered for site %q", info.Site)
+	}
+	if info.Revoked {
+		return info, authErr(ReasonRevoked, "revoked on the ledger")
+	}
+	now := b.opts.Now()
+	if d := now.Sub(time.Unix(cred.Unix, 0)); d > b.opts.CredentialWindow || d < -b.opts.CredentialWindow {
+		return info, authErr(ReasonStale, "credential time is %s away from the gateway's clock (window %s)",
+			d.Round(time.Second), b.opts.CredentialWindow)
+	}
+	if !device.VerifySignature(info.Pub, ConnectMessage(did, cred.Unix, cred.Nonce), cred.Sig) {
+		return info, authErr(ReasonBadSignature, "credential signature does not verify")
+	}
+	if !b.nonces.use(did, cred.Nonce, now, b.opts.CredentialWindow) {
+		return info, authErr(ReasonReplayed, "nonce already used")
+	}
+	return info, nil
+}
+
+func (b *Broker) enroll(cl *mqtt.Client, did device.DID, pw string) (DeviceInfo, error) {
+	b.mu.RLock()
+	enroller := b.enroller
+	b.mu.RUnlock()
+	if enroller == nil {
+		b.metrics.Enrollments.WithLabelValues(ReasonEnrollDisabled).Inc()
+		return DeviceInfo{}, authErr(ReasonEnrollDisabled, "this gateway does not enroll devices")
+	}
+	info, err := enroller(b.ctx, EnrollRequest{DID: did, Password: pw, Remote: cl.Net.Remote})
+	if err != nil {
+		var ae *AuthError
+		if !errors.As(err, &ae) {
+			ae = &AuthError{Reason: "enroll_error", Err: err}
+		}
+		b.metrics.Enrollments.WithLabelValues(ae.Reason).Inc()
+		return DeviceInfo{}, ae
+	}
+	if info.DID != did || info.Pub == nil || info.Site != b.opts.Site {
+		b.metrics.Enrollments.WithLabelValues("enroll_error").Inc()
+		return DeviceInfo{}, authErr("enroll_error", "enroller returned device %s of site %q", info.DID, info.Site)
+	}
+	b.metrics.Enrollments.WithLabelValues("ok").Inc()
+	b.log.Info("device enrolled", "did", did, "kind", info.Kind, "remote", cl.Net.Remote)
+	return info, nil
+}
+
+func (b *Broker) authenticateAccount(user, pw string) (*session, error) {
+	a, ok := b.accounts[user]
+	if !ok {
+		return nil, authErr(ReasonUnknownAccount, "no account %q", user)
+	}
+	if err := bcrypt.CompareHashAndPassword([]byte(a.PasswordHash), []byte(pw)); err != nil {
+		return nil, authErr(ReasonBadPassword, "account %q", user)
+	}
+	return &session{account: a}, nil
+}
+
+// OnACLCheck: a device publishes only to its up topic and reads only its
+// receipt topic; an application reads only within its patterns and never
+// publishes. Inline (gateway) publishes are not checked by mochi.
+func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	b := h.b
+	s := b.session(cl)
+	if s == nil {
+		return false
+	}
+	if s.device {
+		if write {
+			if topic == s.up {
+				return true
+			}
+			b.metrics.Received.Inc()
+			b.metrics.Refused.WithLabelValues(ReasonForeignTopic, "").Inc()
+			b.log.Info("publish refused", "did", s.dev.DID, "reason", ReasonForeignTopic, "topic", topic)
+			return false
+		}
+		return topic == s.receipt
+	}
+	if write {
+		b.metrics.Refused.WithLabelValues(ReasonForeignTopic, "").Inc()
+		b.log.Info("publish refused", "username", s.account.Username, "reason", ReasonForeignTopic, "topic", topic)
+		return false
+	}
+	for _, p := range s.account.Topics {
+		if filterWithin(topic, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// OnPublish runs in the publishing client's goroutine before mochi writes
+// the PUBACK/PUBREC (server.go processPublish), so returning only after
+// Ingest has stored the record is what makes an acknowledged publish
+// durable. The device's own publish is never delivered to subscribers:
+// accepted packets are marked Ignore (mochi still acknowledges them).
+func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil
+	}
+	b := h.b
+	s := b.session(cl)
+	if s == nil || !s.device {
+		return pk, packets.ErrRejectPacket
+	}
+	start := time.Now()
+	b.metrics.Received.Inc()
+	acc, ref := b.ingest(s, pk)
+	if ref != nil {
+		return b.refuse(cl, s, pk, ref)
+	}
+	b.metrics.Accepted.WithLabelValues(acc.Kind).Inc()
+	b.metrics.IngestLatency.Observe(time.Since(start).Seconds())
+	b.deliver(ReceiptTopic(s.dev.DID), acc.Receipt, b.metrics.ReceiptsDropped)
+	if acc.Record != nil {
+		b.deliver(RecordsTopic(b.opts.Site, acc.Kind), acc.Record, b.metrics.RepublishDropped)
+	}
+	pk.Ignore = true
+	return pk, nil
+}
+
+func (b *Broker) ingest(s *session, pk packets.Packet) (Accepted, *Refusal) {
+	if pk.TopicName != s.up { // the ACL already refuses this; belt and braces
+		return Accepted{}, &Refusal{Reason: ReasonForeignTopic}
+	}
+	dev := s.dev
+	if info, ok := b.reg().Lookup(dev.DID); ok {
+		dev = info
+	}
+	if dev.Revoked {
+		return Accepted{}, &Refusal{Reason: ReasonRevoked}
+	}
+	if !b.limiter.allow(dev.DID, time.Now()) {
+		return Accepted{}, &Refusal{Reason: ReasonRateLimited}
+	}
+	if len(pk.Payload) > b.opts.MaxPayload {
+		return Accepted{}, &Refusal{Reason: ReasonTooLarge, Err: errors.New("payload over limits.max_payload")}
+	}
+	n := b.inflight.Add(1)
+	defer b.inflight.Add(-1)
+	if b.opts.MaxInFlight > 0 && n > int64(b.opts.MaxInFlight) {
+		return Accepted{}, &Refusal{Reason: ReasonInFlightExceeded}
+	}
+	b.metrics.InFlight.Set(float64(n))
+	acc, err := b.opts.Ingester.Ingest(b.ctx, dev, pk.Payload)
+	if err != nil {
+		var ref *Refusal
+		if !errors.As(err, &ref) {
+			ref = &Refusal{Reason: "store_error", Err: err}
+		}
+		return Accepted{}, ref
+	}
+	return acc, nil
+}
+
+// refusalCode maps a refusal reason to an MQTT 5 PUBACK/PUBREC reason code.
+// The reason label itself travels as the reason string.
+func refusalCode(reason string) byte {
+	switch reason {
+	case "malformed", "version", "algorithm", "timestamp", "schema", ReasonTooLarge:
+		return packets.ErrPayloadFormatInvalid.Code // 0x99
+	case ReasonRateLimited, ReasonInFlightExceeded:
+		return packets.ErrQuotaExceeded.Code // 0x97
+	case "replay":
+		return packets.ErrImplementationSpecificError.Code // 0x83
+	case "store_error":
+		return packets.ErrUnspecifiedError.Code // 0x80
+	default: // foreign_topic, signature, did_mismatch, kind_not_allowed, unknown_device, revoked
+		return packets.ErrNotAuthorized.Code // 0x87
+	}
+}
+
+func (b *Broker) refuse(cl *mqtt.Client, s *session, pk packets.Packet, ref *Refusal) (packets.Packet, error) {
+	b.metrics.Refused.WithLabelValues(ref.Reason, ref.Kind).Inc()
+	level := slogInfo
+	if ref.Reason == ReasonRateLimited || ref.Reason == ReasonInFlightExceeded {
+		level = slogDebug
+	}
+	b.log.Log(b.ctx, level, "publish refused", "did", s.dev.DID, "reason", ref.Reason, "kind", ref.Kind,
+		"error", ref.Err)
+	if cl.Properties.ProtocolVersion == 5 {
+		if pk.FixedHeader.Qos > 0 {
+			ackType := packets.Puback
+			if pk.FixedHeader.Qos == 2 {
+				ackType = packets.Pubrec // mochi would answer a QoS 2 refusal with a PUBACK
+			}
+			_ = cl.WritePacket(packets.Packet{
+				FixedHeader: packets.FixedHeader{Type: ackType},
+				PacketID:    pk.PacketID,
+				ReasonCode:  refusalCode(ref.Reason),
+				Properties:  packets.Properties{ReasonString: ref.Reason},
+			})
+		}
+		return pk, packets.ErrRejectPacket
+	}
+	if int(s.refusals.Add(1)) >= b.opts.V3RefusalsBeforeDisconnect {
+		b.metrics.V3Disconnects.Inc()
+		b.log.Info("device disconnected", "did", s.dev.DID, "reason", "v3_refusals", "refusals", s.refusals.Load())
+		cl.Stop(packets.ErrNotAuthorized)
+	}
+	return pk, packets.ErrRejectPacket
+}
+
+// deliver publishes from the gateway, best effort. mochi drops a QoS 1
+// message to a subscriber whose unacknowledged queue is full (Capabilities.
+// MaximumInflight, 8,192 by default) without telling any hook, so those
+// drops are counted here beforehand; drops for a full outbound buffer come
+// through OnPublishDropped.
+func (b *Broker) deliver(topic string, payload []byte, dropped interface{ Add(float64) }) {
+	subs := b.srv.Topics.Subscribers(topic)
+	limit := int(b.srv.Options.Capabilities.MaximumInflight)
+	for id, sub := range subs.Subscriptions {
+		if sub.Qos == 0 {
+			continue
+		}
+		if cl, ok := b.srv.Clients.Get(id); ok && cl.State.Inflight.Len() >= limit {
+			dropped.Add(1)
+		}
+	}
+	if err := b.srv.Publish(topic, payload, false, 1); err != nil {
+		dropped.Add(1)
+		b.log.Warn("gateway publish failed", "topic", topic, "error", err)
+	}
+}
+
+// OnPublishDropped counts gateway messages mochi could not queue for a slow
+// client.
+func (h *hook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
+	switch {
+	case strings.HasPrefix(pk.TopicName, sitePrefix):
+		h.b.metrics.RepublishDropped.Inc()
+	case strings.HasSuffix(pk.TopicName, "/receipt"):
+		h.b.metrics.ReceiptsDropped.Inc()
+	}
+}
+
+// rateLimiter is a token bucket per device DID.
+type rateLimiter struct {
+	rate, burst float64
+	buckets     sync.Map // device.DID -> *bucket
+}
+
+type bucket struct {
+	mu     sync.Mutex
+	tokens float64
+	last   time.Time
+}
+
+func newRateLimiter(rate float64, burst int) *rateLimiter {
+	return &rateLimiter{rate: rate, burst: float64(burst)}
+}
+
+func (l *rateLimiter) allow(did device.DID, now time.Time) bool {
+	if l.rate <= 0 {
+		return true
+	}
+	v, ok := l.buckets.Load(did)
+	if !ok {
+		v, _ = l.buckets.LoadOrStore(did, &bucket{tokens: l.burst, last: now})
+	}
+	bk := v.(*bucket)
+	bk.mu.Lock()
+	defer bk.mu.Unlock()
+	bk.tokens = min(l.burst, bk.tokens+now.Sub(bk.last).Seconds()*l.rate)
+	bk.last = now
+	if bk.tokens < 1 {
+		return false
+	}
+	bk.tokens--
+	return true
+}
+
+const (
+	slogInfo  = slog.LevelInfo
+	slogDebug = slog.LevelDebug
+)

@@ -1,0 +1,254 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/edgeanchor/edgeanchor/broker"
+)
+
+// ErrConfig means the gateway configuration is invalid; the wrapped message
+// names the field and the bound. Fix the file or the flag and start again.
+var ErrConfig = errors.New("gateway: invalid config")
+
+// Config is the gateway's configuration: one YAML file, overridable by flags.
+// Durations are Go durations ("120s", "1s").
+type Config struct {
+	// DataDir holds the Badger record store ({data_dir}/records) and the
+	// enrollment tokens.
+	DataDir string `yaml:"data_dir"`
+	// KeyPath is the gateway's SM2 private key (PKCS#8 PEM, mode 0600).
+	KeyPath string `yaml:"key_path"`
+	// Site is the site this gateway serves; devices of other sites are refused.
+	Site string `yaml:"site"`
+	// Name is a human name for the gateway (informational).
+	Name string `yaml:"name"`
+	// LedgerRPC is the CometBFT RPC URL of a consortium validator.
+	LedgerRPC string `yaml:"ledger_rpc"`
+
+	MQTT MQTTConfig `yaml:"mqtt"`
+	HTTP HTTPConfig `yaml:"http"`
+
+	// Limits protect the gateway from floods and oversized input.
+	Limits LimitsConfig `yaml:"limits"`
+
+	// CredentialWindow bounds |now - unix| of a connect credential and how
+	// long a nonce is remembered.
+	CredentialWindow time.Duration `yaml:"credential_window"`
+
+	// Batch tells the batcher when to cut a batch: after BatchInterval or
+	// BatchSize records, whichever comes first.
+	BatchInterval time.Duration `yaml:"batch_interval"`
+	BatchSize     int           `yaml:"batch_size"`
+
+	// Store tunes Badger for a small box.
+	Store StoreConfig `yaml:"store"`
+
+	// Accounts are site applications that read verified records.
+	Accounts []AccountConfig `yaml:"accounts"`
+}
+
+// MQTTConfig lists the broker's listeners. An empty address turns a
+// listener off; TLS is on only when both certificate files are given.
+type MQTTConfig struct {
+	TCP     string `yaml:"tcp"`
+	WS      string `yaml:"ws"`
+	TLS     string `yaml:"tls"`
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+}
+
+// HTTPConfig is the HTTP API (/healthz, /readyz, /metrics, /v1/...).
+type HTTPConfig struct {
+	Addr string `yaml:"addr"`
+	// AdminTokenFile holds the bearer token of the admin API (mode 0600).
+	AdminTokenFile string `yaml:"admin_token_file"`
+	// MaxPage bounds the records one /v1/devices/{did}/records answer holds.
+	MaxPage int `yaml:"max_page"`
+}
+
+// LimitsConfig bounds what one device or the whole broker may do.
+type LimitsConfig struct {
+	// MaxPayload is the largest publish payload accepted (bytes).
+	MaxPayload int `yaml:"max_payload"`
+	// DeviceRate is the sustained messages per second one device may
+	// publish (token bucket of DeviceBurst); 0 turns the limit off.
+	DeviceRate  float64 `yaml:"device_rate"`
+	DeviceBurst int     `yaml:"device_burst"`
+	// MaxConnections bounds connected clients (devices and applications).
+	MaxConnections int `yaml:"max_connections"`
+	// MaxInFlight bounds publishes inside the ingest pipeline at once.
+	MaxInFlight int `yaml:"max_inflight"`
+	// V3RefusalsBeforeDisconnect: an MQTT 3.1.1 client, which cannot be told
+	// why a publish was refused, is disconnected at this many refusals.
+	V3RefusalsBeforeDisconnect int `yaml:"v3_refusals_before_disconnect"`
+}
+
+// StoreConfig sizes Badger's memory. The defaults keep the gateway under
+// ~200 MB RSS with 1,000 devices under load.
+type StoreConfig struct {
+	MemTableMB      int `yaml:"memtable_mb"`
+	BlockCacheMB    int `yaml:"block_cache_mb"`
+	IndexCacheMB    int `yaml:"index_cache_mb"`
+	ValueLogFileMB  int `yaml:"value_log_file_mb"`
+	MaxGroupRecords int `yaml:"max_group_records"`
+}
+
+// AccountConfig is a site application account: read-only access to the
+// topic patterns listed (which must lie under ea/v1/site/). PasswordHash is
+// a bcrypt hash (`edgeanchor gateway passwd`, or `htpasswd -nbB u p`).
+type AccountConfig struct {
+	Username     string   `yaml:"username"`
+	PasswordHash string   `yaml:"password_hash"`
+	Topics       []string `yaml:"topics"`
+}
+
+// DefaultConfig returns the configuration used when the file is silent.
+func DefaultConfig() Config {
+	return Config{
+		DataDir:   "./var/gateway",
+		KeyPath:   "./var/gateway/gateway.key",
+		Site:      "site-a",
+		LedgerRPC: "http://127.0.0.1:26657",
+		MQTT: MQTTConfig{
+			TCP: "127.0.0.1:1883",
+			WS:  "127.0.0.1:8083",
+			TLS: "127.0.0.1:8883",
+		},
+		HTTP: HTTPConfig{Addr: "127.0.0.1:8480", MaxPage: 500},
+		Limits: LimitsConfig{
+			MaxPayload:                 16 << 10,
+			DeviceRate:                 100,
+			DeviceBurst:                200,
+			MaxConnections:             5000,
+			MaxInFlight:                4096,
+			V3RefusalsBeforeDisconnect: 1,
+		},
+		CredentialWindow: 120 * time.Second,
+		BatchInterval:    time.Second,
+		BatchSize:        1000,
+		Store: StoreConfig{
+			MemTableMB:      16,
+			BlockCacheMB:    16,
+			IndexCacheMB:    16,
+			ValueLogFileMB:  64,
+			MaxGroupRecords: 1024,
+		},
+	}
+}
+
+// LoadConfig reads a YAML file over DefaultConfig. Unknown keys are errors.
+// It does not validate: apply flag overrides first, then call Validate.
+func LoadConfig(path string) (Config, error) {
+	cfg := DefaultConfig()
+	f, err := os.Open(path)
+	if err != nil {
+		return cfg, fmt.Errorf("gateway: read config: %w", err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return cfg, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+	}
+	return cfg, nil
+}
+
+var configSitePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// Validate checks every field and names the first bad one and its bound.
+func (c *Config) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...)
+	}
+	switch {
+	case c.DataDir == "":
+		return bad("data_dir must be set")
+	case c.KeyPath == "":
+		return bad("key_path must be set")
+	case !configSitePattern.MatchString(c.Site):
+		return bad("site (%q) must match %s", c.Site, configSitePattern)
+	case c.MQTT.TCP == "" && c.MQTT.WS == "" && (c.MQTT.TLSCert == "" || c.MQTT.TLS == ""):
+		return bad("mqtt: at least one of tcp, ws or tls (with tls_cert and tls_key) must be set")
+	case (c.MQTT.TLSCert == "") != (c.MQTT.TLSKey == ""):
+		return bad("mqtt.tls_cert and mqtt.tls_key must be given together")
+	case c.HTTP.Addr == "":
+		return bad("http.addr must be set")
+	case c.HTTP.MaxPage < 1 || c.HTTP.MaxPage > 10_000:
+		return bad("http.max_page (%d) must be within [1, 10000]", c.HTTP.MaxPage)
+	case c.Limits.MaxPayload < 256 || c.Limits.MaxPayload > 1<<20:
+		return bad("limits.max_payload (%d) must be within [256, 1048576] bytes", c.Limits.MaxPayload)
+	case c.Limits.DeviceRate < 0:
+		return bad("limits.device_rate (%g) cannot be negative", c.Limits.DeviceRate)
+	case c.Limits.DeviceRate > 0 && c.Limits.DeviceBurst < 1:
+		return bad("limits.device_burst (%d) must be at least 1 when device_rate is set", c.Limits.DeviceBurst)
+	case c.Limits.MaxConnections < 1:
+		return bad("limits.max_connections (%d) must be at least 1", c.Limits.MaxConnections)
+	case c.Limits.MaxInFlight < 1 || c.Limits.MaxInFlight > 1<<20:
+		return bad("limits.max_inflight (%d) must be within [1, 1048576]", c.Limits.MaxInFlight)
+	case c.Limits.V3RefusalsBeforeDisconnect < 1:
+		return bad("limits.v3_refusals_before_disconnect (%d) must be at least 1", c.Limits.V3RefusalsBeforeDisconnect)
+	case c.CredentialWindow < 5*time.Second || c.CredentialWindow > time.Hour:
+		return bad("credential_window (%s) must be within [5s, 1h]", c.CredentialWindow)
+	case c.BatchInterval < 10*time.Millisecond || c.BatchInterval > time.Hour:
+		return bad("batch_interval (%s) must be within [10ms, 1h]", c.BatchInterval)
+	case c.BatchSize < 1 || c.BatchSize > 1_000_000:
+		return bad("batch_size (%d) must be within [1, 1000000]", c.BatchSize)
+	case c.Store.MemTableMB < 4 || c.Store.MemTableMB > 256:
+		return bad("store.memtable_mb (%d) must be within [4, 256]", c.Store.MemTableMB)
+	case c.Store.BlockCacheMB < 0 || c.Store.BlockCacheMB > 4096:
+		return bad("store.block_cache_mb (%d) must be within [0, 4096]", c.Store.BlockCacheMB)
+	case c.Store.IndexCacheMB < 0 || c.Store.IndexCacheMB > 4096:
+		return bad("store.index_cache_mb (%d) must be within [0, 4096]", c.Store.IndexCacheMB)
+	case c.Store.ValueLogFileMB < 8 || c.Store.ValueLogFileMB > 2047:
+		return bad("store.value_log_file_mb (%d) must be within [8, 2047]", c.Store.ValueLogFileMB)
+	case c.Store.MaxGroupRecords < 1 || c.Store.MaxGroupRecords > 65_536:
+		return bad("store.max_group_records (%d) must be within [1, 65536]", c.Store.MaxGroupRecords)
+	}
+	seen := map[string]bool{}
+	for i, a := range c.Accounts {
+		if a.Username == "" || strings.HasPrefix(a.Username, "did:") {
+			return bad("accounts[%d].username (%q) must be set and must not start with did:", i, a.Username)
+		}
+		if seen[a.Username] {
+			return bad("accounts[%d].username (%q) is listed twice", i, a.Username)
+		}
+		seen[a.Username] = true
+		if !broker.IsPasswordHash(a.PasswordHash) {
+			return bad("accounts[%d].password_hash must be a bcrypt hash ($2a$/$2b$/$2y$)", i)
+		}
+		if len(a.Topics) == 0 {
+			return bad("accounts[%d].topics must list at least one pattern", i)
+		}
+		for j, p := range a.Topics {
+			if err := broker.ValidateAccountPattern(p); err != nil {
+				return bad("accounts[%d].topics[%d] (%q): %v", i, j, p, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Redacted returns the effective configuration as YAML with secrets
+// (password hashes) replaced, for printing at start.
+func (c Config) Redacted() string {
+	cp := c
+	cp.Accounts = make([]AccountConfig, len(c.Accounts))
+	for i, a := range c.Accounts {
+		a.PasswordHash = "<redacted>"
+		a.Topics = append([]string(nil), a.Topics...)
+		cp.Accounts[i] = a
+	}
+	out, err := yaml.Marshal(cp)
+	if err != nil {
+		return fmt.Sprintf("<config: %v>", err)
+	}
+	return string(out)
+}

@@ -1,0 +1,285 @@
+// Package gateway is the edge gateway daemon: configuration, the durable
+// record store, the ingest pipeline behind the MQTT broker, receipts,
+// enrollment, the identity cache, the batcher and anchorer, and the HTTP API.
+package gateway
+
+// API for the others (enrollment/identity, batcher/anchorer, cmd):
+//
+//	cfg := gateway.DefaultConfig() / gateway.LoadConfig(path); cfg.Validate()
+//	g, err := gateway.New(cfg, gateway.Deps{Logger, Registerer, Gatherer,
+//	        Signer, Registry, Enroller, LedgerPing})
+//	g.Store()      *Store: the record store (Badger, group commit)
+//	    .LastGSeq() / .Changed() (closed at the next commit) / .Get(gseq)
+//	    .Range(from, to, fn) / .ScanRecords (batcher RecordSource)
+//	    .DeviceRecords(did, fromSeq, toSeq, limit) / .LastSeq(did)
+//	    .DB() *badger.DB: keep your own key prefix; r/, d/, l/ are the
+//	    store's (see store.go); SyncWrites is on.
+//	    Record.LeafData() = salt ‖ receipt body (the Merkle leaf data).
+//	g.Broker()     *broker.Broker: SetRegistry / SetEnroller before Run,
+//	    DisconnectDevice(did, reason); it also sweeps the Registry every
+//	    second and disconnects revoked devices by itself.
+//	g.Mux()        *http.ServeMux for extra routes (admin API) before Run.
+//	g.Go(name, fn) runs fn(ctx) during Run; an error from fn stops the
+//	    gateway. Services start after the store and before the broker, and
+//	    stop after the broker (reverse order).
+//	g.AddReadyCheck(name, fn) adds a /readyz condition.
+//	g.Signer()     the gateway's SM2 key (receipts, batch headers, txs).
+//	g.Registerer() the metrics registerer (register your own metrics there).
+//	g.Run(ctx)     blocks until ctx ends or a component fails; g.Close()
+//	    releases everything if Run was never called.
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeanchor/edgeanchor/broker"
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+// Deps are what the gateway is given rather than builds.
+type Deps struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer // nil: a private registry
+	Gatherer   prometheus.Gatherer   // served at /metrics; nil: Registerer if it is a registry
+	// Signer is the gateway key; nil loads Config.KeyPath.
+	Signer device.Signer
+	// Registry answers device identities; nil: an empty StaticRegistry
+	// (set the ledger-following cache with Broker().SetRegistry).
+	Registry broker.Registry
+	// Enroller admits new devices; nil: enrollment refused.
+	Enroller broker.Enroller
+	// LedgerPing reports whether the ledger is reachable (/readyz).
+	LedgerPing func(ctx context.Context) error
+}
+
+type service struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+type readyCheck struct {
+	name  string
+	check func(ctx context.Context) error
+}
+
+// Gateway is the assembled daemon.
+type Gateway struct {
+	cfg     Config
+	log     *slog.Logger
+	reg     prometheus.Registerer
+	gather  prometheus.Gatherer
+	signer  device.Signer
+	store   *Store
+	broker  *broker.Broker
+	mux     *http.ServeMux
+	httpLn  net.Listener
+	ping    func(ctx context.Context) error
+	svcs    []service
+	checks  []readyCheck
+	closeMu sync.Mutex
+	closed  bool
+	ran     bool
+}
+
+// New opens the store, builds the broker and binds every listener; Run
+// serves them.
+func New(cfg Config, deps Deps) (*Gateway, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, log: deps.Logger, reg: deps.Registerer, gather: deps.Gatherer, signer: deps.Signer,
+		mux: http.NewServeMux(), ping: deps.LedgerPing}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	if g.reg == nil {
+		r := prometheus.NewRegistry()
+		g.reg = r
+		if g.gather == nil {
+			g.gather = r
+		}
+	}
+	if g.gather == nil {
+		if r, ok := g.reg.(prometheus.Gatherer); ok {
+			g.gather = r
+		} else {
+			g.gather = prometheus.DefaultGatherer
+		}
+	}
+	if g.signer == nil {
+		s, err := device.LoadKeySigner(cfg.KeyPath)
+		if err != nil {
+			return nil, fmt.Errorf("gateway: load key %s: %w", cfg.KeyPath, err)
+		}
+		g.signer = s
+	}
+	dir := filepath.Join(cfg.DataDir, "records")
+	store, err := OpenStore(dir, StoreOptions{
+		Config: cfg.Store, Signer: g.signer, Logger: g.log, Metrics: NewStoreMetrics(g.reg, dir),
+		MaxPending: cfg.Limits.MaxInFlight,
+	})
+	if err != nil {
+		return nil, err
+	}
+	g.store = store
+	var tlsConf *tls.Config
+	if cfg.MQTT.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.MQTT.TLSCert, cfg.MQTT.TLSKey)
+		if err != nil {
+			_ = store.Close()
+			return nil, fmt.Errorf("gateway: load TLS certificate: %w", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	accounts := make([]broker.Account, len(cfg.Accounts))
+	for i, a := range cfg.Accounts {
+		accounts[i] = broker.Account{Username: a.Username, PasswordHash: a.PasswordHash, Topics: a.Topics}
+	}
+	g.broker, err = broker.New(broker.Options{
+		Site: cfg.Site, Registry: deps.Registry, Ingester: NewIngest(store, cfg.Limits.MaxPayload),
+		Enroller: deps.Enroller, Accounts: accounts, CredentialWindow: cfg.CredentialWindow,
+		MaxPayload: cfg.Limits.MaxPayload, DeviceRate: cfg.Limits.DeviceRate, DeviceBurst: cfg.Limits.DeviceBurst,
+		MaxConnections: cfg.Limits.MaxConnections, MaxInFlight: cfg.Limits.MaxInFlight,
+		V3RefusalsBeforeDisconnect: cfg.Limits.V3RefusalsBeforeDisconnect,
+		TCPAddr:                    cfg.MQTT.TCP, WSAddr: cfg.MQTT.WS, TLSAddr: cfg.MQTT.TLS, TLSConfig: tlsConf,
+		Logger: g.log.With("component", "broker"), Registerer: g.reg,
+	})
+	if err != nil {
+		_ = store.Close()
+		return nil, err
+	}
+	g.httpLn, err = net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
+		_ = g.broker.Close()
+		_ = store.Close()
+		return nil, fmt.Errorf("gateway: listen http on %s: %w", cfg.HTTP.Addr, err)
+	}
+	g.routes()
+	return g, nil
+}
+
+// Store returns the record store.
+func (g *Gateway) Store() *Store { return g.store }
+
+// Broker returns the MQTT broker.
+func (g *Gateway) Broker() *broker.Broker { return g.broker }
+
+// Mux returns the HTTP mux, for extra routes added before Run.
+func (g *Gateway) Mux() *http.ServeMux { return g.mux }
+
+// Signer returns the gateway's key.
+func (g *Gateway) Signer() device.Signer { return g.signer }
+
+// Config returns the validated configuration.
+func (g *Gateway) Config() Config { return g.cfg }
+
+// Registerer returns the metrics registerer.
+func (g *Gateway) Registerer() prometheus.Registerer { return g.reg }
+
+// Logger returns the gateway's logger.
+func (g *Gateway) Logger() *slog.Logger { return g.log }
+
+// HTTPAddr returns the bound address of the HTTP API.
+func (g *Gateway) HTTPAddr() string { return g.httpLn.Addr().String() }
+
+// Go registers a background service run by Run; call before Run.
+func (g *Gateway) Go(name string, run func(ctx context.Context) error) {
+	g.svcs = append(g.svcs, service{name: name, run: run})
+}
+
+// AddReadyCheck adds a condition to /readyz; call before Run.
+func (g *Gateway) AddReadyCheck(name string, check func(ctx context.Context) error) {
+	g.checks = append(g.checks, readyCheck{name: name, check: check})
+}
+
+// Run starts the services, the broker and the HTTP API, and blocks until
+// ctx ends or one of them fails; it then stops them in reverse order and
+// closes the store. The error is nil after a clean stop on ctx.
+func (g *Gateway) Run(ctx context.Context) error {
+	g.closeMu.Lock()
+	if g.closed || g.ran {
+		g.closeMu.Unlock()
+		return errors.New("gateway: Run called twice or after Close")
+	}
+	g.ran = true
+	g.closeMu.Unlock()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, len(g.svcs)+1)
+	var svcWG sync.WaitGroup
+	svcCtx, svcCancel := context.WithCancel(context.Background())
+	defer svcCancel()
+	for _, s := range g.svcs {
+		svcWG.Add(1)
+		go func() {
+			defer svcWG.Done()
+			if err := s.run(svcCtx); err != nil && svcCtx.Err() == nil {
+				errc <- fmt.Errorf("gateway: service %s: %w", s.name, err)
+			}
+		}()
+	}
+	if err := g.broker.Start(context.Background()); err != nil {
+		svcCancel()
+		svcWG.Wait()
+		_ = g.broker.Close()
+		_ = g.httpLn.Close()
+		_ = g.store.Close()
+		return err
+	}
+	srv := &http.Server{Handler: g.mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)}
+	go func() {
+		if err := srv.Serve(g.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("gateway: http: %w", err)
+		}
+	}()
+	g.log.Info("gateway started", "did", g.signer.DID(), "site", g.cfg.Site, "mqtt_tcp", g.broker.Addr("tcp"),
+		"mqtt_ws", g.broker.Addr("ws"), "mqtt_tls", g.broker.Addr("tls"), "http", g.HTTPAddr(),
+		"last_gseq", g.store.LastGSeq())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		g.log.Error("gateway component failed", "error", runErr)
+	}
+	// Reverse order: HTTP, broker (no new publishes), services, store.
+	shutCtx, shutCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer shutCancel()
+	_ = srv.Shutdown(shutCtx)
+	_ = g.broker.Close()
+	svcCancel()
+	svcWG.Wait()
+	if err := g.store.Close(); err != nil && runErr == nil {
+		runErr = fmt.Errorf("gateway: close store: %w", err)
+	}
+	g.closeMu.Lock()
+	g.closed = true
+	g.closeMu.Unlock()
+	g.log.Info("gateway stopped", "last_gseq", g.store.LastGSeq())
+	return runErr
+}
+
+// Close releases a gateway whose Run was never called (Run closes
+// everything itself when it returns).
+func (g *Gateway) Close() error {
+	g.closeMu.Lock()
+	defer g.closeMu.Unlock()
+	if g.closed || g.ran {
+		return nil
+	}
+	g.closed = true
+	_ = g.httpLn.Close()
+	_ = g.broker.Close()
+	return g.store.Close()
+}

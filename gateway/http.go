@@ -1,0 +1,170 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+// routes mounts the HTTP API:
+//
+//	GET /healthz                                    200 while the process serves
+//	GET /readyz                                     200 when broker, store, ledger (and added checks) are ok
+//	GET /metrics                                    Prometheus
+//	GET /v1/records/{gseq}                          one record (RecordView)
+//	GET /v1/devices/{did}/records?from_seq=&to_seq=&limit=
+//	                                                a page of a device's records in seq order
+func (g *Gateway) routes() {
+	g.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	g.mux.HandleFunc("GET /readyz", g.readyz)
+	g.mux.Handle("GET /metrics", promhttp.HandlerFor(g.gather, promhttp.HandlerOpts{ErrorLog: nil}))
+	g.mux.HandleFunc("GET /v1/records/{gseq}", g.getRecord)
+	g.mux.HandleFunc("GET /v1/devices/{did}/records", g.deviceRecords)
+}
+
+func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	status := map[string]string{}
+	ok := true
+	set := func(name string, err error) {
+		if err != nil {
+			ok = false
+			status[name] = err.Error()
+			return
+		}
+		status[name] = "ok"
+	}
+	if g.broker.Up() {
+		set("broker", nil)
+	} else {
+		set("broker", errors.New("not serving"))
+	}
+	set("store", g.store.Healthy())
+	if g.ping != nil {
+		set("ledger", g.ping(ctx))
+	}
+	for _, c := range g.checks {
+		set(c.name, c.check(ctx))
+	}
+	code := http.StatusOK
+	if !ok {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, status)
+}
+
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func (g *Gateway) getRecord(w http.ResponseWriter, r *http.Request) {
+	gseq, err := strconv.ParseUint(r.PathValue("gseq"), 10, 64)
+	if err != nil || gseq == 0 {
+		writeJSON(w, http.StatusBadRequest, apiError{"gseq must be a positive integer"})
+		return
+	}
+	rec, err := g.store.Get(gseq)
+	if errors.Is(err, ErrNotFound) {
+		writeJSON(w, http.StatusNotFound, apiError{"no record with that gseq"})
+		return
+	}
+	if err != nil {
+		g.log.Error("read record failed", "gseq", gseq, "error", err)
+		writeJSON(w, http.StatusInternalServerError, apiError{"store error"})
+		return
+	}
+	view, err := ViewRecord(rec)
+	if err != nil {
+		g.log.Error("read record failed", "gseq", gseq, "error", err)
+		writeJSON(w, http.StatusInternalServerError, apiError{"store error"})
+		return
+	}
+	writeJSON(w, http.StatusOK, view)
+}
+
+// DeviceRecordsPage is the answer of /v1/devices/{did}/records. NextFromSeq
+// is set when more records may follow: ask again with from_seq=NextFromSeq.
+type DeviceRecordsPage struct {
+	DID         device.DID   `json:"did"`
+	Records     []RecordView `json:"records"`
+	NextFromSeq uint64       `json:"next_from_seq,omitempty"`
+}
+
+func (g *Gateway) deviceRecords(w http.ResponseWriter, r *http.Request) {
+	did, err := device.ParseDID(r.PathValue("did"))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
+		return
+	}
+	q := r.URL.Query()
+	num := func(name string, def uint64) (uint64, bool) {
+		v := q.Get(name)
+		if v == "" {
+			return def, true
+		}
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, apiError{name + " must be a non-negative integer"})
+			return 0, false
+		}
+		return n, true
+	}
+	from, ok := num("from_seq", 1)
+	if !ok {
+		return
+	}
+	to, ok := num("to_seq", ^uint64(0))
+	if !ok {
+		return
+	}
+	limit, ok := num("limit", uint64(g.cfg.HTTP.MaxPage))
+	if !ok {
+		return
+	}
+	if from > to {
+		writeJSON(w, http.StatusBadRequest, apiError{"from_seq must not exceed to_seq"})
+		return
+	}
+	limit = max(1, min(limit, uint64(g.cfg.HTTP.MaxPage)))
+	recs, err := g.store.DeviceRecords(did, from, to, int(limit))
+	if err != nil {
+		g.log.Error("read device records failed", "did", did, "error", err)
+		writeJSON(w, http.StatusInternalServerError, apiError{"store error"})
+		return
+	}
+	page := DeviceRecordsPage{DID: did, Records: make([]RecordView, 0, len(recs))}
+	for _, rec := range recs {
+		v, err := ViewRecord(rec)
+		if err != nil {
+			g.log.Error("read device records failed", "did", did, "error", err)
+			writeJSON(w, http.StatusInternalServerError, apiError{"store error"})
+			return
+		}
+		page.Records = append(page.Records, v)
+	}
+	if uint64(len(recs)) == limit && len(recs) > 0 {
+		if last := recs[len(recs)-1].Seq; last < to {
+			page.NextFromSeq = last + 1
+		}
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

@@ -1,0 +1,137 @@
+package gateway
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/emmansun/gmsm/sm3"
+
+	"github.com/edgeanchor/edgeanchor/broker"
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+// DeviceRecordKinds maps a device kind to the record kinds it may publish
+// (docs/internals.md "Device kinds and record kinds").
+var DeviceRecordKinds = map[string][]string{
+	"payroll": {device.KindAttendance, device.KindWage},
+	"survey":  {device.KindSurvey},
+	"env":     {device.KindDust},
+}
+
+// KindAllowed reports whether a device of deviceKind may publish recordKind.
+func KindAllowed(deviceKind, recordKind string) bool {
+	return slices.Contains(DeviceRecordKinds[deviceKind], recordKind)
+}
+
+// Refusal reasons the ingest pipeline adds to device.Reason's (malformed,
+// version, algorithm, too_large, timestamp, did_mismatch, signature, schema).
+const (
+	ReasonKindNotAllowed = "kind_not_allowed"
+	ReasonReplay         = "replay"
+	ReasonStoreError     = "store_error"
+)
+
+// Ingest is the ingest pipeline behind the broker's publish hook:
+// decode → schema → kind → signature (once) → sequence and durable write.
+type Ingest struct {
+	store      *Store
+	maxPayload int
+}
+
+var _ broker.Ingester = (*Ingest)(nil)
+
+// NewIngest returns the pipeline writing to store; envelopes whose body
+// exceeds maxPayload bytes are refused as too_large.
+func NewIngest(store *Store, maxPayload int) *Ingest {
+	return &Ingest{store: store, maxPayload: maxPayload}
+}
+
+// kindLabel keeps metric label values to the known kinds.
+func kindLabel(kind string) string {
+	if slices.Contains(knownKinds, kind) {
+		return kind
+	}
+	return "unknown"
+}
+
+var knownKinds = device.Kinds()
+
+func refuse(reason, kind string, err error) error {
+	return &broker.Refusal{Reason: reason, Kind: kind, Err: err}
+}
+
+// Ingest implements broker.Ingester.
+func (g *Ingest) Ingest(ctx context.Context, dev broker.DeviceInfo, payload []byte) (broker.Accepted, error) {
+	o, err := device.Open(payload, g.maxPayload)
+	if err != nil {
+		return broker.Accepted{}, refuse(device.Reason(err), "", err)
+	}
+	kind := kindLabel(o.Body.Kind)
+	if err := device.ValidateData(o.Body.Kind, o.Body.Data); err != nil {
+		return broker.Accepted{}, refuse("schema", kind, err)
+	}
+	if !KindAllowed(dev.Kind, o.Body.Kind) {
+		return broker.Accepted{}, refuse(ReasonKindNotAllowed, kind,
+			fmt.Errorf("a %s device may not publish %s", dev.Kind, o.Body.Kind))
+	}
+	if o.Body.DID != dev.DID {
+		return broker.Accepted{}, refuse("did_mismatch", kind, fmt.Errorf("body names %s", o.Body.DID))
+	}
+	if !device.VerifySignature(dev.Pub, o.Envelope.Body, o.Envelope.Sig) {
+		return broker.Accepted{}, refuse("signature", kind, device.ErrSignature)
+	}
+	sum := sm3.Sum(payload)
+	rec, err := g.store.Append(ctx, Pending{
+		DID: dev.DID, Seq: o.Body.Seq, Kind: o.Body.Kind, Envelope: payload, EnvHash: hex.EncodeToString(sum[:]),
+	})
+	switch {
+	case errors.Is(err, ErrReplay):
+		return broker.Accepted{}, refuse(ReasonReplay, kind, err)
+	case err != nil:
+		return broker.Accepted{}, refuse(ReasonStoreError, kind, err)
+	}
+	view, err := json.Marshal(newRecordView(rec, &o.Body))
+	if err != nil {
+		view = nil // the record is stored; republishing is best effort
+	}
+	return broker.Accepted{GSeq: rec.GSeq, Kind: rec.Kind, Receipt: rec.ReceiptMessage(), Record: view}, nil
+}
+
+// RecordView is a stored record as the HTTP API serves it and as it is
+// republished to site applications: the verified body fields, the envelope
+// exactly as received (so anyone can check the device signature) and the
+// gateway's receipt.
+type RecordView struct {
+	GSeq     uint64          `json:"gseq"`
+	DID      device.DID      `json:"did"`
+	Seq      uint64          `json:"seq"`
+	Kind     string          `json:"kind"`
+	TS       string          `json:"ts"`
+	Recv     string          `json:"recv"`
+	Gap      uint64          `json:"gap,omitempty"`
+	Data     json.RawMessage `json:"data"`
+	Envelope json.RawMessage `json:"envelope"`
+	Receipt  ReceiptMessage  `json:"receipt"`
+}
+
+func newRecordView(r *Record, b *device.Body) RecordView {
+	return RecordView{
+		GSeq: r.GSeq, DID: r.DID, Seq: r.Seq, Kind: r.Kind, TS: b.TS,
+		Recv: r.Recv.UTC().Format(time.RFC3339Nano), Gap: r.Gap, Data: b.Data,
+		Envelope: r.Envelope, Receipt: ReceiptMessage{Receipt: r.Receipt, Sig: r.ReceiptSig},
+	}
+}
+
+// ViewRecord builds the RecordView of a stored record.
+func ViewRecord(r *Record) (RecordView, error) {
+	o, err := device.Open(r.Envelope, len(r.Envelope)+1)
+	if err != nil {
+		return RecordView{}, fmt.Errorf("gateway: stored record %d: %w", r.GSeq, err)
+	}
+	return newRecordView(r, &o.Body), nil
+}

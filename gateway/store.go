@@ -1,0 +1,672 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+// Badger key layout. Every key starts with a one-letter prefix and a slash;
+// integers are 8-byte big-endian so that keys sort by number.
+//
+//	r/{gseq}          -> Record JSON
+//	d/{did}/{seq}     -> gseq (index by device and device sequence)
+//	l/{did}           -> last accepted device seq
+//
+// Prefixes b/, o/, a/ and m/ are reserved for the batcher and anchorer
+// (batches, outbox, anchors, meta); other prefixes are free for new owners
+// who document them here.
+const (
+	// valueThreshold: record values (~1 KiB and up) go to Badger's value
+	// log, written once; the LSM tree holds keys, indexes and pointers, so
+	// compactions stay cheap.
+	valueThreshold = 512
+
+	prefixRecord  = "r/"
+	prefixDevSeq  = "d/"
+	prefixLastSeq = "l/"
+)
+
+// Store errors.
+var (
+	// ErrReplay: the device sequence number is not above the last one
+	// accepted from that device. The device must not resend it.
+	ErrReplay = errors.New("gateway: replayed or out-of-order sequence")
+	// ErrStoreFailed: a write to disk failed; the store refuses every
+	// further write until the gateway is restarted (gseq stays contiguous).
+	ErrStoreFailed = errors.New("gateway: record store failed")
+	// ErrStoreClosed: the store is closed.
+	ErrStoreClosed = errors.New("gateway: record store closed")
+	// ErrNotFound: no record with that key.
+	ErrNotFound = errors.New("gateway: record not found")
+)
+
+// Record is one stored, verified device message.
+type Record struct {
+	GSeq       uint64     `json:"gseq"`
+	DID        device.DID `json:"did"`
+	Seq        uint64     `json:"seq"`
+	Kind       string     `json:"kind"`
+	Recv       time.Time  `json:"recv"`
+	Gap        uint64     `json:"gap,omitempty"` // device seqs skipped just before this one
+	Envelope   []byte     `json:"env"`           // exactly as received
+	Salt       []byte     `json:"salt"`          // 16 random bytes, leaf salt
+	Receipt    []byte     `json:"receipt"`       // receipt body bytes
+	ReceiptSig []byte     `json:"receipt_sig"`   // gateway signature over Receipt
+}
+
+// LeafData is the Merkle leaf data of the record: salt ‖ receipt body.
+func (r *Record) LeafData() []byte {
+	out := make([]byte, 0, len(r.Salt)+len(r.Receipt))
+	return append(append(out, r.Salt...), r.Receipt...)
+}
+
+// ReceiptMessage returns the JSON published on the device's receipt topic.
+func (r *Record) ReceiptMessage() []byte {
+	b, _ := json.Marshal(ReceiptMessage{Receipt: r.Receipt, Sig: r.ReceiptSig})
+	return b
+}
+
+// Pending is a verified message waiting to be stored.
+type Pending struct {
+	DID      device.DID
+	Seq      uint64
+	Kind     string
+	Envelope []byte
+	EnvHash  string // hex SM3 of Envelope
+}
+
+// StoreOptions configure OpenStore.
+type StoreOptions struct {
+	Config  StoreConfig
+	Signer  device.Signer // signs receipts
+	Logger  *slog.Logger
+	Metrics *StoreMetrics // nil: not exported
+	// MaxPending bounds Appends waiting for the writer (default 4096).
+	MaxPending int
+}
+
+type appendReq struct {
+	p    Pending
+	done chan appendRes
+	rec  *Record
+	err  error
+}
+
+type appendRes struct {
+	rec *Record
+	err error
+}
+
+// Store is the durable record store. Appends are group-committed: one writer
+// takes pending records from a bounded queue, checks each device's sequence,
+// assigns gseq, signs the receipts, writes them with synced Badger
+// transactions, and only then answers each caller.
+type Store struct {
+	db      *badger.DB
+	log     *slog.Logger
+	signer  device.Signer
+	gw      device.DID
+	cfg     StoreConfig
+	metrics *StoreMetrics
+
+	in      chan *appendReq
+	prepped chan []*appendReq
+
+	failed  atomic.Pointer[error]
+	lastG   atomic.Uint64 // last committed gseq
+	nextG   uint64        // next gseq to assign (writer only)
+	lastRcv time.Time     // writer only
+	seqs    map[device.DID]uint64
+
+	changedMu sync.Mutex
+	changed   chan struct{}
+
+	closeOnce sync.Once
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closed    atomic.Bool
+	closeMu   sync.RWMutex // Append holds R while queueing; Close holds W
+}
+
+// OpenStore opens (or creates) the Badger store in dir and starts its writer.
+func OpenStore(dir string, o StoreOptions) (*Store, error) {
+	if o.Signer == nil {
+		return nil, errors.New("gateway: store needs a receipt signer")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Config.MemTableMB == 0 {
+		o.Config = DefaultConfig().Store
+	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = 4096
+	}
+	c := o.Config
+	opts := badger.DefaultOptions(dir).
+		WithSyncWrites(true).
+		WithDetectConflicts(false).
+		WithMemTableSize(int64(c.MemTableMB) << 20).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(3).
+		WithNumLevelZeroTablesStall(8).
+		WithValueLogFileSize(int64(c.ValueLogFileMB) << 20).
+		WithValueThreshold(valueThreshold).
+		WithBlockCacheSize(int64(c.BlockCacheMB) << 20).
+		WithIndexCacheSize(int64(c.IndexCacheMB) << 20).
+		WithNumCompactors(2).
+		WithNumGoroutines(2).
+		WithMetricsEnabled(false).
+		WithLogger(badgerLogger{o.Logger.With("component", "badger")})
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: open record store %s: %w", dir, err)
+	}
+	s := &Store{
+		db: db, log: o.Logger, signer: o.Signer, gw: o.Signer.DID(), cfg: c, metrics: o.Metrics,
+		in:      make(chan *appendReq, o.MaxPending),
+		prepped: make(chan []*appendReq, 1),
+		seqs:    map[device.DID]uint64{},
+		changed: make(chan struct{}),
+	}
+	last, err := s.scanLastGSeq()
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	s.lastG.Store(last)
+	s.nextG = last + 1
+	if last > 0 {
+		r, err := s.Get(last)
+		if err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+		s.lastRcv = r.Recv
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(2)
+	go s.prepLoop(ctx)
+	go s.commitLoop(ctx)
+	return s, nil
+}
+
+func (s *Store) scanLastGSeq() (uint64, error) {
+	var last uint64
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: []byte(prefixRecord), PrefetchValues: false})
+		defer it.Close()
+		it.Seek(recordKey(^uint64(0)))
+		if it.Valid() {
+			last = binary.BigEndian.Uint64(it.Item().Key()[len(prefixRecord):])
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("gateway: scan records: %w", err)
+	}
+	return last, nil
+}
+
+// DB exposes the Badger database for the batcher and anchorer, which keep
+// their own key prefixes (see the key layout above). Writes through it are
+// synced (SyncWrites).
+func (s *Store) DB() *badger.DB { return s.db }
+
+// GatewayDID is the DID that signs the receipts.
+func (s *Store) GatewayDID() device.DID { return s.gw }
+
+// LastGSeq returns the highest gseq durably stored.
+func (s *Store) LastGSeq() uint64 { return s.lastG.Load() }
+
+// Changed returns a channel closed at the next commit of new records.
+func (s *Store) Changed() <-chan struct{} {
+	s.changedMu.Lock()
+	defer s.changedMu.Unlock()
+	return s.changed
+}
+
+// Healthy returns nil while the store accepts writes.
+func (s *Store) Healthy() error {
+	if s.closed.Load() {
+		return ErrStoreClosed
+	}
+	if e := s.failed.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+// Append stores p durably and returns the stored record with its gseq and
+// receipt. It returns only after the synced write; a replayed or
+// out-of-order p.Seq gets ErrReplay and stores nothing.
+func (s *Store) Append(ctx context.Context, p Pending) (*Record, error) {
+	if err := s.Healthy(); err != nil {
+		return nil, err
+	}
+	req := &appendReq{p: p, done: make(chan appendRes, 1)}
+	s.closeMu.RLock()
+	if s.closed.Load() {
+		s.closeMu.RUnlock()
+		return nil, ErrStoreClosed
+	}
+	select {
+	case s.in <- req:
+	case <-ctx.Done():
+		s.closeMu.RUnlock()
+		return nil, ctx.Err()
+	}
+	s.closeMu.RUnlock()
+	// Once queued, the request is always answered (Close drains the queue),
+	// so wait for it even if ctx ends: the caller must not ack or refuse a
+	// message whose fate is unknown.
+	res := <-req.done
+	return res.rec, res.err
+}
+
+// prepLoop gathers queued appends into groups, checks sequences, assigns
+// gseq and signs receipts, then hands each group to commitLoop. It runs
+// ahead of the commit by at most one group.
+func (s *Store) prepLoop(ctx context.Context) {
+	defer s.wg.Done()
+	defer close(s.prepped)
+	maxBytes := s.db.MaxBatchSize() / 2
+	for {
+		var first *appendReq
+		select {
+		case <-ctx.Done():
+			return
+		case first = <-s.in:
+		}
+		group := []*appendReq{first}
+		size := int64(len(first.p.Envelope))
+	fill:
+		for len(group) < s.cfg.MaxGroupRecords && size < maxBytes/2 {
+			select {
+			case r := <-s.in:
+				group = append(group, r)
+				size += int64(len(r.p.Envelope))
+			default:
+				break fill
+			}
+		}
+		s.prepare(group)
+		select {
+		case s.prepped <- group:
+		case <-ctx.Done():
+			for _, r := range group {
+				r.done <- appendRes{err: ErrStoreClosed}
+			}
+			return
+		}
+	}
+}
+
+func (s *Store) prepare(group []*appendReq) {
+	var toSign []*appendReq
+	for _, r := range group {
+		if s.failed.Load() != nil {
+			r.err = ErrStoreFailed
+			continue
+		}
+		last, err := s.lastSeqLocked(r.p.DID)
+		if err != nil {
+			r.err = err
+			continue
+		}
+		if r.p.Seq <= last {
+			r.err = fmt.Errorf("%w: seq %d, last accepted %d", ErrReplay, r.p.Seq, last)
+			continue
+		}
+		now := time.Now().UTC()
+		if now.Before(s.lastRcv) {
+			now = s.lastRcv
+		}
+		s.lastRcv = now
+		rec := &Record{
+			GSeq: s.nextG, DID: r.p.DID, Seq: r.p.Seq, Kind: r.p.Kind, Recv: now,
+			Gap: r.p.Seq - last - 1, Envelope: r.p.Envelope, Salt: make([]byte, 16),
+		}
+		if _, err := rand.Read(rec.Salt); err != nil {
+			r.err = fmt.Errorf("%w: salt: %v", ErrStoreFailed, err)
+			continue
+		}
+		rec.Receipt, err = encodeReceipt(s.gw, rec.GSeq, rec.DID, rec.Seq, rec.Recv, r.p.EnvHash)
+		if err != nil {
+			r.err = fmt.Errorf("%w: receipt: %v", ErrStoreFailed, err)
+			continue
+		}
+		s.nextG++
+		s.seqs[r.p.DID] = r.p.Seq
+		r.rec = rec
+		toSign = append(toSign, r)
+	}
+	// Receipts are signed on all cores: the writer must not become the
+	// bottleneck of the pipeline.
+	workers := min(runtime.GOMAXPROCS(0), (len(toSign)+7)/8)
+	if workers <= 1 {
+		for _, r := range toSign {
+			s.signOne(r)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	per := (len(toSign) + workers - 1) / workers
+	for i := 0; i < len(toSign); i += per {
+		part := toSign[i:min(i+per, len(toSign))]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, r := range part {
+				s.signOne(r)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func (s *Store) signOne(r *appendReq) {
+	sig, err := s.signer.Sign(r.rec.Receipt)
+	if err != nil {
+		// A receipt that cannot be signed would leave a hole in gseq: the
+		// store fails rather than store a record without its receipt.
+		r.err = fmt.Errorf("%w: sign receipt: %v", ErrStoreFailed, err)
+		return
+	}
+	r.rec.ReceiptSig = sig
+}
+
+// lastSeqLocked returns the last sequence accepted (or assigned) for did;
+// writer only.
+func (s *Store) lastSeqLocked(did device.DID) (uint64, error) {
+	if v, ok := s.seqs[did]; ok {
+		return v, nil
+	}
+	v, err := s.readLastSeq(did)
+	if err != nil {
+		return 0, err
+	}
+	s.seqs[did] = v
+	return v, nil
+}
+
+func (s *Store) readLastSeq(did device.DID) (uint64, error) {
+	var v uint64
+	err := s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(lastSeqKey(did))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return it.Value(func(b []byte) error {
+			if len(b) != 8 {
+				return fmt.Errorf("bad last-seq value of %d bytes", len(b))
+			}
+			v = binary.BigEndian.Uint64(b)
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("%w: read last seq of %s: %v", ErrStoreFailed, did, err)
+	}
+	return v, nil
+}
+
+// LastSeq returns the last device sequence number durably stored for did.
+func (s *Store) LastSeq(did device.DID) (uint64, error) { return s.readLastSeq(did) }
+
+func (s *Store) commitLoop(ctx context.Context) {
+	defer s.wg.Done()
+	for group := range s.prepped {
+		s.commit(group)
+	}
+}
+
+func (s *Store) commit(group []*appendReq) {
+	var ok []*appendReq
+	for _, r := range group {
+		if r.err == nil && r.rec != nil {
+			if s.failed.Load() != nil {
+				r.err = ErrStoreFailed
+				continue
+			}
+			ok = append(ok, r)
+		}
+	}
+	if len(ok) > 0 {
+		start := time.Now()
+		err := s.write(ok)
+		if s.metrics != nil {
+			s.metrics.WriteSeconds.Observe(time.Since(start).Seconds())
+			s.metrics.GroupRecords.Observe(float64(len(ok)))
+		}
+		if err != nil {
+			err = fmt.Errorf("%w: %v", ErrStoreFailed, err)
+			s.failed.CompareAndSwap(nil, &err)
+			s.log.Error("record store write failed; refusing writes until restart", "error", err)
+			for _, r := range ok {
+				r.err = err
+			}
+		} else {
+			s.lastG.Store(ok[len(ok)-1].rec.GSeq)
+			if s.metrics != nil {
+				for _, r := range ok {
+					if r.rec.Gap > 0 {
+						s.metrics.SequenceGaps.Inc()
+					}
+				}
+			}
+			s.changedMu.Lock()
+			close(s.changed)
+			s.changed = make(chan struct{})
+			s.changedMu.Unlock()
+		}
+	}
+	for _, r := range group {
+		if r.err != nil {
+			r.done <- appendRes{err: r.err}
+		} else {
+			r.done <- appendRes{rec: r.rec}
+		}
+	}
+}
+
+// write stores the records in as few synced transactions as Badger allows;
+// each record's keys always share one transaction, and transactions commit
+// in gseq order, so a crash leaves a gap-free prefix.
+func (s *Store) write(recs []*appendReq) error {
+	limit := s.db.MaxBatchSize() * 8 / 10
+	maxCount := s.db.MaxBatchCount() * 8 / 10
+	txn := s.db.NewTransaction(true)
+	defer func() { txn.Discard() }()
+	var size, count int64
+	for _, r := range recs {
+		val, err := json.Marshal(r.rec)
+		if err != nil {
+			return err
+		}
+		k1, k2, k3 := recordKey(r.rec.GSeq), devSeqKey(r.rec.DID, r.rec.Seq), lastSeqKey(r.rec.DID)
+		g, sq := u64(r.rec.GSeq), u64(r.rec.Seq)
+		// Badger's own estimate: key + value (or a 12-byte pointer for
+		// values that go to the value log) + meta, per entry.
+		vsize := int64(len(val))
+		if vsize >= valueThreshold {
+			vsize = 12
+		}
+		need := int64(len(k1)+len(k2)+len(k3)+len(g)+len(sq)) + vsize + 3*32
+		if size > 0 && (size+need > limit || count+3 > maxCount) {
+			if err := txn.Commit(); err != nil {
+				return err
+			}
+			txn = s.db.NewTransaction(true)
+			size, count = 0, 0
+		}
+		size += need
+		count += 3
+		if err := txn.Set(k1, val); err != nil {
+			return err
+		}
+		if err := txn.Set(k2, g); err != nil {
+			return err
+		}
+		if err := txn.Set(k3, sq); err != nil {
+			return err
+		}
+	}
+	return txn.Commit()
+}
+
+// Get returns the record with gseq.
+func (s *Store) Get(gseq uint64) (*Record, error) {
+	var rec *Record
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		rec, err = getRecord(txn, gseq)
+		return err
+	})
+	return rec, err
+}
+
+func getRecord(txn *badger.Txn, gseq uint64) (*Record, error) {
+	it, err := txn.Get(recordKey(gseq))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("%w: gseq %d", ErrNotFound, gseq)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var rec Record
+	if err := it.Value(func(b []byte) error { return json.Unmarshal(b, &rec) }); err != nil {
+		return nil, fmt.Errorf("gateway: record %d: %w", gseq, err)
+	}
+	return &rec, nil
+}
+
+// Range calls fn for every stored record with from <= gseq <= to, in
+// order, and stops at the first error fn returns.
+func (s *Store) Range(from, to uint64, fn func(*Record) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixRecord), PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Seek(recordKey(from)); it.Valid(); it.Next() {
+			g := binary.BigEndian.Uint64(it.Item().Key()[len(prefixRecord):])
+			if g > to {
+				return nil
+			}
+			var rec Record
+			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &rec) }); err != nil {
+				return fmt.Errorf("gateway: record %d: %w", g, err)
+			}
+			if err := fn(&rec); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// DeviceRecords returns up to limit records of did with fromSeq <= seq <=
+// toSeq, in seq order.
+func (s *Store) DeviceRecords(did device.DID, fromSeq, toSeq uint64, limit int) ([]*Record, error) {
+	var out []*Record
+	prefix := []byte(prefixDevSeq + string(did) + "/")
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Seek(devSeqKey(did, fromSeq)); it.Valid() && len(out) < limit; it.Next() {
+			seq := binary.BigEndian.Uint64(it.Item().Key()[len(prefix):])
+			if seq > toSeq {
+				break
+			}
+			var g uint64
+			if err := it.Item().Value(func(b []byte) error {
+				if len(b) != 8 {
+					return errors.New("bad index value")
+				}
+				g = binary.BigEndian.Uint64(b)
+				return nil
+			}); err != nil {
+				return err
+			}
+			rec, err := getRecord(txn, g)
+			if err != nil {
+				return err
+			}
+			out = append(out, rec)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Close stops the writer (answering queued appends with ErrStoreClosed) and
+// closes Badger.
+func (s *Store) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.closeMu.Lock()
+		s.closed.Store(true)
+		s.closeMu.Unlock()
+		s.cancel()
+		s.wg.Wait()
+		// Nothing can enter s.in any more: answer what is left.
+		for {
+			select {
+			case r := <-s.in:
+				r.done <- appendRes{err: ErrStoreClosed}
+				continue
+			default:
+			}
+			break
+		}
+		err = s.db.Close()
+	})
+	return err
+}
+
+func recordKey(gseq uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte(prefixRecord), gseq)
+}
+
+func devSeqKey(did device.DID, seq uint64) []byte {
+	k := make([]byte, 0, len(prefixDevSeq)+len(did)+9)
+	k = append(append(append(k, prefixDevSeq...), did...), '/')
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+func lastSeqKey(did device.DID) []byte {
+	return append([]byte(prefixLastSeq), did...)
+}
+
+// u64 encodes v as 8 bytes big-endian (shared with batchlog.go).
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+// badgerLogger sends Badger's logs to slog: errors and warnings as such,
+// the rest at debug.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) {
+	b.l.Error("badger", "msg", string(bytes.TrimSpace([]byte(fmt.Sprintf(f, a...)))))
+}
+func (b badgerLogger) Warningf(f string, a ...any) {
+	b.l.Warn("badger", "msg", string(bytes.TrimSpace([]byte(fmt.Sprintf(f, a...)))))
+}
+func (b badgerLogger) Infof(f string, a ...any)  {}
+func (b badgerLogger) Debugf(f string, a ...any) {}

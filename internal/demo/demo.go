@@ -1,0 +1,383 @@
+// Package demo runs the whole edgeanchor system in one process on
+// 127.0.0.1: a single-validator ledger, a gateway and a simulated device
+// fleet. It is what `edgeanchor demo` (and `make run`) runs.
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway"
+	"github.com/edgeanchor/edgeanchor/ledger"
+	"github.com/edgeanchor/edgeanchor/sim"
+)
+
+// ErrPortTaken means a port the demo needs on 127.0.0.1 is in use. Stop
+// whatever holds it (often a previous demo) or give the demo another port.
+var ErrPortTaken = errors.New("port already in use")
+
+// Options configure Run. Zero ports take the defaults of docs/internals.md.
+type Options struct {
+	Dir     string
+	Devices int
+	Profile string
+	Rate    float64 // readings per second per device
+	Site    string
+	Seed    uint64
+
+	MQTTPort, WSPort, HTTPPort int
+	P2PPort, RPCPort           int // used when the ledger home is made
+
+	// Progress receives the start banner and the live progress line.
+	Progress io.Writer
+	// Live: rewrite one line in place (a terminal); otherwise print a line
+	// every LineEvery.
+	Live      bool
+	Interval  time.Duration // refresh (1 s)
+	LineEvery time.Duration // non-live line interval (10 s)
+	// OnStatus, if set, is called at every refresh (tests).
+	OnStatus func(Status)
+	LogLevel slog.Level
+	// Log receives the components' logs (default: Dir/demo.log).
+	Log io.Writer
+}
+
+// Status is one refresh of the progress line.
+type Status struct {
+	Online     int     // devices connected to the gateway
+	MsgsPerSec float64 // records stored per second, over the last refresh
+	Accepted   float64 // records stored since the gateway started
+	Refused    float64 // publishes refused
+	Batches    float64 // batches anchored on the ledger
+	Height     int64   // ledger height
+	Spooled    int     // readings waiting in device spools
+}
+
+// DefaultOptions are what `make run` uses.
+func DefaultOptions() Options {
+	return Options{
+		Dir: "./var", Devices: 20, Profile: "mixed", Rate: 3, Site: "site-a",
+		MQTTPort: 1883, WSPort: 8083, HTTPPort: 8480, P2PPort: ledger.DefaultP2PPort, RPCPort: ledger.DefaultRPCPort,
+	}
+}
+
+// paths are where the demo keeps its state under Dir.
+type paths struct {
+	dir, ledger, gateway, gatewayKey, sim, trust, log string
+}
+
+func newPaths(dir string) paths {
+	return paths{
+		dir:        dir,
+		ledger:     filepath.Join(dir, "ledger"),
+		gateway:    filepath.Join(dir, "gateway"),
+		gatewayKey: filepath.Join(dir, "gateway", "gateway.key"),
+		sim:        filepath.Join(dir, "sim"),
+		trust:      filepath.Join(dir, "trust.json"),
+		log:        filepath.Join(dir, "demo.log"),
+	}
+}
+
+func (o *Options) defaults() {
+	if o.Interval <= 0 {
+		o.Interval = time.Second
+	}
+	if o.LineEvery <= 0 {
+		o.LineEvery = 10 * time.Second
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	if o.Site == "" {
+		o.Site = "site-a"
+	}
+}
+
+// Run runs the demo until ctx ends, then stops the fleet, the gateway
+// and the ledger, in that order.
+func Run(ctx context.Context, o Options) error {
+	o.defaults()
+	p := newPaths(o.Dir)
+	// Everything binds 127.0.0.1. Check every port before anything starts.
+	host := "127.0.0.1"
+	p2p, rpc := o.P2PPort, o.RPCPort
+	if conf, err := ledger.LoadConfig(p.ledger); err == nil {
+		p2p, rpc = portOf(conf.P2P.ListenAddress, p2p), portOf(conf.RPC.ListenAddress, rpc)
+	}
+	ports := []struct {
+		what string
+		port int
+	}{
+		{"gateway MQTT", o.MQTTPort}, {"gateway MQTT WebSocket", o.WSPort}, {"gateway HTTP API", o.HTTPPort},
+		{"ledger p2p", p2p}, {"ledger RPC", rpc},
+	}
+	for _, pt := range ports {
+		if err := checkPort(host, pt.port); err != nil {
+			return fmt.Errorf("%w: %s port %s:%d is taken (%v); stop what holds it, or pick another with the demo's port flags", ErrPortTaken, pt.what, host, pt.port, err)
+		}
+	}
+
+	if err := os.MkdirAll(p.dir, 0o700); err != nil {
+		return err
+	}
+	logOut := o.Log
+	if logOut == nil {
+		f, err := os.OpenFile(p.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		logOut = f
+	}
+	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: o.LogLevel}))
+
+	// Gateway key and ledger home, made once.
+	if _, err := os.Stat(p.gatewayKey); os.IsNotExist(err) {
+		priv, err := device.GenerateKey()
+		if err != nil {
+			return err
+		}
+		if err := device.WritePrivateKeyFile(p.gatewayKey, priv); err != nil {
+			return err
+		}
+	}
+	gwSigner, err := device.LoadKeySigner(p.gatewayKey)
+	if err != nil {
+		return err
+	}
+	if _, err := ledger.LoadConfig(p.ledger); errors.Is(err, ledger.ErrNoHome) {
+		gg, err := ledger.GenesisGatewayFromKey(gwSigner.Public(), o.Site, "demo gateway")
+		if err != nil {
+			return err
+		}
+		if _, err := ledger.InitHome(p.ledger, ledger.HomeOptions{
+			P2PPort: p2p, RPCPort: rpc, NoPrometheus: true, Gateways: []anchor.GenesisGateway{gg},
+		}); err != nil {
+			return fmt.Errorf("demo: ledger init: %w", err)
+		}
+		log.Info("ledger home made", "home", p.ledger, "gateway", gwSigner.DID())
+	} else if err != nil {
+		return err
+	}
+	if _, err := os.Stat(p.trust); os.IsNotExist(err) {
+		t, err := anchor.ExportTrustFromHome(p.ledger)
+		if err != nil {
+			return err
+		}
+		if err := anchor.WriteTrustFile(p.trust, t); err != nil {
+			return err
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// 1. ledger
+	node, err := ledger.StartNode(context.WithoutCancel(ctx), p.ledger, ledger.NodeOptions{Logger: log.With("component", "ledger"), Registerer: reg})
+	if err != nil {
+		return fmt.Errorf("demo: start ledger: %w", err)
+	}
+	defer func() {
+		if err := node.Stop(); err != nil {
+			log.Warn("ledger stop", "error", err)
+		}
+	}()
+
+	// 2. gateway
+	gcfg := gateway.DefaultConfig()
+	gcfg.DataDir = p.gateway
+	gcfg.KeyPath = p.gatewayKey
+	gcfg.Site = o.Site
+	gcfg.Name = "demo gateway"
+	gcfg.LedgerRPC = fmt.Sprintf("http://%s:%d", host, rpc)
+	gcfg.MQTT = gateway.MQTTConfig{TCP: net.JoinHostPort(host, strconv.Itoa(o.MQTTPort)), WS: net.JoinHostPort(host, strconv.Itoa(o.WSPort))}
+	gcfg.HTTP.Addr = net.JoinHostPort(host, strconv.Itoa(o.HTTPPort))
+	gwCtx, gwCancel := context.WithCancel(context.WithoutCancel(ctx))
+	gwDone, err := startGateway(gwCtx, gcfg, gwSigner, log.With("component", "gateway"), reg)
+	if err != nil {
+		gwCancel()
+		return fmt.Errorf("demo: start gateway: %w", err)
+	}
+	defer func() {
+		gwCancel()
+		if err := <-gwDone; err != nil {
+			log.Warn("gateway stop", "error", err)
+		}
+	}()
+
+	// 3. tokens for devices that have none yet (first start)
+	need, err := sim.TokensNeeded(p.sim, o.Profile, o.Devices)
+	if err != nil {
+		return err
+	}
+	var tokens []sim.Token
+	if len(need) > 0 {
+		store, err := gateway.OpenTokenStore(p.gateway)
+		if err != nil {
+			return err
+		}
+		for _, kind := range []string{sim.KindPayroll, sim.KindSurvey, sim.KindEnv} {
+			if need[kind] == 0 {
+				continue
+			}
+			toks, _, err := store.Create(gateway.TokenRequest{Site: o.Site, Kind: kind, Count: need[kind], TTL: 72 * time.Hour}, time.Now())
+			if err != nil {
+				return err
+			}
+			for _, t := range toks {
+				tokens = append(tokens, sim.Token{Value: t, Kind: kind})
+			}
+		}
+		log.Info("enrollment tokens made", "count", len(tokens))
+	}
+
+	// 4. fleet
+	scfg := sim.DefaultConfig()
+	scfg.Broker = "tcp://" + gcfg.MQTT.TCP
+	scfg.Devices, scfg.Profile, scfg.Rate, scfg.Site, scfg.Seed = o.Devices, o.Profile, o.Rate, o.Site, o.Seed
+	scfg.StateDir = p.sim
+	scfg.Tokens = tokens
+	scfg.Logger = log.With("component", "sim")
+	fleet, err := sim.Open(scfg)
+	if err != nil {
+		return err
+	}
+	fleetCtx, fleetCancel := context.WithCancel(ctx)
+	defer fleetCancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	var fleetErr error
+	go func() { defer wg.Done(); fleetErr = fleet.Run(fleetCtx) }()
+
+	base := "http://" + gcfg.HTTP.Addr
+	fmt.Fprintf(o.Progress, `edgeanchor demo: ledger, gateway and %d simulated devices on 127.0.0.1 (state in %s, log in %s)
+  metrics:     %s/metrics
+  records:     %s/v1/records/1
+  verify one:  curl -s %s/v1/records/1/proof > proof.json && bin/edgeanchor verify proof.json --trust %s
+  ledger RPC:  http://%s:%d
+Ctrl-C stops everything.
+`, o.Devices, p.dir, p.log, base, base, base, p.trust, host, rpc)
+
+	progressLoop(ctx, o, reg, node, fleet)
+	fleetCancel()
+	wg.Wait()
+	if o.Live {
+		fmt.Fprintln(o.Progress)
+	}
+	fmt.Fprintln(o.Progress, "edgeanchor demo: stopping (fleet, gateway, ledger)")
+	log.Info("demo stopping")
+	return fleetErr
+}
+
+// progressLoop refreshes the progress line until ctx ends.
+func progressLoop(ctx context.Context, o Options, reg prometheus.Gatherer, node *ledger.Node, fleet *sim.Fleet) {
+	t := time.NewTicker(o.Interval)
+	defer t.Stop()
+	var (
+		prevAccepted float64
+		prevAt       = time.Now()
+		lastLine     time.Time
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-node.Done():
+			fmt.Fprintln(o.Progress, "\nedgeanchor demo: the ledger node stopped; see the log")
+			return
+		case now := <-t.C:
+			st := gatherStatus(reg)
+			st.Height = node.App().Height()
+			fs := fleet.Stats()
+			st.Spooled = fs.Spooled
+			if dt := now.Sub(prevAt).Seconds(); dt > 0 {
+				st.MsgsPerSec = (st.Accepted - prevAccepted) / dt
+			}
+			prevAccepted, prevAt = st.Accepted, now
+			if o.OnStatus != nil {
+				o.OnStatus(st)
+			}
+			line := fmt.Sprintf("devices online %d/%d | %.1f msgs/s | stored %.0f | refused %.0f | batches anchored %.0f | ledger height %d | spooled %d",
+				st.Online, fs.Devices, st.MsgsPerSec, st.Accepted, st.Refused, st.Batches, st.Height, st.Spooled)
+			switch {
+			case o.Live:
+				fmt.Fprintf(o.Progress, "\r\033[K%s", line)
+			case now.Sub(lastLine) >= o.LineEvery:
+				fmt.Fprintln(o.Progress, line)
+				lastLine = now
+			}
+		}
+	}
+}
+
+// gatherStatus reads the gateway's counters from the registry.
+func gatherStatus(g prometheus.Gatherer) Status {
+	var st Status
+	mfs, err := g.Gather()
+	if err != nil {
+		return st
+	}
+	var batches, outbox float64
+	for _, mf := range mfs {
+		var sum float64
+		for _, m := range mf.GetMetric() {
+			switch {
+			case m.Counter != nil:
+				sum += m.Counter.GetValue()
+			case m.Gauge != nil:
+				sum += m.Gauge.GetValue()
+			}
+		}
+		switch mf.GetName() {
+		case "edgeanchor_devices_connected":
+			st.Online = int(sum)
+		case "edgeanchor_messages_accepted_total":
+			st.Accepted = sum
+		case "edgeanchor_messages_refused_total":
+			st.Refused = sum
+		case "edgeanchor_batches_total":
+			batches = sum
+		case "edgeanchor_outbox_depth":
+			outbox = sum
+		}
+	}
+	// Batches cut and stored, less those waiting in the outbox: anchored.
+	st.Batches = max(0, batches-outbox)
+	return st
+}
+
+// checkPort fails if host:port cannot be bound now.
+func checkPort(host string, port int) error {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		return err
+	}
+	return l.Close()
+}
+
+// portOf extracts the port of a CometBFT listen address ("tcp://h:p").
+func portOf(addr string, def int) int {
+	if u, err := url.Parse(addr); err == nil && u.Port() != "" {
+		if p, err := strconv.Atoi(u.Port()); err == nil {
+			return p
+		}
+	}
+	return def
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

@@ -1,0 +1,126 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// syncBuffer is a bytes.Buffer safe for the demo's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func testOptions(t *testing.T, dir string) Options {
+	o := DefaultOptions()
+	o.Dir = dir
+	o.Devices = 6
+	o.Rate = 2
+	o.MQTTPort, o.WSPort, o.HTTPPort = freePort(t), freePort(t), freePort(t)
+	o.P2PPort, o.RPCPort = freePort(t), freePort(t)
+	o.Interval = 200 * time.Millisecond
+	o.LineEvery = time.Second
+	return o
+}
+
+// TestRunAnchorsABatch drives the code path of `make run` (demo.Run) with a
+// temporary state directory and free ports and waits, at most 60 s, for a
+// batch of the fleet's records to be anchored on the ledger; then it stops
+// the demo and starts it again on the same state.
+func TestRunAnchorsABatch(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(t, dir)
+	var progress syncBuffer
+	o.Progress = &progress
+	run := func(what string, until func(Status) bool) Status {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		var (
+			mu   sync.Mutex
+			last Status
+			met  bool
+		)
+		o.OnStatus = func(s Status) {
+			mu.Lock()
+			defer mu.Unlock()
+			last = s
+			if until(s) && !met {
+				met = true
+				cancel()
+			}
+		}
+		err := Run(ctx, o)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			t.Fatalf("%s: Run: %v", what, err)
+		}
+		if !met {
+			t.Fatalf("%s: not reached within 60 s; last status %+v\n%s", what, last, progress.String())
+		}
+		return last
+	}
+	first := run("first start", func(s Status) bool { return s.Batches >= 1 && s.Online == o.Devices })
+	if first.Accepted == 0 || first.Height < 2 {
+		t.Fatalf("status %+v: want records stored and a growing ledger", first)
+	}
+	out := progress.String()
+	for _, want := range []string{"/metrics", "/v1/records/1", "edgeanchor verify proof.json --trust " + dir + "/trust.json", "batches anchored"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("progress output lacks %q:\n%s", want, out)
+		}
+	}
+	// A second start reuses the ledger, the gateway's store and the
+	// enrolled devices (no new tokens: the devices reconnect with ea1).
+	second := run("second start", func(s Status) bool { return s.Online == o.Devices && s.Batches >= first.Batches+1 })
+	if second.Height <= first.Height {
+		t.Fatalf("ledger height %d after restart, was %d", second.Height, first.Height)
+	}
+}
+
+func TestRunRefusesATakenPort(t *testing.T) {
+	o := testOptions(t, filepath.Join(t.TempDir(), "var"))
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", itoa(o.HTTPPort)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	err = Run(context.Background(), o)
+	t.Log(err)
+	if !errors.Is(err, ErrPortTaken) || !strings.Contains(err.Error(), itoa(o.HTTPPort)) || !strings.Contains(err.Error(), "HTTP") {
+		t.Fatalf("err %v: want ErrPortTaken naming the HTTP port %d", err, o.HTTPPort)
+	}
+	if _, err := os.Stat(o.Dir); !os.IsNotExist(err) {
+		t.Fatalf("state directory made although the demo did not start: %v", err)
+	}
+}

@@ -162,7 +162,7 @@ func TestAnchorerAnchorsInOrderAndNotifiesDevices(t *testing.T) {
 		t.Fatalf("%d anchored receipts published, want 7", len(msgs))
 	}
 	for i, msg := range msgs {
-		r, err := VerifyReceipt(mustJSON(t, msg), e.gw.Public())
+		r, err := VerifyReceipt(baJSON(t, msg), e.gw.Public())
 		if err != nil || r.GSeq != uint64(i+1) || msg.Batch != uint64(i/3+1) || msg.Height == 0 || msg.TX == "" {
 			t.Fatalf("notice %d: %+v %v", i, msg, err)
 		}
@@ -178,7 +178,7 @@ func TestAnchorerAnchorsInOrderAndNotifiesDevices(t *testing.T) {
 	}
 }
 
-func mustJSON(t testing.TB, v any) []byte {
+func baJSON(t testing.TB, v any) []byte {
 	b, err := json.Marshal(v)
 	if err != nil {
 		t.Fatal(err)

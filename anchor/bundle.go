@@ -1,0 +1,590 @@
+package anchor
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	ctypes "github.com/cometbft/cometbft/rpc/core/types"
+	cmttypes "github.com/cometbft/cometbft/types"
+
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+// BundleType and BundleVersion name the proof bundle format
+// (docs/proof-bundle.md).
+const (
+	BundleType    = "ProofBundle"
+	BundleVersion = 1
+	// MaxBundleBytes bounds a bundle file: a few light blocks and proofs.
+	MaxBundleBytes = 8 << 20
+)
+
+// ErrMalformedBundle means the file is not a proof bundle this code speaks.
+// Ask the gateway for the bundle again; nothing can be concluded from it.
+var ErrMalformedBundle = errors.New("anchor: malformed proof bundle")
+
+// ErrVerify is wrapped by every verification failure (a *StepError names
+// the step).
+var ErrVerify = errors.New("anchor: proof bundle does not verify")
+
+// The verification steps, in order (docs/proof-bundle.md).
+const (
+	StepEnvelope     = "envelope signature"
+	StepDeviceKey    = "device key registered on the ledger"
+	StepReceipt      = "gateway receipt signature and envelope hash"
+	StepLeaf         = "Merkle leaf (salt and receipt)"
+	StepMerklePath   = "Merkle path to the batch root"
+	StepHeaderSig    = "batch header signed by the gateway"
+	StepAnchorTx     = "anchor tx is the signed batch header"
+	StepAnchorBlock  = "anchor tx in a block signed by 2/3+ of the trusted validators"
+	StepAnchorResult = "anchor tx accepted by the ledger (result code 0)"
+)
+
+// Steps lists the step names in the order Verify runs them.
+var Steps = []string{
+	StepEnvelope, StepDeviceKey, StepReceipt, StepLeaf, StepMerklePath,
+	StepHeaderSig, StepAnchorTx, StepAnchorBlock, StepAnchorResult,
+}
+
+// StepError is a failed verification step.
+type StepError struct {
+	Step string
+	Err  error
+}
+
+func (e *StepError) Error() string { return fmt.Sprintf("%s: %v", e.Step, e.Err) }
+
+// Unwrap returns both ErrVerify and the cause, so errors.Is works for either.
+func (e *StepError) Unwrap() []error { return []error{ErrVerify, e.Err} }
+
+// Bundle is the self-contained evidence for one record. Its JSON form is
+// the proof bundle file; byte members travel as base64 (std), hashes as hex.
+type Bundle struct {
+	Type string `json:"type"` // BundleType
+	V    int    `json:"v"`    // BundleVersion
+
+	// Record names the record (informational: every member is checked
+	// against the signed documents below).
+	Record BundleRecord `json:"record"`
+
+	// Envelope is the device's envelope exactly as the gateway received it.
+	Envelope []byte `json:"envelope"`
+
+	// Device is the device's RegisterDevice transaction and its proof.
+	Device BundleDevice `json:"device"`
+
+	// Receipt is the gateway's receipt body and its signature.
+	Receipt BundleSigned `json:"receipt"`
+
+	// Salt is the record's 16-byte leaf salt (hex).
+	Salt HexBytes `json:"salt"`
+
+	// Merkle is the record's inclusion proof in its batch tree.
+	Merkle BundleMerkle `json:"merkle"`
+
+	// Batch is the batch header bytes and the gateway's signature over them.
+	Batch BundleSigned `json:"batch"`
+
+	// Gateway is the gateway's public key (SPKI DER).
+	Gateway BundleGateway `json:"gateway"`
+
+	// Anchor proves the AnchorBatch tx (the signed header) committed in a
+	// block the consortium signed, with result code 0.
+	Anchor *AnchorProof `json:"anchor"`
+}
+
+// BundleRecord names the record a bundle is about.
+type BundleRecord struct {
+	Gateway device.DID `json:"gateway"`
+	GSeq    uint64     `json:"gseq"`
+	DID     device.DID `json:"did"`
+	Seq     uint64     `json:"seq"`
+}
+
+// BundleDevice holds the device's registration on the ledger.
+type BundleDevice struct {
+	// Tx is the RegisterDevice transaction bytes.
+	Tx []byte `json:"tx"`
+	// Proof proves Tx committed with code 0 in a block the consortium signed.
+	Proof *AnchorProof `json:"proof"`
+}
+
+// BundleSigned is a signed document: its exact bytes and the DER signature.
+type BundleSigned struct {
+	Body []byte `json:"body"`
+	Sig  []byte `json:"sig"`
+}
+
+// BundleMerkle is an RFC 6962 inclusion proof: the leaf index (gseq -
+// first), the tree size (the header's count) and the sibling hashes from the
+// leaf up.
+type BundleMerkle struct {
+	Index uint64 `json:"index"`
+	Size  uint64 `json:"size"`
+	Path  []Hash `json:"path"`
+}
+
+// BundleGateway is the gateway's public key. The ledger accepted an
+// AnchorBatch and a RegisterDevice tx signed by this key only because the key
+// belonged to a member gateway, so steps 2 and 9 prove its membership.
+type BundleGateway struct {
+	DID device.DID `json:"did"`
+	Pub []byte     `json:"pub"`
+}
+
+// HexBytes travels in JSON as lowercase hex.
+type HexBytes []byte
+
+// MarshalText encodes b as lowercase hex.
+func (b HexBytes) MarshalText() ([]byte, error) {
+	return fmt.Appendf(nil, "%x", []byte(b)), nil
+}
+
+// UnmarshalText decodes lowercase hex.
+func (b *HexBytes) UnmarshalText(t []byte) error {
+	out := make([]byte, len(t)/2)
+	if len(t)%2 != 0 {
+		return fmt.Errorf("hex of odd length %d", len(t))
+	}
+	for i := 0; i < len(t); i += 2 {
+		hi, ok1 := unhex(t[i])
+		lo, ok2 := unhex(t[i+1])
+		if !ok1 || !ok2 {
+			return fmt.Errorf("want lowercase hex digits")
+		}
+		out[i/2] = hi<<4 | lo
+	}
+	*b = out
+	return nil
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}
+
+// Encode returns the bundle as indented JSON.
+func (b *Bundle) Encode() ([]byte, error) {
+	out, err := json.MarshalIndent(b, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("anchor: encode bundle: %w", err)
+	}
+	return append(out, '\n'), nil
+}
+
+// ParseBundle decodes a bundle strictly (no unknown or duplicate members)
+// and checks that every part is present. It verifies nothing.
+func ParseBundle(data []byte) (*Bundle, error) {
+	if len(data) > MaxBundleBytes {
+		return nil, fmt.Errorf("%w: %d bytes > %d", ErrMalformedBundle, len(data), MaxBundleBytes)
+	}
+	var b Bundle
+	if err := checkNoDuplicateKeysDepth(data); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedBundle, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedBundle, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: trailing data", ErrMalformedBundle)
+	}
+	switch {
+	case b.Type != BundleType:
+		return nil, fmt.Errorf("%w: type %q, want %q", ErrMalformedBundle, b.Type, BundleType)
+	case b.V != BundleVersion:
+		return nil, fmt.Errorf("%w: version %d, want %d", ErrMalformedBundle, b.V, BundleVersion)
+	case len(b.Envelope) == 0:
+		return nil, fmt.Errorf("%w: no envelope", ErrMalformedBundle)
+	case len(b.Device.Tx) == 0 || b.Device.Proof == nil:
+		return nil, fmt.Errorf("%w: no device registration tx or proof", ErrMalformedBundle)
+	case len(b.Receipt.Body) == 0 || len(b.Receipt.Sig) == 0:
+		return nil, fmt.Errorf("%w: no receipt", ErrMalformedBundle)
+	case len(b.Batch.Body) == 0 || len(b.Batch.Sig) == 0:
+		return nil, fmt.Errorf("%w: no batch header", ErrMalformedBundle)
+	case len(b.Gateway.Pub) == 0:
+		return nil, fmt.Errorf("%w: no gateway key", ErrMalformedBundle)
+	case b.Anchor == nil:
+		return nil, fmt.Errorf("%w: no anchor proof", ErrMalformedBundle)
+	}
+	return &b, nil
+}
+
+// checkNoDuplicateKeysDepth refuses duplicate (case-insensitive) members at
+// any depth; light blocks nest deeper than signed bodies do.
+func checkNoDuplicateKeysDepth(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	return walkJSONDepth(dec, 0, 64)
+}
+
+func walkJSONDepth(dec *json.Decoder, depth, max int) error {
+	if depth > max {
+		return errors.New("JSON nested too deeply")
+	}
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	delim, ok := tok.(json.Delim)
+	if !ok {
+		return nil
+	}
+	switch delim {
+	case '{':
+		seen := map[string]bool{}
+		for dec.More() {
+			k, err := dec.Token()
+			if err != nil {
+				return err
+			}
+			key, _ := k.(string)
+			key = lowerASCII(key)
+			if seen[key] {
+				return fmt.Errorf("duplicate key %q", key)
+			}
+			seen[key] = true
+			if err := walkJSONDepth(dec, depth+1, max); err != nil {
+				return err
+			}
+		}
+	case '[':
+		for dec.More() {
+			if err := walkJSONDepth(dec, depth+1, max); err != nil {
+				return err
+			}
+		}
+	}
+	_, err = dec.Token()
+	return err
+}
+
+func lowerASCII(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// ReadBundleFile reads and parses a bundle file.
+func ReadBundleFile(path string) (*Bundle, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("anchor: read bundle: %w", err)
+	}
+	return ParseBundle(data)
+}
+
+// Verified is what a bundle proves once every step passed.
+type Verified struct {
+	Record         BundleRecord
+	Kind           string
+	DeviceTS       string
+	Header         *BatchHeader
+	HeaderHash     Hash
+	RegisterHeight int64
+	AnchorHeight   int64
+	AnchorTxHash   string
+	BlockTime      string
+}
+
+// Verify checks the bundle offline against trust, step by step, calling
+// report (if not nil) after each step with its name and its error (nil if it
+// passed). It stops at the first failure and returns a *StepError.
+func (b *Bundle) Verify(trust *Trust, report func(step string, detail string, err error)) (*Verified, error) {
+	v := &verifier{b: b, trust: trust, out: &Verified{}}
+	steps := []struct {
+		name string
+		run  func() (string, error)
+	}{
+		{StepEnvelope, v.envelope},
+		{StepDeviceKey, v.deviceKey},
+		{StepReceipt, v.receiptSig},
+		{StepLeaf, v.leaf},
+		{StepMerklePath, v.merklePath},
+		{StepHeaderSig, v.headerSig},
+		{StepAnchorTx, v.anchorTx},
+		{StepAnchorBlock, v.anchorBlock},
+		{StepAnchorResult, v.anchorResult},
+	}
+	for _, s := range steps {
+		detail, err := s.run()
+		if report != nil {
+			report(s.name, detail, err)
+		}
+		if err != nil {
+			return nil, &StepError{Step: s.name, Err: err}
+		}
+	}
+	return v.out, nil
+}
+
+// verifier carries what one step learns to the next.
+type verifier struct {
+	b     *Bundle
+	trust *Trust
+	out   *Verified
+
+	devicePub  *ecdsa.PublicKey
+	devTx      *Tx
+	reg        *DeviceRegistration
+	opened     *device.Opened
+	gatewayPub *ecdsa.PublicKey
+	rcpt       *ReceiptBody
+	leafHash   Hash
+	header     *BatchHeader
+	anchorErr  error
+}
+
+// envelope: the envelope's signature verifies under the key that the
+// registration tx names for the envelope's DID.
+func (v *verifier) envelope() (string, error) {
+	tx, err := DecodeTx(v.b.Device.Tx)
+	if err != nil {
+		return "", fmt.Errorf("registration tx: %w", err)
+	}
+	body, err := DecodeBody(tx.Body)
+	if err != nil {
+		return "", fmt.Errorf("registration tx: %w", err)
+	}
+	rd, ok := body.(*RegisterDeviceBody)
+	if !ok {
+		return "", fmt.Errorf("registration tx is a %s, not a %s", tx.Type(), TypeRegisterDevice)
+	}
+	reg, pub, err := ParseDeviceRegistration(rd.Registration)
+	if err != nil {
+		return "", fmt.Errorf("registration: %w", err)
+	}
+	if !device.VerifySignature(pub, rd.Registration, rd.DeviceSig) {
+		return "", errors.New("registration: device's proof-of-possession signature does not verify")
+	}
+	o, err := device.Open(v.b.Envelope, 0)
+	if err != nil {
+		return "", fmt.Errorf("envelope: %w", err)
+	}
+	if err := o.VerifySignature(pub); err != nil {
+		return "", fmt.Errorf("envelope under the registered key of %s: %w", reg.DID, err)
+	}
+	if o.Body.DID != v.b.Record.DID || o.Body.Seq != v.b.Record.Seq {
+		return "", fmt.Errorf("envelope is %s seq %d, bundle names %s seq %d", o.Body.DID, o.Body.Seq, v.b.Record.DID, v.b.Record.Seq)
+	}
+	v.devTx, v.reg, v.devicePub, v.opened = tx, reg, pub, o
+	v.out.Kind, v.out.DeviceTS = o.Body.Kind, o.Body.TS
+	return fmt.Sprintf("%s seq %d (%s, %s)", o.Body.DID, o.Body.Seq, o.Body.Kind, o.Body.TS), nil
+}
+
+// deviceKey: the registration tx committed with code 0 in a block signed by
+// the trusted validators, signed by the gateway of the bundle.
+func (v *verifier) deviceKey() (string, error) {
+	gwPub, err := device.ParsePublicKeyDER(v.b.Gateway.Pub)
+	if err != nil {
+		return "", fmt.Errorf("gateway key: %w", err)
+	}
+	if !v.b.Gateway.DID.Matches(gwPub) {
+		return "", fmt.Errorf("gateway key is %s, bundle names %s", device.DIDFromPublicKey(gwPub), v.b.Gateway.DID)
+	}
+	v.gatewayPub = gwPub
+	p := v.b.Device.Proof
+	if err := p.VerifyTx(v.trust, v.b.Device.Tx); err != nil {
+		return "", err
+	}
+	if v.devTx.Signer != v.b.Gateway.DID {
+		return "", fmt.Errorf("registration tx signed by %s, not by the bundle's gateway %s", v.devTx.Signer, v.b.Gateway.DID)
+	}
+	v.out.RegisterHeight = p.Height
+	return fmt.Sprintf("%s registered by %s at height %d (tx %X)", v.reg.DID, v.devTx.Signer, p.Height, cmttypes.Tx(p.Tx).Hash()), nil
+}
+
+// receipt: the gateway signed the receipt; it names the envelope's hash,
+// DID and seq.
+func (v *verifier) receiptSig() (string, error) {
+	if !device.VerifySignature(v.gatewayPub, v.b.Receipt.Body, v.b.Receipt.Sig) {
+		return "", fmt.Errorf("receipt signature does not verify under the key of %s", v.b.Gateway.DID)
+	}
+	r, err := ParseReceipt(v.b.Receipt.Body)
+	if err != nil {
+		return "", err
+	}
+	if r.Gateway != v.b.Gateway.DID {
+		return "", fmt.Errorf("receipt names gateway %s, bundle %s", r.Gateway, v.b.Gateway.DID)
+	}
+	if env := SM3(v.b.Envelope); r.Env != env {
+		return "", fmt.Errorf("receipt env %s, envelope hashes to %s", r.Env, env)
+	}
+	if r.DID != v.opened.Body.DID || r.Seq != v.opened.Body.Seq {
+		return "", fmt.Errorf("receipt is for %s seq %d, envelope %s seq %d", r.DID, r.Seq, v.opened.Body.DID, v.opened.Body.Seq)
+	}
+	if r.GSeq != v.b.Record.GSeq {
+		return "", fmt.Errorf("receipt gseq %d, bundle names %d", r.GSeq, v.b.Record.GSeq)
+	}
+	v.rcpt = r
+	return fmt.Sprintf("gseq %d received %s by %s", r.GSeq, r.Recv, r.Gateway), nil
+}
+
+func (v *verifier) leaf() (string, error) {
+	if len(v.b.Salt) != SaltSize {
+		return "", fmt.Errorf("salt of %d bytes, want %d", len(v.b.Salt), SaltSize)
+	}
+	v.leafHash = LeafHash(v.b.Salt, v.b.Receipt.Body)
+	return "leaf " + v.leafHash.String(), nil
+}
+
+func (v *verifier) merklePath() (string, error) {
+	h, err := ParseHeader(v.b.Batch.Body)
+	if err != nil {
+		return "", err
+	}
+	m := v.b.Merkle
+	if v.rcpt.GSeq < h.First || v.rcpt.GSeq > h.Last {
+		return "", fmt.Errorf("gseq %d outside the batch's records %d..%d", v.rcpt.GSeq, h.First, h.Last)
+	}
+	if m.Index != v.rcpt.GSeq-h.First {
+		return "", fmt.Errorf("leaf index %d, want gseq-first = %d", m.Index, v.rcpt.GSeq-h.First)
+	}
+	if m.Size != h.Count {
+		return "", fmt.Errorf("tree size %d, header count %d", m.Size, h.Count)
+	}
+	if err := VerifyInclusion(v.leafHash, m.Index, m.Size, m.Path, h.Root); err != nil {
+		return "", err
+	}
+	v.header = h
+	v.out.Header, v.out.HeaderHash = h, h.Hash()
+	return fmt.Sprintf("leaf %d of %d → root %s (batch %d)", m.Index, m.Size, h.Root, h.Seq), nil
+}
+
+func (v *verifier) headerSig() (string, error) {
+	if v.header.Gateway != v.b.Gateway.DID {
+		return "", fmt.Errorf("header names gateway %s, bundle %s", v.header.Gateway, v.b.Gateway.DID)
+	}
+	if !device.VerifySignature(v.gatewayPub, v.b.Batch.Body, v.b.Batch.Sig) {
+		return "", fmt.Errorf("header signature does not verify under the key of %s", v.b.Gateway.DID)
+	}
+	v.out.Record = BundleRecord{Gateway: v.header.Gateway, GSeq: v.rcpt.GSeq, DID: v.rcpt.DID, Seq: v.rcpt.Seq}
+	return fmt.Sprintf("batch %d (gseq %d..%d) hash %s", v.header.Seq, v.header.First, v.header.Last, v.out.HeaderHash), nil
+}
+
+func (v *verifier) anchorTx() (string, error) {
+	tx, err := DecodeTx(v.b.Anchor.Tx)
+	if err != nil {
+		return "", fmt.Errorf("anchor tx: %w", err)
+	}
+	if tx.Signer != v.b.Gateway.DID {
+		return "", fmt.Errorf("anchor tx signed by %s, not %s", tx.Signer, v.b.Gateway.DID)
+	}
+	if !bytes.Equal(tx.Body, v.b.Batch.Body) {
+		return "", errors.New("anchor tx body is not the batch header")
+	}
+	if !bytes.Equal(tx.Sig, v.b.Batch.Sig) {
+		return "", errors.New("anchor tx signature is not the header signature")
+	}
+	return "AnchorBatch body and signature = header and signature", nil
+}
+
+// anchorBlock runs the AnchorProof checks of the header, the tx proof and
+// the next header; a failure of the result part is left to anchorResult.
+func (v *verifier) anchorBlock() (string, error) {
+	p := v.b.Anchor
+	v.anchorErr = p.Verify(v.trust)
+	var ve *VerifyError
+	if v.anchorErr != nil && !(errors.As(v.anchorErr, &ve) && (ve.Step == StepResult || ve.Step == StepTxCode)) {
+		return "", v.anchorErr
+	}
+	v.out.AnchorHeight = p.Height
+	v.out.AnchorTxHash = fmt.Sprintf("%X", cmttypes.Tx(p.Tx).Hash())
+	v.out.BlockTime = p.Header.Time.UTC().Format(time.RFC3339Nano)
+	return fmt.Sprintf("chain %s height %d, tx %s (index %d), block time %s, %d validators",
+		p.ChainID, p.Height, v.out.AnchorTxHash, p.Index, v.out.BlockTime, p.Validators.Size()), nil
+}
+
+// anchorResult: the tx result under the next header's LastResultsHash has
+// code 0.
+func (v *verifier) anchorResult() (string, error) {
+	if v.anchorErr != nil {
+		return "", v.anchorErr
+	}
+	return fmt.Sprintf("code 0, proven under LastResultsHash of block %d", v.b.Anchor.NextHeader.Height), nil
+}
+
+// ReceiptType is the "type" of a gateway receipt body.
+const ReceiptType = "Receipt"
+
+// ReceiptBody is the gateway-signed receipt of one record
+// (docs/internals.md, "Records, receipts and leaves"):
+//
+//	{"type":"Receipt","v":1,"gateway":"did:ea:…","gseq":7,"did":"did:ea:…","seq":3,"recv":"…Z","env":"<hex SM3 of the envelope>"}
+type ReceiptBody struct {
+	Type    string     `json:"type"`
+	V       int        `json:"v"`
+	Gateway device.DID `json:"gateway"`
+	GSeq    uint64     `json:"gseq"`
+	DID     device.DID `json:"did"`
+	Seq     uint64     `json:"seq"`
+	Recv    string     `json:"recv"`
+	Env     Hash       `json:"env"`
+}
+
+// ParseReceipt decodes receipt body bytes strictly and checks its members.
+func ParseReceipt(b []byte) (*ReceiptBody, error) {
+	var r ReceiptBody
+	if err := decodeStrict(b, &r); err != nil {
+		return nil, fmt.Errorf("receipt: %w", err)
+	}
+	switch {
+	case r.Type != ReceiptType:
+		return nil, fmt.Errorf("receipt: type %q, want %q", r.Type, ReceiptType)
+	case r.V != 1:
+		return nil, fmt.Errorf("receipt: version %d, want 1", r.V)
+	case r.GSeq == 0 || r.Seq == 0:
+		return nil, errors.New("receipt: gseq and seq start at 1")
+	}
+	if _, err := device.ParseDID(string(r.Gateway)); err != nil {
+		return nil, fmt.Errorf("receipt: gateway: %w", err)
+	}
+	if _, err := device.ParseDID(string(r.DID)); err != nil {
+		return nil, fmt.Errorf("receipt: did: %w", err)
+	}
+	if _, err := ParseTime(r.Recv); err != nil {
+		return nil, fmt.Errorf("receipt: recv: %w", err)
+	}
+	return &r, nil
+}
+
+// ProveTxHash is ProveAnchor for a committed tx known only by its CometBFT
+// hash (hex): the gateway uses it for a device's RegisterDevice tx, whose
+// hash the ledger's device record names. ErrNotFound if it never committed.
+func (c *Client) ProveTxHash(ctx context.Context, txHash string) (*AnchorProof, error) {
+	h, err := hex.DecodeString(txHash)
+	if err != nil || len(h) != 32 {
+		return nil, fmt.Errorf("anchor: tx hash %q: want 64 hex digits", txHash)
+	}
+	var res *ctypes.ResultTx
+	err = c.call(ctx, "tx", func(ctx context.Context) error {
+		var e error
+		res, e = c.rpc.Tx(ctx, h, false)
+		return e
+	})
+	if err != nil {
+		if strings.Contains(rpcErrorData(err), "not found") {
+			return nil, fmt.Errorf("%w: tx %s", ErrNotFound, txHash)
+		}
+		return nil, err
+	}
+	return c.ProveAnchor(ctx, res.Tx)
+}

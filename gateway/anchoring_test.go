@@ -1,0 +1,322 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgertest"
+	"github.com/edgeanchor/edgeanchor/broker"
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+// anEnv is a real single-validator ledger, a real gateway (mochi broker,
+// Badger store, batcher, anchorer, HTTP API) whose key is a genesis member,
+// and devices registered on the ledger.
+type anEnv struct {
+	t      *testing.T
+	node   *ledgertest.Node
+	lgw    *ledgertest.Gateway
+	client *anchor.Client
+	g      *Gateway
+	an     *Anchoring
+	devs   []*anDevice
+	cancel context.CancelFunc
+	done   chan error
+}
+
+type anDevice struct {
+	key *device.KeySigner
+	c   paho.Client
+	seq uint64
+
+	mu       sync.Mutex
+	receipts []ReceiptMessage
+}
+
+func anStart(t *testing.T, ndev int, interval time.Duration) *anEnv {
+	t.Helper()
+	lgw := ledgertest.NewGateway(t, "site-a")
+	node := ledgertest.Start(t, ledgertest.Options{Gateways: []*ledgertest.Gateway{lgw}, Logger: discardLog()})
+	client, err := anchor.NewClient(node.RPC, anchor.ClientOptions{Retries: 2, Backoff: 50 * time.Millisecond, RequestTimeout: 2 * time.Second, CommitTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Close() })
+	e := &anEnv{t: t, node: node, lgw: lgw, client: client}
+	reg := broker.NewStaticRegistry()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for range ndev {
+		key, tx := lgw.NewDevice(t, "env")
+		if _, err := client.Submit(ctx, tx); err != nil {
+			t.Fatalf("register device: %v", err)
+		}
+		reg.Put(broker.DeviceInfo{DID: key.DID(), Pub: key.Public(), Kind: "env", Site: "site-a"})
+		e.devs = append(e.devs, &anDevice{key: key})
+	}
+	cfg := DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.KeyPath = "unused-signer-given"
+	cfg.MQTT = MQTTConfig{TCP: "127.0.0.1:0"}
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.Limits.DeviceRate = 0
+	cfg.LedgerRPC = node.RPC
+	cfg.BatchInterval = interval
+	cfg.BatchSize = 10_000
+	prom := prometheus.NewRegistry()
+	g, err := New(cfg, Deps{Logger: discardLog(), Registerer: prom, Gatherer: prom, Signer: lgw.Signer, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.an, err = EnableAnchoring(g, client); err != nil {
+		t.Fatal(err)
+	}
+	e.g = g
+	runCtx, runCancel := context.WithCancel(context.Background())
+	e.cancel, e.done = runCancel, make(chan error, 1)
+	go func() { e.done <- g.Run(runCtx) }()
+	waitFor(t, 10*time.Second, "broker up", g.Broker().Up)
+	t.Cleanup(e.stop)
+	for _, d := range e.devs {
+		e.connect(d)
+	}
+	return e
+}
+
+func (e *anEnv) stop() {
+	if e.cancel == nil {
+		return
+	}
+	for _, d := range e.devs {
+		if d.c != nil {
+			d.c.Disconnect(0)
+		}
+	}
+	e.cancel()
+	e.cancel = nil
+	select {
+	case err := <-e.done:
+		if err != nil {
+			e.t.Errorf("gateway Run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		e.t.Error("gateway did not stop")
+	}
+}
+
+func (e *anEnv) connect(d *anDevice) {
+	e.t.Helper()
+	pw, err := broker.MakeCredential(d.key, time.Now())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	o := paho.NewClientOptions().AddBroker("tcp://" + e.g.Broker().Addr("tcp")).SetClientID(string(d.key.DID())).
+		SetUsername(string(d.key.DID())).SetPassword(pw).SetAutoReconnect(false).SetConnectRetry(false).SetCleanSession(true)
+	c := paho.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		e.t.Fatalf("connect %s: %v", d.key.DID(), tok.Error())
+	}
+	tok := c.Subscribe(broker.ReceiptTopic(d.key.DID()), 1, func(_ paho.Client, m paho.Message) {
+		var rm ReceiptMessage
+		if json.Unmarshal(m.Payload(), &rm) == nil {
+			d.mu.Lock()
+			d.receipts = append(d.receipts, rm)
+			d.mu.Unlock()
+		}
+	})
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		e.t.Fatalf("subscribe: %v", tok.Error())
+	}
+	d.c = c
+}
+
+// publish sends the device's next reading with QoS 1 and waits for the
+// PUBACK (the record is on disk).
+func (e *anEnv) publish(d *anDevice) error {
+	d.seq++
+	body, err := device.NewBody(d.key.DID(), d.seq, time.Now(), "env.dust", map[string]any{"pm25_ugm3": 8.25, "pm10_ugm3": 20.5, "noise_dba": 61.5})
+	if err != nil {
+		return err
+	}
+	env, err := device.Seal(d.key, body)
+	if err != nil {
+		return err
+	}
+	tok := d.c.Publish(broker.UpTopic(d.key.DID()), 1, false, env)
+	if !tok.WaitTimeout(10 * time.Second) {
+		return errors.New("publish: no PUBACK in 10s")
+	}
+	return tok.Error()
+}
+
+// waitAnchored waits until every stored record's batch is committed.
+func (e *anEnv) waitAnchored(d time.Duration) {
+	e.t.Helper()
+	waitFor(e.t, d, "all records anchored", func() bool {
+		last := e.g.Store().LastGSeq()
+		if last == 0 {
+			return false
+		}
+		sb, err := e.an.Batches.ByGSeq(last)
+		return err == nil && sb.Anchor != nil
+	})
+}
+
+func (e *anEnv) trust() *anchor.Trust {
+	e.t.Helper()
+	tr, err := anchor.ExportTrustFromHome(e.node.Home)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return tr
+}
+
+func (e *anEnv) get(path string) (int, []byte) {
+	e.t.Helper()
+	resp, err := http.Get("http://" + e.g.HTTPAddr() + path)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
+// checkLedgerChain compares every stored batch with the ledger's copy and
+// returns the number of batches.
+func (e *anEnv) checkLedgerChain() int {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := 0
+	for seq := uint64(1); ; seq++ {
+		sb, err := e.an.Batches.Get(seq)
+		if errors.Is(err, ErrNoBatch) {
+			break
+		}
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		br, err := e.client.Batch(ctx, e.lgw.DID(), seq)
+		if err != nil {
+			e.t.Fatalf("batch %d on the ledger: %v", seq, err)
+		}
+		if br.Hash != sb.Hash || sb.Anchor == nil || br.Height != sb.Anchor.Height {
+			e.t.Fatalf("batch %d: ledger hash %s height %d, stored %s %+v", seq, br.Hash, br.Height, sb.Hash, sb.Anchor)
+		}
+		n++
+	}
+	last, err := e.client.LastBatch(ctx, e.lgw.DID())
+	if err != nil || last.Seq != uint64(n) {
+		e.t.Fatalf("ledger's last batch %v (%v), want %d", last, err, n)
+	}
+	return n
+}
+
+func TestEndToEndBundleVerifiesOffline(t *testing.T) {
+	e := anStart(t, 2, 200*time.Millisecond)
+	for range 5 {
+		for _, d := range e.devs {
+			if err := e.publish(d); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	e.waitAnchored(30 * time.Second)
+	if e.g.Store().LastGSeq() != 10 {
+		t.Fatalf("stored %d records, want 10", e.g.Store().LastGSeq())
+	}
+	nb := e.checkLedgerChain()
+	checkChain(t, &batchEnv{store: e.g.Store(), blog: e.an.Batches, gw: e.lgw.Signer})
+
+	// Every device gets the anchored receipt of each of its records.
+	for _, d := range e.devs {
+		waitFor(t, 10*time.Second, "anchored receipts", func() bool {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			n := 0
+			for _, r := range d.receipts {
+				if r.Batch > 0 && r.Height > 0 && r.TX != "" {
+					n++
+				}
+			}
+			return n == 5
+		})
+	}
+
+	trust := e.trust()
+	for gseq := uint64(1); gseq <= 10; gseq++ {
+		code, body := e.get(fmt.Sprintf("/v1/records/%d/proof", gseq))
+		if code != http.StatusOK {
+			t.Fatalf("proof of %d: %d %s", gseq, code, body)
+		}
+		b, err := anchor.ParseBundle(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var steps []string
+		v, err := b.Verify(trust, func(step, _ string, err error) {
+			if err == nil {
+				steps = append(steps, step)
+			}
+		})
+		if err != nil {
+			t.Fatalf("bundle %d: %v", gseq, err)
+		}
+		if len(steps) != len(anchor.Steps) {
+			t.Fatalf("bundle %d: %d steps passed, want %d", gseq, len(steps), len(anchor.Steps))
+		}
+		if v.Record.GSeq != gseq || v.AnchorHeight == 0 || v.Header.Seq == 0 || v.Header.Seq > uint64(nb) {
+			t.Fatalf("bundle %d: verified %+v", gseq, v)
+		}
+	}
+	// By device and seq: the same record.
+	d := e.devs[1]
+	code, body := e.get(fmt.Sprintf("/v1/devices/%s/records/3/proof", d.key.DID()))
+	if code != http.StatusOK {
+		t.Fatalf("proof by device: %d %s", code, body)
+	}
+	b, err := anchor.ParseBundle(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := b.Verify(trust, nil); err != nil || v.Record.DID != d.key.DID() || v.Record.Seq != 3 {
+		t.Fatalf("by device: %+v %v", v, err)
+	}
+	for path, want := range map[string]int{
+		"/v1/records/99/proof":                                     http.StatusNotFound,
+		"/v1/records/0/proof":                                      http.StatusBadRequest,
+		"/v1/devices/did:ea:00/records/1/proof":                    http.StatusBadRequest,
+		"/v1/records?from_gseq=5&to_gseq=2":                        http.StatusBadRequest,
+		"/v1/records?from_gseq=1&to_gseq=20000":                    http.StatusBadRequest,
+		"/v1/devices/" + string(d.key.DID()) + "/records/77/proof": http.StatusNotFound,
+	} {
+		if code, body := e.get(path); code != want {
+			t.Errorf("GET %s = %d %s, want %d", path, code, body, want)
+		}
+	}
+	code, body = e.get("/v1/records?from_gseq=1&to_gseq=10")
+	var ra RangeAnswer
+	if code != http.StatusOK || json.Unmarshal(body, &ra) != nil || len(ra.Records) != 10 || ra.LastGSeq != 10 {
+		t.Fatalf("range: %d %s", code, body)
+	}
+	for i, r := range ra.Records {
+		if r.GSeq != uint64(i+1) || len(r.Salt) != anchor.SaltSize {
+			t.Fatalf("range record %d: %+v", i, r)
+		}
+	}
+}

@@ -1,0 +1,602 @@
+// Package ledger is the consortium ledger: a CometBFT ABCI application that
+// keeps gateway membership, the device registry and gateways' batch anchors,
+// plus the in-process node runner and home generation (docs/ledger.md).
+package ledger
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+
+	dbm "github.com/cometbft/cometbft-db"
+	abci "github.com/cometbft/cometbft/abci/types"
+	"github.com/cometbft/cometbft/crypto/tmhash"
+
+	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+// AppVersion is the application protocol version reported by Info.
+const AppVersion uint64 = 1
+
+// App is the ledger's ABCI application. Its state lives in a cometbft-db
+// database; FinalizeBlock stages a block's writes and Commit writes them in
+// one synced batch with the new height and app hash, so a restart resumes at
+// the last committed block and CometBFT's handshake replays the rest.
+//
+// Every transaction goes through one function, execute, whether it comes
+// from CheckTx, PrepareProposal, ProcessProposal or FinalizeBlock: the result
+// depends only on the committed state and the transactions before it, never
+// on the clock or on map order.
+type App struct {
+	abci.BaseApplication
+
+	mu      sync.Mutex
+	db      dbm.DB
+	log     *slog.Logger
+	metrics *Metrics
+
+	height  int64  // last committed height
+	appHash []byte // app hash of the last committed height
+
+	admins     map[device.DID]*ecdsa.PublicKey
+	regulators map[device.DID]*ecdsa.PublicKey
+
+	initStage  *overlay // InitChain's writes, committed with the first block
+	block      *overlay // FinalizeBlock's writes, committed by Commit
+	blockHash  []byte
+	blockH     int64
+	checkState *overlay // CheckTx's view: committed state + mempool txs
+
+	keys    map[string]*ecdsa.PublicKey // parsed keys by DER (verification caches per pointer)
+	sigSeen map[anchor.Hash]struct{}    // (tx, key) pairs whose signature verified
+}
+
+var _ abci.Application = (*App)(nil)
+
+const (
+	maxKeyCache = 4096
+	maxSigCache = 1 << 16
+)
+
+// NewApp opens the application over db (which it does not close) and loads
+// the committed height, app hash and genesis keys. metrics may be nil.
+func NewApp(db dbm.DB, logger *slog.Logger, metrics *Metrics) (*App, error) {
+	if metrics == nil {
+		metrics, _ = NewMetrics(nil)
+	}
+	a := &App{
+		db: db, log: logger, metrics: metrics,
+		admins:     map[device.DID]*ecdsa.PublicKey{},
+		regulators: map[device.DID]*ecdsa.PublicKey{},
+		keys:       map[string]*ecdsa.PublicKey{},
+		sigSeen:    map[anchor.Hash]struct{}{},
+	}
+	st := newOverlay(dbReader{db})
+	var m meta
+	if _, err := st.getJSON(keyMeta, &m); err != nil {
+		return nil, err
+	}
+	a.height, a.appHash = m.Height, m.AppHash
+	g, err := st.get(keyGenesis)
+	if err != nil {
+		return nil, err
+	}
+	if g != nil {
+		if err := a.loadGenesis(g); err != nil {
+			return nil, fmt.Errorf("ledger: stored genesis: %w", err)
+		}
+	}
+	a.checkState = newOverlay(a.base())
+	return a, nil
+}
+
+// Height returns the last committed height.
+func (a *App) Height() int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.height
+}
+
+// LastCommit returns the last committed height and its app hash.
+func (a *App) LastCommit() (int64, []byte) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.height, append([]byte(nil), a.appHash...)
+}
+
+func (a *App) loadGenesis(appState []byte) error {
+	g, err := anchor.ParseGenesisState(appState)
+	if err != nil {
+		return err
+	}
+	for _, der := range g.Admins {
+		pub, _ := device.ParsePublicKeyDER(der)
+		a.admins[device.DIDFromPublicKey(pub)] = pub
+	}
+	for _, der := range g.Regulators {
+		pub, _ := device.ParsePublicKeyDER(der)
+		a.regulators[device.DIDFromPublicKey(pub)] = pub
+	}
+	return nil
+}
+
+// base is the committed state plus InitChain's writes before block 1.
+func (a *App) base() reader {
+	if a.initStage != nil {
+		return a.initStage
+	}
+	return dbReader{a.db}
+}
+
+// Info reports the last committed height and app hash.
+func (a *App) Info(context.Context, *abci.RequestInfo) (*abci.ResponseInfo, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return &abci.ResponseInfo{
+		Data:             "edgeanchor-ledger",
+		Version:          "1",
+		AppVersion:       AppVersion,
+		LastBlockHeight:  a.height,
+		LastBlockAppHash: a.appHash,
+	}, nil
+}
+
+// InitChain reads the genesis app_state (admins, regulators, initial
+// gateways) and returns the genesis app hash.
+func (a *App) InitChain(_ context.Context, req *abci.RequestInitChain) (*abci.ResponseInitChain, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	g, err := anchor.ParseGenesisState(req.AppStateBytes)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: InitChain: %w", err)
+	}
+	a.admins = map[device.DID]*ecdsa.PublicKey{}
+	a.regulators = map[device.DID]*ecdsa.PublicKey{}
+	if err := a.loadGenesis(req.AppStateBytes); err != nil {
+		return nil, fmt.Errorf("ledger: InitChain: %w", err)
+	}
+	st := newOverlay(dbReader{a.db})
+	st.set(keyGenesis, append([]byte(nil), req.AppStateBytes...))
+	for _, gw := range g.Gateways {
+		st.setJSON(keyGateway(gw.DID), &GatewayRecord{
+			DID: gw.DID, Pub: gw.Pub, Site: gw.Site, Name: gw.Name, Status: StatusMember,
+		})
+	}
+	a.initStage = st
+	a.appHash = genesisAppHash(req.AppStateBytes)
+	a.checkState = newOverlay(a.base())
+	a.log.Info("ledger genesis loaded", "admins", len(g.Admins), "regulators", len(g.Regulators), "gateways", len(g.Gateways))
+	return &abci.ResponseInitChain{AppHash: a.appHash}, nil
+}
+
+// CheckTx validates a transaction against the committed state plus the
+// transactions already in the mempool, so a gateway may have several
+// consecutive batches in flight. Refusals are answered with a code, never a
+// Go error.
+func (a *App) CheckTx(_ context.Context, req *abci.RequestCheckTx) (*abci.ResponseCheckTx, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out, ref := a.execute(a.checkState, req.Tx, a.height+1, 0)
+	if ref != nil {
+		if req.Type == abci.CheckTxType_New {
+			a.metrics.refused.WithLabelValues(ref.code.Name()).Inc()
+		}
+		return &abci.ResponseCheckTx{Code: uint32(ref.code), Codespace: Codespace, Log: ref.Error()}, nil
+	}
+	return &abci.ResponseCheckTx{Code: uint32(CodeOK), Data: out.data, GasWanted: 1}, nil
+}
+
+// PrepareProposal keeps, in mempool order, the transactions that apply.
+func (a *App) PrepareProposal(_ context.Context, req *abci.RequestPrepareProposal) (*abci.ResponsePrepareProposal, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := newOverlay(a.base())
+	txs := make([][]byte, 0, len(req.Txs))
+	var size int64
+	for i, tx := range req.Txs {
+		if size+int64(len(tx)) > req.MaxTxBytes {
+			break
+		}
+		if _, ref := a.execute(st, tx, req.Height, uint32(i)); ref != nil {
+			continue
+		}
+		size += int64(len(tx))
+		txs = append(txs, tx)
+	}
+	return &abci.ResponsePrepareProposal{Txs: txs}, nil
+}
+
+// ProcessProposal rejects a block that holds any transaction the rules
+// refuse: a correct proposer never proposes one.
+func (a *App) ProcessProposal(_ context.Context, req *abci.RequestProcessProposal) (*abci.ResponseProcessProposal, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := newOverlay(a.base())
+	for i, tx := range req.Txs {
+		if _, ref := a.execute(st, tx, req.Height, uint32(i)); ref != nil {
+			a.log.Warn("ledger proposal rejected", "height", req.Height, "index", i, "code", ref.code.Name(), "error", ref.Error())
+			return &abci.ResponseProcessProposal{Status: abci.ResponseProcessProposal_REJECT}, nil
+		}
+	}
+	return &abci.ResponseProcessProposal{Status: abci.ResponseProcessProposal_ACCEPT}, nil
+}
+
+// FinalizeBlock applies the block's transactions to a staging overlay and
+// returns each result and the new app hash; Commit persists them.
+func (a *App) FinalizeBlock(_ context.Context, req *abci.RequestFinalizeBlock) (*abci.ResponseFinalizeBlock, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := newOverlay(a.base())
+	results := make([]*abci.ExecTxResult, len(req.Txs))
+	var applied []appliedTx
+	var counts []func()
+	for i, tx := range req.Txs {
+		out, ref := a.execute(st, tx, req.Height, uint32(i))
+		if ref != nil {
+			a.metrics.refused.WithLabelValues(ref.code.Name()).Inc()
+			results[i] = &abci.ExecTxResult{Code: uint32(ref.code), Codespace: Codespace, Log: ref.Error()}
+			continue
+		}
+		results[i] = &abci.ExecTxResult{Code: uint32(CodeOK), Data: out.data, Events: out.events, Log: out.typ}
+		applied = append(applied, appliedTx{index: uint32(i), tx: tx})
+		if out.count != nil {
+			counts = append(counts, out.count)
+		}
+	}
+	for _, c := range counts {
+		c()
+	}
+	a.block = st
+	a.blockH = req.Height
+	a.blockHash = appHashStep(a.appHash, req.Height, applied)
+	return &abci.ResponseFinalizeBlock{TxResults: results, AppHash: a.blockHash}, nil
+}
+
+// Commit writes the staged block, height and app hash in one synced batch.
+func (a *App) Commit(context.Context, *abci.RequestCommit) (*abci.ResponseCommit, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.block == nil {
+		return nil, errors.New("ledger: Commit without FinalizeBlock")
+	}
+	a.block.setJSON(keyMeta, &meta{Height: a.blockH, AppHash: a.blockHash})
+	batch := a.db.NewBatch()
+	defer batch.Close()
+	if a.initStage != nil {
+		if err := a.initStage.flush(batch); err != nil {
+			return nil, err
+		}
+	}
+	if err := a.block.flush(batch); err != nil {
+		return nil, err
+	}
+	if err := batch.WriteSync(); err != nil {
+		return nil, fmt.Errorf("ledger: commit height %d: %w", a.blockH, err)
+	}
+	a.height, a.appHash = a.blockH, a.blockHash
+	a.block, a.initStage = nil, nil
+	a.checkState = newOverlay(dbReader{a.db})
+	return &abci.ResponseCommit{}, nil
+}
+
+// outcome is what applying one transaction did.
+type outcome struct {
+	typ    string
+	data   []byte
+	events []abci.Event
+	count  func() // metric update, run once the block is final
+}
+
+// txHash is CometBFT's hash of a tx (SHA-256), as lowercase hex.
+func txHash(tx []byte) string { return hex.EncodeToString(tmhash.Sum(tx)) }
+
+// execute is the one validation function: it checks raw against the state
+// st and, if every rule holds, applies it to st. height and index say where
+// the tx sits (recorded in registrations and anchors).
+func (a *App) execute(st *overlay, raw []byte, height int64, index uint32) (*outcome, *refusal) {
+	tx, err := anchor.DecodeTx(raw)
+	if err != nil {
+		if errors.Is(err, anchor.ErrUnknownTxType) {
+			return nil, refuse(CodeUnknownType, err.Error())
+		}
+		return nil, refuse(CodeMalformed, err.Error())
+	}
+	body, err := anchor.DecodeBody(tx.Body)
+	if err != nil {
+		if errors.Is(err, anchor.ErrUnknownTxType) {
+			return nil, refuse(CodeUnknownType, err.Error())
+		}
+		return nil, refuse(CodeMalformed, err.Error())
+	}
+	pos := position{height: height, index: index, tx: txHash(raw)}
+	bodyHash := tx.BodyHash()
+	check := func(pub *ecdsa.PublicKey) *refusal {
+		if !a.verifyTx(tx, raw, pub) {
+			return refuse(CodeBadSignature, "signer "+string(tx.Signer))
+		}
+		seen, err := st.get(keyBody(bodyHash))
+		if err != nil {
+			panic(err) // the database failed: the node must stop, not diverge
+		}
+		if seen != nil {
+			return refuse(CodeDuplicate, "body sm3 "+bodyHash.String()+" applied at height "+string(seen))
+		}
+		return nil
+	}
+	var out *outcome
+	var ref *refusal
+	switch b := body.(type) {
+	case *anchor.RegisterGatewayBody:
+		out, ref = a.registerGateway(st, tx, b, pos, check)
+	case *anchor.RemoveGatewayBody:
+		out, ref = a.removeGateway(st, tx, b, pos, check)
+	case *anchor.RegisterDeviceBody:
+		out, ref = a.registerDevice(st, tx, b, pos, check)
+	case *anchor.RevokeDeviceBody:
+		out, ref = a.revokeDevice(st, tx, b, pos, check)
+	case *anchor.BatchHeader:
+		out, ref = a.anchorBatch(st, tx, b, pos, check)
+	default:
+		return nil, refuse(CodeUnknownType, fmt.Sprintf("%T", body))
+	}
+	if ref != nil {
+		return nil, ref
+	}
+	st.set(keyBody(bodyHash), []byte(strconv.FormatInt(height, 10)))
+	out.data = bodyHash[:]
+	return out, nil
+}
+
+type position struct {
+	height int64
+	index  uint32
+	tx     string
+}
+
+type checkFunc func(pub *ecdsa.PublicKey) *refusal
+
+func (a *App) registerGateway(st *overlay, tx *anchor.Tx, b *anchor.RegisterGatewayBody, pos position, check checkFunc) (*outcome, *refusal) {
+	admin := a.admins[tx.Signer]
+	if admin == nil {
+		return nil, refuse(CodeWrongSigner, string(tx.Signer)+" is not a genesis admin")
+	}
+	if r := check(admin); r != nil {
+		return nil, r
+	}
+	var rec GatewayRecord
+	found, err := st.getJSON(keyGateway(b.DID), &rec)
+	if err != nil {
+		panic(err)
+	}
+	if found && rec.Status == StatusMember {
+		return nil, refuse(CodeGatewayExists, string(b.DID))
+	}
+	// A removed gateway that rejoins keeps its batch chain.
+	rec.DID, rec.Pub, rec.Site, rec.Name, rec.Status = b.DID, b.Pub, b.Site, b.Name, StatusMember
+	rec.Height, rec.Tx, rec.RemovedHeight, rec.RemovedTx = pos.height, pos.tx, 0, ""
+	st.setJSON(keyGateway(b.DID), &rec)
+	return &outcome{typ: anchor.TypeRegisterGateway, events: []abci.Event{{
+		Type: "gateway", Attributes: []abci.EventAttribute{
+			{Key: "did", Value: string(b.DID), Index: true},
+			{Key: "action", Value: "register", Index: true},
+		},
+	}}}, nil
+}
+
+func (a *App) removeGateway(st *overlay, tx *anchor.Tx, b *anchor.RemoveGatewayBody, pos position, check checkFunc) (*outcome, *refusal) {
+	admin := a.admins[tx.Signer]
+	if admin == nil {
+		return nil, refuse(CodeWrongSigner, string(tx.Signer)+" is not a genesis admin")
+	}
+	if r := check(admin); r != nil {
+		return nil, r
+	}
+	var rec GatewayRecord
+	found, err := st.getJSON(keyGateway(b.DID), &rec)
+	if err != nil {
+		panic(err)
+	}
+	if !found || rec.Status != StatusMember {
+		return nil, refuse(CodeGatewayUnknown, string(b.DID))
+	}
+	rec.Status, rec.RemovedHeight, rec.RemovedTx = StatusRemoved, pos.height, pos.tx
+	st.setJSON(keyGateway(b.DID), &rec)
+	return &outcome{typ: anchor.TypeRemoveGateway, events: []abci.Event{{
+		Type: "gateway", Attributes: []abci.EventAttribute{
+			{Key: "did", Value: string(b.DID), Index: true},
+			{Key: "action", Value: "remove", Index: true},
+		},
+	}}}, nil
+}
+
+// member returns the gateway's record and key if it is a current member.
+func (a *App) member(st *overlay, did device.DID) (*GatewayRecord, *ecdsa.PublicKey, *refusal) {
+	var rec GatewayRecord
+	found, err := st.getJSON(keyGateway(did), &rec)
+	if err != nil {
+		panic(err)
+	}
+	if !found || rec.Status != StatusMember {
+		return nil, nil, refuse(CodeNotMember, string(did))
+	}
+	pub, err := a.parseKey(rec.Pub)
+	if err != nil {
+		panic(fmt.Errorf("ledger: stored gateway key: %w", err))
+	}
+	return &rec, pub, nil
+}
+
+func (a *App) registerDevice(st *overlay, tx *anchor.Tx, b *anchor.RegisterDeviceBody, pos position, check checkFunc) (*outcome, *refusal) {
+	if tx.Signer != b.Gateway {
+		return nil, refuse(CodeWrongSigner, "signer "+string(tx.Signer)+" is not the gateway "+string(b.Gateway))
+	}
+	gw, gwPub, ref := a.member(st, b.Gateway)
+	if ref != nil {
+		return nil, ref
+	}
+	if r := check(gwPub); r != nil {
+		return nil, r
+	}
+	if len(b.DeviceSig) == 0 {
+		return nil, refuse(CodeDeviceSigMissing, "")
+	}
+	reg, devPub, err := anchor.ParseDeviceRegistration(b.Registration)
+	if err != nil {
+		return nil, refuse(CodeRegistrationInvalid, err.Error())
+	}
+	if !device.VerifySignature(devPub, b.Registration, b.DeviceSig) {
+		return nil, refuse(CodeDeviceSigInvalid, string(reg.DID))
+	}
+	if reg.Site != gw.Site {
+		return nil, refuse(CodeWrongSite, fmt.Sprintf("device site %q, gateway site %q", reg.Site, gw.Site))
+	}
+	var old DeviceRecord
+	found, err := st.getJSON(keyDevice(reg.DID), &old)
+	if err != nil {
+		panic(err)
+	}
+	if found {
+		return nil, refuse(CodeDeviceExists, fmt.Sprintf("%s is %s (registered at height %d by %s)", reg.DID, old.Status, old.Height, old.Gateway))
+	}
+	st.setJSON(keyDevice(reg.DID), &DeviceRecord{
+		DID: reg.DID, Pub: reg.Pub, Kind: reg.Kind, Site: reg.Site, Gateway: b.Gateway,
+		Status: StatusActive, Height: pos.height, Tx: pos.tx,
+		Registration: b.Registration, DeviceSig: b.DeviceSig,
+	})
+	st.set(keyGatewayDevice(b.Gateway, reg.DID), []byte{})
+	return &outcome{typ: anchor.TypeRegisterDevice, count: a.metrics.registrations.Inc, events: []abci.Event{{
+		Type: "device", Attributes: []abci.EventAttribute{
+			{Key: "did", Value: string(reg.DID), Index: true},
+			{Key: "action", Value: "register", Index: true},
+			{Key: "gateway", Value: string(b.Gateway), Index: true},
+		},
+	}}}, nil
+}
+
+func (a *App) revokeDevice(st *overlay, tx *anchor.Tx, b *anchor.RevokeDeviceBody, pos position, check checkFunc) (*outcome, *refusal) {
+	var rec DeviceRecord
+	found, err := st.getJSON(keyDevice(b.DID), &rec)
+	if err != nil {
+		panic(err)
+	}
+	if !found {
+		return nil, refuse(CodeDeviceUnknown, string(b.DID))
+	}
+	var signerPub *ecdsa.PublicKey
+	switch {
+	case tx.Signer == rec.Gateway:
+		// The registering gateway may revoke even after leaving the consortium.
+		var gw GatewayRecord
+		if ok, err := st.getJSON(keyGateway(rec.Gateway), &gw); err != nil || !ok {
+			panic(fmt.Errorf("ledger: device %s names unknown gateway %s: %v", rec.DID, rec.Gateway, err))
+		}
+		pub, err := a.parseKey(gw.Pub)
+		if err != nil {
+			panic(err)
+		}
+		signerPub = pub
+	case a.regulators[tx.Signer] != nil:
+		signerPub = a.regulators[tx.Signer]
+	default:
+		return nil, refuse(CodeWrongSigner, string(tx.Signer)+" is neither the registering gateway nor a genesis regulator")
+	}
+	if r := check(signerPub); r != nil {
+		return nil, r
+	}
+	if rec.Status == StatusRevoked {
+		return nil, refuse(CodeDeviceRevoked, fmt.Sprintf("%s revoked at height %d", rec.DID, rec.RevokedHeight))
+	}
+	rec.Status, rec.RevokedHeight, rec.RevokedTx = StatusRevoked, pos.height, pos.tx
+	rec.RevokedBy, rec.RevokeReason = tx.Signer, b.Reason
+	st.setJSON(keyDevice(b.DID), &rec)
+	return &outcome{typ: anchor.TypeRevokeDevice, count: a.metrics.revocations.Inc, events: []abci.Event{{
+		Type: "device", Attributes: []abci.EventAttribute{
+			{Key: "did", Value: string(rec.DID), Index: true},
+			{Key: "action", Value: "revoke", Index: true},
+			{Key: "gateway", Value: string(rec.Gateway), Index: true},
+		},
+	}}}, nil
+}
+
+func (a *App) anchorBatch(st *overlay, tx *anchor.Tx, h *anchor.BatchHeader, pos position, check checkFunc) (*outcome, *refusal) {
+	if tx.Signer != h.Gateway {
+		return nil, refuse(CodeWrongSigner, "signer "+string(tx.Signer)+" is not the gateway "+string(h.Gateway))
+	}
+	gw, gwPub, ref := a.member(st, h.Gateway)
+	if ref != nil {
+		return nil, ref
+	}
+	if r := check(gwPub); r != nil {
+		return nil, r
+	}
+	if h.Seq != gw.LastSeq+1 {
+		return nil, refuse(CodeSequenceGap, fmt.Sprintf("seq %d, want %d", h.Seq, gw.LastSeq+1))
+	}
+	if h.Prev != gw.LastHash {
+		return nil, refuse(CodeWrongPrev, fmt.Sprintf("prev %s, want %s", h.Prev, gw.LastHash))
+	}
+	if h.First != gw.LastRecord+1 {
+		return nil, refuse(CodeRecordGap, fmt.Sprintf("first %d, want %d", h.First, gw.LastRecord+1))
+	}
+	hash := anchor.SM3(tx.Body)
+	st.setJSON(keyBatch(h.Gateway, h.Seq), &BatchRecord{
+		Gateway: h.Gateway, Seq: h.Seq, Header: tx.Body, Sig: tx.Sig, Hash: hash, Root: h.Root,
+		First: h.First, Last: h.Last, Height: pos.height, Tx: pos.tx, Index: pos.index,
+	})
+	st.set(keyRoot(h.Root, h.Gateway, h.Seq), []byte{})
+	gw.LastSeq, gw.LastHash, gw.LastRecord = h.Seq, hash, h.Last
+	st.setJSON(keyGateway(h.Gateway), gw)
+	gwLabel := string(h.Gateway)
+	return &outcome{
+		typ:   anchor.TypeAnchorBatch,
+		count: func() { a.metrics.anchors.WithLabelValues(gwLabel).Inc() },
+		events: []abci.Event{{
+			Type: "anchor", Attributes: []abci.EventAttribute{
+				{Key: "gateway", Value: gwLabel, Index: true},
+				{Key: "seq", Value: strconv.FormatUint(h.Seq, 10), Index: true},
+				{Key: "root", Value: h.Root.String(), Index: true},
+			},
+		}},
+	}, nil
+}
+
+// parseKey parses an SPKI DER key once and keeps the pointer: the SM2
+// library caches per-key precomputation by pointer.
+func (a *App) parseKey(der []byte) (*ecdsa.PublicKey, error) {
+	if pub, ok := a.keys[string(der)]; ok {
+		return pub, nil
+	}
+	pub, err := device.ParsePublicKeyDER(der)
+	if err != nil {
+		return nil, err
+	}
+	if len(a.keys) >= maxKeyCache {
+		clear(a.keys)
+	}
+	a.keys[string(der)] = pub
+	return pub, nil
+}
+
+// verifyTx checks the tx signature, remembering successes: CheckTx,
+// ProcessProposal and FinalizeBlock see the same tx, and a signature that
+// verified once verifies again, so the cache changes speed, not results.
+func (a *App) verifyTx(tx *anchor.Tx, raw []byte, pub *ecdsa.PublicKey) bool {
+	key := anchor.SM3(append(append([]byte{}, raw...), device.PublicKeyRaw(pub)...))
+	if _, ok := a.sigSeen[key]; ok {
+		return true
+	}
+	if !tx.VerifySignature(pub) {
+		return false
+	}
+	if len(a.sigSeen) >= maxSigCache {
+		clear(a.sigSeen)
+	}
+	a.sigSeen[key] = struct{}{}
+	return true
+}

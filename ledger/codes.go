@@ -1,0 +1,100 @@
+package ledger
+
+// Code is an ABCI result code of the ledger application. 0 is success; every
+// other code is a refusal with one meaning, listed in docs/ledger.md. Codes
+// are part of the protocol: never renumber one, only add new ones.
+type Code uint32
+
+// Codespace is the ABCI codespace of every refusal.
+const Codespace = "edgeanchor"
+
+// Result codes.
+const (
+	CodeOK                  Code = 0
+	CodeMalformed           Code = 1  // bytes are not a ledger tx, or its body is malformed
+	CodeUnknownType         Code = 2  // the body's type is not one the ledger knows
+	CodeBadSignature        Code = 3  // the tx signature does not verify under the signer's key
+	CodeWrongSigner         Code = 4  // the signer may not submit this tx
+	CodeNotMember           Code = 5  // the gateway is not a current consortium member
+	CodeDuplicate           Code = 6  // a body with the same SM3 hash was applied before
+	CodeGatewayExists       Code = 7  // RegisterGateway for a current member
+	CodeGatewayUnknown      Code = 8  // RemoveGateway for a gateway that is not a member
+	CodeDeviceSigMissing    Code = 9  // RegisterDevice without the device's signature
+	CodeDeviceSigInvalid    Code = 10 // the device's signature does not verify over the registration
+	CodeRegistrationInvalid Code = 11 // the device registration body is malformed
+	CodeWrongSite           Code = 12 // the registration's site is not the gateway's site
+	CodeDeviceExists        Code = 13 // the device (DID) is already registered, or was revoked
+	CodeDeviceUnknown       Code = 14 // RevokeDevice for a device never registered
+	CodeDeviceRevoked       Code = 15 // RevokeDevice for a device already revoked
+	CodeSequenceGap         Code = 16 // AnchorBatch seq is not the gateway's last + 1
+	CodeWrongPrev           Code = 17 // AnchorBatch prev is not the hash of the gateway's last header
+	CodeRecordGap           Code = 18 // AnchorBatch first is not the previous batch's last + 1
+	CodeNotFound            Code = 19 // query: no such device, gateway or batch
+	CodeBadQuery            Code = 20 // query: unknown path or malformed argument
+)
+
+var codeInfo = map[Code]struct{ name, msg string }{
+	CodeOK:                  {"ok", "ok"},
+	CodeMalformed:           {"malformed", "malformed transaction"},
+	CodeUnknownType:         {"unknown_type", "unknown transaction type"},
+	CodeBadSignature:        {"bad_signature", "signature does not verify under the signer's key"},
+	CodeWrongSigner:         {"wrong_signer", "signer is not allowed to submit this transaction"},
+	CodeNotMember:           {"not_member", "gateway is not a consortium member"},
+	CodeDuplicate:           {"duplicate", "transaction body was already applied"},
+	CodeGatewayExists:       {"gateway_exists", "gateway is already a member"},
+	CodeGatewayUnknown:      {"gateway_unknown", "gateway is not a member"},
+	CodeDeviceSigMissing:    {"device_sig_missing", "device signature over the registration is missing"},
+	CodeDeviceSigInvalid:    {"device_sig_invalid", "device signature over the registration does not verify"},
+	CodeRegistrationInvalid: {"registration_invalid", "device registration is malformed"},
+	CodeWrongSite:           {"wrong_site", "device site is not the gateway's site"},
+	CodeDeviceExists:        {"device_exists", "device is already registered"},
+	CodeDeviceUnknown:       {"device_unknown", "device is not registered"},
+	CodeDeviceRevoked:       {"device_revoked", "device is already revoked"},
+	CodeSequenceGap:         {"sequence_gap", "batch sequence does not follow the gateway's last batch"},
+	CodeWrongPrev:           {"wrong_prev", "previous header hash is not the hash of the gateway's last header"},
+	CodeRecordGap:           {"record_gap", "first record does not follow the previous batch's last record"},
+	CodeNotFound:            {"not_found", "not found"},
+	CodeBadQuery:            {"bad_query", "unknown query path or malformed argument"},
+}
+
+// Name is the code's short snake_case name (the metric label).
+func (c Code) Name() string {
+	if i, ok := codeInfo[c]; ok {
+		return i.name
+	}
+	return "unknown"
+}
+
+// Message is the code's human-readable meaning.
+func (c Code) Message() string {
+	if i, ok := codeInfo[c]; ok {
+		return i.msg
+	}
+	return "unknown code"
+}
+
+// Codes lists every code in numeric order (for docs and tests).
+func Codes() []Code {
+	out := make([]Code, 0, len(codeInfo))
+	for c := Code(0); int(c) < 64; c++ {
+		if _, ok := codeInfo[c]; ok {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// refusal is a validation failure: a code and a detail for the ABCI log.
+type refusal struct {
+	code   Code
+	detail string
+}
+
+func (r *refusal) Error() string {
+	if r.detail == "" {
+		return r.code.Message()
+	}
+	return r.code.Message() + ": " + r.detail
+}
+
+func refuse(c Code, detail string) *refusal { return &refusal{code: c, detail: detail} }

@@ -1,0 +1,254 @@
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+// freePort asks the kernel for a free 127.0.0.1 port.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func newKey(t testing.TB) *device.KeySigner {
+	t.Helper()
+	k, err := device.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return device.NewKeySigner(k)
+}
+
+func testLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+}
+
+// testNode is one validator on loopback with a genesis gateway gwA (site-a).
+type testNode struct {
+	t     *testing.T
+	home  *Home
+	node  *Node
+	cli   *rpchttp.HTTP
+	reg   *prometheus.Registry
+	admin *device.KeySigner
+	regul *device.KeySigner
+	gwA   *device.KeySigner
+}
+
+func newTestNode(t *testing.T) *testNode {
+	t.Helper()
+	gwA := newKey(t)
+	gg, err := GenesisGatewayFromKey(gwA.Public(), "site-a", "Gateway A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	home, err := InitHome(t.TempDir(), HomeOptions{
+		ChainID: "edgeanchor-test", P2PPort: freePort(t), RPCPort: freePort(t), NoPrometheus: true,
+		Gateways: []anchor.GenesisGateway{gg},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := device.LoadKeySigner(home.AdminKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	regul, err := device.LoadKeySigner(home.RegulatorKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn := &testNode{t: t, home: home, admin: admin, regul: regul, gwA: gwA}
+	tn.start()
+	return tn
+}
+
+func (tn *testNode) start() {
+	t := tn.t
+	t.Helper()
+	tn.reg = prometheus.NewRegistry()
+	n, err := StartNode(context.Background(), tn.home.Dir, NodeOptions{Logger: testLogger(), Registerer: tn.reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.node = n
+	t.Cleanup(func() { _ = n.Stop() })
+	cli, err := rpchttp.New(n.RPCURL(), "/websocket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.cli = cli
+	tn.waitHeight(1)
+}
+
+func (tn *testNode) stop() {
+	if err := tn.node.Stop(); err != nil {
+		tn.t.Fatal(err)
+	}
+}
+
+func (tn *testNode) waitHeight(h int64) {
+	t := tn.t
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		st, err := tn.cli.Status(context.Background())
+		if err == nil && st.SyncInfo.LatestBlockHeight >= h {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("node did not reach height %d", h)
+}
+
+// result of a submission: the CheckTx code, or the FinalizeBlock code and
+// the height once committed.
+type result struct {
+	code   Code
+	log    string
+	height int64
+	hash   string
+}
+
+// submit broadcasts tx (broadcast_tx_sync) and, if CheckTx took it, waits
+// until it is committed.
+func (tn *testNode) submit(tx []byte) result {
+	t := tn.t
+	t.Helper()
+	ctx := context.Background()
+	res, err := tn.cli.BroadcastTxSync(ctx, tx)
+	if err != nil {
+		t.Fatalf("broadcast_tx_sync: %v", err)
+	}
+	if res.Code != 0 {
+		return result{code: Code(res.Code), log: res.Log}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		r, err := tn.cli.Tx(ctx, res.Hash, false)
+		if err == nil {
+			return result{code: Code(r.TxResult.Code), log: r.TxResult.Log, height: r.Height, hash: res.Hash.String()}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("tx %s not committed", res.Hash)
+	return result{}
+}
+
+func (tn *testNode) mustApply(tx []byte) result {
+	tn.t.Helper()
+	r := tn.submit(tx)
+	if r.code != CodeOK {
+		tn.t.Fatalf("tx refused: code %d (%s) %s", r.code, r.code.Name(), r.log)
+	}
+	return r
+}
+
+// query runs an ABCI query through the RPC and decodes its JSON answer.
+func (tn *testNode) query(path string, v any) Code {
+	tn.t.Helper()
+	res, err := tn.cli.ABCIQuery(context.Background(), path, nil)
+	if err != nil {
+		tn.t.Fatalf("abci_query %s: %v", path, err)
+	}
+	if res.Response.Code == 0 && v != nil {
+		if err := json.Unmarshal(res.Response.Value, v); err != nil {
+			tn.t.Fatalf("abci_query %s: %v", path, err)
+		}
+	}
+	return Code(res.Response.Code)
+}
+
+// Builders of signed transactions, failing the test on error.
+
+func signTx(t testing.TB, s device.Signer, body []byte, err error) []byte {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := anchor.EncodeTx(s, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tx
+}
+
+var tsN = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+
+// nextTS returns distinct timestamps so that re-made bodies differ.
+func nextTS() time.Time {
+	tsN = tsN.Add(time.Millisecond)
+	return tsN
+}
+
+func registerGatewayTx(t testing.TB, admin device.Signer, gw device.Signer, site string) []byte {
+	b, err := anchor.NewRegisterGatewayBody(gw.Public(), site, "gw "+site, nextTS())
+	return signTx(t, admin, b, err)
+}
+
+func removeGatewayTx(t testing.TB, admin device.Signer, gw device.DID) []byte {
+	b, err := anchor.NewRemoveGatewayBody(gw, nextTS())
+	return signTx(t, admin, b, err)
+}
+
+func registration(t testing.TB, dev device.Signer, kind, site string) (reg, sig []byte) {
+	t.Helper()
+	reg, err := anchor.NewDeviceRegistration(dev.Public(), kind, site, nextTS(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err = dev.Sign(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reg, sig
+}
+
+func registerDeviceTx(t testing.TB, gw, dev device.Signer, site string) []byte {
+	reg, sig := registration(t, dev, "payroll", site)
+	b, err := anchor.NewRegisterDeviceBody(gw.DID(), reg, sig, nextTS())
+	return signTx(t, gw, b, err)
+}
+
+func revokeDeviceTx(t testing.TB, signer device.Signer, dev device.DID) []byte {
+	b, err := anchor.NewRevokeDeviceBody(dev, "lost", nextTS())
+	return signTx(t, signer, b, err)
+}
+
+// chain follows one gateway's batch chain.
+type chain struct {
+	gw   device.Signer
+	seq  uint64
+	prev anchor.Hash
+	last uint64
+}
+
+func (c *chain) next(n uint64) *anchor.BatchHeader {
+	ts := nextTS()
+	return &anchor.BatchHeader{
+		Gateway: c.gw.DID(), Seq: c.seq + 1, Prev: c.prev, First: c.last + 1, Last: c.last + n, Count: n,
+		Root: anchor.SM3([]byte(ts.String())), From: ts, To: ts,
+	}
+}
+
+func (c *chain) advance(h *anchor.BatchHeader) { c.seq, c.prev, c.last = h.Seq, h.Hash(), h.Last }
+
+func anchorTx(t testing.TB, signer device.Signer, h *anchor.BatchHeader) []byte {
+	return signTx(t, signer, h.Encode(), nil)
+}

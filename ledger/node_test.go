@@ -1,0 +1,257 @@
+package ledger
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+// TestOneNode drives a real single-validator CometBFT node over its RPC:
+// every transaction type commits, every rule refuses with its own code, the
+// queries and tx_search answer.
+func TestOneNode(t *testing.T) {
+	tn := newTestNode(t)
+	gwA, gwB, stranger := tn.gwA, newKey(t), newKey(t)
+	dev1, dev2, dev3 := newKey(t), newKey(t), newKey(t)
+
+	body := func(b []byte, err error) []byte {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+
+	// Every tx type is accepted.
+	gwBBody := body(anchor.NewRegisterGatewayBody(gwB.Public(), "site-b", "Gateway B", nextTS()))
+	regGW := tn.mustApply(signTx(t, tn.admin, gwBBody, nil))
+	regDev1 := tn.mustApply(registerDeviceTx(t, gwA, dev1, "site-a"))
+	tn.mustApply(registerDeviceTx(t, gwB, dev2, "site-b"))
+	tn.mustApply(registerDeviceTx(t, gwA, dev3, "site-a"))
+	ca := &chain{gw: gwA}
+	h1 := ca.next(250)
+	anc1 := tn.mustApply(anchorTx(t, gwA, h1))
+	ca.advance(h1)
+	h2 := ca.next(10)
+	anc2 := tn.mustApply(anchorTx(t, gwA, h2))
+	ca.advance(h2)
+	rev1 := tn.mustApply(revokeDeviceTx(t, gwA, dev1.DID())) // by its gateway
+	tn.mustApply(revokeDeviceTx(t, tn.regul, dev2.DID()))    // by a regulator
+	tn.mustApply(removeGatewayTx(t, tn.admin, gwB.DID()))    // membership ends
+	if regGW.height == 0 || anc2.height < anc1.height {
+		t.Fatalf("heights not recorded: %+v %+v", regGW, anc2)
+	}
+
+	// Queries.
+	var d DeviceRecord
+	if c := tn.query("/device/"+dev1.DID().String(), &d); c != CodeOK {
+		t.Fatalf("/device: code %d", c)
+	}
+	if d.Status != StatusRevoked || d.Height != regDev1.height || d.Tx != strings.ToLower(regDev1.hash) ||
+		d.RevokedHeight != rev1.height || d.Gateway != gwA.DID() || d.Kind != "payroll" || d.Site != "site-a" {
+		t.Fatalf("/device answer %+v; registered %+v revoked %+v", d, regDev1, rev1)
+	}
+	if c := tn.query("/device/"+dev3.DID().String(), &d); c != CodeOK || d.Status != StatusActive {
+		t.Fatalf("/device dev3: code %d %+v", c, d)
+	}
+	var g GatewayRecord
+	if c := tn.query("/gateway/"+gwB.DID().String(), &g); c != CodeOK || g.Status != StatusRemoved || g.Site != "site-b" || g.Height != regGW.height {
+		t.Fatalf("/gateway gwB: code %d %+v", c, g)
+	}
+	if c := tn.query("/gateway/"+gwA.DID().String(), &g); c != CodeOK || g.Status != StatusMember || g.LastSeq != 2 || g.LastHash != h2.Hash() || g.LastRecord != 260 {
+		t.Fatalf("/gateway gwA: code %d %+v", c, g)
+	}
+	var devs []DeviceRecord
+	if c := tn.query("/gateway/"+gwA.DID().String()+"/devices", &devs); c != CodeOK || len(devs) != 2 {
+		t.Fatalf("/gateway/devices: code %d %+v", c, devs)
+	}
+	if devs[0].DID > devs[1].DID {
+		t.Fatalf("/gateway/devices not sorted by DID: %s %s", devs[0].DID, devs[1].DID)
+	}
+	var b BatchRecord
+	if c := tn.query(fmt.Sprintf("/batch/%s/1", gwA.DID()), &b); c != CodeOK || b.Hash != h1.Hash() || string(b.Header) != string(h1.Encode()) || b.Height != anc1.height || b.Tx != strings.ToLower(anc1.hash) {
+		t.Fatalf("/batch: code %d %+v", c, b)
+	}
+	if !device.VerifySignature(gwA.Public(), b.Header, b.Sig) {
+		t.Fatal("/batch signature does not verify under the gateway key")
+	}
+	if c := tn.query("/batch-by-root/"+h2.Root.String(), &b); c != CodeOK || b.Seq != 2 {
+		t.Fatalf("/batch-by-root: code %d %+v", c, b)
+	}
+	if c := tn.query("/last-batch/"+gwA.DID().String(), &b); c != CodeOK || b.Seq != 2 || b.Hash != h2.Hash() {
+		t.Fatalf("/last-batch: code %d %+v", c, b)
+	}
+	for path, want := range map[string]Code{
+		"/device/" + stranger.DID().String():                    CodeNotFound,
+		"/last-batch/" + gwB.DID().String():                     CodeNotFound,
+		"/batch/" + gwA.DID().String() + "/3":                   CodeNotFound,
+		"/batch-by-root/" + anchor.SM3([]byte("none")).String(): CodeNotFound,
+		"/device/nonsense":                                      CodeBadQuery,
+		"/batch/" + gwA.DID().String() + "/x":                   CodeBadQuery,
+		"/nothing":                                              CodeBadQuery,
+	} {
+		if c := tn.query(path, nil); c != want {
+			t.Errorf("query %s: code %d, want %d", path, c, want)
+		}
+	}
+
+	// tx_search finds an anchor by gateway and sequence.
+	ctx := context.Background()
+	found, err := tn.cli.TxSearch(ctx, fmt.Sprintf("anchor.gateway='%s' AND anchor.seq=2", gwA.DID()), false, nil, nil, "asc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if found.TotalCount != 1 || found.Txs[0].Height != anc2.height {
+		t.Fatalf("tx_search: %d results %+v", found.TotalCount, found.Txs)
+	}
+	found, err = tn.cli.TxSearch(ctx, fmt.Sprintf("device.did='%s' AND device.action='revoke'", dev1.DID()), false, nil, nil, "asc")
+	if err != nil || found.TotalCount != 1 {
+		t.Fatalf("tx_search device revoke: %v %+v", err, found)
+	}
+
+	// Every rule refuses with its code.
+	reg, regSig := registration(t, stranger, "payroll", "site-a")
+	other := newKey(t)
+	forged := func(signer device.DID, b []byte) []byte {
+		sig, _ := other.Sign(b)
+		return (&anchor.Tx{Body: b, Signer: signer, Sig: sig}).Encode()
+	}
+	b64 := base64.StdEncoding.EncodeToString
+	badKind := []byte(strings.Replace(string(reg), `"kind":"payroll"`, `"kind":"robot"`, 1))
+	badKindSig, _ := stranger.Sign(badKind)
+	cases := []struct {
+		name string
+		tx   []byte
+		want Code
+	}{
+		{"malformed bytes", []byte("not a transaction"), CodeMalformed},
+		{"malformed body", []byte(`{"body":"` + b64([]byte(`{"type":"AnchorBatch","v":1}`)) + `","signer":"` + gwA.DID().String() + `","sig":"AA=="}`), CodeMalformed},
+		{"unknown type", []byte(`{"body":"` + b64([]byte(`{"type":"Mint"}`)) + `","signer":"` + gwA.DID().String() + `","sig":"AA=="}`), CodeUnknownType},
+		{"gateway registration by non-admin", registerGatewayTx(t, gwA, stranger, "site-x"), CodeWrongSigner},
+		{"gateway registration with forged admin signature", forged(tn.admin.DID(), body(anchor.NewRegisterGatewayBody(stranger.Public(), "s", "n", nextTS()))), CodeBadSignature},
+		{"gateway already member", registerGatewayTx(t, tn.admin, gwA, "site-a"), CodeGatewayExists},
+		{"remove unknown gateway", removeGatewayTx(t, tn.admin, stranger.DID()), CodeGatewayUnknown},
+		{"remove by regulator", removeGatewayTx(t, tn.regul, gwA.DID()), CodeWrongSigner},
+		{"device by non-member", registerDeviceTx(t, stranger, newKey(t), "site-a"), CodeNotMember},
+		{"device by removed member", registerDeviceTx(t, gwB, newKey(t), "site-b"), CodeNotMember},
+		{"device for another gateway", signTx(t, gwA, body(anchor.NewRegisterDeviceBody(gwB.DID(), reg, regSig, nextTS())), nil), CodeWrongSigner},
+		{"device signature missing", signTx(t, gwA, body(anchor.NewRegisterDeviceBody(gwA.DID(), reg, nil, nextTS())), nil), CodeDeviceSigMissing},
+		{"device signature wrong", signTx(t, gwA, body(anchor.NewRegisterDeviceBody(gwA.DID(), reg, func() []byte { s, _ := other.Sign(reg); return s }(), nextTS())), nil), CodeDeviceSigInvalid},
+		{"device registration malformed", signTx(t, gwA, body(anchor.NewRegisterDeviceBody(gwA.DID(), badKind, badKindSig, nextTS())), nil), CodeRegistrationInvalid},
+		{"device wrong site", registerDeviceTx(t, gwA, newKey(t), "site-b"), CodeWrongSite},
+		{"device already registered", registerDeviceTx(t, gwA, dev3, "site-a"), CodeDeviceExists},
+		{"revoked device registered again", registerDeviceTx(t, gwA, dev1, "site-a"), CodeDeviceExists},
+		{"revoke revoked device", revokeDeviceTx(t, gwA, dev1.DID()), CodeDeviceRevoked},
+		{"revoke unknown device", revokeDeviceTx(t, gwA, stranger.DID()), CodeDeviceUnknown},
+		{"revoke by another gateway", revokeDeviceTx(t, stranger, dev3.DID()), CodeWrongSigner},
+		{"revoke with forged gateway signature", forged(gwA.DID(), body(anchor.NewRevokeDeviceBody(dev3.DID(), "x", nextTS()))), CodeBadSignature},
+		{"anchor by non-member", anchorTx(t, stranger, (&chain{gw: stranger}).next(1)), CodeNotMember},
+		{"anchor by removed member", anchorTx(t, gwB, (&chain{gw: gwB}).next(1)), CodeNotMember},
+		{"anchor signed by another gateway", anchorTx(t, stranger, ca.next(1)), CodeWrongSigner},
+		{"anchor with forged signature", forged(gwA.DID(), ca.next(1).Encode()), CodeBadSignature},
+		{"anchor sequence gap", anchorTx(t, gwA, func() *anchor.BatchHeader { h := ca.next(1); h.Seq = 4; return h }()), CodeSequenceGap},
+		{"anchor replays seq 2", anchorTx(t, gwA, h2), CodeDuplicate},
+		{"anchor wrong prev", anchorTx(t, gwA, func() *anchor.BatchHeader { h := ca.next(1); h.Prev = h1.Hash(); return h }()), CodeWrongPrev},
+		{"anchor record gap", anchorTx(t, gwA, func() *anchor.BatchHeader { h := ca.next(1); h.First, h.Last = 262, 262; return h }()), CodeRecordGap},
+		{"gateway registration re-signed", signTx(t, tn.admin, gwBBody, nil), CodeDuplicate},
+	}
+	for _, c := range cases {
+		r := tn.submit(c.tx)
+		if r.code != c.want {
+			t.Errorf("%s: code %d (%s) %q, want %d (%s)", c.name, r.code, r.code.Name(), r.log, c.want, c.want.Name())
+		}
+	}
+
+	// Refusals changed nothing: the chain continues where it was.
+	if c := tn.query("/gateway/"+gwA.DID().String(), &g); c != CodeOK || g.LastSeq != 2 {
+		t.Fatalf("refusals moved the chain: %+v", g)
+	}
+	if c := tn.query("/device/"+stranger.DID().String(), nil); c != CodeNotFound {
+		t.Fatalf("a refused registration was stored: code %d", c)
+	}
+	h3 := ca.next(5)
+	tn.mustApply(anchorTx(t, gwA, h3))
+
+	// Application metrics.
+	if got := testutil.ToFloat64(tn.node.App().metrics.anchors.WithLabelValues(string(gwA.DID()))); got != 3 {
+		t.Errorf("anchors_total{gateway=gwA} = %v, want 3", got)
+	}
+	if got := testutil.ToFloat64(tn.node.App().metrics.registrations); got != 3 {
+		t.Errorf("registrations_total = %v, want 3", got)
+	}
+	if got := testutil.ToFloat64(tn.node.App().metrics.revocations); got != 2 {
+		t.Errorf("revocations_total = %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(tn.node.App().metrics.refused.WithLabelValues("sequence_gap")); got != 1 {
+		t.Errorf("refused_total{code=sequence_gap} = %v, want 1", got)
+	}
+	if n, err := testutil.GatherAndCount(tn.reg, "edgeanchor_ledger_refused_total"); err != nil || n < 10 {
+		t.Errorf("refused_total series on the registry: %d, %v", n, err)
+	}
+}
+
+// TestRestart stops a node and starts it again on the same home: height,
+// app hash and state survive, and new transactions are accepted.
+func TestRestart(t *testing.T) {
+	tn := newTestNode(t)
+	dev := newKey(t)
+	tn.mustApply(registerDeviceTx(t, tn.gwA, dev, "site-a"))
+	ca := &chain{gw: tn.gwA}
+	h1 := ca.next(3)
+	r1 := tn.mustApply(anchorTx(t, tn.gwA, h1))
+	ca.advance(h1)
+	tn.waitHeight(r1.height + 1)
+	before, beforeHash := tn.node.App().LastCommit()
+	tn.stop()
+
+	tn.start()
+	app := tn.node.App()
+	if app.Height() < before {
+		t.Fatalf("height after restart %d < %d", app.Height(), before)
+	}
+	info, err := tn.cli.ABCIInfo(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Response.LastBlockHeight < before {
+		t.Fatalf("abci_info height %d < %d", info.Response.LastBlockHeight, before)
+	}
+	blk, err := tn.cli.Block(context.Background(), &before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The header of height h+1 carries the app hash after block h.
+	next := before + 1
+	tn.waitHeight(next)
+	nb, err := tn.cli.Block(context.Background(), &next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(nb.Block.AppHash) != string(beforeHash) || blk.Block.Height != before {
+		t.Fatalf("app hash after restart %X, committed before stop %X", nb.Block.AppHash, beforeHash)
+	}
+	var d DeviceRecord
+	if c := tn.query("/device/"+dev.DID().String(), &d); c != CodeOK || d.Status != StatusActive {
+		t.Fatalf("device lost across restart: code %d %+v", c, d)
+	}
+	// The chain continues: seq 2 follows, a replayed seq 1 is a duplicate.
+	if r := tn.submit(anchorTx(t, tn.gwA, h1)); r.code != CodeDuplicate {
+		t.Fatalf("replayed anchor after restart: code %d", r.code)
+	}
+	h2 := ca.next(4)
+	r2 := tn.mustApply(anchorTx(t, tn.gwA, h2))
+	if r2.height <= r1.height {
+		t.Fatalf("new anchor at height %d, first at %d", r2.height, r1.height)
+	}
+	var b BatchRecord
+	if c := tn.query("/last-batch/"+tn.gwA.DID().String(), &b); c != CodeOK || b.Seq != 2 || b.Hash != h2.Hash() {
+		t.Fatalf("/last-batch after restart: code %d %+v", c, b)
+	}
+}

@@ -1,0 +1,170 @@
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
+
+	abci "github.com/cometbft/cometbft/abci/types"
+
+	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+// Query answers the paths of docs/ledger.md with JSON from the committed
+// state; Height in the answer is the committed height it reflects.
+//
+//	/device/{did}            DeviceRecord
+//	/gateway/{did}           GatewayRecord
+//	/gateway/{did}/devices   []DeviceRecord, by DID
+//	/batch/{gateway}/{seq}   BatchRecord
+//	/batch-by-root/{hex}     BatchRecord
+//	/last-batch/{gateway}    BatchRecord (not_found before the first batch)
+func (a *App) Query(_ context.Context, req *abci.RequestQuery) (*abci.ResponseQuery, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	value, ref := a.query(req.Path)
+	if ref != nil {
+		return &abci.ResponseQuery{Code: uint32(ref.code), Codespace: Codespace, Log: ref.Error(), Height: a.height}, nil
+	}
+	return &abci.ResponseQuery{Code: uint32(CodeOK), Key: []byte(req.Path), Value: value, Height: a.height}, nil
+}
+
+func (a *App) query(path string) ([]byte, *refusal) {
+	parts := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	st := newOverlay(dbReader{a.db})
+	did := func(s string) (device.DID, *refusal) {
+		d, err := device.ParseDID(s)
+		if err != nil {
+			return "", refuse(CodeBadQuery, err.Error())
+		}
+		return d, nil
+	}
+	switch {
+	case len(parts) == 2 && parts[0] == "device":
+		d, ref := did(parts[1])
+		if ref != nil {
+			return nil, ref
+		}
+		return a.lookup(st, keyDevice(d), "device "+string(d))
+	case len(parts) == 2 && parts[0] == "gateway":
+		d, ref := did(parts[1])
+		if ref != nil {
+			return nil, ref
+		}
+		return a.lookup(st, keyGateway(d), "gateway "+string(d))
+	case len(parts) == 3 && parts[0] == "gateway" && parts[2] == "devices":
+		d, ref := did(parts[1])
+		if ref != nil {
+			return nil, ref
+		}
+		if _, ref := a.lookup(st, keyGateway(d), "gateway "+string(d)); ref != nil {
+			return nil, ref
+		}
+		return a.gatewayDevices(st, d)
+	case len(parts) == 3 && parts[0] == "batch":
+		d, ref := did(parts[1])
+		if ref != nil {
+			return nil, ref
+		}
+		seq, err := strconv.ParseUint(parts[2], 10, 64)
+		if err != nil || seq == 0 {
+			return nil, refuse(CodeBadQuery, "seq must be a positive integer")
+		}
+		return a.lookup(st, keyBatch(d, seq), "batch "+parts[2]+" of "+string(d))
+	case len(parts) == 2 && parts[0] == "batch-by-root":
+		root, err := anchor.ParseHash(parts[1])
+		if err != nil {
+			return nil, refuse(CodeBadQuery, err.Error())
+		}
+		return a.batchByRoot(root)
+	case len(parts) == 2 && parts[0] == "last-batch":
+		d, ref := did(parts[1])
+		if ref != nil {
+			return nil, ref
+		}
+		var gw GatewayRecord
+		found, err := st.getJSON(keyGateway(d), &gw)
+		if err != nil {
+			panic(err)
+		}
+		if !found {
+			return nil, refuse(CodeNotFound, "gateway "+string(d))
+		}
+		if gw.LastSeq == 0 {
+			return nil, refuse(CodeNotFound, "gateway "+string(d)+" has anchored no batch")
+		}
+		return a.lookup(st, keyBatch(d, gw.LastSeq), "batch")
+	}
+	return nil, refuse(CodeBadQuery, path)
+}
+
+func (a *App) lookup(st *overlay, key, what string) ([]byte, *refusal) {
+	v, err := st.get(key)
+	if err != nil {
+		panic(err)
+	}
+	if v == nil {
+		return nil, refuse(CodeNotFound, what)
+	}
+	return v, nil
+}
+
+// maxListed bounds one /gateway/{did}/devices answer.
+const maxListed = 10000
+
+func (a *App) gatewayDevices(st *overlay, gw device.DID) ([]byte, *refusal) {
+	prefix := []byte(keyGatewayDevice(gw, ""))
+	it, err := a.db.Iterator(prefix, prefixEnd(prefix))
+	if err != nil {
+		panic(err)
+	}
+	defer it.Close()
+	out := []json.RawMessage{}
+	for ; it.Valid() && len(out) < maxListed; it.Next() {
+		d := device.DID(strings.TrimPrefix(string(it.Key()), string(prefix)))
+		v, err := st.get(keyDevice(d))
+		if err != nil {
+			panic(err)
+		}
+		if v != nil {
+			out = append(out, v)
+		}
+	}
+	b, _ := json.Marshal(out)
+	return b, nil
+}
+
+func (a *App) batchByRoot(root anchor.Hash) ([]byte, *refusal) {
+	prefix := []byte("r/" + root.String() + "/")
+	it, err := a.db.Iterator(prefix, prefixEnd(prefix))
+	if err != nil {
+		panic(err)
+	}
+	defer it.Close()
+	if !it.Valid() {
+		return nil, refuse(CodeNotFound, "batch with root "+root.String())
+	}
+	rest := strings.TrimPrefix(string(it.Key()), string(prefix)) // {gateway}/{seq}
+	v, err := a.db.Get([]byte("b/" + rest))
+	if err != nil {
+		panic(err)
+	}
+	if v == nil {
+		return nil, refuse(CodeNotFound, "batch with root "+root.String())
+	}
+	return v, nil
+}
+
+// prefixEnd is the smallest key after every key starting with prefix.
+func prefixEnd(prefix []byte) []byte {
+	end := append([]byte(nil), prefix...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}

@@ -108,81 +108,161 @@ func (o *Options) defaults() {
 	}
 }
 
-// Run runs the demo until ctx ends, then stops the fleet, the gateway
-// and the ledger, in that order.
-func Run(ctx context.Context, o Options) error {
+// host is the only address the demo binds.
+const host = "127.0.0.1"
+
+// system is the demo's state directory and logger, made ready by prepare.
+type system struct {
+	o        Options
+	p        paths
+	log      *slog.Logger
+	signer   *device.KeySigner // the gateway's key
+	p2p, rpc int
+	closeLog func()
+}
+
+// prepare checks every port before anything starts, then makes what is made
+// once: the state directory, the gateway key, the ledger home with the
+// gateway in its genesis, and the trust file.
+func prepare(o Options) (*system, error) {
 	o.defaults()
-	p := newPaths(o.Dir)
-	// Everything binds 127.0.0.1. Check every port before anything starts.
-	host := "127.0.0.1"
-	p2p, rpc := o.P2PPort, o.RPCPort
-	if conf, err := ledger.LoadConfig(p.ledger); err == nil {
-		p2p, rpc = portOf(conf.P2P.ListenAddress, p2p), portOf(conf.RPC.ListenAddress, rpc)
+	s := &system{o: o, p: newPaths(o.Dir), p2p: o.P2PPort, rpc: o.RPCPort, closeLog: func() {}}
+	if conf, err := ledger.LoadConfig(s.p.ledger); err == nil {
+		s.p2p, s.rpc = portOf(conf.P2P.ListenAddress, s.p2p), portOf(conf.RPC.ListenAddress, s.rpc)
 	}
 	ports := []struct {
 		what string
 		port int
 	}{
 		{"gateway MQTT", o.MQTTPort}, {"gateway MQTT WebSocket", o.WSPort}, {"gateway HTTP API", o.HTTPPort},
-		{"ledger p2p", p2p}, {"ledger RPC", rpc},
+		{"ledger p2p", s.p2p}, {"ledger RPC", s.rpc},
 	}
 	for _, pt := range ports {
 		if err := checkPort(host, pt.port); err != nil {
-			return fmt.Errorf("%w: %s port %s:%d is taken (%v); stop what holds it, or pick another with the demo's port flags", ErrPortTaken, pt.what, host, pt.port, err)
+			return nil, fmt.Errorf("%w: %s port %s:%d is taken (%v); stop what holds it, or pick another with the demo's port flags", ErrPortTaken, pt.what, host, pt.port, err)
 		}
 	}
 
-	if err := os.MkdirAll(p.dir, 0o700); err != nil {
-		return err
+	if err := os.MkdirAll(s.p.dir, 0o700); err != nil {
+		return nil, err
 	}
 	logOut := o.Log
 	if logOut == nil {
-		f, err := os.OpenFile(p.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		f, err := os.OpenFile(s.p.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		defer f.Close()
+		s.closeLog = func() { f.Close() }
 		logOut = f
 	}
-	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: o.LogLevel}))
+	s.log = slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: o.LogLevel}))
+	if err := s.makeOnce(); err != nil {
+		s.closeLog()
+		return nil, err
+	}
+	return s, nil
+}
 
-	// Gateway key and ledger home, made once.
-	if _, err := os.Stat(p.gatewayKey); os.IsNotExist(err) {
+func (s *system) makeOnce() error {
+	if _, err := os.Stat(s.p.gatewayKey); os.IsNotExist(err) {
 		priv, err := device.GenerateKey()
 		if err != nil {
 			return err
 		}
-		if err := device.WritePrivateKeyFile(p.gatewayKey, priv); err != nil {
+		if err := device.WritePrivateKeyFile(s.p.gatewayKey, priv); err != nil {
 			return err
 		}
 	}
-	gwSigner, err := device.LoadKeySigner(p.gatewayKey)
+	signer, err := device.LoadKeySigner(s.p.gatewayKey)
 	if err != nil {
 		return err
 	}
-	if _, err := ledger.LoadConfig(p.ledger); errors.Is(err, ledger.ErrNoHome) {
-		gg, err := ledger.GenesisGatewayFromKey(gwSigner.Public(), o.Site, "demo gateway")
+	s.signer = signer
+	if _, err := ledger.LoadConfig(s.p.ledger); errors.Is(err, ledger.ErrNoHome) {
+		gg, err := ledger.GenesisGatewayFromKey(signer.Public(), s.o.Site, "demo gateway")
 		if err != nil {
 			return err
 		}
-		if _, err := ledger.InitHome(p.ledger, ledger.HomeOptions{
-			P2PPort: p2p, RPCPort: rpc, NoPrometheus: true, Gateways: []anchor.GenesisGateway{gg},
+		if _, err := ledger.InitHome(s.p.ledger, ledger.HomeOptions{
+			P2PPort: s.p2p, RPCPort: s.rpc, NoPrometheus: true, Gateways: []anchor.GenesisGateway{gg},
 		}); err != nil {
 			return fmt.Errorf("demo: ledger init: %w", err)
 		}
-		log.Info("ledger home made", "home", p.ledger, "gateway", gwSigner.DID())
+		s.log.Info("ledger home made", "home", s.p.ledger, "gateway", signer.DID())
 	} else if err != nil {
 		return err
 	}
-	if _, err := os.Stat(p.trust); os.IsNotExist(err) {
-		t, err := anchor.ExportTrustFromHome(p.ledger)
+	if _, err := os.Stat(s.p.trust); os.IsNotExist(err) {
+		t, err := anchor.ExportTrustFromHome(s.p.ledger)
 		if err != nil {
 			return err
 		}
-		if err := anchor.WriteTrustFile(p.trust, t); err != nil {
+		if err := anchor.WriteTrustFile(s.p.trust, t); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// gatewayConfig is the demo gateway's configuration.
+func (s *system) gatewayConfig() gateway.Config {
+	c := gateway.DefaultConfig()
+	c.DataDir = s.p.gateway
+	c.KeyPath = s.p.gatewayKey
+	c.Site = s.o.Site
+	c.Name = "demo gateway"
+	c.LedgerRPC = fmt.Sprintf("http://%s:%d", host, s.rpc)
+	c.MQTT = gateway.MQTTConfig{TCP: net.JoinHostPort(host, strconv.Itoa(s.o.MQTTPort)), WS: net.JoinHostPort(host, strconv.Itoa(s.o.WSPort))}
+	c.HTTP.Addr = net.JoinHostPort(host, strconv.Itoa(s.o.HTTPPort))
+	return c
+}
+
+// fleetConfig is the simulated fleet's configuration; on a first start it
+// makes the enrollment tokens the devices need in the gateway's token store.
+func (s *system) fleetConfig() (sim.Config, error) {
+	o := s.o
+	need, err := sim.TokensNeeded(s.p.sim, o.Profile, o.Devices)
+	if err != nil {
+		return sim.Config{}, err
+	}
+	var tokens []sim.Token
+	if len(need) > 0 {
+		store, err := gateway.OpenTokenStore(s.p.gateway)
+		if err != nil {
+			return sim.Config{}, err
+		}
+		for _, kind := range []string{sim.KindPayroll, sim.KindSurvey, sim.KindEnv} {
+			if need[kind] == 0 {
+				continue
+			}
+			toks, _, err := store.Create(gateway.TokenRequest{Site: o.Site, Kind: kind, Count: need[kind], TTL: 72 * time.Hour}, time.Now())
+			if err != nil {
+				return sim.Config{}, err
+			}
+			for _, t := range toks {
+				tokens = append(tokens, sim.Token{Value: t, Kind: kind})
+			}
+		}
+		s.log.Info("enrollment tokens made", "count", len(tokens))
+	}
+	c := sim.DefaultConfig()
+	c.Broker = "tcp://" + net.JoinHostPort(host, strconv.Itoa(o.MQTTPort))
+	c.Devices, c.Profile, c.Rate, c.Site, c.Seed = o.Devices, o.Profile, o.Rate, o.Site, o.Seed
+	c.StateDir = s.p.sim
+	c.Tokens = tokens
+	c.Logger = s.log.With("component", "sim")
+	return c, nil
+}
+
+// Run runs the demo until ctx ends, then stops the fleet, the gateway and
+// the ledger, in that order.
+func Run(ctx context.Context, o Options) error {
+	s, err := prepare(o)
+	if err != nil {
+		return err
+	}
+	defer s.closeLog()
+	o, log, p := s.o, s.log, s.p
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -194,21 +274,14 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer func() {
 		if err := node.Stop(); err != nil {
-			log.Warn("ledger stop", "error", err)
+			log.Warn("ledger stop failed", "error", err)
 		}
 	}()
 
 	// 2. gateway
-	gcfg := gateway.DefaultConfig()
-	gcfg.DataDir = p.gateway
-	gcfg.KeyPath = p.gatewayKey
-	gcfg.Site = o.Site
-	gcfg.Name = "demo gateway"
-	gcfg.LedgerRPC = fmt.Sprintf("http://%s:%d", host, rpc)
-	gcfg.MQTT = gateway.MQTTConfig{TCP: net.JoinHostPort(host, strconv.Itoa(o.MQTTPort)), WS: net.JoinHostPort(host, strconv.Itoa(o.WSPort))}
-	gcfg.HTTP.Addr = net.JoinHostPort(host, strconv.Itoa(o.HTTPPort))
+	gcfg := s.gatewayConfig()
 	gwCtx, gwCancel := context.WithCancel(context.WithoutCancel(ctx))
-	gwDone, err := startGateway(gwCtx, gcfg, gwSigner, log.With("component", "gateway"), reg)
+	gwDone, err := startGateway(gwCtx, gcfg, s.signer, log.With("component", "gateway"), reg)
 	if err != nil {
 		gwCancel()
 		return fmt.Errorf("demo: start gateway: %w", err)
@@ -216,43 +289,15 @@ func Run(ctx context.Context, o Options) error {
 	defer func() {
 		gwCancel()
 		if err := <-gwDone; err != nil {
-			log.Warn("gateway stop", "error", err)
+			log.Warn("gateway stop failed", "error", err)
 		}
 	}()
 
-	// 3. tokens for devices that have none yet (first start)
-	need, err := sim.TokensNeeded(p.sim, o.Profile, o.Devices)
+	// 3. tokens (first start) and 4. the fleet
+	scfg, err := s.fleetConfig()
 	if err != nil {
 		return err
 	}
-	var tokens []sim.Token
-	if len(need) > 0 {
-		store, err := gateway.OpenTokenStore(p.gateway)
-		if err != nil {
-			return err
-		}
-		for _, kind := range []string{sim.KindPayroll, sim.KindSurvey, sim.KindEnv} {
-			if need[kind] == 0 {
-				continue
-			}
-			toks, _, err := store.Create(gateway.TokenRequest{Site: o.Site, Kind: kind, Count: need[kind], TTL: 72 * time.Hour}, time.Now())
-			if err != nil {
-				return err
-			}
-			for _, t := range toks {
-				tokens = append(tokens, sim.Token{Value: t, Kind: kind})
-			}
-		}
-		log.Info("enrollment tokens made", "count", len(tokens))
-	}
-
-	// 4. fleet
-	scfg := sim.DefaultConfig()
-	scfg.Broker = "tcp://" + gcfg.MQTT.TCP
-	scfg.Devices, scfg.Profile, scfg.Rate, scfg.Site, scfg.Seed = o.Devices, o.Profile, o.Rate, o.Site, o.Seed
-	scfg.StateDir = p.sim
-	scfg.Tokens = tokens
-	scfg.Logger = log.With("component", "sim")
 	fleet, err := sim.Open(scfg)
 	if err != nil {
 		return err
@@ -271,7 +316,7 @@ func Run(ctx context.Context, o Options) error {
   verify one:  curl -s %s/v1/records/1/proof > proof.json && bin/edgeanchor verify proof.json --trust %s
   ledger RPC:  http://%s:%d
 Ctrl-C stops everything.
-`, o.Devices, p.dir, p.log, base, base, base, p.trust, host, rpc)
+`, o.Devices, p.dir, p.log, base, base, base, p.trust, host, s.rpc)
 
 	progressLoop(ctx, o, reg, node, fleet)
 	fleetCancel()

@@ -172,8 +172,14 @@ func (o *overlay) flush(b dbm.Batch) error {
 
 // appHashStep folds one block into the app hash chain (docs/ledger.md):
 // SM3("edgeanchor-apphash-v1" ‖ prev ‖ be64(height) ‖ for each applied tx
-// in block order: be32(index) ‖ SM3(tx bytes)).
+// in block order: be32(index) ‖ SM3(tx bytes)). A block that applies
+// nothing leaves the app hash as it was: the state did not change, and
+// CometBFT then need not make an immediate "proof block", so an idle chain
+// makes one empty block per create_empty_blocks_interval.
 func appHashStep(prev []byte, height int64, applied []appliedTx) []byte {
+	if len(applied) == 0 {
+		return append([]byte(nil), prev...)
+	}
 	buf := make([]byte, 0, 64+len(applied)*36)
 	buf = append(buf, "edgeanchor-apphash-v1"...)
 	buf = append(buf, prev...)

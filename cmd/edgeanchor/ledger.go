@@ -1,0 +1,189 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+
+	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/ledger"
+)
+
+func init() { register(newLedgerCmd) }
+
+// ledgerSubcommands holds subcommands of `edgeanchor ledger` that live in
+// other files: such a file adds itself from its own init, e.g.
+//
+//	func init() { ledgerSubcommands = append(ledgerSubcommands, newLedgerExportTrustCmd) }
+//
+// so that adding one touches only that file.
+var ledgerSubcommands []func() *cobra.Command
+
+func newLedgerCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "ledger",
+		Short: "Run and set up the consortium ledger (CometBFT validator with the edgeanchor application)",
+		Long: `ledger makes validator homes and runs a validator: a CometBFT v0.38 node with
+the edgeanchor application in-process (docs/ledger.md).`,
+	}
+	cmd.AddCommand(newLedgerInitCmd(), newLedgerTestnetCmd(), newLedgerStartCmd())
+	for _, c := range ledgerSubcommands {
+		cmd.AddCommand(c())
+	}
+	return cmd
+}
+
+func newLedgerInitCmd() *cobra.Command {
+	var (
+		home                  string
+		opts                  ledger.HomeOptions
+		gwPub, gwSite, gwName string
+	)
+	cmd := &cobra.Command{
+		Use:   "init --home DIR [--gateway-pub PEM --gateway-site S --gateway-name N]",
+		Short: "Make a single-validator ledger home with dev admin and regulator keys",
+		Long: `init makes DIR with a CometBFT config (consortium defaults, 127.0.0.1 ports),
+a validator key, a node key, and dev SM2 keys (0600) for the genesis admin
+(DIR/keys/admin.pem, signs RegisterGateway/RemoveGateway) and regulator
+(DIR/keys/regulator.pem, may revoke any device). --gateway-pub names a
+gateway that is a consortium member from the first block. It refuses a DIR
+that already holds a home.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if home == "" {
+				return &exitError{code: 2, err: errors.New("ledger init: --home is required")}
+			}
+			if gwPub != "" || gwSite != "" || gwName != "" {
+				if gwPub == "" || gwSite == "" {
+					return &exitError{code: 2, err: errors.New("ledger init: --gateway-pub and --gateway-site go together")}
+				}
+				pub, err := device.ReadPublicKeyFile(gwPub)
+				if err != nil {
+					return &exitError{code: 1, err: fmt.Errorf("ledger init: --gateway-pub: %w", err)}
+				}
+				if gwName == "" {
+					gwName = gwSite
+				}
+				gg, err := ledger.GenesisGatewayFromKey(pub, gwSite, gwName)
+				if err != nil {
+					return &exitError{code: 1, err: err}
+				}
+				opts.Gateways = []anchor.GenesisGateway{gg}
+			}
+			h, err := ledger.InitHome(home, opts)
+			if err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "ledger home %s (node %s)\n", h.Dir, h.NodeID)
+			fmt.Fprintf(out, "  rpc        %s\n  p2p        %s\n", h.RPCURL, h.P2PAddr)
+			if h.PrometheusURL != "" {
+				fmt.Fprintf(out, "  prometheus %s\n", h.PrometheusURL)
+			}
+			fmt.Fprintf(out, "  admin key      %s\n  regulator key  %s\n", h.AdminKey, h.RegulatorKey)
+			for _, g := range opts.Gateways {
+				fmt.Fprintf(out, "  genesis gateway %s (site %s)\n", g.DID, g.Site)
+			}
+			fmt.Fprintf(out, "start it with: edgeanchor ledger start --home %s\n", h.Dir)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&home, "home", "", "directory to create")
+	f.StringVar(&opts.ChainID, "chain-id", ledger.DefaultChainID, "chain ID")
+	f.StringVar(&opts.Moniker, "moniker", "validator0", "validator name")
+	f.IntVar(&opts.P2PPort, "p2p-port", ledger.DefaultP2PPort, "p2p port on 127.0.0.1")
+	f.IntVar(&opts.RPCPort, "rpc-port", ledger.DefaultRPCPort, "RPC port on 127.0.0.1")
+	f.IntVar(&opts.PrometheusPort, "prometheus-port", ledger.DefaultPrometheusPort, "Prometheus metrics port on 127.0.0.1")
+	f.StringVar(&gwPub, "gateway-pub", "", "public key PEM of a gateway that is a member from genesis")
+	f.StringVar(&gwSite, "gateway-site", "", "site of that gateway")
+	f.StringVar(&gwName, "gateway-name", "", "name of that gateway (default: the site)")
+	return cmd
+}
+
+func newLedgerTestnetCmd() *cobra.Command {
+	var (
+		out     string
+		n, base int
+		opts    ledger.HomeOptions
+	)
+	cmd := &cobra.Command{
+		Use:   "testnet --validators N --out DIR --base-port P",
+		Short: "Make N validator homes on 127.0.0.1 sharing one genesis",
+		Long: `testnet makes DIR/node0 … DIR/node{N-1}, one validator each (equal voting
+power), with one genesis, one set of dev admin and regulator keys
+(DIR/keys/), and every node dialling the others as persistent peers. Node k
+listens on p2p P+10k, RPC P+10k+1 and Prometheus P+10k+2. Start each with
+` + "`edgeanchor ledger start --home DIR/nodeK`" + `; the chain advances once more than
+2/3 of the voting power is up (3 of 4).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" {
+				return &exitError{code: 2, err: errors.New("ledger testnet: --out is required")}
+			}
+			homes, err := ledger.Testnet(out, n, base, opts)
+			if err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			w := cmd.OutOrStdout()
+			for _, h := range homes {
+				fmt.Fprintf(w, "%s  node %s  p2p %s  rpc %s  metrics %s\n", h.Dir, h.NodeID, h.P2PAddr, h.RPCURL, h.PrometheusURL)
+			}
+			fmt.Fprintf(w, "admin key %s\nregulator key %s\n", homes[0].AdminKey, homes[0].RegulatorKey)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&out, "out", "", "output directory")
+	f.IntVar(&n, "validators", 4, "number of validators")
+	f.IntVar(&base, "base-port", ledger.DefaultP2PPort, "first port (node k uses P+10k … P+10k+2)")
+	f.StringVar(&opts.ChainID, "chain-id", ledger.DefaultChainID, "chain ID")
+	return cmd
+}
+
+func newLedgerStartCmd() *cobra.Command {
+	var home, logLevel string
+	cmd := &cobra.Command{
+		Use:   "start --home DIR",
+		Short: "Run the validator in DIR until SIGINT or SIGTERM",
+		Long: `start runs the CometBFT node of DIR with the edgeanchor application
+in-process. Logs go to stderr (CometBFT's own at debug level, its errors
+always). Metrics: CometBFT's cometbft_… and the application's
+edgeanchor_ledger_… on the Prometheus listener of DIR/config/config.toml.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if home == "" {
+				return &exitError{code: 2, err: errors.New("ledger start: --home is required")}
+			}
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("ledger start: --log-level: %w", err)}
+			}
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			// CometBFT serves the default registry on its Prometheus listener,
+			// so the application's metrics go there too.
+			node, err := ledger.StartNode(ctx, home, ledger.NodeOptions{Logger: log, Registerer: prometheus.DefaultRegisterer})
+			if err != nil {
+				if errors.Is(err, ledger.ErrNoHome) {
+					return &exitError{code: 1, err: err}
+				}
+				return err
+			}
+			<-ctx.Done()
+			log.Info("ledger stopping")
+			return node.Stop()
+		},
+	}
+	cmd.Flags().StringVar(&home, "home", "", "validator home (made by ledger init or ledger testnet)")
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}

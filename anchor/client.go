@@ -21,6 +21,8 @@ import (
 	ctypes "github.com/cometbft/cometbft/rpc/core/types"
 	rpctypes "github.com/cometbft/cometbft/rpc/jsonrpc/types"
 	"github.com/cometbft/cometbft/types"
+
+	"github.com/edgeanchor/edgeanchor/device"
 )
 
 // Errors of the ledger client. Test with errors.Is; a refusal is a
@@ -80,6 +82,9 @@ type ClientOptions struct {
 	// CommitTimeout bounds the wait for a tx accepted by CheckTx to commit
 	// (30 s).
 	CommitTimeout time.Duration
+	// RecheckInterval is how often a tx still waiting to commit is broadcast
+	// again, to learn whether the mempool dropped it (2 s).
+	RecheckInterval time.Duration
 	// Logger receives debug and warning logs (discarded if nil).
 	Logger *slog.Logger
 }
@@ -99,6 +104,9 @@ func (o *ClientOptions) defaults() {
 	}
 	if o.CommitTimeout <= 0 {
 		o.CommitTimeout = 30 * time.Second
+	}
+	if o.RecheckInterval <= 0 {
+		o.RecheckInterval = 2 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -221,13 +229,47 @@ func rpcErrorData(err error) string {
 // Submitting bytes that already committed returns their receipt (or their
 // refusal), so a caller that lost an answer can simply submit again.
 func (c *Client) Submit(ctx context.Context, tx []byte) (Receipt, error) {
-	hash := types.Tx(tx).Hash()
-	hexHash := hex.EncodeToString(hash)
-	ch, err := c.addWaiter(ctx, hash)
+	p, err := c.Broadcast(ctx, tx)
 	if err != nil {
 		return Receipt{}, err
 	}
-	defer c.removeWaiter(hash, ch)
+	return p.Wait(ctx)
+}
+
+// Pending is a tx that passed CheckTx (or had already committed). Call Wait
+// exactly once, or Discard.
+type Pending struct {
+	c    *Client
+	tx   []byte
+	hash []byte
+	ch   chan Receipt
+	done bool
+	r    Receipt
+	err  error
+}
+
+// TxHash is the tx's CometBFT hash, lowercase hex.
+func (p *Pending) TxHash() string { return hex.EncodeToString(p.hash) }
+
+// Broadcast sends tx with broadcast_tx_sync and returns once CheckTx
+// accepted it, so that a caller can send a gateway's next header (which
+// CheckTx checks against this one) before this one commits. Errors are
+// those of Submit.
+func (c *Client) Broadcast(ctx context.Context, tx []byte) (*Pending, error) {
+	hash := types.Tx(tx).Hash()
+	ch, err := c.addWaiter(ctx, hash)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pending{c: c, tx: tx, hash: hash, ch: ch}
+	finish := func(r Receipt, err error) (*Pending, error) {
+		p.Discard()
+		if err != nil {
+			return nil, err
+		}
+		p.done, p.r = true, r
+		return p, nil
+	}
 
 	var res *ctypes.ResultBroadcastTx
 	err = c.call(ctx, "broadcast_tx_sync", func(ctx context.Context) error {
@@ -238,30 +280,53 @@ func (c *Client) Submit(ctx context.Context, tx []byte) (Receipt, error) {
 	switch {
 	case err != nil && strings.Contains(rpcErrorData(err), "already exists in cache"):
 		// Seen before: committed already, or still in the mempool.
-		if r, ok, lerr := c.lookupTx(ctx, hash); lerr != nil {
-			return Receipt{}, lerr
-		} else if ok {
-			return receiptOrRefusal(r)
+		r, ok, lerr := c.lookupTx(ctx, hash)
+		if lerr != nil {
+			return finish(Receipt{}, lerr)
+		}
+		if ok {
+			return finish(receiptOrRefusal(r))
 		}
 	case err != nil:
-		return Receipt{}, fmt.Errorf("anchor: submit: %w", err)
+		return finish(Receipt{}, fmt.Errorf("anchor: submit: %w", err))
 	case res.Code != 0:
 		// A duplicate refusal of a tx that did commit is a success.
 		if r, ok, lerr := c.lookupTx(ctx, hash); lerr == nil && ok {
-			return receiptOrRefusal(r)
+			return finish(receiptOrRefusal(r))
 		}
-		return Receipt{}, &RefusedError{Stage: "check", Code: res.Code, Log: res.Log, TxHash: hexHash}
+		return finish(Receipt{}, &RefusedError{Stage: "check", Code: res.Code, Log: res.Log, TxHash: p.TxHash()})
 	}
-	return c.waitCommit(ctx, hash, ch)
+	return p, nil
 }
 
-func (c *Client) waitCommit(ctx context.Context, hash []byte, ch chan Receipt) (Receipt, error) {
+// Wait waits until the tx commits; see Submit for the errors.
+func (p *Pending) Wait(ctx context.Context) (Receipt, error) {
+	if p.done {
+		return p.r, p.err
+	}
+	defer p.Discard()
+	p.r, p.err = p.c.waitCommit(ctx, p.tx, p.hash, p.ch)
+	p.done = true
+	return p.r, p.err
+}
+
+// Discard stops waiting for the tx (it may still commit).
+func (p *Pending) Discard() {
+	if p.ch != nil {
+		p.c.removeWaiter(p.hash, p.ch)
+		p.ch = nil
+	}
+}
+
+func (c *Client) waitCommit(ctx context.Context, tx, hash []byte, ch chan Receipt) (Receipt, error) {
 	timeout := time.NewTimer(c.opts.CommitTimeout)
 	defer timeout.Stop()
-	// A slow check by hash covers a follower that fell behind or a tx that
-	// committed in a block before the follower started.
-	slow := time.NewTicker(5 * time.Second)
-	defer slow.Stop()
+	// Every RecheckInterval the same bytes are broadcast again: a tx the
+	// mempool dropped (a recheck after a block made it invalid, a node
+	// restart) gets its refusal or goes back in; one still pending answers
+	// "already in cache".
+	recheck := time.NewTicker(c.opts.RecheckInterval)
+	defer recheck.Stop()
 	for {
 		select {
 		case r := <-ch:
@@ -270,10 +335,21 @@ func (c *Client) waitCommit(ctx context.Context, hash []byte, ch chan Receipt) (
 			return Receipt{}, fmt.Errorf("anchor: wait for commit: %w", ctx.Err())
 		case <-c.ctx.Done():
 			return Receipt{}, ErrClosed
-		case <-slow.C:
-			if r, ok, err := c.lookupTx(ctx, hash); err == nil && ok {
+		case <-recheck.C:
+			// The tx index lags the block a little: a tx the follower
+			// missed (its block came before the follower started) is found
+			// here.
+			if r, ok, lerr := c.lookupTx(ctx, hash); lerr == nil && ok {
 				return receiptOrRefusal(r)
 			}
+			res, err := c.rpc.BroadcastTxSync(ctx, tx)
+			if err != nil || res.Code == 0 {
+				continue // pending, back in the mempool, or the RPC is down: keep waiting
+			}
+			if r, ok, lerr := c.lookupTx(ctx, hash); lerr == nil && ok {
+				return receiptOrRefusal(r)
+			}
+			return Receipt{}, &RefusedError{Stage: "check", Code: res.Code, Log: res.Log, TxHash: hex.EncodeToString(hash)}
 		case <-timeout.C:
 			if r, ok, err := c.lookupTx(ctx, hash); err == nil && ok {
 				return receiptOrRefusal(r)
@@ -550,12 +626,15 @@ func classify(what string, err error) error {
 	return fmt.Errorf("anchor: %s: %w", what, err)
 }
 
+// heightOnce asks the application (abci_info) for its last committed
+// height: unlike /status (the block store), it implies that the block's
+// results are stored.
 func (c *Client) heightOnce(ctx context.Context) (int64, error) {
-	st, err := c.rpc.Status(ctx)
+	res, err := c.rpc.ABCIInfo(ctx)
 	if err != nil {
-		return 0, classify("status", err)
+		return 0, classify("abci_info", err)
 	}
-	return st.SyncInfo.LatestBlockHeight, nil
+	return res.Response.LastBlockHeight, nil
 }
 
 // Status is what a gateway or operator needs from /status.
@@ -606,7 +685,7 @@ func (c *Client) Query(ctx context.Context, path string) ([]byte, error) {
 		return nil, err
 	}
 	if res.Response.Code != 0 {
-		if res.Response.Value == nil && strings.Contains(strings.ToLower(res.Response.Log), "not found") {
+		if res.Response.Code == queryCodeNotFound || strings.Contains(strings.ToLower(res.Response.Log), "not found") {
 			return nil, fmt.Errorf("%w: %s", ErrNotFound, path)
 		}
 		return nil, fmt.Errorf("anchor: query %s: code %d: %s", path, res.Response.Code, res.Response.Log)
@@ -616,6 +695,10 @@ func (c *Client) Query(ctx context.Context, path string) ([]byte, error) {
 	}
 	return res.Response.Value, nil
 }
+
+// queryCodeNotFound is ledger.CodeNotFound (the ledger imports anchor, not
+// the other way round).
+const queryCodeNotFound = 19
 
 func (c *Client) queryJSON(ctx context.Context, path string, v any) error {
 	b, err := c.Query(ctx, path)
@@ -628,81 +711,93 @@ func (c *Client) queryJSON(ctx context.Context, path string, v any) error {
 	return nil
 }
 
-// DeviceRecord is the ledger's answer for /device/{did}.
+// DeviceRecord is the ledger's answer for /device/{did} (the JSON of
+// ledger.DeviceRecord).
 type DeviceRecord struct {
-	DID            string `json:"did"`
-	Pub            []byte `json:"pub"` // SPKI DER
-	Kind           string `json:"kind"`
-	Site           string `json:"site"`
-	Gateway        string `json:"gateway"`
-	Status         string `json:"status"` // "active" or "revoked"
-	Height         int64  `json:"height"`
-	TxHash         string `json:"tx"`
-	RevokedHeight  int64  `json:"revoked_height,omitempty"`
-	RevokedTxHash  string `json:"revoked_tx,omitempty"`
-	RevokedReason  string `json:"revoked_reason,omitempty"`
-	Registration   []byte `json:"registration,omitempty"`
-	DeviceSig      []byte `json:"device_sig,omitempty"`
-	RegisteredTime string `json:"ts,omitempty"`
+	DID           device.DID `json:"did"`
+	Pub           []byte     `json:"pub"` // SPKI DER
+	Kind          string     `json:"kind"`
+	Site          string     `json:"site"`
+	Gateway       device.DID `json:"gateway"`
+	Status        string     `json:"status"` // "active" or "revoked"
+	Height        int64      `json:"height"`
+	Tx            string     `json:"tx"`
+	Registration  []byte     `json:"registration"`
+	DeviceSig     []byte     `json:"device_sig"`
+	RevokedHeight int64      `json:"revoked_height,omitempty"`
+	RevokedTx     string     `json:"revoked_tx,omitempty"`
+	RevokedBy     device.DID `json:"revoked_by,omitempty"`
+	RevokeReason  string     `json:"revoke_reason,omitempty"`
 }
 
-// GatewayRecord is the ledger's answer for /gateway/{did}.
+// GatewayRecord is the ledger's answer for /gateway/{did} (the JSON of
+// ledger.GatewayRecord).
 type GatewayRecord struct {
-	DID     string `json:"did"`
-	Pub     []byte `json:"pub"`
-	Site    string `json:"site"`
-	Name    string `json:"name"`
-	Status  string `json:"status,omitempty"`
-	Height  int64  `json:"height"`
-	TxHash  string `json:"tx,omitempty"`
-	LastSeq uint64 `json:"last_seq"`
+	DID           device.DID `json:"did"`
+	Pub           []byte     `json:"pub"`
+	Site          string     `json:"site"`
+	Name          string     `json:"name"`
+	Status        string     `json:"status"` // "member" or "removed"
+	Height        int64      `json:"height"`
+	Tx            string     `json:"tx"`
+	RemovedHeight int64      `json:"removed_height,omitempty"`
+	RemovedTx     string     `json:"removed_tx,omitempty"`
+	LastSeq       uint64     `json:"last_seq"`
+	LastHash      Hash       `json:"last_hash"`
+	LastRecord    uint64     `json:"last_record"`
 }
 
 // BatchRecord is the ledger's answer for /batch/…, /batch-by-root/… and
-// /last-batch/….
+// /last-batch/… (the JSON of ledger.BatchRecord).
 type BatchRecord struct {
-	Header     []byte `json:"header"` // the exact AnchorBatch body bytes
-	Sig        []byte `json:"sig"`
-	HeaderHash string `json:"hash"`
-	Height     int64  `json:"height"`
-	TxHash     string `json:"tx"`
+	Gateway device.DID `json:"gateway"`
+	Seq     uint64     `json:"seq"`
+	Header  []byte     `json:"header"` // the exact AnchorBatch body bytes
+	Sig     []byte     `json:"sig"`
+	Hash    Hash       `json:"hash"`
+	Root    Hash       `json:"root"`
+	First   uint64     `json:"first"`
+	Last    uint64     `json:"last"`
+	Height  int64      `json:"height"`
+	Tx      string     `json:"tx"`
+	Index   uint32     `json:"index"`
 }
 
 // Device returns the ledger's record of a device.
-func (c *Client) Device(ctx context.Context, did string) (*DeviceRecord, error) {
+func (c *Client) Device(ctx context.Context, did device.DID) (*DeviceRecord, error) {
 	var r DeviceRecord
-	return &r, c.queryJSON(ctx, "/device/"+did, &r)
+	return &r, c.queryJSON(ctx, "/device/"+string(did), &r)
 }
 
 // Gateway returns the ledger's record of a gateway.
-func (c *Client) Gateway(ctx context.Context, did string) (*GatewayRecord, error) {
+func (c *Client) Gateway(ctx context.Context, did device.DID) (*GatewayRecord, error) {
 	var r GatewayRecord
-	return &r, c.queryJSON(ctx, "/gateway/"+did, &r)
+	return &r, c.queryJSON(ctx, "/gateway/"+string(did), &r)
 }
 
 // GatewayDevices returns the devices registered through a gateway.
-func (c *Client) GatewayDevices(ctx context.Context, did string) ([]DeviceRecord, error) {
+func (c *Client) GatewayDevices(ctx context.Context, did device.DID) ([]DeviceRecord, error) {
 	var r []DeviceRecord
-	return r, c.queryJSON(ctx, "/gateway/"+did+"/devices", &r)
+	return r, c.queryJSON(ctx, "/gateway/"+string(did)+"/devices", &r)
 }
 
 // Batch returns the anchored batch header (gateway, seq).
-func (c *Client) Batch(ctx context.Context, gateway string, seq uint64) (*BatchRecord, error) {
+func (c *Client) Batch(ctx context.Context, gateway device.DID, seq uint64) (*BatchRecord, error) {
 	var r BatchRecord
-	return &r, c.queryJSON(ctx, "/batch/"+gateway+"/"+strconv.FormatUint(seq, 10), &r)
+	return &r, c.queryJSON(ctx, "/batch/"+string(gateway)+"/"+strconv.FormatUint(seq, 10), &r)
 }
 
 // BatchByRoot returns the anchored batch whose Merkle root is root (hex).
-func (c *Client) BatchByRoot(ctx context.Context, root string) (*BatchRecord, error) {
+func (c *Client) BatchByRoot(ctx context.Context, root Hash) (*BatchRecord, error) {
 	var r BatchRecord
-	return &r, c.queryJSON(ctx, "/batch-by-root/"+root, &r)
+	return &r, c.queryJSON(ctx, "/batch-by-root/"+root.String(), &r)
 }
 
 // LastBatch returns a gateway's last anchored batch, or ErrNotFound before
 // its first.
-func (c *Client) LastBatch(ctx context.Context, gateway string) (*BatchRecord, error) {
+func (c *Client) LastBatch(ctx context.Context, gateway device.DID) (*BatchRecord, error) {
 	var r BatchRecord
-	return &r, c.queryJSON(ctx, "/last-batch/"+gateway, &r)
+	return &r, c.queryJSON(ctx, "/last-batch/"+string(gateway), &r)
 }
 
 // signedHeader fetches the signed header at height h.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	abci "github.com/cometbft/cometbft/abci/types"
@@ -317,22 +318,38 @@ func verifyHeader(trust *Trust, sh *types.SignedHeader, vals *types.ValidatorSet
 	return vals.VerifyCommitLight(trust.ChainID, sh.Commit.BlockID, sh.Height, sh.Commit)
 }
 
+// indexLag is how long ProveAnchor waits for the node's tx index to find a
+// tx before it says ErrNotFound.
+const indexLag = 3 * time.Second
+
 // ProveAnchor builds the AnchorProof of a committed tx (given its bytes). It
 // waits (up to CommitTimeout) for the next block, whose header carries the
 // tx's result hash. It returns ErrNotFound if the tx did not commit.
 func (c *Client) ProveAnchor(ctx context.Context, tx []byte) (*AnchorProof, error) {
 	hash := types.Tx(tx).Hash()
 	var res *ctypes.ResultTx
-	err := c.call(ctx, "tx", func(ctx context.Context) error {
-		var e error
-		res, e = c.rpc.Tx(ctx, hash, true)
-		return e
-	})
-	if err != nil {
-		if rpcErrorData(err) != "" && bytes.Contains([]byte(rpcErrorData(err)), []byte("not found")) {
+	// The node indexes a block's txs shortly after committing it: a tx
+	// whose receipt was just seen may take a moment to be found.
+	for deadline := time.Now().Add(indexLag); ; {
+		err := c.call(ctx, "tx", func(ctx context.Context) error {
+			var e error
+			res, e = c.rpc.Tx(ctx, hash, true)
+			return e
+		})
+		if err == nil {
+			break
+		}
+		if !strings.Contains(rpcErrorData(err), "not found") {
+			return nil, err
+		}
+		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("%w: tx %X", ErrNotFound, hash)
 		}
-		return nil, err
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(c.opts.PollInterval):
+		}
 	}
 	if !bytes.Equal(res.Tx, tx) {
 		return nil, fmt.Errorf("anchor: node returned other bytes for tx %X", hash)

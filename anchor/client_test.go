@@ -1,0 +1,236 @@
+package anchor_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgertest"
+	"github.com/edgeanchor/edgeanchor/ledger"
+)
+
+func newClient(t *testing.T, rpc string, opts anchor.ClientOptions) *anchor.Client {
+	t.Helper()
+	c, err := anchor.NewClient(rpc, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func submit(t *testing.T, c *anchor.Client, tx []byte) anchor.Receipt {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := c.Submit(ctx, tx)
+	if err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	return r
+}
+
+func TestClientSubmitQueryAndResubmit(t *testing.T) {
+	n := ledgertest.StartSingle(t)
+	c := newClient(t, n.RPC, anchor.ClientOptions{})
+	ctx := context.Background()
+
+	gw := ledgertest.NewGateway(t, "site-a")
+	r := submit(t, c, gw.RegisterTx(t, n.Admin))
+	if r.Height <= 0 || r.Code != 0 || len(r.TxHash) != 64 {
+		t.Fatalf("RegisterGateway receipt = %+v", r)
+	}
+	rec, err := c.Gateway(ctx, gw.DID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.DID != gw.DID() || rec.Site != "site-a" || rec.Height != r.Height || rec.Tx != r.TxHash {
+		t.Fatalf("gateway record = %+v, receipt %+v", rec, r)
+	}
+
+	tx1, h1 := gw.NextAnchor(t, 10)
+	r1 := submit(t, c, tx1)
+	tx2, h2 := gw.NextAnchor(t, 5)
+	r2 := submit(t, c, tx2)
+	if r2.Height <= r1.Height {
+		t.Fatalf("second anchor at height %d, first at %d", r2.Height, r1.Height)
+	}
+
+	// Submitting committed bytes again returns the same receipt.
+	again := submit(t, c, tx1)
+	if again != r1 {
+		t.Fatalf("resubmit receipt = %+v, want %+v", again, r1)
+	}
+
+	b, err := c.Batch(ctx, gw.DID(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Hash != h1.Hash() || b.Height != r1.Height || b.Tx != r1.TxHash || b.Index != r1.Index {
+		t.Fatalf("batch 1 = %+v, receipt %+v", b, r1)
+	}
+	last, err := c.LastBatch(ctx, gw.DID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last.Seq != 2 || last.Hash != h2.Hash() {
+		t.Fatalf("last batch = seq %d hash %s, want 2 %s", last.Seq, last.Hash, h2.Hash())
+	}
+	byRoot, err := c.BatchByRoot(ctx, h2.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if byRoot.Seq != 2 || byRoot.Gateway != gw.DID() {
+		t.Fatalf("batch by root = %+v", byRoot)
+	}
+	if _, err := c.Batch(ctx, gw.DID(), 3); !errors.Is(err, anchor.ErrNotFound) {
+		t.Fatalf("batch 3: err = %v, want ErrNotFound", err)
+	}
+	st, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Height < r2.Height || st.ChainID == "" {
+		t.Fatalf("status = %+v", st)
+	}
+}
+
+func TestClientRefusals(t *testing.T) {
+	n := ledgertest.StartSingle(t)
+	c := newClient(t, n.RPC, anchor.ClientOptions{})
+	gw := ledgertest.NewGateway(t, "site-a")
+	submit(t, c, gw.RegisterTx(t, n.Admin))
+
+	_, h := gw.PeekAnchor(t, 1)
+	h.Seq, h.Prev = 2, anchor.SM3([]byte("not the last header"))
+	other := ledgertest.NewGateway(t, "site-b") // never registered
+
+	for _, tc := range []struct {
+		name string
+		tx   []byte
+		code ledger.Code
+	}{
+		{"malformed", []byte(`{"body":`), ledger.CodeMalformed},
+		{"sequence gap", gw.AnchorTx(t, h), ledger.CodeSequenceGap},
+		{"not a member", func() []byte { tx, _ := other.PeekAnchor(t, 1); return tx }(), ledger.CodeNotMember},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			_, err := c.Submit(ctx, tc.tx)
+			var ref *anchor.RefusedError
+			if !errors.As(err, &ref) {
+				t.Fatalf("err = %v, want *RefusedError", err)
+			}
+			if ref.Code != uint32(tc.code) || ref.Stage != "check" || ref.Log == "" {
+				t.Fatalf("refusal = %+v, want code %d (%s) at check", ref, tc.code, tc.code.Name())
+			}
+			if errors.Is(err, anchor.ErrUnreachable) {
+				t.Fatal("a refusal must not be ErrUnreachable")
+			}
+		})
+	}
+}
+
+func TestClientUnreachable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+
+	c := newClient(t, "http://"+addr, anchor.ClientOptions{Retries: 2, Backoff: 10 * time.Millisecond, RequestTimeout: time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err = c.Submit(ctx, []byte(`{"body":"e30=","signer":"did:ea:00000000000000000000000000000000","sig":"AA=="}`))
+	if !errors.Is(err, anchor.ErrUnreachable) {
+		t.Fatalf("err = %v, want ErrUnreachable", err)
+	}
+	var ref *anchor.RefusedError
+	if errors.As(err, &ref) {
+		t.Fatalf("unreachable reported as refusal %+v", ref)
+	}
+	if _, err := c.Height(ctx); !errors.Is(err, anchor.ErrUnreachable) {
+		t.Fatalf("height: err = %v, want ErrUnreachable", err)
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("bounded retries took %s", d)
+	}
+}
+
+func TestWatchBlocksSeesDeviceEvents(t *testing.T) {
+	n := ledgertest.StartSingle(t)
+	c := newClient(t, n.RPC, anchor.ClientOptions{})
+	gw := ledgertest.NewGateway(t, "site-a")
+	submit(t, c, gw.RegisterTx(t, n.Admin))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	type seen struct {
+		action, did string
+		at          time.Time
+	}
+	events := make(chan seen, 16)
+	watchErr := make(chan error, 1)
+	from, err := c.Height(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		watchErr <- c.WatchBlocks(ctx, from+1, func(b *anchor.Block) error {
+			for _, tx := range b.Txs {
+				for _, ev := range tx.Events {
+					if ev.Type == "device" {
+						events <- seen{ev.Attributes["action"], ev.Attributes["did"], time.Now()}
+					}
+				}
+			}
+			return nil
+		})
+	}()
+
+	dev, regTx := gw.NewDevice(t, anchor.DeviceKindPayroll)
+	submitted := time.Now()
+	submit(t, c, regTx)
+	revTx := ledgertest.RevokeDeviceTx(t, gw.Signer, dev.DID(), "lost")
+	submit(t, c, revTx)
+	committed := time.Now()
+
+	want := []string{"register", "revoke"}
+	for _, action := range want {
+		select {
+		case ev := <-events:
+			if ev.action != action || ev.did != string(dev.DID()) {
+				t.Fatalf("event = %+v, want %s of %s", ev, action, dev.DID())
+			}
+			if ev.at.Before(submitted) {
+				t.Fatalf("event seen before its tx was submitted")
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no %s event within 5 s of commit (%s)", action, time.Since(committed))
+		}
+	}
+	rec, err := c.Device(ctx, dev.DID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Status != "revoked" || rec.Gateway != gw.DID() {
+		t.Fatalf("device record = %+v", rec)
+	}
+	devs, err := c.GatewayDevices(ctx, gw.DID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(devs) != 1 || devs[0].DID != dev.DID() {
+		t.Fatalf("gateway devices = %+v", devs)
+	}
+	cancel()
+	if err := <-watchErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("watch returned %v, want context.Canceled", err)
+	}
+}

@@ -1,0 +1,250 @@
+package ledgertest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/internal/testbin"
+	"github.com/edgeanchor/edgeanchor/ledger"
+)
+
+// Cluster is a consortium of validators made by `edgeanchor ledger testnet`,
+// each run by `edgeanchor ledger start --home` as its own OS process on
+// 127.0.0.1. Processes are killed at t.Cleanup (and by the kernel if the
+// test process dies).
+type Cluster struct {
+	Dir           string            // testnet output directory
+	Homes         []string          // node homes
+	Admin         *device.KeySigner // genesis admin
+	Regulator     *device.KeySigner // genesis regulator
+	TimeoutCommit string            // consensus timeout_commit of the homes
+
+	t     testing.TB
+	bin   string
+	base  int
+	mu    sync.Mutex
+	procs []*exec.Cmd
+	logs  []*os.File
+}
+
+// StartCluster makes an n-validator testnet on a random free base port and
+// starts every validator; it returns once all of them are past height 1.
+// It retries with another base port if a port turns out to be taken.
+func StartCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	bin := testbin.Path(t, "./cmd/edgeanchor")
+	var lastErr error
+	for attempt := 0; attempt < 4; attempt++ {
+		base, ok := freeBase(n)
+		if !ok {
+			continue
+		}
+		c := &Cluster{Dir: t.TempDir(), t: t, bin: bin, base: base, procs: make([]*exec.Cmd, n), logs: make([]*os.File, n)}
+		out, err := exec.Command(bin, "ledger", "testnet", "--validators", strconv.Itoa(n),
+			"--out", c.Dir, "--base-port", strconv.Itoa(base)).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ledgertest: ledger testnet: %v\n%s", err, out)
+		}
+		for i := range n {
+			c.Homes = append(c.Homes, filepath.Join(c.Dir, fmt.Sprintf("node%d", i)))
+		}
+		if c.Admin, err = device.LoadKeySigner(filepath.Join(c.Dir, ledger.AdminKeyFile)); err != nil {
+			t.Fatalf("ledgertest: admin key: %v", err)
+		}
+		if c.Regulator, err = device.LoadKeySigner(filepath.Join(c.Dir, ledger.RegulatorKeyFile)); err != nil {
+			t.Fatalf("ledgertest: regulator key: %v", err)
+		}
+		if conf, err := ledger.LoadConfig(c.Homes[0]); err == nil {
+			c.TimeoutCommit = conf.Consensus.TimeoutCommit.String()
+		}
+		t.Cleanup(c.stopAll)
+		for i := range n {
+			if err := c.start(i); err != nil {
+				t.Fatalf("ledgertest: %v", err)
+			}
+		}
+		if lastErr = c.waitAll(1, 60*time.Second); lastErr == nil {
+			return c
+		}
+		c.stopAll()
+		if !c.portConflict() {
+			t.Fatalf("ledgertest: cluster did not start: %v\n%s", lastErr, c.tails())
+		}
+	}
+	t.Fatalf("ledgertest: cluster did not start after retries: %v", lastErr)
+	return nil
+}
+
+// freeBase picks a random base port whose 3n ports (p2p, rpc, prometheus
+// of each node, spaced by 10) are free right now.
+func freeBase(n int) (int, bool) {
+	for range 20 {
+		base := 20000 + 10*rand.IntN(3500)
+		ok := true
+		for k := 0; k < n && ok; k++ {
+			for off := 0; off < 3; off++ {
+				l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+10*k+off))
+				if err != nil {
+					ok = false
+					break
+				}
+				l.Close()
+			}
+		}
+		if ok {
+			return base, true
+		}
+	}
+	return 0, false
+}
+
+// N is the number of validators.
+func (c *Cluster) N() int { return len(c.Homes) }
+
+// RPC is node i's RPC URL.
+func (c *Cluster) RPC(i int) string { return fmt.Sprintf("http://127.0.0.1:%d", c.base+10*i+1) }
+
+func (c *Cluster) start(i int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.procs[i] != nil {
+		return fmt.Errorf("node %d already running", i)
+	}
+	logf, err := os.OpenFile(filepath.Join(c.Dir, fmt.Sprintf("node%d.log", i)), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(c.bin, "ledger", "start", "--home", c.Homes[i])
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start node %d: %w", i, err)
+	}
+	c.procs[i], c.logs[i] = cmd, logf
+	return nil
+}
+
+// Start (re)starts node i from its home.
+func (c *Cluster) Start(i int) {
+	c.t.Helper()
+	if err := c.start(i); err != nil {
+		c.t.Fatalf("ledgertest: %v", err)
+	}
+}
+
+// Kill kills node i with SIGKILL (kill -9) and reaps it.
+func (c *Cluster) Kill(i int) {
+	c.t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cmd := c.procs[i]
+	if cmd == nil {
+		c.t.Fatalf("ledgertest: node %d is not running", i)
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+	c.logs[i].Close()
+	c.procs[i], c.logs[i] = nil, nil
+}
+
+// Running reports whether node i's process runs.
+func (c *Cluster) Running(i int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.procs[i] != nil
+}
+
+func (c *Cluster) stopAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, cmd := range c.procs {
+		if cmd == nil {
+			continue
+		}
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Wait()
+		c.logs[i].Close()
+		c.procs[i], c.logs[i] = nil, nil
+	}
+}
+
+// Height is node i's latest committed height (an error if it does not
+// answer).
+func (c *Cluster) Height(i int) (int64, error) {
+	cl, err := anchor.NewClient(c.RPC(i), anchor.ClientOptions{Retries: 1, Backoff: 10 * time.Millisecond, RequestTimeout: 2 * time.Second})
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	return cl.Height(ctx)
+}
+
+// WaitHeight waits until every running node is at height h or more.
+func (c *Cluster) WaitHeight(t testing.TB, h int64, timeout time.Duration) {
+	t.Helper()
+	if err := c.waitAll(h, timeout); err != nil {
+		t.Fatalf("ledgertest: %v\n%s", err, c.tails())
+	}
+}
+
+// WaitNodeHeight waits until node i is at height h or more.
+func (c *Cluster) WaitNodeHeight(t testing.TB, i int, h int64, timeout time.Duration) {
+	t.Helper()
+	if err := waitHeight(c.RPC(i), h, timeout); err != nil {
+		t.Fatalf("ledgertest: node %d: %v\n%s", i, err, c.tails())
+	}
+}
+
+func (c *Cluster) waitAll(h int64, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for i := range c.Homes {
+		if !c.Running(i) {
+			continue
+		}
+		if err := waitHeight(c.RPC(i), h, time.Until(deadline)); err != nil {
+			return fmt.Errorf("node %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) portConflict() bool {
+	for i := range c.Homes {
+		b, _ := os.ReadFile(filepath.Join(c.Dir, fmt.Sprintf("node%d.log", i)))
+		if bytes.Contains(b, []byte("address already in use")) {
+			return true
+		}
+	}
+	return false
+}
+
+// tails returns the last lines of every node's log, for failure messages.
+func (c *Cluster) tails() string {
+	var sb strings.Builder
+	for i := range c.Homes {
+		b, _ := os.ReadFile(filepath.Join(c.Dir, fmt.Sprintf("node%d.log", i)))
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if len(lines) > 8 {
+			lines = lines[len(lines)-8:]
+		}
+		fmt.Fprintf(&sb, "--- node%d.log (last lines)\n%s\n", i, strings.Join(lines, "\n"))
+	}
+	return sb.String()
+}

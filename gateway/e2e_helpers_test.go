@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -266,10 +265,4 @@ func e2eEnvelope(t testing.TB, dev device.Signer, seq uint64) []byte {
 		t.Fatal(err)
 	}
 	return env
-}
-
-func e2eCtx(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
 }

@@ -237,6 +237,8 @@ func (g *payrollGen) genDay() {
 			if in > inLatest {
 				in = inLatest
 			}
+			// Terminals log passes to the second.
+			in, out = in.Truncate(time.Second), out.Truncate(time.Second)
 			g.days[i]++
 			rs = append(rs,
 				Reading{At: day.Add(in), Kind: device.KindAttendance, Data: g.pass(w, "in")},

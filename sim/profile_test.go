@@ -106,6 +106,9 @@ func TestAttendanceShiftsAndWageRun(t *testing.T) {
 		tod := l.Sub(localDay(r.At))
 		switch d := r.Data.(type) {
 		case Attendance:
+			if r.At.Nanosecond() != 0 {
+				t.Fatalf("pass logged at %s, not to the second", r.At)
+			}
 			k := dayKey{d.Worker, l.Format("2006-01-02")}
 			switch d.Direction {
 			case "in":

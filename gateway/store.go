@@ -125,6 +125,7 @@ type Store struct {
 
 	in      chan *appendReq
 	prepped chan []*appendReq
+	acks    chan *pendingGroup
 
 	failed  atomic.Pointer[error]
 	lastG   atomic.Uint64 // last committed gseq
@@ -180,10 +181,11 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		db: db, log: o.Logger, signer: o.Signer, gw: o.Signer.DID(), cfg: c, metrics: o.Metrics,
 		in:      make(chan *appendReq, o.MaxPending),
 		prepped: make(chan []*appendReq, 1),
+		acks:    make(chan *pendingGroup, commitDepth-1),
 		seqs:    map[device.DID]uint64{},
 		changed: make(chan struct{}),
 	}
-	last, err := s.scanLastGSeq()
+	last, err := s.repairTail(16 * (c.MaxGroupRecords + 1))
 	if err != nil {
 		_ = db.Close()
 		return nil, err
@@ -200,27 +202,11 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.prepLoop(ctx)
 	go s.commitLoop(ctx)
+	go s.ackLoop()
 	return s, nil
-}
-
-func (s *Store) scanLastGSeq() (uint64, error) {
-	var last uint64
-	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: []byte(prefixRecord), PrefetchValues: false})
-		defer it.Close()
-		it.Seek(recordKey(^uint64(0)))
-		if it.Valid() {
-			last = binary.BigEndian.Uint64(it.Item().Key()[len(prefixRecord):])
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("gateway: scan records: %w", err)
-	}
-	return last, nil
 }
 
 // DB exposes the Badger database for the batcher and anchorer, which keep
@@ -432,75 +418,126 @@ func (s *Store) readLastSeq(did device.DID) (uint64, error) {
 // LastSeq returns the last device sequence number durably stored for did.
 func (s *Store) LastSeq(did device.DID) (uint64, error) { return s.readLastSeq(did) }
 
+// commitDepth bounds the groups submitted to Badger whose outcome is not
+// yet known. Badger merges queued transactions into one write and one
+// fsync, so keeping two groups in flight halves the fsyncs per record.
+const commitDepth = 2
+
+// pendingGroup is a group submitted to Badger, waiting for its fsync.
+type pendingGroup struct {
+	group   []*appendReq
+	ok      []*appendReq
+	results chan error // one per submitted transaction
+	ntxn    int
+	err     error // error while building the transactions
+	start   time.Time
+}
+
+// commitLoop submits prepared groups to Badger in gseq order without
+// waiting for their fsync; ackLoop answers them in the same order.
 func (s *Store) commitLoop(ctx context.Context) {
 	defer s.wg.Done()
+	defer close(s.acks)
 	for group := range s.prepped {
-		s.commit(group)
+		s.acks <- s.submit(group)
 	}
 }
 
-func (s *Store) commit(group []*appendReq) {
-	var ok []*appendReq
+func (s *Store) submit(group []*appendReq) *pendingGroup {
+	pg := &pendingGroup{group: group, start: time.Now()}
 	for _, r := range group {
 		if r.err == nil && r.rec != nil {
-			if s.failed.Load() != nil {
-				r.err = ErrStoreFailed
-				continue
-			}
-			ok = append(ok, r)
+			pg.ok = append(pg.ok, r)
 		}
 	}
-	if len(ok) > 0 {
-		start := time.Now()
-		err := s.write(ok)
-		if s.metrics != nil {
-			s.metrics.WriteSeconds.Observe(time.Since(start).Seconds())
-			s.metrics.GroupRecords.Observe(float64(len(ok)))
-		}
-		if err != nil {
-			err = fmt.Errorf("%w: %v", ErrStoreFailed, err)
-			s.failed.CompareAndSwap(nil, &err)
-			s.log.Error("record store write failed; refusing writes until restart", "error", err)
-			for _, r := range ok {
-				r.err = err
+	if len(pg.ok) == 0 {
+		return pg
+	}
+	if s.failed.Load() != nil {
+		pg.err = ErrStoreFailed
+		return pg
+	}
+	pg.results = make(chan error, len(pg.ok)+1)
+	pg.ntxn, pg.err = s.writeAsync(pg.ok, pg.results)
+	return pg
+}
+
+// ackLoop waits for each group's fsync, in order, and only then answers its
+// callers. A group is never acknowledged after an earlier one failed, so an
+// acknowledged record never has a hole below it.
+func (s *Store) ackLoop() {
+	defer s.wg.Done()
+	for pg := range s.acks {
+		err := pg.err
+		for i := 0; i < pg.ntxn; i++ {
+			if e := <-pg.results; e != nil && err == nil {
+				err = e
 			}
-		} else {
-			s.lastG.Store(ok[len(ok)-1].rec.GSeq)
+		}
+		if len(pg.ok) > 0 {
+			if err == nil && s.failed.Load() != nil {
+				err = ErrStoreFailed
+			}
 			if s.metrics != nil {
-				for _, r := range ok {
-					if r.rec.Gap > 0 {
-						s.metrics.SequenceGaps.Inc()
+				s.metrics.WriteSeconds.Observe(time.Since(pg.start).Seconds())
+				s.metrics.GroupRecords.Observe(float64(len(pg.ok)))
+			}
+			if err != nil {
+				if !errors.Is(err, ErrStoreFailed) {
+					err = fmt.Errorf("%w: %v", ErrStoreFailed, err)
+				}
+				if s.failed.CompareAndSwap(nil, &err) {
+					s.log.Error("record store write failed; refusing writes until restart", "error", err)
+				}
+				for _, r := range pg.ok {
+					r.err = err
+				}
+			} else {
+				s.lastG.Store(pg.ok[len(pg.ok)-1].rec.GSeq)
+				if s.metrics != nil {
+					for _, r := range pg.ok {
+						if r.rec.Gap > 0 {
+							s.metrics.SequenceGaps.Inc()
+						}
 					}
 				}
+				s.changedMu.Lock()
+				close(s.changed)
+				s.changed = make(chan struct{})
+				s.changedMu.Unlock()
 			}
-			s.changedMu.Lock()
-			close(s.changed)
-			s.changed = make(chan struct{})
-			s.changedMu.Unlock()
 		}
-	}
-	for _, r := range group {
-		if r.err != nil {
-			r.done <- appendRes{err: r.err}
-		} else {
-			r.done <- appendRes{rec: r.rec}
+		for _, r := range pg.group {
+			if r.err != nil {
+				r.done <- appendRes{err: r.err}
+			} else {
+				r.done <- appendRes{rec: r.rec}
+			}
 		}
 	}
 }
 
-// write stores the records in as few synced transactions as Badger allows;
-// each record's keys always share one transaction, and transactions commit
-// in gseq order, so a crash leaves a gap-free prefix.
-func (s *Store) write(recs []*appendReq) error {
+// writeAsync submits the records in as few Badger transactions as Badger
+// allows, in gseq order, each result going to results; it returns how many
+// transactions were submitted. Each record's keys always share one
+// transaction and Badger writes its queue in order, so a crash leaves a
+// gap-free prefix (a failed write is repaired at the next open, see
+// repairTail).
+func (s *Store) writeAsync(recs []*appendReq, results chan<- error) (int, error) {
 	limit := s.db.MaxBatchSize() * 8 / 10
 	maxCount := s.db.MaxBatchCount() * 8 / 10
 	txn := s.db.NewTransaction(true)
-	defer func() { txn.Discard() }()
+	n := 0
+	send := func() {
+		n++
+		txn.CommitWith(func(err error) { results <- err })
+	}
 	var size, count int64
 	for _, r := range recs {
 		val, err := json.Marshal(r.rec)
 		if err != nil {
-			return err
+			txn.Discard()
+			return n, err
 		}
 		k1, k2, k3 := recordKey(r.rec.GSeq), devSeqKey(r.rec.DID, r.rec.Seq), lastSeqKey(r.rec.DID)
 		g, sq := u64(r.rec.GSeq), u64(r.rec.Seq)
@@ -512,25 +549,92 @@ func (s *Store) write(recs []*appendReq) error {
 		}
 		need := int64(len(k1)+len(k2)+len(k3)+len(g)+len(sq)) + vsize + 3*32
 		if size > 0 && (size+need > limit || count+3 > maxCount) {
-			if err := txn.Commit(); err != nil {
-				return err
-			}
+			send()
 			txn = s.db.NewTransaction(true)
 			size, count = 0, 0
 		}
 		size += need
 		count += 3
-		if err := txn.Set(k1, val); err != nil {
-			return err
-		}
-		if err := txn.Set(k2, g); err != nil {
-			return err
-		}
-		if err := txn.Set(k3, sq); err != nil {
-			return err
+		for _, kv := range [][2][]byte{{k1, val}, {k2, g}, {k3, sq}} {
+			if err := txn.Set(kv[0], kv[1]); err != nil {
+				txn.Discard()
+				return n, err
+			}
 		}
 	}
-	return txn.Commit()
+	send()
+	return n, nil
+}
+
+// repairTail looks at the newest records for a hole in gseq, which only a
+// failed write followed by a successful one can leave. Records above the
+// lowest hole were never acknowledged (ackLoop never answers past a
+// failure), so they are deleted and the devices' last seqs recomputed.
+func (s *Store) repairTail(window int) (uint64, error) {
+	var keys []uint64
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: []byte(prefixRecord)})
+		defer it.Close()
+		for it.Seek(recordKey(^uint64(0))); it.Valid() && len(keys) < window; it.Next() {
+			keys = append(keys, binary.BigEndian.Uint64(it.Item().Key()[len(prefixRecord):]))
+		}
+		return nil
+	})
+	if err != nil || len(keys) == 0 {
+		return 0, err
+	}
+	cut, hole := keys[0], false
+	for i := 0; i+1 < len(keys); i++ {
+		if keys[i+1] != keys[i]-1 {
+			cut, hole = keys[i+1], true
+		}
+	}
+	if len(keys) < window && keys[len(keys)-1] != 1 {
+		cut, hole = 0, true
+	}
+	if !hole {
+		return keys[0], nil
+	}
+	s.log.Warn("record store: gseq hole after a failed write; deleting unacknowledged records above it",
+		"keep_through", cut, "highest", keys[0])
+	touched := map[device.DID]bool{}
+	err = s.db.Update(func(txn *badger.Txn) error {
+		for _, g := range keys {
+			if g <= cut {
+				continue
+			}
+			rec, err := getRecord(txn, g)
+			if err != nil {
+				return err
+			}
+			touched[rec.DID] = true
+			if err := txn.Delete(recordKey(g)); err != nil {
+				return err
+			}
+			if err := txn.Delete(devSeqKey(rec.DID, rec.Seq)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("gateway: repair record store: %w", err)
+	}
+	for did := range touched {
+		if err := s.db.Update(func(txn *badger.Txn) error {
+			prefix := []byte(prefixDevSeq + string(did) + "/")
+			it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: prefix})
+			defer it.Close()
+			it.Seek(devSeqKey(did, ^uint64(0)))
+			if !it.Valid() {
+				return txn.Delete(lastSeqKey(did))
+			}
+			return txn.Set(lastSeqKey(did), u64(binary.BigEndian.Uint64(it.Item().Key()[len(prefix):])))
+		}); err != nil {
+			return 0, fmt.Errorf("gateway: repair record store: %w", err)
+		}
+	}
+	return cut, nil
 }
 
 // Get returns the record with gseq.

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/edgeanchor/edgeanchor/anchor"
+)
+
+func init() { ledgerSubcommands = append(ledgerSubcommands, newLedgerExportTrustCmd) }
+
+// newLedgerExportTrustCmd is `edgeanchor ledger export-trust`, registered
+// under the ledger command.
+func newLedgerExportTrustCmd() *cobra.Command {
+	var home, rpc, out string
+	var height int64
+	cmd := &cobra.Command{
+		Use:   "export-trust (--home DIR | --rpc URL) --out TRUST.json",
+		Short: "Write the trust file a regulator keeps to verify anchor proofs offline",
+		Long: `export-trust writes the trust file (docs/ledger.md, "Client, trust and proofs").
+
+With --rpc it asks a running node for the signed header and validator set at
+--height (default: the latest) and checks that +2/3 of the set signed it:
+"header" mode, which pins the chain's history up to that height.
+
+With --home it reads HOME/config/genesis.json and needs no running node: the
+chain id and the genesis validator set ("genesis" mode). A header is then
+accepted when +2/3 of that set signed it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if (home == "") == (rpc == "") {
+				return &exitError{code: 2, err: errors.New("ledger export-trust: give exactly one of --home and --rpc")}
+			}
+			if out == "" {
+				return &exitError{code: 2, err: errors.New("ledger export-trust: --out is required")}
+			}
+			var (
+				t   *anchor.Trust
+				err error
+			)
+			if home != "" {
+				if height != 0 {
+					return &exitError{code: 2, err: errors.New("ledger export-trust: --height needs --rpc")}
+				}
+				t, err = anchor.ExportTrustFromHome(home)
+			} else {
+				ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+				defer cancel()
+				t, err = anchor.ExportTrust(ctx, rpc, height)
+			}
+			if err != nil {
+				return err
+			}
+			if err := anchor.WriteTrustFile(out, t); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: chain %s, %s mode, height %d, %d validators\n",
+				out, t.ChainID, t.Mode, t.Height, t.Validators.Size())
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&home, "home", "", "node home directory (genesis mode, no node needed)")
+	cmd.Flags().StringVar(&rpc, "rpc", "", "CometBFT RPC URL of a node you trust, e.g. http://127.0.0.1:26657")
+	cmd.Flags().Int64Var(&height, "height", 0, "with --rpc: height to trust (0 = latest)")
+	cmd.Flags().StringVar(&out, "out", "", "trust file to write")
+	return cmd
+}

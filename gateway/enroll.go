@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -256,6 +257,10 @@ func (e *Enroller) useNonce(did device.DID, nonce string, now time.Time) bool {
 	return true
 }
 
+// IdentitySnapshotFile is the identity cache's snapshot in the data
+// directory.
+const IdentitySnapshotFile = "identity.json"
+
 // AttachLedgerIdentity installs on g (before Run) what ties it to the
 // ledger's device registry: the identity cache as the broker's Registry
 // (followed in a service, a /readyz check until it has loaded, revoked
@@ -281,6 +286,9 @@ func AttachLedgerIdentity(g *Gateway, ledger *anchor.Client) (*IdentityCache, *E
 		}
 	}
 	cache := NewIdentityCache(g.Signer().DID(), ledger, log.With("component", "identity"))
+	if err := cache.UseSnapshot(filepath.Join(cfg.DataDir, IdentitySnapshotFile)); err != nil {
+		return nil, nil, err
+	}
 	b := g.Broker()
 	cache.OnRevoke(func(did device.DID) { b.DisconnectDevice(did, broker.ReasonRevoked) })
 	b.SetRegistry(cache)

@@ -2,9 +2,11 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +41,8 @@ type IdentityCache struct {
 	mu       sync.RWMutex
 	m        map[device.DID]broker.DeviceInfo
 	onRevoke func(device.DID)
+	snapshot string // file the cache is saved to after each change ("" = none)
+	saveMu   sync.Mutex
 
 	loaded atomic.Bool
 	height atomic.Int64
@@ -75,8 +79,9 @@ func (c *IdentityCache) Lookup(did device.DID) (broker.DeviceInfo, bool) {
 // brought back, and an entry with the same key keeps its key pointer.
 func (c *IdentityCache) Put(d broker.DeviceInfo) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.putLocked(d)
+	c.mu.Unlock()
+	c.save()
 }
 
 func (c *IdentityCache) putLocked(d broker.DeviceInfo) {
@@ -175,6 +180,7 @@ func (c *IdentityCache) loadRecords(devs []anchor.DeviceRecord) int {
 	}
 	cb := c.onRevoke
 	c.mu.Unlock()
+	c.save()
 	c.notify(cb, revoked)
 	return n
 }
@@ -200,6 +206,7 @@ func deviceInfoFromRecord(r anchor.DeviceRecord) (broker.DeviceInfo, error) {
 // (not the events), since their format is the ledger's contract.
 func (c *IdentityCache) apply(b *anchor.Block) {
 	var revoked []device.DID
+	changed := false
 	c.mu.Lock()
 	for _, t := range b.Txs {
 		if t.Code != 0 {
@@ -228,6 +235,7 @@ func (c *IdentityCache) apply(b *anchor.Block) {
 				continue
 			}
 			c.putLocked(broker.DeviceInfo{DID: reg.DID, Pub: pub, Kind: reg.Kind, Site: reg.Site})
+			changed = true
 			c.log.Info("identity cache: device registered", "did", reg.DID, "height", b.Height)
 		case *anchor.RevokeDeviceBody:
 			d, ok := c.m[v.DID]
@@ -237,13 +245,85 @@ func (c *IdentityCache) apply(b *anchor.Block) {
 			d.Revoked = true
 			c.m[v.DID] = d
 			revoked = append(revoked, v.DID)
+			changed = true
 			c.log.Warn("identity cache: device revoked", "did", v.DID, "height", b.Height, "reason", v.Reason)
 		}
 	}
 	cb := c.onRevoke
 	c.mu.Unlock()
 	c.height.Store(b.Height)
+	if changed {
+		c.save()
+	}
 	c.notify(cb, revoked)
+}
+
+// snapshotDevice is one device in the snapshot file.
+type snapshotDevice struct {
+	DID     device.DID `json:"did"`
+	Pub     []byte     `json:"pub"` // SPKI DER
+	Kind    string     `json:"kind"`
+	Site    string     `json:"site"`
+	Revoked bool       `json:"revoked,omitempty"`
+}
+
+// UseSnapshot makes the cache start from the devices saved in path (if the
+// file exists) and save itself there after every change (mode 0600). A
+// gateway restarted while the ledger is unreachable then still knows its
+// devices (and its revocations); Loaded stays false until the ledger
+// answers. Call before Run.
+func (c *IdentityCache) UseSnapshot(path string) error {
+	c.snapshot = path
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("gateway: identity snapshot: %w", err)
+	}
+	var devs []snapshotDevice
+	if err := json.Unmarshal(raw, &devs); err != nil {
+		c.log.Warn("identity snapshot unreadable, ignored", "path", path, "error", err)
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, d := range devs {
+		pub, err := device.ParsePublicKeyDER(d.Pub)
+		if err != nil || !d.DID.Matches(pub) {
+			continue
+		}
+		c.m[d.DID] = broker.DeviceInfo{DID: d.DID, Pub: pub, Kind: d.Kind, Site: d.Site, Revoked: d.Revoked}
+	}
+	c.log.Info("identity cache: snapshot loaded", "devices", len(c.m), "path", path)
+	return nil
+}
+
+// save writes the snapshot (if configured); a failure is logged, never
+// fatal: the ledger stays the source of truth.
+func (c *IdentityCache) save() {
+	if c.snapshot == "" {
+		return
+	}
+	c.saveMu.Lock()
+	defer c.saveMu.Unlock()
+	c.mu.RLock()
+	devs := make([]snapshotDevice, 0, len(c.m))
+	for _, d := range c.m {
+		der, err := device.MarshalPublicKeyDER(d.Pub)
+		if err != nil {
+			continue
+		}
+		devs = append(devs, snapshotDevice{DID: d.DID, Pub: der, Kind: d.Kind, Site: d.Site, Revoked: d.Revoked})
+	}
+	c.mu.RUnlock()
+	raw, err := json.Marshal(devs)
+	if err == nil {
+		err = writeTokenFileAtomic(c.snapshot, raw, 0o600)
+	}
+	if err != nil {
+		c.log.Warn("identity snapshot not saved", "path", c.snapshot, "error", err)
+	}
 }
 
 func (c *IdentityCache) notify(cb func(device.DID), dids []device.DID) {

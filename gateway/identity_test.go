@@ -209,3 +209,67 @@ func TestIdentityCacheSurvivesOutage(t *testing.T) {
 		t.Fatalf("watch from %d, want 42", watchFrom)
 	}
 }
+
+// A cache saves its devices to a snapshot; a cache started from it while the
+// ledger is unreachable knows them (revocations included) but is not Loaded.
+func TestIdentitySnapshot(t *testing.T) {
+	mk := func() (*device.KeySigner, []byte) {
+		priv, _ := device.GenerateKey()
+		s := device.NewKeySigner(priv)
+		der, _ := device.MarshalPublicKeyDER(s.Public())
+		return s, der
+	}
+	a, derA := mk()
+	b, derB := mk()
+	gw := device.DID("did:ea:00000000000000000000000000000002")
+	path := t.TempDir() + "/identity.json"
+	up := fakeLedger{
+		height: func(context.Context) (int64, error) { return 7, nil },
+		devices: func(context.Context, device.DID) ([]anchor.DeviceRecord, error) {
+			return []anchor.DeviceRecord{
+				{DID: a.DID(), Pub: derA, Kind: "env", Site: "site-a", Gateway: gw, Status: "active"},
+				{DID: b.DID(), Pub: derB, Kind: "payroll", Site: "site-a", Gateway: gw, Status: "revoked"},
+			}, nil
+		},
+		watch: func(ctx context.Context, _ int64, _ func(*anchor.Block) error) error { <-ctx.Done(); return ctx.Err() },
+	}
+	c1 := NewIdentityCache(gw, up, slog.New(slog.DiscardHandler))
+	if err := c1.UseSnapshot(path); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c1.Run(ctx) }()
+	idWaitFor(t, "first load", 10*time.Second, c1.Loaded)
+	cancel()
+	<-done
+
+	down := fakeLedger{
+		height:  func(context.Context) (int64, error) { return 0, anchor.ErrUnreachable },
+		devices: func(context.Context, device.DID) ([]anchor.DeviceRecord, error) { return nil, anchor.ErrUnreachable },
+		watch:   func(ctx context.Context, _ int64, _ func(*anchor.Block) error) error { <-ctx.Done(); return ctx.Err() },
+	}
+	c2 := NewIdentityCache(gw, down, slog.New(slog.DiscardHandler))
+	if err := c2.UseSnapshot(path); err != nil {
+		t.Fatal(err)
+	}
+	startCacheRunning(t, c2)
+	time.Sleep(300 * time.Millisecond)
+	if c2.Loaded() {
+		t.Fatal("Loaded without the ledger")
+	}
+	if d, ok := c2.Lookup(a.DID()); !ok || d.Revoked || d.Kind != "env" || !d.Pub.Equal(a.Public()) {
+		t.Fatalf("A from the snapshot: %+v %v", d, ok)
+	}
+	if d, ok := c2.Lookup(b.DID()); !ok || !d.Revoked {
+		t.Fatalf("B from the snapshot: %+v %v, want revoked", d, ok)
+	}
+}
+
+func startCacheRunning(t *testing.T, c *IdentityCache) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}

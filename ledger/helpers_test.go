@@ -89,12 +89,17 @@ func (tn *testNode) start() {
 	}
 	tn.node = n
 	t.Cleanup(func() { _ = n.Stop() })
-	cli, err := rpchttp.New(n.RPCURL(), "/websocket")
+	tn.cli = mustClient(t, n.RPCURL())
+	tn.waitHeight(1)
+}
+
+func mustClient(t testing.TB, url string) *rpchttp.HTTP {
+	t.Helper()
+	cli, err := rpchttp.New(url, "/websocket")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tn.cli = cli
-	tn.waitHeight(1)
+	return cli
 }
 
 func (tn *testNode) stop() {

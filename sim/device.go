@@ -266,6 +266,7 @@ func (d *simDevice) drain(ctx context.Context, c mqtt.Client, lost <-chan struct
 		select {
 		case <-ctx.Done():
 			timer.Stop()
+			d.settle(window)
 			return ctx.Err()
 		case <-lost:
 			timer.Stop()
@@ -292,6 +293,29 @@ func (d *simDevice) drain(ctx context.Context, c mqtt.Client, lost <-chan struct
 		d.f.acked.Add(1)
 		if cb := cfg.OnAcked; cb != nil {
 			cb(Taken{Device: d.id.signer.DID(), Seq: head.seq})
+		}
+	}
+}
+
+// settleTimeout bounds how long a stopping device waits for the PUBACKs of
+// readings already in flight.
+const settleTimeout = 2 * time.Second
+
+// settle waits briefly for the PUBACKs of the readings in flight when the
+// device stops, and deletes those acknowledged, so that a clean stop does
+// not leave stored readings to be sent (and refused as replays) again.
+func (d *simDevice) settle(window []inflight) {
+	deadline := time.Now().Add(settleTimeout)
+	for _, in := range window {
+		if !in.tok.WaitTimeout(time.Until(deadline)) || in.tok.Error() != nil {
+			return
+		}
+		if err := d.spool.Delete(in.seq); err != nil {
+			return
+		}
+		d.f.acked.Add(1)
+		if cb := d.f.cfg.OnAcked; cb != nil {
+			cb(Taken{Device: d.id.signer.DID(), Seq: in.seq})
 		}
 	}
 }

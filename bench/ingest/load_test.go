@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -11,8 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	paho "github.com/eclipse/paho.mqtt.golang"
 )
 
 // loadDevice is one simulated device: how it connects and what it publishes.
@@ -50,14 +47,9 @@ type loadResult struct {
 	ConnectS  float64 `json:"connect_seconds"`
 }
 
-type pending struct {
-	tok paho.Token
-	t0  time.Time
-}
-
-// connectAll connects every device (64 at a time) and returns the clients.
-func connectAll(ctx context.Context, spec loadSpec) ([]paho.Client, error) {
-	clients := make([]paho.Client, len(spec.devices))
+// connectAll connects every device (64 at a time).
+func connectAll(ctx context.Context, spec loadSpec) ([]*rawConn, error) {
+	conns := make([]*rawConn, len(spec.devices))
 	sem := make(chan struct{}, 64)
 	var (
 		wg    sync.WaitGroup
@@ -75,18 +67,7 @@ func connectAll(ctx context.Context, spec loadSpec) ([]paho.Client, error) {
 			}
 			pw, err := d.pass()
 			if err == nil {
-				o := paho.NewClientOptions().AddBroker("tcp://" + spec.addr).SetClientID(d.id).
-					SetUsername(d.user).SetPassword(pw).SetCleanSession(true).SetAutoReconnect(false).
-					SetOrderMatters(false).SetKeepAlive(60 * time.Second).SetConnectTimeout(30 * time.Second).
-					SetWriteTimeout(30 * time.Second)
-				c := paho.NewClient(o)
-				tok := c.Connect()
-				if !tok.WaitTimeout(60 * time.Second) {
-					err = errors.New("connect timed out")
-				} else {
-					err = tok.Error()
-				}
-				clients[i] = c
+				conns[i], err = rawConnect(spec.addr, d.id, d.user, pw, 60*time.Second)
 			}
 			if err != nil {
 				mu.Lock()
@@ -98,94 +79,101 @@ func connectAll(ctx context.Context, spec loadSpec) ([]paho.Client, error) {
 		}()
 	}
 	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		first = ctx.Err()
+	}
 	if first != nil {
-		disconnectAll(clients)
+		closeAll(conns)
 		return nil, first
 	}
-	return clients, nil
+	return conns, nil
 }
 
-func disconnectAll(clients []paho.Client) {
-	var wg sync.WaitGroup
-	for _, c := range clients {
-		if c == nil {
-			continue
+func closeAll(conns []*rawConn) {
+	for _, c := range conns {
+		if c != nil {
+			c.close()
 		}
-		wg.Add(1)
-		go func() { defer wg.Done(); c.Disconnect(50) }()
 	}
-	wg.Wait()
 }
 
 // runLoad connects the devices, then publishes every envelope of every
 // device at QoS 1 with at most spec.window unacknowledged per device, and
-// measures until the last PUBACK or spec.limit.
+// measures until the last PUBACK or spec.limit. The PUBLISH frames are
+// encoded before the clock starts.
 func runLoad(ctx context.Context, spec loadSpec) (loadResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, spec.limit)
 	defer cancel()
+	frames := make([][][]byte, len(spec.devices))
+	for i, d := range spec.devices {
+		frames[i] = make([][]byte, len(d.envs))
+		for k, env := range d.envs {
+			frames[i][k] = publishFrame(d.topic, packetID(k), env)
+		}
+	}
 	t := time.Now()
-	clients, err := connectAll(ctx, spec)
+	conns, err := connectAll(ctx, spec)
 	if err != nil {
 		return loadResult{}, err
 	}
-	defer disconnectAll(clients)
+	defer closeAll(conns)
 	res := loadResult{Devices: len(spec.devices), ConnectS: time.Since(t).Seconds(), OfferedPS: spec.rate}
+	stop := context.AfterFunc(ctx, func() { closeAll(conns) })
+	defer stop()
 
 	var published, acked, failed atomic.Int64
 	lats := make([][]time.Duration, len(spec.devices))
 	n := len(spec.devices)
 	start := time.Now().Add(50 * time.Millisecond)
 	var wg sync.WaitGroup
-	for i, d := range spec.devices {
-		c := clients[i]
-		wg.Add(2)
+	for i := range spec.devices {
+		c, fr := conns[i], frames[i]
+		var sent [64]atomic.Int64 // send time by packet id mod 64 (window < 64)
 		sem := make(chan struct{}, spec.window)
-		acks := make(chan pending, spec.window)
-		lat := make([]time.Duration, 0, len(d.envs))
-		go func() { // collector: PUBACKs in publish order
+		dead := make(chan struct{})
+		wg.Add(2)
+		go func() { // reader: PUBACKs
 			defer wg.Done()
-			for p := range acks {
-				select {
-				case <-p.tok.Done():
-					if p.tok.Error() == nil {
-						acked.Add(1)
-						lat = append(lat, time.Since(p.t0))
-					} else {
-						failed.Add(1)
-					}
-				case <-ctx.Done():
-					failed.Add(1)
+			defer close(dead)
+			lat := make([]time.Duration, 0, len(fr))
+			defer func() { lats[i] = lat }()
+			for got := 0; got < len(fr); got++ {
+				id, err := c.readPuback()
+				if err != nil {
+					return
 				}
+				lat = append(lat, time.Duration(time.Now().UnixNano()-sent[id%64].Load()))
+				acked.Add(1)
 				<-sem
 			}
-			lats[i] = lat
 		}()
 		go func() { // sender
 			defer wg.Done()
-			defer close(acks)
-			for k, env := range d.envs {
+			for k, f := range fr {
 				t0 := time.Now()
 				if spec.rate > 0 {
 					t0 = start.Add(time.Duration(float64(k*n+i) / spec.rate * float64(time.Second)))
 					if w := time.Until(t0); w > 0 {
 						select {
 						case <-time.After(w):
-						case <-ctx.Done():
+						case <-dead:
 							return
 						}
 					}
 				}
 				select {
 				case sem <- struct{}{}:
-				case <-ctx.Done():
+				case <-dead:
 					return
 				}
 				if spec.rate == 0 {
 					t0 = time.Now()
 				}
-				tok := c.Publish(d.topic, 1, false, env)
+				sent[packetID(k)%64].Store(t0.UnixNano())
+				if _, err := c.c.Write(f); err != nil {
+					return
+				}
 				published.Add(1)
-				acks <- pending{tok: tok, t0: t0}
 			}
 		}()
 	}
@@ -193,12 +181,14 @@ func runLoad(ctx context.Context, spec loadSpec) (loadResult, error) {
 	elapsed := time.Since(start)
 	all := slices.Concat(lats...)
 	slices.Sort(all)
-	res.Published, res.Acked, res.Failed = published.Load(), acked.Load(), failed.Load()
+	res.Published, res.Acked = published.Load(), acked.Load()
+	failed.Store(res.Published - res.Acked)
+	res.Failed = failed.Load()
 	res.Seconds = elapsed.Seconds()
 	res.MsgsPerS = float64(res.Acked) / elapsed.Seconds()
 	res.P50ms, res.P99ms, res.MaxMs = pct(all, 0.50), pct(all, 0.99), pct(all, 1)
-	if ctx.Err() != nil && res.Acked < int64(totalEnvs(spec)) {
-		return res, fmt.Errorf("run stopped at its %s limit with %d of %d acknowledged", spec.limit, res.Acked, totalEnvs(spec))
+	if res.Acked < int64(totalEnvs(spec)) {
+		return res, fmt.Errorf("%d of %d publishes acknowledged (limit %s; %v)", res.Acked, totalEnvs(spec), spec.limit, ctx.Err())
 	}
 	return res, nil
 }

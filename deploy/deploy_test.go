@@ -95,3 +95,11 @@ func mustContain(t testing.TB, what, text string, subs ...string) {
 }
 
 func yamlMarshal(v any) ([]byte, error) { return yaml.Marshal(v) }
+
+// yaml.v3 names used by custom unmarshalers.
+type yamlNode = yaml.Node
+
+const (
+	yamlSequence = yaml.SequenceNode
+	yamlMapping  = yaml.MappingNode
+)

@@ -127,19 +127,26 @@ type system struct {
 func prepare(o Options) (*system, error) {
 	o.defaults()
 	s := &system{o: o, p: newPaths(o.Dir), p2p: o.P2PPort, rpc: o.RPCPort, closeLog: func() {}}
+	ledgerFlag := func(flag string) string { return flag }
 	if conf, err := ledger.LoadConfig(s.p.ledger); err == nil {
 		s.p2p, s.rpc = portOf(conf.P2P.ListenAddress, s.p2p), portOf(conf.RPC.ListenAddress, s.rpc)
+		cfgFile := filepath.Join(s.p.ledger, "config", "config.toml")
+		ledgerFlag = func(string) string { return "its setting in " + cfgFile }
 	}
 	ports := []struct {
-		what string
-		port int
+		what, change string
+		port         int
 	}{
-		{"gateway MQTT", o.MQTTPort}, {"gateway MQTT WebSocket", o.WSPort}, {"gateway HTTP API", o.HTTPPort},
-		{"ledger p2p", s.p2p}, {"ledger RPC", s.rpc},
+		{"the gateway's MQTT listener", "--mqtt-port", o.MQTTPort},
+		{"the gateway's MQTT WebSocket listener", "--ws-port", o.WSPort},
+		{"the gateway's HTTP API", "--http-port", o.HTTPPort},
+		{"the ledger's p2p listener", ledgerFlag("--p2p-port"), s.p2p},
+		{"the ledger's RPC", ledgerFlag("--rpc-port"), s.rpc},
 	}
 	for _, pt := range ports {
 		if err := checkPort(host, pt.port); err != nil {
-			return nil, fmt.Errorf("%w: %s port %s:%d is taken (%v); stop what holds it, or pick another with the demo's port flags", ErrPortTaken, pt.what, host, pt.port, err)
+			return nil, fmt.Errorf("%w: %s needs %s:%d (%v); stop what holds it (a demo still running?) or change %s",
+				ErrPortTaken, pt.what, host, pt.port, err, pt.change)
 		}
 	}
 

@@ -168,7 +168,7 @@ func TestRunRefusesATakenPort(t *testing.T) {
 	defer l.Close()
 	err = Run(context.Background(), o)
 	t.Log(err)
-	if !errors.Is(err, ErrPortTaken) || !strings.Contains(err.Error(), itoa(o.HTTPPort)) || !strings.Contains(err.Error(), "HTTP") {
+	if !errors.Is(err, ErrPortTaken) || !strings.Contains(err.Error(), itoa(o.HTTPPort)) || !strings.Contains(err.Error(), "HTTP API") || !strings.Contains(err.Error(), "--http-port") {
 		t.Fatalf("err %v: want ErrPortTaken naming the HTTP port %d", err, o.HTTPPort)
 	}
 	if _, err := os.Stat(o.Dir); !os.IsNotExist(err) {

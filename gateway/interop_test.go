@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -91,6 +93,41 @@ func createTokenCLI(t *testing.T, g *gwProc, site, kind, ttl string) string {
 	return tok
 }
 
+// createTokenAPI makes a token through the running gateway's admin API; a
+// request without the bearer token is refused first.
+func createTokenAPI(t *testing.T, g *gwProc, site, kind, ttl string) string {
+	t.Helper()
+	body := `{"site":"` + site + `","kind":"` + kind + `","count":1,"ttl":"` + ttl + `"}`
+	post := func(bearer string) (int, []byte) {
+		req, err := http.NewRequest("POST", "http://"+g.http+"/v1/admin/tokens", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	if code, b := post(""); code != http.StatusUnauthorized {
+		t.Fatalf("admin API without bearer: %d %s", code, b)
+	}
+	code, b := post(g.admin)
+	if code != http.StatusCreated {
+		t.Fatalf("admin API: %d %s", code, b)
+	}
+	var out struct{ Tokens []string }
+	if err := json.Unmarshal(b, &out); err != nil || len(out.Tokens) != 1 {
+		t.Fatalf("admin API answer %s: %v", b, err)
+	}
+	return out.Tokens[0]
+}
+
 // A device made with the openssl CLI alone enrolls and publishes through
 // Debian's mosquitto_pub (MQTT 5 with the enrollment credential, then MQTT
 // 3.1.1 with a connect credential); both records are stored with receipts
@@ -152,7 +189,7 @@ func TestInteropTokenRefusals(t *testing.T) {
 	g := startGatewayProc(t, env, "")
 	good := createTokenCLI(t, g, "site-a", "env", "10m")
 	wrongSite := createTokenCLI(t, g, "site-b", "env", "10m")
-	wrongKind := createTokenCLI(t, g, "site-a", "payroll", "10m")
+	wrongKind := createTokenAPI(t, g, "site-a", "payroll", "10m")
 	// An expired token, written to the running gateway's token store from
 	// this process (the store is shared through its file lock).
 	ts, err := OpenTokenStore(g.dataDir())

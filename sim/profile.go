@@ -230,7 +230,7 @@ func (g *payrollGen) genDay() {
 				continue
 			}
 			in := inEarliest + minutes(clamp(45+12*g.rng.NormFloat64(), 0, 95)) + time.Duration(g.rng.IntN(60))*time.Second
-			out := outEarliest + minutes(clamp(25+15*g.rng.NormFloat64(), 0, 60)) + time.Duration(g.rng.IntN(60))*time.Second
+			out := outEarliest + minutes(clamp(25+15*g.rng.NormFloat64(), 0, 59)) + time.Duration(g.rng.IntN(60))*time.Second
 			if g.rng.Float64() < 0.1 { // overtime
 				out = min(out+minutes(60+g.rng.Float64()*105), outLatest)
 			}

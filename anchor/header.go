@@ -178,7 +178,8 @@ func ParseHeader(b []byte) (*BatchHeader, error) {
 		return nil, fmt.Errorf("%w: %d bytes", ErrMalformedHeader, len(b))
 	}
 	var w headerWire
-	if err := decodeStrict(b, &w); err != nil {
+	// The canonical check below refuses duplicate members too.
+	if err := decodeNoUnknown(b, &w); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformedHeader, err)
 	}
 	if w.Type != TypeAnchorBatch {

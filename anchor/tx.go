@@ -67,6 +67,8 @@ type Tx struct {
 	Body   []byte     `json:"body"`
 	Signer device.DID `json:"signer"`
 	Sig    []byte     `json:"sig"`
+
+	typ string // body type, set by DecodeTx
 }
 
 // EncodeTx signs body with signer and returns the transaction bytes.
@@ -111,16 +113,30 @@ func DecodeTx(b []byte) (*Tx, error) {
 	if len(tx.Sig) == 0 {
 		return nil, fmt.Errorf("%w: empty sig", ErrMalformedTx)
 	}
-	if _, err := BodyType(tx.Body); err != nil {
+	typ, err := BodyType(tx.Body)
+	if err != nil {
 		return nil, err
 	}
+	tx.typ = typ
 	return &tx, nil
 }
 
-// Type returns the type of the transaction's body.
+// Type returns the type of the transaction's body ("" if it has none).
 func (tx *Tx) Type() string {
+	if tx.typ != "" {
+		return tx.typ
+	}
 	t, _ := BodyType(tx.Body)
 	return t
+}
+
+// DecodeBody decodes the transaction's body like the package-level
+// DecodeBody, without probing its type again.
+func (tx *Tx) DecodeBody() (any, error) {
+	if tx.typ == "" {
+		return DecodeBody(tx.Body)
+	}
+	return decodeBodyOfType(tx.typ, tx.Body)
 }
 
 // VerifySignature reports whether tx.Sig is pub's signature over tx.Body and
@@ -283,6 +299,10 @@ func DecodeBody(body []byte) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	return decodeBodyOfType(typ, body)
+}
+
+func decodeBodyOfType(typ string, body []byte) (any, error) {
 	var v interface{ validate() error }
 	switch typ {
 	case TypeAnchorBatch:
@@ -504,6 +524,12 @@ func decodeStrict(data []byte, v any) error {
 	if err := checkNoDuplicateKeys(data); err != nil {
 		return err
 	}
+	return decodeNoUnknown(data, v)
+}
+
+// decodeNoUnknown is decodeStrict without the duplicate-member walk, for
+// callers that then require the canonical encoding (which has none).
+func decodeNoUnknown(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

@@ -53,15 +53,15 @@ type App struct {
 	blockH     int64
 	checkState *overlay // CheckTx's view: committed state + mempool txs
 
-	keys    map[string]*ecdsa.PublicKey // parsed keys by DER (verification caches per pointer)
-	sigSeen map[anchor.Hash]struct{}    // (tx, key) pairs whose signature verified
+	keys   map[string]*ecdsa.PublicKey // parsed keys by DER (verification caches per pointer)
+	parsed map[string]*parsedTx        // decoded txs by CometBFT tx hash
 }
 
 var _ abci.Application = (*App)(nil)
 
 const (
-	maxKeyCache = 4096
-	maxSigCache = 1 << 16
+	maxKeyCache    = 4096
+	maxParsedCache = 16384
 )
 
 // NewApp opens the application over db (which it does not close) and loads
@@ -75,7 +75,7 @@ func NewApp(db dbm.DB, logger *slog.Logger, metrics *Metrics) (*App, error) {
 		admins:     map[device.DID]*ecdsa.PublicKey{},
 		regulators: map[device.DID]*ecdsa.PublicKey{},
 		keys:       map[string]*ecdsa.PublicKey{},
-		sigSeen:    map[anchor.Hash]struct{}{},
+		parsed:     map[string]*parsedTx{},
 	}
 	st := newOverlay(dbReader{db})
 	var m meta
@@ -293,31 +293,18 @@ type outcome struct {
 	count  func() // metric update, run once the block is final
 }
 
-// txHash is CometBFT's hash of a tx (SHA-256), as lowercase hex.
-func txHash(tx []byte) string { return hex.EncodeToString(tmhash.Sum(tx)) }
-
 // execute is the one validation function: it checks raw against the state
 // st and, if every rule holds, applies it to st. height and index say where
 // the tx sits (recorded in registrations and anchors).
 func (a *App) execute(st *overlay, raw []byte, height int64, index uint32) (*outcome, *refusal) {
-	tx, err := anchor.DecodeTx(raw)
-	if err != nil {
-		if errors.Is(err, anchor.ErrUnknownTxType) {
-			return nil, refuse(CodeUnknownType, err.Error())
-		}
-		return nil, refuse(CodeMalformed, err.Error())
+	p := a.parse(raw)
+	if p.ref != nil {
+		return nil, p.ref
 	}
-	body, err := anchor.DecodeBody(tx.Body)
-	if err != nil {
-		if errors.Is(err, anchor.ErrUnknownTxType) {
-			return nil, refuse(CodeUnknownType, err.Error())
-		}
-		return nil, refuse(CodeMalformed, err.Error())
-	}
-	pos := position{height: height, index: index, tx: txHash(raw)}
-	bodyHash := tx.BodyHash()
+	tx, body, bodyHash := p.tx, p.body, p.bodyHash
+	pos := position{height: height, index: index, tx: p.hash}
 	check := func(pub *ecdsa.PublicKey) *refusal {
-		if !a.verifyTx(tx, raw, pub) {
+		if !a.verifyTx(p, pub) {
 			return refuse(CodeBadSignature, "signer "+string(tx.Signer))
 		}
 		seen, err := st.get(keyBody(bodyHash))
@@ -341,7 +328,7 @@ func (a *App) execute(st *overlay, raw []byte, height int64, index uint32) (*out
 	case *anchor.RevokeDeviceBody:
 		out, ref = a.revokeDevice(st, tx, b, pos, check)
 	case *anchor.BatchHeader:
-		out, ref = a.anchorBatch(st, tx, b, pos, check)
+		out, ref = a.anchorBatch(st, tx, b, bodyHash, pos, check)
 	default:
 		return nil, refuse(CodeUnknownType, fmt.Sprintf("%T", body))
 	}
@@ -524,7 +511,7 @@ func (a *App) revokeDevice(st *overlay, tx *anchor.Tx, b *anchor.RevokeDeviceBod
 	}}}, nil
 }
 
-func (a *App) anchorBatch(st *overlay, tx *anchor.Tx, h *anchor.BatchHeader, pos position, check checkFunc) (*outcome, *refusal) {
+func (a *App) anchorBatch(st *overlay, tx *anchor.Tx, h *anchor.BatchHeader, bodyHash anchor.Hash, pos position, check checkFunc) (*outcome, *refusal) {
 	if tx.Signer != h.Gateway {
 		return nil, refuse(CodeWrongSigner, "signer "+string(tx.Signer)+" is not the gateway "+string(h.Gateway))
 	}
@@ -544,7 +531,7 @@ func (a *App) anchorBatch(st *overlay, tx *anchor.Tx, h *anchor.BatchHeader, pos
 	if h.First != gw.LastRecord+1 {
 		return nil, refuse(CodeRecordGap, fmt.Sprintf("first %d, want %d", h.First, gw.LastRecord+1))
 	}
-	hash := anchor.SM3(tx.Body)
+	hash := bodyHash // the header hash is SM3 of the body bytes
 	st.setJSON(keyBatch(h.Gateway, h.Seq), &BatchRecord{
 		Gateway: h.Gateway, Seq: h.Seq, Header: tx.Body, Sig: tx.Sig, Hash: hash, Root: h.Root,
 		First: h.First, Last: h.Last, Height: pos.height, Tx: pos.tx, Index: pos.index,
@@ -583,20 +570,51 @@ func (a *App) parseKey(der []byte) (*ecdsa.PublicKey, error) {
 	return pub, nil
 }
 
-// verifyTx checks the tx signature, remembering successes: CheckTx,
-// ProcessProposal and FinalizeBlock see the same tx, and a signature that
-// verified once verifies again, so the cache changes speed, not results.
-func (a *App) verifyTx(tx *anchor.Tx, raw []byte, pub *ecdsa.PublicKey) bool {
-	key := anchor.SM3(append(append([]byte{}, raw...), device.PublicKeyRaw(pub)...))
-	if _, ok := a.sigSeen[key]; ok {
+// parsedTx is a decoded transaction. Decoding and signature checks depend
+// only on the bytes (and the key), so CheckTx, PrepareProposal,
+// ProcessProposal and FinalizeBlock share one result: the cache changes
+// speed, never answers.
+type parsedTx struct {
+	tx       *anchor.Tx
+	body     any
+	ref      *refusal
+	hash     string // CometBFT tx hash, lowercase hex
+	bodyHash anchor.Hash
+	verified *ecdsa.PublicKey // the key the signature verified under
+}
+
+func (a *App) parse(raw []byte) *parsedTx {
+	sum := tmhash.Sum(raw)
+	if p, ok := a.parsed[string(sum)]; ok {
+		return p
+	}
+	p := &parsedTx{hash: hex.EncodeToString(sum)}
+	tx, err := anchor.DecodeTx(raw)
+	if err == nil {
+		p.tx, p.bodyHash = tx, tx.BodyHash()
+		p.body, err = tx.DecodeBody()
+	}
+	switch {
+	case errors.Is(err, anchor.ErrUnknownTxType):
+		p.ref = refuse(CodeUnknownType, err.Error())
+	case err != nil:
+		p.ref = refuse(CodeMalformed, err.Error())
+	}
+	if len(a.parsed) >= maxParsedCache {
+		clear(a.parsed)
+	}
+	a.parsed[string(sum)] = p
+	return p
+}
+
+// verifyTx checks the tx signature under pub, once per (tx, key).
+func (a *App) verifyTx(p *parsedTx, pub *ecdsa.PublicKey) bool {
+	if p.verified == pub {
 		return true
 	}
-	if !tx.VerifySignature(pub) {
+	if !p.tx.VerifySignature(pub) {
 		return false
 	}
-	if len(a.sigSeen) >= maxSigCache {
-		clear(a.sigSeen)
-	}
-	a.sigSeen[key] = struct{}{}
+	p.verified = pub
 	return true
 }

@@ -139,7 +139,12 @@ func (p *AnchorProof) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON reads the JSON form. It checks the form only; Verify checks
 // the rest.
-func (p *AnchorProof) UnmarshalJSON(data []byte) error {
+func (p *AnchorProof) UnmarshalJSON(data []byte) (err error) {
+	defer func() { // CometBFT's JSON decoder panics on some inputs
+		if r := recover(); r != nil {
+			err = stepErr(StepDecode, "malformed: %v", r)
+		}
+	}()
 	var w anchorProofJSON
 	if err := json.Unmarshal(data, &w); err != nil {
 		return &VerifyError{Step: StepDecode, Err: err}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -73,6 +74,9 @@ func TestAnchorProof(t *testing.T) {
 	}
 	if p.Height != r.Height || p.Index != r.Index {
 		t.Fatalf("proof at %d/%d, receipt %+v", p.Height, p.Index, r)
+	}
+	if os.Getenv("EDGEANCHOR_UPDATE_GOLDEN") != "" {
+		writeGolden(t, p, before)
 	}
 	after, err := c.ExportTrust(ctx, 0)
 	if err != nil {
@@ -175,6 +179,87 @@ func TestAnchorProof(t *testing.T) {
 	t.Run("not committed", func(t *testing.T) {
 		if _, err := c.ProveAnchor(ctx, otherTx); !errors.Is(err, anchor.ErrNotFound) {
 			t.Fatalf("err = %v, want ErrNotFound", err)
+		}
+	})
+}
+
+// Golden files: a real anchor proof and the trust exported before it, made
+// by `EDGEANCHOR_UPDATE_GOLDEN=1 go test -run TestAnchorProof ./anchor/`
+// against a single-validator ledger. They let the proof format be checked
+// offline, forever.
+const (
+	goldenProof = "testdata/anchorproof/proof.json"
+	goldenTrust = "testdata/anchorproof/trust.json"
+)
+
+func writeGolden(t *testing.T, p *anchor.AnchorProof, tr *anchor.Trust) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(goldenProof), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.MarshalIndent(p, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(goldenProof, append(b, '\n'), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := anchor.WriteTrustFile(goldenTrust, tr); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readGolden(t testing.TB) ([]byte, *anchor.Trust) {
+	t.Helper()
+	b, err := os.ReadFile(goldenProof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := anchor.ReadTrustFile(goldenTrust)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, tr
+}
+
+// TestAnchorProofGolden verifies the committed proof offline, and refuses it
+// once one byte of its tx changes.
+func TestAnchorProofGolden(t *testing.T) {
+	b, tr := readGolden(t)
+	var p anchor.AnchorProof
+	if err := json.Unmarshal(b, &p); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Verify(tr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := anchor.DecodeTx(p.Tx); err != nil {
+		t.Fatalf("golden proof tx: %v", err)
+	}
+	p.Tx[len(p.Tx)-3] ^= 0x01
+	wantStep(t, p.Verify(tr), anchor.StepTxProof)
+}
+
+// FuzzAnchorProof: decoding and verifying arbitrary bytes never panics, and
+// nothing but the golden proof itself verifies.
+func FuzzAnchorProof(f *testing.F) {
+	b, tr := readGolden(f)
+	f.Add(b)
+	f.Add([]byte(`{"version":1}`))
+	f.Add([]byte(`{"version":1,"height":"1","validators":{"validators":[{"voting_power":"-1"}]}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var p anchor.AnchorProof
+		if err := json.Unmarshal(data, &p); err != nil {
+			return
+		}
+		if err := p.Verify(tr); err == nil {
+			var golden anchor.AnchorProof
+			if json.Unmarshal(b, &golden) != nil {
+				t.Fatal("golden proof does not decode")
+			}
+			if string(golden.Tx) != string(p.Tx) || golden.Height != p.Height {
+				t.Fatalf("a different proof verifies: tx %q at %d", p.Tx, p.Height)
+			}
 		}
 	})
 }

@@ -106,7 +106,12 @@ func (t *Trust) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON reads the trust file form. It checks the form only; call
 // Validate before relying on it.
-func (t *Trust) UnmarshalJSON(data []byte) error {
+func (t *Trust) UnmarshalJSON(data []byte) (err error) {
+	defer func() { // CometBFT's JSON decoder panics on some inputs
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", ErrBadTrust, r)
+		}
+	}()
 	var w trustJSON
 	if err := json.Unmarshal(data, &w); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadTrust, err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -282,6 +283,19 @@ func TestEndToEndBundleVerifiesOffline(t *testing.T) {
 		}
 		if v.Record.GSeq != gseq || v.AnchorHeight == 0 || v.Header.Seq == 0 || v.Header.Seq > uint64(nb) {
 			t.Fatalf("bundle %d: verified %+v", gseq, v)
+		}
+	}
+	// EDGEANCHOR_WRITE_GOLDEN=1 refreshes the bundle and trust that
+	// anchor's offline tests (tampering, fuzzing) and the verify CLI test use.
+	if os.Getenv("EDGEANCHOR_WRITE_GOLDEN") != "" {
+		for file, gseq := range map[string]int{"bundle.json": 4, "bundle-other-device.json": 1} {
+			_, body := e.get(fmt.Sprintf("/v1/records/%d/proof", gseq))
+			if err := os.WriteFile("../anchor/testdata/"+file, body, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := anchor.WriteTrustFile("../anchor/testdata/trust.json", trust); err != nil {
+			t.Fatal(err)
 		}
 	}
 	// By device and seq: the same record.

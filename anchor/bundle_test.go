@@ -1,0 +1,306 @@
+package anchor
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/cometbft/cometbft/crypto/ed25519"
+	"github.com/cometbft/cometbft/types"
+
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+// testdata/bundle.json (gseq 4: device B seq 2), bundle-other-device.json
+// (gseq 1: device A seq 1) and trust.json (the chain's genesis validator
+// set) were made by the gateway's end-to-end test against a real
+// single-validator CometBFT ledger:
+//
+//	EDGEANCHOR_WRITE_GOLDEN=1 go test -run TestEndToEndBundleVerifiesOffline ./gateway
+
+func loadGolden(t testing.TB, name string) *Bundle {
+	t.Helper()
+	b, err := ReadBundleFile("testdata/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func loadTrust(t testing.TB) *Trust {
+	t.Helper()
+	tr, err := ReadTrustFile("testdata/trust.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+func TestGoldenBundleVerifies(t *testing.T) {
+	trust := loadTrust(t)
+	for _, name := range []string{"bundle.json", "bundle-other-device.json"} {
+		b := loadGolden(t, name)
+		var passed []string
+		v, err := b.Verify(trust, func(step, detail string, err error) {
+			if err != nil {
+				t.Errorf("%s: step %s: %v", name, step, err)
+			}
+			if detail == "" {
+				t.Errorf("%s: step %s has no detail", name, step)
+			}
+			passed = append(passed, step)
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(passed) != len(Steps) {
+			t.Fatalf("%s: ran %v, want %v", name, passed, Steps)
+		}
+		if v.Record != b.Record || v.AnchorHeight != b.Anchor.Height || v.Header.Count != b.Merkle.Size {
+			t.Fatalf("%s: verified %+v", name, v)
+		}
+	}
+}
+
+// envelopeEdit re-encodes the bundle's envelope after f changed it.
+func envelopeEdit(t testing.TB, b *Bundle, f func(e *device.Envelope)) {
+	t.Helper()
+	var e device.Envelope
+	if err := json.Unmarshal(b.Envelope, &e); err != nil {
+		t.Fatal(err)
+	}
+	f(&e)
+	raw, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Envelope = raw
+}
+
+func mustReplace(t testing.TB, s []byte, old, new string) []byte {
+	t.Helper()
+	if !bytes.Contains(s, []byte(old)) {
+		t.Fatalf("%q not found in %s", old, s)
+	}
+	return bytes.Replace(s, []byte(old), []byte(new), 1)
+}
+
+func newKey(t testing.TB) *device.KeySigner {
+	t.Helper()
+	k, err := device.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return device.NewKeySigner(k)
+}
+
+func otherValidators() *types.ValidatorSet {
+	return types.NewValidatorSet([]*types.Validator{types.NewValidator(ed25519.GenPrivKey().PubKey(), 10)})
+}
+
+// TestTamperedBundles changes one thing at a time and checks that verify
+// fails at the step that covers it.
+func TestTamperedBundles(t *testing.T) {
+	trust := loadTrust(t)
+	other := loadGolden(t, "bundle-other-device.json")
+	cases := []struct {
+		name   string
+		tamper func(t *testing.T, b *Bundle)
+		trust  func() *Trust
+		step   string
+	}{
+		{"one byte of the body", func(t *testing.T, b *Bundle) {
+			envelopeEdit(t, b, func(e *device.Envelope) { e.Body = mustReplace(t, e.Body, `"noise_dba":61.5`, `"noise_dba":61.6`) })
+		}, nil, StepEnvelope},
+		{"device signature", func(t *testing.T, b *Bundle) {
+			envelopeEdit(t, b, func(e *device.Envelope) { e.Sig[len(e.Sig)-1] ^= 1 })
+		}, nil, StepEnvelope},
+		{"device key swapped for another registered device's", func(t *testing.T, b *Bundle) {
+			b.Device = other.Device
+		}, nil, StepEnvelope},
+		{"device key swapped with a forged registration", func(t *testing.T, b *Bundle) {
+			k := newKey(t)
+			reg, err := NewDeviceRegistration(k.Public(), DeviceKindEnv, "site-a", time.Now(), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			rsig, _ := k.Sign(reg)
+			body, err := NewRegisterDeviceBody(b.Gateway.DID, reg, rsig, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Only the gateway could sign it; the forger signs as the
+			// gateway DID with its own key.
+			sig, _ := k.Sign(body)
+			b.Device.Tx = (&Tx{Body: body, Signer: b.Gateway.DID, Sig: sig}).Encode()
+			envelopeEdit(t, b, func(e *device.Envelope) {
+				e.Body = mustReplace(t, e.Body, string(b.Record.DID), string(k.DID()))
+				e.Sig, _ = k.Sign(e.Body)
+			})
+			b.Record.DID = k.DID()
+		}, nil, StepDeviceKey},
+		{"registration tx proof of another tx", func(t *testing.T, b *Bundle) {
+			b.Device.Proof = other.Anchor
+		}, nil, StepDeviceKey},
+		{"gateway key", func(t *testing.T, b *Bundle) {
+			k := newKey(t)
+			b.Gateway.Pub, _ = device.MarshalPublicKeyDER(k.Public())
+			b.Gateway.DID = k.DID()
+		}, nil, StepDeviceKey},
+		{"receipt body", func(t *testing.T, b *Bundle) {
+			b.Receipt.Body = mustReplace(t, b.Receipt.Body, `"gseq":4`, `"gseq":5`)
+		}, nil, StepReceipt},
+		{"receipt signature", func(t *testing.T, b *Bundle) { b.Receipt.Sig[len(b.Receipt.Sig)-1] ^= 1 }, nil, StepReceipt},
+		{"receipt of another record", func(t *testing.T, b *Bundle) { b.Receipt = other.Receipt }, nil, StepReceipt},
+		{"salt length", func(t *testing.T, b *Bundle) { b.Salt = b.Salt[:8] }, nil, StepLeaf},
+		{"salt byte", func(t *testing.T, b *Bundle) { b.Salt[0] ^= 1 }, nil, StepMerklePath},
+		{"Merkle sibling", func(t *testing.T, b *Bundle) { b.Merkle.Path[1][7] ^= 1 }, nil, StepMerklePath},
+		{"Merkle index", func(t *testing.T, b *Bundle) { b.Merkle.Index++ }, nil, StepMerklePath},
+		{"Merkle size", func(t *testing.T, b *Bundle) { b.Merkle.Size++ }, nil, StepMerklePath},
+		{"batch header root", func(t *testing.T, b *Bundle) {
+			h, _ := ParseHeader(b.Batch.Body)
+			h.Root[0] ^= 1
+			b.Batch.Body = h.Encode()
+		}, nil, StepMerklePath},
+		{"batch header time window", func(t *testing.T, b *Bundle) {
+			h, _ := ParseHeader(b.Batch.Body)
+			h.To = h.To.Add(time.Second)
+			b.Batch.Body = h.Encode()
+		}, nil, StepHeaderSig},
+		{"gateway signature", func(t *testing.T, b *Bundle) { b.Batch.Sig[len(b.Batch.Sig)-1] ^= 1 }, nil, StepHeaderSig},
+		{"anchor tx byte", func(t *testing.T, b *Bundle) {
+			b.Anchor.Tx = mustReplace(t, b.Anchor.Tx, `"sig":"M`, `"sig":"N`)
+		}, nil, StepAnchorTx},
+		{"anchor tx is another tx", func(t *testing.T, b *Bundle) { b.Anchor.Tx = other.Device.Tx }, nil, StepAnchorTx},
+		{"block header", func(t *testing.T, b *Bundle) { b.Anchor.Header.AppHash[0] ^= 1 }, nil, StepAnchorBlock},
+		{"block time", func(t *testing.T, b *Bundle) {
+			b.Anchor.Header.Time = b.Anchor.Header.Time.Add(time.Second)
+		}, nil, StepAnchorBlock},
+		{"validator set", func(t *testing.T, b *Bundle) { b.Anchor.Validators = otherValidators() }, nil, StepAnchorBlock},
+		{"commit signature", func(t *testing.T, b *Bundle) {
+			b.Anchor.Header.Commit.Signatures[0].Signature[0] ^= 1
+		}, nil, StepAnchorBlock},
+		{"tx proof", func(t *testing.T, b *Bundle) { b.Anchor.TxProof.LeafHash[0] ^= 1 }, nil, StepAnchorBlock},
+		{"next header", func(t *testing.T, b *Bundle) { b.Anchor.NextHeader.LastResultsHash[0] ^= 1 }, nil, StepAnchorBlock},
+		{"result code", func(t *testing.T, b *Bundle) { b.Anchor.Result.Code = 7 }, nil, StepAnchorResult},
+		{"result data", func(t *testing.T, b *Bundle) { b.Anchor.Result.GasUsed++ }, nil, StepAnchorResult},
+		{"trust of another consortium", nil, func() *Trust {
+			tr := *trust
+			tr.Validators = otherValidators()
+			return &tr
+		}, StepDeviceKey},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := loadGolden(t, "bundle.json")
+			tr := trust
+			if tc.tamper != nil {
+				tc.tamper(t, b)
+			}
+			if tc.trust != nil {
+				tr = tc.trust()
+			}
+			var failed []string
+			_, err := b.Verify(tr, func(step, _ string, err error) {
+				if err != nil {
+					failed = append(failed, step)
+				}
+			})
+			var se *StepError
+			if !errors.As(err, &se) || !errors.Is(err, ErrVerify) {
+				t.Fatalf("Verify = %v, want a StepError", err)
+			}
+			if se.Step != tc.step {
+				t.Fatalf("failed at %q (%v), want %q", se.Step, se.Err, tc.step)
+			}
+			if len(failed) != 1 || failed[0] != tc.step {
+				t.Fatalf("report saw failures %v, want exactly [%s]", failed, tc.step)
+			}
+		})
+	}
+}
+
+// TestBundleSurvivesJSONRoundTrip: a parsed bundle encodes to bytes that
+// parse to the same bundle (stable encoding) and still verify.
+func TestBundleSurvivesJSONRoundTrip(t *testing.T) {
+	b := loadGolden(t, "bundle.json")
+	once, err := b.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, err := ParseBundle(once)
+	if err != nil {
+		t.Fatal(err)
+	}
+	twice, err := b2.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(once, twice) {
+		t.Fatal("encoding is not stable across a parse")
+	}
+	if _, err := b2.Verify(loadTrust(t), nil); err != nil {
+		t.Fatalf("re-parsed bundle: %v", err)
+	}
+}
+
+func TestParseBundleRejects(t *testing.T) {
+	raw, err := os.ReadFile("testdata/bundle.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{
+		"empty":          nil,
+		"not JSON":       []byte("hello"),
+		"wrong type":     mustReplace(t, raw, `"type": "ProofBundle"`, `"type": "Other"`),
+		"wrong version":  mustReplace(t, raw, `"v": 1,`, `"v": 2,`),
+		"unknown member": mustReplace(t, raw, `"v": 1,`, `"v": 1, "extra": 1,`),
+		"duplicate":      mustReplace(t, raw, `"v": 1,`, `"v": 1, "V": 1,`),
+		"no anchor":      mustReplace(t, raw, `"anchor": {`, `"anchor": null, "x": {`),
+		"trailing":       append(append([]byte{}, raw...), []byte("{}")...),
+		"bad salt hex":   mustReplace(t, raw, `"salt": "`, `"salt": "zz`),
+	} {
+		if _, err := ParseBundle(data); !errors.Is(err, ErrMalformedBundle) {
+			t.Errorf("%s: ParseBundle = %v, want ErrMalformedBundle", name, err)
+		}
+	}
+}
+
+func FuzzParseAndVerifyBundle(f *testing.F) {
+	raw, err := os.ReadFile("testdata/bundle.json")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(raw)
+	f.Add([]byte(`{"type":"ProofBundle","v":1}`))
+	trust := loadTrust(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		b, err := ParseBundle(data)
+		if err != nil {
+			if !errors.Is(err, ErrMalformedBundle) {
+				t.Fatalf("ParseBundle error %v does not wrap ErrMalformedBundle", err)
+			}
+			return
+		}
+		v, err := b.Verify(trust, nil)
+		if err == nil && (v.Record != b.Record || v.Header == nil) {
+			t.Fatalf("verified bundle with inconsistent result %+v", v)
+		}
+		if err != nil && !errors.Is(err, ErrVerify) {
+			t.Fatalf("Verify error %v does not wrap ErrVerify", err)
+		}
+	})
+}
+
+func BenchmarkVerifyBundle(b *testing.B) {
+	bundle := loadGolden(b, "bundle.json")
+	trust := loadTrust(b)
+	for b.Loop() {
+		if _, err := bundle.Verify(trust, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -309,7 +309,8 @@ func (f *Fleet) Run(ctx context.Context) error {
 
 // Load runs the fleet's devices in load mode: n readings per device are
 // signed up front (their sequence numbers reserved on disk first, so they
-// are never reused), then published by Load at rate messages/s in total (0:
+// are never reused) and queued behind any readings still spooled, then
+// published by Load at rate messages/s in total (0:
 // as fast as the windows allow) with window unacknowledged per device.
 // Devices that have not enrolled enroll with their tokens when they connect.
 func (f *Fleet) Load(ctx context.Context, n int, rate float64, window int) (LoadResult, error) {
@@ -317,21 +318,33 @@ func (f *Fleet) Load(ctx context.Context, n int, rate float64, window int) (Load
 		return LoadResult{}, fmt.Errorf("%w: messages per device %d must be >= 1", ErrConfig, n)
 	}
 	devs := make([]LoadDevice, len(f.devices))
+	spooled := make([][]uint64, len(f.devices))
 	for i, d := range f.devices {
+		// Readings still spooled go first, so the device's order holds.
+		var envs [][]byte
+		for _, seq := range d.spool.Pending(0, d.spool.Len()) {
+			env, err := d.spool.Get(seq)
+			if err != nil {
+				return LoadResult{}, err
+			}
+			envs = append(envs, env)
+			spooled[i] = append(spooled[i], seq)
+		}
 		first, err := d.id.reserveSeqs(n)
 		if err != nil {
 			return LoadResult{}, err
 		}
-		envs := make([][]byte, n)
 		for j := range n {
 			r := d.gen.Next()
 			body, err := device.NewBody(d.id.signer.DID(), first+uint64(j), r.At, r.Kind, r.Data)
 			if err != nil {
 				return LoadResult{}, err
 			}
-			if envs[j], err = device.Seal(d.id.signer, body); err != nil {
+			env, err := device.Seal(d.id.signer, body)
+			if err != nil {
 				return LoadResult{}, err
 			}
+			envs = append(envs, env)
 		}
 		ld := LoadDevice{Signer: d.id.signer, Kind: d.id.state.Kind, Site: d.id.state.Site, Envelopes: envs}
 		if !d.id.enrolled() {
@@ -348,6 +361,15 @@ func (f *Fleet) Load(ctx context.Context, n int, rate float64, window int) (Load
 		for _, d := range f.devices {
 			if err := d.id.setEnrolled(); err != nil {
 				return res, err
+			}
+		}
+	}
+	if err == nil {
+		for i, d := range f.devices {
+			for _, seq := range spooled[i] {
+				if err := d.spool.Delete(seq); err != nil {
+					return res, err
+				}
 			}
 		}
 	}

@@ -1,0 +1,145 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/internal/testbin"
+	"github.com/edgeanchor/edgeanchor/ledger"
+)
+
+// TestFirmwareSimBinary runs bin/firmware-sim as docs/run.md shows it,
+// against a real gateway and ledger: tokens made with `edgeanchor token
+// create` under kind headers, devices that enroll and publish, a clean stop
+// on SIGINT, then load mode on the same state.
+func TestFirmwareSimBinary(t *testing.T) {
+	o := testOptions(t, t.TempDir())
+	s, err := prepare(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.closeLog()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	node, err := ledger.StartNode(ctx, s.p.ledger, ledger.NodeOptions{Logger: s.log.With("component", "ledger")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Stop()
+	gcfg := s.gatewayConfig()
+	gctx, gcancel := context.WithCancel(ctx)
+	gdone, err := startGateway(gctx, gcfg, s.signer, s.log.With("component", "gateway"), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { gcancel(); <-gdone }()
+
+	ea := testbin.Path(t, "./cmd/edgeanchor")
+	fs := testbin.Path(t, "./firmware-sim")
+	var tokens bytes.Buffer
+	for _, kc := range []struct {
+		kind, count string
+	}{{"payroll", "2"}, {"survey", "1"}, {"env", "1"}} {
+		out, err := exec.Command(ea, "token", "create", "--site", "site-a", "--kind", kc.kind, "--count", kc.count, "--data-dir", s.p.gateway).Output()
+		if err != nil {
+			t.Fatalf("token create: %v", err)
+		}
+		tokens.WriteString(kc.kind + "\n")
+		tokens.Write(out)
+	}
+	tokPath := filepath.Join(o.Dir, "tokens.txt")
+	if err := os.WriteFile(tokPath, tokens.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(o.Dir, "fs")
+	args := []string{"--gateway", "tcp://" + gcfg.MQTT.TCP, "--devices", "4", "--profile", "mixed", "--rate", "5",
+		"--tokens", tokPath, "--state", state, "--seed", "5", "--stats", "1s"}
+	var stderr bytes.Buffer
+	cmd := exec.Command(fs, args...)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	dids := make([]device.DID, 4)
+	base := "http://" + gcfg.HTTP.Addr
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ready := 0
+		for i := range dids {
+			if dids[i] == "" {
+				var st struct {
+					DID device.DID `json:"did"`
+				}
+				if b, err := os.ReadFile(filepath.Join(state, "dev-000"+string(rune('0'+i)), "device.json")); err == nil && json.Unmarshal(b, &st) == nil {
+					dids[i] = st.DID
+				}
+			}
+			if dids[i] != "" && len(deviceRecords(t, base, dids[i])) >= 5 {
+				ready++
+			}
+		}
+		if ready == len(dids) {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			<-exited
+			t.Fatalf("after 60 s only %d of 4 devices have 5 records stored\n%s", ready, stderr.String())
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("firmware-sim exited with %v after SIGINT\n%s", err, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("firmware-sim did not stop on SIGINT\n%s", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "fleet stopped") {
+		t.Fatalf("no final summary:\n%s", stderr.String())
+	}
+	before := map[device.DID]int{}
+	for _, did := range dids {
+		before[did] = len(deviceRecords(t, base, did))
+	}
+
+	// Load mode on the same, now enrolled, state: no tokens needed.
+	out, err := exec.Command(fs, "--gateway", "tcp://"+gcfg.MQTT.TCP, "--devices", "4", "--state", state,
+		"load", "--messages", "25", "--inflight", "8").CombinedOutput()
+	if err != nil {
+		t.Fatalf("firmware-sim load: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "100 acknowledged") {
+		t.Fatalf("load output:\n%s", out)
+	}
+	for _, did := range dids {
+		recs := deviceRecords(t, base, did)
+		if len(recs) != before[did]+25 {
+			t.Fatalf("%s: %d records after load, want %d + 25", did, len(recs), before[did])
+		}
+		for i := 1; i < len(recs); i++ {
+			if recs[i].Seq != recs[i-1].Seq+1 {
+				t.Fatalf("%s: seq %d follows %d", did, recs[i].Seq, recs[i-1].Seq)
+			}
+		}
+	}
+}

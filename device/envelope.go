@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -104,10 +105,24 @@ func Open(raw []byte, maxBody int) (*Opened, error) {
 	if err := checkJSON(raw, envelopeKeys); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	if err := json.Unmarshal(raw, &o.Envelope); err != nil {
+	var w struct {
+		V    int    `json:"v"`
+		Alg  string `json:"alg"`
+		Body string `json:"body"`
+		Sig  string `json:"sig"`
+	}
+	if err := json.Unmarshal(raw, &w); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	e := &o.Envelope
+	e.V, e.Alg = w.V, w.Alg
+	var err error
+	if e.Body, err = decodeBase64(w.Body); err != nil {
+		return nil, fmt.Errorf("%w: body: %v", ErrMalformed, err)
+	}
+	if e.Sig, err = decodeBase64(w.Sig); err != nil {
+		return nil, fmt.Errorf("%w: sig: %v", ErrMalformed, err)
+	}
 	if e.V != EnvelopeVersion {
 		return nil, fmt.Errorf("%w: %d", ErrVersion, e.V)
 	}
@@ -241,6 +256,17 @@ func Reason(err error) string {
 	default:
 		return "other"
 	}
+}
+
+// decodeBase64 accepts only the canonical standard encoding: padded, the
+// unused bits of the last character zero, no line breaks (which
+// encoding/base64 would otherwise skip). Each byte string then has exactly
+// one envelope form.
+func decodeBase64(s string) ([]byte, error) {
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, errors.New("line break in base64")
+	}
+	return base64.StdEncoding.Strict().DecodeString(s)
 }
 
 // EncodeSig is the base64 form of a signature as it appears in JSON.

@@ -409,3 +409,19 @@ func TestParsePublicKeyRaw(t *testing.T) {
 		t.Fatal("compressed point accepted")
 	}
 }
+
+func TestDecodeBase64Canonical(t *testing.T) {
+	for in, ok := range map[string]bool{
+		"QQ==": true, "QUI=": true, "QUJD": true, "": true,
+		"QR==":   false, // unused bits set: also "A" to a lenient decoder
+		"QUJ=":   false,
+		"QQ":     false, // unpadded
+		"QU\nJD": false, "QUJD\r\n": false,
+		"QU JD": false, "QUJD-_": false,
+	} {
+		_, err := decodeBase64(in)
+		if (err == nil) != ok {
+			t.Errorf("decodeBase64(%q) = %v, want ok=%v", in, err, ok)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package device
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"encoding/base64"
 	"encoding/json"
@@ -68,6 +69,16 @@ func envelopeJSON(v int, alg, body, sig string) []byte {
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// nonCanonicalB64 encodes b (len(b)%3 == 1) and sets an unused bit of the
+// last character before "==".
+func nonCanonicalB64(b []byte) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	e := []byte(b64(b))
+	i := len(e) - 3
+	e[i] = alphabet[strings.IndexByte(alphabet, e[i])^1]
+	return string(e)
+}
 
 // writeGolden regenerates testdata/golden (keeping key.pem if present).
 func writeGolden(t *testing.T) {
@@ -140,6 +151,14 @@ func writeGolden(t *testing.T) {
 	add("malformed-trailing", append(append([]byte{}, full...), []byte(` {}`)...), goldenCase{Verdict: "malformed", Note: "a second JSON value after the envelope"})
 	add("bad-base64", envelopeJSON(1, AlgSM2SM3, "eyJkaWQiOi*!", sign(good)), goldenCase{Verdict: "malformed", Note: "body is not base64"})
 	add("bad-base64-sig", envelopeJSON(1, AlgSM2SM3, b64(good), "MEUCIQ"), goldenCase{Verdict: "malformed", Note: "sig is unpadded base64"})
+	add("base64-line-break", envelopeJSON(1, AlgSM2SM3, b64(good)[:40]+`\n`+b64(good)[40:], sign(good)),
+		goldenCase{Verdict: "malformed", Note: "a JSON-escaped line break inside the body's base64"})
+	padded := good
+	for len(padded)%3 != 1 {
+		padded = append(bytes.Clone(padded), ' ')
+	}
+	add("base64-noncanonical", envelopeJSON(1, AlgSM2SM3, nonCanonicalB64(padded), sign(padded)),
+		goldenCase{Verdict: "malformed", Note: "body base64 with non-zero padding bits (decodes, but is not the canonical form)"})
 	add("unknown-version", envelopeJSON(2, AlgSM2SM3, b64(good), sign(good)), goldenCase{Verdict: "version", Note: `"v":2`})
 	add("unknown-alg", envelopeJSON(1, "SM2-SHA256", b64(good), sign(good)), goldenCase{Verdict: "algorithm", Note: `"alg":"SM2-SHA256"`})
 	add("envelope-unknown-member", fmt.Appendf(nil, `{"v":1,"alg":"SM2-SM3","body":"%s","sig":"%s","key":"x"}`, b64(good), sign(good)),

@@ -19,7 +19,7 @@ import (
 // appFixture drives the application directly through ABCI calls, the way
 // CometBFT does, over a real goleveldb database in a temp dir.
 type appFixture struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string
 	db       dbm.DB
 	app      *App
@@ -30,7 +30,7 @@ type appFixture struct {
 	height   int64
 }
 
-func newAppFixture(t *testing.T) *appFixture {
+func newAppFixture(t testing.TB) *appFixture {
 	t.Helper()
 	f := &appFixture{t: t, dir: t.TempDir(), admin: newKey(t), regul: newKey(t), gw: newKey(t)}
 	ader, _ := device.MarshalPublicKeyDER(f.admin.Public())
@@ -271,4 +271,25 @@ func TestDocsListEveryCode(t *testing.T) {
 			t.Errorf("docs/ledger.md lacks the row %q", row)
 		}
 	}
+}
+
+// FuzzCheckTx: whatever the bytes, CheckTx answers with a known code and
+// never panics.
+func FuzzCheckTx(f *testing.F) {
+	fx := newAppFixture(f)
+	c := &chain{gw: fx.gw}
+	f.Add(anchorTx(f, fx.gw, c.next(1)))
+	f.Add(registerDeviceTx(f, fx.gw, newKey(f), "site-a"))
+	f.Add(revokeDeviceTx(f, fx.regul, fx.gw.DID()))
+	f.Add(registerGatewayTx(f, fx.admin, newKey(f), "site-b"))
+	f.Add([]byte(`{"body":"e30=","signer":"did:ea:00112233445566778899aabbccddeeff","sig":"AA=="}`))
+	f.Fuzz(func(t *testing.T, tx []byte) {
+		res, err := fx.app.CheckTx(context.Background(), &abci.RequestCheckTx{Tx: tx, Type: abci.CheckTxType_New})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if Code(res.Code).Name() == "unknown" {
+			t.Fatalf("CheckTx answered unknown code %d", res.Code)
+		}
+	})
 }

@@ -12,8 +12,7 @@ import (
 // BenchmarkAnchorTx measures one AnchorBatch through CheckTx, ProcessProposal
 // and FinalizeBlock+Commit, as a validator sees it (signature verified once).
 func BenchmarkAnchorTx(b *testing.B) {
-	t := &testing.T{}
-	f := newAppFixture(t)
+	f := newAppFixture(b)
 	c := &chain{gw: f.gw}
 	const perBlock = 500
 	txs := make([][]byte, 0, b.N)

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
@@ -297,6 +299,12 @@ func AttachLedgerIdentity(g *Gateway, ledger *anchor.Client) (*IdentityCache, *E
 	b.SetEnroller(enr.Enroll)
 	NewAdmin(tokens, bearer, log.With("component", "admin")).Routes(g.Mux())
 	g.Go("identity", cache.Run)
+	// edgeanchor_ledger_height (docs/internals.md): the last block the cache applied.
+	if err := g.Registerer().Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "edgeanchor_ledger_height", Help: "Latest ledger block height the gateway has followed (identity cache).",
+	}, func() float64 { return float64(cache.Height()) })); err != nil {
+		return nil, nil, fmt.Errorf("gateway: metrics: %w", err)
+	}
 	g.AddReadyCheck("identity", func(context.Context) error {
 		if !cache.Loaded() {
 			return errors.New("device list not yet loaded from the ledger")

@@ -30,13 +30,15 @@ type Ingester interface {
 	Ingest(ctx context.Context, dev DeviceInfo, payload []byte) (Accepted, error)
 }
 
-// Accepted is a stored record as the broker needs it: the receipt message
-// for the device and the verified-record message for site applications.
+// Accepted is a stored record as the broker needs it: how to build the
+// receipt message for the device and the verified-record message for site
+// applications. The builders are called only when somebody subscribes, so
+// a gateway without listeners spends nothing on them; either may be nil.
 type Accepted struct {
 	GSeq    uint64
 	Kind    string
-	Receipt []byte // published on ReceiptTopic(did)
-	Record  []byte // republished on RecordsTopic(site, kind), best effort
+	Receipt func() []byte // published on ReceiptTopic(did)
+	Record  func() []byte // republished on RecordsTopic(site, kind), best effort
 }
 
 // Refusal is a refused publish. Reason is the metric and log label (see

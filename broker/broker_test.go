@@ -229,7 +229,7 @@ func TestInFlightLimit(t *testing.T) {
 		defer calls.Done()
 		entered <- struct{}{}
 		<-release
-		return Accepted{Kind: "env.dust", Receipt: []byte("{}")}, nil
+		return Accepted{Kind: "env.dust", Receipt: func() []byte { return []byte("{}") }}, nil
 	}}})
 	a, b := tb.device(t), tb.device(t)
 	ca, cb := tb.connect5(t, a), tb.connect5(t, b)
@@ -261,7 +261,7 @@ func TestRevokedAtPublish(t *testing.T) {
 		mu.Lock()
 		n++
 		mu.Unlock()
-		return Accepted{Kind: "env.dust", Receipt: []byte("{}")}, nil
+		return Accepted{Kind: "env.dust", Receipt: func() []byte { return []byte("{}") }}, nil
 	}}})
 	d := tb.device(t)
 	c := tb.connect5(t, d)

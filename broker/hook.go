@@ -281,9 +281,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	b.metrics.Accepted.WithLabelValues(acc.Kind).Inc()
 	b.metrics.IngestLatency.Observe(time.Since(start).Seconds())
 	b.deliver(ReceiptTopic(s.dev.DID), acc.Receipt, b.metrics.ReceiptsDropped)
-	if acc.Record != nil {
-		b.deliver(RecordsTopic(b.opts.Site, acc.Kind), acc.Record, b.metrics.RepublishDropped)
-	}
+	b.deliver(RecordsTopic(b.opts.Site, acc.Kind), acc.Record, b.metrics.RepublishDropped)
 	pk.Ignore = true
 	return pk, nil
 }
@@ -375,8 +373,18 @@ func (b *Broker) refuse(cl *mqtt.Client, s *session, pk packets.Packet, ref *Ref
 // MaximumInflight, 8,192 by default) without telling any hook, so those
 // drops are counted here beforehand; drops for a full outbound buffer come
 // through OnPublishDropped.
-func (b *Broker) deliver(topic string, payload []byte, dropped interface{ Add(float64) }) {
+func (b *Broker) deliver(topic string, build func() []byte, dropped interface{ Add(float64) }) {
+	if build == nil {
+		return
+	}
 	subs := b.srv.Topics.Subscribers(topic)
+	if len(subs.Subscriptions) == 0 && len(subs.Shared) == 0 && len(subs.InlineSubscriptions) == 0 {
+		return // nobody listens: do not even build the message
+	}
+	payload := build()
+	if payload == nil {
+		return
+	}
 	limit := int(b.srv.Options.Capabilities.MaximumInflight)
 	for id, sub := range subs.Subscriptions {
 		if sub.Qos == 0 {

@@ -95,11 +95,15 @@ func (g *Ingest) Ingest(ctx context.Context, dev broker.DeviceInfo, payload []by
 	case err != nil:
 		return broker.Accepted{}, refuse(ReasonStoreError, kind, err)
 	}
-	view, err := json.Marshal(newRecordView(rec, &o.Body))
-	if err != nil {
-		view = nil // the record is stored; republishing is best effort
-	}
-	return broker.Accepted{GSeq: rec.GSeq, Kind: rec.Kind, Receipt: rec.ReceiptMessage(), Record: view}, nil
+	body := o.Body
+	return broker.Accepted{GSeq: rec.GSeq, Kind: rec.Kind, Receipt: rec.ReceiptMessage,
+		Record: func() []byte {
+			view, err := json.Marshal(newRecordView(rec, &body))
+			if err != nil {
+				return nil // the record is stored; republishing is best effort
+			}
+			return view
+		}}, nil
 }
 
 // RecordView is a stored record as the HTTP API serves it and as it is

@@ -534,11 +534,7 @@ func (s *Store) writeAsync(recs []*appendReq, results chan<- error) (int, error)
 	}
 	var size, count int64
 	for _, r := range recs {
-		val, err := json.Marshal(r.rec)
-		if err != nil {
-			txn.Discard()
-			return n, err
-		}
+		val := encodeRecord(r.rec)
 		k1, k2, k3 := recordKey(r.rec.GSeq), devSeqKey(r.rec.DID, r.rec.Seq), lastSeqKey(r.rec.DID)
 		g, sq := u64(r.rec.GSeq), u64(r.rec.Seq)
 		// Badger's own estimate: key + value (or a 12-byte pointer for
@@ -657,7 +653,7 @@ func getRecord(txn *badger.Txn, gseq uint64) (*Record, error) {
 		return nil, err
 	}
 	var rec Record
-	if err := it.Value(func(b []byte) error { return json.Unmarshal(b, &rec) }); err != nil {
+	if err := it.Value(func(b []byte) error { return decodeRecord(b, &rec) }); err != nil {
 		return nil, fmt.Errorf("gateway: record %d: %w", gseq, err)
 	}
 	return &rec, nil
@@ -675,7 +671,7 @@ func (s *Store) Range(from, to uint64, fn func(*Record) error) error {
 				return nil
 			}
 			var rec Record
-			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &rec) }); err != nil {
+			if err := it.Item().Value(func(b []byte) error { return decodeRecord(b, &rec) }); err != nil {
 				return fmt.Errorf("gateway: record %d: %w", g, err)
 			}
 			if err := fn(&rec); err != nil {
@@ -743,6 +739,69 @@ func (s *Store) Close() error {
 		err = s.db.Close()
 	})
 	return err
+}
+
+// recordFormat is the first byte of a stored record value. Format 1:
+// uvarint gseq, seq, gap; varint recv (Unix ns); then uvarint-length-prefixed
+// did, kind, envelope, salt, receipt, receipt_sig. A compact binary form
+// rather than JSON: encoding sits on the ingest path of every message.
+const recordFormat = 1
+
+func encodeRecord(r *Record) []byte {
+	n := 1 + 4*binary.MaxVarintLen64 + 6*binary.MaxVarintLen32 +
+		len(r.DID) + len(r.Kind) + len(r.Envelope) + len(r.Salt) + len(r.Receipt) + len(r.ReceiptSig)
+	b := make([]byte, 0, n)
+	b = append(b, recordFormat)
+	b = binary.AppendUvarint(b, r.GSeq)
+	b = binary.AppendUvarint(b, r.Seq)
+	b = binary.AppendUvarint(b, r.Gap)
+	b = binary.AppendVarint(b, r.Recv.UnixNano())
+	for _, f := range [][]byte{[]byte(r.DID), []byte(r.Kind), r.Envelope, r.Salt, r.Receipt, r.ReceiptSig} {
+		b = binary.AppendUvarint(b, uint64(len(f)))
+		b = append(b, f...)
+	}
+	return b
+}
+
+// errRecordFormat means a stored record value does not decode.
+var errRecordFormat = errors.New("bad stored record encoding")
+
+func decodeRecord(b []byte, r *Record) error {
+	if len(b) == 0 || b[0] != recordFormat {
+		return errRecordFormat
+	}
+	b = b[1:]
+	uv := func() uint64 {
+		v, n := binary.Uvarint(b)
+		if n <= 0 {
+			b = nil
+			return 0
+		}
+		b = b[n:]
+		return v
+	}
+	r.GSeq, r.Seq, r.Gap = uv(), uv(), uv()
+	ns, n := binary.Varint(b)
+	if n <= 0 {
+		return errRecordFormat
+	}
+	b = b[n:]
+	r.Recv = time.Unix(0, ns).UTC()
+	fields := make([][]byte, 6)
+	for i := range fields {
+		l := uv()
+		if b == nil || l > uint64(len(b)) {
+			return errRecordFormat
+		}
+		fields[i] = append([]byte(nil), b[:l]...)
+		b = b[l:]
+	}
+	if len(b) != 0 {
+		return errRecordFormat
+	}
+	r.DID, r.Kind = device.DID(fields[0]), string(fields[1])
+	r.Envelope, r.Salt, r.Receipt, r.ReceiptSig = fields[2], fields[3], fields[4], fields[5]
+	return nil
 }
 
 func recordKey(gseq uint64) []byte {

@@ -138,7 +138,7 @@ func DefaultConfig() Config {
 			MemTableMB:      16,
 			BlockCacheMB:    16,
 			IndexCacheMB:    16,
-			ValueLogFileMB:  64,
+			ValueLogFileMB:  32,
 			MaxGroupRecords: 1024,
 		},
 	}

@@ -122,6 +122,7 @@ func ConsortiumDefaults(c *cfg.Config) {
 	c.Consensus.TimeoutCommit = 300 * time.Millisecond
 	c.Consensus.CreateEmptyBlocks = true
 	c.Consensus.CreateEmptyBlocksInterval = time.Second
+	c.Consensus.PeerGossipSleepDuration = 10 * time.Millisecond
 	c.P2P.FlushThrottleTimeout = 10 * time.Millisecond
 	c.P2P.AddrBookStrict = false
 	c.P2P.AllowDuplicateIP = true

@@ -84,7 +84,7 @@ func TestTestnetHomes(t *testing.T) {
 		if conf.Consensus.TimeoutCommit != 300*time.Millisecond || conf.Consensus.TimeoutPropose != time.Second ||
 			conf.P2P.FlushThrottleTimeout != 10*time.Millisecond || conf.TxIndex.Indexer != "kv" ||
 			!conf.Consensus.CreateEmptyBlocks || conf.Consensus.CreateEmptyBlocksInterval != time.Second ||
-			conf.P2P.AddrBookStrict || !conf.P2P.AllowDuplicateIP {
+			conf.P2P.AddrBookStrict || !conf.P2P.AllowDuplicateIP || conf.Consensus.PeerGossipSleepDuration != 10*time.Millisecond {
 			t.Errorf("node%d consortium defaults lost: %+v %+v", k, conf.Consensus, conf.P2P)
 		}
 		g, err := os.ReadFile(conf.GenesisFile())

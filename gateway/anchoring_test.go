@@ -14,6 +14,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgertest"
@@ -26,7 +27,10 @@ import (
 // and devices registered on the ledger.
 type anEnv struct {
 	t      *testing.T
-	node   *ledgertest.Node
+	home   string // the (first) validator's home
+	rpc    string
+	// cluster is set when the ledger runs as an OS process (outage tests).
+	cluster *ledgertest.Cluster
 	lgw    *ledgertest.Gateway
 	client *anchor.Client
 	g      *Gateway
@@ -45,19 +49,33 @@ type anDevice struct {
 	receipts []ReceiptMessage
 }
 
-func anStart(t *testing.T, ndev int, interval time.Duration) *anEnv {
+// anStart starts the ledger (in process, or with process=true as an OS
+// process that can be killed), the gateway and ndev registered devices.
+func anStart(t *testing.T, ndev int, interval time.Duration, process bool) *anEnv {
 	t.Helper()
 	lgw := ledgertest.NewGateway(t, "site-a")
-	node := ledgertest.Start(t, ledgertest.Options{Gateways: []*ledgertest.Gateway{lgw}, Logger: discardLog()})
-	client, err := anchor.NewClient(node.RPC, anchor.ClientOptions{Retries: 2, Backoff: 50 * time.Millisecond, RequestTimeout: 2 * time.Second, CommitTimeout: 10 * time.Second})
+	e := &anEnv{t: t, lgw: lgw}
+	if process {
+		e.cluster = ledgertest.StartCluster(t, 1)
+		e.home, e.rpc = e.cluster.Homes[0], e.cluster.RPC(0)
+	} else {
+		node := ledgertest.Start(t, ledgertest.Options{Gateways: []*ledgertest.Gateway{lgw}, Logger: discardLog()})
+		e.home, e.rpc = node.Home, node.RPC
+	}
+	client, err := anchor.NewClient(e.rpc, anchor.ClientOptions{Retries: 2, Backoff: 50 * time.Millisecond, RequestTimeout: 2 * time.Second, CommitTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = client.Close() })
-	e := &anEnv{t: t, node: node, lgw: lgw, client: client}
+	e.client = client
 	reg := broker.NewStaticRegistry()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if process {
+		if _, err := client.Submit(ctx, lgw.RegisterTx(t, e.cluster.Admin)); err != nil {
+			t.Fatalf("register gateway: %v", err)
+		}
+	}
 	for range ndev {
 		key, tx := lgw.NewDevice(t, "env")
 		if _, err := client.Submit(ctx, tx); err != nil {
@@ -72,11 +90,11 @@ func anStart(t *testing.T, ndev int, interval time.Duration) *anEnv {
 	cfg.MQTT = MQTTConfig{TCP: "127.0.0.1:0"}
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Limits.DeviceRate = 0
-	cfg.LedgerRPC = node.RPC
+	cfg.LedgerRPC = e.rpc
 	cfg.BatchInterval = interval
 	cfg.BatchSize = 10_000
 	prom := prometheus.NewRegistry()
-	g, err := New(cfg, Deps{Logger: discardLog(), Registerer: prom, Gatherer: prom, Signer: lgw.Signer, Registry: reg})
+	g, err := New(cfg, Deps{Logger: itLogger(), Registerer: prom, Gatherer: prom, Signer: lgw.Signer, Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +194,7 @@ func (e *anEnv) waitAnchored(d time.Duration) {
 
 func (e *anEnv) trust() *anchor.Trust {
 	e.t.Helper()
-	tr, err := anchor.ExportTrustFromHome(e.node.Home)
+	tr, err := anchor.ExportTrustFromHome(e.home)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -229,7 +247,7 @@ func (e *anEnv) checkLedgerChain() int {
 }
 
 func TestEndToEndBundleVerifiesOffline(t *testing.T) {
-	e := anStart(t, 2, 200*time.Millisecond)
+	e := anStart(t, 2, 200*time.Millisecond, false)
 	for range 5 {
 		for _, d := range e.devs {
 			if err := e.publish(d); err != nil {
@@ -333,4 +351,111 @@ func TestEndToEndBundleVerifiesOffline(t *testing.T) {
 			t.Fatalf("range record %d: %+v", i, r)
 		}
 	}
+}
+
+// TestLedgerOutageUnderLoad stops the ledger for 20 s while devices keep
+// publishing: ingest goes on, batches pile up in the outbox, and once the
+// ledger is back the backlog is anchored in order with nothing lost or
+// duplicated.
+func TestLedgerOutageUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("20 s ledger outage")
+	}
+	e := anStart(t, 2, 500*time.Millisecond, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	acked := make([]uint64, len(e.devs))
+	loadErr := make(chan error, len(e.devs))
+	for i, d := range e.devs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tick := time.NewTicker(50 * time.Millisecond) // 20 readings/s per device
+			defer tick.Stop()
+			for n := 0; n < 1500; n++ { // bounded: at most 75 s of load
+				select {
+				case <-loadCtx.Done():
+					return
+				case <-tick.C:
+				}
+				if err := e.publish(d); err != nil {
+					loadErr <- fmt.Errorf("device %d seq %d: %w", i, d.seq, err)
+					return
+				}
+				acked[i] = d.seq
+			}
+		}()
+	}
+	time.Sleep(3 * time.Second)
+	waitFor(t, 20*time.Second, "first anchor", func() bool { s, _ := e.an.Batches.AnchoredSeq(); return s > 0 })
+
+	e.cluster.Kill(0) // kill -9
+	stoppedAt := e.g.Store().LastGSeq()
+	anchoredAtStop, _ := e.an.Batches.AnchoredSeq()
+	time.Sleep(20 * time.Second)
+	storedDuring := e.g.Store().LastGSeq() - stoppedAt
+	anchoredDuring, _ := e.an.Batches.AnchoredSeq()
+	outbox := prometheusValue(t, e.an.Metrics.OutboxDepth)
+	unanchored := prometheusValue(t, e.an.Metrics.Unanchored)
+	lag := prometheusValue(t, e.an.Metrics.AnchorLag)
+	if storedDuring < 200 {
+		t.Errorf("only %d records stored during the outage: ingest must go on", storedDuring)
+	}
+	if anchoredDuring != anchoredAtStop {
+		t.Errorf("anchored seq moved from %d to %d with the ledger down", anchoredAtStop, anchoredDuring)
+	}
+	if outbox < 10 || unanchored < float64(storedDuring) || lag < 15 {
+		t.Errorf("during the outage: outbox %v, unanchored %v (stored %d), lag %vs", outbox, unanchored, storedDuring, lag)
+	}
+	if errs := prometheusValue(t, e.an.Metrics.SubmitErrors.WithLabelValues("unreachable")); errs < 1 {
+		t.Errorf("no unreachable submit errors counted")
+	}
+
+	e.cluster.Start(0)
+	time.Sleep(2 * time.Second)
+	stopLoad()
+	wg.Wait()
+	close(loadErr)
+	for err := range loadErr {
+		t.Fatal(err)
+	}
+	e.waitAnchored(60 * time.Second)
+
+	// Count and sequence check: every acknowledged reading is stored once,
+	// device sequences have no gap and no duplicate, gseq is contiguous,
+	// and the ledger holds exactly the stored chain.
+	var total uint64
+	for i, d := range e.devs {
+		recs, err := e.g.Store().DeviceRecords(d.key.DID(), 1, ^uint64(0), 100_000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uint64(len(recs)) != acked[i] {
+			t.Fatalf("device %d: %d records stored, %d acknowledged", i, len(recs), acked[i])
+		}
+		for j, r := range recs {
+			if r.Seq != uint64(j+1) {
+				t.Fatalf("device %d: record %d has seq %d", i, j, r.Seq)
+			}
+		}
+		total += acked[i]
+	}
+	if got := e.g.Store().LastGSeq(); got != total {
+		t.Fatalf("last gseq %d, %d readings acknowledged", got, total)
+	}
+	chain := checkChain(t, &batchEnv{store: e.g.Store(), blog: e.an.Batches, gw: e.lgw.Signer})
+	if n := e.checkLedgerChain(); n != len(chain) {
+		t.Fatalf("ledger has %d batches, store %d", n, len(chain))
+	}
+	if chain[len(chain)-1].Last != total {
+		t.Fatalf("batches cover up to %d of %d records", chain[len(chain)-1].Last, total)
+	}
+	t.Logf("outage: %d records stored while the ledger was down; %d batches, %d records anchored in total", storedDuring, len(chain), total)
+}
+
+func prometheusValue(t testing.TB, c prometheus.Collector) float64 {
+	t.Helper()
+	return testutil.ToFloat64(c)
 }

@@ -26,18 +26,18 @@ import (
 // Badger store, batcher, anchorer, HTTP API) whose key is a genesis member,
 // and devices registered on the ledger.
 type anEnv struct {
-	t      *testing.T
-	home   string // the (first) validator's home
-	rpc    string
+	t    *testing.T
+	home string // the (first) validator's home
+	rpc  string
 	// cluster is set when the ledger runs as an OS process (outage tests).
 	cluster *ledgertest.Cluster
-	lgw    *ledgertest.Gateway
-	client *anchor.Client
-	g      *Gateway
-	an     *Anchoring
-	devs   []*anDevice
-	cancel context.CancelFunc
-	done   chan error
+	lgw     *ledgertest.Gateway
+	client  *anchor.Client
+	g       *Gateway
+	an      *Anchoring
+	devs    []*anDevice
+	cancel  context.CancelFunc
+	done    chan error
 }
 
 type anDevice struct {

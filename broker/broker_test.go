@@ -305,3 +305,19 @@ func TestQoS2RefusalIsPubrec(t *testing.T) {
 		t.Fatalf("refused{signature} = %v", got)
 	}
 }
+
+func FuzzParseCredential(f *testing.F) {
+	f.Add("ea1.1764064800.0123456789abcdef.MEUCIQ==")
+	f.Add("ea1..." + strings.Repeat("a", 70))
+	f.Add("ea1-enroll.x.y.z")
+	f.Fuzz(func(t *testing.T, pw string) {
+		c, err := ParseCredential(pw)
+		if err != nil {
+			return
+		}
+		// Whatever parses has the documented shape.
+		if len(c.Nonce) < 16 || len(c.Nonce) > 64 || len(c.Sig) == 0 || c.Unix < 0 {
+			t.Fatalf("parsed %q into %+v", pw, c)
+		}
+	})
+}

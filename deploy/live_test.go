@@ -160,13 +160,14 @@ func startStack(t *testing.T) (*stack, error) {
 
 	// The gateway binary, on free loopback ports.
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	mqttAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	conf := map[string]any{
 		"data_dir":   filepath.Join(dir, "gateway"),
 		"key_path":   keyPath,
 		"site":       "site-a",
 		"name":       "deploy-test",
 		"ledger_rpc": node.RPCURL(),
-		"mqtt":       map[string]any{"tcp": fmt.Sprintf("127.0.0.1:%d", freePort(t)), "ws": "", "tls": ""},
+		"mqtt":       map[string]any{"tcp": mqttAddr, "ws": "", "tls": ""},
 		"http":       map[string]any{"addr": httpAddr},
 	}
 	b, err := yaml.Marshal(conf)
@@ -200,6 +201,10 @@ func startStack(t *testing.T) (*stack, error) {
 		_, gerr := httpGet("http://" + st.gatewayHTTP + "/metrics")
 		h, lerr := ledgerHeight(st.ledgerRPC)
 		if gerr == nil && lerr == nil && h >= 2 {
+			if err := driveTraffic(t, st, confPath, mqttAddr, dir); err != nil {
+				log, _ := os.ReadFile(logPath)
+				return nil, fmt.Errorf("%w\ngateway log:\n%s", err, log)
+			}
 			return st, nil
 		}
 		if time.Now().After(deadline) {
@@ -207,6 +212,56 @@ func startStack(t *testing.T) (*stack, error) {
 			return nil, fmt.Errorf("not ready in 60s (gateway: %v; ledger: height %d, %v)\ngateway log:\n%s", gerr, h, lerr, log)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// trafficDevices and trafficMessages size the real traffic driveTraffic sends.
+const (
+	trafficDevices  = 2
+	trafficMessages = 10
+)
+
+// driveTraffic gives the gateway real work, so that its labelled series exist
+// and an anchor reaches the ledger: enrollment tokens from `edgeanchor token
+// create`, then `firmware-sim load` enrolls env devices through the gateway
+// (RegisterDevice committed on the ledger) and publishes signed readings,
+// which the gateway stores, batches and anchors.
+func driveTraffic(t *testing.T, st *stack, confPath, mqttAddr, dir string) error {
+	bin := testbin.Path(t, "./cmd/edgeanchor")
+	sim := testbin.Path(t, "./firmware-sim")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	toks, err := exec.CommandContext(ctx, bin, "token", "create", "--site", "site-a", "--kind", "env",
+		"--count", fmt.Sprint(trafficDevices), "--ttl", "1h", "--config", confPath).Output()
+	if err != nil {
+		return fmt.Errorf("token create: %w", err)
+	}
+	tokFile := filepath.Join(dir, "tokens.txt")
+	if err := os.WriteFile(tokFile, append([]byte("env\n"), toks...), 0o600); err != nil {
+		return err
+	}
+	out, err := exec.CommandContext(ctx, sim, "load", "--gateway", "tcp://"+mqttAddr, "--devices", fmt.Sprint(trafficDevices),
+		"--profile", "env", "--site", "site-a", "--tokens", tokFile, "--state", filepath.Join(dir, "sim"),
+		"--messages", fmt.Sprint(trafficMessages), "--stats", "0").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("firmware-sim load: %w\n%s", err, out)
+	}
+	want := fmt.Sprintf("%d acknowledged", trafficDevices*trafficMessages)
+	if !strings.Contains(string(out), want) {
+		return fmt.Errorf("firmware-sim load: want %q:\n%s", want, out)
+	}
+	// The records' batch is anchored: the ledger counts it for this gateway.
+	anchored := fmt.Sprintf("edgeanchor_ledger_anchors_total{gateway=%q}", st.gatewayDID)
+	for {
+		b, err := httpGet("http://" + st.ledgerMetrics + "/metrics")
+		if err == nil && strings.Contains(string(b), anchored) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no %s on the ledger node within 90 s (%v)", anchored, err)
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 }
 
@@ -354,6 +409,9 @@ func TestDashboardsUseExportedMetrics(t *testing.T) {
 		"edgeanchor_devices_connected", "edgeanchor_connects_total", "edgeanchor_messages_received_total",
 		"edgeanchor_ingest_latency_seconds", "edgeanchor_store_write_seconds", "edgeanchor_store_size_bytes",
 		"edgeanchor_store_disk_free_bytes", "edgeanchor_sequence_gaps_total", "go_goroutines", "process_resident_memory_bytes",
+		// labelled, served since driveTraffic's devices enrolled and published
+		"edgeanchor_enrollments_total", "edgeanchor_messages_accepted_total", "edgeanchor_ledger_height",
+		"edgeanchor_batch_records", "edgeanchor_ledger_submit_seconds", "edgeanchor_anchor_lag_seconds",
 	} {
 		if _, ok := gwServed[n]; !ok {
 			t.Errorf("the gateway's /metrics does not serve %s", n)
@@ -362,6 +420,7 @@ func TestDashboardsUseExportedMetrics(t *testing.T) {
 	for _, n := range []string{
 		"cometbft_consensus_height", "cometbft_consensus_validators", "cometbft_consensus_missing_validators",
 		"cometbft_consensus_block_interval_seconds", "edgeanchor_ledger_registrations_total",
+		"edgeanchor_ledger_anchors_total",
 	} {
 		if _, ok := ledgerServed[n]; !ok {
 			t.Errorf("the ledger node's prometheus listener does not serve %s", n)
@@ -486,6 +545,18 @@ func TestPrometheusScrapesGatewayAndLedger(t *testing.T) {
 		`edgeanchor_anchor_lag_seconds{job="edgeanchor-gateway"}`,
 		`cometbft_consensus_height{job="edgeanchor-ledger", chain_id="edgeanchor-deploy-test"} > 1`,
 		`cometbft_consensus_validators{job="edgeanchor-ledger"} == 1`,
+		`edgeanchor_ledger_registrations_total{job="edgeanchor-ledger", org="validator0"}`,
+		`edgeanchor_ledger_height{job="edgeanchor-gateway"} > 0`,
+		`edgeanchor_store_disk_free_bytes{job="edgeanchor-gateway"} > 0`,
+		`go_goroutines{job="edgeanchor-gateway"} > 0`,
+		// The traffic of driveTraffic: enrollments, accepted records, a batch
+		// anchored on the ledger under the gateway's DID, nothing left unanchored.
+		fmt.Sprintf(`edgeanchor_enrollments_total{job="edgeanchor-gateway", result="ok"} == %d`, trafficDevices),
+		fmt.Sprintf(`edgeanchor_messages_accepted_total{job="edgeanchor-gateway", kind="env.dust"} == %d`, trafficDevices*trafficMessages),
+		`edgeanchor_batches_total{job="edgeanchor-gateway"} > 0`,
+		fmt.Sprintf(`edgeanchor_ledger_registrations_total{job="edgeanchor-ledger"} == %d`, trafficDevices),
+		fmt.Sprintf(`edgeanchor_ledger_anchors_total{job="edgeanchor-ledger", gateway=%q} > 0`, st.gatewayDID),
+		`edgeanchor_unanchored_records{job="edgeanchor-gateway"} == 0`,
 	} {
 		waitFor(t, 45*time.Second, "query "+q, func() error {
 			res, err := query(q)

@@ -873,3 +873,41 @@ func TestHTTPAPI(t *testing.T) {
 		}
 	}
 }
+
+// TestIngestV3RefusalsBeforeDisconnect: with the limit at 2, a 3.1.1 client
+// survives its first refusal and is cut off at the second.
+func TestIngestV3RefusalsBeforeDisconnect(t *testing.T) {
+	cfg := itConfig(t)
+	cfg.Limits.V3RefusalsBeforeDisconnect = 2
+	e := itStart(t, cfg, nil, nil)
+	d := e.newDevice("env")
+	c, _, lost, err := e.v3(d, d.credential(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := d.envelope(t, 1)
+	if tok := c.Publish(broker.UpTopic(d.did), 1, false, good); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	c.Publish(broker.UpTopic(d.did), 0, false, good) // a replay, at QoS 0: refused, no answer
+	if tok := c.Publish(broker.UpTopic(d.did), 1, false, d.envelope(t, 2)); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish after one refusal: %v", tok.Error())
+	}
+	select {
+	case err := <-lost:
+		t.Fatalf("disconnected after one refusal: %v", err)
+	default:
+	}
+	c.Publish(broker.UpTopic(d.did), 0, false, good)
+	select {
+	case <-lost:
+	case <-time.After(10 * time.Second):
+		t.Fatal("not disconnected at the second refusal")
+	}
+	if got := testutil.ToFloat64(e.g.Broker().Metrics().Refused.WithLabelValues(ReasonReplay, device.KindDust)); got != 2 {
+		t.Fatalf("refused{replay} = %v, want 2", got)
+	}
+	if e.g.Store().LastGSeq() != 2 {
+		t.Fatalf("LastGSeq = %d, want 2", e.g.Store().LastGSeq())
+	}
+}

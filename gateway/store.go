@@ -305,7 +305,15 @@ func (s *Store) prepLoop(ctx context.Context) {
 
 func (s *Store) prepare(group []*appendReq) {
 	var toSign []*appendReq
-	for _, r := range group {
+	// One getrandom call for the whole group's salts.
+	salts := make([]byte, 16*len(group))
+	if _, err := rand.Read(salts); err != nil {
+		for _, r := range group {
+			r.err = fmt.Errorf("%w: salt: %v", ErrStoreFailed, err)
+		}
+		return
+	}
+	for i, r := range group {
 		if s.failed.Load() != nil {
 			r.err = ErrStoreFailed
 			continue
@@ -326,11 +334,7 @@ func (s *Store) prepare(group []*appendReq) {
 		s.lastRcv = now
 		rec := &Record{
 			GSeq: s.nextG, DID: r.p.DID, Seq: r.p.Seq, Kind: r.p.Kind, Recv: now,
-			Gap: r.p.Seq - last - 1, Envelope: r.p.Envelope, Salt: make([]byte, 16),
-		}
-		if _, err := rand.Read(rec.Salt); err != nil {
-			r.err = fmt.Errorf("%w: salt: %v", ErrStoreFailed, err)
-			continue
+			Gap: r.p.Seq - last - 1, Envelope: r.p.Envelope, Salt: salts[16*i : 16*i+16 : 16*i+16],
 		}
 		rec.Receipt, err = encodeReceipt(s.gw, rec.GSeq, rec.DID, rec.Seq, rec.Recv, r.p.EnvHash)
 		if err != nil {

@@ -192,11 +192,17 @@ func (d *simDevice) connect() (mqtt.Client, <-chan struct{}, bool, error) {
 func (d *simDevice) sendLoop(ctx context.Context) {
 	cfg := &d.f.cfg
 	backoff := cfg.BackoffMin
+	failures := 0
 	for ctx.Err() == nil {
 		c, lost, enrolling, err := d.connect()
 		if err != nil {
 			d.f.connFail.Add(1)
-			d.log.Debug("connect failed", "error", err, "enrolling", enrolling)
+			failures++
+			// The first failure and every 20th in a row are worth a warning
+			// (a refused token or credential never heals by itself).
+			if failures == 1 || failures%20 == 0 {
+				d.log.Warn("connect failed", "error", err, "enrolling", enrolling, "failures", failures)
+			}
 			// Full jitter between half and all of the current backoff.
 			wait := backoff/2 + time.Duration(rand.Int64N(int64(backoff/2)+1))
 			if sleep(ctx, wait) != nil {
@@ -206,6 +212,7 @@ func (d *simDevice) sendLoop(ctx context.Context) {
 			continue
 		}
 		backoff = cfg.BackoffMin
+		failures = 0
 		d.f.connects.Add(1)
 		if enrolling {
 			if err := d.id.setEnrolled(); err != nil {

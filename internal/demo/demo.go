@@ -364,8 +364,8 @@ func progressLoop(ctx context.Context, o Options, reg prometheus.Gatherer, node 
 			if o.OnStatus != nil {
 				o.OnStatus(st)
 			}
-			line := fmt.Sprintf("devices online %d/%d | %.1f msgs/s | stored %.0f | refused %.0f | batches anchored %.0f | ledger height %d | spooled %d",
-				st.Online, fs.Devices, st.MsgsPerSec, st.Accepted, st.Refused, st.Batches, st.Height, st.Spooled)
+			line := fmt.Sprintf("devices online %d | %.1f msgs/s | stored %.0f | refused %.0f | batches anchored %.0f | ledger height %d | spooled %d",
+				st.Online, st.MsgsPerSec, st.Accepted, st.Refused, st.Batches, st.Height, st.Spooled)
 			switch {
 			case o.Live:
 				fmt.Fprintf(o.Progress, "\r\033[K%s", line)

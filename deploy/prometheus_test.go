@@ -156,7 +156,7 @@ func TestEveryAlertIsTestedAndDocumented(t *testing.T) {
 	want := []string{
 		"EdgeanchorGatewayDown", "EdgeanchorAnchorLagHigh", "EdgeanchorRefusalRatioHigh",
 		"EdgeanchorDevicesOffline", "EdgeanchorValidatorMissing", "EdgeanchorLedgerHeightStalled",
-		"EdgeanchorStoreDiskFillingUp", "EdgeanchorStoreDiskAlmostFull",
+		"EdgeanchorStoreDiskFillingUp", "EdgeanchorStoreDiskAlmostFull", "EdgeanchorAnchorRefused",
 	}
 	var got []string
 	for _, g := range rf.Groups {

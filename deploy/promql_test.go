@@ -147,12 +147,16 @@ func TestPromqlMetricNames(t *testing.T) {
 		{`a_total / on (instance) group_left (site) b_info > 1e9 and c offset 5m`, []string{"a_total", "b_info", "c"}},
 		{`predict_linear(edgeanchor_store_disk_free_bytes[1h], 4 * 3600) < 0`, []string{"edgeanchor_store_disk_free_bytes"}},
 		{`max without (org) (x{l="sum(y)"}) unless bool z`, []string{"x", "z"}},
-		{`label_values(cometbft_consensus_height{job="edgeanchor-ledger"}, chain_id)`, []string{"chain_id", "cometbft_consensus_height"}},
 	}
 	for _, tc := range tests {
 		if got := promqlMetricNames(tc.expr); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("promqlMetricNames(%q) = %v, want %v", tc.expr, got, tc.want)
 		}
+	}
+	// A Grafana variable query: the selector, not the label, is what it reads.
+	sel, ok := labelValuesSelector(`label_values(cometbft_consensus_height{job="edgeanchor-ledger", x=~"a,b"}, chain_id)`)
+	if got := promqlMetricNames(sel); !ok || !reflect.DeepEqual(got, []string{"cometbft_consensus_height"}) {
+		t.Errorf("label_values selector %q: names %v", sel, got)
 	}
 }
 

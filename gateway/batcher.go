@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -121,7 +122,8 @@ type Batcher struct {
 	cfg  BatcherConfig
 	wake chan struct{}
 
-	// chain state, owned by the Run goroutine (and NewBatcher).
+	// mu guards the chain state: Run and CutNow may both cut.
+	mu        sync.Mutex
 	seq       uint64
 	prev      anchor.Hash
 	nextFirst uint64
@@ -177,19 +179,7 @@ func (b *Batcher) Run(ctx context.Context) error {
 		case <-b.wake:
 		case <-b.src.Changed():
 		}
-		for {
-			avail := b.src.LastGSeq()
-			if avail < b.nextFirst {
-				break
-			}
-			pending := avail - b.nextFirst + 1
-			if pending < uint64(b.cfg.MaxRecords) && !timed {
-				break
-			}
-			if _, err := b.cut(min(avail, b.nextFirst+uint64(b.cfg.MaxRecords)-1)); err != nil {
-				b.cfg.Log.Error("batch not stored; retrying", "first", b.nextFirst, "error", err)
-				break
-			}
+		for b.cutWaiting(timed) {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -199,10 +189,31 @@ func (b *Batcher) Run(ctx context.Context) error {
 	}
 }
 
+// cutWaiting cuts one batch if MaxRecords wait, or if any wait and timed.
+// It reports whether it cut one.
+func (b *Batcher) cutWaiting(timed bool) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	avail := b.src.LastGSeq()
+	if avail < b.nextFirst {
+		return false
+	}
+	if avail-b.nextFirst+1 < uint64(b.cfg.MaxRecords) && !timed {
+		return false
+	}
+	if _, err := b.cut(min(avail, b.nextFirst+uint64(b.cfg.MaxRecords)-1)); err != nil {
+		b.cfg.Log.Error("batch not stored; retrying", "first", b.nextFirst, "error", err)
+		return false
+	}
+	return true
+}
+
 // CutNow cuts one batch of everything waiting (up to MaxRecords) and
-// returns it, or ErrNoBatch if no record waits. Use it only when Run is not
-// running (tests, shutdown).
+// returns it, or ErrNoBatch if no record waits. It is safe to call while Run
+// runs (a flush on demand).
 func (b *Batcher) CutNow() (*StoredBatch, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	avail := b.src.LastGSeq()
 	if avail < b.nextFirst {
 		return nil, ErrNoBatch
@@ -210,7 +221,8 @@ func (b *Batcher) CutNow() (*StoredBatch, error) {
 	return b.cut(min(avail, b.nextFirst+uint64(b.cfg.MaxRecords)-1))
 }
 
-// cut builds, signs and stores the batch of records nextFirst..last.
+// cut builds, signs and stores the batch of records nextFirst..last;
+// b.mu is held.
 func (b *Batcher) cut(last uint64) (*StoredBatch, error) {
 	first := b.nextFirst
 	leaves := make([]anchor.Hash, 0, last-first+1)

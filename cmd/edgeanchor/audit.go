@@ -1,0 +1,333 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway"
+)
+
+func init() { register(newAuditCmd) }
+
+// auditOptions configure runAudit.
+type auditOptions struct {
+	Gateway  device.DID
+	Ledger   string // CometBFT RPC URL
+	API      string // gateway HTTP API base URL
+	From, To time.Time
+	Out      io.Writer // report
+	Progress io.Writer // progress bar (nil: none)
+}
+
+// auditFinding is one thing the audit found wrong.
+type auditFinding struct {
+	Kind   string // missing_batch, chain, missing_records, record, root, sequence_gap, sequence_order
+	Detail string
+}
+
+func newAuditCmd() *cobra.Command {
+	var o auditOptions
+	var gw, from, to string
+	cmd := &cobra.Command{
+		Use:   "audit --gateway DID --ledger URL --api URL [--from T --to T]",
+		Short: "Check a gateway's anchored history: header chain, records, roots, device sequences",
+		Long: `audit walks the gateway's chain of batch headers on the ledger (batch 1, 2, …
+until the last, checking each header's signature and its link to the one
+before), fetches the records every header covers from the gateway's API,
+checks each record (gateway receipt signature, envelope hash, device
+signature under the key registered on the ledger), recomputes every Merkle
+root, and reports missing batches, records missing or changed, and per-device
+sequence gaps. --from/--to (RFC 3339) limit the record checks to batches whose
+time window overlaps them; the chain is always walked from batch 1. Exit 1 on
+any finding.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if o.Gateway, err = device.ParseDID(gw); err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("audit: --gateway: %w", err)}
+			}
+			if o.Ledger == "" || o.API == "" {
+				return &exitError{code: 2, err: errors.New("audit: --ledger and --api are required")}
+			}
+			for _, f := range []struct {
+				s   string
+				dst *time.Time
+				n   string
+			}{{from, &o.From, "--from"}, {to, &o.To, "--to"}} {
+				if f.s == "" {
+					continue
+				}
+				if *f.dst, err = time.Parse(time.RFC3339Nano, f.s); err != nil {
+					return &exitError{code: 2, err: fmt.Errorf("audit: %s: want RFC 3339: %w", f.n, err)}
+				}
+			}
+			o.Out, o.Progress = cmd.OutOrStdout(), cmd.ErrOrStderr()
+			findings, err := runAudit(cmd.Context(), o)
+			if err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			if len(findings) > 0 {
+				return &exitError{code: 1, err: fmt.Errorf("audit: %d finding(s)", len(findings))}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&gw, "gateway", "", "gateway DID")
+	cmd.Flags().StringVar(&o.Ledger, "ledger", "", "CometBFT RPC URL of a ledger node")
+	cmd.Flags().StringVar(&o.API, "api", "", "gateway HTTP API base URL (http://host:8480)")
+	cmd.Flags().StringVar(&from, "from", "", "only check records of batches ending at or after this time (RFC 3339)")
+	cmd.Flags().StringVar(&to, "to", "", "only check records of batches starting at or before this time (RFC 3339)")
+	return cmd
+}
+
+// auditor carries the state of one audit.
+type auditor struct {
+	o        auditOptions
+	ledger   *anchor.Client
+	http     *http.Client
+	gwPub    *ecdsa.PublicKey
+	devices  map[device.DID]*ecdsa.PublicKey
+	lastSeq  map[device.DID]uint64
+	findings []auditFinding
+}
+
+func (a *auditor) find(kind, format string, args ...any) {
+	f := auditFinding{Kind: kind, Detail: fmt.Sprintf(format, args...)}
+	a.findings = append(a.findings, f)
+	fmt.Fprintf(a.o.Out, "✗ %s: %s\n", f.Kind, f.Detail)
+}
+
+// runAudit runs the audit and returns its findings; an error means the
+// audit could not run (ledger or gateway unreachable, bad answers).
+func runAudit(ctx context.Context, o auditOptions) ([]auditFinding, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	c, err := anchor.NewClient(o.Ledger, anchor.ClientOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	a := &auditor{o: o, ledger: c, http: &http.Client{Timeout: 60 * time.Second},
+		devices: map[device.DID]*ecdsa.PublicKey{}, lastSeq: map[device.DID]uint64{}}
+	gr, err := c.Gateway(ctx, o.Gateway)
+	if err != nil {
+		return nil, fmt.Errorf("audit: gateway %s on the ledger: %w", o.Gateway, err)
+	}
+	if a.gwPub, err = device.ParsePublicKeyDER(gr.Pub); err != nil {
+		return nil, fmt.Errorf("audit: gateway key: %w", err)
+	}
+	var lastSeq uint64
+	last, err := c.LastBatch(ctx, o.Gateway)
+	switch {
+	case errors.Is(err, anchor.ErrNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("audit: last batch: %w", err)
+	default:
+		lastSeq = last.Seq
+	}
+	fmt.Fprintf(o.Out, "audit of gateway %s (%s, site %s): %d batches on the ledger\n", o.Gateway, gr.Name, gr.Site, lastSeq)
+
+	var bar *progressbar.ProgressBar
+	if o.Progress != nil {
+		bar = progressbar.NewOptions64(int64(lastSeq), progressbar.OptionSetWriter(o.Progress),
+			progressbar.OptionSetDescription("batches"), progressbar.OptionShowCount(),
+			progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
+	}
+	prev, nextFirst := anchor.ZeroHash, uint64(1)
+	var records, batches uint64
+	for seq := uint64(1); seq <= lastSeq; seq++ {
+		if bar != nil {
+			_ = bar.Add(1)
+		}
+		br, err := c.Batch(ctx, o.Gateway, seq)
+		if errors.Is(err, anchor.ErrNotFound) {
+			a.find("missing_batch", "batch %d is not on the ledger (the last is %d)", seq, lastSeq)
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("audit: batch %d: %w", seq, err)
+		}
+		h, err := anchor.ParseHeader(br.Header)
+		if err != nil {
+			a.find("chain", "batch %d: header: %v", seq, err)
+			continue
+		}
+		switch {
+		case h.Gateway != o.Gateway || h.Seq != seq:
+			a.find("chain", "batch %d: header names gateway %s seq %d", seq, h.Gateway, h.Seq)
+		case !device.VerifySignature(a.gwPub, br.Header, br.Sig):
+			a.find("chain", "batch %d: header signature does not verify under the gateway's key", seq)
+		case h.Prev != prev:
+			a.find("chain", "batch %d: prev %s, but batch %d hashes to %s", seq, h.Prev, seq-1, prev)
+		case h.First != nextFirst:
+			a.find("chain", "batch %d: first gseq %d, want %d", seq, h.First, nextFirst)
+		}
+		prev, nextFirst = h.Hash(), h.Last+1
+		if (!o.From.IsZero() && h.To.Before(o.From)) || (!o.To.IsZero() && h.From.After(o.To)) {
+			continue
+		}
+		batches++
+		n, err := a.checkBatch(ctx, h)
+		if err != nil {
+			return nil, err
+		}
+		records += n
+	}
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	fmt.Fprintf(o.Out, "checked %d batches, %d records, %d devices\n", batches, records, len(a.lastSeq))
+	if len(a.findings) == 0 {
+		fmt.Fprintln(o.Out, "✓ no findings")
+	} else {
+		fmt.Fprintf(o.Out, "%d finding(s)\n", len(a.findings))
+	}
+	return a.findings, nil
+}
+
+// checkBatch fetches the batch's records, checks each and recomputes the
+// root. It returns the number of records checked.
+func (a *auditor) checkBatch(ctx context.Context, h *anchor.BatchHeader) (uint64, error) {
+	var leaves []anchor.Hash
+	var got uint64
+	want := h.First
+	for from := h.First; from <= h.Last; from += gateway.MaxRangeRecords {
+		to := min(h.Last, from+gateway.MaxRangeRecords-1)
+		ans, err := a.fetch(ctx, from, to)
+		if err != nil {
+			return got, err
+		}
+		for _, r := range ans.Records {
+			if r.GSeq < want || r.GSeq > to {
+				return got, fmt.Errorf("audit: gateway answered gseq %d for %d..%d", r.GSeq, from, to)
+			}
+			if r.GSeq > want {
+				a.find("missing_records", "batch %d: gseq %d..%d missing from the gateway", h.Seq, want, r.GSeq-1)
+			}
+			want = r.GSeq + 1
+			got++
+			leaves = append(leaves, anchor.LeafHash(r.Salt, r.Receipt))
+			a.checkRecord(ctx, h, &r)
+		}
+		if want <= to {
+			a.find("missing_records", "batch %d: gseq %d..%d missing from the gateway", h.Seq, want, to)
+			want = to + 1
+		}
+	}
+	if got != h.Count {
+		a.find("missing_records", "batch %d: the gateway serves %d of its %d records", h.Seq, got, h.Count)
+		return got, nil
+	}
+	if root := anchor.MerkleRoot(leaves); root != h.Root {
+		a.find("root", "batch %d: records hash to root %s, the ledger holds %s", h.Seq, root, h.Root)
+	}
+	return got, nil
+}
+
+// checkRecord checks one record's receipt and envelope and its device's
+// sequence.
+func (a *auditor) checkRecord(ctx context.Context, h *anchor.BatchHeader, r *gateway.RangeRecord) {
+	bad := func(format string, args ...any) {
+		a.find("record", "batch %d gseq %d: %s", h.Seq, r.GSeq, fmt.Sprintf(format, args...))
+	}
+	if !device.VerifySignature(a.gwPub, r.Receipt, r.ReceiptSig) {
+		bad("receipt signature does not verify")
+		return
+	}
+	rc, err := anchor.ParseReceipt(r.Receipt)
+	if err != nil {
+		bad("%v", err)
+		return
+	}
+	if rc.GSeq != r.GSeq || rc.Gateway != a.o.Gateway || rc.DID != r.DID || rc.Seq != r.Seq {
+		bad("receipt is for gseq %d, %s seq %d", rc.GSeq, rc.DID, rc.Seq)
+		return
+	}
+	if anchor.SM3(r.Envelope) != rc.Env {
+		bad("envelope does not hash to the receipt's env")
+		return
+	}
+	pub, err := a.deviceKey(ctx, r.DID)
+	if err != nil {
+		bad("device %s: %v", r.DID, err)
+		return
+	}
+	o, err := device.Open(r.Envelope, 0)
+	if err == nil {
+		err = o.VerifySignature(pub)
+	}
+	if err != nil {
+		bad("envelope: %v", err)
+		return
+	}
+	if o.Body.DID != r.DID || o.Body.Seq != r.Seq {
+		bad("envelope is %s seq %d", o.Body.DID, o.Body.Seq)
+		return
+	}
+	last, seen := a.lastSeq[r.DID]
+	switch {
+	case !seen && a.o.From.IsZero() && r.Seq != 1:
+		a.find("sequence_gap", "device %s: first record has seq %d (seqs 1..%d missing)", r.DID, r.Seq, r.Seq-1)
+	case seen && r.Seq <= last:
+		a.find("sequence_order", "device %s: seq %d after %d (gseq %d)", r.DID, r.Seq, last, r.GSeq)
+	case seen && r.Seq != last+1:
+		a.find("sequence_gap", "device %s: seq jumps from %d to %d (%d missing, gseq %d)", r.DID, last, r.Seq, r.Seq-last-1, r.GSeq)
+	}
+	if r.Seq > last {
+		a.lastSeq[r.DID] = r.Seq
+	}
+}
+
+func (a *auditor) deviceKey(ctx context.Context, did device.DID) (*ecdsa.PublicKey, error) {
+	if k, ok := a.devices[did]; ok {
+		return k, nil
+	}
+	d, err := a.ledger.Device(ctx, did)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := device.ParsePublicKeyDER(d.Pub)
+	if err != nil {
+		return nil, err
+	}
+	a.devices[did] = pub
+	return pub, nil
+}
+
+func (a *auditor) fetch(ctx context.Context, from, to uint64) (*gateway.RangeAnswer, error) {
+	u := strings.TrimRight(a.o.API, "/") + "/v1/records?" + url.Values{
+		"from_gseq": {fmt.Sprint(from)}, "to_gseq": {fmt.Sprint(to)},
+	}.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := a.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("audit: gateway API: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, fmt.Errorf("audit: gateway API %s: %s %s", u, resp.Status, strings.TrimSpace(string(b)))
+	}
+	var ans gateway.RangeAnswer
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<30)).Decode(&ans); err != nil {
+		return nil, fmt.Errorf("audit: gateway API answer: %w", err)
+	}
+	return &ans, nil
+}

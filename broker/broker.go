@@ -137,9 +137,10 @@ type Broker struct {
 	registry Registry
 	enroller Enroller
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
 }
 
 // ErrNoIngester means Options.Ingester was nil.
@@ -203,7 +204,7 @@ func New(opts Options) (*Broker, error) {
 	b.srv = mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		InlineClient: true,
-		Logger:       opts.Logger.With("component", "mochi"),
+		Logger:       slog.New(minLevel{opts.Logger.Handler(), slog.LevelError}).With("component", "mochi"),
 	})
 	b.metrics = NewMetrics(opts.Registerer, func() float64 { return float64(atomic.LoadInt64(&b.srv.Info.ClientsConnected)) })
 	if err := b.srv.AddHook(&hook{b: b}, nil); err != nil {
@@ -234,6 +235,27 @@ func New(opts Options) (*Broker, error) {
 	}
 	return b, nil
 }
+
+// minLevel passes on only records at or above level. mochi logs every
+// refused packet at Warn with the whole packet dumped; the broker's own
+// refusal logs and metrics say the same in one line, so mochi is kept to
+// errors (unless the broker's logger is at Debug).
+type minLevel struct {
+	slog.Handler
+	level slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	if h.Handler.Enabled(ctx, slog.LevelDebug) {
+		return true
+	}
+	return l >= h.level && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(a []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(a), h.level}
+}
+func (h minLevel) WithGroup(n string) slog.Handler { return minLevel{h.Handler.WithGroup(n), h.level} }
 
 // SetRegistry replaces the identity registry; call before Start.
 func (b *Broker) SetRegistry(r Registry) {
@@ -270,12 +292,15 @@ func (b *Broker) Start(ctx context.Context) error {
 // Close stops the listeners, disconnects every client and waits for the
 // broker's goroutines.
 func (b *Broker) Close() error {
-	b.up.Store(false)
-	if b.cancel != nil {
-		b.cancel()
-	}
-	err := b.srv.Close()
-	b.wg.Wait()
+	var err error
+	b.closeOnce.Do(func() {
+		b.up.Store(false)
+		if b.cancel != nil {
+			b.cancel()
+		}
+		err = b.srv.Close()
+		b.wg.Wait()
+	})
 	return err
 }
 

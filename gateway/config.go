@@ -132,8 +132,8 @@ func DefaultConfig() Config {
 			V3RefusalsBeforeDisconnect: 1,
 		},
 		CredentialWindow: 120 * time.Second,
-		BatchInterval:    time.Second,
-		BatchSize:        1000,
+		BatchInterval:    DefaultBatchInterval,
+		BatchSize:        DefaultBatchSize, // issue 6: 10,000
 		Store: StoreConfig{
 			MemTableMB:      16,
 			BlockCacheMB:    16,

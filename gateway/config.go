@@ -135,9 +135,9 @@ func DefaultConfig() Config {
 		BatchInterval:    DefaultBatchInterval,
 		BatchSize:        DefaultBatchSize, // issue 6: 10,000
 		Store: StoreConfig{
-			MemTableMB:      16,
-			BlockCacheMB:    16,
-			IndexCacheMB:    16,
+			MemTableMB:      8,
+			BlockCacheMB:    8,
+			IndexCacheMB:    8,
 			ValueLogFileMB:  32,
 			MaxGroupRecords: 1024,
 		},

@@ -271,7 +271,9 @@ func (s *Store) Append(ctx context.Context, p Pending) (*Record, error) {
 func (s *Store) prepLoop(ctx context.Context) {
 	defer s.wg.Done()
 	defer close(s.prepped)
-	maxBytes := s.db.MaxBatchSize() / 2
+	// A group is bounded by count and by envelope bytes (memory); writeAsync
+	// splits it into as many Badger transactions as Badger's limits need.
+	const maxBytes = 4 << 20
 	for {
 		var first *appendReq
 		select {
@@ -282,7 +284,7 @@ func (s *Store) prepLoop(ctx context.Context) {
 		group := []*appendReq{first}
 		size := int64(len(first.p.Envelope))
 	fill:
-		for len(group) < s.cfg.MaxGroupRecords && size < maxBytes/2 {
+		for len(group) < s.cfg.MaxGroupRecords && size < maxBytes {
 			select {
 			case r := <-s.in:
 				group = append(group, r)

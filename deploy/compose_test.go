@@ -8,12 +8,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
 
 	cmttypes "github.com/cometbft/cometbft/types"
+	"gopkg.in/yaml.v3"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
@@ -25,7 +28,6 @@ import (
 // composeFile is the part of the Compose Specification the test reads.
 // yaml.v3 applies the file's merge keys (<<: *edgeanchor) as Compose does.
 type composeFile struct {
-	Name     string                    `yaml:"name"`
 	Services map[string]composeService `yaml:"services"`
 	Volumes  map[string]any            `yaml:"volumes"`
 	Networks map[string]any            `yaml:"networks"`
@@ -86,19 +88,15 @@ func loadCompose(t testing.TB) composeFile {
 	return c
 }
 
-// TestComposeFile checks deploy/compose.yaml the way `docker compose config`
-// would, and further: there is no Docker engine on the test machine and no
-// compose plugin (`docker compose` is an unknown command here), so the file is
-// parsed with yaml.v3 and every reference in it is resolved: services,
+// TestComposeFile checks deploy/compose.yaml beyond what `docker compose
+// config` checks (TestDockerComposeConfig): the file is parsed with yaml.v3
+// and every reference in it is resolved against this repository: services,
 // images and builds, Dockerfile targets, ports, volumes, networks,
-// depends_on, mounted files, and the gateway configs (parsed and validated by
-// the gateway's own config loader).
+// depends_on, mounted files, the scrape targets of prometheus.yml, and the
+// gateway configs (parsed and validated by the gateway's own config loader).
 func TestComposeFile(t *testing.T) {
 	c := loadCompose(t)
 	dir := deployDir(t)
-	if c.Name != "edgeanchor" {
-		t.Errorf("name = %q, want edgeanchor", c.Name)
-	}
 	want := []string{"testnet", "validator0", "validator1", "validator2", "validator3", "gateway-a", "gateway-b", "prometheus", "grafana"}
 	for _, w := range want {
 		if _, ok := c.Services[w]; !ok {
@@ -262,6 +260,63 @@ func TestComposeFile(t *testing.T) {
 	mustContain(t, "prometheus command", strings.Join(c.Services["prometheus"].Command, "\n"), "--config.file=/etc/prometheus/prometheus.yml")
 	mustContain(t, "grafana volumes", strings.Join(c.Services["grafana"].Volumes, "\n"),
 		"./grafana/provisioning:/etc/grafana/provisioning:ro", "./grafana/dashboards:/var/lib/grafana/dashboards:ro")
+}
+
+// TestDockerComposeConfig validates compose.yaml with a real Compose
+// implementation. This machine has no Docker engine and no compose plugin
+// (`docker compose` is an unknown command), but Debian's docker-compose
+// (1.29, package docker-compose) validates and resolves a file without an
+// engine: `config -q` checks it against the Compose schema, `config
+// --services` lists the services it resolved.
+func TestDockerComposeConfig(t *testing.T) {
+	dc := tool(t, "docker-compose")
+	file := filepath.Join(deployDir(t), "compose.yaml")
+	out, err := run(t, nil, dc, "--project-name", "edgeanchor", "-f", file, "config", "-q")
+	if err != nil || strings.TrimSpace(out) != "" {
+		t.Fatalf("docker-compose config -q: %v\n%s", err, out)
+	}
+	out, err = run(t, nil, dc, "--project-name", "edgeanchor", "-f", file, "config", "--services")
+	if err != nil {
+		t.Fatalf("docker-compose config --services: %v\n%s", err, out)
+	}
+	got := strings.Fields(out)
+	sort.Strings(got)
+	want := sortedKeys(loadCompose(t).Services)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("docker-compose resolves services %v, want %v", got, want)
+	}
+	// Resolved: the merge keys gave every validator the image and its build.
+	out, err = run(t, nil, dc, "--project-name", "edgeanchor", "-f", file, "config")
+	if err != nil {
+		t.Fatalf("docker-compose config: %v\n%s", err, out)
+	}
+	var resolved struct {
+		Services map[string]struct {
+			Image string `yaml:"image"`
+			Build *struct {
+				Dockerfile string `yaml:"dockerfile"`
+			} `yaml:"build"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal([]byte(out), &resolved); err != nil {
+		t.Fatalf("docker-compose config output: %v", err)
+	}
+	for k := range 4 {
+		s := resolved.Services[fmt.Sprintf("validator%d", k)]
+		if s.Image != "edgeanchor:local" || s.Build == nil || s.Build.Dockerfile != "deploy/Dockerfile" {
+			t.Errorf("validator%d resolved to image %q build %+v", k, s.Image, s.Build)
+		}
+	}
+
+	// The check is not blind: a service depending on a missing one is refused.
+	bad := filepath.Join(t.TempDir(), "compose.yaml")
+	text := strings.Replace(readFile(t, file), "depends_on: [prometheus]", "depends_on: [prometheus-missing]", 1)
+	if err := os.WriteFile(bad, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run(t, nil, dc, "--project-name", "edgeanchor", "-f", bad, "config", "-q"); err == nil {
+		t.Errorf("docker-compose accepted a dependency on a missing service:\n%s", out)
+	}
 }
 
 var fromRE = regexp.MustCompile(`(?m)^FROM\s+(\S+)(?:\s+AS\s+(\S+))?\s*$`)

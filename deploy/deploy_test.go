@@ -41,6 +41,7 @@ var debPackage = map[string]string{
 	"promtool":        "prometheus",
 	"prometheus":      "prometheus",
 	"systemd-analyze": "systemd",
+	"docker-compose":  "docker-compose",
 }
 
 // run runs a command with a bounded time and returns its combined output.

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -168,6 +169,13 @@ func Open(cfg Config) (*Fleet, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	// Check the tokens before anything is written: a fleet that cannot
+	// enroll every device fails here and leaves the state directory as it
+	// was.
+	tokens, err := cfg.tokensIfNeeded()
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("sim: %w", err)
 	}
@@ -188,19 +196,7 @@ func Open(cfg Config) (*Fleet, error) {
 		}
 		ids[i] = id
 	}
-	needTokens := false
-	for _, id := range ids {
-		needTokens = needTokens || (!id.state.Enrolled && id.state.Token == "")
-	}
-	if needTokens {
-		tokens := cfg.Tokens
-		if cfg.TokensFile != "" {
-			t, err := ReadTokens(cfg.TokensFile)
-			if err != nil {
-				return nil, err
-			}
-			tokens = append(tokens, t...)
-		}
+	if tokens != nil {
 		if err := assignTokens(ids, tokens); err != nil {
 			return nil, err
 		}
@@ -213,6 +209,30 @@ func Open(cfg Config) (*Fleet, error) {
 		f.devices = append(f.devices, d)
 	}
 	return f, nil
+}
+
+// tokensIfNeeded reads the tokens when some device still needs one, and
+// checks that every such device will find one. It writes nothing.
+func (c *Config) tokensIfNeeded() ([]Token, error) {
+	states, err := readStates(c.StateDir, c.Profile, c.Devices)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.ContainsFunc(states, func(st deviceState) bool { return !st.Enrolled && st.Token == "" }) {
+		return nil, nil
+	}
+	tokens := slices.Clone(c.Tokens)
+	if c.TokensFile != "" {
+		t, err := ReadTokens(c.TokensFile)
+		if err != nil {
+			return nil, err
+		}
+		tokens = append(tokens, t...)
+	}
+	if _, err := planTokens(states, tokens); err != nil {
+		return nil, err
+	}
+	return tokens, nil
 }
 
 func (f *Fleet) loadState() error {

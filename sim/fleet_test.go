@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -486,5 +487,20 @@ func TestRefusedReadingIsGivenUpAfterRetries(t *testing.T) {
 		if want := []uint64{1, 2, 4, 5}[i]; seq != want {
 			t.Fatalf("accepted %v, want 1 2 4 5 …", hook.accepted)
 		}
+	}
+}
+
+func TestOpenWithoutEnoughTokensWritesNothing(t *testing.T) {
+	cfg := testConfig(t, "127.0.0.1:1", nil)
+	cfg.Tokens = cfg.Tokens[:3] // four devices
+	if _, err := Open(cfg); !errors.Is(err, ErrNoToken) {
+		t.Fatalf("err %v, want ErrNoToken", err)
+	}
+	if _, err := os.Stat(cfg.StateDir); !os.IsNotExist(err) {
+		t.Fatalf("state directory made although Open failed: %v", err)
+	}
+	cfg.Profile = "drone"
+	if _, err := Open(cfg); !errors.Is(err, ErrConfig) {
+		t.Fatalf("bad profile: err %v, want ErrConfig", err)
 	}
 }

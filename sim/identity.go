@@ -270,30 +270,50 @@ func ReadTokens(path string) ([]Token, error) {
 	return out, nil
 }
 
-// assignTokens gives each device that has not enrolled and holds no token
-// an unused token of its kind. A token is used by one device only: tokens
-// already recorded in any device's state are skipped. The assignment is
-// saved before the device uses it.
-func assignTokens(ids []*identity, tokens []Token) error {
+// planTokens picks, for each device state that has not enrolled and holds
+// no token, the first unused token of its kind (or of no stated kind).
+// Tokens already held by a device are never given to another. It returns
+// the picks by position in states and changes nothing.
+func planTokens(states []deviceState, tokens []Token) (map[int]string, error) {
 	used := map[string]bool{}
-	for _, id := range ids {
-		if id.state.Token != "" {
-			used[id.state.Token] = true
+	for _, st := range states {
+		if st.Token != "" {
+			used[st.Token] = true
 		}
 	}
-	for _, id := range ids {
-		if id.state.Enrolled || id.state.Token != "" {
+	plan := map[int]string{}
+	for i, st := range states {
+		if st.Enrolled || st.Token != "" {
 			continue
 		}
-		i := slices.IndexFunc(tokens, func(t Token) bool {
-			return !used[t.Value] && (t.Kind == "" || t.Kind == id.state.Kind)
+		j := slices.IndexFunc(tokens, func(t Token) bool {
+			return !used[t.Value] && (t.Kind == "" || t.Kind == st.Kind)
 		})
-		if i < 0 {
-			return fmt.Errorf("%w: %s (%s)", ErrNoToken, id.state.Name, id.state.Kind)
+		if j < 0 {
+			return nil, fmt.Errorf("%w: %s (%s)", ErrNoToken, deviceName(st.Index), st.Kind)
 		}
-		used[tokens[i].Value] = true
+		used[tokens[j].Value] = true
+		plan[i] = tokens[j].Value
+	}
+	return plan, nil
+}
+
+// assignTokens gives each device that has not enrolled and holds no token
+// an unused token of its kind (planTokens) and saves the assignment before
+// the device uses it. If some device finds no token, nothing is saved.
+func assignTokens(ids []*identity, tokens []Token) error {
+	states := make([]deviceState, len(ids))
+	for i, id := range ids {
+		states[i] = id.state
+	}
+	plan, err := planTokens(states, tokens)
+	if err != nil {
+		return err
+	}
+	for i, tok := range plan {
+		id := ids[i]
 		id.mu.Lock()
-		id.state.Token = tokens[i].Value
+		id.state.Token = tok
 		err := id.saveState()
 		id.mu.Unlock()
 		if err != nil {
@@ -303,28 +323,40 @@ func assignTokens(ids []*identity, tokens []Token) error {
 	return nil
 }
 
-// TokensNeeded counts, by device kind, the devices of a fleet (as Open
-// would make it in stateDir) that have neither enrolled nor been given a
-// token yet: the tokens a first start needs. It changes nothing on disk.
-func TokensNeeded(stateDir, profile string, devices int) (map[string]int, error) {
-	out := map[string]int{}
+// readStates reads the device states of a fleet as Open would make it,
+// without writing: a device not made yet gets a fresh state of its kind.
+func readStates(stateDir, profile string, devices int) ([]deviceState, error) {
+	out := make([]deviceState, devices)
 	for i := range devices {
 		kind, err := KindFor(profile, i)
 		if err != nil {
 			return nil, err
 		}
+		out[i] = deviceState{Name: deviceName(i), Index: i, Kind: kind}
 		b, err := os.ReadFile(filepath.Join(stateDir, deviceName(i), "device.json"))
 		if os.IsNotExist(err) {
-			out[kind]++
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("sim: %w", err)
 		}
-		var st deviceState
-		if err := json.Unmarshal(b, &st); err != nil {
+		if err := json.Unmarshal(b, &out[i]); err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", ErrState, deviceName(i), err)
 		}
+	}
+	return out, nil
+}
+
+// TokensNeeded counts, by device kind, the devices of a fleet (as Open
+// would make it in stateDir) that have neither enrolled nor been given a
+// token yet: the tokens a first start needs. It changes nothing on disk.
+func TokensNeeded(stateDir, profile string, devices int) (map[string]int, error) {
+	states, err := readStates(stateDir, profile, devices)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	for _, st := range states {
 		if !st.Enrolled && st.Token == "" {
 			out[st.Kind]++
 		}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,6 +48,14 @@ type results struct {
 	Runs     []run              `json:"runs"`
 	Ratio    map[string]float64 `json:"ratio_to_mochi"`
 	Targets  map[string]any     `json:"targets"`
+	// LoadAvg is /proc/loadavg before and after: the machine is shared, and
+	// a load well above its CPU count means the figures are CPU-starved.
+	LoadAvg []string `json:"loadavg_before_after"`
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	return strings.TrimSpace(string(b))
 }
 
 // measure runs spec against a server child and adds the server's CPU and
@@ -119,6 +128,7 @@ func benchIngest(b *testing.B) {
 		Window:   window,
 		Registry: "static (devices put in the broker's StaticRegistry; enrollment through the ledger is not part of this benchmark)",
 		Ratio:    map[string]float64{},
+		LoadAvg:  []string{loadavg()},
 	}
 	var runs = map[string]run{}
 	add := func(r run) { res.Runs = append(res.Runs, r); runs[r.Name] = r }
@@ -170,6 +180,8 @@ func benchIngest(b *testing.B) {
 		"measured_peak_rss_mb_1000": max(runs["edgeanchor-1000-devices"].ServerPeakRSSMB, fixed.ServerPeakRSSMB),
 		"rss_met":                   max(runs["edgeanchor-1000-devices"].ServerPeakRSSMB, fixed.ServerPeakRSSMB) <= 200,
 	}
+	res.LoadAvg = append(res.LoadAvg, loadavg())
+	b.Logf("load average before %s, after %s (on %d CPUs)", res.LoadAvg[0], res.LoadAvg[1], res.CPUs)
 	b.ReportMetric(worst, "acked_msgs/s")
 	b.ReportMetric(fixed.Load.P99ms, "p99_ms@10k")
 

@@ -41,10 +41,20 @@ type Cluster struct {
 	logs  []*os.File
 }
 
+// ClusterOptions tune StartClusterWith.
+type ClusterOptions struct {
+	// Prepare, if set, may edit each home (config.toml, genesis.json) after
+	// `ledger testnet` made it and before its node starts.
+	Prepare func(home string) error
+}
+
 // StartCluster makes an n-validator testnet on a random free base port and
 // starts every validator; it returns once all of them are past height 1.
 // It retries with another base port if a port turns out to be taken.
-func StartCluster(t testing.TB, n int) *Cluster {
+func StartCluster(t testing.TB, n int) *Cluster { return StartClusterWith(t, n, ClusterOptions{}) }
+
+// StartClusterWith is StartCluster with options.
+func StartClusterWith(t testing.TB, n int, opts ClusterOptions) *Cluster {
 	t.Helper()
 	bin := testbin.Path(t, "./cmd/edgeanchor")
 	var lastErr error
@@ -61,6 +71,11 @@ func StartCluster(t testing.TB, n int) *Cluster {
 		}
 		for i := range n {
 			c.Homes = append(c.Homes, filepath.Join(c.Dir, fmt.Sprintf("node%d", i)))
+			if opts.Prepare != nil {
+				if err := opts.Prepare(c.Homes[i]); err != nil {
+					t.Fatalf("ledgertest: prepare %s: %v", c.Homes[i], err)
+				}
+			}
 		}
 		if c.Admin, err = device.LoadKeySigner(filepath.Join(c.Dir, ledger.AdminKeyFile)); err != nil {
 			t.Fatalf("ledgertest: admin key: %v", err)

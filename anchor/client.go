@@ -129,6 +129,7 @@ type Client struct {
 	mu        sync.Mutex
 	waiters   map[string][]chan Receipt // tx hash (raw bytes as string) -> waiters
 	following bool
+	closed    bool
 	lastErr   error // last follower error, nil when healthy
 }
 
@@ -164,6 +165,9 @@ func NewClient(rpcURL string, opts ClientOptions) (*Client, error) {
 // Close stops the block follower and releases connections. Pending Submits
 // return ErrClosed.
 func (c *Client) Close() error {
+	c.mu.Lock()
+	c.closed = true // no follower starts after this
+	c.mu.Unlock()
 	c.cancel()
 	c.wg.Wait()
 	if t, ok := c.http.Transport.(*http.Transport); ok {
@@ -431,12 +435,15 @@ func (c *Client) addWaiter(ctx context.Context, hash []byte) (chan Receipt, erro
 		return nil, fmt.Errorf("anchor: submit: %w", err)
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
 	if !c.following {
 		c.following = true
 		c.wg.Add(1)
 		go c.follow(h + 1)
 	}
-	c.mu.Unlock()
 	return ch, nil
 }
 

@@ -7,6 +7,9 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -185,6 +188,7 @@ func TestAuditFindsDeletedBatchChangedRecordAndGap(t *testing.T) {
 	if code != 0 || len(fs) != 0 || !strings.Contains(out, "checked 2 batches, 10 records, 2 devices") {
 		t.Fatalf("clean history: exit %d, findings %v\n%s", code, fs, out)
 	}
+	e.verifyLive()
 
 	// Device 1 skips seq 6 (publishes 7): accepted by the gateway, found
 	// by the audit once anchored.
@@ -258,4 +262,46 @@ func TestAuditFindsDeletedBatchChangedRecordAndGap(t *testing.T) {
 	if _, code := runCLI(t, "audit", "--gateway", "nope", "--ledger", e.node.RPC, "--api", "x"); code != 2 {
 		t.Errorf("bad --gateway: exit %d, want 2", code)
 	}
+}
+
+// verifyLive checks `verify --ledger` on a record of device 0: live checks
+// pass, and a revocation after the anchor is reported but does not fail.
+func (e *auditEnv) verifyLive() {
+	t := e.t
+	resp, err := http.Get("http://" + e.g.HTTPAddr() + "/v1/records/1/proof")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("proof: %s %s", resp.Status, raw)
+	}
+	dir := t.TempDir()
+	bundle, trustPath := filepath.Join(dir, "b.json"), filepath.Join(dir, "trust.json")
+	trust, err := anchor.ExportTrustFromHome(e.node.Home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := anchor.WriteTrustFile(trustPath, trust); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bundle, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, code := runCLI(t, "verify", bundle, "--trust", trustPath, "--ledger", e.node.RPC)
+	if code != 0 || !strings.Contains(out, "✓ live: device status: active") || !strings.Contains(out, "✓ live: batch on the ledger") {
+		t.Fatalf("verify --ledger: exit %d\n%s", code, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := e.client.Submit(ctx, ledgertest.RevokeDeviceTx(t, e.lgw.Signer, e.devs[0].DID(), "stolen")); err != nil {
+		t.Fatal(err)
+	}
+	out, code = runCLI(t, "verify", bundle, "--trust", trustPath, "--ledger", e.node.RPC)
+	if code != 0 || !strings.Contains(out, "! live: device status: revoked at height") {
+		t.Fatalf("verify --ledger after a later revocation: exit %d\n%s", code, out)
+	}
+	// The device is revoked: it may not publish any more; the test's
+	// records of device 0 are added straight to the store, as before.
 }

@@ -65,6 +65,23 @@ func TestClientSubmitQueryAndResubmit(t *testing.T) {
 		t.Fatalf("resubmit receipt = %+v, want %+v", again, r1)
 	}
 
+	// The same bytes broadcast twice before they commit (the second finds
+	// them in the mempool cache) give one receipt to both waiters.
+	tx3, _ := gw.NextAnchor(t, 1)
+	p1, err := c.Broadcast(ctx, tx3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := c.Broadcast(ctx, tx3)
+	if err != nil {
+		t.Fatalf("second broadcast of pending bytes: %v", err)
+	}
+	w1, err1 := p1.Wait(ctx)
+	w2, err2 := p2.Wait(ctx)
+	if err1 != nil || err2 != nil || w1 != w2 || w1.Height <= r2.Height {
+		t.Fatalf("duplicate in flight: %+v %v / %+v %v", w1, err1, w2, err2)
+	}
+
 	b, err := c.Batch(ctx, gw.DID(), 1)
 	if err != nil {
 		t.Fatal(err)
@@ -76,8 +93,12 @@ func TestClientSubmitQueryAndResubmit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if last.Seq != 2 || last.Hash != h2.Hash() {
-		t.Fatalf("last batch = seq %d hash %s, want 2 %s", last.Seq, last.Hash, h2.Hash())
+	lh, err := anchor.ParseHeader(last.Header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last.Seq != 3 || lh.Prev != h2.Hash() || last.Tx != w1.TxHash {
+		t.Fatalf("last batch = seq %d prev %s tx %s, want 3 after %s in %s", last.Seq, lh.Prev, last.Tx, h2.Hash(), w1.TxHash)
 	}
 	byRoot, err := c.BatchByRoot(ctx, h2.Root)
 	if err != nil {
@@ -86,8 +107,8 @@ func TestClientSubmitQueryAndResubmit(t *testing.T) {
 	if byRoot.Seq != 2 || byRoot.Gateway != gw.DID() {
 		t.Fatalf("batch by root = %+v", byRoot)
 	}
-	if _, err := c.Batch(ctx, gw.DID(), 3); !errors.Is(err, anchor.ErrNotFound) {
-		t.Fatalf("batch 3: err = %v, want ErrNotFound", err)
+	if _, err := c.Batch(ctx, gw.DID(), 4); !errors.Is(err, anchor.ErrNotFound) {
+		t.Fatalf("batch 4: err = %v, want ErrNotFound", err)
 	}
 	st, err := c.Status(ctx)
 	if err != nil {

@@ -64,6 +64,7 @@ func testOptions(t *testing.T, dir string) Options {
 // batch of the fleet's records to be anchored on the ledger; then it stops
 // the demo and starts it again on the same state.
 func TestRunAnchorsABatch(t *testing.T) {
+	ea := testbin.Path(t, "./cmd/edgeanchor") // built before the clock starts
 	dir := t.TempDir()
 	o := testOptions(t, dir)
 	var progress syncBuffer
@@ -135,7 +136,7 @@ func TestRunAnchorsABatch(t *testing.T) {
 			}
 			time.Sleep(300 * time.Millisecond)
 		}
-		out, err := exec.Command(testbin.Path(t, "./cmd/edgeanchor"), "verify", proof, "--trust", filepath.Join(dir, "trust.json")).CombinedOutput()
+		out, err := exec.Command(ea, "verify", proof, "--trust", filepath.Join(dir, "trust.json")).CombinedOutput()
 		if err != nil {
 			t.Fatalf("edgeanchor verify: %v\n%s", err, out)
 		}

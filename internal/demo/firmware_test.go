@@ -25,6 +25,8 @@ import (
 // create` under kind headers, devices that enroll and publish, a clean stop
 // on SIGINT, then load mode on the same state.
 func TestFirmwareSimBinary(t *testing.T) {
+	ea := testbin.Path(t, "./cmd/edgeanchor")
+	fs := testbin.Path(t, "./firmware-sim")
 	o := testOptions(t, t.TempDir())
 	s, err := prepare(o)
 	if err != nil {
@@ -46,8 +48,6 @@ func TestFirmwareSimBinary(t *testing.T) {
 	}
 	defer func() { gcancel(); <-gdone }()
 
-	ea := testbin.Path(t, "./cmd/edgeanchor")
-	fs := testbin.Path(t, "./firmware-sim")
 	var tokens bytes.Buffer
 	for _, kc := range []struct {
 		kind, count string

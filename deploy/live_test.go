@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 	"gopkg.in/yaml.v3"
 
@@ -98,11 +97,12 @@ func TestMain(m *testing.M) {
 }
 
 // liveStack starts, once per test process, a single-validator ledger node
-// (ledger.StartNode in this process, CometBFT's prometheus listener on,
-// the application's metrics on the default registry beside CometBFT's as the
-// `edgeanchor ledger start` command serves them) and a gateway (the real
-// `edgeanchor gateway` binary as an OS process, admitted in the genesis so
-// that it anchors). Both stop in TestMain.
+// and a gateway the way docs/operations.md installs them, with the real
+// binary as OS processes: `edgeanchor keygen` (the gateway key), `edgeanchor
+// ledger init` admitting that gateway in the genesis, `edgeanchor ledger
+// start`, and `edgeanchor gateway --config`, all on free loopback ports; then
+// it drives real traffic through them (driveTraffic). Everything stops in
+// TestMain.
 func liveStack(t *testing.T) *stack {
 	t.Helper()
 	stackOnce.Do(func() {
@@ -125,48 +125,52 @@ func startStack(t *testing.T) (*stack, error) {
 		return nil, err
 	}
 	stackStop = append(stackStop, func() { os.RemoveAll(dir) })
+	bin := testbin.Path(t, "./cmd/edgeanchor")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cli := func(args ...string) error {
+		if out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("edgeanchor %s: %w\n%s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
 
-	// The gateway's key, and the ledger home that admits it.
-	priv, err := device.GenerateKey()
+	// The gateway's key, and a ledger home whose genesis admits it.
+	keyPath := filepath.Join(dir, "gateway.pem")
+	if err := cli("keygen", "--out", keyPath); err != nil {
+		return nil, err
+	}
+	signer, err := device.LoadKeySigner(keyPath)
 	if err != nil {
 		return nil, err
 	}
-	keyPath := filepath.Join(dir, "gateway.key")
-	if err := device.WritePrivateKeyFile(keyPath, priv); err != nil {
+	home := filepath.Join(dir, "ledger")
+	rpcPort, promPort := freePort(t), freePort(t)
+	if err := cli("ledger", "init", "--home", home, "--chain-id", "edgeanchor-deploy-test",
+		"--p2p-port", fmt.Sprint(freePort(t)), "--rpc-port", fmt.Sprint(rpcPort), "--prometheus-port", fmt.Sprint(promPort),
+		"--gateway-pub", filepath.Join(dir, "gateway.pub.pem"), "--gateway-site", "site-a", "--gateway-name", "deploy-test"); err != nil {
 		return nil, err
 	}
-	gw, err := ledger.GenesisGatewayFromKey(&priv.PublicKey, "site-a", "deploy-test")
+	ledgerExited, ledgerLog, err := startProcess(t, dir, "ledger", bin, "ledger", "start", "--home", home, "--log-level", "warn")
 	if err != nil {
 		return nil, err
 	}
-	// CometBFT's metrics register on the default registry: record what it
-	// declares before the node registers them there.
-	cometbftMetrics()
-	promPort := freePort(t)
-	home, err := ledger.InitHome(filepath.Join(dir, "ledger"), ledger.HomeOptions{
-		ChainID: "edgeanchor-deploy-test", P2PPort: freePort(t), RPCPort: freePort(t), PrometheusPort: promPort,
-		Gateways: []anchor.GenesisGateway{gw},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ledger home: %w", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	node, err := ledger.StartNode(ctx, home.Dir, ledger.NodeOptions{Registerer: prometheus.DefaultRegisterer})
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("ledger node: %w", err)
-	}
-	stackStop = append(stackStop, func() { cancel(); _ = node.Stop() })
 
-	// The gateway binary, on free loopback ports.
+	// The gateway, on free loopback ports.
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	mqttAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	st := &stack{
+		ledgerRPC:     fmt.Sprintf("http://127.0.0.1:%d", rpcPort),
+		ledgerMetrics: fmt.Sprintf("127.0.0.1:%d", promPort),
+		gatewayHTTP:   httpAddr,
+		gatewayDID:    signer.DID(),
+	}
 	conf := map[string]any{
 		"data_dir":   filepath.Join(dir, "gateway"),
 		"key_path":   keyPath,
 		"site":       "site-a",
 		"name":       "deploy-test",
-		"ledger_rpc": node.RPCURL(),
+		"ledger_rpc": st.ledgerRPC,
 		"mqtt":       map[string]any{"tcp": mqttAddr, "ws": "", "tls": ""},
 		"http":       map[string]any{"addr": httpAddr},
 	}
@@ -178,38 +182,36 @@ func startStack(t *testing.T) (*stack, error) {
 	if err := os.WriteFile(confPath, b, 0o600); err != nil {
 		return nil, err
 	}
-	exited, logPath, err := startGatewayProcess(t, confPath, dir)
+	gwExited, gwLog, err := startProcess(t, dir, "gateway", bin, "gateway", "--config", confPath, "--log-level", "warn")
 	if err != nil {
 		return nil, err
 	}
-
-	st := &stack{
-		ledgerRPC:     node.RPCURL(),
-		ledgerMetrics: strings.TrimSuffix(strings.TrimPrefix(home.PrometheusURL, "http://"), "/metrics"),
-		gatewayHTTP:   httpAddr,
-		gatewayDID:    gw.DID,
+	logs := func() string {
+		l, _ := os.ReadFile(ledgerLog)
+		g, _ := os.ReadFile(gwLog)
+		return fmt.Sprintf("ledger log:\n%s\ngateway log:\n%s", l, g)
 	}
+
 	// Ready: the gateway serves /metrics, the chain is past height 2.
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		select {
-		case <-exited:
-			log, _ := os.ReadFile(logPath)
-			return nil, fmt.Errorf("gateway exited:\n%s", log)
+		case <-gwExited:
+			return nil, fmt.Errorf("the gateway exited\n%s", logs())
+		case <-ledgerExited:
+			return nil, fmt.Errorf("the ledger node exited\n%s", logs())
 		default:
 		}
 		_, gerr := httpGet("http://" + st.gatewayHTTP + "/metrics")
 		h, lerr := ledgerHeight(st.ledgerRPC)
 		if gerr == nil && lerr == nil && h >= 2 {
 			if err := driveTraffic(t, st, confPath, mqttAddr, dir); err != nil {
-				log, _ := os.ReadFile(logPath)
-				return nil, fmt.Errorf("%w\ngateway log:\n%s", err, log)
+				return nil, fmt.Errorf("%w\n%s", err, logs())
 			}
 			return st, nil
 		}
 		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(logPath)
-			return nil, fmt.Errorf("not ready in 60s (gateway: %v; ledger: height %d, %v)\ngateway log:\n%s", gerr, h, lerr, log)
+			return nil, fmt.Errorf("not ready in 60s (gateway: %v; ledger: height %d, %v)\n%s", gerr, h, lerr, logs())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -704,15 +706,15 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// startGatewayProcess runs `edgeanchor gateway --config confPath` as an OS
-// process; exited is closed when it ends.
-func startGatewayProcess(t *testing.T, confPath, dir string) (exited chan struct{}, logPath string, err error) {
-	bin := testbin.Path(t, "./cmd/edgeanchor")
+// startProcess runs bin with args as an OS process, its output in
+// dir/name.log; exited is closed when it ends. TestMain stops it with SIGINT
+// (the daemons' clean stop), then kills it after 10 s.
+func startProcess(t *testing.T, dir, name, bin string, args ...string) (exited chan struct{}, logPath string, err error) {
 	pctx, pcancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(pctx, bin, "gateway", "--config", confPath)
+	cmd := exec.CommandContext(pctx, bin, args...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 10 * time.Second
-	logPath = filepath.Join(dir, "gateway.log")
+	logPath = filepath.Join(dir, name+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		pcancel()
@@ -722,7 +724,7 @@ func startGatewayProcess(t *testing.T, confPath, dir string) (exited chan struct
 	if err := cmd.Start(); err != nil {
 		pcancel()
 		logf.Close()
-		return nil, "", fmt.Errorf("start gateway: %w", err)
+		return nil, "", fmt.Errorf("start %s: %w", name, err)
 	}
 	exited = make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()

@@ -504,3 +504,42 @@ func TestOpenWithoutEnoughTokensWritesNothing(t *testing.T) {
 		t.Fatalf("bad profile: err %v, want ErrConfig", err)
 	}
 }
+
+func TestFleetReadingsReproducibleWithSeed(t *testing.T) {
+	start := time.Date(2026, 10, 30, 0, 0, 0, 0, SiteZone)
+	open := func(seed uint64) *Fleet {
+		cfg := testConfig(t, "127.0.0.1:1", nil)
+		cfg.Seed, cfg.Start = seed, start
+		f, err := Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	readings := func(f *Fleet) []string {
+		var out []string
+		for _, d := range f.devices {
+			out = append(out, encode(t, []Reading{d.gen.Next(), d.gen.Next(), d.gen.Next()})...)
+		}
+		return out
+	}
+	a, b, c := open(21), open(21), open(22)
+	if a.devices[0].id.signer.DID() == b.devices[0].id.signer.DID() {
+		t.Fatal("two fleets share a key")
+	}
+	ra, rb, rc := readings(a), readings(b), readings(c)
+	for i := range ra {
+		if ra[i] != rb[i] {
+			t.Fatalf("reading %d differs between fleets of the same seed:\n%s\n%s", i, ra[i], rb[i])
+		}
+	}
+	same := 0
+	for i := range ra {
+		if ra[i] == rc[i] {
+			same++
+		}
+	}
+	if same == len(ra) {
+		t.Fatal("another seed gave the same readings")
+	}
+}

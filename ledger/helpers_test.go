@@ -3,12 +3,16 @@ package ledger
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	cfg "github.com/cometbft/cometbft/config"
 	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -83,7 +87,23 @@ func (tn *testNode) start() {
 	t := tn.t
 	t.Helper()
 	tn.reg = prometheus.NewRegistry()
-	n, err := StartNode(context.Background(), tn.home.Dir, NodeOptions{Logger: testLogger(), Registerer: tn.reg})
+	var n *Node
+	var err error
+	// Other tests on this host pick ports too: if ours was taken since it
+	// was chosen, move to fresh ones.
+	for attempt := 0; ; attempt++ {
+		n, err = StartNode(context.Background(), tn.home.Dir, NodeOptions{Logger: testLogger(), Registerer: tn.reg})
+		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+		conf, lerr := LoadConfig(tn.home.Dir)
+		if lerr != nil {
+			t.Fatal(lerr)
+		}
+		conf.P2P.ListenAddress = fmt.Sprintf("tcp://127.0.0.1:%d", freePort(t))
+		conf.RPC.ListenAddress = fmt.Sprintf("tcp://127.0.0.1:%d", freePort(t))
+		cfg.WriteConfigFile(filepath.Join(tn.home.Dir, "config", "config.toml"), conf)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

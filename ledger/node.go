@@ -145,6 +145,11 @@ func StartNode(ctx context.Context, home string, opts NodeOptions) (*Node, error
 	}
 	n.comet = comet
 	if err := comet.Start(); err != nil {
+		// A failed Start (a port in use, say) leaves CometBFT's services and
+		// databases open; OnStop releases them so the home can be started
+		// again in this process.
+		n.stopping.Store(true)
+		comet.OnStop()
 		n.closeDBs()
 		return nil, fmt.Errorf("ledger: start node: %w", err)
 	}

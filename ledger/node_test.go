@@ -3,7 +3,9 @@ package ledger
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 
@@ -253,5 +255,32 @@ func TestRestart(t *testing.T) {
 	var b BatchRecord
 	if c := tn.query("/last-batch/"+tn.gwA.DID().String(), &b); c != CodeOK || b.Seq != 2 || b.Hash != h2.Hash() {
 		t.Fatalf("/last-batch after restart: code %d %+v", c, b)
+	}
+}
+
+// TestStartNodePortTaken: a port in use fails StartNode with a clear error
+// and releases everything, so the same home starts once the port is free.
+func TestStartNodePortTaken(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	home, err := InitHome(t.TempDir(), HomeOptions{P2PPort: freePort(t), RPCPort: l.Addr().(*net.TCPAddr).Port, NoPrometheus: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := StartNode(context.Background(), home.Dir, NodeOptions{Logger: testLogger()}); err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("StartNode with its RPC port taken: %v", err)
+	}
+	l.Close()
+	n, err := StartNode(context.Background(), home.Dir, NodeOptions{Logger: testLogger()})
+	if err != nil {
+		t.Fatalf("StartNode after the port was freed: %v", err)
+	}
+	if err := n.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := StartNode(context.Background(), t.TempDir(), NodeOptions{}); !errors.Is(err, ErrNoHome) {
+		t.Fatalf("StartNode on an empty dir: %v", err)
 	}
 }

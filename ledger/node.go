@@ -162,7 +162,12 @@ func StartNode(ctx context.Context, home string, opts NodeOptions) (*Node, error
 	}()
 	logger.Info("ledger node started",
 		"home", home, "chain_id", comet.GenesisDoc().ChainID, "node_id", string(nodeKey.ID()),
-		"p2p", conf.P2P.ListenAddress, "rpc", conf.RPC.ListenAddress, "height", app.Height())
+		"p2p", conf.P2P.ListenAddress, "rpc", conf.RPC.ListenAddress, "persistent_peers", conf.P2P.PersistentPeers,
+		"prometheus", conf.Instrumentation.Prometheus && conf.Instrumentation.PrometheusListenAddr != "",
+		"prometheus_addr", conf.Instrumentation.PrometheusListenAddr,
+		"timeout_commit", conf.Consensus.TimeoutCommit, "timeout_propose", conf.Consensus.TimeoutPropose,
+		"create_empty_blocks_interval", conf.Consensus.CreateEmptyBlocksInterval,
+		"flush_throttle_timeout", conf.P2P.FlushThrottleTimeout, "height", app.Height())
 	return n, nil
 }
 

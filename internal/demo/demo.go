@@ -261,6 +261,19 @@ func (s *system) fleetConfig() (sim.Config, error) {
 	return c, nil
 }
 
+// banner is what the demo prints at start: where to look, and the command
+// that verifies one record's proof bundle.
+func (s *system) banner() string {
+	base := "http://" + net.JoinHostPort(host, strconv.Itoa(s.o.HTTPPort))
+	return fmt.Sprintf(`edgeanchor demo: ledger, gateway and %d simulated devices on 127.0.0.1 (state in %s, log in %s)
+  metrics:     %s/metrics
+  records:     %s/v1/records/1
+  verify one:  curl -s %s/v1/records/1/proof > proof.json && bin/edgeanchor verify proof.json --trust %s
+  ledger RPC:  http://%s:%d
+Ctrl-C stops everything.
+`, s.o.Devices, s.p.dir, s.p.log, base, base, base, s.p.trust, host, s.rpc)
+}
+
 // Run runs the demo until ctx ends, then stops the fleet, the gateway and
 // the ledger, in that order.
 func Run(ctx context.Context, o Options) error {
@@ -316,14 +329,7 @@ func Run(ctx context.Context, o Options) error {
 	var fleetErr error
 	go func() { defer wg.Done(); fleetErr = fleet.Run(fleetCtx) }()
 
-	base := "http://" + gcfg.HTTP.Addr
-	fmt.Fprintf(o.Progress, `edgeanchor demo: ledger, gateway and %d simulated devices on 127.0.0.1 (state in %s, log in %s)
-  metrics:     %s/metrics
-  records:     %s/v1/records/1
-  verify one:  curl -s %s/v1/records/1/proof > proof.json && bin/edgeanchor verify proof.json --trust %s
-  ledger RPC:  http://%s:%d
-Ctrl-C stops everything.
-`, o.Devices, p.dir, p.log, base, base, base, p.trust, host, s.rpc)
+	fmt.Fprint(o.Progress, s.banner())
 
 	progressLoop(ctx, o, reg, node, fleet)
 	fleetCancel()

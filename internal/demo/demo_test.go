@@ -176,3 +176,18 @@ func TestRunRefusesATakenPort(t *testing.T) {
 		t.Fatalf("state directory made although the demo did not start: %v", err)
 	}
 }
+
+// TestDocsShowTheBanner keeps docs/run.md honest: the banner it shows is
+// the one `make run` prints with the default options.
+func TestDocsShowTheBanner(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/run.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := DefaultOptions()
+	o.defaults()
+	s := &system{o: o, p: newPaths(o.Dir), rpc: o.RPCPort}
+	if !strings.Contains(string(doc), s.banner()) {
+		t.Fatalf("docs/run.md does not show the banner make run prints:\n%s", s.banner())
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -528,6 +529,7 @@ func TestPrometheusScrapesGatewayAndLedger(t *testing.T) {
 		"--web.listen-address="+addr, "--log.level=warn")
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 10 * time.Second
+	cmd.SysProcAttr = dieWithParent()
 	var logBuf syncBuffer
 	cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
 	if err := cmd.Start(); err != nil {
@@ -706,6 +708,12 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// dieWithParent makes a child process get SIGKILL if the test process dies
+// without stopping it (a panic skips TestMain's cleanup).
+func dieWithParent() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}
+
 // startProcess runs bin with args as an OS process, its output in
 // dir/name.log; exited is closed when it ends. TestMain stops it with SIGINT
 // (the daemons' clean stop), then kills it after 10 s.
@@ -714,6 +722,7 @@ func startProcess(t *testing.T, dir, name, bin string, args ...string) (exited c
 	cmd := exec.CommandContext(pctx, bin, args...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 10 * time.Second
+	cmd.SysProcAttr = dieWithParent()
 	logPath = filepath.Join(dir, name+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -161,15 +162,22 @@ func (a *App) InitChain(_ context.Context, req *abci.RequestInitChain) (*abci.Re
 	if err := a.loadGenesis(req.AppStateBytes); err != nil {
 		return nil, fmt.Errorf("ledger: InitChain: %w", err)
 	}
+	// CometBFT hands over app_state as it read it: from genesis.json on the
+	// first start, re-encoded from its state database later (a handshake
+	// replay). Hash and store one canonical encoding so both agree.
+	canon, err := json.Marshal(g)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: InitChain: %w", err)
+	}
 	st := newOverlay(dbReader{a.db})
-	st.set(keyGenesis, append([]byte(nil), req.AppStateBytes...))
+	st.set(keyGenesis, canon)
 	for _, gw := range g.Gateways {
 		st.setJSON(keyGateway(gw.DID), &GatewayRecord{
 			DID: gw.DID, Pub: gw.Pub, Site: gw.Site, Name: gw.Name, Status: StatusMember,
 		})
 	}
 	a.initStage = st
-	a.appHash = genesisAppHash(req.AppStateBytes)
+	a.appHash = genesisAppHash(canon)
 	a.checkState = newOverlay(a.base())
 	a.log.Info("ledger genesis loaded", "admins", len(g.Admins), "regulators", len(g.Regulators), "gateways", len(g.Gateways))
 	return &abci.ResponseInitChain{AppHash: a.appHash}, nil

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -255,6 +257,35 @@ func TestRestart(t *testing.T) {
 	var b BatchRecord
 	if c := tn.query("/last-batch/"+tn.gwA.DID().String(), &b); c != CodeOK || b.Seq != 2 || b.Hash != h2.Hash() {
 		t.Fatalf("/last-batch after restart: code %d %+v", c, b)
+	}
+
+	// Lose the application database: CometBFT's handshake replays every
+	// block from genesis and the same state and app hash come back.
+	tn.waitHeight(r2.height + 1)
+	height, appHash := tn.node.App().LastCommit()
+	tn.stop()
+	if err := os.RemoveAll(filepath.Join(tn.home.Dir, "data", AppDBName+".db")); err != nil {
+		t.Fatal(err)
+	}
+	tn.start()
+	replayed, err := tn.cli.Block(context.Background(), &height)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := tn.node.App().LastCommit(); h < height {
+		t.Fatalf("replayed to height %d, had %d", h, height)
+	}
+	if c := tn.query("/last-batch/"+tn.gwA.DID().String(), &b); c != CodeOK || b.Seq != 2 || b.Height != r2.height {
+		t.Fatalf("/last-batch after replay: code %d %+v", c, b)
+	}
+	next = height + 1
+	tn.waitHeight(next)
+	nb, err = tn.cli.Block(context.Background(), &next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(nb.Block.AppHash) != string(appHash) || replayed.Block.Height != height {
+		t.Fatalf("app hash after replay %X, before %X", nb.Block.AppHash, appHash)
 	}
 }
 

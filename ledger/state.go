@@ -193,7 +193,9 @@ func appHashStep(prev []byte, height int64, applied []appliedTx) []byte {
 	return h[:]
 }
 
-// genesisAppHash is the app hash before the first block.
+// genesisAppHash is the app hash before the first block; appState is the
+// canonical encoding of anchor.GenesisState (json.Marshal of the parsed
+// value), whatever whitespace genesis.json used.
 func genesisAppHash(appState []byte) []byte {
 	h := anchor.SM3(append([]byte("edgeanchor-genesis-v1"), appState...))
 	return h[:]

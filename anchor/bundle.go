@@ -402,6 +402,9 @@ func (v *verifier) deviceKey() (string, error) {
 	}
 	v.gatewayPub = gwPub
 	p := v.b.Device.Proof
+	if p == nil {
+		return "", errors.New("no registration proof")
+	}
 	if err := p.VerifyTx(v.trust, v.b.Device.Tx); err != nil {
 		return "", err
 	}
@@ -481,6 +484,9 @@ func (v *verifier) headerSig() (string, error) {
 }
 
 func (v *verifier) anchorTx() (string, error) {
+	if v.b.Anchor == nil {
+		return "", errors.New("no anchor proof")
+	}
 	tx, err := DecodeTx(v.b.Anchor.Tx)
 	if err != nil {
 		return "", fmt.Errorf("anchor tx: %w", err)

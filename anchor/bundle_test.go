@@ -304,3 +304,22 @@ func BenchmarkVerifyBundle(b *testing.B) {
 		}
 	}
 }
+
+func TestVerifyIncompleteBundleInCode(t *testing.T) {
+	trust := loadTrust(t)
+	b := loadGolden(t, "bundle.json")
+	b.Anchor = nil
+	if _, err := b.Verify(trust, nil); !errors.Is(err, ErrVerify) {
+		t.Fatalf("no anchor proof: %v", err)
+	}
+	b = loadGolden(t, "bundle.json")
+	b.Device.Proof = nil
+	var se *StepError
+	if _, err := b.Verify(trust, nil); !errors.As(err, &se) || se.Step != StepDeviceKey {
+		t.Fatalf("no registration proof: %v", err)
+	}
+	b = loadGolden(t, "bundle.json")
+	if _, err := b.Verify(nil, nil); !errors.As(err, &se) || se.Step != StepDeviceKey {
+		t.Fatalf("no trust: %v", err)
+	}
+}

@@ -157,6 +157,7 @@ func TestEveryAlertIsTestedAndDocumented(t *testing.T) {
 		"EdgeanchorGatewayDown", "EdgeanchorAnchorLagHigh", "EdgeanchorRefusalRatioHigh",
 		"EdgeanchorDevicesOffline", "EdgeanchorValidatorMissing", "EdgeanchorLedgerHeightStalled",
 		"EdgeanchorStoreDiskFillingUp", "EdgeanchorStoreDiskAlmostFull", "EdgeanchorAnchorRefused",
+		"EdgeanchorGatewayLedgerStale",
 	}
 	var got []string
 	for _, g := range rf.Groups {

@@ -51,6 +51,7 @@ type ProofAPI struct {
 	mu      sync.Mutex
 	devices map[device.DID]*deviceProof // registration proofs, per device
 	anchors map[uint64]*anchor.AnchorProof
+	leaves  map[uint64][]anchor.Hash // batch seq → leaf hashes
 }
 
 type deviceProof struct {
@@ -58,8 +59,13 @@ type deviceProof struct {
 	proof *anchor.AnchorProof
 }
 
-// maxCachedAnchors bounds the anchor proofs kept in memory.
-const maxCachedAnchors = 256
+// maxCachedAnchors bounds the anchor proofs kept in memory, and
+// maxCachedLeafBatches the batches whose leaf hashes are kept (32 bytes a
+// record: 16 full batches are 5 MB).
+const (
+	maxCachedAnchors     = 256
+	maxCachedLeafBatches = 16
+)
 
 // NewProofAPI serves proofs of the records in store, batched in blog, with
 // proofs fetched from ledger. signer is the gateway's key.
@@ -71,6 +77,7 @@ func NewProofAPI(store *Store, blog *BatchLog, ledger ProofLedger, signer device
 	return &ProofAPI{
 		store: store, blog: blog, ledger: ledger, gw: signer.DID(), gwPub: der, log: log,
 		devices: map[device.DID]*deviceProof{}, anchors: map[uint64]*anchor.AnchorProof{},
+		leaves: map[uint64][]anchor.Hash{},
 	}, nil
 }
 
@@ -95,15 +102,9 @@ func (p *ProofAPI) Bundle(ctx context.Context, gseq uint64) (*anchor.Bundle, err
 	if err != nil {
 		return nil, err
 	}
-	var leaves []anchor.Hash
-	if err := p.store.Range(sb.First, sb.Last, func(r *Record) error {
-		leaves = append(leaves, anchor.LeafHash(r.Salt, r.Receipt))
-		return nil
-	}); err != nil {
+	leaves, err := p.batchLeaves(sb)
+	if err != nil {
 		return nil, err
-	}
-	if uint64(len(leaves)) != sb.Last-sb.First+1 {
-		return nil, fmt.Errorf("gateway: batch %d: %d of its %d records are stored", sb.Seq, len(leaves), sb.Last-sb.First+1)
 	}
 	path, err := anchor.InclusionProof(leaves, gseq-sb.First)
 	if err != nil {
@@ -129,6 +130,41 @@ func (p *ProofAPI) Bundle(ctx context.Context, gseq uint64) (*anchor.Bundle, err
 		Gateway:  anchor.BundleGateway{DID: p.gw, Pub: p.gwPub},
 		Anchor:   ap,
 	}, nil
+}
+
+// batchLeaves returns the leaf hashes of sb's records, checked against the
+// header's root, from a small cache or the store.
+func (p *ProofAPI) batchLeaves(sb *StoredBatch) ([]anchor.Hash, error) {
+	p.mu.Lock()
+	leaves, ok := p.leaves[sb.Seq]
+	p.mu.Unlock()
+	if ok {
+		return leaves, nil
+	}
+	leaves = make([]anchor.Hash, 0, sb.Last-sb.First+1)
+	if err := p.store.Range(sb.First, sb.Last, func(r *Record) error {
+		leaves = append(leaves, anchor.LeafHash(r.Salt, r.Receipt))
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if uint64(len(leaves)) != sb.Last-sb.First+1 {
+		return nil, fmt.Errorf("gateway: batch %d: %d of its %d records are stored", sb.Seq, len(leaves), sb.Last-sb.First+1)
+	}
+	h, err := sb.ParsedHeader()
+	if err != nil {
+		return nil, err
+	}
+	if root := anchor.MerkleRoot(leaves); root != h.Root {
+		return nil, fmt.Errorf("gateway: batch %d: stored records hash to %s, the header says %s", sb.Seq, root, h.Root)
+	}
+	p.mu.Lock()
+	if len(p.leaves) >= maxCachedLeafBatches {
+		clear(p.leaves)
+	}
+	p.leaves[sb.Seq] = leaves
+	p.mu.Unlock()
+	return leaves, nil
 }
 
 func (p *ProofAPI) deviceProof(ctx context.Context, did device.DID) (*deviceProof, error) {

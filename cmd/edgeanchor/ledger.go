@@ -40,14 +40,46 @@ the edgeanchor application in-process (docs/ledger.md).`,
 	return cmd
 }
 
+// genesisGateways reads the repeatable --gateway-pub/--gateway-site/
+// --gateway-name flags, matched by position (no names: each is its site).
+func genesisGateways(pubs, sites, names []string) ([]anchor.GenesisGateway, error) {
+	if len(pubs) != len(sites) || (len(names) != 0 && len(names) != len(pubs)) {
+		return nil, &exitError{code: 2, err: errors.New("give one --gateway-site per --gateway-pub, and one --gateway-name each or none")}
+	}
+	var out []anchor.GenesisGateway
+	for i, p := range pubs {
+		pub, err := device.ReadPublicKeyFile(p)
+		if err != nil {
+			return nil, &exitError{code: 1, err: fmt.Errorf("--gateway-pub: %w", err)}
+		}
+		name := sites[i]
+		if len(names) > 0 && names[i] != "" {
+			name = names[i]
+		}
+		gg, err := ledger.GenesisGatewayFromKey(pub, sites[i], name)
+		if err != nil {
+			return nil, &exitError{code: 1, err: err}
+		}
+		out = append(out, gg)
+	}
+	return out, nil
+}
+
+func addGatewayFlags(cmd *cobra.Command, pubs, sites, names *[]string) {
+	f := cmd.Flags()
+	f.StringArrayVar(pubs, "gateway-pub", nil, "public key PEM of a gateway that is a member from genesis (repeatable)")
+	f.StringArrayVar(sites, "gateway-site", nil, "site of that gateway (one per --gateway-pub)")
+	f.StringArrayVar(names, "gateway-name", nil, "name of that gateway (one per --gateway-pub, or none: the site)")
+}
+
 func newLedgerInitCmd() *cobra.Command {
 	var (
-		home                  string
-		opts                  ledger.HomeOptions
-		gwPub, gwSite, gwName string
+		home                     string
+		opts                     ledger.HomeOptions
+		gwPubs, gwSites, gwNames []string
 	)
 	cmd := &cobra.Command{
-		Use:   "init --home DIR [--gateway-pub PEM --gateway-site S --gateway-name N]",
+		Use:   "init --home DIR [--gateway-pub PEM --gateway-site S [--gateway-name N]]...",
 		Short: "Make a single-validator ledger home with dev admin and regulator keys",
 		Long: `init makes DIR with a CometBFT config (consortium defaults, 127.0.0.1 ports),
 a validator key, a node key, and dev SM2 keys (0600) for the genesis admin
@@ -60,23 +92,11 @@ that already holds a home.`,
 			if home == "" {
 				return &exitError{code: 2, err: errors.New("ledger init: --home is required")}
 			}
-			if gwPub != "" || gwSite != "" || gwName != "" {
-				if gwPub == "" || gwSite == "" {
-					return &exitError{code: 2, err: errors.New("ledger init: --gateway-pub and --gateway-site go together")}
-				}
-				pub, err := device.ReadPublicKeyFile(gwPub)
-				if err != nil {
-					return &exitError{code: 1, err: fmt.Errorf("ledger init: --gateway-pub: %w", err)}
-				}
-				if gwName == "" {
-					gwName = gwSite
-				}
-				gg, err := ledger.GenesisGatewayFromKey(pub, gwSite, gwName)
-				if err != nil {
-					return &exitError{code: 1, err: err}
-				}
-				opts.Gateways = []anchor.GenesisGateway{gg}
+			gws, err := genesisGateways(gwPubs, gwSites, gwNames)
+			if err != nil {
+				return err
 			}
+			opts.Gateways = gws
 			h, err := ledger.InitHome(home, opts)
 			if err != nil {
 				return &exitError{code: 1, err: err}
@@ -102,20 +122,19 @@ that already holds a home.`,
 	f.IntVar(&opts.P2PPort, "p2p-port", ledger.DefaultP2PPort, "p2p port on 127.0.0.1")
 	f.IntVar(&opts.RPCPort, "rpc-port", ledger.DefaultRPCPort, "RPC port on 127.0.0.1")
 	f.IntVar(&opts.PrometheusPort, "prometheus-port", ledger.DefaultPrometheusPort, "Prometheus metrics port on 127.0.0.1")
-	f.StringVar(&gwPub, "gateway-pub", "", "public key PEM of a gateway that is a member from genesis")
-	f.StringVar(&gwSite, "gateway-site", "", "site of that gateway")
-	f.StringVar(&gwName, "gateway-name", "", "name of that gateway (default: the site)")
+	addGatewayFlags(cmd, &gwPubs, &gwSites, &gwNames)
 	return cmd
 }
 
 func newLedgerTestnetCmd() *cobra.Command {
 	var (
-		out     string
-		n, base int
-		opts    ledger.HomeOptions
+		out                      string
+		n, base                  int
+		opts                     ledger.HomeOptions
+		gwPubs, gwSites, gwNames []string
 	)
 	cmd := &cobra.Command{
-		Use:   "testnet --validators N --out DIR --base-port P",
+		Use:   "testnet --validators N --out DIR --base-port P [--gateway-pub PEM --gateway-site S [--gateway-name N]]...",
 		Short: "Make N validator homes on 127.0.0.1 sharing one genesis",
 		Long: `testnet makes DIR/node0 … DIR/node{N-1}, one validator each (equal voting
 power), with one genesis, one set of dev admin and regulator keys
@@ -128,6 +147,11 @@ listens on p2p P+10k, RPC P+10k+1 and Prometheus P+10k+2. Start each with
 			if out == "" {
 				return &exitError{code: 2, err: errors.New("ledger testnet: --out is required")}
 			}
+			gws, err := genesisGateways(gwPubs, gwSites, gwNames)
+			if err != nil {
+				return err
+			}
+			opts.Gateways = gws
 			homes, err := ledger.Testnet(out, n, base, opts)
 			if err != nil {
 				return &exitError{code: 1, err: err}
@@ -137,6 +161,9 @@ listens on p2p P+10k, RPC P+10k+1 and Prometheus P+10k+2. Start each with
 				fmt.Fprintf(w, "%s  node %s  p2p %s  rpc %s  metrics %s\n", h.Dir, h.NodeID, h.P2PAddr, h.RPCURL, h.PrometheusURL)
 			}
 			fmt.Fprintf(w, "admin key %s\nregulator key %s\n", homes[0].AdminKey, homes[0].RegulatorKey)
+			for _, g := range opts.Gateways {
+				fmt.Fprintf(w, "genesis gateway %s (site %s)\n", g.DID, g.Site)
+			}
 			return nil
 		},
 	}
@@ -145,6 +172,7 @@ listens on p2p P+10k, RPC P+10k+1 and Prometheus P+10k+2. Start each with
 	f.IntVar(&n, "validators", 4, "number of validators")
 	f.IntVar(&base, "base-port", ledger.DefaultP2PPort, "first port (node k uses P+10k … P+10k+2)")
 	f.StringVar(&opts.ChainID, "chain-id", ledger.DefaultChainID, "chain ID")
+	addGatewayFlags(cmd, &gwPubs, &gwSites, &gwNames)
 	return cmd
 }
 

@@ -79,10 +79,28 @@ func TestLedgerCLI(t *testing.T) {
 	if _, _, code := devRun(t, dir, nil, "ledger", "start", "--home", filepath.Join(dir, "nothing")); code != 1 {
 		t.Errorf("start without a home: exit %d", code)
 	}
-	out = devMustRun(t, dir, nil, "ledger", "testnet", "--validators", "3", "--out", filepath.Join(dir, "net"), "--base-port", "41000")
+	gw2, err := device.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw2Pub := filepath.Join(dir, "gw2.pub.pem")
+	if err := device.WritePublicKeyFile(gw2Pub, &gw2.PublicKey); err != nil {
+		t.Fatal(err)
+	}
+	out = devMustRun(t, dir, nil, "ledger", "testnet", "--validators", "3", "--out", filepath.Join(dir, "net"), "--base-port", "41000",
+		"--gateway-pub", gwPub, "--gateway-site", "site-a", "--gateway-name", "A", "--gateway-pub", gw2Pub, "--gateway-site", "site-b", "--gateway-name", "B")
 	for k := range 3 {
 		if !strings.Contains(out, filepath.Join(dir, "net", fmt.Sprintf("node%d", k))) {
 			t.Errorf("testnet output lacks node%d:\n%s", k, out)
+		}
+	}
+	genesis, err := os.ReadFile(filepath.Join(dir, "net", "node2", "config", "genesis.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{string(gwDID), string(device.DIDFromPublicKey(&gw2.PublicKey)), `"name": "A"`, `"name": "B"`, `"site": "site-b"`} {
+		if !strings.Contains(string(genesis), want) {
+			t.Errorf("testnet genesis lacks %s", want)
 		}
 	}
 

@@ -23,11 +23,16 @@ import (
 )
 
 // Ingester turns one device publish into a stored record. Ingest is called
-// from the publishing client's goroutine, many at once; it returns only once
-// the record is durably stored (the PUBACK follows), or a *Refusal.
-// dev is the authenticated publisher; payload the raw MQTT payload.
+// from the publishing client's goroutine, many at once: it checks the
+// payload there (so verification runs on all cores), queues the durable
+// write and returns a function that waits for it. A refusal found before
+// the write is returned as err (a *Refusal); wait returns the Accepted
+// record once it is durably stored, or a *Refusal. The PUBACK is sent only
+// after wait returned Accepted. Writes queued one after the other from one
+// goroutine are sequenced in that order. dev is the authenticated
+// publisher; payload the raw MQTT payload.
 type Ingester interface {
-	Ingest(ctx context.Context, dev DeviceInfo, payload []byte) (Accepted, error)
+	Ingest(ctx context.Context, dev DeviceInfo, payload []byte) (wait func() (Accepted, error), err error)
 }
 
 // Accepted is a stored record as the broker needs it: how to build the

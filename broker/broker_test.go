@@ -149,12 +149,13 @@ func TestRateLimiter(t *testing.T) {
 }
 
 // funcIngester is a test double of Ingester: a struct of function fields.
+// ingest runs at write time (inside wait), like the store's writer.
 type funcIngester struct {
 	ingest func(ctx context.Context, dev DeviceInfo, payload []byte) (Accepted, error)
 }
 
-func (f funcIngester) Ingest(ctx context.Context, dev DeviceInfo, payload []byte) (Accepted, error) {
-	return f.ingest(ctx, dev, payload)
+func (f funcIngester) Ingest(ctx context.Context, dev DeviceInfo, payload []byte) (func() (Accepted, error), error) {
+	return func() (Accepted, error) { return f.ingest(ctx, dev, payload) }, nil
 }
 
 type testBroker struct {

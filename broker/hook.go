@@ -33,7 +33,8 @@ type session struct {
 	receipt  string
 	account  *Account // applications
 	refusals atomic.Int32
-	counted  atomic.Bool // counted in devices_connected
+	counted  atomic.Bool     // counted in devices_connected
+	acks     chan pendingAck // QoS 1 publishes awaiting their write, in order (devices)
 }
 
 func (b *Broker) session(cl *mqtt.Client) *session {
@@ -114,6 +115,13 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if s.device && s.counted.CompareAndSwap(false, true) {
 		b.metrics.DevicesConnected.Inc()
 	}
+	if s.device && s.acks == nil {
+		// Called on the client's own goroutine before it reads any packet;
+		// OnDisconnect, on the same goroutine after the last one, closes it.
+		s.acks = make(chan pendingAck, ackWindow)
+		b.wg.Add(1)
+		go b.acknowledge(cl, s, s.acks)
+	}
 	if s.device {
 		b.log.Debug("device connected", "did", s.dev.DID, "remote", cl.Net.Remote, "listener", cl.Net.Listener,
 			"protocol", cl.Properties.ProtocolVersion)
@@ -128,8 +136,12 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	if !ok {
 		return
 	}
-	if s := v.(*session); s.counted.CompareAndSwap(true, false) {
+	s := v.(*session)
+	if s.counted.CompareAndSwap(true, false) {
 		b.metrics.DevicesConnected.Dec()
+	}
+	if s.acks != nil {
+		close(s.acks)
 	}
 }
 
@@ -258,11 +270,34 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return false
 }
 
-// OnPublish runs in the publishing client's goroutine before mochi writes
-// the PUBACK/PUBREC (server.go processPublish), so returning only after
-// Ingest has stored the record is what makes an acknowledged publish
-// durable. The device's own publish is never delivered to subscribers:
-// accepted packets are marked Ignore (mochi still acknowledges them).
+// pendingAck is one QoS 1 publish of a device waiting for its outcome, in
+// the order the publishes arrived.
+type pendingAck struct {
+	packetID uint16
+	start    time.Time
+	wait     func() (Accepted, error) // nil when refused before the write
+	ref      *Refusal
+}
+
+// ackWindow is how many QoS 1 publishes of one device may wait for their
+// durable write at once; a device that sends more is simply not read until
+// the oldest is answered (TCP back-pressure).
+const ackWindow = 64
+
+// OnPublish runs in the publishing client's goroutine before mochi would
+// write the PUBACK/PUBREC (server.go processPublish). The checks and the
+// signature verification run here, on the client's goroutine (so on all
+// cores); the durable write is queued, and:
+//
+//   - QoS 1: the publish is handed to the session's acknowledger, which
+//     waits for the writes in arrival order and only then writes each
+//     PUBACK itself; mochi is told to do nothing (ErrRejectPacket). So one
+//     device can have several records in the group commit at once, and a
+//     PUBACK still never precedes the fsync of its record.
+//   - QoS 0 and 2: OnPublish waits for the write itself and mochi sends the
+//     PUBREC after it returns; QoS 2's PUBREL/PUBCOMP stay mochi's.
+//
+// The device's own publish is never delivered to subscribers.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
 		return pk, nil
@@ -274,50 +309,100 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 	start := time.Now()
 	b.metrics.Received.Inc()
-	acc, ref := b.ingest(s, pk)
-	if ref != nil {
-		return b.refuse(cl, s, pk, ref)
+	wait, ref := b.begin(s, pk)
+	if pk.FixedHeader.Qos == 1 && s.acks != nil {
+		s.acks <- pendingAck{packetID: pk.PacketID, start: start, wait: wait, ref: ref}
+		return pk, packets.ErrRejectPacket
 	}
+	var acc Accepted
+	if ref == nil {
+		acc, ref = b.finish(wait)
+	}
+	if ref != nil {
+		b.refuse(cl, s, pk.FixedHeader.Qos, pk.PacketID, ref)
+		return pk, packets.ErrRejectPacket
+	}
+	b.accepted(s, acc, start)
+	pk.Ignore = true // acknowledged by mochi, delivered to nobody
+	return pk, nil
+}
+
+// acknowledge answers a device's QoS 1 publishes in arrival order; it ends
+// when the session's queue is closed at disconnect (after the last publish
+// was read), having answered everything queued.
+func (b *Broker) acknowledge(cl *mqtt.Client, s *session, acks <-chan pendingAck) {
+	defer b.wg.Done()
+	for a := range acks {
+		var acc Accepted
+		ref := a.ref
+		if ref == nil {
+			acc, ref = b.finish(a.wait)
+		}
+		if ref != nil {
+			b.refuse(cl, s, 1, a.packetID, ref)
+			continue
+		}
+		_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: a.packetID})
+		b.accepted(s, acc, a.start)
+	}
+}
+
+func (b *Broker) accepted(s *session, acc Accepted, start time.Time) {
 	b.metrics.Accepted.WithLabelValues(acc.Kind).Inc()
 	b.metrics.IngestLatency.Observe(time.Since(start).Seconds())
 	b.deliver(ReceiptTopic(s.dev.DID), acc.Receipt, b.metrics.ReceiptsDropped)
 	b.deliver(RecordsTopic(b.opts.Site, acc.Kind), acc.Record, b.metrics.RepublishDropped)
-	pk.Ignore = true
-	return pk, nil
 }
 
-func (b *Broker) ingest(s *session, pk packets.Packet) (Accepted, *Refusal) {
+// begin runs the broker's checks and the Ingester up to the queued write.
+// On success it holds one in-flight slot, released by finish.
+func (b *Broker) begin(s *session, pk packets.Packet) (func() (Accepted, error), *Refusal) {
 	if pk.TopicName != s.up { // the ACL already refuses this; belt and braces
-		return Accepted{}, &Refusal{Reason: ReasonForeignTopic}
+		return nil, &Refusal{Reason: ReasonForeignTopic}
 	}
 	dev := s.dev
 	if info, ok := b.reg().Lookup(dev.DID); ok {
 		dev = info
 	}
 	if dev.Revoked {
-		return Accepted{}, &Refusal{Reason: ReasonRevoked}
+		return nil, &Refusal{Reason: ReasonRevoked}
 	}
 	if !b.limiter.allow(dev.DID, time.Now()) {
-		return Accepted{}, &Refusal{Reason: ReasonRateLimited}
+		return nil, &Refusal{Reason: ReasonRateLimited}
 	}
 	if len(pk.Payload) > b.opts.MaxPayload {
-		return Accepted{}, &Refusal{Reason: ReasonTooLarge, Err: errors.New("payload over limits.max_payload")}
+		return nil, &Refusal{Reason: ReasonTooLarge, Err: errors.New("payload over limits.max_payload")}
 	}
 	n := b.inflight.Add(1)
-	defer b.inflight.Add(-1)
 	if b.opts.MaxInFlight > 0 && n > int64(b.opts.MaxInFlight) {
-		return Accepted{}, &Refusal{Reason: ReasonInFlightExceeded}
+		b.inflight.Add(-1)
+		return nil, &Refusal{Reason: ReasonInFlightExceeded}
 	}
 	b.metrics.InFlight.Set(float64(n))
-	acc, err := b.opts.Ingester.Ingest(b.ctx, dev, pk.Payload)
+	wait, err := b.opts.Ingester.Ingest(b.ctx, dev, pk.Payload)
 	if err != nil {
-		var ref *Refusal
-		if !errors.As(err, &ref) {
-			ref = &Refusal{Reason: "store_error", Err: err}
-		}
-		return Accepted{}, ref
+		b.inflight.Add(-1)
+		return nil, asRefusal(err)
+	}
+	return wait, nil
+}
+
+// finish waits for a queued write and releases its in-flight slot.
+func (b *Broker) finish(wait func() (Accepted, error)) (Accepted, *Refusal) {
+	defer b.inflight.Add(-1)
+	acc, err := wait()
+	if err != nil {
+		return Accepted{}, asRefusal(err)
 	}
 	return acc, nil
+}
+
+func asRefusal(err error) *Refusal {
+	var ref *Refusal
+	if !errors.As(err, &ref) {
+		ref = &Refusal{Reason: "store_error", Err: err}
+	}
+	return ref
 }
 
 // refusalCode maps a refusal reason to an MQTT 5 PUBACK/PUBREC reason code.
@@ -337,7 +422,11 @@ func refusalCode(reason string) byte {
 	}
 }
 
-func (b *Broker) refuse(cl *mqtt.Client, s *session, pk packets.Packet, ref *Refusal) (packets.Packet, error) {
+// refuse counts and logs a refused publish and answers it: MQTT 5 gets a
+// PUBACK (QoS 1) or PUBREC (QoS 2) with the reason code and the reason as
+// reason string; an MQTT 3.1.1 client is disconnected at the configured
+// number of refusals.
+func (b *Broker) refuse(cl *mqtt.Client, s *session, qos byte, packetID uint16, ref *Refusal) {
 	b.metrics.Refused.WithLabelValues(ref.Reason, ref.Kind).Inc()
 	level := slogInfo
 	if ref.Reason == ReasonRateLimited || ref.Reason == ReasonInFlightExceeded {
@@ -346,26 +435,27 @@ func (b *Broker) refuse(cl *mqtt.Client, s *session, pk packets.Packet, ref *Ref
 	b.log.Log(b.ctx, level, "publish refused", "did", s.dev.DID, "reason", ref.Reason, "kind", ref.Kind,
 		"error", ref.Err)
 	if cl.Properties.ProtocolVersion == 5 {
-		if pk.FixedHeader.Qos > 0 {
+		if qos > 0 {
 			ackType := packets.Puback
-			if pk.FixedHeader.Qos == 2 {
+			if qos == 2 {
 				ackType = packets.Pubrec // mochi would answer a QoS 2 refusal with a PUBACK
 			}
 			_ = cl.WritePacket(packets.Packet{
 				FixedHeader: packets.FixedHeader{Type: ackType},
-				PacketID:    pk.PacketID,
+				PacketID:    packetID,
 				ReasonCode:  refusalCode(ref.Reason),
 				Properties:  packets.Properties{ReasonString: ref.Reason},
 			})
 		}
-		return pk, packets.ErrRejectPacket
+		return
 	}
 	if int(s.refusals.Add(1)) >= b.opts.V3RefusalsBeforeDisconnect {
-		b.metrics.V3Disconnects.Inc()
-		b.log.Info("device disconnected", "did", s.dev.DID, "reason", "v3_refusals", "refusals", s.refusals.Load())
+		if !cl.Closed() {
+			b.metrics.V3Disconnects.Inc()
+			b.log.Info("device disconnected", "did", s.dev.DID, "reason", "v3_refusals", "refusals", s.refusals.Load())
+		}
 		cl.Stop(packets.ErrNotAuthorized)
 	}
-	return pk, packets.ErrRejectPacket
 }
 
 // deliver publishes from the gateway, best effort. mochi drops a QoS 1

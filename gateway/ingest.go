@@ -65,45 +65,53 @@ func refuse(reason, kind string, err error) error {
 	return &broker.Refusal{Reason: reason, Kind: kind, Err: err}
 }
 
-// Ingest implements broker.Ingester.
-func (g *Ingest) Ingest(ctx context.Context, dev broker.DeviceInfo, payload []byte) (broker.Accepted, error) {
+// Ingest implements broker.Ingester: everything up to the sequence check
+// runs in the caller's goroutine; the sequence check, gseq, receipt and the
+// synced write happen in the store's writer, which wait waits for.
+func (g *Ingest) Ingest(ctx context.Context, dev broker.DeviceInfo, payload []byte) (func() (broker.Accepted, error), error) {
 	o, err := device.Open(payload, g.maxPayload)
 	if err != nil {
-		return broker.Accepted{}, refuse(device.Reason(err), "", err)
+		return nil, refuse(device.Reason(err), "", err)
 	}
 	kind := kindLabel(o.Body.Kind)
 	if err := device.ValidateData(o.Body.Kind, o.Body.Data); err != nil {
-		return broker.Accepted{}, refuse("schema", kind, err)
+		return nil, refuse("schema", kind, err)
 	}
 	if !KindAllowed(dev.Kind, o.Body.Kind) {
-		return broker.Accepted{}, refuse(ReasonKindNotAllowed, kind,
+		return nil, refuse(ReasonKindNotAllowed, kind,
 			fmt.Errorf("a %s device may not publish %s", dev.Kind, o.Body.Kind))
 	}
 	if o.Body.DID != dev.DID {
-		return broker.Accepted{}, refuse("did_mismatch", kind, fmt.Errorf("body names %s", o.Body.DID))
+		return nil, refuse("did_mismatch", kind, fmt.Errorf("body names %s", o.Body.DID))
 	}
 	if !device.VerifySignature(dev.Pub, o.Envelope.Body, o.Envelope.Sig) {
-		return broker.Accepted{}, refuse("signature", kind, device.ErrSignature)
+		return nil, refuse("signature", kind, device.ErrSignature)
 	}
 	sum := sm3.Sum(payload)
-	rec, err := g.store.Append(ctx, Pending{
+	waitRec, err := g.store.Enqueue(ctx, Pending{
 		DID: dev.DID, Seq: o.Body.Seq, Kind: o.Body.Kind, Envelope: payload, EnvHash: hex.EncodeToString(sum[:]),
 	})
-	switch {
-	case errors.Is(err, ErrReplay):
-		return broker.Accepted{}, refuse(ReasonReplay, kind, err)
-	case err != nil:
-		return broker.Accepted{}, refuse(ReasonStoreError, kind, err)
+	if err != nil {
+		return nil, refuse(ReasonStoreError, kind, err)
 	}
 	body := o.Body
-	return broker.Accepted{GSeq: rec.GSeq, Kind: rec.Kind, Receipt: rec.ReceiptMessage,
-		Record: func() []byte {
-			view, err := json.Marshal(newRecordView(rec, &body))
-			if err != nil {
-				return nil // the record is stored; republishing is best effort
-			}
-			return view
-		}}, nil
+	return func() (broker.Accepted, error) {
+		rec, err := waitRec()
+		switch {
+		case errors.Is(err, ErrReplay):
+			return broker.Accepted{}, refuse(ReasonReplay, kind, err)
+		case err != nil:
+			return broker.Accepted{}, refuse(ReasonStoreError, kind, err)
+		}
+		return broker.Accepted{GSeq: rec.GSeq, Kind: rec.Kind, Receipt: rec.ReceiptMessage,
+			Record: func() []byte {
+				view, err := json.Marshal(newRecordView(rec, &body))
+				if err != nil {
+					return nil // the record is stored; republishing is best effort
+				}
+				return view
+			}}, nil
+	}, nil
 }
 
 // RecordView is a stored record as the HTTP API serves it and as it is

@@ -640,6 +640,12 @@ func TestConcurrentPublishers(t *testing.T) {
 					errc <- fmt.Errorf("%s seq %d: %v", d.did, i+1, tok.Error())
 					return
 				}
+				// PUBACKed, so durably stored: the store's last seq of the
+				// device (read from Badger) has reached it.
+				if last, err := e.g.Store().LastSeq(d.did); err != nil || last < uint64(i+1) {
+					errc <- fmt.Errorf("%s seq %d acknowledged but last stored seq is %d (%v)", d.did, i+1, last, err)
+					return
+				}
 			}
 		}()
 	}

@@ -242,6 +242,19 @@ func (s *Store) Healthy() error {
 // receipt. It returns only after the synced write; a replayed or
 // out-of-order p.Seq gets ErrReplay and stores nothing.
 func (s *Store) Append(ctx context.Context, p Pending) (*Record, error) {
+	wait, err := s.Enqueue(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	return wait()
+}
+
+// Enqueue queues p for the writer and returns a function that waits for
+// its outcome (what Append returns). Records enqueued one after the other
+// by one goroutine are sequenced in that order, so a caller may keep
+// several of a device's records in flight and still have them checked in
+// order. The wait function must be called exactly once.
+func (s *Store) Enqueue(ctx context.Context, p Pending) (func() (*Record, error), error) {
 	if err := s.Healthy(); err != nil {
 		return nil, err
 	}
@@ -259,10 +272,12 @@ func (s *Store) Append(ctx context.Context, p Pending) (*Record, error) {
 	}
 	s.closeMu.RUnlock()
 	// Once queued, the request is always answered (Close drains the queue),
-	// so wait for it even if ctx ends: the caller must not ack or refuse a
-	// message whose fate is unknown.
-	res := <-req.done
-	return res.rec, res.err
+	// so the caller must wait for it even if ctx ends: it must not ack or
+	// refuse a message whose fate is unknown.
+	return func() (*Record, error) {
+		res := <-req.done
+		return res.rec, res.err
+	}, nil
 }
 
 // prepLoop gathers queued appends into groups, checks sequences, assigns

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	cmttypes "github.com/cometbft/cometbft/types"
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -49,14 +50,16 @@ type anDevice struct {
 	receipts []ReceiptMessage
 }
 
-// anStart starts the ledger (in process, or with process=true as an OS
-// process that can be killed), the gateway and ndev registered devices.
-func anStart(t *testing.T, ndev int, interval time.Duration, process bool) *anEnv {
+// anStart starts the ledger (in process, or with validators > 0 as that
+// many OS processes that can be killed), the gateway (speaking to validator
+// 0) and ndev registered devices.
+func anStart(t *testing.T, ndev int, interval time.Duration, validators int) *anEnv {
 	t.Helper()
 	lgw := ledgertest.NewGateway(t, "site-a")
 	e := &anEnv{t: t, lgw: lgw}
+	process := validators > 0
 	if process {
-		e.cluster = ledgertest.StartCluster(t, 1)
+		e.cluster = ledgertest.StartCluster(t, validators)
 		e.home, e.rpc = e.cluster.Homes[0], e.cluster.RPC(0)
 	} else {
 		node := ledgertest.Start(t, ledgertest.Options{Gateways: []*ledgertest.Gateway{lgw}, Logger: discardLog()})
@@ -247,7 +250,7 @@ func (e *anEnv) checkLedgerChain() int {
 }
 
 func TestEndToEndBundleVerifiesOffline(t *testing.T) {
-	e := anStart(t, 2, 200*time.Millisecond, false)
+	e := anStart(t, 2, 200*time.Millisecond, 0)
 	for range 5 {
 		for _, d := range e.devs {
 			if err := e.publish(d); err != nil {
@@ -361,7 +364,7 @@ func TestLedgerOutageUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("20 s ledger outage")
 	}
-	e := anStart(t, 2, 500*time.Millisecond, true)
+	e := anStart(t, 2, 500*time.Millisecond, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	loadCtx, stopLoad := context.WithCancel(ctx)
@@ -543,4 +546,57 @@ func (c *countingLedger) submitted() []uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]uint64(nil), c.seqs...)
+}
+
+// TestAnchoringSurvivesLostValidator: with four validators, losing one
+// (kill -9) leaves 3/4 of the voting power; anchoring goes on, and every
+// bundle still verifies against the consortium's trusted set.
+func TestAnchoringSurvivesLostValidator(t *testing.T) {
+	if testing.Short() {
+		t.Skip("four validator processes")
+	}
+	e := anStart(t, 1, 300*time.Millisecond, 4)
+	d := e.devs[0]
+	for range 3 {
+		if err := e.publish(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.waitAnchored(30 * time.Second)
+	e.cluster.Kill(3)
+	before, _ := e.an.Batches.AnchoredSeq()
+	for range 3 {
+		if err := e.publish(d); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(400 * time.Millisecond)
+	}
+	e.waitAnchored(60 * time.Second)
+	after, _ := e.an.Batches.AnchoredSeq()
+	if after <= before {
+		t.Fatalf("no batch anchored after losing a validator (%d → %d)", before, after)
+	}
+	e.checkLedgerChain()
+	trust := e.trust()
+	code, body := e.get("/v1/records/6/proof")
+	if code != http.StatusOK {
+		t.Fatalf("proof: %d %s", code, body)
+	}
+	b, err := anchor.ParseBundle(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Verify(trust, nil); err != nil {
+		t.Fatalf("bundle anchored with a validator down: %v", err)
+	}
+	sigs := b.Anchor.Header.Commit.Signatures
+	absent := 0
+	for _, s := range sigs {
+		if s.BlockIDFlag == cmttypes.BlockIDFlagAbsent {
+			absent++
+		}
+	}
+	if len(sigs) != 4 || absent != 1 {
+		t.Fatalf("commit has %d signature slots, %d absent; want 4 with the killed validator's absent", len(sigs), absent)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"time"
 
@@ -41,6 +42,11 @@ const (
 type Ingest struct {
 	store      *Store
 	maxPayload int
+	// cpu bounds the connections decoding and verifying at once to the
+	// number of cores: with a thousand connections busy, the store's
+	// single writer would otherwise get a thousandth of the CPU and the
+	// group commit, not the verification, would set the pace.
+	cpu chan struct{}
 }
 
 var _ broker.Ingester = (*Ingest)(nil)
@@ -48,7 +54,7 @@ var _ broker.Ingester = (*Ingest)(nil)
 // NewIngest returns the pipeline writing to store; envelopes whose body
 // exceeds maxPayload bytes are refused as too_large.
 func NewIngest(store *Store, maxPayload int) *Ingest {
-	return &Ingest{store: store, maxPayload: maxPayload}
+	return &Ingest{store: store, maxPayload: maxPayload, cpu: make(chan struct{}, runtime.GOMAXPROCS(0))}
 }
 
 // kindLabel keeps metric label values to the known kinds.
@@ -69,24 +75,17 @@ func refuse(reason, kind string, err error) error {
 // runs in the caller's goroutine; the sequence check, gseq, receipt and the
 // synced write happen in the store's writer, which wait waits for.
 func (g *Ingest) Ingest(ctx context.Context, dev broker.DeviceInfo, payload []byte) (func() (broker.Accepted, error), error) {
-	o, err := device.Open(payload, g.maxPayload)
+	select {
+	case g.cpu <- struct{}{}:
+	case <-ctx.Done():
+		return nil, refuse(ReasonStoreError, "", ctx.Err())
+	}
+	o, err := g.check(dev, payload)
+	<-g.cpu
 	if err != nil {
-		return nil, refuse(device.Reason(err), "", err)
+		return nil, err
 	}
 	kind := kindLabel(o.Body.Kind)
-	if err := device.ValidateData(o.Body.Kind, o.Body.Data); err != nil {
-		return nil, refuse("schema", kind, err)
-	}
-	if !KindAllowed(dev.Kind, o.Body.Kind) {
-		return nil, refuse(ReasonKindNotAllowed, kind,
-			fmt.Errorf("a %s device may not publish %s", dev.Kind, o.Body.Kind))
-	}
-	if o.Body.DID != dev.DID {
-		return nil, refuse("did_mismatch", kind, fmt.Errorf("body names %s", o.Body.DID))
-	}
-	if !device.VerifySignature(dev.Pub, o.Envelope.Body, o.Envelope.Sig) {
-		return nil, refuse("signature", kind, device.ErrSignature)
-	}
 	sum := sm3.Sum(payload)
 	waitRec, err := g.store.Enqueue(ctx, Pending{
 		DID: dev.DID, Seq: o.Body.Seq, Kind: o.Body.Kind, Envelope: payload, EnvHash: hex.EncodeToString(sum[:]),
@@ -112,6 +111,29 @@ func (g *Ingest) Ingest(ctx context.Context, dev broker.DeviceInfo, payload []by
 				return view
 			}}, nil
 	}, nil
+}
+
+// check decodes payload and checks schema, kind and signature.
+func (g *Ingest) check(dev broker.DeviceInfo, payload []byte) (*device.Opened, error) {
+	o, err := device.Open(payload, g.maxPayload)
+	if err != nil {
+		return nil, refuse(device.Reason(err), "", err)
+	}
+	kind := kindLabel(o.Body.Kind)
+	if err := device.ValidateData(o.Body.Kind, o.Body.Data); err != nil {
+		return nil, refuse("schema", kind, err)
+	}
+	if !KindAllowed(dev.Kind, o.Body.Kind) {
+		return nil, refuse(ReasonKindNotAllowed, kind,
+			fmt.Errorf("a %s device may not publish %s", dev.Kind, o.Body.Kind))
+	}
+	if o.Body.DID != dev.DID {
+		return nil, refuse("did_mismatch", kind, fmt.Errorf("body names %s", o.Body.DID))
+	}
+	if !device.VerifySignature(dev.Pub, o.Envelope.Body, o.Envelope.Sig) {
+		return nil, refuse("signature", kind, device.ErrSignature)
+	}
+	return o, nil
 }
 
 // RecordView is a stored record as the HTTP API serves it and as it is

@@ -114,3 +114,52 @@ func TestRevocationCutsDeviceOff(t *testing.T) {
 		t.Fatalf("bystander has %d records, want 1", n)
 	}
 }
+
+// While the ledger is down the gateway keeps its identity cache: /readyz
+// reports the ledger, and known devices still connect and publish (the
+// retry-and-resume side is TestIdentityCacheSurvivesOutage).
+func TestIdentitySurvivesLedgerOutage(t *testing.T) {
+	env := newLedgerEnv(t, "site-a")
+	devs := registerDevices(t, env, 1)
+	a := devs[0]
+	g := startGatewayProc(t, env, "")
+
+	env.node.Stop()
+	idWaitFor(t, "/readyz to report the ledger down", 20*time.Second, func() bool {
+		code, body := g.get("/readyz")
+		return code == 503 && strings.Contains(string(body), "ledger")
+	})
+	c, err := e2eConnect(g.mqtt, a, nil)
+	if err != nil {
+		t.Fatalf("known device during the outage: %v", err)
+	}
+	defer c.Disconnect(0)
+	if tok := c.Publish("ea/v1/dev/"+string(a.DID())+"/up", 1, false, e2eEnvelope(t, a, 1)); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish during the outage: %v", tok.Error())
+	}
+	if n := len(g.deviceRecords(a.DID())); n != 1 {
+		t.Fatalf("device has %d records, want 1", n)
+	}
+	// An unknown device cannot enroll meanwhile: the ledger is needed.
+	ts, err := OpenTokenStore(g.dataDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks, _, err := ts.Create(TokenRequest{Site: "site-a", Kind: "env", Count: 1, TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, _ := device.GenerateKey()
+	newDev := device.NewKeySigner(priv)
+	pw, err := MakeEnrollCredential(newDev, toks[0], "env", "site-a", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := g.metric(`edgeanchor_enrollments_total{result="ledger_unavailable"}`)
+	if _, err := e2eConnectPassword(g.mqtt, newDev.DID(), pw); err == nil {
+		t.Fatal("enrolled while the ledger is down")
+	}
+	if after := g.metric(`edgeanchor_enrollments_total{result="ledger_unavailable"}`); after != before+1 {
+		t.Fatalf(`enrollments{result="ledger_unavailable"} %v -> %v, want +1`, before, after)
+	}
+}

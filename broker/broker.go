@@ -109,6 +109,11 @@ type Options struct {
 	// V3RefusalsBeforeDisconnect (default 1): MQTT 3.1.1 clients cannot be
 	// told why a publish was refused, so they are cut off at this count.
 	V3RefusalsBeforeDisconnect int
+	// SubscriberInflight bounds the unacknowledged QoS 1/2 messages queued
+	// for one subscriber (mochi's maximum_inflight, default 8,192); past it
+	// mochi drops messages to that subscriber (counted as republish or
+	// receipt drops).
+	SubscriberInflight int
 	// RevocationSweep is how often connected devices are checked against the
 	// Registry and revoked ones disconnected (default 1 s).
 	RevocationSweep time.Duration
@@ -204,6 +209,9 @@ func New(opts Options) (*Broker, error) {
 	// that falls 1,024 messages behind has republished records dropped
 	// (counted) and reads them from the HTTP API instead.
 	caps.MaximumClientWritesPending = 1024
+	if opts.SubscriberInflight > 0 {
+		caps.MaximumInflight = uint16(min(opts.SubscriberInflight, 65535))
+	}
 	caps.MaximumSessionExpiryInterval = 3600
 	caps.MaximumMessageExpiryInterval = 3600
 	b.srv = mqtt.New(&mqtt.Options{

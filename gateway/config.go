@@ -86,6 +86,10 @@ type LimitsConfig struct {
 	MaxConnections int `yaml:"max_connections"`
 	// MaxInFlight bounds publishes inside the ingest pipeline at once.
 	MaxInFlight int `yaml:"max_inflight"`
+	// SubscriberInflight bounds the unacknowledged messages queued for one
+	// subscriber (a site application); past it republished records to that
+	// subscriber are dropped and counted (edgeanchor_republish_dropped_total).
+	SubscriberInflight int `yaml:"subscriber_inflight"`
 	// V3RefusalsBeforeDisconnect: an MQTT 3.1.1 client, which cannot be told
 	// why a publish was refused, is disconnected at this many refusals.
 	V3RefusalsBeforeDisconnect int `yaml:"v3_refusals_before_disconnect"`
@@ -130,6 +134,7 @@ func DefaultConfig() Config {
 			MaxConnections:             5000,
 			MaxInFlight:                4096,
 			V3RefusalsBeforeDisconnect: 1,
+			SubscriberInflight:         8192,
 		},
 		CredentialWindow: 120 * time.Second,
 		BatchInterval:    DefaultBatchInterval,
@@ -193,6 +198,8 @@ func (c *Config) Validate() error {
 		return bad("limits.max_connections (%d) must be at least 1", c.Limits.MaxConnections)
 	case c.Limits.MaxInFlight < 1 || c.Limits.MaxInFlight > 1<<20:
 		return bad("limits.max_inflight (%d) must be within [1, 1048576]", c.Limits.MaxInFlight)
+	case c.Limits.SubscriberInflight < 1 || c.Limits.SubscriberInflight > 65535:
+		return bad("limits.subscriber_inflight (%d) must be within [1, 65535]", c.Limits.SubscriberInflight)
 	case c.Limits.V3RefusalsBeforeDisconnect < 1:
 		return bad("limits.v3_refusals_before_disconnect (%d) must be at least 1", c.Limits.V3RefusalsBeforeDisconnect)
 	case c.CredentialWindow < 5*time.Second || c.CredentialWindow > time.Hour:

@@ -151,6 +151,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		MaxPayload: cfg.Limits.MaxPayload, DeviceRate: cfg.Limits.DeviceRate, DeviceBurst: cfg.Limits.DeviceBurst,
 		MaxConnections: cfg.Limits.MaxConnections, MaxInFlight: cfg.Limits.MaxInFlight,
 		V3RefusalsBeforeDisconnect: cfg.Limits.V3RefusalsBeforeDisconnect,
+		SubscriberInflight:         cfg.Limits.SubscriberInflight,
 		TCPAddr:                    cfg.MQTT.TCP, WSAddr: cfg.MQTT.WS, TLSAddr: cfg.MQTT.TLS, TLSConfig: tlsConf,
 		Logger: g.log.With("component", "broker"), Registerer: g.reg,
 	})

@@ -917,3 +917,64 @@ func TestIngestV3RefusalsBeforeDisconnect(t *testing.T) {
 		t.Fatalf("LastGSeq = %d, want 2", e.g.Store().LastGSeq())
 	}
 }
+
+// TestRepublishBestEffort: a site application that stops acknowledging has
+// republished records dropped once its queue is full; the drops are counted
+// and every record is still stored and served.
+func TestRepublishBestEffort(t *testing.T) {
+	cfg := itConfig(t)
+	h, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Accounts = []AccountConfig{{Username: "slow", PasswordHash: string(h), Topics: []string{"ea/v1/site/+/records/#"}}}
+	cfg.Limits.SubscriberInflight = 2
+	e := itStart(t, cfg, nil, nil)
+
+	release := make(chan struct{})
+	got := make(chan struct{}, 16)
+	o := paho.NewClientOptions().AddBroker("tcp://" + e.addr()).SetClientID("slow-1").SetProtocolVersion(4).
+		SetUsername("slow").SetPassword("s3cret").SetAutoReconnect(false).SetOrderMatters(true)
+	app := paho.NewClient(o)
+	if tok := app.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("app connect: %v", tok.Error())
+	}
+	t.Cleanup(func() { app.Disconnect(0) })
+	// The handler blocks, so paho acknowledges nothing until release.
+	sub := app.Subscribe("ea/v1/site/site-a/records/#", 1, func(paho.Client, paho.Message) {
+		got <- struct{}{}
+		<-release
+	})
+	if !sub.WaitTimeout(5*time.Second) || sub.Error() != nil {
+		t.Fatalf("subscribe: %v", sub.Error())
+	}
+	defer close(release)
+
+	d := e.newDevice("env")
+	c, _, _, err := e.v3(d, d.credential(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 6
+	for seq := uint64(1); seq <= n; seq++ {
+		if tok := c.Publish(broker.UpTopic(d.did), 1, false, d.envelope(t, seq)); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %d: %v", seq, tok.Error())
+		}
+	}
+	waitMsgStruct(t, got)
+	if e.g.Store().LastGSeq() != n {
+		t.Fatalf("LastGSeq = %d, want %d: a slow subscriber must not hold up ingest", e.g.Store().LastGSeq(), n)
+	}
+	if dropped := testutil.ToFloat64(e.g.Broker().Metrics().RepublishDropped); dropped < n-2 {
+		t.Fatalf("republish_dropped = %v, want at least %d (queue of 2)", dropped, n-2)
+	}
+}
+
+func waitMsgStruct(t *testing.T, ch chan struct{}) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message within 10 s")
+	}
+}

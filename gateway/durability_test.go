@@ -13,12 +13,14 @@ import (
 )
 
 // Durability bounds: 50 clients, at most 2,000 publishes each, ~3 s of
-// publishing before the SIGKILL and ~5 s after the restart.
+// publishing before the SIGKILL; after the restart, until every client has
+// had a PUBACK again plus 1 s, at most 20 s.
 const (
 	durClients    = 50
 	durMaxPerDev  = 2000
 	durBeforeKill = 3 * time.Second
-	durAfter      = 5 * time.Second
+	durAfter      = time.Second
+	durAfterMax   = 20 * time.Second
 )
 
 // durClient is one device publishing QoS 1 in sequence; it remembers every
@@ -31,6 +33,9 @@ type durClient struct {
 	acked     []uint64
 	ackedKill int // acked before the kill
 	reconnect int
+	// ackedAfter counts PUBACKs after the kill (read by the test while the
+	// client runs).
+	ackedAfter atomic.Int64
 }
 
 func (d *durClient) run(ctx context.Context, killed *atomic.Bool) {
@@ -69,6 +74,8 @@ func (d *durClient) run(ctx context.Context, killed *atomic.Bool) {
 		d.acked = append(d.acked, seq)
 		if !killed.Load() {
 			d.ackedKill = len(d.acked)
+		} else {
+			d.ackedAfter.Add(1)
 		}
 	}
 }
@@ -112,6 +119,14 @@ func TestDurabilitySIGKILL(t *testing.T) {
 	killedAt := time.Now()
 	g.start() // same config: same ports, same data directory
 	t.Logf("gateway killed and ready again in %s", time.Since(killedAt).Round(time.Millisecond))
+	idWaitFor(t, "a PUBACK for every client after the restart", durAfterMax, func() bool {
+		for _, c := range clients {
+			if c.ackedAfter.Load() == 0 {
+				return false
+			}
+		}
+		return true
+	})
 	time.Sleep(durAfter)
 	cancel()
 	wg.Wait()

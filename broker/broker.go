@@ -364,6 +364,12 @@ func (b *Broker) sweepRevoked(ctx context.Context) {
 		reg := b.reg()
 		b.sessions.Range(func(k, v any) bool {
 			s := v.(*session)
+			if cl := k.(*mqtt.Client); !s.live.Load() && cl.Closed() {
+				// Authenticated but gone before its session was established
+				// (the CONNACK could not be written): no OnDisconnect comes.
+				b.sessions.Delete(k)
+				return true
+			}
 			if !s.device {
 				return true
 			}

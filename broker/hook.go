@@ -34,6 +34,7 @@ type session struct {
 	account  *Account // applications
 	refusals atomic.Int32
 	counted  atomic.Bool     // counted in devices_connected
+	live     atomic.Bool     // session established (OnDisconnect will follow)
 	acks     chan pendingAck // QoS 1 publishes awaiting their write, in order (devices)
 }
 
@@ -111,6 +112,7 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if s == nil {
 		return
 	}
+	s.live.Store(true)
 	b.metrics.Connects.Inc()
 	if s.device && s.counted.CompareAndSwap(false, true) {
 		b.metrics.DevicesConnected.Inc()

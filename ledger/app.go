@@ -39,6 +39,7 @@ type App struct {
 
 	mu      sync.Mutex
 	db      dbm.DB
+	state   *committed // the database, with decoded gateway records
 	log     *slog.Logger
 	metrics *Metrics
 
@@ -78,7 +79,8 @@ func NewApp(db dbm.DB, logger *slog.Logger, metrics *Metrics) (*App, error) {
 		keys:       map[string]*ecdsa.PublicKey{},
 		parsed:     map[string]*parsedTx{},
 	}
-	st := newOverlay(dbReader{db})
+	a.state = newCommitted(db)
+	st := newOverlay(a.state)
 	var m meta
 	if _, err := st.getJSON(keyMeta, &m); err != nil {
 		return nil, err
@@ -132,7 +134,7 @@ func (a *App) base() reader {
 	if a.initStage != nil {
 		return a.initStage
 	}
-	return dbReader{a.db}
+	return a.state
 }
 
 // Info reports the last committed height and app hash.
@@ -169,7 +171,7 @@ func (a *App) InitChain(_ context.Context, req *abci.RequestInitChain) (*abci.Re
 	if err != nil {
 		return nil, fmt.Errorf("ledger: InitChain: %w", err)
 	}
-	st := newOverlay(dbReader{a.db})
+	st := newOverlay(a.state)
 	st.set(keyGenesis, canon)
 	for _, gw := range g.Gateways {
 		st.setJSON(keyGateway(gw.DID), &GatewayRecord{
@@ -287,9 +289,13 @@ func (a *App) Commit(context.Context, *abci.RequestCommit) (*abci.ResponseCommit
 	if err := batch.WriteSync(); err != nil {
 		return nil, fmt.Errorf("ledger: commit height %d: %w", a.blockH, err)
 	}
+	if a.initStage != nil {
+		a.state.forget(a.initStage.writes)
+	}
+	a.state.forget(a.block.writes)
 	a.height, a.appHash = a.blockH, a.blockHash
 	a.block, a.initStage = nil, nil
-	a.checkState = newOverlay(dbReader{a.db})
+	a.checkState = newOverlay(a.state)
 	return &abci.ResponseCommit{}, nil
 }
 

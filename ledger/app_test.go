@@ -114,7 +114,7 @@ func TestFinalizeBlockSequential(t *testing.T) {
 		t.Fatalf("codes %v, want %v", codes, want)
 	}
 	var g GatewayRecord
-	if _, err := newOverlay(dbReader{f.db}).getJSON(keyGateway(f.gw.DID()), &g); err != nil || g.LastSeq != 2 || g.LastHash != h2.Hash() {
+	if _, err := newOverlay(newCommitted(f.db)).getJSON(keyGateway(f.gw.DID()), &g); err != nil || g.LastSeq != 2 || g.LastHash != h2.Hash() {
 		t.Fatalf("gateway after block: %+v %v", g, err)
 	}
 }

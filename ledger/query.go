@@ -33,7 +33,7 @@ func (a *App) Query(_ context.Context, req *abci.RequestQuery) (*abci.ResponseQu
 
 func (a *App) query(path string) ([]byte, *refusal) {
 	parts := strings.Split(strings.TrimPrefix(path, "/"), "/")
-	st := newOverlay(dbReader{a.db})
+	st := newOverlay(a.state)
 	did := func(s string) (device.DID, *refusal) {
 		d, err := device.ParseDID(s)
 		if err != nil {

@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"sort"
+	"strings"
 
 	dbm "github.com/cometbft/cometbft-db"
 
@@ -100,19 +102,68 @@ func keyRoot(root anchor.Hash, gw device.DID, seq uint64) string {
 }
 func keyBody(h anchor.Hash) string { return "h/" + h.String() }
 
-// reader reads committed (or staged) state.
+// reader reads committed (or staged) state: raw values, or records decoded
+// into a pointer (found reports whether the key exists).
 type reader interface {
 	get(key string) ([]byte, error)
+	getJSON(key string, v any) (found bool, err error)
 }
 
-type dbReader struct{ db dbm.DB }
+// committed reads the database. It keeps decoded gateway records, which
+// every anchor reads several times (CheckTx, proposal checks, FinalizeBlock);
+// Commit drops the entries of the keys it writes.
+type committed struct {
+	db    dbm.DB
+	cache map[string]any // key → decoded record (pointer), "g/" keys only
+}
 
-func (r dbReader) get(key string) ([]byte, error) {
-	v, err := r.db.Get([]byte(key))
+const maxDecodedCache = 4096
+
+func newCommitted(db dbm.DB) *committed {
+	return &committed{db: db, cache: map[string]any{}}
+}
+
+func (c *committed) get(key string) ([]byte, error) {
+	v, err := c.db.Get([]byte(key))
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read state: %w", err)
 	}
 	return v, nil
+}
+
+func (c *committed) getJSON(key string, v any) (bool, error) {
+	if obj, ok := c.cache[key]; ok && copyRecord(v, obj) {
+		return true, nil
+	}
+	b, err := c.get(key)
+	if err != nil || b == nil {
+		return false, err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return false, fmt.Errorf("ledger: corrupt state at %q: %w", key, err)
+	}
+	if strings.HasPrefix(key, "g/") {
+		if len(c.cache) >= maxDecodedCache {
+			clear(c.cache)
+		}
+		c.cache[key] = cloneRecord(v)
+	}
+	return true, nil
+}
+
+// forget drops decoded entries of keys that were just written.
+func (c *committed) forget(keys map[string]*entry) {
+	for k := range keys {
+		delete(c.cache, k)
+	}
+}
+
+// entry is a staged write: raw bytes, or a record encoded only when the
+// overlay is flushed (CheckTx and proposal overlays are never flushed, so
+// they never pay for encoding).
+type entry struct {
+	raw []byte
+	obj any
 }
 
 // overlay stages writes on top of a reader. FinalizeBlock stages a block in
@@ -120,39 +171,49 @@ func (r dbReader) get(key string) ([]byte, error) {
 // proposal checks use throwaway overlays.
 type overlay struct {
 	parent reader
-	writes map[string][]byte
+	writes map[string]*entry
 }
 
 func newOverlay(parent reader) *overlay {
-	return &overlay{parent: parent, writes: map[string][]byte{}}
+	return &overlay{parent: parent, writes: map[string]*entry{}}
 }
 
 func (o *overlay) get(key string) ([]byte, error) {
-	if v, ok := o.writes[key]; ok {
-		return v, nil
+	if e, ok := o.writes[key]; ok {
+		return e.bytes(), nil
 	}
 	return o.parent.get(key)
 }
 
-func (o *overlay) set(key string, v []byte) { o.writes[key] = v }
+func (o *overlay) set(key string, v []byte) { o.writes[key] = &entry{raw: v} }
 
 func (o *overlay) getJSON(key string, v any) (bool, error) {
-	b, err := o.get(key)
-	if err != nil || b == nil {
-		return false, err
+	e, ok := o.writes[key]
+	if !ok {
+		return o.parent.getJSON(key, v)
 	}
-	if err := json.Unmarshal(b, v); err != nil {
+	if e.obj != nil && copyRecord(v, e.obj) {
+		return true, nil
+	}
+	if err := json.Unmarshal(e.bytes(), v); err != nil {
 		return false, fmt.Errorf("ledger: corrupt state at %q: %w", key, err)
 	}
 	return true, nil
 }
 
-func (o *overlay) setJSON(key string, v any) {
-	b, err := json.Marshal(v)
-	if err != nil { // records hold strings, numbers and bytes only
-		panic("ledger: encode state: " + err.Error())
+// setJSON stages a record (a pointer to a struct); later changes to *v do
+// not reach the overlay.
+func (o *overlay) setJSON(key string, v any) { o.writes[key] = &entry{obj: cloneRecord(v)} }
+
+func (e *entry) bytes() []byte {
+	if e.raw == nil && e.obj != nil {
+		b, err := json.Marshal(e.obj)
+		if err != nil { // records hold strings, numbers and bytes only
+			panic("ledger: encode state: " + err.Error())
+		}
+		e.raw = b
 	}
-	o.set(key, b)
+	return e.raw
 }
 
 // flush writes the staged writes into a batch, in sorted key order.
@@ -163,11 +224,30 @@ func (o *overlay) flush(b dbm.Batch) error {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if err := b.Set([]byte(k), o.writes[k]); err != nil {
+		if err := b.Set([]byte(k), o.writes[k].bytes()); err != nil {
 			return fmt.Errorf("ledger: stage write: %w", err)
 		}
 	}
 	return nil
+}
+
+// cloneRecord returns a shallow copy of the struct v points to. Records'
+// byte slices are never modified in place, so sharing them is safe.
+func cloneRecord(v any) any {
+	rv := reflect.ValueOf(v)
+	c := reflect.New(rv.Type().Elem())
+	c.Elem().Set(rv.Elem())
+	return c.Interface()
+}
+
+// copyRecord sets *dst = *src if both point to the same type.
+func copyRecord(dst, src any) bool {
+	dv, sv := reflect.ValueOf(dst), reflect.ValueOf(src)
+	if dv.Type() != sv.Type() {
+		return false
+	}
+	dv.Elem().Set(sv.Elem())
+	return true
 }
 
 // appHashStep folds one block into the app hash chain (docs/ledger.md):

@@ -178,7 +178,7 @@ func (b *Broker) checkCredential(did device.DID, pw string) (DeviceInfo, error) 
 		return DeviceInfo{}, authErr(ReasonMalformed, "credential: %v", err)
 	}
 	info, ok := b.reg().Lookup(did)
-	if !ok {
+	if !ok || info.Pub == nil {
 		return info, authErr(ReasonUnknownDevice, "not registered")
 	}
 	if info.Site != b.opts.Site {
@@ -368,6 +368,9 @@ func (b *Broker) begin(s *session, pk packets.Packet) (func() (Accepted, error),
 	}
 	if dev.Revoked {
 		return nil, &Refusal{Reason: ReasonRevoked}
+	}
+	if dev.Pub == nil {
+		return nil, &Refusal{Reason: ReasonUnknownDevice, Err: errors.New("registry holds no key")}
 	}
 	if !b.limiter.allow(dev.DID, time.Now()) {
 		return nil, &Refusal{Reason: ReasonRateLimited}

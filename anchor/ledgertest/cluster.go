@@ -108,7 +108,10 @@ func StartClusterWith(t testing.TB, n int, opts ClusterOptions) *Cluster {
 // of each node, spaced by 10) are free right now.
 func freeBase(n int) (int, bool) {
 	for range 20 {
-		base := 20000 + 10*rand.IntN(3500)
+		// below the kernel's ephemeral range (32768-60999 by default), so
+		// that no outgoing connection or :0 listener of another test holds
+		// one of these ports
+		base := 20000 + 10*rand.IntN(1200)
 		ok := true
 		for k := 0; k < n && ok; k++ {
 			for off := 0; off < 3; off++ {

@@ -965,8 +965,10 @@ func TestRepublishBestEffort(t *testing.T) {
 	if e.g.Store().LastGSeq() != n {
 		t.Fatalf("LastGSeq = %d, want %d: a slow subscriber must not hold up ingest", e.g.Store().LastGSeq(), n)
 	}
-	if dropped := testutil.ToFloat64(e.g.Broker().Metrics().RepublishDropped); dropped < n-2 {
-		t.Fatalf("republish_dropped = %v, want at least %d (queue of 2)", dropped, n-2)
+	// With a queue of 2 and the handler stuck, at most 2 (3 if paho acked
+	// the first before calling the handler) of the 6 can be queued.
+	if dropped := testutil.ToFloat64(e.g.Broker().Metrics().RepublishDropped); dropped < n-3 {
+		t.Fatalf("republish_dropped = %v, want at least %d (queue of 2)", dropped, n-3)
 	}
 }
 

@@ -99,6 +99,7 @@ func durEnvelope(dev *device.KeySigner, seq uint64) []byte {
 // run 1..N without a gap or a repeat, and the clients went on publishing
 // after the restart with their next seqs.
 func TestDurabilitySIGKILL(t *testing.T) {
+	t.Parallel()
 	env := newLedgerEnv(t, "site-a")
 	devs := registerDevices(t, env, durClients)
 	g := startGatewayProc(t, env, "")

@@ -85,6 +85,7 @@ func (e *enrollEnv) onLedger(t *testing.T, did device.DID) bool {
 }
 
 func TestEnrollRegistersOnLedger(t *testing.T) {
+	t.Parallel()
 	e := newEnrollEnv(t)
 	ctx := context.Background()
 	now := time.Now()
@@ -123,6 +124,7 @@ func TestEnrollRegistersOnLedger(t *testing.T) {
 
 // Every refusal has its reason, spends no token and registers nothing.
 func TestEnrollRefusals(t *testing.T) {
+	t.Parallel()
 	e := newEnrollEnv(t)
 	ctx := context.Background()
 	now := time.Now()
@@ -217,6 +219,7 @@ func TestEnrollRefusals(t *testing.T) {
 
 // Of many devices racing for one token, exactly one is registered.
 func TestEnrollConcurrentTokenUse(t *testing.T) {
+	t.Parallel()
 	e := newEnrollEnv(t)
 	now := time.Now()
 	tok := e.token(t, "site-a", "survey", time.Hour, now)
@@ -258,6 +261,7 @@ func TestEnrollConcurrentTokenUse(t *testing.T) {
 // The ledger refuses a registration for another site than the gateway's:
 // ledger_refused, and the token is given back.
 func TestEnrollLedgerRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnrollEnv(t)
 	now := time.Now()
 	tok := e.token(t, "site-b", "env", time.Hour, now)

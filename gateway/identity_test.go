@@ -81,6 +81,7 @@ func idWaitFor(t *testing.T, what string, limit time.Duration, cond func() bool)
 // and revocations block by block, ignores other gateways' devices, and hands
 // out one key pointer per device.
 func TestIdentityCacheFollowsLedger(t *testing.T) {
+	t.Parallel()
 	e := newLedgerEnv(t, "site-a")
 	other := ledgertest.NewGateway(t, "site-b")
 	e.submit(t, other.RegisterTx(t, e.node.Admin))

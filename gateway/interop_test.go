@@ -133,6 +133,7 @@ func createTokenAPI(t *testing.T, g *gwProc, site, kind, ttl string) string {
 // 3.1.1 with a connect credential); both records are stored with receipts
 // that verify against the gateway's key, and the device is on the ledger.
 func TestInteropOpensslMosquitto(t *testing.T) {
+	t.Parallel()
 	env := newLedgerEnv(t, "site-a")
 	g := startGatewayProc(t, env, "")
 	tok := createTokenCLI(t, g, "site-a", "env", "10m") // while the gateway runs
@@ -185,6 +186,7 @@ func TestInteropOpensslMosquitto(t *testing.T) {
 // Used, expired, wrong-site and wrong-kind tokens are refused at CONNECT
 // with their reasons; nothing is registered on the ledger or stored.
 func TestInteropTokenRefusals(t *testing.T) {
+	t.Parallel()
 	env := newLedgerEnv(t, "site-a")
 	g := startGatewayProc(t, env, "")
 	good := createTokenCLI(t, g, "site-a", "env", "10m")

@@ -44,6 +44,7 @@ func registerDevices(t *testing.T, env *ledgerEnv, n int) []*device.KeySigner {
 // connected device off within 5 s, its next CONNECT is refused as revoked,
 // and a device that was not revoked carries on.
 func TestRevocationCutsDeviceOff(t *testing.T) {
+	t.Parallel()
 	env := newLedgerEnv(t, "site-a")
 	devs := registerDevices(t, env, 2)
 	victim, bystander := devs[0], devs[1]
@@ -119,6 +120,7 @@ func TestRevocationCutsDeviceOff(t *testing.T) {
 // reports the ledger, and known devices still connect and publish (the
 // retry-and-resume side is TestIdentityCacheSurvivesOutage).
 func TestIdentitySurvivesLedgerOutage(t *testing.T) {
+	t.Parallel()
 	env := newLedgerEnv(t, "site-a")
 	devs := registerDevices(t, env, 1)
 	a := devs[0]

@@ -180,6 +180,19 @@ func (c *Cluster) Kill(i int) {
 	c.procs[i], c.logs[i] = nil, nil
 }
 
+// PIDs returns the process ids of the running nodes.
+func (c *Cluster) PIDs() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []int
+	for _, cmd := range c.procs {
+		if cmd != nil {
+			out = append(out, cmd.Process.Pid)
+		}
+	}
+	return out
+}
+
 // Running reports whether node i's process runs.
 func (c *Cluster) Running(i int) bool {
 	c.mu.Lock()

@@ -34,6 +34,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -56,6 +57,39 @@ type phaseResult struct {
 	TxPerBlock      float64 `json:"tx_per_block"`
 	Refused         int64   `json:"refused"`
 	OtherErrors     int64   `json:"other_errors"`
+	// CPU time used during the phase by all validator processes together
+	// and by the load generator (this process: gateways and clients).
+	NodesCPUSeconds float64 `json:"validators_cpu_s"`
+	NodesCPUPerTxMs float64 `json:"validators_cpu_ms_per_tx"`
+	GenCPUSeconds   float64 `json:"loadgen_cpu_s"`
+}
+
+// procCPU is the user+system CPU time of the processes pids, from
+// /proc/PID/stat (clock ticks of 10 ms).
+func procCPU(pids []int) float64 {
+	var ticks float64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// fields after the ")" of the command name: state is field 3,
+		// utime 14 and stime 15 (1-based)
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) > 12 {
+			u, _ := strconv.ParseFloat(f[11], 64)
+			st, _ := strconv.ParseFloat(f[12], 64)
+			ticks += u + st
+		}
+	}
+	return ticks / 100
+}
+
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 type caseResult struct {
@@ -120,8 +154,9 @@ func BenchmarkAnchorBatch(b *testing.B) {
 				name string
 				p    phaseResult
 			}{{"capacity", r.Capacity}, {"target", r.Target}, {"light", r.Light}} {
-				b.Logf("validators=%d %-8s offered %5.0f tx/s: committed %6.0f tx/s, commit p50 %5.0f ms p90 %5.0f p99 %5.0f max %5.0f, %4.0f tx/block, refused %d, errors %d",
-					nv, ph.name, ph.p.OfferedTxPerSec, ph.p.TxPerSec, ph.p.P50Ms, ph.p.P90Ms, ph.p.P99Ms, ph.p.MaxMs, ph.p.TxPerBlock, ph.p.Refused, ph.p.OtherErrors)
+				b.Logf("validators=%d %-8s offered %5.0f tx/s: committed %6.0f tx/s, commit p50 %5.0f ms p90 %5.0f p99 %5.0f max %5.0f, %4.0f tx/block, refused %d, errors %d; CPU validators %.1fs (%.2f ms/tx), loadgen %.1fs",
+					nv, ph.name, ph.p.OfferedTxPerSec, ph.p.TxPerSec, ph.p.P50Ms, ph.p.P90Ms, ph.p.P99Ms, ph.p.MaxMs, ph.p.TxPerBlock, ph.p.Refused, ph.p.OtherErrors,
+					ph.p.NodesCPUSeconds, ph.p.NodesCPUPerTxMs, ph.p.GenCPUSeconds)
 			}
 		})
 	}
@@ -204,12 +239,12 @@ func runCase(b *testing.B, validators int) caseResult {
 		return loadShape{window: pacedWindow, interval: time.Duration(float64(time.Second) * float64(gateways) / float64(rate))}
 	}
 	r := caseResult{Validators: validators, Gateways: gateways, TimeoutCommit: cl.TimeoutCommit}
-	r.Capacity = load(ctx, b, clients, gws, seconds, maxTx, loadShape{window: window})
+	r.Capacity = load(ctx, b, cl, clients, gws, seconds, maxTx, loadShape{window: window})
 	r.Capacity.WindowPerGW = window
-	r.Target = load(ctx, b, clients, gws, seconds, maxTx, paced(rate))
+	r.Target = load(ctx, b, cl, clients, gws, seconds, maxTx, paced(rate))
 	r.Target.OfferedTxPerSec = float64(rate)
 	r.Target.WindowPerGW = pacedWindow
-	r.Light = load(ctx, b, clients, gws, seconds, maxTx, paced(lightRate))
+	r.Light = load(ctx, b, cl, clients, gws, seconds, maxTx, paced(lightRate))
 	r.Light.OfferedTxPerSec = float64(lightRate)
 	r.Light.WindowPerGW = pacedWindow
 	for _, p := range []phaseResult{r.Capacity, r.Target, r.Light} {
@@ -231,7 +266,9 @@ type loadResult struct {
 }
 
 // load runs gateways against the clients for seconds and measures commits.
-func load(ctx context.Context, b testing.TB, clients []*anchor.Client, gws []*ledgertest.Gateway, seconds int, maxTx int64, sh loadShape) phaseResult {
+func load(ctx context.Context, b testing.TB, cl *ledgertest.Cluster, clients []*anchor.Client, gws []*ledgertest.Gateway, seconds int, maxTx int64, sh loadShape) phaseResult {
+	pids := cl.PIDs()
+	nodeCPU0, genCPU0 := procCPU(pids), selfCPU()
 	var (
 		mu        sync.Mutex
 		lat       []time.Duration
@@ -331,6 +368,7 @@ func load(ctx context.Context, b testing.TB, clients []*anchor.Client, gws []*le
 	<-loadCtx.Done()
 	elapsed := time.Since(start)
 	endHeight, _ := clients[0].Height(ctx)
+	nodeCPU, genCPU := procCPU(pids)-nodeCPU0, selfCPU()-genCPU0
 	wg.Wait() // drain: every header sent is waited for
 
 	slices.Sort(lat)
@@ -348,6 +386,10 @@ func load(ctx context.Context, b testing.TB, clients []*anchor.Client, gws []*le
 	}
 	if r.Blocks > 0 {
 		r.TxPerBlock = float64(r.Committed) / float64(r.Blocks)
+	}
+	r.NodesCPUSeconds, r.GenCPUSeconds = nodeCPU, genCPU
+	if r.Committed > 0 {
+		r.NodesCPUPerTxMs = 1000 * nodeCPU / float64(r.Committed)
 	}
 	return r
 }

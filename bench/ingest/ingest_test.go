@@ -3,9 +3,12 @@ package ingest
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -37,6 +40,42 @@ type run struct {
 	ServerCPUCores   float64 `json:"server_cpu_cores"` // CPU seconds / wall seconds
 	ServerRSSMB      float64 `json:"server_rss_mb"`
 	ServerPeakRSSMB  float64 `json:"server_peak_rss_mb"`
+	// Gateway means over the run from its own /metrics: publish received
+	// to stored (before PUBACK), one group commit, records per group.
+	GatewayIngestMeanMs   float64 `json:"gateway_ingest_mean_ms,omitempty"`
+	GatewayStoreWriteMs   float64 `json:"gateway_store_write_mean_ms,omitempty"`
+	GatewayRecordsPerSync float64 `json:"gateway_records_per_group,omitempty"`
+}
+
+// scrape returns the sum and count samples of the histograms named in
+// /metrics of the gateway at httpAddr.
+func scrape(httpAddr string) map[string]float64 {
+	out := map[string]float64{}
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		name, val, ok := strings.Cut(line, " ")
+		if !ok || strings.HasPrefix(name, "#") {
+			continue
+		}
+		if strings.HasSuffix(name, "_sum") || strings.HasSuffix(name, "_count") {
+			v, _ := strconv.ParseFloat(val, 64)
+			out[name] = v
+		}
+	}
+	return out
+}
+
+func mean(after, before map[string]float64, name string, scale float64) float64 {
+	n := after[name+"_count"] - before[name+"_count"]
+	if n <= 0 {
+		return 0
+	}
+	return (after[name+"_sum"] - before[name+"_sum"]) / n * scale
 }
 
 type results struct {
@@ -62,6 +101,10 @@ func loadavg() string {
 // memory to the result.
 func measure(b *testing.B, name, server string, c *child, spec loadSpec) run {
 	b.Helper()
+	var mBefore map[string]float64
+	if len(c.addrs) > 1 {
+		mBefore = scrape(c.addrs[1])
+	}
 	before := c.stats(b)
 	res, err := runLoad(context.Background(), spec)
 	if err != nil {
@@ -73,6 +116,14 @@ func measure(b *testing.B, name, server string, c *child, spec loadSpec) run {
 		ServerRSSMB:      after.RSSMB, ServerPeakRSSMB: after.PeakRSSMB}
 	if res.Seconds > 0 {
 		r.ServerCPUCores = r.ServerCPUSeconds / res.Seconds
+	}
+	if len(c.addrs) > 1 {
+		mAfter := scrape(c.addrs[1])
+		r.GatewayIngestMeanMs = mean(mAfter, mBefore, "edgeanchor_ingest_latency_seconds", 1000)
+		r.GatewayStoreWriteMs = mean(mAfter, mBefore, "edgeanchor_store_write_seconds", 1000)
+		r.GatewayRecordsPerSync = mean(mAfter, mBefore, "edgeanchor_store_group_records", 1)
+		b.Logf("%-28s gateway: ingest mean %.2f ms, group commit mean %.2f ms, %.0f records per group",
+			name, r.GatewayIngestMeanMs, r.GatewayStoreWriteMs, r.GatewayRecordsPerSync)
 	}
 	b.Logf("%-28s acked %7d in %5.2fs = %8.0f msgs/s  p50 %6.2f ms  p99 %7.2f ms  server CPU %5.1fs (%.2f cores)  RSS %5.0f MB (peak %5.0f)",
 		name, res.Acked, res.Seconds, res.MsgsPerS, res.P50ms, res.P99ms, r.ServerCPUSeconds, r.ServerCPUCores, r.ServerRSSMB, r.ServerPeakRSSMB)

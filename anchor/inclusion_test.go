@@ -263,3 +263,28 @@ func FuzzAnchorProof(f *testing.F) {
 		}
 	})
 }
+
+// FuzzTrust: decoding and validating arbitrary trust files never panics;
+// whatever validates keeps validating after a JSON round trip.
+func FuzzTrust(f *testing.F) {
+	b, err := os.ReadFile(goldenTrust)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Add([]byte(`{"version":1,"mode":"genesis","chain_id":"x","trusting_period":"1h","validators":{"validators":[]}}`))
+	f.Add([]byte(`{"version":1,"mode":"header","height":1,"header_hash":"zz"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var tr anchor.Trust
+		if err := json.Unmarshal(data, &tr); err != nil {
+			return
+		}
+		if tr.Validate() != nil {
+			return
+		}
+		again := roundTrip(t, &tr)
+		if err := again.Validate(); err != nil {
+			t.Fatalf("valid trust invalid after round trip: %v", err)
+		}
+	})
+}

@@ -51,6 +51,12 @@ type Config struct {
 	// Store tunes Badger for a small box.
 	Store StoreConfig `yaml:"store"`
 
+	// MemoryLimitMB is the Go runtime's soft memory limit for the gateway
+	// process (debug.SetMemoryLimit), applied by Run unless GOMEMLIMIT is
+	// set; 0 leaves the runtime alone. The GC works harder near it instead
+	// of letting the heap double.
+	MemoryLimitMB int `yaml:"memory_limit_mb"`
+
 	// Accounts are site applications that read verified records.
 	Accounts []AccountConfig `yaml:"accounts"`
 }
@@ -139,6 +145,7 @@ func DefaultConfig() Config {
 		CredentialWindow: 120 * time.Second,
 		BatchInterval:    DefaultBatchInterval,
 		BatchSize:        DefaultBatchSize, // issue 6: 10,000
+		MemoryLimitMB:    160,
 		Store: StoreConfig{
 			MemTableMB:      8,
 			BlockCacheMB:    8,
@@ -208,6 +215,8 @@ func (c *Config) Validate() error {
 		return bad("batch_interval (%s) must be within [10ms, 1h]", c.BatchInterval)
 	case c.BatchSize < 1 || c.BatchSize > 1_000_000:
 		return bad("batch_size (%d) must be within [1, 1000000]", c.BatchSize)
+	case c.MemoryLimitMB != 0 && (c.MemoryLimitMB < 64 || c.MemoryLimitMB > 1<<20):
+		return bad("memory_limit_mb (%d) must be 0 or within [64, 1048576]", c.MemoryLimitMB)
 	case c.Store.MemTableMB < 4 || c.Store.MemTableMB > 256:
 		return bad("store.memtable_mb (%d) must be within [4, 256]", c.Store.MemTableMB)
 	case c.Store.BlockCacheMB < 0 || c.Store.BlockCacheMB > 4096:

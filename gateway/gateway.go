@@ -36,7 +36,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -215,6 +217,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.ran = true
 	g.closeMu.Unlock()
 
+	if g.cfg.MemoryLimitMB > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		prev := debug.SetMemoryLimit(int64(g.cfg.MemoryLimitMB) << 20)
+		defer debug.SetMemoryLimit(prev)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, len(g.svcs)+1)

@@ -10,8 +10,9 @@ package gateway
 //	        Signer, Registry, Enroller, LedgerPing})
 //	g.Store()      *Store: the record store (Badger, group commit)
 //	    .LastGSeq() / .Changed() (closed at the next commit) / .Get(gseq)
-//	    .Range(from, to, fn) / .ScanRecords (batcher RecordSource)
+//	    .Range(from, to, fn) (the batcher's RecordSource)
 //	    .DeviceRecords(did, fromSeq, toSeq, limit) / .LastSeq(did)
+//	    .Append(ctx, Pending) / .Enqueue (queue now, wait later)
 //	    .DB() *badger.DB: keep your own key prefix; r/, d/, l/ are the
 //	    store's (see store.go); SyncWrites is on.
 //	    Record.LeafData() = salt ‖ receipt body (the Merkle leaf data).
@@ -27,6 +28,9 @@ package gateway
 //	g.Registerer() the metrics registerer (register your own metrics there).
 //	g.Run(ctx)     blocks until ctx ends or a component fails; g.Close()
 //	    releases everything if Run was never called.
+//	Metrics: the broker's (broker/metrics.go) and the store's (metrics.go)
+//	    are registered by New; edgeanchor_store_write_seconds is one group
+//	    commit from submit to fsync'd, edgeanchor_store_group_records its size.
 
 import (
 	"context"

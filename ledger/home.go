@@ -129,6 +129,7 @@ func ConsortiumDefaults(c *cfg.Config) {
 	c.P2P.PexReactor = false // members are known: persistent_peers, no address gossip
 	c.TxIndex.Indexer = "kv"
 	c.Instrumentation.Prometheus = true
+	c.Mempool.Recheck = true // CheckTx's view is rebuilt by rechecks after each block
 	c.Mempool.Size = 10000
 	c.Mempool.CacheSize = 20000
 	c.Mempool.MaxTxBytes = 64 << 10

@@ -29,9 +29,11 @@ import (
 // *RefusedError (errors.As).
 var (
 	// ErrUnreachable means the ledger's RPC did not answer (connection
-	// refused, timeout, HTTP failure) after the client's bounded retries.
-	// Nothing is known about the tx: keep it and submit the same bytes again
-	// later (a resubmission of a committed tx returns its receipt).
+	// refused, timeout, HTTP failure), or could not take a tx for a reason
+	// other than a refusal (mempool full, node stopping), after the client's
+	// bounded retries. Nothing is known about the tx: keep it and submit the
+	// same bytes again later (a resubmission of a committed tx returns its
+	// receipt).
 	ErrUnreachable = errors.New("anchor: ledger unreachable")
 	// ErrCommitTimeout means the ledger took the tx into its mempool but did
 	// not commit it within ClientOptions.CommitTimeout. Submit the same bytes
@@ -170,9 +172,7 @@ func (c *Client) Close() error {
 	c.mu.Unlock()
 	c.cancel()
 	c.wg.Wait()
-	if t, ok := c.http.Transport.(*http.Transport); ok {
-		t.CloseIdleConnections()
-	}
+	c.closeIdle()
 	return nil
 }
 
@@ -197,17 +197,26 @@ func isUnreachable(err error) bool {
 
 // call runs f, retrying with doubling backoff while the RPC is unreachable.
 func (c *Client) call(ctx context.Context, what string, f func(context.Context) error) error {
+	return c.callRetry(ctx, what, isUnreachable, f)
+}
+
+// callRetry runs f, retrying with doubling backoff (at most Retries times)
+// while retryable(err); it then returns an error wrapping ErrUnreachable.
+// Connections are dropped before a retry, so that a node restarted on the
+// same address is dialled afresh.
+func (c *Client) callRetry(ctx context.Context, what string, retryable func(error) bool, f func(context.Context) error) error {
 	delay := c.opts.Backoff
 	var err error
 	for attempt := 0; ; attempt++ {
 		err = f(ctx)
-		if !isUnreachable(err) {
+		if err == nil || !retryable(err) {
 			return err
 		}
+		c.closeIdle()
 		if attempt >= c.opts.Retries {
 			break
 		}
-		c.log.Debug("ledger rpc unreachable, retrying", "call", what, "attempt", attempt+1, "error", err)
+		c.log.Debug("ledger rpc unavailable, retrying", "call", what, "attempt", attempt+1, "error", err)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w: %s: %v (%v)", ErrUnreachable, what, ctx.Err(), err)
@@ -216,6 +225,24 @@ func (c *Client) call(ctx context.Context, what string, f func(context.Context) 
 		delay *= 2
 	}
 	return fmt.Errorf("%w: %s: %v", ErrUnreachable, what, err)
+}
+
+func (c *Client) closeIdle() {
+	if t, ok := c.http.Transport.(*http.Transport); ok {
+		t.CloseIdleConnections()
+	}
+}
+
+// broadcastRetryable: besides an unreachable RPC, a broadcast answered by
+// an RPC error other than "already in cache" (mempool full, node stopping,
+// internal error) says nothing about the tx: the same bytes may be sent
+// again later.
+func broadcastRetryable(err error) bool {
+	if isUnreachable(err) {
+		return true
+	}
+	var rpcErr *rpctypes.RPCError
+	return errors.As(err, &rpcErr) && !strings.Contains(rpcErr.Data, "already exists in cache")
 }
 
 func rpcErrorData(err error) string {
@@ -276,7 +303,7 @@ func (c *Client) Broadcast(ctx context.Context, tx []byte) (*Pending, error) {
 	}
 
 	var res *ctypes.ResultBroadcastTx
-	err = c.call(ctx, "broadcast_tx_sync", func(ctx context.Context) error {
+	err = c.callRetry(ctx, "broadcast_tx_sync", broadcastRetryable, func(ctx context.Context) error {
 		var e error
 		res, e = c.rpc.BroadcastTxSync(ctx, tx)
 		return e
@@ -577,6 +604,9 @@ func (c *Client) watch(ctx context.Context, next int64, fn func(*Block) error, t
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if err != nil {
+			c.closeIdle() // a node restarted on the same address is dialled afresh
 		}
 		if !tick(err) {
 			return nil

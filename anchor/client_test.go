@@ -255,3 +255,36 @@ func TestWatchBlocksSeesDeviceEvents(t *testing.T) {
 		t.Fatalf("watch returned %v, want context.Canceled", err)
 	}
 }
+
+// TestClientLedgerOutage: while the node is down a submit fails with
+// ErrUnreachable (not a refusal); once it is back the same bytes commit.
+func TestClientLedgerOutage(t *testing.T) {
+	n := ledgertest.StartSingle(t)
+	c := newClient(t, n.RPC, anchor.ClientOptions{Retries: 1, Backoff: 20 * time.Millisecond, RequestTimeout: time.Second})
+	gw := ledgertest.NewGateway(t, "site-a")
+	submit(t, c, gw.RegisterTx(t, n.Admin))
+	before := submit(t, c, func() []byte { tx, _ := gw.NextAnchor(t, 5); return tx }())
+
+	n.Stop()
+	tx, _ := gw.NextAnchor(t, 5)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := c.Submit(ctx, tx)
+	if !errors.Is(err, anchor.ErrUnreachable) {
+		t.Fatalf("submit while down: err = %v, want ErrUnreachable", err)
+	}
+	var ref *anchor.RefusedError
+	if errors.As(err, &ref) {
+		t.Fatalf("outage reported as a refusal: %+v", ref)
+	}
+
+	n.Restart()
+	r := submit(t, c, tx)
+	if r.Height <= before.Height {
+		t.Fatalf("after restart: committed at %d, before the outage at %d", r.Height, before.Height)
+	}
+	last, err := c.LastBatch(ctx, gw.DID())
+	if err != nil || last.Seq != 2 {
+		t.Fatalf("last batch after the outage = %+v, %v", last, err)
+	}
+}

@@ -25,6 +25,8 @@ const (
 	msgs200         = 500    // per device, 200 devices: 100,000 publishes
 	msgs1000        = 100    // per device, 1,000 devices: 100,000 publishes
 	fixedRateMsgs   = 50     // per device, 1,000 devices at 10,000/s: 5 s
+	halfRate        = 5_000  // a second fixed-rate run, for latency below saturation
+	halfRateMsgs    = 25     // per device, 1,000 devices at 5,000/s: 5 s
 	runLimit        = 90 * time.Second
 	resultsRelative = "../results/ingest.json"
 )
@@ -165,14 +167,14 @@ const quickEnv = "EDGEANCHOR_BENCH_QUICK"
 
 func benchIngest(b *testing.B) {
 	t0 := time.Now()
-	msgs200, msgs1000, fixedRateMsgs := msgs200, msgs1000, fixedRateMsgs
+	msgs200, msgs1000, fixedRateMsgs, halfRateMsgs := msgs200, msgs1000, fixedRateMsgs, halfRateMsgs
 	if os.Getenv(quickEnv) != "" {
-		msgs200, msgs1000, fixedRateMsgs = msgs200/10, msgs1000/10, fixedRateMsgs/10
+		msgs200, msgs1000, fixedRateMsgs, halfRateMsgs = msgs200/10, msgs1000/10, fixedRateMsgs/10, halfRateMsgs/5
 	}
 	f200 := newFleet(b, 200, msgs200)
-	f1000 := newFleet(b, 1000, msgs1000+fixedRateMsgs)
+	f1000 := newFleet(b, 1000, msgs1000+fixedRateMsgs+halfRateMsgs)
 	b.Logf("signed %d envelopes for 1,200 devices in %s (before any clock starts)",
-		200*msgs200+1000*(msgs1000+fixedRateMsgs), time.Since(t0).Round(time.Millisecond))
+		200*msgs200+1000*(msgs1000+fixedRateMsgs+halfRateMsgs), time.Since(t0).Round(time.Millisecond))
 
 	res := results{
 		When: time.Now().UTC().Format(time.RFC3339), CPUs: runtime.NumCPU(), Go: runtime.Version(),
@@ -202,12 +204,24 @@ func benchIngest(b *testing.B) {
 		add(measure(b, "edgeanchor-"+sc.name+"-devices", "edgeanchor", g, loadSpec{
 			addr: g.addrs[0], devices: sc.f.gatewayDevices(sc.msgs), window: window, limit: runLimit}))
 		if sc.fixed {
-			devs := sc.f.gatewayDevices(sc.msgs + fixedRateMsgs)
-			for _, d := range devs {
-				d.envs = d.envs[sc.msgs:]
+			// Seqs continue from the closed-loop run: 5k/s first, then 10k/s.
+			from := sc.msgs
+			for _, fr := range []struct {
+				name string
+				rate float64
+				msgs int
+			}{
+				{"edgeanchor-1000-devices-5k-fixed", halfRate, halfRateMsgs},
+				{"edgeanchor-1000-devices-10k-fixed", fixedRate, fixedRateMsgs},
+			} {
+				devs := sc.f.gatewayDevices(from + fr.msgs)
+				for _, d := range devs {
+					d.envs = d.envs[from:]
+				}
+				add(measure(b, fr.name, "edgeanchor", g, loadSpec{
+					addr: g.addrs[0], devices: devs, window: window, rate: fr.rate, limit: runLimit}))
+				from += fr.msgs
 			}
-			add(measure(b, "edgeanchor-1000-devices-10k-fixed", "edgeanchor", g, loadSpec{
-				addr: g.addrs[0], devices: devs, window: window, rate: fixedRate, limit: runLimit}))
 		}
 		g.stop()
 	}

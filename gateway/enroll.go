@@ -173,6 +173,18 @@ func (e *Enroller) Enroll(ctx context.Context, req broker.EnrollRequest) (broker
 		}
 	}
 
+	ctx, cancel := context.WithTimeout(ctx, e.opts.Timeout)
+	defer cancel()
+	// Before the cache has loaded, the ledger is asked directly, so that a
+	// registered device does not spend a token while the gateway starts.
+	if !e.cache.Loaded() && e.registeredHere(ctx, reg.DID, pub) {
+		e.cache.Put(info)
+		if got, _ := e.cache.Lookup(reg.DID); !got.Revoked {
+			e.log.Info("enrollment of a registered device: admitted without token", "did", reg.DID)
+			return got, nil
+		}
+	}
+
 	if err := e.tokens.Claim(cred.Token, reg.Site, reg.Kind, reg.DID, now); err != nil {
 		if r := TokenReason(err); r != "" {
 			return broker.DeviceInfo{}, enrollRefuse(r, err)
@@ -181,15 +193,14 @@ func (e *Enroller) Enroll(ctx context.Context, req broker.EnrollRequest) (broker
 		return broker.DeviceInfo{}, enrollRefuse(ReasonLedgerUnavailable, err)
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, e.opts.Timeout)
-	defer cancel()
 	err = e.register(ctx, cred, now)
 	var refused *anchor.RefusedError
 	switch {
 	case err == nil:
 	case errors.As(err, &refused):
 		// Refused: perhaps because an earlier attempt of this very device
-		// committed after its answer was lost. The ledger knows.
+		// with this token committed after its answer was lost (the token is
+		// then rightly spent). The ledger knows.
 		if e.registeredHere(ctx, reg.DID, pub) {
 			break
 		}

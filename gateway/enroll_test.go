@@ -120,6 +120,32 @@ func TestEnrollRegistersOnLedger(t *testing.T) {
 	if err != nil || again.DID != dev.DID() {
 		t.Fatalf("re-enrollment of a registered device: %+v %v", again, err)
 	}
+
+	// A gateway whose cache has not loaded yet (just started) asks the
+	// ledger: the registered device is admitted and a fresh token not spent.
+	cold := NewIdentityCache(e.gw.DID(), e.client, slog.New(slog.DiscardHandler))
+	enr2 := NewEnroller(EnrollerOptions{Gateway: e.gw.Signer}, e.tokens, cold, e.client)
+	fresh := e.token(t, "site-a", "payroll", time.Hour, time.Now())
+	if got, err := enr2.Enroll(ctx, enrollReq(t, dev, fresh, "payroll", "site-a", time.Now())); err != nil || got.DID != dev.DID() {
+		t.Fatalf("registered device at a cold gateway: %+v %v", got, err)
+	}
+	if _, ok := cold.Lookup(dev.DID()); !ok {
+		t.Fatal("device not put in the cold cache")
+	}
+	for _, tok := range mustList(t, e.tokens) {
+		if tok.Hash == tokenHash(fresh) && tok.Used != nil {
+			t.Fatal("a registered device spent a fresh token")
+		}
+	}
+}
+
+func mustList(t *testing.T, s *TokenStore) []TokenRecord {
+	t.Helper()
+	l, err := s.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
 
 // Every refusal has its reason, spends no token and registers nothing.

@@ -13,6 +13,12 @@ type StoreMetrics struct {
 	WriteSeconds prometheus.Histogram
 	GroupRecords prometheus.Histogram
 	SequenceGaps prometheus.Counter
+	// HolesKept counts gseq holes found at open that no failed write can
+	// explain (a record deleted outside the gateway): every record is kept.
+	HolesKept prometheus.Counter
+	// RepairDeleted counts unacknowledged records deleted at open above
+	// a hole left by a failed write.
+	RepairDeleted prometheus.Counter
 }
 
 // NewStoreMetrics registers the store's metrics on reg. dir is the store's
@@ -27,12 +33,16 @@ func NewStoreMetrics(reg prometheus.Registerer, dir string) *StoreMetrics {
 			Buckets: prometheus.ExponentialBuckets(1, 2, 12)}),
 		SequenceGaps: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgeanchor_sequence_gaps_total", Help: "Records accepted after a jump in the device's sequence number."}),
+		HolesKept: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgeanchor_store_holes_total", Help: "Holes in gseq found at open that no failed write explains; every record was kept (run the audit)."}),
+		RepairDeleted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgeanchor_store_repair_deleted_total", Help: "Unacknowledged records deleted at open above a hole left by a failed write."}),
 	}
 	size := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "edgeanchor_store_size_bytes", Help: "Bytes on disk of the record store."}, func() float64 { return float64(dirSize(dir)) })
 	free := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "edgeanchor_store_disk_free_bytes", Help: "Free bytes on the record store's file system."}, func() float64 { return float64(diskFree(dir)) })
-	reg.MustRegister(m.WriteSeconds, m.GroupRecords, m.SequenceGaps, size, free)
+	reg.MustRegister(m.WriteSeconds, m.GroupRecords, m.SequenceGaps, m.HolesKept, m.RepairDeleted, size, free)
 	return m
 }
 

@@ -25,6 +25,9 @@ import (
 //	r/{gseq}          -> Record JSON
 //	d/{did}/{seq}     -> gseq (index by device and device sequence)
 //	l/{did}           -> last accepted device seq
+//	s/acked           -> acknowledged mark: every gseq at or below it was
+//	                     acknowledged (written with each transaction, and
+//	                     at Close; see repairTail)
 //
 // Prefixes b/, o/, a/ and m/ are reserved for the batcher and anchorer
 // (batches, outbox, anchors, meta); other prefixes are free for new owners
@@ -38,6 +41,7 @@ const (
 	prefixRecord  = "r/"
 	prefixDevSeq  = "d/"
 	prefixLastSeq = "l/"
+	ackedKey      = "s/acked"
 )
 
 // Store errors.
@@ -185,7 +189,7 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		seqs:    map[device.DID]uint64{},
 		changed: make(chan struct{}),
 	}
-	last, err := s.repairTail(16 * (c.MaxGroupRecords + 1))
+	last, err := s.repairTail()
 	if err != nil {
 		_ = db.Close()
 		return nil, err
@@ -545,12 +549,21 @@ func (s *Store) ackLoop() {
 // gap-free prefix (a failed write is repaired at the next open, see
 // repairTail).
 func (s *Store) writeAsync(recs []*appendReq, results chan<- error) (int, error) {
+	const ackedSize = int64(len(ackedKey)) + 8 + 32
 	limit := s.db.MaxBatchSize() * 8 / 10
 	maxCount := s.db.MaxBatchCount() * 8 / 10
+	// Every transaction carries the acknowledged mark as it stands now:
+	// no group at or below it can still fail.
+	acked := u64(s.lastG.Load())
 	txn := s.db.NewTransaction(true)
 	n := 0
 	send := func() {
 		n++
+		if err := txn.Set([]byte(ackedKey), acked); err != nil {
+			txn.Discard()
+			results <- err
+			return
+		}
 		txn.CommitWith(func(err error) { results <- err })
 	}
 	var size, count int64
@@ -565,7 +578,7 @@ func (s *Store) writeAsync(recs []*appendReq, results chan<- error) (int, error)
 			vsize = 12
 		}
 		need := int64(len(k1)+len(k2)+len(k3)+len(g)+len(sq)) + vsize + 3*32
-		if size > 0 && (size+need > limit || count+3 > maxCount) {
+		if size > 0 && (size+need+ackedSize > limit || count+4 > maxCount) {
 			send()
 			txn = s.db.NewTransaction(true)
 			size, count = 0, 0
@@ -583,16 +596,38 @@ func (s *Store) writeAsync(recs []*appendReq, results chan<- error) (int, error)
 	return n, nil
 }
 
-// repairTail looks at the newest records for a hole in gseq, which only a
-// failed write followed by a successful one can leave. Records above the
-// lowest hole were never acknowledged (ackLoop never answers past a
-// failure), so they are deleted and the devices' last seqs recomputed.
-func (s *Store) repairTail(window int) (uint64, error) {
-	var keys []uint64
+// inflightRecords bounds the records that can have been submitted to
+// Badger without their fsync being known: the group ackLoop waits for, the
+// commitDepth-1 queued in s.acks, and the one commitLoop holds while it
+// blocks on s.acks.
+func (s *Store) inflightRecords() uint64 {
+	return uint64(commitDepth+1) * uint64(s.cfg.MaxGroupRecords)
+}
+
+// repairTail looks at the newest records for a hole in gseq. A failed write
+// followed by a successful one (Badger goes on with the transactions
+// queued after a failed one) leaves such a hole, and the records above it
+// were never acknowledged: ackLoop never answers past a failure. Those
+// records, and only those, are deleted, and only when every condition
+// below holds; any other hole (a record deleted by hand or by an attacker)
+// keeps every record, is logged as an error and counted, and is left to
+// the audit. The conditions, with cut the top of the contiguous prefix
+// 1..cut:
+//
+//   - every record above cut lies within one in-flight window of it
+//     (inflightRecords);
+//   - gseq 1..cut are all present (the only hole is in that tail);
+//   - no stored batch covers a record above cut (a batched record was
+//     committed, hence acknowledged);
+//   - cut is at least the acknowledged mark (ackedKey) that every write
+//     carries: records at or below it were acknowledged.
+func (s *Store) repairTail() (uint64, error) {
+	inflight := s.inflightRecords()
+	var keys []uint64 // newest first
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: []byte(prefixRecord)})
 		defer it.Close()
-		for it.Seek(recordKey(^uint64(0))); it.Valid() && len(keys) < window; it.Next() {
+		for it.Seek(recordKey(^uint64(0))); it.Valid() && uint64(len(keys)) <= inflight; it.Next() {
 			keys = append(keys, binary.BigEndian.Uint64(it.Item().Key()[len(prefixRecord):]))
 		}
 		return nil
@@ -600,22 +635,102 @@ func (s *Store) repairTail(window int) (uint64, error) {
 	if err != nil || len(keys) == 0 {
 		return 0, err
 	}
-	cut, hole := keys[0], false
+	highest := keys[0]
+	cut, hole := highest, false
 	for i := 0; i+1 < len(keys); i++ {
 		if keys[i+1] != keys[i]-1 {
 			cut, hole = keys[i+1], true
 		}
 	}
-	if len(keys) < window && keys[len(keys)-1] != 1 {
+	if uint64(len(keys)) <= inflight && keys[len(keys)-1] != 1 {
+		// Every record was read and gseq 1 is missing.
 		cut, hole = 0, true
 	}
 	if !hole {
-		return keys[0], nil
+		return highest, nil
 	}
-	s.log.Warn("record store: gseq hole after a failed write; deleting unacknowledged records above it",
-		"keep_through", cut, "highest", keys[0])
+	why, err := s.unsafeRepair(cut, highest, inflight)
+	if err != nil {
+		return 0, fmt.Errorf("gateway: repair record store: %w", err)
+	}
+	if why != "" {
+		s.log.Error("record store: gseq hole that no failed write can explain; keeping every record (run the audit)",
+			"below", cut+1, "highest", highest, "reason", why)
+		if s.metrics != nil {
+			s.metrics.HolesKept.Inc()
+		}
+		return highest, nil
+	}
+	deleted, err := s.deleteAbove(cut, keys)
+	if err != nil {
+		return 0, fmt.Errorf("gateway: repair record store: %w", err)
+	}
+	s.log.Warn("record store: gseq hole after a failed write; deleted the unacknowledged records above it",
+		"keep_through", cut, "highest", highest, "deleted", deleted)
+	if s.metrics != nil {
+		s.metrics.RepairDeleted.Add(float64(deleted))
+	}
+	return cut, nil
+}
+
+// unsafeRepair returns why deleting the records above cut could delete an
+// acknowledged record, or "" when it cannot (see repairTail).
+func (s *Store) unsafeRepair(cut, highest, inflight uint64) (string, error) {
+	if highest-cut > inflight {
+		return "records above the hole exceed one in-flight window", nil
+	}
+	var present uint64
+	var acked uint64
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixRecord)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if binary.BigEndian.Uint64(it.Item().Key()[len(prefixRecord):]) > cut {
+				break
+			}
+			present++
+		}
+		item, err := txn.Get([]byte(ackedKey))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(b []byte) error {
+			if len(b) != 8 {
+				return fmt.Errorf("bad %s value of %d bytes", ackedKey, len(b))
+			}
+			acked = binary.BigEndian.Uint64(b)
+			return nil
+		})
+	})
+	if err != nil {
+		return "", err
+	}
+	if present != cut {
+		return "more than one hole", nil
+	}
+	if acked > cut {
+		return "records above the hole were acknowledged", nil
+	}
+	b, err := NewBatchLog(s.db, batchKeyPrefix).Last()
+	switch {
+	case errors.Is(err, ErrNoBatch):
+	case err != nil:
+		return "", err
+	case b.Last > cut:
+		return "records above the hole are batched", nil
+	}
+	return "", nil
+}
+
+// deleteAbove deletes the records of keys above cut and recomputes the
+// touched devices' last seqs; it returns how many it deleted.
+func (s *Store) deleteAbove(cut uint64, keys []uint64) (int, error) {
 	touched := map[device.DID]bool{}
-	err = s.db.Update(func(txn *badger.Txn) error {
+	n := 0
+	err := s.db.Update(func(txn *badger.Txn) error {
 		for _, g := range keys {
 			if g <= cut {
 				continue
@@ -631,11 +746,12 @@ func (s *Store) repairTail(window int) (uint64, error) {
 			if err := txn.Delete(devSeqKey(rec.DID, rec.Seq)); err != nil {
 				return err
 			}
+			n++
 		}
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("gateway: repair record store: %w", err)
+		return 0, err
 	}
 	for did := range touched {
 		if err := s.db.Update(func(txn *badger.Txn) error {
@@ -648,10 +764,10 @@ func (s *Store) repairTail(window int) (uint64, error) {
 			}
 			return txn.Set(lastSeqKey(did), u64(binary.BigEndian.Uint64(it.Item().Key()[len(prefix):])))
 		}); err != nil {
-			return 0, fmt.Errorf("gateway: repair record store: %w", err)
+			return 0, err
 		}
 	}
-	return cut, nil
+	return n, nil
 }
 
 // Get returns the record with gseq.
@@ -756,6 +872,13 @@ func (s *Store) Close() error {
 			default:
 			}
 			break
+		}
+		// Everything acknowledged is on disk: move the mark up to it, so
+		// that a hole punched later is never taken for a failed write.
+		if e := s.db.Update(func(txn *badger.Txn) error {
+			return txn.Set([]byte(ackedKey), u64(s.lastG.Load()))
+		}); e != nil {
+			s.log.Warn("record store: acknowledged mark not written at close", "error", e)
 		}
 		err = s.db.Close()
 	})

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -285,44 +287,251 @@ func BenchmarkStoreAppend(b *testing.B) {
 	}
 }
 
-// TestStoreRepairsHole: a hole in gseq (which only a failed write followed
-// by a successful one can leave) is repaired at open by deleting the
-// records above it, which were never acknowledged, and the devices' last
-// seqs follow.
-func TestStoreRepairsHole(t *testing.T) {
-	dir := t.TempDir()
-	gw := storeSigner(t)
-	st := openTestStore(t, dir, gw, nil)
-	a, b := device.DID("did:ea:0000000000000000000000000000000a"), device.DID("did:ea:0000000000000000000000000000000b")
-	for _, p := range []Pending{pending(a, 1), pending(b, 1), pending(a, 2), pending(b, 2), pending(a, 3)} {
-		if _, err := st.Append(context.Background(), p); err != nil {
+// repairEnv is a real store with records of two devices, reopened with
+// metrics after a test changed its files.
+type repairEnv struct {
+	dir  string
+	gw   *device.KeySigner
+	st   *Store
+	a, b device.DID
+}
+
+// newRepairEnv appends n records alternating between devices a and b
+// (gseq g is device a's seq (g+1)/2 when g is odd, b's g/2 when even).
+func newRepairEnv(t *testing.T, n int) *repairEnv {
+	t.Helper()
+	e := &repairEnv{dir: t.TempDir(), gw: storeSigner(t),
+		a: "did:ea:0000000000000000000000000000000a", b: "did:ea:0000000000000000000000000000000b"}
+	e.st = openTestStore(t, e.dir, e.gw, nil)
+	for g := 1; g <= n; g++ {
+		did, seq := e.a, uint64(g+1)/2
+		if g%2 == 0 {
+			did, seq = e.b, uint64(g/2)
+		}
+		rec, err := e.st.Append(context.Background(), pending(did, seq))
+		if err != nil || rec.GSeq != uint64(g) {
+			t.Fatalf("append %d: %+v, %v", g, rec, err)
+		}
+	}
+	return e
+}
+
+// reopen closes the store and opens it again with metrics; it returns the
+// new store and the values of the repair metrics.
+func (e *repairEnv) reopen(t *testing.T) (holes, deleted float64) {
+	t.Helper()
+	if e.st != nil {
+		if err := e.st.Close(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// Punch a hole at gseq 3 (a's seq 2), as a failed write would.
-	if err := st.DB().Update(func(txn *badger.Txn) error {
-		if err := txn.Delete(recordKey(3)); err != nil {
-			return err
+	reg := prometheus.NewRegistry()
+	e.st = openTestStore(t, e.dir, e.gw, NewStoreMetrics(reg, e.dir))
+	t.Cleanup(func() { _ = e.st.Close() })
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "edgeanchor_store_holes_total":
+			holes = mf.GetMetric()[0].GetCounter().GetValue()
+		case "edgeanchor_store_repair_deleted_total":
+			deleted = mf.GetMetric()[0].GetCounter().GetValue()
 		}
-		return txn.Delete(devSeqKey(a, 2))
+	}
+	return holes, deleted
+}
+
+// present returns the gseqs stored, in order.
+func (e *repairEnv) present(t *testing.T) []uint64 {
+	t.Helper()
+	var out []uint64
+	if err := e.st.Range(0, ^uint64(0), func(r *Record) error {
+		out = append(out, r.GSeq)
+		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Close(); err != nil {
+	return out
+}
+
+func (e *repairEnv) deleteKeys(t *testing.T, keys ...[]byte) {
+	t.Helper()
+	if err := e.st.DB().Update(func(txn *badger.Txn) error {
+		for _, k := range keys {
+			if err := txn.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
-	st2 := openTestStore(t, dir, gw, nil)
-	defer st2.Close()
-	if got := st2.LastGSeq(); got != 2 {
-		t.Fatalf("LastGSeq after repair = %d, want 2", got)
+}
+
+func gseqs(from, to uint64, except ...uint64) []uint64 {
+	var out []uint64
+	for g := from; g <= to; g++ {
+		if !slices.Contains(except, g) {
+			out = append(out, g)
+		}
 	}
-	for did, want := range map[device.DID]uint64{a: 1, b: 1} {
-		if got, err := st2.LastSeq(did); err != nil || got != want {
+	return out
+}
+
+// TestStoreKeepsRecordsAroundDeletedRecord: a record deleted outside the
+// gateway (in the middle, gseq 1, or the newest but one) never makes the
+// reopened store delete another one; the hole is counted and the store
+// carries on above the highest record.
+func TestStoreKeepsRecordsAroundDeletedRecord(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		gone uint64
+		// alsoIndex deletes the record's device index too, as a write
+		// that failed as a whole would leave it.
+		alsoIndex bool
+	}{
+		{"middle", 5, false},
+		{"middle with index", 5, true},
+		{"first", 1, false},
+		{"first with index", 1, true},
+		{"newest but one", 9, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newRepairEnv(t, 10)
+			keys := [][]byte{recordKey(tc.gone)}
+			if tc.alsoIndex {
+				did, seq := e.a, (tc.gone+1)/2
+				if tc.gone%2 == 0 {
+					did, seq = e.b, tc.gone/2
+				}
+				keys = append(keys, devSeqKey(did, seq))
+			}
+			e.deleteKeys(t, keys...)
+			holes, deleted := e.reopen(t)
+			if got, want := e.present(t), gseqs(1, 10, tc.gone); !slices.Equal(got, want) {
+				t.Fatalf("after reopen: records %v, want %v", got, want)
+			}
+			if holes != 1 || deleted != 0 {
+				t.Fatalf("holes_total %v, repair_deleted_total %v; want 1, 0", holes, deleted)
+			}
+			if got := e.st.LastGSeq(); got != 10 {
+				t.Fatalf("LastGSeq %d, want 10", got)
+			}
+			for did, want := range map[device.DID]uint64{e.a: 5, e.b: 5} {
+				if got, err := e.st.LastSeq(did); err != nil || got != want {
+					t.Fatalf("LastSeq(%s) = %d, %v; want %d", did, got, err, want)
+				}
+			}
+			rec, err := e.st.Append(context.Background(), pending(e.a, 6))
+			if err != nil || rec.GSeq != 11 {
+				t.Fatalf("append after reopen: %+v, %v", rec, err)
+			}
+		})
+	}
+}
+
+// TestStoreKeepsBatchedRecordsAboveHole: even with the acknowledged mark
+// rewound (a crash right after a write), records covered by a stored batch
+// are never deleted.
+func TestStoreKeepsBatchedRecordsAboveHole(t *testing.T) {
+	e := newRepairEnv(t, 6)
+	blog := NewBatchLog(e.st.DB(), batchKeyPrefix)
+	bt, err := NewBatcher(e.st, blog, BatcherConfig{Interval: time.Hour, MaxRecords: 100, Signer: e.gw,
+		Log: slog.New(slog.DiscardHandler), Metrics: NewAnchorMetrics(prometheus.NewRegistry())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := bt.CutNow(); err != nil || b.Last != 6 {
+		t.Fatalf("CutNow: %v, %v", b, err)
+	}
+	e.deleteKeys(t, recordKey(4), devSeqKey(e.b, 2))
+	if err := e.st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Rewind the mark as if the last writes had not been acknowledged.
+	db, err := badger.Open(badger.DefaultOptions(e.dir).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(ackedKey), u64(0)) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e.st = nil
+	holes, deleted := e.reopen(t)
+	if got, want := e.present(t), gseqs(1, 6, 4); !slices.Equal(got, want) {
+		t.Fatalf("after reopen: records %v, want %v", got, want)
+	}
+	if holes != 1 || deleted != 0 {
+		t.Fatalf("holes_total %v, repair_deleted_total %v; want 1, 0", holes, deleted)
+	}
+}
+
+// TestStoreRepairsFailedWriteTail: the legitimate case. Records written
+// by the real write path above a hole (the group below them failed) and
+// never acknowledged are deleted at open, and only they; the devices' last
+// seqs follow and the next append fills the hole's gseq.
+func TestStoreRepairsFailedWriteTail(t *testing.T) {
+	e := newRepairEnv(t, 4) // a:1,2 b:1,2 acknowledged
+	st := e.st
+	// gseq 5 (a's seq 3) was in a group whose write failed; gseq 6 and 7
+	// (b's seq 3, a's seq 4) were in the next group, written but never
+	// acknowledged because ackLoop stops at the failure.
+	var reqs []*appendReq
+	for _, r := range []struct {
+		g   uint64
+		did device.DID
+		seq uint64
+	}{{6, e.b, 3}, {7, e.a, 4}} {
+		p := pending(r.did, r.seq)
+		rec := &Record{GSeq: r.g, DID: r.did, Seq: r.seq, Kind: p.Kind, Recv: time.Now().UTC(), Envelope: p.Envelope,
+			Salt: make([]byte, 16)}
+		var err error
+		if rec.Receipt, err = encodeReceipt(st.gw, rec.GSeq, rec.DID, rec.Seq, rec.Recv, p.EnvHash); err != nil {
+			t.Fatal(err)
+		}
+		if rec.ReceiptSig, err = e.gw.Sign(rec.Receipt); err != nil {
+			t.Fatal(err)
+		}
+		reqs = append(reqs, &appendReq{p: p, rec: rec})
+	}
+	results := make(chan error, 4)
+	n, err := st.writeAsync(reqs, results)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		if err := <-results; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := e.present(t), []uint64{1, 2, 3, 4, 6, 7}; !slices.Equal(got, want) {
+		t.Fatalf("before reopen: records %v, want %v", got, want)
+	}
+	holes, deleted := e.reopen(t)
+	if got, want := e.present(t), gseqs(1, 4); !slices.Equal(got, want) {
+		t.Fatalf("after repair: records %v, want %v", got, want)
+	}
+	if holes != 0 || deleted != 2 {
+		t.Fatalf("holes_total %v, repair_deleted_total %v; want 0, 2", holes, deleted)
+	}
+	if got := e.st.LastGSeq(); got != 4 {
+		t.Fatalf("LastGSeq after repair = %d, want 4", got)
+	}
+	for did, want := range map[device.DID]uint64{e.a: 2, e.b: 2} {
+		if got, err := e.st.LastSeq(did); err != nil || got != want {
 			t.Fatalf("LastSeq(%s) = %d, %v; want %d", did, got, err, want)
 		}
 	}
-	rec, err := st2.Append(context.Background(), pending(a, 2))
-	if err != nil || rec.GSeq != 3 {
+	if rs, err := e.st.DeviceRecords(e.b, 3, 3, 10); err != nil || len(rs) != 0 {
+		t.Fatalf("device index of a deleted record: %v, %v", rs, err)
+	}
+	rec, err := e.st.Append(context.Background(), pending(e.a, 3))
+	if err != nil || rec.GSeq != 5 {
 		t.Fatalf("append after repair: %+v, %v", rec, err)
 	}
 }

@@ -30,8 +30,14 @@ func TestFourValidators(t *testing.T) {
 		defer cancel()
 		return clients[via].Submit(ctx, tx)
 	}
+	var last anchor.Receipt
 	mustSubmit := func(via int, tx []byte) anchor.Receipt {
 		t.Helper()
+		// The header before this one committed on another node: this node
+		// checks the new one against its own state, so it must have
+		// reached that block too (a gateway that fails over to another
+		// validator does the same).
+		c.WaitNodeHeight(t, via, last.Height, 30*time.Second)
 		r, err := submit(via, tx, 30*time.Second)
 		if err != nil {
 			t.Fatalf("submit via node %d: %v\n%s", via, err, c.tails())
@@ -58,11 +64,10 @@ func TestFourValidators(t *testing.T) {
 	}
 
 	gw := NewGateway(t, "site-a")
-	mustSubmit(0, gw.RegisterTx(t, c.Admin))
+	last = mustSubmit(0, gw.RegisterTx(t, c.Admin))
 
 	// All four up: anchors sent to different validators commit, and every
 	// validator answers the same last batch.
-	var last anchor.Receipt
 	for i := range 4 {
 		tx, _ := gw.NextAnchor(t, 10)
 		last = mustSubmit(i, tx)
@@ -128,6 +133,7 @@ func TestFourValidators(t *testing.T) {
 	if r.Height <= h0 {
 		t.Fatalf("anchor after restore at height %d, halted at %d", r.Height, h0)
 	}
+	last = r
 	tx, _ = gw.NextAnchor(t, 10)
 	last = mustSubmit(2, tx)
 	c.WaitHeight(t, last.Height, 60*time.Second)

@@ -85,7 +85,8 @@ type ClientOptions struct {
 	// (30 s).
 	CommitTimeout time.Duration
 	// RecheckInterval is how often a tx still waiting to commit is broadcast
-	// again, to learn whether the mempool dropped it (2 s).
+	// again, to learn whether the mempool dropped it (5 s: longer than a
+	// commit takes under load, so that it costs nothing normally).
 	RecheckInterval time.Duration
 	// Logger receives debug and warning logs (discarded if nil).
 	Logger *slog.Logger
@@ -108,7 +109,7 @@ func (o *ClientOptions) defaults() {
 		o.CommitTimeout = 30 * time.Second
 	}
 	if o.RecheckInterval <= 0 {
-		o.RecheckInterval = 2 * time.Second
+		o.RecheckInterval = 5 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

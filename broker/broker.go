@@ -44,6 +44,10 @@ type Accepted struct {
 	Kind    string
 	Receipt func() []byte // published on ReceiptTopic(did)
 	Record  func() []byte // republished on RecordsTopic(site, kind), best effort
+	// Duplicate: the publish resent a record already stored (same device,
+	// seq and envelope bytes; its PUBACK was lost). It is acknowledged,
+	// its receipt sent again, and nothing new is stored or republished.
+	Duplicate bool
 }
 
 // Refusal is a refused publish. Reason is the metric and log label (see

@@ -350,6 +350,11 @@ func (b *Broker) acknowledge(cl *mqtt.Client, s *session, acks <-chan pendingAck
 }
 
 func (b *Broker) accepted(s *session, acc Accepted, start time.Time) {
+	if acc.Duplicate {
+		b.metrics.Duplicates.Inc()
+		b.deliver(ReceiptTopic(s.dev.DID), acc.Receipt, b.metrics.ReceiptsDropped)
+		return
+	}
 	b.metrics.Accepted.WithLabelValues(acc.Kind).Inc()
 	b.metrics.IngestLatency.Observe(time.Since(start).Seconds())
 	b.deliver(ReceiptTopic(s.dev.DID), acc.Receipt, b.metrics.ReceiptsDropped)

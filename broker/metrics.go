@@ -12,6 +12,7 @@ type Metrics struct {
 	Received         prometheus.Counter
 	Accepted         *prometheus.CounterVec // kind
 	Refused          *prometheus.CounterVec // reason, kind
+	Duplicates       prometheus.Counter
 	IngestLatency    prometheus.Histogram
 	RepublishDropped prometheus.Counter
 	ReceiptsDropped  prometheus.Counter
@@ -38,6 +39,8 @@ func NewMetrics(reg prometheus.Registerer, clients func() float64) *Metrics {
 			Name: "edgeanchor_messages_accepted_total", Help: "Records verified and durably stored, by record kind."}, []string{"kind"}),
 		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgeanchor_messages_refused_total", Help: "Publishes refused, by reason and record kind (empty when not decoded)."}, []string{"reason", "kind"}),
+		Duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgeanchor_messages_duplicate_total", Help: "Resends of a stored record (same device, seq and envelope bytes) acknowledged without storing anything."}),
 		IngestLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "edgeanchor_ingest_latency_seconds", Help: "Publish received to record durably stored (just before PUBACK).",
 			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5}}),
@@ -53,6 +56,6 @@ func NewMetrics(reg prometheus.Registerer, clients func() float64) *Metrics {
 	m.ClientsConnected = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "edgeanchor_mqtt_clients_connected", Help: "Connected MQTT clients (devices and applications)."}, clients)
 	reg.MustRegister(m.DevicesConnected, m.Connects, m.AuthFailures, m.Enrollments, m.Received, m.Accepted,
-		m.Refused, m.IngestLatency, m.RepublishDropped, m.ReceiptsDropped, m.V3Disconnects, m.InFlight, m.ClientsConnected)
+		m.Refused, m.Duplicates, m.IngestLatency, m.RepublishDropped, m.ReceiptsDropped, m.V3Disconnects, m.InFlight, m.ClientsConnected)
 	return m
 }

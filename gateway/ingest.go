@@ -80,10 +80,14 @@ func (g *Ingest) Ingest(ctx context.Context, dev broker.DeviceInfo, payload []by
 	case <-ctx.Done():
 		return nil, refuse(ReasonStoreError, "", ctx.Err())
 	}
-	o, err := g.check(dev, payload)
+	o, dup, err := g.check(dev, payload)
 	<-g.cpu
 	if err != nil {
 		return nil, err
+	}
+	if dup != nil {
+		acc := broker.Accepted{GSeq: dup.GSeq, Kind: dup.Kind, Duplicate: true, Receipt: dup.ReceiptMessage}
+		return func() (broker.Accepted, error) { return acc, nil }, nil
 	}
 	kind := kindLabel(o.Body.Kind)
 	sum := sm3.Sum(payload)
@@ -95,12 +99,14 @@ func (g *Ingest) Ingest(ctx context.Context, dev broker.DeviceInfo, payload []by
 	}
 	body := o.Body
 	return func() (broker.Accepted, error) {
-		rec, err := waitRec()
+		rec, isDup, err := waitRec()
 		switch {
 		case errors.Is(err, ErrReplay):
 			return broker.Accepted{}, refuse(ReasonReplay, kind, err)
 		case err != nil:
 			return broker.Accepted{}, refuse(ReasonStoreError, kind, err)
+		case isDup:
+			return broker.Accepted{GSeq: rec.GSeq, Kind: rec.Kind, Duplicate: true, Receipt: rec.ReceiptMessage}, nil
 		}
 		return broker.Accepted{GSeq: rec.GSeq, Kind: rec.Kind, Receipt: rec.ReceiptMessage,
 			Record: func() []byte {
@@ -113,27 +119,33 @@ func (g *Ingest) Ingest(ctx context.Context, dev broker.DeviceInfo, payload []by
 	}, nil
 }
 
-// check decodes payload and checks schema, kind and signature.
-func (g *Ingest) check(dev broker.DeviceInfo, payload []byte) (*device.Opened, error) {
+// check decodes payload and checks schema, kind and signature. A resend
+// of a stored record (same device and seq, byte-identical envelope: a
+// device whose PUBACK was lost) returns that record instead, before the
+// signature check: the stored envelope was verified when it was stored.
+func (g *Ingest) check(dev broker.DeviceInfo, payload []byte) (*device.Opened, *Record, error) {
 	o, err := device.Open(payload, g.maxPayload)
 	if err != nil {
-		return nil, refuse(device.Reason(err), "", err)
+		return nil, nil, refuse(device.Reason(err), "", err)
+	}
+	if rec := g.store.StoredDuplicate(dev.DID, o.Body.Seq, payload); rec != nil {
+		return o, rec, nil
 	}
 	kind := kindLabel(o.Body.Kind)
 	if err := device.ValidateData(o.Body.Kind, o.Body.Data); err != nil {
-		return nil, refuse("schema", kind, err)
+		return nil, nil, refuse("schema", kind, err)
 	}
 	if !KindAllowed(dev.Kind, o.Body.Kind) {
-		return nil, refuse(ReasonKindNotAllowed, kind,
+		return nil, nil, refuse(ReasonKindNotAllowed, kind,
 			fmt.Errorf("a %s device may not publish %s", dev.Kind, o.Body.Kind))
 	}
 	if o.Body.DID != dev.DID {
-		return nil, refuse("did_mismatch", kind, fmt.Errorf("body names %s", o.Body.DID))
+		return nil, nil, refuse("did_mismatch", kind, fmt.Errorf("body names %s", o.Body.DID))
 	}
 	if !device.VerifySignature(dev.Pub, o.Envelope.Body, o.Envelope.Sig) {
-		return nil, refuse("signature", kind, device.ErrSignature)
+		return nil, nil, refuse("signature", kind, device.ErrSignature)
 	}
-	return o, nil
+	return o, nil, nil
 }
 
 // RecordView is a stored record as the HTTP API serves it and as it is

@@ -379,7 +379,7 @@ func TestIngestRefusalsV5(t *testing.T) {
 		{"signature", "signature", device.KindDust, "", rawEnv(1, device.AlgSM2SM3, tampered, okSig), 0x87},
 		{"schema", "schema", device.KindDust, "", seal(body(d.did, 6, device.KindDust, map[string]any{"pm25_ugm3": -1, "pm10_ugm3": 1, "noise_dba": 50}), d.key), 0x99},
 		{"kind not allowed", ReasonKindNotAllowed, device.KindAttendance, "", seal(body(d.did, 6, device.KindAttendance, sampleData(device.KindAttendance)), d.key), 0x87},
-		{"replay same", ReasonReplay, device.KindDust, "", good, 0x83},
+		{"replay same seq", ReasonReplay, device.KindDust, "", d.envelope(t, 5), 0x83},
 		{"replay older", ReasonReplay, device.KindDust, "", d.envelope(t, 4), 0x83},
 		{"foreign topic", broker.ReasonForeignTopic, "", broker.UpTopic(other.did), d.envelope(t, 6), 0x87},
 	}
@@ -895,7 +895,7 @@ func TestIngestV3RefusalsBeforeDisconnect(t *testing.T) {
 	if tok := c.Publish(broker.UpTopic(d.did), 1, false, good); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("publish: %v", tok.Error())
 	}
-	c.Publish(broker.UpTopic(d.did), 0, false, good) // a replay, at QoS 0: refused, no answer
+	c.Publish(broker.UpTopic(d.did), 0, false, d.envelope(t, 1)) // a replay, at QoS 0: refused, no answer
 	if tok := c.Publish(broker.UpTopic(d.did), 1, false, d.envelope(t, 2)); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("publish after one refusal: %v", tok.Error())
 	}
@@ -904,7 +904,7 @@ func TestIngestV3RefusalsBeforeDisconnect(t *testing.T) {
 		t.Fatalf("disconnected after one refusal: %v", err)
 	default:
 	}
-	c.Publish(broker.UpTopic(d.did), 0, false, good)
+	c.Publish(broker.UpTopic(d.did), 0, false, d.envelope(t, 1))
 	select {
 	case <-lost:
 	case <-time.After(10 * time.Second):
@@ -915,6 +915,131 @@ func TestIngestV3RefusalsBeforeDisconnect(t *testing.T) {
 	}
 	if e.g.Store().LastGSeq() != 2 {
 		t.Fatalf("LastGSeq = %d, want 2", e.g.Store().LastGSeq())
+	}
+}
+
+// swapKey registers another key for d, so that any signature check of
+// d's envelopes would fail: an answer other than "signature" proves an
+// envelope was not verified.
+func swapKey(t *testing.T, e *itEnv, d *itDevice) {
+	t.Helper()
+	priv, err := device.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.reg.Put(broker.DeviceInfo{DID: d.did, Pub: device.NewKeySigner(priv).Public(), Kind: d.kind, Site: e.cfg.Site})
+}
+
+// checkResends checks the metrics and the store after resends of seq 1.
+func checkResends(t *testing.T, e *itEnv, resends int) {
+	t.Helper()
+	m := e.g.Broker().Metrics()
+	if got := gatherValue(t, e.prom, "edgeanchor_messages_duplicate_total"); got != float64(resends) {
+		t.Errorf("messages_duplicate_total = %v, want %d", got, resends)
+	}
+	if got := testutil.ToFloat64(m.Accepted.WithLabelValues(device.KindDust)); got != 1 {
+		t.Errorf("accepted{env.dust} = %v, want 1 (resends are not new records)", got)
+	}
+	if got := testutil.ToFloat64(m.Refused.WithLabelValues("signature", device.KindDust)); got != 0 {
+		t.Errorf("refused{signature} = %v: a resend was verified again", got)
+	}
+	if got := e.g.Store().LastGSeq(); got != 1 {
+		t.Errorf("LastGSeq = %d after resends, want 1 (nothing stored)", got)
+	}
+}
+
+// TestIngestResendV3: an MQTT 3.1.1 device whose PUBACK was lost resends
+// the same envelope (same did, seq, bytes), here on a new connection: it
+// gets a PUBACK and its stored receipt again, nothing is stored or
+// verified again, and it is not disconnected even with the refusal limit
+// at 1; a different envelope with that seq is still a replay.
+func TestIngestResendV3(t *testing.T) {
+	cfg := itConfig(t)
+	cfg.Limits.V3RefusalsBeforeDisconnect = 1
+	e := itStart(t, cfg, nil, nil)
+	d := e.newDevice("env")
+	c, receipts, _, err := e.v3(d, d.credential(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := d.envelope(t, 1)
+	if tok := c.Publish(broker.UpTopic(d.did), 1, false, env); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	stored := e.checkReceipt(waitMsg(t, receipts), d, 1, env)
+	c.Disconnect(100)
+	c2, receipts2, lost, err := e.v3(d, d.credential(t)) // the credential needs the real key
+	if err != nil {
+		t.Fatal(err)
+	}
+	swapKey(t, e, d)
+	const resends = 3
+	for i := range resends {
+		if tok := c2.Publish(broker.UpTopic(d.did), 1, false, env); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("resend %d: %v", i, tok.Error())
+		}
+		r := e.checkReceipt(waitMsg(t, receipts2), d, 1, env)
+		if *r != *stored {
+			t.Fatalf("resend %d: receipt %+v, stored receipt %+v", i, r, stored)
+		}
+	}
+	select {
+	case err := <-lost:
+		t.Fatalf("disconnected after resends: %v", err)
+	default:
+	}
+	checkResends(t, e, resends)
+	// A different envelope with seq 1 stays a replay (and, at limit 1,
+	// disconnects).
+	e.reg.Put(broker.DeviceInfo{DID: d.did, Pub: d.key.Public(), Kind: d.kind, Site: e.cfg.Site})
+	c2.Publish(broker.UpTopic(d.did), 1, false, d.envelope(t, 1))
+	select {
+	case <-lost:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a replay with other bytes was not refused")
+	}
+	if got := testutil.ToFloat64(e.g.Broker().Metrics().Refused.WithLabelValues(ReasonReplay, device.KindDust)); got != 1 {
+		t.Fatalf("refused{replay} = %v, want 1", got)
+	}
+	if got := e.g.Store().LastGSeq(); got != 1 {
+		t.Fatalf("LastGSeq = %d, want 1", got)
+	}
+}
+
+// TestIngestResendV5: the same with MQTT 5: a resend gets reason code 0
+// and the stored receipt, a different envelope with that seq 0x83.
+func TestIngestResendV5(t *testing.T) {
+	e := itStart(t, itConfig(t), nil, nil)
+	d := e.newDevice("env")
+	c, _, receipts, err := e.v5(d, d.credential(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := d.envelope(t, 1)
+	if code, err := publish5(c, d, "", env); code != 0 || err != nil {
+		t.Fatalf("publish: %#x %v", code, err)
+	}
+	stored := e.checkReceipt(waitMsg(t, receipts), d, 1, env)
+	swapKey(t, e, d)
+	const resends = 2
+	for i := range resends {
+		if code, err := publish5(c, d, "", env); code != 0 || err != nil {
+			t.Fatalf("resend %d: %#x %v", i, code, err)
+		}
+		if r := e.checkReceipt(waitMsg(t, receipts), d, 1, env); *r != *stored {
+			t.Fatalf("resend %d: receipt %+v, stored receipt %+v", i, r, stored)
+		}
+	}
+	checkResends(t, e, resends)
+	e.reg.Put(broker.DeviceInfo{DID: d.did, Pub: d.key.Public(), Kind: d.kind, Site: e.cfg.Site})
+	if code, _ := publish5(c, d, "", d.envelope(t, 1)); code != 0x83 {
+		t.Fatalf("replay with other bytes: code %#x, want 0x83", code)
+	}
+	if code, err := publish5(c, d, "", d.envelope(t, 2)); code != 0 || err != nil {
+		t.Fatalf("next seq: %#x %v", code, err)
+	}
+	if got := e.g.Store().LastGSeq(); got != 2 {
+		t.Fatalf("LastGSeq = %d, want 2", got)
 	}
 }
 

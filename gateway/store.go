@@ -108,11 +108,22 @@ type appendReq struct {
 	done chan appendRes
 	rec  *Record
 	err  error
+	// dup: p is a resend of the stored (or in-flight) record rec; nothing
+	// is written. orig is the in-flight original, whose outcome is dup's.
+	dup  bool
+	orig *appendReq
 }
 
 type appendRes struct {
 	rec *Record
+	dup bool
 	err error
+}
+
+// devSeq names one device message.
+type devSeq struct {
+	did device.DID
+	seq uint64
 }
 
 // Store is the durable record store. Appends are group-committed: one writer
@@ -135,7 +146,14 @@ type Store struct {
 	lastG   atomic.Uint64 // last committed gseq
 	nextG   uint64        // next gseq to assign (writer only)
 	lastRcv time.Time     // writer only
-	seqs    map[device.DID]uint64
+	// seqs: last seq assigned per device; the writer changes it under
+	// seqMu (Lock) and reads it freely; others read it under RLock.
+	seqMu sync.RWMutex
+	seqs  map[device.DID]uint64
+	// flight: records prepared but not yet answered, for resends that
+	// arrive before their original is committed.
+	flightMu sync.Mutex
+	flight   map[devSeq]*appendReq
 
 	changedMu sync.Mutex
 	changed   chan struct{}
@@ -187,6 +205,7 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		prepped: make(chan []*appendReq, 1),
 		acks:    make(chan *pendingGroup, commitDepth-1),
 		seqs:    map[device.DID]uint64{},
+		flight:  map[devSeq]*appendReq{},
 		changed: make(chan struct{}),
 	}
 	last, err := s.repairTail()
@@ -244,21 +263,26 @@ func (s *Store) Healthy() error {
 
 // Append stores p durably and returns the stored record with its gseq and
 // receipt. It returns only after the synced write; a replayed or
-// out-of-order p.Seq gets ErrReplay and stores nothing.
+// out-of-order p.Seq gets ErrReplay and stores nothing, except a resend:
+// an envelope byte-identical to the one stored (or being stored) for that
+// device and seq returns the stored record, once it is durable, and
+// stores nothing (IsDuplicate tells it apart).
 func (s *Store) Append(ctx context.Context, p Pending) (*Record, error) {
 	wait, err := s.Enqueue(ctx, p)
 	if err != nil {
 		return nil, err
 	}
-	return wait()
+	rec, _, err := wait()
+	return rec, err
 }
 
 // Enqueue queues p for the writer and returns a function that waits for
 // its outcome (what Append returns). Records enqueued one after the other
 // by one goroutine are sequenced in that order, so a caller may keep
 // several of a device's records in flight and still have them checked in
-// order. The wait function must be called exactly once.
-func (s *Store) Enqueue(ctx context.Context, p Pending) (func() (*Record, error), error) {
+// order. The wait function must be called exactly once; its dup result
+// is true when p was a resend of a stored record (see Append).
+func (s *Store) Enqueue(ctx context.Context, p Pending) (func() (rec *Record, dup bool, err error), error) {
 	if err := s.Healthy(); err != nil {
 		return nil, err
 	}
@@ -278,10 +302,75 @@ func (s *Store) Enqueue(ctx context.Context, p Pending) (func() (*Record, error)
 	// Once queued, the request is always answered (Close drains the queue),
 	// so the caller must wait for it even if ctx ends: it must not ack or
 	// refuse a message whose fate is unknown.
-	return func() (*Record, error) {
+	return func() (*Record, bool, error) {
 		res := <-req.done
-		return res.rec, res.err
+		return res.rec, res.dup, res.err
 	}, nil
+}
+
+// StoredDuplicate returns the stored record of did and seq if its
+// envelope is byte-identical to env (a resend whose PUBACK was lost), else
+// nil. It reads the database only when seq is not above the device's last
+// seq (or that is not cached yet), so a new message costs a map lookup.
+// A resend of a record not yet committed is found by the writer instead.
+func (s *Store) StoredDuplicate(did device.DID, seq uint64, env []byte) *Record {
+	s.seqMu.RLock()
+	last, ok := s.seqs[did]
+	s.seqMu.RUnlock()
+	if ok && seq > last {
+		return nil
+	}
+	rec, err := s.deviceRecord(did, seq)
+	if err != nil || !bytes.Equal(rec.Envelope, env) {
+		return nil
+	}
+	return rec
+}
+
+// deviceRecord returns the stored record of did and seq, or ErrNotFound.
+func (s *Store) deviceRecord(did device.DID, seq uint64) (*Record, error) {
+	var rec *Record
+	err := s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(devSeqKey(did, seq))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return fmt.Errorf("%w: %s seq %d", ErrNotFound, did, seq)
+		}
+		if err != nil {
+			return err
+		}
+		var g uint64
+		if err := it.Value(func(b []byte) error {
+			if len(b) != 8 {
+				return errors.New("bad index value")
+			}
+			g = binary.BigEndian.Uint64(b)
+			return nil
+		}); err != nil {
+			return err
+		}
+		rec, err = getRecord(txn, g)
+		return err
+	})
+	return rec, err
+}
+
+// duplicateOf returns the in-flight request or the stored record that p
+// resends (same device, seq and envelope bytes); writer only.
+func (s *Store) duplicateOf(p *Pending) (*appendReq, *Record) {
+	s.flightMu.Lock()
+	orig := s.flight[devSeq{p.DID, p.Seq}]
+	s.flightMu.Unlock()
+	if orig != nil {
+		if bytes.Equal(orig.p.Envelope, p.Envelope) {
+			return orig, orig.rec
+		}
+		return nil, nil
+	}
+	rec, err := s.deviceRecord(p.DID, p.Seq)
+	if err != nil || !bytes.Equal(rec.Envelope, p.Envelope) {
+		return nil, nil
+	}
+	return nil, rec
 }
 
 // prepLoop gathers queued appends into groups, checks sequences, assigns
@@ -345,6 +434,10 @@ func (s *Store) prepare(group []*appendReq) {
 			continue
 		}
 		if r.p.Seq <= last {
+			if orig, rec := s.duplicateOf(&r.p); rec != nil {
+				r.dup, r.orig, r.rec = true, orig, rec
+				continue
+			}
 			r.err = fmt.Errorf("%w: seq %d, last accepted %d", ErrReplay, r.p.Seq, last)
 			continue
 		}
@@ -363,8 +456,13 @@ func (s *Store) prepare(group []*appendReq) {
 			continue
 		}
 		s.nextG++
+		s.seqMu.Lock()
 		s.seqs[r.p.DID] = r.p.Seq
+		s.seqMu.Unlock()
 		r.rec = rec
+		s.flightMu.Lock()
+		s.flight[devSeq{r.p.DID, r.p.Seq}] = r
+		s.flightMu.Unlock()
 		toSign = append(toSign, r)
 	}
 	// Receipts are signed on all cores: the writer must not become the
@@ -412,7 +510,9 @@ func (s *Store) lastSeqLocked(did device.DID) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	s.seqMu.Lock()
 	s.seqs[did] = v
+	s.seqMu.Unlock()
 	return v, nil
 }
 
@@ -471,7 +571,7 @@ func (s *Store) commitLoop(ctx context.Context) {
 func (s *Store) submit(group []*appendReq) *pendingGroup {
 	pg := &pendingGroup{group: group, start: time.Now()}
 	for _, r := range group {
-		if r.err == nil && r.rec != nil {
+		if r.err == nil && r.rec != nil && !r.dup {
 			pg.ok = append(pg.ok, r)
 		}
 	}
@@ -533,12 +633,28 @@ func (s *Store) ackLoop() {
 			}
 		}
 		for _, r := range pg.group {
+			if r.dup {
+				// The original's group is answered before (or with) this
+				// one: its outcome is final.
+				if r.orig != nil && r.orig.err != nil {
+					r.err = r.orig.err
+				}
+			}
 			if r.err != nil {
 				r.done <- appendRes{err: r.err}
 			} else {
-				r.done <- appendRes{rec: r.rec}
+				r.done <- appendRes{rec: r.rec, dup: r.dup}
 			}
 		}
+		s.flightMu.Lock()
+		for _, r := range pg.group {
+			if r.rec != nil && !r.dup {
+				if k := (devSeq{r.p.DID, r.p.Seq}); s.flight[k] == r {
+					delete(s.flight, k)
+				}
+			}
+		}
+		s.flightMu.Unlock()
 	}
 }
 

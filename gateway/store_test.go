@@ -42,6 +42,23 @@ func pending(did device.DID, seq uint64) Pending {
 	return Pending{DID: did, Seq: seq, Kind: device.KindDust, Envelope: env, EnvHash: strings.Repeat("0", 64)}
 }
 
+// pendingOther is pending with different envelope bytes (not a resend).
+func pendingOther(did device.DID, seq uint64) Pending {
+	p := pending(did, seq)
+	p.Envelope = append(p.Envelope, ' ')
+	return p
+}
+
+// appendDup is Append that also reports whether p was a resend.
+func appendDup(t testing.TB, st *Store, p Pending) (*Record, bool, error) {
+	t.Helper()
+	wait, err := st.Enqueue(context.Background(), p)
+	if err != nil {
+		return nil, false, err
+	}
+	return wait()
+}
+
 func TestStoreAppendReplayRestart(t *testing.T) {
 	dir := t.TempDir()
 	gw := storeSigner(t)
@@ -54,11 +71,19 @@ func TestStoreAppendReplayRestart(t *testing.T) {
 		seq      uint64
 		wantGSeq uint64 // 0: refused as replay
 		wantGap  uint64
+		other    bool // different envelope bytes: a replay, not a resend
+		wantDup  bool // an identical resend: the stored record, nothing new
 	}{
-		{a, 1, 1, 0}, {a, 2, 2, 0}, {b, 1, 3, 0}, {a, 2, 0, 0}, {a, 1, 0, 0}, {a, 5, 4, 2}, {b, 2, 5, 0},
+		{a, 1, 1, 0, false, false}, {a, 2, 2, 0, false, false}, {b, 1, 3, 0, false, false},
+		{a, 2, 0, 0, true, false}, {a, 1, 0, 0, true, false}, {a, 2, 2, 0, false, true}, {a, 1, 1, 0, false, true},
+		{a, 5, 4, 2, false, false}, {b, 2, 5, 0, false, false}, {b, 1, 3, 0, false, true},
 	}
 	for i, s := range steps {
-		rec, err := st.Append(ctx, pending(s.did, s.seq))
+		p := pending(s.did, s.seq)
+		if s.other {
+			p = pendingOther(s.did, s.seq)
+		}
+		rec, dup, err := appendDup(t, st, p)
 		if s.wantGSeq == 0 {
 			if !errors.Is(err, ErrReplay) {
 				t.Fatalf("step %d: err = %v, want ErrReplay", i, err)
@@ -67,6 +92,9 @@ func TestStoreAppendReplayRestart(t *testing.T) {
 		}
 		if err != nil {
 			t.Fatalf("step %d: %v", i, err)
+		}
+		if dup != s.wantDup {
+			t.Fatalf("step %d: dup %v, want %v", i, dup, s.wantDup)
 		}
 		if rec.GSeq != s.wantGSeq || rec.Gap != s.wantGap {
 			t.Fatalf("step %d: gseq %d gap %d, want %d %d", i, rec.GSeq, rec.Gap, s.wantGSeq, s.wantGap)
@@ -98,8 +126,17 @@ func TestStoreAppendReplayRestart(t *testing.T) {
 	if last, err := st2.LastSeq(a); err != nil || last != 5 {
 		t.Fatalf("LastSeq(a) after reopen = %d, %v", last, err)
 	}
-	if _, err := st2.Append(ctx, pending(a, 5)); !errors.Is(err, ErrReplay) {
+	if _, err := st2.Append(ctx, pendingOther(a, 5)); !errors.Is(err, ErrReplay) {
 		t.Fatalf("replay after reopen: %v", err)
+	}
+	if r := st2.StoredDuplicate(a, 5, pendingOther(a, 5).Envelope); r != nil {
+		t.Fatalf("StoredDuplicate of other bytes = gseq %d", r.GSeq)
+	}
+	if r := st2.StoredDuplicate(a, 5, pending(a, 5).Envelope); r == nil || r.GSeq != 4 {
+		t.Fatalf("StoredDuplicate after reopen = %+v", r)
+	}
+	if r, dup, err := appendDup(t, st2, pending(a, 5)); err != nil || !dup || r.GSeq != 4 {
+		t.Fatalf("resend after reopen: %+v, %v, %v", r, dup, err)
 	}
 	rec, err := st2.Append(ctx, pending(a, 6))
 	if err != nil || rec.GSeq != 6 {
@@ -115,7 +152,9 @@ func TestStoreAppendReplayRestart(t *testing.T) {
 }
 
 // TestStoreConcurrentDuplicates: many concurrent appends of the same
-// (did, seq) store it exactly once; the rest are replays.
+// (did, seq) store it exactly once; identical resends get the stored
+// record (whether it was committed or still in flight), the rest are
+// replays.
 func TestStoreConcurrentDuplicates(t *testing.T) {
 	st := openTestStore(t, t.TempDir(), storeSigner(t), nil)
 	defer st.Close()
@@ -123,17 +162,26 @@ func TestStoreConcurrentDuplicates(t *testing.T) {
 	const n = 40
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	var stored, replays int
+	var stored, dups, replays int
+	gseqOf := map[uint64]uint64{} // seq -> gseq answered
 	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func(seq uint64) {
 			defer wg.Done()
-			_, err := st.Append(context.Background(), pending(did, seq))
+			rec, dup, err := appendDup(t, st, pending(did, seq))
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
 			case err == nil:
-				stored++
+				if g, ok := gseqOf[seq]; ok && g != rec.GSeq {
+					t.Errorf("seq %d answered with gseq %d and %d", seq, g, rec.GSeq)
+				}
+				gseqOf[seq] = rec.GSeq
+				if dup {
+					dups++
+				} else {
+					stored++
+				}
 			case errors.Is(err, ErrReplay):
 				replays++
 			default:
@@ -142,6 +190,11 @@ func TestStoreConcurrentDuplicates(t *testing.T) {
 		}(uint64(1 + i%4)) // seqs 1..4, ten times each
 	}
 	wg.Wait()
+	for seq, g := range gseqOf {
+		if r, err := st.Get(g); err != nil || r.Seq != seq {
+			t.Fatalf("seq %d answered with gseq %d: %+v, %v", seq, g, r, err)
+		}
+	}
 	// However the appends interleave, each seq is stored at most once and
 	// the stored seqs strictly increase in gseq order.
 	var last uint64
@@ -157,8 +210,42 @@ func TestStoreConcurrentDuplicates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if count != stored || stored < 1 || stored > 4 || stored+replays != n {
-		t.Fatalf("stored %d (range %d), replays %d", stored, count, replays)
+	if count != stored || stored < 1 || stored > 4 || stored+dups+replays != n || len(gseqOf) != stored {
+		t.Fatalf("stored %d (range %d), resends %d, replays %d", stored, count, dups, replays)
+	}
+}
+
+// TestStoreResendInFlight: a resend queued while its original is not yet
+// committed waits for the original and gets its record; a different
+// envelope with that seq queued the same way is a replay.
+func TestStoreResendInFlight(t *testing.T) {
+	st := openTestStore(t, t.TempDir(), storeSigner(t), nil)
+	defer st.Close()
+	did := device.DID("did:ea:0000000000000000000000000000000e")
+	ctx := context.Background()
+	var waits []func() (*Record, bool, error)
+	for _, p := range []Pending{pending(did, 1), pending(did, 1), pendingOther(did, 1), pending(did, 1)} {
+		w, err := st.Enqueue(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waits = append(waits, w)
+	}
+	for i, w := range waits {
+		rec, dup, err := w()
+		switch i {
+		case 2:
+			if !errors.Is(err, ErrReplay) {
+				t.Fatalf("other bytes: %+v, %v", rec, err)
+			}
+		default:
+			if err != nil || rec.GSeq != 1 || dup != (i > 0) {
+				t.Fatalf("append %d: %+v, dup %v, %v", i, rec, dup, err)
+			}
+		}
+	}
+	if st.LastGSeq() != 1 {
+		t.Fatalf("LastGSeq = %d, want 1", st.LastGSeq())
 	}
 }
 
@@ -581,12 +668,12 @@ func BenchmarkStorePipelined(b *testing.B) {
 	st := openTestStore(b, dir, storeSigner(b), NewStoreMetrics(reg, dir))
 	defer st.Close()
 	env := make([]byte, 900)
-	waits := make(chan func() (*Record, error), 4096)
+	waits := make(chan func() (*Record, bool, error), 4096)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for w := range waits {
-			if _, err := w(); err != nil {
+			if _, _, err := w(); err != nil {
 				b.Error(err)
 			}
 		}

@@ -278,8 +278,10 @@ func (d *simDevice) drain(ctx context.Context, c mqtt.Client, lost <-chan struct
 		case <-lost:
 			timer.Stop()
 			// A gateway that refuses a publish from an MQTT 3.1.1 client
-			// (a replay of a reading it stored before the PUBACK was
-			// lost, or an invalid one) disconnects it.
+			// (an invalid reading) disconnects it. A resent reading it
+			// stored before the PUBACK was lost is acknowledged again
+			// (docs/protocol.md, resends are idempotent): the spool
+			// resends the very bytes it sent.
 			d.missedAck(head.seq)
 			return errLost
 		case <-timer.C:
@@ -310,7 +312,7 @@ const settleTimeout = 2 * time.Second
 
 // settle waits briefly for the PUBACKs of the readings in flight when the
 // device stops, and deletes those acknowledged, so that a clean stop does
-// not leave stored readings to be sent (and refused as replays) again.
+// not leave stored readings to be sent (and acknowledged as resends) again.
 func (d *simDevice) settle(window []inflight) {
 	deadline := time.Now().Add(settleTimeout)
 	for _, in := range window {
@@ -332,8 +334,9 @@ func (d *simDevice) settle(window []inflight) {
 // flight). After AckRetries misses in a row it is given up as refused by the
 // gateway, so that it cannot block the readings behind it: MQTT 3.1.1 has
 // no negative PUBACK, and a gateway disconnects a device whose publish it
-// refuses, which is also what it does to a resent reading it already stored
-// before the PUBACK was lost.
+// refuses. (A resent reading the gateway already stored before the PUBACK
+// was lost is acknowledged, not refused, so it never gets here; the
+// give-up remains for readings the gateway refuses.)
 func (d *simDevice) missedAck(seq uint64) {
 	if d.missSeq != seq {
 		d.missSeq, d.misses = seq, 0

@@ -141,7 +141,7 @@ type Stats struct {
 	Acked           uint64 // readings acknowledged by the gateway (deleted from the spool)
 	Spooled         int    // readings waiting in spools
 	Dropped         uint64 // readings dropped because a spool was full
-	Refused         uint64 // readings given up after AckRetries unacknowledged sends (refused or already stored)
+	Refused         uint64 // readings given up after AckRetries unacknowledged sends (refused by the gateway)
 	Connects        uint64
 	ConnectFailures uint64
 }

@@ -275,6 +275,7 @@ type Pending struct {
 	tx   []byte
 	hash []byte
 	ch   chan Receipt
+	seen bool // the node had the bytes already ("in cache")
 	done bool
 	r    Receipt
 	err  error
@@ -319,6 +320,7 @@ func (c *Client) Broadcast(ctx context.Context, tx []byte) (*Pending, error) {
 		if ok {
 			return finish(receiptOrRefusal(r))
 		}
+		p.seen = true
 	case err != nil:
 		return finish(Receipt{}, fmt.Errorf("anchor: submit: %w", err))
 	case res.Code != 0:
@@ -337,7 +339,7 @@ func (p *Pending) Wait(ctx context.Context) (Receipt, error) {
 		return p.r, p.err
 	}
 	defer p.Discard()
-	p.r, p.err = p.c.waitCommit(ctx, p.tx, p.hash, p.ch)
+	p.r, p.err = p.c.waitCommit(ctx, p.tx, p.hash, p.ch, p.seen)
 	p.done = true
 	return p.r, p.err
 }
@@ -350,9 +352,15 @@ func (p *Pending) Discard() {
 	}
 }
 
-func (c *Client) waitCommit(ctx context.Context, tx, hash []byte, ch chan Receipt) (Receipt, error) {
+func (c *Client) waitCommit(ctx context.Context, tx, hash []byte, ch chan Receipt, seen bool) (Receipt, error) {
 	timeout := time.NewTimer(c.opts.CommitTimeout)
 	defer timeout.Stop()
+	// Bytes the node had seen before may have committed before the follower
+	// started, while the tx index lagged: look them up again shortly.
+	var early <-chan time.Time
+	if seen {
+		early = time.After(time.Second)
+	}
 	// Every RecheckInterval the same bytes are broadcast again: a tx the
 	// mempool dropped (a recheck after a block made it invalid, a node
 	// restart) gets its refusal or goes back in; one still pending answers
@@ -367,6 +375,10 @@ func (c *Client) waitCommit(ctx context.Context, tx, hash []byte, ch chan Receip
 			return Receipt{}, fmt.Errorf("anchor: wait for commit: %w", ctx.Err())
 		case <-c.ctx.Done():
 			return Receipt{}, ErrClosed
+		case <-early:
+			if r, ok, lerr := c.lookupTx(ctx, hash); lerr == nil && ok {
+				return receiptOrRefusal(r)
+			}
 		case <-recheck.C:
 			// The tx index lags the block a little: a tx the follower
 			// missed (its block came before the follower started) is found

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/pprof"
+	"time"
 
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
@@ -21,7 +22,27 @@ const (
 	// gateway role write a CPU profile of its whole life there (one file per
 	// gateway run, suffixed with its pid): go tool pprof -top <file>.
 	profileEnv = "EDGEANCHOR_BENCH_CPUPROFILE"
+	// HeapEnv: the gateway role writes an in-use heap profile there every
+	// 5 s (the last one written under load is the one to read).
+	heapEnv = "EDGEANCHOR_BENCH_HEAPPROFILE"
 )
+
+// heapProfiles writes a heap profile to path every 5 s until ctx ends.
+func heapProfiles(ctx context.Context, path string) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if f, err := os.Create(path); err == nil {
+			_ = pprof.Lookup("heap").WriteTo(f, 0)
+			_ = f.Close()
+		}
+	}
+}
 
 type benchDevice struct {
 	DID  device.DID `json:"did"`
@@ -82,6 +103,9 @@ func runGateway(ctx context.Context, ready func(...string)) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if p := os.Getenv(heapEnv); p != "" {
+		go heapProfiles(ctx, fmt.Sprintf("%s.%d", p, os.Getpid()))
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- g.Run(ctx) }()

@@ -42,6 +42,8 @@ type run struct {
 	ServerCPUCores   float64 `json:"server_cpu_cores"` // CPU seconds / wall seconds
 	ServerRSSMB      float64 `json:"server_rss_mb"`
 	ServerPeakRSSMB  float64 `json:"server_peak_rss_mb"`
+	ServerRSSAnonMB  float64 `json:"server_rss_anon_mb"` // heap, stacks
+	ServerRSSFileMB  float64 `json:"server_rss_file_mb"` // memory-mapped files (Badger)
 	// Gateway means over the run from its own /metrics: publish received
 	// to stored (before PUBACK), one group commit, records per group.
 	GatewayIngestMeanMs   float64 `json:"gateway_ingest_mean_ms,omitempty"`
@@ -115,7 +117,8 @@ func measure(b *testing.B, name, server string, c *child, spec loadSpec) run {
 	after := c.stats(b)
 	r := run{Name: name, Server: server, Load: res,
 		ServerCPUSeconds: after.CPUSeconds - before.CPUSeconds,
-		ServerRSSMB:      after.RSSMB, ServerPeakRSSMB: after.PeakRSSMB}
+		ServerRSSMB:      after.RSSMB, ServerPeakRSSMB: after.PeakRSSMB,
+		ServerRSSAnonMB: after.RSSAnonMB, ServerRSSFileMB: after.RSSFileMB}
 	if res.Seconds > 0 {
 		r.ServerCPUCores = r.ServerCPUSeconds / res.Seconds
 	}
@@ -127,8 +130,8 @@ func measure(b *testing.B, name, server string, c *child, spec loadSpec) run {
 		b.Logf("%-28s gateway: ingest mean %.2f ms, group commit mean %.2f ms, %.0f records per group",
 			name, r.GatewayIngestMeanMs, r.GatewayStoreWriteMs, r.GatewayRecordsPerSync)
 	}
-	b.Logf("%-28s acked %7d in %5.2fs = %8.0f msgs/s  p50 %6.2f ms  p99 %7.2f ms  server CPU %5.1fs (%.2f cores)  RSS %5.0f MB (peak %5.0f)",
-		name, res.Acked, res.Seconds, res.MsgsPerS, res.P50ms, res.P99ms, r.ServerCPUSeconds, r.ServerCPUCores, r.ServerRSSMB, r.ServerPeakRSSMB)
+	b.Logf("%-28s acked %7d in %5.2fs = %8.0f msgs/s  p50 %6.2f ms  p99 %7.2f ms  server CPU %5.1fs (%.2f cores)  RSS %5.0f MB (peak %5.0f; anon %4.0f, files %4.0f)",
+		name, res.Acked, res.Seconds, res.MsgsPerS, res.P50ms, res.P99ms, r.ServerCPUSeconds, r.ServerCPUCores, r.ServerRSSMB, r.ServerPeakRSSMB, r.ServerRSSAnonMB, r.ServerRSSFileMB)
 	return r
 }
 

@@ -215,6 +215,10 @@ type procStats struct {
 	CPUSeconds float64 `json:"cpu_seconds"`
 	RSSMB      float64 `json:"rss_mb"`
 	PeakRSSMB  float64 `json:"peak_rss_mb"`
+	// RSS split: anonymous memory (heap, stacks) and file-backed pages
+	// (Badger's memory-mapped value log and tables).
+	RSSAnonMB float64 `json:"rss_anon_mb"`
+	RSSFileMB float64 `json:"rss_file_mb"`
 }
 
 func readProc(pid int) (procStats, error) {
@@ -248,6 +252,10 @@ func readProc(pid int) (procStats, error) {
 			ps.RSSMB = kb / 1024
 		case "VmHWM":
 			ps.PeakRSSMB = kb / 1024
+		case "RssAnon":
+			ps.RSSAnonMB = kb / 1024
+		case "RssFile":
+			ps.RSSFileMB = kb / 1024
 		}
 	}
 	return ps, nil

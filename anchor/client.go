@@ -761,8 +761,8 @@ func (c *Client) queryJSON(ctx context.Context, path string, v any) error {
 	return nil
 }
 
-// DeviceRecord is the ledger's answer for /device/{did} (the JSON of
-// ledger.DeviceRecord).
+// DeviceRecord is the ledger's answer for /device/{did} and the record it
+// stores. This is the one definition: the ledger uses these types.
 type DeviceRecord struct {
 	DID           device.DID `json:"did"`
 	Pub           []byte     `json:"pub"` // SPKI DER
@@ -780,8 +780,10 @@ type DeviceRecord struct {
 	RevokeReason  string     `json:"revoke_reason,omitempty"`
 }
 
-// GatewayRecord is the ledger's answer for /gateway/{did} (the JSON of
-// ledger.GatewayRecord).
+// GatewayRecord is the ledger's answer for /gateway/{did} and the record it
+// stores. Height and Tx are those of the latest registration (0 and "" for
+// a genesis gateway); LastSeq, LastHash and LastRecord follow its batch
+// chain (0, 64 zeros, 0 before the first batch).
 type GatewayRecord struct {
 	DID           device.DID `json:"did"`
 	Pub           []byte     `json:"pub"`
@@ -798,7 +800,9 @@ type GatewayRecord struct {
 }
 
 // BatchRecord is the ledger's answer for /batch/…, /batch-by-root/… and
-// /last-batch/… (the JSON of ledger.BatchRecord).
+// /last-batch/… and the record the ledger stores: the exact header bytes,
+// the gateway's signature over them, the header hash, and where the anchor
+// tx sits.
 type BatchRecord struct {
 	Gateway device.DID `json:"gateway"`
 	Seq     uint64     `json:"seq"`

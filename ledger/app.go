@@ -174,7 +174,7 @@ func (a *App) InitChain(_ context.Context, req *abci.RequestInitChain) (*abci.Re
 	st := newOverlay(a.state)
 	st.set(keyGenesis, canon)
 	for _, gw := range g.Gateways {
-		st.setJSON(keyGateway(gw.DID), &GatewayRecord{
+		st.setJSON(keyGateway(gw.DID), &anchor.GatewayRecord{
 			DID: gw.DID, Pub: gw.Pub, Site: gw.Site, Name: gw.Name, Status: StatusMember,
 		})
 	}
@@ -363,17 +363,9 @@ type position struct {
 type checkFunc func(pub *ecdsa.PublicKey) *refusal
 
 func (a *App) registerGateway(st *overlay, tx *anchor.Tx, b *anchor.RegisterGatewayBody, pos position, check checkFunc) (*outcome, *refusal) {
-	admin := a.admins[tx.Signer]
-	if admin == nil {
-		return nil, refuse(CodeWrongSigner, string(tx.Signer)+" is not a genesis admin")
-	}
-	if r := check(admin); r != nil {
-		return nil, r
-	}
-	var rec GatewayRecord
-	found, err := st.getJSON(keyGateway(b.DID), &rec)
-	if err != nil {
-		panic(err)
+	rec, found, ref := a.adminGateway(st, tx, b.DID, check)
+	if ref != nil {
+		return nil, ref
 	}
 	if found && rec.Status == StatusMember {
 		return nil, refuse(CodeGatewayExists, string(b.DID))
@@ -381,44 +373,54 @@ func (a *App) registerGateway(st *overlay, tx *anchor.Tx, b *anchor.RegisterGate
 	// A removed gateway that rejoins keeps its batch chain.
 	rec.DID, rec.Pub, rec.Site, rec.Name, rec.Status = b.DID, b.Pub, b.Site, b.Name, StatusMember
 	rec.Height, rec.Tx, rec.RemovedHeight, rec.RemovedTx = pos.height, pos.tx, 0, ""
-	st.setJSON(keyGateway(b.DID), &rec)
-	return &outcome{typ: anchor.TypeRegisterGateway, events: []abci.Event{{
-		Type: "gateway", Attributes: []abci.EventAttribute{
-			{Key: "did", Value: string(b.DID), Index: true},
-			{Key: "action", Value: "register", Index: true},
-		},
-	}}}, nil
+	st.setJSON(keyGateway(b.DID), rec)
+	return gatewayOutcome(anchor.TypeRegisterGateway, b.DID, "register"), nil
 }
 
 func (a *App) removeGateway(st *overlay, tx *anchor.Tx, b *anchor.RemoveGatewayBody, pos position, check checkFunc) (*outcome, *refusal) {
-	admin := a.admins[tx.Signer]
-	if admin == nil {
-		return nil, refuse(CodeWrongSigner, string(tx.Signer)+" is not a genesis admin")
-	}
-	if r := check(admin); r != nil {
-		return nil, r
-	}
-	var rec GatewayRecord
-	found, err := st.getJSON(keyGateway(b.DID), &rec)
-	if err != nil {
-		panic(err)
+	rec, found, ref := a.adminGateway(st, tx, b.DID, check)
+	if ref != nil {
+		return nil, ref
 	}
 	if !found || rec.Status != StatusMember {
 		return nil, refuse(CodeGatewayUnknown, string(b.DID))
 	}
 	rec.Status, rec.RemovedHeight, rec.RemovedTx = StatusRemoved, pos.height, pos.tx
-	st.setJSON(keyGateway(b.DID), &rec)
-	return &outcome{typ: anchor.TypeRemoveGateway, events: []abci.Event{{
+	st.setJSON(keyGateway(b.DID), rec)
+	return gatewayOutcome(anchor.TypeRemoveGateway, b.DID, "remove"), nil
+}
+
+// adminGateway checks that an admin signed a membership tx and returns the
+// gateway's current record (zero and not found if it never joined).
+func (a *App) adminGateway(st *overlay, tx *anchor.Tx, did device.DID, check checkFunc) (*anchor.GatewayRecord, bool, *refusal) {
+	admin := a.admins[tx.Signer]
+	if admin == nil {
+		return nil, false, refuse(CodeWrongSigner, string(tx.Signer)+" is not a genesis admin")
+	}
+	if r := check(admin); r != nil {
+		return nil, false, r
+	}
+	var rec anchor.GatewayRecord
+	found, err := st.getJSON(keyGateway(did), &rec)
+	if err != nil {
+		panic(err)
+	}
+	return &rec, found, nil
+}
+
+// gatewayOutcome is a membership change and its indexed event.
+func gatewayOutcome(typ string, did device.DID, action string) *outcome {
+	return &outcome{typ: typ, events: []abci.Event{{
 		Type: "gateway", Attributes: []abci.EventAttribute{
-			{Key: "did", Value: string(b.DID), Index: true},
-			{Key: "action", Value: "remove", Index: true},
+			{Key: "did", Value: string(did), Index: true},
+			{Key: "action", Value: action, Index: true},
 		},
-	}}}, nil
+	}}}
 }
 
 // member returns the gateway's record and key if it is a current member.
-func (a *App) member(st *overlay, did device.DID) (*GatewayRecord, *ecdsa.PublicKey, *refusal) {
-	var rec GatewayRecord
+func (a *App) member(st *overlay, did device.DID) (*anchor.GatewayRecord, *ecdsa.PublicKey, *refusal) {
+	var rec anchor.GatewayRecord
 	found, err := st.getJSON(keyGateway(did), &rec)
 	if err != nil {
 		panic(err)
@@ -457,7 +459,7 @@ func (a *App) registerDevice(st *overlay, tx *anchor.Tx, b *anchor.RegisterDevic
 	if reg.Site != gw.Site {
 		return nil, refuse(CodeWrongSite, fmt.Sprintf("device site %q, gateway site %q", reg.Site, gw.Site))
 	}
-	var old DeviceRecord
+	var old anchor.DeviceRecord
 	found, err := st.getJSON(keyDevice(reg.DID), &old)
 	if err != nil {
 		panic(err)
@@ -465,7 +467,7 @@ func (a *App) registerDevice(st *overlay, tx *anchor.Tx, b *anchor.RegisterDevic
 	if found {
 		return nil, refuse(CodeDeviceExists, fmt.Sprintf("%s is %s (registered at height %d by %s)", reg.DID, old.Status, old.Height, old.Gateway))
 	}
-	st.setJSON(keyDevice(reg.DID), &DeviceRecord{
+	st.setJSON(keyDevice(reg.DID), &anchor.DeviceRecord{
 		DID: reg.DID, Pub: reg.Pub, Kind: reg.Kind, Site: reg.Site, Gateway: b.Gateway,
 		Status: StatusActive, Height: pos.height, Tx: pos.tx,
 		Registration: b.Registration, DeviceSig: b.DeviceSig,
@@ -481,7 +483,7 @@ func (a *App) registerDevice(st *overlay, tx *anchor.Tx, b *anchor.RegisterDevic
 }
 
 func (a *App) revokeDevice(st *overlay, tx *anchor.Tx, b *anchor.RevokeDeviceBody, pos position, check checkFunc) (*outcome, *refusal) {
-	var rec DeviceRecord
+	var rec anchor.DeviceRecord
 	found, err := st.getJSON(keyDevice(b.DID), &rec)
 	if err != nil {
 		panic(err)
@@ -493,7 +495,7 @@ func (a *App) revokeDevice(st *overlay, tx *anchor.Tx, b *anchor.RevokeDeviceBod
 	switch {
 	case tx.Signer == rec.Gateway:
 		// The registering gateway may revoke even after leaving the consortium.
-		var gw GatewayRecord
+		var gw anchor.GatewayRecord
 		if ok, err := st.getJSON(keyGateway(rec.Gateway), &gw); err != nil || !ok {
 			panic(fmt.Errorf("ledger: device %s names unknown gateway %s: %v", rec.DID, rec.Gateway, err))
 		}
@@ -546,7 +548,7 @@ func (a *App) anchorBatch(st *overlay, tx *anchor.Tx, h *anchor.BatchHeader, bod
 		return nil, refuse(CodeRecordGap, fmt.Sprintf("first %d, want %d", h.First, gw.LastRecord+1))
 	}
 	hash := bodyHash // the header hash is SM3 of the body bytes
-	st.setJSON(keyBatch(h.Gateway, h.Seq), &BatchRecord{
+	st.setJSON(keyBatch(h.Gateway, h.Seq), &anchor.BatchRecord{
 		Gateway: h.Gateway, Seq: h.Seq, Header: tx.Body, Sig: tx.Sig, Hash: hash, Root: h.Root,
 		First: h.First, Last: h.Last, Height: pos.height, Tx: pos.tx, Index: pos.index,
 	})

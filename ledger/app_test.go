@@ -113,7 +113,7 @@ func TestFinalizeBlockSequential(t *testing.T) {
 	if !codesEqual(codes, want) {
 		t.Fatalf("codes %v, want %v", codes, want)
 	}
-	var g GatewayRecord
+	var g anchor.GatewayRecord
 	if _, err := newOverlay(newCommitted(f.db)).getJSON(keyGateway(f.gw.DID()), &g); err != nil || g.LastSeq != 2 || g.LastHash != h2.Hash() {
 		t.Fatalf("gateway after block: %+v %v", g, err)
 	}

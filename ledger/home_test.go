@@ -14,6 +14,7 @@ import (
 
 	"github.com/cometbft/cometbft/types"
 
+	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
 )
 
@@ -151,7 +152,7 @@ func TestTwoValidators(t *testing.T) {
 	c := &chain{gw: gw}
 	r2 := nodes[1].mustApply(anchorTx(t, gw, c.next(1)))
 	nodes[0].waitHeight(r2.height)
-	var g GatewayRecord
+	var g anchor.GatewayRecord
 	if code := nodes[0].query("/gateway/"+gw.DID().String(), &g); code != CodeOK || g.LastSeq != 1 || g.Height != r.height {
 		t.Fatalf("node0 view: code %d %+v", code, g)
 	}

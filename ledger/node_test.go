@@ -54,7 +54,7 @@ func TestOneNode(t *testing.T) {
 	}
 
 	// Queries.
-	var d DeviceRecord
+	var d anchor.DeviceRecord
 	if c := tn.query("/device/"+dev1.DID().String(), &d); c != CodeOK {
 		t.Fatalf("/device: code %d", c)
 	}
@@ -65,21 +65,21 @@ func TestOneNode(t *testing.T) {
 	if c := tn.query("/device/"+dev3.DID().String(), &d); c != CodeOK || d.Status != StatusActive {
 		t.Fatalf("/device dev3: code %d %+v", c, d)
 	}
-	var g GatewayRecord
+	var g anchor.GatewayRecord
 	if c := tn.query("/gateway/"+gwB.DID().String(), &g); c != CodeOK || g.Status != StatusRemoved || g.Site != "site-b" || g.Height != regGW.height {
 		t.Fatalf("/gateway gwB: code %d %+v", c, g)
 	}
 	if c := tn.query("/gateway/"+gwA.DID().String(), &g); c != CodeOK || g.Status != StatusMember || g.LastSeq != 2 || g.LastHash != h2.Hash() || g.LastRecord != 260 {
 		t.Fatalf("/gateway gwA: code %d %+v", c, g)
 	}
-	var devs []DeviceRecord
+	var devs []anchor.DeviceRecord
 	if c := tn.query("/gateway/"+gwA.DID().String()+"/devices", &devs); c != CodeOK || len(devs) != 2 {
 		t.Fatalf("/gateway/devices: code %d %+v", c, devs)
 	}
 	if devs[0].DID > devs[1].DID {
 		t.Fatalf("/gateway/devices not sorted by DID: %s %s", devs[0].DID, devs[1].DID)
 	}
-	var b BatchRecord
+	var b anchor.BatchRecord
 	if c := tn.query(fmt.Sprintf("/batch/%s/1", gwA.DID()), &b); c != CodeOK || b.Hash != h1.Hash() || string(b.Header) != string(h1.Encode()) || b.Height != anc1.height || b.Tx != strings.ToLower(anc1.hash) {
 		t.Fatalf("/batch: code %d %+v", c, b)
 	}
@@ -241,7 +241,7 @@ func TestRestart(t *testing.T) {
 	if string(nb.Block.AppHash) != string(beforeHash) || blk.Block.Height != before {
 		t.Fatalf("app hash after restart %X, committed before stop %X", nb.Block.AppHash, beforeHash)
 	}
-	var d DeviceRecord
+	var d anchor.DeviceRecord
 	if c := tn.query("/device/"+dev.DID().String(), &d); c != CodeOK || d.Status != StatusActive {
 		t.Fatalf("device lost across restart: code %d %+v", c, d)
 	}
@@ -254,7 +254,7 @@ func TestRestart(t *testing.T) {
 	if r2.height <= r1.height {
 		t.Fatalf("new anchor at height %d, first at %d", r2.height, r1.height)
 	}
-	var b BatchRecord
+	var b anchor.BatchRecord
 	if c := tn.query("/last-batch/"+tn.gwA.DID().String(), &b); c != CodeOK || b.Seq != 2 || b.Hash != h2.Hash() {
 		t.Fatalf("/last-batch after restart: code %d %+v", c, b)
 	}

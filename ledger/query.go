@@ -15,12 +15,12 @@ import (
 // Query answers the paths of docs/ledger.md with JSON from the committed
 // state; Height in the answer is the committed height it reflects.
 //
-//	/device/{did}            DeviceRecord
-//	/gateway/{did}           GatewayRecord
-//	/gateway/{did}/devices   []DeviceRecord, by DID
-//	/batch/{gateway}/{seq}   BatchRecord
-//	/batch-by-root/{hex}     BatchRecord
-//	/last-batch/{gateway}    BatchRecord (not_found before the first batch)
+//	/device/{did}            anchor.DeviceRecord
+//	/gateway/{did}           anchor.GatewayRecord
+//	/gateway/{did}/devices   []anchor.DeviceRecord, by DID
+//	/batch/{gateway}/{seq}   anchor.BatchRecord
+//	/batch-by-root/{hex}     anchor.BatchRecord
+//	/last-batch/{gateway}    anchor.BatchRecord (not_found before the first batch)
 func (a *App) Query(_ context.Context, req *abci.RequestQuery) (*abci.ResponseQuery, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -84,7 +84,7 @@ func (a *App) query(path string) ([]byte, *refusal) {
 		if ref != nil {
 			return nil, ref
 		}
-		var gw GatewayRecord
+		var gw anchor.GatewayRecord
 		found, err := st.getJSON(keyGateway(d), &gw)
 		if err != nil {
 			panic(err)

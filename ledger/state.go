@@ -22,61 +22,9 @@ const (
 	StatusRemoved = "removed"
 )
 
-// GatewayRecord is a gateway's entry on the ledger, the answer to
-// /gateway/{did}. Height and Tx are those of the latest registration
-// (0 and "" for a genesis gateway). LastSeq, LastHash and LastRecord follow
-// its batch chain (0, 64 zeros, 0 before the first batch).
-type GatewayRecord struct {
-	DID           device.DID  `json:"did"`
-	Pub           []byte      `json:"pub"`
-	Site          string      `json:"site"`
-	Name          string      `json:"name"`
-	Status        string      `json:"status"`
-	Height        int64       `json:"height"`
-	Tx            string      `json:"tx"`
-	RemovedHeight int64       `json:"removed_height,omitempty"`
-	RemovedTx     string      `json:"removed_tx,omitempty"`
-	LastSeq       uint64      `json:"last_seq"`
-	LastHash      anchor.Hash `json:"last_hash"`
-	LastRecord    uint64      `json:"last_record"`
-}
-
-// DeviceRecord is a device's entry, the answer to /device/{did}. It keeps
-// the registration bytes and the device's signature so anyone can re-check
-// the proof of possession.
-type DeviceRecord struct {
-	DID           device.DID `json:"did"`
-	Pub           []byte     `json:"pub"`
-	Kind          string     `json:"kind"`
-	Site          string     `json:"site"`
-	Gateway       device.DID `json:"gateway"`
-	Status        string     `json:"status"`
-	Height        int64      `json:"height"`
-	Tx            string     `json:"tx"`
-	Registration  []byte     `json:"registration"`
-	DeviceSig     []byte     `json:"device_sig"`
-	RevokedHeight int64      `json:"revoked_height,omitempty"`
-	RevokedTx     string     `json:"revoked_tx,omitempty"`
-	RevokedBy     device.DID `json:"revoked_by,omitempty"`
-	RevokeReason  string     `json:"revoke_reason,omitempty"`
-}
-
-// BatchRecord is an anchored batch header, the answer to /batch/…,
-// /batch-by-root/… and /last-batch/…: the exact header bytes, the gateway's
-// signature over them, the header hash, and where the anchor tx sits.
-type BatchRecord struct {
-	Gateway device.DID  `json:"gateway"`
-	Seq     uint64      `json:"seq"`
-	Header  []byte      `json:"header"`
-	Sig     []byte      `json:"sig"`
-	Hash    anchor.Hash `json:"hash"`
-	Root    anchor.Hash `json:"root"`
-	First   uint64      `json:"first"`
-	Last    uint64      `json:"last"`
-	Height  int64       `json:"height"`
-	Tx      string      `json:"tx"`
-	Index   uint32      `json:"index"`
-}
+// The records the ledger stores and its queries answer are the query
+// contract's types, defined once in anchor: anchor.GatewayRecord,
+// anchor.DeviceRecord and anchor.BatchRecord (stored as their JSON).
 
 // meta is what Info reports after a restart.
 type meta struct {

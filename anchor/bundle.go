@@ -192,7 +192,9 @@ func ParseBundle(data []byte) (*Bundle, error) {
 		return nil, fmt.Errorf("%w: %d bytes > %d", ErrMalformedBundle, len(data), MaxBundleBytes)
 	}
 	var b Bundle
-	if err := checkNoDuplicateKeysDepth(data); err != nil {
+	// Duplicate members (as encoding/json matches names: case-insensitively)
+	// at any depth are refused; light blocks nest deeper than signed bodies.
+	if err := device.CheckJSON(data, device.JSONOptions{MaxDepth: 64, FoldCase: true}); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformedBundle, err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -222,65 +224,6 @@ func ParseBundle(data []byte) (*Bundle, error) {
 		return nil, fmt.Errorf("%w: no anchor proof", ErrMalformedBundle)
 	}
 	return &b, nil
-}
-
-// checkNoDuplicateKeysDepth refuses duplicate (case-insensitive) members at
-// any depth; light blocks nest deeper than signed bodies do.
-func checkNoDuplicateKeysDepth(data []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	return walkJSONDepth(dec, 0, 64)
-}
-
-func walkJSONDepth(dec *json.Decoder, depth, max int) error {
-	if depth > max {
-		return errors.New("JSON nested too deeply")
-	}
-	tok, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	delim, ok := tok.(json.Delim)
-	if !ok {
-		return nil
-	}
-	switch delim {
-	case '{':
-		seen := map[string]bool{}
-		for dec.More() {
-			k, err := dec.Token()
-			if err != nil {
-				return err
-			}
-			key, _ := k.(string)
-			key = lowerASCII(key)
-			if seen[key] {
-				return fmt.Errorf("duplicate key %q", key)
-			}
-			seen[key] = true
-			if err := walkJSONDepth(dec, depth+1, max); err != nil {
-				return err
-			}
-		}
-	case '[':
-		for dec.More() {
-			if err := walkJSONDepth(dec, depth+1, max); err != nil {
-				return err
-			}
-		}
-	}
-	_, err = dec.Token()
-	return err
-}
-
-func lowerASCII(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }
 
 // ReadBundleFile reads and parses a bundle file.

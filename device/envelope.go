@@ -102,7 +102,7 @@ func Open(raw []byte, maxBody int) (*Opened, error) {
 		return nil, fmt.Errorf("%w: envelope of %d bytes (body limit %d)", ErrTooLarge, len(raw), maxBody)
 	}
 	var o Opened
-	if err := checkJSON(raw, envelopeKeys); err != nil {
+	if err := CheckJSON(raw, JSONOptions{Top: envelopeKeys}); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	var w struct {
@@ -158,7 +158,7 @@ func ParseBody(body []byte, b *Body) error {
 	if !utf8.Valid(body) {
 		return fmt.Errorf("%w: body is not valid UTF-8", ErrMalformed)
 	}
-	if err := checkJSON(body, bodyKeys); err != nil {
+	if err := CheckJSON(body, JSONOptions{Top: bodyKeys}); err != nil {
 		return fmt.Errorf("%w: body: %v", ErrMalformed, err)
 	}
 	if err := json.Unmarshal(body, b); err != nil {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -173,7 +174,8 @@ func asFieldError(err error, fe **FieldError) bool {
 }
 
 // FuzzCheckJSON compares the byte scanner behind duplicate-key detection
-// with a reference built on encoding/json's tokenizer, on valid JSON.
+// with a reference built on encoding/json's tokenizer, on valid JSON, with
+// exact and with case-folded member names.
 func FuzzCheckJSON(f *testing.F) {
 	for _, s := range goldenBodySeeds(f) {
 		f.Add(s)
@@ -181,25 +183,33 @@ func FuzzCheckJSON(f *testing.F) {
 	f.Add([]byte(`{"a":{"b":1,"b":2}}`))
 	f.Add([]byte(`[{"a":1},{"a":1,"\u0061":2}]`))
 	f.Add([]byte(`{"s\"q":"}{][","x":[1,"a\\",{"y":null}]}`))
+	f.Add([]byte(`{"did":1,"DID":2}`))
+	f.Add([]byte(`{"k":1,"\u212a":2}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		got := checkJSON(data, nil)
-		if !json.Valid(data) {
-			return // json.Unmarshal refuses it whatever checkJSON says
-		}
-		want := referenceDupCheck(data)
-		if (got == nil) != (want == nil) {
-			t.Fatalf("checkJSON(%q) = %v, reference %v", data, got, want)
+		for _, fold := range []bool{false, true} {
+			got := CheckJSON(data, JSONOptions{FoldCase: fold})
+			if !json.Valid(data) {
+				return // json.Unmarshal refuses it whatever CheckJSON says
+			}
+			want := referenceDupCheck(data, fold)
+			if (got == nil) != (want == nil) {
+				t.Fatalf("CheckJSON(%q, FoldCase %v) = %v, reference %v", data, fold, got, want)
+			}
 		}
 	})
 }
 
-// referenceDupCheck is the slow, obviously right version of checkJSON(data,
-// nil) for valid JSON.
-func referenceDupCheck(data []byte) error {
+// referenceDupCheck is the slow, obviously right version of CheckJSON for
+// valid JSON: names compared pairwise, with strings.EqualFold when fold.
+func referenceDupCheck(data []byte, fold bool) error {
+	same := func(a, b string) bool { return a == b }
+	if fold {
+		same = strings.EqualFold
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	var walk func(depth int) error
 	walk = func(depth int) error {
-		if depth > maxJSONDepth {
+		if depth > DefaultJSONDepth {
 			return errors.New("too deep")
 		}
 		tok, err := dec.Token()
@@ -208,16 +218,18 @@ func referenceDupCheck(data []byte) error {
 		}
 		switch tok {
 		case json.Delim('{'):
-			seen := map[string]bool{}
+			var seen []string
 			for dec.More() {
 				k, err := dec.Token()
 				if err != nil {
 					return err
 				}
-				if seen[k.(string)] {
-					return errors.New("duplicate")
+				for _, s := range seen {
+					if same(s, k.(string)) {
+						return errors.New("duplicate")
+					}
 				}
-				seen[k.(string)] = true
+				seen = append(seen, k.(string))
 				if err := walk(depth + 1); err != nil {
 					return err
 				}

@@ -5,19 +5,46 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"unicode"
+	"unicode/utf8"
 )
 
-// checkJSON walks one JSON value and refuses objects that name a member
+// DefaultJSONDepth is the deepest nesting CheckJSON accepts when
+// JSONOptions.MaxDepth is 0; signed bodies and envelopes use it.
+const DefaultJSONDepth = 32
+
+// JSONOptions tunes CheckJSON. The zero value checks for exactly repeated
+// member names down to DefaultJSONDepth.
+type JSONOptions struct {
+	// MaxDepth is the deepest nesting accepted (the top-level value is at
+	// depth 0); 0 means DefaultJSONDepth.
+	MaxDepth int
+	// FoldCase counts two member names as the same member when
+	// encoding/json would match them to the same struct field: equal under
+	// Unicode simple case folding (bytes.EqualFold), so "did" and "DID" are
+	// a duplicate. Without it only names equal after unescaping are.
+	FoldCase bool
+	// Top, when not nil, is the list of the only member names (compared
+	// exactly) accepted in the top-level object.
+	Top []string
+}
+
+// CheckJSON walks one JSON value and refuses objects that name a member
 // twice (parsers differ on which one wins, and a signed body must mean one
-// thing to everyone), nesting deeper than maxJSONDepth and, when top is not
-// nil, a top-level member whose name is not exactly one of top
-// (encoding/json alone matches names case-insensitively).
+// thing to everyone), nesting deeper than opts.MaxDepth, anything but white
+// space after the value and, when opts.Top is not nil, a top-level member
+// whose name is not exactly one of opts.Top (encoding/json alone matches
+// names case-insensitively).
 //
-// It only finds member names; the syntax of the whole value, including
-// anything after it, is checked by the json.Unmarshal that follows it. On
-// input that is not JSON it returns some error or none, but always returns.
-func checkJSON(data []byte, top []string) error {
-	i, err := scanValue(data, skipSpace(data, 0), 0, top)
+// It only finds member names; the syntax of the whole value is checked by the
+// json.Unmarshal (or Decoder.Decode) that should follow it. On input that is
+// not JSON it returns some error or none, but always returns.
+func CheckJSON(data []byte, opts JSONOptions) error {
+	s := scanner{d: data, max: opts.MaxDepth, fold: opts.FoldCase, top: opts.Top}
+	if s.max <= 0 {
+		s.max = DefaultJSONDepth
+	}
+	i, err := s.value(skipSpace(data, 0), 0)
 	if err != nil {
 		return err
 	}
@@ -27,7 +54,13 @@ func checkJSON(data []byte, top []string) error {
 	return nil
 }
 
-const maxJSONDepth = 32
+// scanner holds one CheckJSON call's input and options.
+type scanner struct {
+	d    []byte
+	max  int
+	fold bool
+	top  []string
+}
 
 var errEOF = errors.New("unexpected end of JSON input")
 
@@ -38,9 +71,10 @@ func skipSpace(d []byte, i int) int {
 	return i
 }
 
-// scanValue scans the value starting at d[i] and returns the index after it.
-func scanValue(d []byte, i, depth int, top []string) (int, error) {
-	if depth > maxJSONDepth {
+// value scans the value starting at d[i] and returns the index after it.
+func (s *scanner) value(i, depth int) (int, error) {
+	d := s.d
+	if depth > s.max {
 		return 0, errors.New("JSON nested too deeply")
 	}
 	if i >= len(d) {
@@ -48,7 +82,7 @@ func scanValue(d []byte, i, depth int, top []string) (int, error) {
 	}
 	switch d[i] {
 	case '{':
-		return scanObject(d, i+1, depth, top)
+		return s.object(i+1, depth)
 	case '[':
 		i = skipSpace(d, i+1)
 		if i < len(d) && d[i] == ']' {
@@ -56,7 +90,7 @@ func scanValue(d []byte, i, depth int, top []string) (int, error) {
 		}
 		for {
 			var err error
-			if i, err = scanValue(d, skipSpace(d, i), depth+1, nil); err != nil {
+			if i, err = s.value(skipSpace(d, i), depth+1); err != nil {
 				return 0, err
 			}
 			i = skipSpace(d, i)
@@ -96,8 +130,9 @@ func isDelim(c byte) bool {
 	return false
 }
 
-// scanObject scans the members of an object whose '{' is at d[i-1].
-func scanObject(d []byte, i, depth int, top []string) (int, error) {
+// object scans the members of an object whose '{' is at d[i-1].
+func (s *scanner) object(i, depth int) (int, error) {
+	d := s.d
 	i = skipSpace(d, i)
 	if i < len(d) && d[i] == '}' {
 		return i + 1, nil
@@ -121,6 +156,12 @@ func scanObject(d []byte, i, depth int, top []string) (int, error) {
 		if err != nil {
 			return 0, err
 		}
+		if depth == 0 && s.top != nil && !slices.Contains(s.top, name) {
+			return 0, fmt.Errorf("unknown member %q", name)
+		}
+		if s.fold {
+			name = foldName(name)
+		}
 		if set != nil {
 			if set[name] {
 				return 0, fmt.Errorf("duplicate key %q", name)
@@ -137,9 +178,6 @@ func scanObject(d []byte, i, depth int, top []string) (int, error) {
 				}
 			}
 		}
-		if depth == 0 && top != nil && !slices.Contains(top, name) {
-			return 0, fmt.Errorf("unknown member %q", name)
-		}
 		i = skipSpace(d, j)
 		if i >= len(d) {
 			return 0, errEOF
@@ -147,7 +185,7 @@ func scanObject(d []byte, i, depth int, top []string) (int, error) {
 		if d[i] != ':' {
 			return 0, fmt.Errorf("invalid character %q after member name", d[i])
 		}
-		if i, err = scanValue(d, skipSpace(d, i+1), depth+1, nil); err != nil {
+		if i, err = s.value(skipSpace(d, i+1), depth+1); err != nil {
 			return 0, err
 		}
 		i = skipSpace(d, i)
@@ -190,4 +228,38 @@ func memberName(tok []byte) (string, error) {
 		return "", fmt.Errorf("bad member name %s: %v", tok, err)
 	}
 	return s, nil
+}
+
+// foldName maps every name in one bytes.EqualFold class to the same string,
+// as encoding/json does when it matches member names to struct fields: ASCII
+// letters to upper case, any other rune to the smallest rune of its simple
+// folding orbit.
+func foldName(name string) string {
+	var b []byte
+	for i := 0; i < len(name); {
+		c := name[i]
+		if c < utf8.RuneSelf {
+			if 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			}
+			b = append(b, c)
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(name[i:])
+		b = utf8.AppendRune(b, foldRune(r))
+		i += n
+	}
+	return string(b)
+}
+
+// foldRune is the smallest rune of r's simple folding orbit.
+func foldRune(r rune) rune {
+	for {
+		r2 := unicode.SimpleFold(r)
+		if r2 <= r {
+			return r2
+		}
+		r = r2
+	}
 }

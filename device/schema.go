@@ -134,7 +134,7 @@ func ValidateData(kind string, data []byte) error {
 	if !utf8.Valid(data) {
 		return &FieldError{Kind: kind, Reason: "data is not valid UTF-8"}
 	}
-	if err := checkJSON(data, nil); err != nil {
+	if err := CheckJSON(data, JSONOptions{}); err != nil {
 		return &FieldError{Kind: kind, Reason: "data is not a JSON object: " + err.Error()}
 	}
 	var obj map[string]json.RawMessage

@@ -1,49 +1,19 @@
 package main
 
 import (
-	"bytes"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
+	"github.com/edgeanchor/edgeanchor/internal/testutil"
 )
-
-// lockedBuffer is a bytes.Buffer safe for a writing process and a reading test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func gwFreeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // TestGatewayCommand: `gateway init` writes a 0600 key and a config that
 // `gateway --config` runs with flag overrides; the effective config is
@@ -81,34 +51,14 @@ func TestGatewayCommand(t *testing.T) {
 		t.Fatalf("bad flag: exit %d, stderr %s", code, errOut)
 	}
 
-	httpAddr := gwFreeAddr(t)
+	httpAddr := testutil.FreeAddr(t)
 	cmd := exec.Command(testbin.Path(t, "./cmd/edgeanchor"), "gateway", "--config", cfgPath,
-		"--mqtt-tcp", "127.0.0.1:0", "--mqtt-ws", "", "--http", httpAddr, "--ledger-rpc", "http://"+gwFreeAddr(t))
+		"--mqtt-tcp", "127.0.0.1:0", "--mqtt-ws", "", "--http", httpAddr, "--ledger-rpc", "http://"+testutil.FreeAddr(t))
 	cmd.Dir = dir
-	var stderr lockedBuffer
-	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + httpAddr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no /healthz within 30 s; stderr:\n%s", stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	cmd.Stdout = io.Discard
+	gw := testutil.StartProcess(t, cmd)
+	if err := testutil.WaitHTTP(30*time.Second, "http://"+httpAddr+"/healthz"); err != nil {
+		t.Fatalf("no /healthz: %v; stderr:\n%s", err, gw.Output.String())
 	}
 	resp, err := http.Get("http://" + httpAddr + "/readyz")
 	if err != nil {
@@ -119,19 +69,10 @@ func TestGatewayCommand(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), `"ledger"`) {
 		t.Fatalf("/readyz without a ledger: %d %s", resp.StatusCode, body)
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	if err := gw.Stop(syscall.SIGTERM, 20*time.Second); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, gw.Output.String())
 	}
-	select {
-	case err := <-done:
-		done <- err
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("gateway did not stop within 20 s of SIGTERM")
-	}
-	log := stderr.String()
+	log := gw.Output.String()
 	for _, want := range []string{"# effective configuration", "site: site-x", "max_payload: 16384", "<redacted>", "gateway started", "gateway stopped"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("stderr lacks %q", want)

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
+	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,29 +13,9 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
+	"github.com/edgeanchor/edgeanchor/internal/testutil"
 	"github.com/edgeanchor/edgeanchor/ledger"
 )
-
-func ledgerFreePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func httpGet(url string) (string, error) {
-	c := http.Client{Timeout: 2 * time.Second}
-	res, err := c.Get(url)
-	if err != nil {
-		return "", err
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	return string(b), err
-}
 
 // TestLedgerCLI runs the real binary: init (with a genesis gateway), the
 // refusals, testnet, and start until SIGTERM.
@@ -54,9 +31,10 @@ func TestLedgerCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	gwDID := device.DIDFromPublicKey(&gw.PublicKey)
-	rpcPort, promPort := ledgerFreePort(t), ledgerFreePort(t)
+	ports := testutil.FreePorts(t, 3)
+	p2pPort, rpcPort, promPort := ports[0], ports[1], ports[2]
 	out := devMustRun(t, dir, nil, "ledger", "init", "--home", home,
-		"--p2p-port", fmt.Sprint(ledgerFreePort(t)), "--rpc-port", fmt.Sprint(rpcPort), "--prometheus-port", fmt.Sprint(promPort),
+		"--p2p-port", fmt.Sprint(p2pPort), "--rpc-port", fmt.Sprint(rpcPort), "--prometheus-port", fmt.Sprint(promPort),
 		"--gateway-pub", gwPub, "--gateway-site", "site-a", "--gateway-name", "Gateway A")
 	adminKey := filepath.Join(home, ledger.AdminKeyFile)
 	if !strings.Contains(out, adminKey) || !strings.Contains(out, string(gwDID)) {
@@ -105,54 +83,31 @@ func TestLedgerCLI(t *testing.T) {
 	}
 
 	// start runs until SIGTERM and stops cleanly.
-	cmd := exec.Command(testbin.Path(t, "./cmd/edgeanchor"), "ledger", "start", "--home", home)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
+	node := testutil.StartProcess(t, exec.Command(testbin.Path(t, "./cmd/edgeanchor"), "ledger", "start", "--home", home))
 	rpc := fmt.Sprintf("http://127.0.0.1:%d", rpcPort)
 	var gwAnswer string
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		st, err := httpGet(rpc + "/status")
-		if err == nil && !strings.Contains(st, `"latest_block_height":"0"`) {
-			gwAnswer, err = httpGet(fmt.Sprintf(`%s/abci_query?path="/gateway/%s"`, rpc, gwDID))
-			if err == nil && strings.Contains(gwAnswer, `"code":0`) {
-				break
-			}
+	_ = testutil.Poll(30*time.Second, func() error {
+		st, err := testutil.HTTPGet(rpc + "/status")
+		if err != nil || strings.Contains(string(st), `"latest_block_height":"0"`) {
+			return errors.New("no block yet")
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		b, err := testutil.HTTPGet(fmt.Sprintf(`%s/abci_query?path="/gateway/%s"`, rpc, gwDID))
+		if gwAnswer = string(b); err != nil || !strings.Contains(gwAnswer, `"code":0`) {
+			return errors.New("gateway not served yet")
+		}
+		return nil
+	})
 	if !strings.Contains(gwAnswer, `"code":0`) {
-		t.Fatalf("genesis gateway not served by the started node: %q\nstderr: %s", gwAnswer, stderr.String())
+		t.Fatalf("genesis gateway not served by the started node: %q\nstderr: %s", gwAnswer, node.Output.String())
 	}
-	metrics, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/metrics", promPort))
-	if err != nil || !strings.Contains(metrics, "edgeanchor_ledger_registrations_total") || !strings.Contains(metrics, "cometbft_consensus_height") {
+	metrics, err := testutil.HTTPGet(fmt.Sprintf("http://127.0.0.1:%d/metrics", promPort))
+	if err != nil || !strings.Contains(string(metrics), "edgeanchor_ledger_registrations_total") || !strings.Contains(string(metrics), "cometbft_consensus_height") {
 		t.Errorf("prometheus listener lacks application or CometBFT metrics: %v", err)
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	if err := node.Stop(syscall.SIGTERM, 20*time.Second); err != nil {
+		t.Fatalf("ledger start after SIGTERM: %v\nstderr: %s", err, node.Output.String())
 	}
-	select {
-	case err := <-done:
-		stopped = true
-		if err != nil {
-			t.Fatalf("ledger start after SIGTERM: %v\nstderr: %s", err, stderr.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("ledger start did not stop within 20 s of SIGTERM")
-	}
-	if !strings.Contains(stderr.String(), "ledger node stopped") {
-		t.Errorf("no clean stop in the log:\n%s", stderr.String())
+	if !strings.Contains(node.Output.String(), "ledger node stopped") {
+		t.Errorf("no clean stop in the log:\n%s", node.Output.String())
 	}
 }

@@ -2,37 +2,28 @@ package main
 
 import (
 	"bytes"
-	"net"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
+	"github.com/edgeanchor/edgeanchor/internal/testutil"
 )
-
-func trustFreePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-}
 
 // TestLedgerExportTrust exports the trust of a real node home (genesis
 // mode, no node needed) and of the running node over RPC (header mode).
 func TestLedgerExportTrust(t *testing.T) {
 	dir := t.TempDir()
 	home := filepath.Join(dir, "home")
-	rpcPort := trustFreePort(t)
+	ports := testutil.FreePorts(t, 3)
+	rpcPort := strconv.Itoa(ports[0])
 	devMustRun(t, dir, nil, "ledger", "init", "--home", home, "--chain-id", "trust-test",
-		"--p2p-port", trustFreePort(t), "--rpc-port", rpcPort, "--prometheus-port", trustFreePort(t))
+		"--p2p-port", strconv.Itoa(ports[1]), "--rpc-port", rpcPort, "--prometheus-port", strconv.Itoa(ports[2]))
 
 	genPath := filepath.Join(dir, "genesis-trust.json")
 	out := devMustRun(t, dir, nil, "ledger", "export-trust", "--home", home, "--out", genPath)
@@ -65,27 +56,17 @@ func TestLedgerExportTrust(t *testing.T) {
 	}
 
 	// Header mode from the running node.
-	node := exec.Command(testbin.Path(t, "./cmd/edgeanchor"), "ledger", "start", "--home", home, "--log-level", "error")
-	var nodeLog bytes.Buffer
-	node.Stderr = &nodeLog
-	node.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := node.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = node.Process.Kill(); _ = node.Wait() })
+	node := testutil.StartProcess(t, exec.Command(testbin.Path(t, "./cmd/edgeanchor"), "ledger", "start", "--home", home, "--log-level", "error"))
 
 	rpcPath := filepath.Join(dir, "trust.json")
 	rpc := "http://127.0.0.1:" + rpcPort
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, errOut, code := devRun(t, dir, nil, "ledger", "export-trust", "--rpc", rpc, "--out", rpcPath)
-		if code == 0 {
-			break
+	if err := testutil.Poll(30*time.Second, func() error {
+		if _, errOut, code := devRun(t, dir, nil, "ledger", "export-trust", "--rpc", rpc, "--out", rpcPath); code != 0 {
+			return fmt.Errorf("exit %d: %s", code, errOut)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("export-trust --rpc: exit %d: %s\nnode: %s", code, errOut, nodeLog.String())
-		}
-		time.Sleep(200 * time.Millisecond)
+		return nil
+	}); err != nil {
+		t.Fatalf("export-trust --rpc: %v\nnode: %s", err, node.Output.String())
 	}
 	tr, err := anchor.ReadTrustFile(rpcPath)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/internal/testutil"
 )
 
 // arrival is one publish the broker received.
@@ -60,21 +60,21 @@ func (h *captureHook) arrivals() []arrival {
 	return append([]arrival(nil), h.got...)
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // startBroker runs an allow-all mochi broker on addr feeding hook; the
 // returned func stops it.
 func startBroker(t *testing.T, addr string, hook *captureHook) func() {
 	t.Helper()
-	s := mqtt.New(&mqtt.Options{Logger: slog.New(slog.DiscardHandler)})
+	return serveBroker(t, newBroker(), addr, hook)
+}
+
+func newBroker() *mqtt.Server {
+	return mqtt.New(&mqtt.Options{Logger: slog.New(slog.DiscardHandler)})
+}
+
+// serveBroker serves s, allowing every client, with hook on addr; the
+// returned func (also run at the end of the test) stops it.
+func serveBroker(t *testing.T, s *mqtt.Server, addr string, hook mqtt.Hook) func() {
+	t.Helper()
 	if err := s.AddHook(new(auth.AllowHook), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -91,17 +91,6 @@ func startBroker(t *testing.T, addr string, hook *captureHook) func() {
 	stop := func() { once.Do(func() { s.Close() }) }
 	t.Cleanup(stop)
 	return stop
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 type takenLog struct {
@@ -149,7 +138,7 @@ func testConfig(t *testing.T, broker string, log *takenLog) Config {
 }
 
 func TestStoreAndForwardAcrossBrokerOutage(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	hook := &captureHook{}
 	stop := startBroker(t, addr, hook)
 	log := newTakenLog()
@@ -163,11 +152,11 @@ func TestStoreAndForwardAcrossBrokerOutage(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
 
-	waitFor(t, 10*time.Second, "devices online", func() bool { return f.Stats().Online == cfg.Devices })
+	testutil.WaitUntil(t, 10*time.Second, "devices online", func() bool { return f.Stats().Online == cfg.Devices })
 	time.Sleep(500 * time.Millisecond)
 	stop()
 	gapFrom := time.Now()
-	waitFor(t, 5*time.Second, "devices to notice the outage", func() bool { return f.Stats().Online == 0 })
+	testutil.WaitUntil(t, 5*time.Second, "devices to notice the outage", func() bool { return f.Stats().Online == 0 })
 	time.Sleep(2 * time.Second)
 	gapTo := time.Now()
 	if f.Stats().Spooled == 0 {
@@ -189,7 +178,7 @@ func TestStoreAndForwardAcrossBrokerOutage(t *testing.T) {
 	if len(gapLast) != cfg.Devices {
 		t.Fatalf("only %d devices took readings during the outage", len(gapLast))
 	}
-	waitFor(t, 20*time.Second, "the gap's readings to be acknowledged", func() bool {
+	testutil.WaitUntil(t, 20*time.Second, "the gap's readings to be acknowledged", func() bool {
 		log.mu.Lock()
 		defer log.mu.Unlock()
 		for did, seq := range gapLast {
@@ -262,7 +251,7 @@ func TestStoreAndForwardAcrossBrokerOutage(t *testing.T) {
 }
 
 func TestSpoolFullDropsOldestWhileOffline(t *testing.T) {
-	addr := freeAddr(t) // nothing listens: the gateway is unreachable
+	addr := testutil.FreeAddr(t) // nothing listens: the gateway is unreachable
 	cfg := testConfig(t, addr, nil)
 	cfg.Devices = 2
 	cfg.Rate = 100
@@ -275,7 +264,7 @@ func TestSpoolFullDropsOldestWhileOffline(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
-	waitFor(t, 10*time.Second, "readings to overflow the spools", func() bool { return f.Stats().Taken >= 40 })
+	testutil.WaitUntil(t, 10*time.Second, "readings to overflow the spools", func() bool { return f.Stats().Taken >= 40 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -304,7 +293,7 @@ func TestSpoolFullDropsOldestWhileOffline(t *testing.T) {
 }
 
 func TestFleetRestartKeepsIdentityAndSeq(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	hook := &captureHook{}
 	startBroker(t, addr, hook)
 	cfg := testConfig(t, addr, nil)
@@ -317,7 +306,7 @@ func TestFleetRestartKeepsIdentityAndSeq(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- f.Run(ctx) }()
-		waitFor(t, 10*time.Second, "readings acknowledged", func() bool { return f.Stats().Acked >= 6 })
+		testutil.WaitUntil(t, 10*time.Second, "readings acknowledged", func() bool { return f.Stats().Acked >= 6 })
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatal(err)
@@ -350,7 +339,7 @@ func TestFleetRestartKeepsIdentityAndSeq(t *testing.T) {
 }
 
 func TestLoadModePublishesPreSignedInOrder(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	hook := &captureHook{}
 	startBroker(t, addr, hook)
 	cfg := testConfig(t, addr, nil)
@@ -440,22 +429,10 @@ func (h *refuseHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 }
 
 func TestRefusedReadingIsGivenUpAfterRetries(t *testing.T) {
-	addr := freeAddr(t)
-	s := mqtt.New(&mqtt.Options{Logger: slog.New(slog.DiscardHandler)})
+	addr := testutil.FreeAddr(t)
+	s := newBroker()
 	hook := &refuseHook{srv: s, seq: 3}
-	if err := s.AddHook(new(auth.AllowHook), nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.AddHook(hook, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "t", Address: addr})); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	serveBroker(t, s, addr, hook)
 	cfg := testConfig(t, addr, nil)
 	cfg.Devices = 1
 	f, err := Open(cfg)
@@ -466,7 +443,7 @@ func TestRefusedReadingIsGivenUpAfterRetries(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
-	waitFor(t, 20*time.Second, "readings after the refused one", func() bool {
+	testutil.WaitUntil(t, 20*time.Second, "readings after the refused one", func() bool {
 		hook.mu.Lock()
 		defer hook.mu.Unlock()
 		return len(hook.accepted) >= 5

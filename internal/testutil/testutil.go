@@ -76,6 +76,20 @@ func WaitFor(t testing.TB, within time.Duration, what string, cond func() error)
 	}
 }
 
+// errNotYet is what WaitUntil's condition says while it is false.
+var errNotYet = errors.New("condition not met")
+
+// WaitUntil is WaitFor with a condition that is only true or false.
+func WaitUntil(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	WaitFor(t, within, what, func() error {
+		if !cond() {
+			return errNotYet
+		}
+		return nil
+	})
+}
+
 // WaitTCP waits (at most within) until addr accepts a TCP connection.
 func WaitTCP(within time.Duration, addr string) error {
 	return Poll(within, func() error {

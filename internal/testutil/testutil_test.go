@@ -42,6 +42,11 @@ func TestPoll(t *testing.T) {
 	}); err != nil || n != 3 {
 		t.Fatalf("Poll = %v after %d calls", err, n)
 	}
+	calls := 0
+	WaitUntil(t, 5*time.Second, "third call", func() bool { calls++; return calls == 3 })
+	if calls != 3 {
+		t.Fatalf("WaitUntil returned after %d calls", calls)
+	}
 	errNever := errors.New("never")
 	if err := Poll(50*time.Millisecond, func() error { return errNever }); !errors.Is(err, errNever) {
 		t.Fatalf("Poll of a condition never met = %v", err)

@@ -1,11 +1,15 @@
 package anchor_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"net"
 	"testing"
 	"time"
+
+	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgertest"
@@ -286,5 +290,69 @@ func TestClientLedgerOutage(t *testing.T) {
 	last, err := c.LastBatch(ctx, gw.DID())
 	if err != nil || last.Seq != 2 {
 		t.Fatalf("last batch after the outage = %+v, %v", last, err)
+	}
+}
+
+// TestFollowerBlocksMatchRPCClient: the follower's own decoding of /block
+// and /block_results gives what CometBFT's RPC client decodes from the
+// same node: tx bytes, hashes, codes, logs and events.
+func TestFollowerBlocksMatchRPCClient(t *testing.T) {
+	n := ledgertest.StartSingle(t)
+	c := newClient(t, n.RPC, anchor.ClientOptions{})
+	gw := ledgertest.NewGateway(t, "site-a")
+	first := submit(t, c, gw.RegisterTx(t, n.Admin))
+	tx, _ := gw.NextAnchor(t, 3)
+	last := submit(t, c, tx)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rc, err := rpchttp.New(n.RPC, "/websocket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seenTxs := 0
+	stop := errors.New("done")
+	err = c.WatchBlocks(ctx, first.Height, func(b *anchor.Block) error {
+		h := b.Height
+		rb, err := rc.Block(ctx, &h)
+		if err != nil {
+			return err
+		}
+		rr, err := rc.BlockResults(ctx, &h)
+		if err != nil {
+			return err
+		}
+		if !b.Time.Equal(rb.Block.Time) || len(b.Txs) != len(rb.Block.Txs) || len(b.Events) != len(rr.FinalizeBlockEvents) {
+			t.Fatalf("block %d: follower %+v, rpc time %v, %d txs, %d events", h, b, rb.Block.Time, len(rb.Block.Txs), len(rr.FinalizeBlockEvents))
+		}
+		for i, bt := range b.Txs {
+			want, res := rb.Block.Txs[i], rr.TxsResults[i]
+			if bt.Index != uint32(i) || !bytes.Equal(bt.Tx, want) || bt.Hash != hex.EncodeToString(want.Hash()) ||
+				bt.Code != res.Code || bt.Log != res.Log || len(bt.Events) != len(res.Events) {
+				t.Fatalf("block %d tx %d: follower %+v, rpc %x %+v", h, i, bt, want.Hash(), res)
+			}
+			for k, ev := range res.Events {
+				got := bt.Events[k]
+				if got.Type != ev.Type || len(got.Attributes) != len(ev.Attributes) {
+					t.Fatalf("block %d tx %d event %d: follower %+v, rpc %+v", h, i, k, got, ev)
+				}
+				for _, a := range ev.Attributes {
+					if got.Attributes[a.Key] != a.Value {
+						t.Fatalf("block %d tx %d event %s.%s = %q, rpc %q", h, i, ev.Type, a.Key, got.Attributes[a.Key], a.Value)
+					}
+				}
+			}
+			seenTxs++
+		}
+		if h >= last.Height {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) {
+		t.Fatalf("watch: %v", err)
+	}
+	if seenTxs < 2 {
+		t.Fatalf("compared %d txs, want the registration and the anchor", seenTxs)
 	}
 }

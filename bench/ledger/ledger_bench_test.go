@@ -19,6 +19,11 @@
 //     latency of an unloaded ledger.
 //
 // LEDGER_BENCH_MAX_TX (100000) caps the txs of a phase.
+// LEDGER_BENCH_PPROF_DIR, if set, makes validator 0 serve pprof (CometBFT's
+// rpc.pprof_laddr) and saves its CPU profile over the capacity phase there
+// (validator0-of-N.cpu.pprof); `go test -cpuprofile` profiles the load
+// generator. LEDGER_BENCH_BLOCK_MAX_BYTES and LEDGER_BENCH_MEMPOOL_SIZE
+// override those settings.
 package ledgerbench
 
 import (
@@ -26,6 +31,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -187,18 +195,28 @@ func runCase(b *testing.B, validators int) caseResult {
 	)
 	var opts ledgertest.ClusterOptions
 	mb, ms := envInt("LEDGER_BENCH_BLOCK_MAX_BYTES", 0), envInt("LEDGER_BENCH_MEMPOOL_SIZE", 0)
-	if mb > 0 || ms > 0 {
-		opts.Prepare = func(home string) error {
-			if mb > 0 {
-				if err := setBlockMaxBytes(home, mb); err != nil {
-					return err
-				}
+	profDir := os.Getenv("LEDGER_BENCH_PPROF_DIR")
+	var pprofAddr string
+	opts.Prepare = func(home string) error {
+		if mb > 0 {
+			if err := setBlockMaxBytes(home, mb); err != nil {
+				return err
 			}
-			if ms > 0 {
-				return setMempoolSize(home, ms)
-			}
-			return nil
 		}
+		if ms > 0 {
+			if err := setConfig(home, "mempool", "size", strconv.Itoa(ms)); err != nil {
+				return err
+			}
+		}
+		if profDir != "" && pprofAddr == "" { // the first validator serves pprof
+			port, err := freePort()
+			if err != nil {
+				return err
+			}
+			pprofAddr = fmt.Sprintf("127.0.0.1:%d", port)
+			return setConfig(home, "rpc", "pprof_laddr", strconv.Quote(pprofAddr))
+		}
+		return nil
 	}
 	cl := ledgertest.StartClusterWith(b, validators, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Duration(seconds)*time.Second+5*time.Minute)
@@ -239,7 +257,18 @@ func runCase(b *testing.B, validators int) caseResult {
 		return loadShape{window: pacedWindow, interval: time.Duration(float64(time.Second) * float64(gateways) / float64(rate))}
 	}
 	r := caseResult{Validators: validators, Gateways: gateways, TimeoutCommit: cl.TimeoutCommit}
+	var profDone chan error
+	if pprofAddr != "" {
+		profDone = make(chan error, 1)
+		path := filepath.Join(profDir, fmt.Sprintf("validator0-of-%d.cpu.pprof", validators))
+		go func() { profDone <- profileNode(ctx, pprofAddr, max(seconds-2, 1), path) }()
+	}
 	r.Capacity = load(ctx, b, cl, clients, gws, seconds, maxTx, loadShape{window: window})
+	if profDone != nil {
+		if err := <-profDone; err != nil {
+			b.Logf("validator profile: %v", err)
+		}
+	}
 	r.Capacity.WindowPerGW = window
 	r.Target = load(ctx, b, cl, clients, gws, seconds, maxTx, paced(rate))
 	r.Target.OfferedTxPerSec = float64(rate)
@@ -422,26 +451,62 @@ func setBlockMaxBytes(home string, n int) error {
 	return os.WriteFile(path, out, 0o600)
 }
 
-// setMempoolSize rewrites [mempool] size in a home's config.toml (an
-// experiment knob: LEDGER_BENCH_MEMPOOL_SIZE).
-func setMempoolSize(home string, n int) error {
+// setConfig rewrites "key = ..." in a [section] of a home's config.toml (an
+// experiment knob). value is TOML (quote strings).
+func setConfig(home, section, key, value string) error {
 	path := filepath.Join(home, "config", "config.toml")
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
 	lines := strings.Split(string(b), "\n")
-	section, done := "", false
+	cur, done := "", false
 	for i, l := range lines {
 		if strings.HasPrefix(l, "[") {
-			section = strings.TrimSpace(l)
+			cur = strings.TrimSpace(l)
 		}
-		if section == "[mempool]" && strings.HasPrefix(l, "size = ") {
-			lines[i], done = "size = "+strconv.Itoa(n), true
+		if cur == "["+section+"]" && strings.HasPrefix(l, key+" = ") {
+			lines[i], done = key+" = "+value, true
 		}
 	}
 	if !done {
-		return errors.New("config.toml has no [mempool] size")
+		return fmt.Errorf("config.toml has no [%s] %s", section, key)
 	}
 	return os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o600)
+}
+
+// freePort is a port that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// profileNode saves a CPU profile of the node serving pprof at addr, taken
+// over secs seconds, to path.
+func profileNode(ctx context.Context, addr string, secs int, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("pprof: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

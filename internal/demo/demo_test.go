@@ -1,13 +1,10 @@
 package demo
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,43 +14,17 @@ import (
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
+	"github.com/edgeanchor/edgeanchor/internal/testutil"
 )
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// syncBuffer is a bytes.Buffer safe for the demo's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func testOptions(t *testing.T, dir string) Options {
 	o := DefaultOptions()
 	o.Dir = dir
 	o.Devices = 6
 	o.Rate = 2
-	o.MQTTPort, o.WSPort, o.HTTPPort = freePort(t), freePort(t), freePort(t)
-	o.P2PPort, o.RPCPort = freePort(t), freePort(t)
+	ports := testutil.FreePorts(t, 5)
+	o.MQTTPort, o.WSPort, o.HTTPPort = ports[0], ports[1], ports[2]
+	o.P2PPort, o.RPCPort = ports[3], ports[4]
 	o.Interval = 200 * time.Millisecond
 	o.LineEvery = time.Second
 	return o
@@ -67,7 +38,7 @@ func TestRunAnchorsABatch(t *testing.T) {
 	ea := testbin.Path(t, "./cmd/edgeanchor") // built before the clock starts
 	dir := t.TempDir()
 	o := testOptions(t, dir)
-	var progress syncBuffer
+	var progress testutil.SyncBuffer
 	o.Progress = &progress
 	// run starts the demo, waits (at most 60 s) until the status satisfies
 	// until, calls during while the demo still runs, then stops it.
@@ -117,24 +88,13 @@ func TestRunAnchorsABatch(t *testing.T) {
 	verifyRecord1 := func() {
 		base := fmt.Sprintf("http://127.0.0.1:%d", o.HTTPPort)
 		proof := filepath.Join(dir, "proof.json")
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			resp, err := http.Get(base + "/v1/records/1/proof")
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				if err := os.WriteFile(proof, body, 0o600); err != nil {
-					t.Fatal(err)
-				}
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("proof of record 1: %d %s", resp.StatusCode, body)
-			}
-			time.Sleep(300 * time.Millisecond)
+		var body []byte
+		testutil.WaitFor(t, 30*time.Second, "proof of record 1", func() (err error) {
+			body, err = testutil.HTTPGet(base + "/v1/records/1/proof")
+			return err
+		})
+		if err := os.WriteFile(proof, body, 0o600); err != nil {
+			t.Fatal(err)
 		}
 		out, err := exec.Command(ea, "verify", proof, "--trust", filepath.Join(dir, "trust.json")).CombinedOutput()
 		if err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
+	"github.com/edgeanchor/edgeanchor/internal/testutil"
 	"github.com/edgeanchor/edgeanchor/ledger"
 )
 
@@ -66,19 +67,11 @@ func TestFirmwareSimBinary(t *testing.T) {
 	state := filepath.Join(o.Dir, "fs")
 	args := []string{"--gateway", "tcp://" + gcfg.MQTT.TCP, "--devices", "4", "--profile", "mixed", "--rate", "5",
 		"--tokens", tokPath, "--state", state, "--seed", "5", "--stats", "1s"}
-	var stderr bytes.Buffer
-	cmd := exec.Command(fs, args...)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	fsim := testutil.StartProcess(t, exec.Command(fs, args...))
 
 	dids := make([]device.DID, 4)
 	base := "http://" + gcfg.HTTP.Addr
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	if err := testutil.Poll(60*time.Second, func() error {
 		ready := 0
 		for i := range dids {
 			if dids[i] == "" {
@@ -93,30 +86,18 @@ func TestFirmwareSimBinary(t *testing.T) {
 				ready++
 			}
 		}
-		if ready == len(dids) {
-			break
+		if ready != len(dids) {
+			return fmt.Errorf("only %d of 4 devices have 5 records stored", ready)
 		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			<-exited
-			t.Fatalf("after 60 s only %d of 4 devices have 5 records stored\n%s", ready, stderr.String())
-		}
-		time.Sleep(300 * time.Millisecond)
+		return nil
+	}); err != nil {
+		t.Fatalf("%v\n%s", err, fsim.Output.String())
 	}
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
+	if err := fsim.Stop(syscall.SIGINT, 15*time.Second); err != nil {
+		t.Fatalf("firmware-sim after SIGINT: %v\n%s", err, fsim.Output.String())
 	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("firmware-sim exited with %v after SIGINT\n%s", err, stderr.String())
-		}
-	case <-time.After(15 * time.Second):
-		cmd.Process.Kill()
-		t.Fatalf("firmware-sim did not stop on SIGINT\n%s", stderr.String())
-	}
-	if !strings.Contains(stderr.String(), "fleet stopped") {
-		t.Fatalf("no final summary:\n%s", stderr.String())
+	if !strings.Contains(fsim.Output.String(), "fleet stopped") {
+		t.Fatalf("no final summary:\n%s", fsim.Output.String())
 	}
 	// A reading taken as the fleet stopped may still wait in a spool; load
 	// mode sends it first.
@@ -155,37 +136,26 @@ func TestFirmwareSimBinary(t *testing.T) {
 	// number was reserved when the process died.
 	runArgs := []string{"--gateway", "tcp://" + gcfg.MQTT.TCP, "--devices", "4", "--rate", "20", "--state", state, "--stats", "0"}
 	for round := range 2 {
-		cmd := exec.Command(fs, runArgs...)
-		var errOut bytes.Buffer
-		cmd.Stderr = &errOut
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
+		run := testutil.StartProcess(t, exec.Command(fs, runArgs...))
 		time.Sleep(2 * time.Second)
 		if round == 0 {
-			if err := cmd.Process.Kill(); err != nil {
+			if err := run.Cmd.Process.Kill(); err != nil {
 				t.Fatal(err)
 			}
-			_ = cmd.Wait()
+			<-run.Exited()
 			continue
 		}
 		// Second round: run until every spool is empty, then stop cleanly.
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			held, _ := filepath.Glob(filepath.Join(state, "dev-*", "spool", "*.env"))
-			if len(held) <= 4 { // at most the reading being sent
-				break
+		if err := testutil.Poll(30*time.Second, func() error {
+			if held, _ := filepath.Glob(filepath.Join(state, "dev-*", "spool", "*.env")); len(held) > 4 { // at most the reading being sent
+				return fmt.Errorf("spools still hold %d readings", len(held))
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("spools still hold %d readings\n%s", len(held), errOut.String())
-			}
-			time.Sleep(200 * time.Millisecond)
+			return nil
+		}); err != nil {
+			t.Fatalf("%v\n%s", err, run.Output.String())
 		}
-		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Wait(); err != nil {
-			t.Fatalf("firmware-sim after kill -9 and restart: %v\n%s", err, errOut.String())
+		if err := run.Stop(syscall.SIGINT, 30*time.Second); err != nil {
+			t.Fatalf("firmware-sim after kill -9 and restart: %v\n%s", err, run.Output.String())
 		}
 	}
 	for i, did := range dids {

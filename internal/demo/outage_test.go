@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/internal/testutil"
 	"github.com/edgeanchor/edgeanchor/ledger"
 	"github.com/edgeanchor/edgeanchor/sim"
 )
@@ -126,13 +127,12 @@ func TestGatewayOutage(t *testing.T) {
 
 	waitUntil := func(d time.Duration, what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(d)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out after %s waiting for %s (fleet %+v)", d, what, fleet.Stats())
+		testutil.WaitFor(t, d, what, func() error {
+			if !cond() {
+				return fmt.Errorf("fleet %+v", fleet.Stats())
 			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 	waitUntil(30*time.Second, "the fleet to enroll and send", func() bool {
 		st := fleet.Stats()

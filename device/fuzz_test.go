@@ -207,6 +207,7 @@ func referenceDupCheck(data []byte, fold bool) error {
 		same = strings.EqualFold
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber() // a number too large for a float64 is still valid JSON
 	var walk func(depth int) error
 	walk = func(depth int) error {
 		if depth > DefaultJSONDepth {

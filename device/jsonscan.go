@@ -93,17 +93,9 @@ func (s *scanner) value(i, depth int) (int, error) {
 			if i, err = s.value(skipSpace(d, i), depth+1); err != nil {
 				return 0, err
 			}
-			i = skipSpace(d, i)
-			if i >= len(d) {
-				return 0, errEOF
-			}
-			switch d[i] {
-			case ',':
-				i++
-			case ']':
-				return i + 1, nil
-			default:
-				return 0, fmt.Errorf("invalid character %q in array", d[i])
+			var end bool
+			if i, end, err = next(d, i, ']', "in array"); err != nil || end {
+				return i, err
 			}
 		}
 	case '"':
@@ -188,19 +180,29 @@ func (s *scanner) object(i, depth int) (int, error) {
 		if i, err = s.value(skipSpace(d, i+1), depth+1); err != nil {
 			return 0, err
 		}
+		var end bool
+		if i, end, err = next(d, i, '}', "after object member"); err != nil || end {
+			return i, err
+		}
 		i = skipSpace(d, i)
-		if i >= len(d) {
-			return 0, errEOF
-		}
-		switch d[i] {
-		case ',':
-			i = skipSpace(d, i+1)
-		case '}':
-			return i + 1, nil
-		default:
-			return 0, fmt.Errorf("invalid character %q after object member", d[i])
-		}
 	}
+}
+
+// next looks past an element of an array or object at d[i:] for the ','
+// before another element (it returns the index after the ',') or for the
+// closing byte end (it returns the index after it and true).
+func next(d []byte, i int, end byte, where string) (int, bool, error) {
+	i = skipSpace(d, i)
+	if i >= len(d) {
+		return 0, false, errEOF
+	}
+	switch d[i] {
+	case ',':
+		return i + 1, false, nil
+	case end:
+		return i + 1, true, nil
+	}
+	return 0, false, fmt.Errorf("invalid character %q %s", d[i], where)
 }
 
 // scanString returns the string token starting at d[i] (quotes included)

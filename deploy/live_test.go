@@ -5,9 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -26,52 +23,9 @@ import (
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
+	"github.com/edgeanchor/edgeanchor/internal/testutil"
 	"github.com/edgeanchor/edgeanchor/ledger"
 )
-
-// freePort returns a loopback port free at the time of the call.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// waitFor polls cond every 200 ms until it returns nil or the time is up.
-func waitFor(t testing.TB, within time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, within, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-func httpGet(u string) ([]byte, error) {
-	client := &http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Get(u)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return b, fmt.Errorf("GET %s: %s: %s", u, resp.Status, b)
-	}
-	return b, nil
-}
 
 // stack is a real ledger node and a real gateway on loopback.
 type stack struct {
@@ -146,9 +100,10 @@ func startStack(t *testing.T) (*stack, error) {
 		return nil, err
 	}
 	home := filepath.Join(dir, "ledger")
-	rpcPort, promPort := freePort(t), freePort(t)
+	ports := testutil.FreePorts(t, 5)
+	p2pPort, rpcPort, promPort := ports[0], ports[1], ports[2]
 	if err := cli("ledger", "init", "--home", home, "--chain-id", "edgeanchor-deploy-test",
-		"--p2p-port", fmt.Sprint(freePort(t)), "--rpc-port", fmt.Sprint(rpcPort), "--prometheus-port", fmt.Sprint(promPort),
+		"--p2p-port", fmt.Sprint(p2pPort), "--rpc-port", fmt.Sprint(rpcPort), "--prometheus-port", fmt.Sprint(promPort),
 		"--gateway-pub", filepath.Join(dir, "gateway.pub.pem"), "--gateway-site", "site-a", "--gateway-name", "deploy-test"); err != nil {
 		return nil, err
 	}
@@ -158,8 +113,8 @@ func startStack(t *testing.T) (*stack, error) {
 	}
 
 	// The gateway, on free loopback ports.
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	mqttAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", ports[3])
+	mqttAddr := fmt.Sprintf("127.0.0.1:%d", ports[4])
 	st := &stack{
 		ledgerRPC:     fmt.Sprintf("http://127.0.0.1:%d", rpcPort),
 		ledgerMetrics: fmt.Sprintf("127.0.0.1:%d", promPort),
@@ -203,7 +158,7 @@ func startStack(t *testing.T) (*stack, error) {
 			return nil, fmt.Errorf("the ledger node exited\n%s", logs())
 		default:
 		}
-		_, gerr := httpGet("http://" + st.gatewayHTTP + "/metrics")
+		_, gerr := testutil.HTTPGet("http://" + st.gatewayHTTP + "/metrics")
 		h, lerr := ledgerHeight(st.ledgerRPC)
 		if gerr == nil && lerr == nil && h >= 2 {
 			if err := driveTraffic(t, st, confPath, mqttAddr, dir); err != nil {
@@ -256,7 +211,7 @@ func driveTraffic(t *testing.T, st *stack, confPath, mqttAddr, dir string) error
 	// The records' batch is anchored: the ledger counts it for this gateway.
 	anchored := fmt.Sprintf("edgeanchor_ledger_anchors_total{gateway=%q}", st.gatewayDID)
 	for {
-		b, err := httpGet("http://" + st.ledgerMetrics + "/metrics")
+		b, err := testutil.HTTPGet("http://" + st.ledgerMetrics + "/metrics")
 		if err == nil && strings.Contains(string(b), anchored) {
 			return nil
 		}
@@ -269,7 +224,7 @@ func driveTraffic(t *testing.T, st *stack, confPath, mqttAddr, dir string) error
 }
 
 func ledgerHeight(rpc string) (int64, error) {
-	b, err := httpGet(rpc + "/status")
+	b, err := testutil.HTTPGet(rpc + "/status")
 	if err != nil {
 		return 0, err
 	}
@@ -523,14 +478,14 @@ func TestPrometheusScrapesGatewayAndLedger(t *testing.T) {
 	if err := os.WriteFile(confPath, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := testutil.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, promBin, "--config.file="+confPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr, "--log.level=warn")
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 10 * time.Second
 	cmd.SysProcAttr = dieWithParent()
-	var logBuf syncBuffer
+	var logBuf testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
 	if err := cmd.Start(); err != nil {
 		cancel()
@@ -539,7 +494,7 @@ func TestPrometheusScrapesGatewayAndLedger(t *testing.T) {
 	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
 	api := "http://" + addr
 
-	waitFor(t, 30*time.Second, "prometheus ready", func() error { _, err := httpGet(api + "/-/ready"); return err })
+	testutil.WaitFor(t, 30*time.Second, "prometheus ready", func() error { _, err := testutil.HTTPGet(api + "/-/ready"); return err })
 	query := func(q string) ([]promSample, error) { return promQuery(api, q) }
 
 	// Both targets up, and their series in the TSDB.
@@ -563,7 +518,7 @@ func TestPrometheusScrapesGatewayAndLedger(t *testing.T) {
 		fmt.Sprintf(`edgeanchor_ledger_anchors_total{job="edgeanchor-ledger", gateway=%q} > 0`, st.gatewayDID),
 		`edgeanchor_unanchored_records{job="edgeanchor-gateway"} == 0`,
 	} {
-		waitFor(t, 45*time.Second, "query "+q, func() error {
+		testutil.WaitFor(t, 45*time.Second, "query "+q, func() error {
 			res, err := query(q)
 			if err != nil {
 				return err
@@ -576,7 +531,7 @@ func TestPrometheusScrapesGatewayAndLedger(t *testing.T) {
 	}
 	// The height Prometheus stored grows with the chain.
 	growth := `max_over_time(cometbft_consensus_height{job="edgeanchor-ledger"}[1m]) - min_over_time(cometbft_consensus_height{job="edgeanchor-ledger"}[1m]) > 0`
-	waitFor(t, 30*time.Second, "query "+growth, func() error {
+	testutil.WaitFor(t, 30*time.Second, "query "+growth, func() error {
 		res, err := query(growth)
 		if err == nil && len(res) == 0 {
 			err = errors.New("the stored height does not grow")
@@ -605,8 +560,8 @@ func TestPrometheusScrapesGatewayAndLedger(t *testing.T) {
 	for _, g := range rf.Groups {
 		want += len(g.Rules)
 	}
-	waitFor(t, 30*time.Second, "rules evaluated", func() error {
-		b, err := httpGet(api + "/api/v1/rules")
+	testutil.WaitFor(t, 30*time.Second, "rules evaluated", func() error {
+		b, err := testutil.HTTPGet(api + "/api/v1/rules")
 		if err != nil {
 			return err
 		}
@@ -662,7 +617,7 @@ type promSample struct {
 
 // promQuery runs an instant query through Prometheus's HTTP API.
 func promQuery(api, q string) ([]promSample, error) {
-	b, err := httpGet(api + "/api/v1/query?query=" + url.QueryEscape(q))
+	b, err := testutil.HTTPGet(api + "/api/v1/query?query=" + url.QueryEscape(q))
 	if err != nil {
 		return nil, err
 	}
@@ -688,24 +643,6 @@ func promQuery(api, q string) ([]promSample, error) {
 		return nil, err
 	}
 	return out, nil
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's output and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // dieWithParent makes a child process get SIGKILL if the test process dies

@@ -53,19 +53,23 @@ func promqlMetricNames(expr string) []string {
 	names := map[string]bool{}
 	isStart := func(c byte) bool { return c == '_' || c == ':' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
 	isPart := func(c byte) bool { return isStart(c) || c >= '0' && c <= '9' }
+	closingQuote := func(i int) int { // i at a quote; returns the index of the matching one (or len(expr))
+		q := expr[i]
+		j := i + 1
+		for j < len(expr) && expr[j] != q {
+			if expr[j] == '\\' && q != '`' {
+				j++
+			}
+			j++
+		}
+		return j
+	}
 	skipTo := func(i int, open, close byte) int { // i at open; returns index after the matching close
 		depth := 0
 		for ; i < len(expr); i++ {
 			switch c := expr[i]; {
 			case c == '"' || c == '\'' || c == '`':
-				j := i + 1
-				for j < len(expr) && expr[j] != c {
-					if expr[j] == '\\' && c != '`' {
-						j++
-					}
-					j++
-				}
-				i = j
+				i = closingQuote(i)
 			case c == open:
 				depth++
 			case c == close:
@@ -87,14 +91,7 @@ func promqlMetricNames(expr string) []string {
 		c := expr[i]
 		switch {
 		case c == '"' || c == '\'' || c == '`':
-			j := i + 1
-			for j < len(expr) && expr[j] != c {
-				if expr[j] == '\\' && c != '`' {
-					j++
-				}
-				j++
-			}
-			i = j + 1
+			i = closingQuote(i) + 1
 		case c == '{':
 			i = skipTo(i, '{', '}')
 		case c == '[':

@@ -89,6 +89,11 @@ type ClientOptions struct {
 	RecheckInterval time.Duration
 	// Logger receives debug and warning logs (discarded if nil).
 	Logger *slog.Logger
+	// Follower, if set, is a client of another node of the same chain whose
+	// block follower resolves this client's commits, so that a process
+	// talking to several validators polls blocks from one of them only.
+	// Close this client before the Follower.
+	Follower *Client
 }
 
 func (o *ClientOptions) defaults() {
@@ -294,7 +299,7 @@ func (p *Pending) TxHash() string { return hex.EncodeToString(p.hash) }
 // those of Submit.
 func (c *Client) Broadcast(ctx context.Context, tx []byte) (*Pending, error) {
 	hash := types.Tx(tx).Hash()
-	ch, err := c.addWaiter(ctx, hash)
+	ch, err := c.follower().addWaiter(ctx, hash)
 	if err != nil {
 		return nil, err
 	}
@@ -351,7 +356,7 @@ func (p *Pending) Wait(ctx context.Context) (Receipt, error) {
 // Discard stops waiting for the tx (it may still commit).
 func (p *Pending) Discard() {
 	if p.ch != nil {
-		p.c.removeWaiter(p.hash, p.ch)
+		p.c.follower().removeWaiter(p.hash, p.ch)
 		p.ch = nil
 	}
 }
@@ -379,6 +384,8 @@ func (c *Client) waitCommit(ctx context.Context, tx, hash []byte, ch chan Receip
 			return Receipt{}, fmt.Errorf("anchor: wait for commit: %w", ctx.Err())
 		case <-c.ctx.Done():
 			return Receipt{}, ErrClosed
+		case <-c.follower().ctx.Done():
+			return Receipt{}, ErrClosed
 		case <-early:
 			if r, ok, lerr := c.lookupTx(ctx, hash); lerr == nil && ok {
 				return receiptOrRefusal(r)
@@ -402,9 +409,10 @@ func (c *Client) waitCommit(ctx context.Context, tx, hash []byte, ch chan Receip
 			if r, ok, err := c.lookupTx(ctx, hash); err == nil && ok {
 				return receiptOrRefusal(r)
 			}
-			c.mu.Lock()
-			lastErr := c.lastErr
-			c.mu.Unlock()
+			f := c.follower()
+			f.mu.Lock()
+			lastErr := f.lastErr
+			f.mu.Unlock()
 			if lastErr != nil && errors.Is(lastErr, ErrUnreachable) {
 				return Receipt{}, fmt.Errorf("anchor: wait for commit: %w", lastErr)
 			}
@@ -456,6 +464,14 @@ func (c *Client) TxReceipt(ctx context.Context, txHash string) (Receipt, error) 
 		return Receipt{}, fmt.Errorf("%w: tx %s", ErrNotFound, txHash)
 	}
 	return r, nil
+}
+
+// follower is the client whose block follower resolves c's commits.
+func (c *Client) follower() *Client {
+	if c.opts.Follower != nil {
+		return c.opts.Follower
+	}
+	return c
 }
 
 // addWaiter registers a commit waiter for hash and makes sure the follower

@@ -356,3 +356,27 @@ func TestFollowerBlocksMatchRPCClient(t *testing.T) {
 		t.Fatalf("compared %d txs, want the registration and the anchor", seenTxs)
 	}
 }
+
+// TestClientSharedFollower: a client whose Follower is another client gets
+// its receipts through that client's block follower; once the follower is
+// closed, waiting through it fails with ErrClosed rather than hanging.
+func TestClientSharedFollower(t *testing.T) {
+	n := ledgertest.StartSingle(t)
+	f, err := anchor.NewClient(n.RPC, anchor.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, n.RPC, anchor.ClientOptions{Follower: f})
+	gw := ledgertest.NewGateway(t, "site-a")
+	r := submit(t, c, gw.RegisterTx(t, n.Admin))
+	if r.Height <= 0 || r.Code != 0 {
+		t.Fatalf("receipt through the shared follower = %+v", r)
+	}
+	tx, _ := gw.NextAnchor(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	f.Close()
+	if _, err := c.Submit(ctx, tx); !errors.Is(err, anchor.ErrClosed) {
+		t.Fatalf("submit with its follower closed: %v, want ErrClosed", err)
+	}
+}

@@ -13,8 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
+	"github.com/edgeanchor/edgeanchor/ledger"
 )
 
 func testOptions(t *testing.T, dir string) Options {
@@ -28,6 +31,43 @@ func testOptions(t *testing.T, dir string) Options {
 	o.Interval = 200 * time.Millisecond
 	o.LineEvery = time.Second
 	return o
+}
+
+// startLedger prepares o's state and starts its ledger node, stopped at the
+// end of the test; the context it returns ends after within.
+func startLedger(t *testing.T, o Options, within time.Duration) (context.Context, *system) {
+	t.Helper()
+	s, err := prepare(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.closeLog)
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	t.Cleanup(cancel)
+	node, err := ledger.StartNode(ctx, s.p.ledger, ledger.NodeOptions{Logger: s.log.With("component", "ledger")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = node.Stop() })
+	return ctx, s
+}
+
+// startTestGateway starts the demo's gateway under ctx; the func it returns
+// stops it and reports an error it stopped with.
+func (s *system) startTestGateway(t *testing.T, ctx context.Context) func() {
+	t.Helper()
+	gctx, gcancel := context.WithCancel(ctx)
+	done, err := startGateway(gctx, s.gatewayConfig(), s.signer, s.log.With("component", "gateway"), prometheus.NewRegistry())
+	if err != nil {
+		gcancel()
+		t.Fatalf("start gateway: %v", err)
+	}
+	return func() {
+		gcancel()
+		if err := <-done; err != nil {
+			t.Errorf("gateway stopped with %v", err)
+		}
+	}
 }
 
 // TestRunAnchorsABatch drives the code path of `make run` (demo.Run) with a

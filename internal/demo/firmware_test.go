@@ -2,7 +2,6 @@ package demo
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -13,12 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
-	"github.com/edgeanchor/edgeanchor/ledger"
 )
 
 // TestFirmwareSimBinary runs bin/firmware-sim as docs/run.md shows it,
@@ -29,25 +25,9 @@ func TestFirmwareSimBinary(t *testing.T) {
 	ea := testbin.Path(t, "./cmd/edgeanchor")
 	fs := testbin.Path(t, "./firmware-sim")
 	o := testOptions(t, t.TempDir())
-	s, err := prepare(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.closeLog()
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	node, err := ledger.StartNode(ctx, s.p.ledger, ledger.NodeOptions{Logger: s.log.With("component", "ledger")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer node.Stop()
+	ctx, s := startLedger(t, o, 120*time.Second)
 	gcfg := s.gatewayConfig()
-	gctx, gcancel := context.WithCancel(ctx)
-	gdone, err := startGateway(gctx, gcfg, s.signer, s.log.With("component", "gateway"), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { gcancel(); <-gdone }()
+	defer s.startTestGateway(t, ctx)()
 
 	var tokens bytes.Buffer
 	for _, kc := range []struct {

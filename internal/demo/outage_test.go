@@ -9,11 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
-	"github.com/edgeanchor/edgeanchor/ledger"
 	"github.com/edgeanchor/edgeanchor/sim"
 )
 
@@ -61,35 +58,10 @@ func TestGatewayOutage(t *testing.T) {
 	o := testOptions(t, t.TempDir())
 	o.Devices = 4
 	o.Rate = 2
-	s, err := prepare(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.closeLog()
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
-	defer cancel()
-	node, err := ledger.StartNode(ctx, s.p.ledger, ledger.NodeOptions{Logger: s.log.With("component", "ledger")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer node.Stop()
-
+	ctx, s := startLedger(t, o, 150*time.Second)
 	gcfg := s.gatewayConfig()
 	base := "http://" + gcfg.HTTP.Addr
-	startGW := func() func() {
-		gctx, gcancel := context.WithCancel(ctx)
-		done, err := startGateway(gctx, gcfg, s.signer, s.log.With("component", "gateway"), prometheus.NewRegistry())
-		if err != nil {
-			t.Fatalf("start gateway: %v", err)
-		}
-		return func() {
-			gcancel()
-			if err := <-done; err != nil {
-				t.Errorf("gateway stopped with %v", err)
-			}
-		}
-	}
-	stopGW := startGW()
+	stopGW := s.startTestGateway(t, ctx)
 
 	var (
 		mu    sync.Mutex
@@ -146,7 +118,7 @@ func TestGatewayOutage(t *testing.T) {
 	if fleet.Stats().Online != 0 {
 		t.Fatal("devices still online with the gateway stopped")
 	}
-	stopGW = startGW()
+	stopGW = s.startTestGateway(t, ctx)
 	defer func() { stopGW() }()
 
 	mu.Lock()

@@ -20,19 +20,8 @@ import (
 	pahopk "github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/edgeanchor/edgeanchor/broker"
+	"github.com/edgeanchor/edgeanchor/internal/testutil"
 )
-
-// freeAddr returns a loopback address with a port that was free a moment
-// ago (for mochi's WebSocket listener, which cannot report a port 0 bind).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // selfSigned writes a certificate and key for 127.0.0.1 into dir.
 func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
@@ -73,7 +62,7 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.
 func TestTLSAndWebSocketListeners(t *testing.T) {
 	cfg := itConfig(t)
 	cert, key, pool := selfSigned(t, t.TempDir())
-	cfg.MQTT = MQTTConfig{TLS: "127.0.0.1:0", TLSCert: cert, TLSKey: key, WS: freeAddr(t)}
+	cfg.MQTT = MQTTConfig{TLS: "127.0.0.1:0", TLSCert: cert, TLSKey: key, WS: testutil.FreeAddr(t)} // mochi's WebSocket listener cannot report a port 0 bind
 	e := itStart(t, cfg, nil, nil)
 	if e.g.Broker().Addr("tcp") != "" {
 		t.Fatal("TCP listener on although its address is empty")

@@ -93,6 +93,35 @@ func serveBroker(t *testing.T, s *mqtt.Server, addr string, hook mqtt.Hook) func
 	return stop
 }
 
+// runFleet opens a fleet on cfg and runs it for at most within; the func it
+// returns ends the run and fails the test if Run returned an error. A run
+// still going at the end of the test is ended there.
+func runFleet(t *testing.T, cfg Config, within time.Duration) (*Fleet, func()) {
+	t.Helper()
+	f, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	var (
+		once   sync.Once
+		runErr error
+	)
+	wait := func() error {
+		once.Do(func() { cancel(); runErr = <-done })
+		return runErr
+	}
+	t.Cleanup(func() { _ = wait() })
+	return f, func() {
+		t.Helper()
+		if err := wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 type takenLog struct {
 	mu    sync.Mutex
 	taken map[device.DID][]Taken
@@ -143,14 +172,7 @@ func TestStoreAndForwardAcrossBrokerOutage(t *testing.T) {
 	stop := startBroker(t, addr, hook)
 	log := newTakenLog()
 	cfg := testConfig(t, addr, log)
-	f, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx) }()
+	f, stopFleet := runFleet(t, cfg, 60*time.Second)
 
 	testutil.WaitUntil(t, 10*time.Second, "devices online", func() bool { return f.Stats().Online == cfg.Devices })
 	time.Sleep(500 * time.Millisecond)
@@ -188,10 +210,7 @@ func TestStoreAndForwardAcrossBrokerOutage(t *testing.T) {
 		}
 		return true
 	})
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stopFleet()
 	if st := f.Stats(); st.ConnectFailures == 0 || st.Dropped != 0 || st.Refused != 0 {
 		t.Fatalf("stats %+v: want reconnect failures during the outage, nothing dropped or refused", st)
 	}
@@ -256,19 +275,9 @@ func TestSpoolFullDropsOldestWhileOffline(t *testing.T) {
 	cfg.Devices = 2
 	cfg.Rate = 100
 	cfg.SpoolMax = 5
-	f, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx) }()
+	f, stopFleet := runFleet(t, cfg, 20*time.Second)
 	testutil.WaitUntil(t, 10*time.Second, "readings to overflow the spools", func() bool { return f.Stats().Taken >= 40 })
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stopFleet()
 	st := f.Stats()
 	if st.Spooled != 10 {
 		t.Fatalf("spooled %d, want 2 devices × 5", st.Spooled)
@@ -299,18 +308,9 @@ func TestFleetRestartKeepsIdentityAndSeq(t *testing.T) {
 	cfg := testConfig(t, addr, nil)
 	cfg.Devices = 2
 	run := func() *Fleet {
-		f, err := Open(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- f.Run(ctx) }()
+		f, stopFleet := runFleet(t, cfg, 30*time.Second)
 		testutil.WaitUntil(t, 10*time.Second, "readings acknowledged", func() bool { return f.Stats().Acked >= 6 })
-		cancel()
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
+		stopFleet()
 		return f
 	}
 	a := run()
@@ -435,23 +435,13 @@ func TestRefusedReadingIsGivenUpAfterRetries(t *testing.T) {
 	serveBroker(t, s, addr, hook)
 	cfg := testConfig(t, addr, nil)
 	cfg.Devices = 1
-	f, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx) }()
+	f, stopFleet := runFleet(t, cfg, 30*time.Second)
 	testutil.WaitUntil(t, 20*time.Second, "readings after the refused one", func() bool {
 		hook.mu.Lock()
 		defer hook.mu.Unlock()
 		return len(hook.accepted) >= 5
 	})
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stopFleet()
 	hook.mu.Lock()
 	defer hook.mu.Unlock()
 	if hook.refusals != 3 {

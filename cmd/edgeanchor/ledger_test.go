@@ -17,20 +17,27 @@ import (
 	"github.com/edgeanchor/edgeanchor/ledger"
 )
 
+// newPublicKeyFile writes the public key of a new SM2 key pair to path (PEM)
+// and returns its DID.
+func newPublicKeyFile(t *testing.T, path string) device.DID {
+	t.Helper()
+	priv, err := device.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := device.WritePublicKeyFile(path, &priv.PublicKey); err != nil {
+		t.Fatal(err)
+	}
+	return device.DIDFromPublicKey(&priv.PublicKey)
+}
+
 // TestLedgerCLI runs the real binary: init (with a genesis gateway), the
 // refusals, testnet, and start until SIGTERM.
 func TestLedgerCLI(t *testing.T) {
 	dir := t.TempDir()
 	home := filepath.Join(dir, "ledger")
-	gw, err := device.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
 	gwPub := filepath.Join(dir, "gw.pub.pem")
-	if err := device.WritePublicKeyFile(gwPub, &gw.PublicKey); err != nil {
-		t.Fatal(err)
-	}
-	gwDID := device.DIDFromPublicKey(&gw.PublicKey)
+	gwDID := newPublicKeyFile(t, gwPub)
 	ports := testutil.FreePorts(t, 3)
 	p2pPort, rpcPort, promPort := ports[0], ports[1], ports[2]
 	out := devMustRun(t, dir, nil, "ledger", "init", "--home", home,
@@ -57,14 +64,8 @@ func TestLedgerCLI(t *testing.T) {
 	if _, _, code := devRun(t, dir, nil, "ledger", "start", "--home", filepath.Join(dir, "nothing")); code != 1 {
 		t.Errorf("start without a home: exit %d", code)
 	}
-	gw2, err := device.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
 	gw2Pub := filepath.Join(dir, "gw2.pub.pem")
-	if err := device.WritePublicKeyFile(gw2Pub, &gw2.PublicKey); err != nil {
-		t.Fatal(err)
-	}
+	gw2DID := newPublicKeyFile(t, gw2Pub)
 	out = devMustRun(t, dir, nil, "ledger", "testnet", "--validators", "3", "--out", filepath.Join(dir, "net"), "--base-port", "41000",
 		"--gateway-pub", gwPub, "--gateway-site", "site-a", "--gateway-name", "A", "--gateway-pub", gw2Pub, "--gateway-site", "site-b", "--gateway-name", "B")
 	for k := range 3 {
@@ -76,7 +77,7 @@ func TestLedgerCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{string(gwDID), string(device.DIDFromPublicKey(&gw2.PublicKey)), `"name": "A"`, `"name": "B"`, `"site": "site-b"`} {
+	for _, want := range []string{string(gwDID), string(gw2DID), `"name": "A"`, `"name": "B"`, `"site": "site-b"`} {
 		if !strings.Contains(string(genesis), want) {
 			t.Errorf("testnet genesis lacks %s", want)
 		}

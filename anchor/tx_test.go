@@ -1,6 +1,7 @@
 package anchor
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -229,13 +230,29 @@ func FuzzDecodeTx(f *testing.F) {
 	good, _ := EncodeTx(gw, body)
 	f.Add(good)
 	f.Add([]byte(`{"body":"e30=","signer":"did:ea:00112233445566778899aabbccddeeff","sig":"AA=="}`))
+	f.Add([]byte(`{"body":"e30=","signer":"did:ea:00112233445566778899aabbccddeeff","sig":"AA=="} `))
+	f.Add([]byte(`{"body":"e30\u003d","signer":"did:ea:00112233445566778899aabbccddeeff","sig":"AA=="}`))
+	f.Add([]byte(`{"body":"e30=","signer":"did:ea:00112233445566778899aabbccddeeff","sig":"AA==","sig":"AQ=="}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// the canonical fast path agrees with the general decoder
+		if fast, ok := decodeCanonicalTx(b); ok {
+			var slow Tx
+			if err := decodeStrict(b, &slow); err != nil {
+				t.Fatalf("fast path took %q, the general decoder refuses it: %v", b, err)
+			}
+			if !bytes.Equal(fast.Body, slow.Body) || fast.Signer != slow.Signer || !bytes.Equal(fast.Sig, slow.Sig) {
+				t.Fatalf("fast path %+v, general decoder %+v for %q", fast, slow, b)
+			}
+		}
 		tx, err := DecodeTx(b)
 		if err != nil {
 			return
 		}
 		if len(tx.Body) == 0 || len(tx.Sig) == 0 || tx.Type() == "" {
 			t.Fatalf("accepted incomplete tx %q", b)
+		}
+		if _, ok := decodeCanonicalTx(b); !ok && bytes.Equal(tx.Encode(), b) {
+			t.Fatalf("canonical bytes %q missed the fast path", b)
 		}
 		_, _ = DecodeBody(tx.Body) // must not panic
 	})

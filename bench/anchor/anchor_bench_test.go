@@ -35,6 +35,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway"
+	"github.com/edgeanchor/edgeanchor/internal/testutil"
 	"github.com/edgeanchor/edgeanchor/ledger"
 )
 
@@ -149,11 +150,7 @@ func runAnchorBench(b *testing.B) {
 		stop()
 		<-done
 	}()
-	for deadline := time.Now().Add(10 * time.Second); !g.Broker().Up(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			b.Fatal("broker not up")
-		}
-	}
+	testutil.WaitUntil(b, 10*time.Second, "broker up", g.Broker().Up)
 
 	for _, d := range devs {
 		pw, err := broker.MakeCredential(d.key, time.Now())
@@ -219,17 +216,18 @@ func runAnchorBench(b *testing.B) {
 	wg.Wait()
 	loadSecs := time.Since(start).Seconds()
 	// Wait (bounded) for the last anchored notices.
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	_ = testutil.Poll(30*time.Second, func() error {
 		waiting := 0
 		for _, d := range devs {
 			d.mu.Lock()
 			waiting += len(d.sent)
 			d.mu.Unlock()
 		}
-		if waiting == 0 {
-			break
+		if waiting != 0 {
+			return fmt.Errorf("%d notices outstanding", waiting)
 		}
-	}
+		return nil
+	})
 	var lat []time.Duration
 	for _, d := range devs {
 		d.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway"
+	"github.com/edgeanchor/edgeanchor/internal/testutil"
 )
 
 // auditEnv is a real ledger node and an in-process gateway with anchoring
@@ -134,17 +136,14 @@ func (e *auditEnv) batch() *gateway.StoredBatch {
 		e.t.Fatal(err)
 	}
 	e.an.Anchorer.Wake()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		got, err := e.an.Batches.Get(sb.Seq)
-		if err == nil && got.Anchor != nil {
-			return got
+	var got *gateway.StoredBatch
+	testutil.WaitFor(e.t, 30*time.Second, fmt.Sprintf("batch %d anchored", sb.Seq), func() (err error) {
+		if got, err = e.an.Batches.Get(sb.Seq); err == nil && got.Anchor == nil {
+			err = errors.New("no anchor yet")
 		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("batch %d not anchored", sb.Seq)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
+	return got
 }
 
 func (e *auditEnv) audit(args ...string) (string, int, []auditFinding) {

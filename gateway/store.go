@@ -321,11 +321,17 @@ func (s *Store) StoredDuplicate(did device.DID, seq uint64, env []byte) *Record 
 		return nil
 	}
 	rec, err := s.deviceRecord(did, seq)
-	if err != nil || !bytes.Equal(rec.Envelope, env) {
+	if err != nil || !s.durable(rec) || !bytes.Equal(rec.Envelope, env) {
 		return nil
 	}
 	return rec
 }
+
+// durable reports whether rec's write is known to be synced: Badger makes
+// a record readable before its WAL is synced, and a resend must not be
+// acknowledged before its original could be (the writer answers a resend
+// of a record still in flight after its original).
+func (s *Store) durable(rec *Record) bool { return rec.GSeq <= s.lastG.Load() }
 
 // deviceRecord returns the stored record of did and seq, or ErrNotFound.
 func (s *Store) deviceRecord(did device.DID, seq uint64) (*Record, error) {
@@ -366,8 +372,10 @@ func (s *Store) duplicateOf(p *Pending) (*appendReq, *Record) {
 		}
 		return nil, nil
 	}
+	// Not in flight: committed and answered (ackLoop moves lastG before it
+	// forgets a request), or lost with a failed write.
 	rec, err := s.deviceRecord(p.DID, p.Seq)
-	if err != nil || !bytes.Equal(rec.Envelope, p.Envelope) {
+	if err != nil || !s.durable(rec) || !bytes.Equal(rec.Envelope, p.Envelope) {
 		return nil, nil
 	}
 	return nil, rec

@@ -12,9 +12,13 @@ package gateway
 //	    .LastGSeq() / .Changed() (closed at the next commit) / .Get(gseq)
 //	    .Range(from, to, fn) (the batcher's RecordSource)
 //	    .DeviceRecords(did, fromSeq, toSeq, limit) / .LastSeq(did)
-//	    .Append(ctx, Pending) / .Enqueue (queue now, wait later)
+//	    .Append(ctx, Pending) / .Enqueue (queue now, wait later); a
+//	    byte-identical resend of a stored did+seq returns the stored
+//	    record (Enqueue's wait says dup) and stores nothing
+//	    .StoredDuplicate(did, seq, env): that check before the verify
 //	    .DB() *badger.DB: keep your own key prefix; r/, d/, l/ are the
-//	    store's (see store.go); SyncWrites is on.
+//	    store's (see store.go), and s/acked; SyncWrites is on. At open
+//	    a gseq hole deletes nothing unless it is a failed write's tail.
 //	    Record.LeafData() = salt ‖ receipt body (the Merkle leaf data).
 //	g.Broker()     *broker.Broker: SetRegistry / SetEnroller before Run,
 //	    DisconnectDevice(did, reason); it also sweeps the Registry every

@@ -744,7 +744,7 @@ func (s *Store) inflightRecords() uint64 {
 //   - no stored batch covers a record above cut (a batched record was
 //     committed, hence acknowledged);
 //   - cut is at least the acknowledged mark (ackedKey) that every write
-//     carries: records at or below it were acknowledged.
+//     carries: records at or below it were acknowledged (no mark: keep).
 func (s *Store) repairTail() (uint64, error) {
 	inflight := s.inflightRecords()
 	var keys []uint64 // newest first
@@ -805,6 +805,7 @@ func (s *Store) unsafeRepair(cut, highest, inflight uint64) (string, error) {
 	}
 	var present uint64
 	var acked uint64
+	marked := false
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixRecord)})
 		defer it.Close()
@@ -821,6 +822,7 @@ func (s *Store) unsafeRepair(cut, highest, inflight uint64) (string, error) {
 		if err != nil {
 			return err
 		}
+		marked = true
 		return item.Value(func(b []byte) error {
 			if len(b) != 8 {
 				return fmt.Errorf("bad %s value of %d bytes", ackedKey, len(b))
@@ -834,6 +836,11 @@ func (s *Store) unsafeRepair(cut, highest, inflight uint64) (string, error) {
 	}
 	if present != cut {
 		return "more than one hole", nil
+	}
+	if !marked {
+		// Every write carries the mark: without it nothing tells which
+		// records were acknowledged.
+		return "no acknowledged mark", nil
 	}
 	if acked > cut {
 		return "records above the hole were acknowledged", nil

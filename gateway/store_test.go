@@ -478,12 +478,15 @@ func TestStoreKeepsRecordsAroundDeletedRecord(t *testing.T) {
 		// alsoIndex deletes the record's device index too, as a write
 		// that failed as a whole would leave it.
 		alsoIndex bool
+		// alsoMark deletes the acknowledged mark too.
+		alsoMark bool
 	}{
-		{"middle", 5, false},
-		{"middle with index", 5, true},
-		{"first", 1, false},
-		{"first with index", 1, true},
-		{"newest but one", 9, true},
+		{"middle", 5, false, false},
+		{"middle with index", 5, true, false},
+		{"first", 1, false, false},
+		{"first with index", 1, true, false},
+		{"first with index and mark", 1, true, true},
+		{"newest but one", 9, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newRepairEnv(t, 10)
@@ -495,7 +498,31 @@ func TestStoreKeepsRecordsAroundDeletedRecord(t *testing.T) {
 				}
 				keys = append(keys, devSeqKey(did, seq))
 			}
-			e.deleteKeys(t, keys...)
+			if tc.alsoMark {
+				if err := e.st.Close(); err != nil { // Close writes the mark
+					t.Fatal(err)
+				}
+				db, err := badger.Open(badger.DefaultOptions(e.dir).WithLogger(nil))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := db.Update(func(txn *badger.Txn) error {
+					for _, k := range append(keys, []byte(ackedKey)) {
+						if err := txn.Delete(k); err != nil {
+							return err
+						}
+					}
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+				if err := db.Close(); err != nil {
+					t.Fatal(err)
+				}
+				e.st = nil
+			} else {
+				e.deleteKeys(t, keys...)
+			}
 			holes, deleted := e.reopen(t)
 			if got, want := e.present(t), gseqs(1, 10, tc.gone); !slices.Equal(got, want) {
 				t.Fatalf("after reopen: records %v, want %v", got, want)

@@ -12,9 +12,12 @@
 //     flight; committed tx/s is the ledger's capacity;
 //   - target: every gateway sends on a fixed schedule so that together they
 //     offer LEDGER_BENCH_RATE tx/s (1500, the target), with at most
-//     LEDGER_BENCH_PACED_WINDOW (4) headers in flight, as a gateway's
+//     LEDGER_BENCH_PACED_WINDOW (16) headers in flight, as a gateway's
 //     anchorer would (a slow ledger makes it send later, not pile up);
-//     latency counts from the send;
+//     latency counts from the send. The window must hold rate × latency /
+//     gateways headers (Little's law): at 1,500 tx/s, 400 ms and 64
+//     gateways that is 9.4, so a window of 4 alone capped the phase at
+//     256 in flight, 640 tx/s at 400 ms;
 //   - light: the same at LEDGER_BENCH_LIGHT_RATE tx/s (100): the commit
 //     latency of an unloaded ledger.
 //
@@ -190,7 +193,7 @@ func runCase(b *testing.B, validators int) caseResult {
 		window      = envInt("LEDGER_BENCH_WINDOW", 16)
 		rate        = envInt("LEDGER_BENCH_RATE", 1500)
 		lightRate   = envInt("LEDGER_BENCH_LIGHT_RATE", 100)
-		pacedWindow = envInt("LEDGER_BENCH_PACED_WINDOW", 4)
+		pacedWindow = envInt("LEDGER_BENCH_PACED_WINDOW", 16)
 		maxTx       = int64(envInt("LEDGER_BENCH_MAX_TX", 100000))
 	)
 	var opts ledgertest.ClusterOptions
@@ -222,9 +225,16 @@ func runCase(b *testing.B, validators int) caseResult {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Duration(seconds)*time.Second+5*time.Minute)
 	defer cancel()
 
+	// One block follower for the process, as a gateway has: the clients of
+	// validators 1… resolve their commits through client 0's follower
+	// (closed last, deferred first).
 	clients := make([]*anchor.Client, validators)
 	for i := range clients {
-		c, err := anchor.NewClient(cl.RPC(i), anchor.ClientOptions{CommitTimeout: 60 * time.Second})
+		opts := anchor.ClientOptions{CommitTimeout: 60 * time.Second}
+		if i > 0 {
+			opts.Follower = clients[0]
+		}
+		c, err := anchor.NewClient(cl.RPC(i), opts)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -60,21 +60,40 @@ type reader interface {
 // committed reads the database. It keeps decoded gateway records, which
 // every anchor reads several times (CheckTx, proposal checks, FinalizeBlock);
 // Commit drops the entries of the keys it writes.
+//
+// It also remembers body-hash keys ("h/") it found absent: every tx's
+// duplicate check misses the database in CheckTx, each recheck, the
+// proposal checks and FinalizeBlock, and a goleveldb miss costs more than
+// the rest of the check. Only Commit writes the database, and it forgets
+// the keys it writes, so a remembered absence is always true.
 type committed struct {
-	db    dbm.DB
-	cache map[string]any // key → decoded record (pointer), "g/" keys only
+	db     dbm.DB
+	cache  map[string]any      // key → decoded record (pointer), "g/" keys only
+	absent map[string]struct{} // "h/" keys not in the database
 }
 
-const maxDecodedCache = 4096
+const (
+	maxDecodedCache = 4096
+	maxAbsentCache  = 32768
+)
 
 func newCommitted(db dbm.DB) *committed {
-	return &committed{db: db, cache: map[string]any{}}
+	return &committed{db: db, cache: map[string]any{}, absent: map[string]struct{}{}}
 }
 
 func (c *committed) get(key string) ([]byte, error) {
+	if _, ok := c.absent[key]; ok {
+		return nil, nil
+	}
 	v, err := c.db.Get([]byte(key))
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read state: %w", err)
+	}
+	if v == nil && strings.HasPrefix(key, "h/") {
+		if len(c.absent) >= maxAbsentCache {
+			clear(c.absent)
+		}
+		c.absent[key] = struct{}{}
 	}
 	return v, nil
 }
@@ -103,6 +122,7 @@ func (c *committed) getJSON(key string, v any) (bool, error) {
 func (c *committed) forget(keys map[string]*entry) {
 	for k := range keys {
 		delete(c.cache, k)
+		delete(c.absent, k)
 	}
 }
 

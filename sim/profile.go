@@ -153,17 +153,16 @@ type worker struct {
 }
 
 type payrollGen struct {
-	rng      *rand.Rand
-	workers  []worker
-	days     []int // days worked this month, per worker
-	project  string
-	gate     string
-	face     bool // a face terminal (else a card reader)
-	payer    string
-	day      time.Time
-	start    time.Time
-	queue    []Reading
-	lastTime time.Time
+	rng     *rand.Rand
+	workers []worker
+	days    []int // days worked this month, per worker
+	project string
+	gate    string
+	face    bool // a face terminal (else a card reader)
+	payer   string
+	day     time.Time
+	start   time.Time
+	queue   []Reading
 }
 
 func newPayrollGen(c GenConfig, rng *rand.Rand) *payrollGen {

@@ -246,6 +246,9 @@ func runAnchorBench(b *testing.B) {
 	raw, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	serve := time.Since(t0)
+	if err != nil {
+		b.Fatalf("proof: read body: %v", err)
+	}
 	if resp.StatusCode != http.StatusOK {
 		b.Fatalf("proof: %s %s", resp.Status, raw)
 	}

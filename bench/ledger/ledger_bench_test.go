@@ -299,11 +299,6 @@ type loadShape struct {
 	interval time.Duration // 0: send as soon as the window allows; else one header per interval
 }
 
-type loadResult struct {
-	seconds, txPerSec, txPerBlock, p50, p90, p99, max float64
-	committed, blocks, refused, otherErr              int64
-}
-
 // load runs gateways against the clients for seconds and measures commits.
 func load(ctx context.Context, b testing.TB, cl *ledgertest.Cluster, clients []*anchor.Client, gws []*ledgertest.Gateway, seconds int, maxTx int64, sh loadShape) phaseResult {
 	pids := cl.PIDs()

@@ -595,51 +595,9 @@ func decodeNoUnknown(data []byte, v any) error {
 
 const maxJSONDepth = 16
 
+// checkNoDuplicateKeys refuses a member named twice, comparing names the
+// way encoding/json matches them (case-insensitively), so "did" and "DID"
+// cannot both appear.
 func checkNoDuplicateKeys(data []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	return walkJSON(dec, 0)
-}
-
-func walkJSON(dec *json.Decoder, depth int) error {
-	if depth > maxJSONDepth {
-		return errors.New("JSON nested too deeply")
-	}
-	tok, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	delim, ok := tok.(json.Delim)
-	if !ok {
-		return nil
-	}
-	switch delim {
-	case '{':
-		seen := map[string]bool{}
-		for dec.More() {
-			k, err := dec.Token()
-			if err != nil {
-				return err
-			}
-			// encoding/json matches member names case-insensitively, so
-			// "did" and "DID" would be the same member: refuse both.
-			key, _ := k.(string)
-			key = strings.ToLower(key)
-			if seen[key] {
-				return fmt.Errorf("duplicate key %q", key)
-			}
-			seen[key] = true
-			if err := walkJSON(dec, depth+1); err != nil {
-				return err
-			}
-		}
-	case '[':
-		for dec.More() {
-			if err := walkJSON(dec, depth+1); err != nil {
-				return err
-			}
-		}
-	}
-	_, err = dec.Token()
-	return err
+	return device.CheckJSON(data, device.JSONOptions{MaxDepth: maxJSONDepth, FoldCase: true})
 }

@@ -78,7 +78,7 @@ func (e *batchEnv) add(t testing.TB, n int) {
 			t.Fatal(err)
 		}
 		if _, err := e.store.Append(context.Background(), Pending{
-			DID: e.dev.DID(), Seq: e.seq, Kind: "env.dust", Envelope: env, EnvHash: anchor.SM3(env).String(),
+			DID: e.dev.DID(), Seq: e.seq, Kind: "env.dust", Envelope: env, EnvHash: anchor.SM3(env),
 		}); err != nil {
 			t.Fatal(err)
 		}

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/emmansun/gmsm/sm3"
 
+	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
 )
@@ -92,7 +92,7 @@ func (g *Ingest) Ingest(ctx context.Context, dev broker.DeviceInfo, payload []by
 	kind := kindLabel(o.Body.Kind)
 	sum := sm3.Sum(payload)
 	waitRec, err := g.store.Enqueue(ctx, Pending{
-		DID: dev.DID, Seq: o.Body.Seq, Kind: o.Body.Kind, Envelope: payload, EnvHash: hex.EncodeToString(sum[:]),
+		DID: dev.DID, Seq: o.Body.Seq, Kind: o.Body.Kind, Envelope: payload, EnvHash: anchor.Hash(sum),
 	})
 	if err != nil {
 		return nil, refuse(ReasonStoreError, kind, err)

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
 )
@@ -238,7 +238,7 @@ func (e *itEnv) checkReceipt(msg []byte, d *itDevice, seq uint64, env []byte) *R
 		e.t.Fatalf("receipt: %v", err)
 	}
 	sum := sm3.Sum(env)
-	if r.DID != d.did || r.Seq != seq || r.Env != hex.EncodeToString(sum[:]) || r.Gateway != e.gwKey.DID() {
+	if r.DID != d.did || r.Seq != seq || r.Env != anchor.Hash(sum) || r.Gateway != e.gwKey.DID() {
 		e.t.Fatalf("receipt %+v does not describe seq %d of %s", r, seq, d.did)
 	}
 	return r

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -165,7 +164,7 @@ func TestInteropOpensslMosquitto(t *testing.T) {
 			t.Fatalf("receipt of seq %d: %v", r.Seq, err)
 		}
 		sum := sm3.Sum(want)
-		if rc.DID != did || rc.Seq != r.Seq || rc.GSeq != r.GSeq || rc.Env != hex.EncodeToString(sum[:]) {
+		if rc.DID != did || rc.Seq != r.Seq || rc.GSeq != r.GSeq || rc.Env != anchor.Hash(sum) {
 			t.Fatalf("receipt %+v does not match the envelope mosquitto_pub sent (SM3 %x)", rc, sum)
 		}
 		// The record is also served by gseq.

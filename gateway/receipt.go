@@ -7,29 +7,18 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
 )
-
-// ReceiptType is the "type" member of a receipt body.
-const ReceiptType = "Receipt"
 
 // ErrReceipt means a receipt message or body is malformed or its gateway
 // signature does not verify.
 var ErrReceipt = errors.New("gateway: bad receipt")
 
 // Receipt is the gateway-signed body that acknowledges one stored record
-// (docs/internals.md "Records, receipts and leaves"). Field order is the
-// wire order.
-type Receipt struct {
-	Type    string     `json:"type"`
-	V       int        `json:"v"`
-	Gateway device.DID `json:"gateway"`
-	GSeq    uint64     `json:"gseq"`
-	DID     device.DID `json:"did"`
-	Seq     uint64     `json:"seq"`
-	Recv    string     `json:"recv"`
-	Env     string     `json:"env"` // hex SM3 of the envelope bytes as received
-}
+// (docs/internals.md "Records, receipts and leaves"); its one definition is
+// anchor.ReceiptBody, which the proof bundle verifies.
+type Receipt = anchor.ReceiptBody
 
 // ReceiptMessage is what the gateway publishes on the receipt topic. Once
 // the record's batch is anchored a second message adds Batch, Height, TX.
@@ -42,9 +31,9 @@ type ReceiptMessage struct {
 }
 
 // encodeReceipt returns the receipt body bytes.
-func encodeReceipt(gw device.DID, gseq uint64, did device.DID, seq uint64, recv time.Time, envHash string) ([]byte, error) {
+func encodeReceipt(gw device.DID, gseq uint64, did device.DID, seq uint64, recv time.Time, envHash anchor.Hash) ([]byte, error) {
 	return json.Marshal(Receipt{
-		Type: ReceiptType, V: 1, Gateway: gw, GSeq: gseq, DID: did, Seq: seq,
+		Type: anchor.ReceiptType, V: 1, Gateway: gw, GSeq: gseq, DID: did, Seq: seq,
 		Recv: recv.UTC().Format(time.RFC3339Nano), Env: envHash,
 	})
 }
@@ -56,12 +45,9 @@ func VerifyReceipt(msg []byte, gatewayPub *ecdsa.PublicKey) (*Receipt, error) {
 	if err := json.Unmarshal(msg, &m); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrReceipt, err)
 	}
-	var r Receipt
-	if err := json.Unmarshal(m.Receipt, &r); err != nil {
-		return nil, fmt.Errorf("%w: body: %v", ErrReceipt, err)
-	}
-	if r.Type != ReceiptType || r.V != 1 {
-		return nil, fmt.Errorf("%w: type %q v %d", ErrReceipt, r.Type, r.V)
+	r, err := anchor.ParseReceipt(m.Receipt)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrReceipt, err)
 	}
 	if !r.Gateway.Matches(gatewayPub) {
 		return nil, fmt.Errorf("%w: signed for gateway %s", ErrReceipt, r.Gateway)
@@ -69,5 +55,5 @@ func VerifyReceipt(msg []byte, gatewayPub *ecdsa.PublicKey) (*Receipt, error) {
 	if !device.VerifySignature(gatewayPub, m.Receipt, m.Sig) {
 		return nil, fmt.Errorf("%w: signature does not verify", ErrReceipt)
 	}
-	return &r, nil
+	return r, nil
 }

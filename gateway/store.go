@@ -16,6 +16,7 @@ import (
 
 	badger "github.com/dgraph-io/badger/v4"
 
+	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
 )
 
@@ -90,7 +91,7 @@ type Pending struct {
 	Seq      uint64
 	Kind     string
 	Envelope []byte
-	EnvHash  string // hex SM3 of Envelope
+	EnvHash  anchor.Hash // SM3 of Envelope
 }
 
 // StoreOptions configure OpenStore.

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
 )
 
@@ -39,7 +39,7 @@ func openTestStore(t testing.TB, dir string, s device.Signer, m *StoreMetrics) *
 
 func pending(did device.DID, seq uint64) Pending {
 	env := []byte(fmt.Sprintf(`{"v":1,"did":%q,"seq":%d}`, did, seq))
-	return Pending{DID: did, Seq: seq, Kind: device.KindDust, Envelope: env, EnvHash: strings.Repeat("0", 64)}
+	return Pending{DID: did, Seq: seq, Kind: device.KindDust, Envelope: env, EnvHash: anchor.Hash{}}
 }
 
 // pendingOther is pending with different envelope bytes (not a resend).
@@ -351,7 +351,7 @@ func BenchmarkStoreAppend(b *testing.B) {
 			defer wg.Done()
 			did := device.DID(fmt.Sprintf("did:ea:%032x", w+1))
 			for seq := uint64(1); seq <= uint64(per); seq++ {
-				if _, err := st.Append(context.Background(), Pending{DID: did, Seq: seq, Kind: device.KindDust, Envelope: env, EnvHash: "00"}); err != nil {
+				if _, err := st.Append(context.Background(), Pending{DID: did, Seq: seq, Kind: device.KindDust, Envelope: env, EnvHash: anchor.Hash{}}); err != nil {
 					b.Error(err)
 					return
 				}
@@ -708,7 +708,7 @@ func BenchmarkStorePipelined(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		did := device.DID(fmt.Sprintf("did:ea:%032x", i%1000+1))
-		w, err := st.Enqueue(context.Background(), Pending{DID: did, Seq: uint64(i/1000 + 1), Kind: device.KindDust, Envelope: env, EnvHash: "00"})
+		w, err := st.Enqueue(context.Background(), Pending{DID: did, Seq: uint64(i/1000 + 1), Kind: device.KindDust, Envelope: env, EnvHash: anchor.Hash{}})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -120,7 +120,7 @@ func (e *auditEnv) add(i int, skip uint64) uint64 {
 		e.t.Fatal(err)
 	}
 	rec, err := e.g.Store().Append(context.Background(), gateway.Pending{
-		DID: d.DID(), Seq: e.seqs[i], Kind: "env.dust", Envelope: env, EnvHash: anchor.SM3(env).String()})
+		DID: d.DID(), Seq: e.seqs[i], Kind: "env.dust", Envelope: env, EnvHash: anchor.SM3(env)})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -1,17 +1,14 @@
 package gateway
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,40 +18,12 @@ import (
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
+	"github.com/edgeanchor/edgeanchor/internal/testutil"
 )
 
 // End-to-end helpers: the gateway as a real OS process (bin/edgeanchor
 // gateway) against a real single-validator ledger, spoken to by real MQTT
 // clients and over its HTTP API.
-
-// freeAddr returns a free 127.0.0.1 port.
-func e2eFreeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// e2eBuffer collects a child's output for failure reports.
-type e2eBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *e2eBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *e2eBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // gwProc is a gateway process.
 type gwProc struct {
@@ -65,7 +34,7 @@ type gwProc struct {
 	mqtt, http string
 	admin      string // admin bearer token
 	cmd        *exec.Cmd
-	out        *e2eBuffer
+	out        *testutil.SyncBuffer
 	exited     chan struct{}
 }
 
@@ -81,8 +50,10 @@ func startGatewayProc(t *testing.T, env *ledgerEnv, extra string) *gwProc {
 	if err := os.WriteFile(filepath.Join(dir, "gateway.key"), key, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	ports := testutil.FreePorts(t, 2) // distinct
 	g := &gwProc{t: t, bin: testbin.Path(t, "./cmd/edgeanchor"), dir: dir,
-		mqtt: e2eFreeAddr(t), http: e2eFreeAddr(t), admin: "e2e-admin-" + fmt.Sprint(time.Now().UnixNano())}
+		mqtt: fmt.Sprintf("127.0.0.1:%d", ports[0]), http: fmt.Sprintf("127.0.0.1:%d", ports[1]),
+		admin: "e2e-admin-" + fmt.Sprint(time.Now().UnixNano())}
 	if err := os.WriteFile(filepath.Join(dir, "admin.token"), []byte(g.admin+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +86,7 @@ func (g *gwProc) dataDir() string { return filepath.Join(g.dir, "data") }
 // start runs the process and waits until /readyz answers 200.
 func (g *gwProc) start() {
 	g.t.Helper()
-	g.out = &e2eBuffer{}
+	g.out = &testutil.SyncBuffer{}
 	g.cmd = exec.Command(g.bin, "gateway", "--config", g.config)
 	g.cmd.Stdout, g.cmd.Stderr = g.out, g.out
 	if err := g.cmd.Start(); err != nil {

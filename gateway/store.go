@@ -321,6 +321,12 @@ func (s *Store) StoredDuplicate(did device.DID, seq uint64, env []byte) *Record 
 	if ok && seq > last {
 		return nil
 	}
+	return s.storedCopy(did, seq, env)
+}
+
+// storedCopy returns the durably stored record of did and seq if its
+// envelope is byte-identical to env, else nil.
+func (s *Store) storedCopy(did device.DID, seq uint64, env []byte) *Record {
 	rec, err := s.deviceRecord(did, seq)
 	if err != nil || !s.durable(rec) || !bytes.Equal(rec.Envelope, env) {
 		return nil
@@ -375,11 +381,7 @@ func (s *Store) duplicateOf(p *Pending) (*appendReq, *Record) {
 	}
 	// Not in flight: committed and answered (ackLoop moves lastG before it
 	// forgets a request), or lost with a failed write.
-	rec, err := s.deviceRecord(p.DID, p.Seq)
-	if err != nil || !s.durable(rec) || !bytes.Equal(rec.Envelope, p.Envelope) {
-		return nil, nil
-	}
-	return nil, rec
+	return nil, s.storedCopy(p.DID, p.Seq, p.Envelope)
 }
 
 // prepLoop gathers queued appends into groups, checks sequences, assigns

@@ -5,8 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
+	"path/filepath"
+	"runtime"
 	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/broker"
@@ -25,7 +31,58 @@ const (
 	// HeapEnv: the gateway role writes an in-use heap profile there every
 	// 5 s (the last one written under load is the one to read).
 	heapEnv = "EDGEANCHOR_BENCH_HEAPPROFILE"
+	// SmapsEnv: the gateway role writes its resident memory by mapping
+	// (from /proc/self/smaps: heap, stacks, each Badger file) there every
+	// 5 s, to see what the RSS is made of.
+	smapsEnv = "EDGEANCHOR_BENCH_SMAPS"
 )
+
+// smapsSummaries writes the resident kB per mapping name to path every 5 s
+// until ctx ends.
+func smapsSummaries(ctx context.Context, path string) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		raw, err := os.ReadFile("/proc/self/smaps")
+		if err != nil {
+			return
+		}
+		rss := map[string]int{}
+		name := ""
+		for _, line := range strings.Split(string(raw), "\n") {
+			f := strings.Fields(line)
+			switch {
+			case len(f) >= 5 && strings.Contains(f[0], "-"):
+				name = "[anon]"
+				if len(f) >= 6 {
+					name = filepath.Base(f[5])
+				}
+			case len(f) == 3 && f[0] == "Rss:":
+				kb, _ := strconv.Atoi(f[1])
+				rss[name] += kb
+			}
+		}
+		names := slices.Collect(maps.Keys(rss))
+		slices.SortFunc(names, func(a, b string) int { return rss[b] - rss[a] })
+		var out strings.Builder
+		for _, n := range names {
+			if rss[n] > 0 {
+				fmt.Fprintf(&out, "%8d kB  %s\n", rss[n], n)
+			}
+		}
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		fmt.Fprintf(&out, "go: heap in use %d kB, heap idle not released %d kB, stacks %d kB, other runtime %d kB, goroutines %d, GC cycles %d\n",
+			ms.HeapInuse>>10, (ms.HeapIdle-ms.HeapReleased)>>10, ms.StackInuse>>10,
+			(ms.MSpanInuse+ms.MCacheInuse+ms.BuckHashSys+ms.GCSys+ms.OtherSys)>>10, runtime.NumGoroutine(), ms.NumGC)
+		_ = os.WriteFile(path, []byte(out.String()), 0o644)
+	}
+}
 
 // heapProfiles writes a heap profile to path every 5 s until ctx ends.
 func heapProfiles(ctx context.Context, path string) {
@@ -106,6 +163,9 @@ func runGateway(ctx context.Context, ready func(...string)) error {
 	}
 	if p := os.Getenv(heapEnv); p != "" {
 		go heapProfiles(ctx, fmt.Sprintf("%s.%d", p, os.Getpid()))
+	}
+	if p := os.Getenv(smapsEnv); p != "" {
+		go smapsSummaries(ctx, fmt.Sprintf("%s.%d", p, os.Getpid()))
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- g.Run(ctx) }()

@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -27,6 +28,7 @@ const (
 	fixedRateMsgs   = 50     // per device, 1,000 devices at 10,000/s: 5 s
 	halfRate        = 5_000  // a second fixed-rate run, for latency below saturation
 	halfRateMsgs    = 25     // per device, 1,000 devices at 5,000/s: 5 s
+	rssLimitMB      = 200    // issue 5: gateway RSS with 1,000 devices under load
 	runLimit        = 90 * time.Second
 	resultsRelative = "../results/ingest.json"
 )
@@ -91,6 +93,11 @@ type results struct {
 	Runs     []run              `json:"runs"`
 	Ratio    map[string]float64 `json:"ratio_to_mochi"`
 	Targets  map[string]any     `json:"targets"`
+	// MemoryCgroup is the 1,000-device run repeated with the gateway in a
+	// memory cgroup limited to rssLimitMB (nil with NotMeasured set when
+	// no cgroup can be made here).
+	MemoryCgroup *cgroupStats `json:"memory_cgroup,omitempty"`
+	NotMeasured  string       `json:"memory_cgroup_not_measured,omitempty"`
 	// LoadAvg is /proc/loadavg before and after: the machine is shared, and
 	// a load well above its CPU count means the figures are CPU-starved.
 	LoadAvg []string `json:"loadavg_before_after"`
@@ -229,6 +236,23 @@ func benchIngest(b *testing.B) {
 		g.stop()
 	}
 
+	// The closed-loop 1,000-device run once more, on a fresh store, with the
+	// gateway limited to rssLimitMB by a memory cgroup: does it fit the box?
+	if cg, err := newMemCgroup(fmt.Sprintf("edgeanchor-bench-%d", os.Getpid()), rssLimitMB<<20); err != nil {
+		res.NotMeasured = err.Error()
+		b.Logf("memory-limited run not measured: %v", err)
+	} else {
+		g := startChildIn(b, cg, "gateway", devicesEnv+"="+writeDevices(b, f1000), dataEnv+"="+b.TempDir())
+		add(measure(b, "edgeanchor-1000-devices-in-200MB", "edgeanchor", g, loadSpec{
+			addr: g.addrs[0], devices: f1000.gatewayDevices(msgs1000), window: window, limit: runLimit}))
+		g.stop()
+		st := cg.stats()
+		cg.remove()
+		res.MemoryCgroup = &st
+		b.Logf("memory cgroup: limit %.0f MB, peak charge %.0f MB (anon + page cache), limit reached %d times, OOM kills %d",
+			st.LimitMB, st.PeakMB, st.LimitHits, st.OOMKills)
+	}
+
 	for _, n := range []string{"200", "1000"} {
 		gw, mo := runs["edgeanchor-"+n+"-devices"], runs["mochi-"+n+"-devices"]
 		if mo.Load.MsgsPerS > 0 {
@@ -247,6 +271,11 @@ func benchIngest(b *testing.B) {
 		"rss_mb_limit_1000_devices": 200,
 		"measured_peak_rss_mb_1000": max(runs["edgeanchor-1000-devices"].ServerPeakRSSMB, fixed.ServerPeakRSSMB),
 		"rss_met":                   max(runs["edgeanchor-1000-devices"].ServerPeakRSSMB, fixed.ServerPeakRSSMB) <= 200,
+	}
+	if lim, ok := runs["edgeanchor-1000-devices-in-200MB"]; ok && res.MemoryCgroup != nil {
+		res.Targets["in_200mb_cgroup_msgs_per_s"] = lim.Load.MsgsPerS
+		res.Targets["in_200mb_cgroup_peak_rss_mb"] = lim.ServerPeakRSSMB
+		res.Targets["in_200mb_cgroup_ok"] = res.MemoryCgroup.OOMKills == 0 && lim.Load.Acked == lim.Load.Published
 	}
 	res.LoadAvg = append(res.LoadAvg, loadavg())
 	b.Logf("load average before %s, after %s (on %d CPUs)", res.LoadAvg[0], res.LoadAvg[1], res.CPUs)

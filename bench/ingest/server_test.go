@@ -81,7 +81,17 @@ type child struct {
 // waits for its READY line.
 func startChild(tb testing.TB, role string, env ...string) *child {
 	tb.Helper()
+	return startChildIn(tb, nil, role, env...)
+}
+
+// startChildIn is startChild with the child inside cg (if not nil) from
+// its first instruction: a shell joins the cgroup, then execs the binary.
+func startChildIn(tb testing.TB, cg *memCgroup, role string, env ...string) *child {
+	tb.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	if cg != nil {
+		cmd = exec.Command("/bin/sh", "-c", `echo $$ > "$0" && exec "$@"`, cg.procsFile(), os.Args[0], "-test.run=^$")
+	}
 	cmd.Env = append(append(os.Environ(), roleEnv+"="+role), env...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()

@@ -77,6 +77,7 @@ func (h *hook) Provides(x byte) bool {
 // answer "bad username or password".
 func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	b := h.b
+	b.awaitCleanup(cl)
 	// A will is published without any check: a device could forge records
 	// with one. Nobody here needs wills, so they are dropped.
 	cl.Properties.Will = mqtt.Will{}
@@ -99,6 +100,39 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	}
 	b.sessions.Store(cl, s)
 	return nil
+}
+
+// cleanupWait bounds how long a connect waits for the cleanup of the
+// ended session with the same client ID (normally microseconds).
+const cleanupWait = 2 * time.Second
+
+// awaitCleanup makes a connect wait until the ended clean session with the
+// same client ID has been cleaned up. mochi (v2.7.9 attachClient) cleans
+// such a session up after it ends by client ID: it checks "taken over",
+// then unsubscribes and deletes the ID from its client list. A device that
+// reconnected inside that window lost its new connection from the list
+// (no receipt reached it for the whole session). A session still open is
+// not waited for: the new connection takes it over, as MQTT says.
+func (b *Broker) awaitCleanup(cl *mqtt.Client) {
+	old, ok := b.srv.Clients.Get(cl.ID)
+	// Closed first: mochi's last writes to old's properties (a v5
+	// DISCONNECT's session expiry) happen before it is closed.
+	if !ok || old == cl || !old.Closed() {
+		return
+	}
+	// Only these fields: mochi still writes others (the will) after close.
+	v, expiry, clean := old.Properties.ProtocolVersion, old.Properties.Props.SessionExpiryInterval, old.Properties.Clean
+	if !(v == 5 && expiry == 0) && !(v < 5 && clean) {
+		return // a persistent session is kept, not deleted: nothing to wait for
+	}
+	deadline := time.Now().Add(cleanupWait)
+	for time.Now().Before(deadline) {
+		if cur, ok := b.srv.Clients.Get(cl.ID); !ok || cur != old {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	b.log.Warn("previous session not cleaned up in time; connecting anyway", "client", cl.ID)
 }
 
 // OnConnectAuthenticate admits exactly the clients OnConnect authenticated.

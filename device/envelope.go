@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -66,7 +65,8 @@ func (b *Body) Time() time.Time {
 
 // Opened is an envelope whose structure and body have been checked but whose
 // signature has not: the caller looks the key up by Body.DID and then calls
-// VerifySignature.
+// VerifySignature. Body.Data may share memory with Envelope.Body (both
+// are read-only views of the decoded body bytes).
 type Opened struct {
 	Envelope Envelope
 	Body     Body
@@ -101,6 +101,16 @@ func Open(raw []byte, maxBody int) (*Opened, error) {
 	if len(raw) > maxBody*4/3+maxBody/2+1024 {
 		return nil, fmt.Errorf("%w: envelope of %d bytes (body limit %d)", ErrTooLarge, len(raw), maxBody)
 	}
+	if o := openFast(raw, maxBody); o != nil {
+		return o, nil
+	}
+	return openStrict(raw, maxBody)
+}
+
+// openStrict is Open past the size check for anything openFast leaves:
+// CheckJSON, then encoding/json, then the field checks, each refusal with
+// its own error.
+func openStrict(raw []byte, maxBody int) (*Opened, error) {
 	var o Opened
 	if err := CheckJSON(raw, JSONOptions{Top: envelopeKeys}); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
@@ -135,7 +145,7 @@ func Open(raw []byte, maxBody int) (*Opened, error) {
 	if len(e.Body) == 0 || len(e.Sig) == 0 {
 		return nil, fmt.Errorf("%w: empty body or sig", ErrMalformed)
 	}
-	if err := ParseBody(e.Body, &o.Body); err != nil {
+	if err := parseBodyStrict(e.Body, &o.Body); err != nil {
 		return nil, err
 	}
 	return &o, nil
@@ -155,6 +165,16 @@ var (
 // a JSON object. It does not check data against the kind's schema
 // (ValidateData does).
 func ParseBody(body []byte, b *Body) error {
+	var f fastBody
+	if parseBodyFast(body, &f) {
+		f.store(b, true)
+		return nil
+	}
+	return parseBodyStrict(body, b)
+}
+
+// parseBodyStrict is ParseBody for anything parseBodyFast leaves.
+func parseBodyStrict(body []byte, b *Body) error {
 	if !utf8.Valid(body) {
 		return fmt.Errorf("%w: body is not valid UTF-8", ErrMalformed)
 	}
@@ -182,20 +202,51 @@ func ParseBody(body []byte, b *Body) error {
 	return nil
 }
 
-// tsPattern is RFC 3339 date-time in UTC with an upper-case T and Z and at
-// most nanosecond precision; time.Parse alone also takes a comma before the
-// fraction.
-var tsPattern = regexp.MustCompile(`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z$`)
+// tsShape reports whether ts is RFC 3339 date-time in UTC with an
+// upper-case T and Z and at most nanosecond precision, digit by digit:
+// YYYY-MM-DDThh:mm:ss[.fraction]Z (the ranges are time.Parse's to check).
+// time.Parse alone also takes a comma before the fraction.
+func tsShape[T string | []byte](ts T) bool {
+	const shape = "0000-00-00T00:00:00"
+	n := len(ts)
+	if n < len(shape)+1 || n > len(shape)+11 || ts[n-1] != 'Z' {
+		return false
+	}
+	for i := 0; i < len(shape); i++ {
+		if shape[i] == '0' {
+			if !isDigit(ts[i]) {
+				return false
+			}
+		} else if ts[i] != shape[i] {
+			return false
+		}
+	}
+	frac := ts[len(shape) : n-1]
+	if len(frac) == 0 {
+		return true
+	}
+	if len(frac) < 2 || frac[0] != '.' {
+		return false
+	}
+	for i := 1; i < len(frac); i++ {
+		if !isDigit(frac[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func tsYearOK(t time.Time) bool { return t.Year() >= 2000 && t.Year() <= 9999 }
 
 func checkTimestamp(ts string) error {
-	if !tsPattern.MatchString(ts) {
+	if !tsShape(ts) {
 		return fmt.Errorf("%w: %q is not RFC 3339 UTC (YYYY-MM-DDThh:mm:ss[.fraction]Z)", ErrTimestamp, ts)
 	}
 	t, err := time.Parse(time.RFC3339Nano, ts)
 	if err != nil {
 		return fmt.Errorf("%w: %q: %v", ErrTimestamp, ts, err)
 	}
-	if t.Year() < 2000 || t.Year() > 9999 {
+	if !tsYearOK(t) {
 		return fmt.Errorf("%w: %q out of range", ErrTimestamp, ts)
 	}
 	return nil
@@ -266,7 +317,7 @@ func decodeBase64(s string) ([]byte, error) {
 	if strings.ContainsAny(s, "\r\n") {
 		return nil, errors.New("line break in base64")
 	}
-	return base64.StdEncoding.Strict().DecodeString(s)
+	return strictB64.DecodeString(s)
 }
 
 // EncodeSig is the base64 form of a signature as it appears in JSON.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"unicode/utf8"
@@ -131,6 +132,16 @@ func ValidateData(kind string, data []byte) error {
 	if !ok {
 		return &FieldError{Kind: kind, Reason: "unknown kind"}
 	}
+	if validateFast(fields, data) {
+		return nil
+	}
+	return validateStrict(kind, fields, data)
+}
+
+// validateStrict is ValidateData for anything validateFast leaves:
+// CheckJSON, then encoding/json into a map, then each field in schema
+// order, each refusal with its own error.
+func validateStrict(kind string, fields []field, data []byte) error {
 	if !utf8.Valid(data) {
 		return &FieldError{Kind: kind, Reason: "data is not valid UTF-8"}
 	}
@@ -158,6 +169,100 @@ func ValidateData(kind string, data []byte) error {
 		}
 	}
 	return nil
+}
+
+// validateFast is ValidateData's fast path, one pass over data: true means
+// data holds every field of the kind once, with no escapes in its member
+// names and string values, numbers where numbers belong, each within its
+// range, and nothing else. False means "leave it to validateStrict".
+func validateFast(fields []field, data []byte) bool {
+	if len(fields) > 32 || !utf8.Valid(data) {
+		return false
+	}
+	s := fscan{d: data}
+	if !s.eat('{') {
+		return false
+	}
+	var seen uint32
+	for {
+		name, ok := s.plainStr()
+		if !ok || !s.eat(':') {
+			return false
+		}
+		k := -1
+		for j := range fields {
+			if fields[j].name == string(name) {
+				k = j
+				break
+			}
+		}
+		if k < 0 || seen&(1<<k) != 0 || !fields[k].checkFast(&s) {
+			return false
+		}
+		seen |= 1 << k
+		more, ok := s.more('}')
+		if !ok {
+			return false
+		}
+		if !more {
+			break
+		}
+	}
+	return seen == 1<<len(fields)-1 && s.end()
+}
+
+// checkFast scans the value of f at s and reports whether check accepts
+// it; false also when the value is of a form left to check.
+func (f field) checkFast(s *fscan) bool {
+	switch f.typ {
+	case tNumber:
+		num, ok := s.number()
+		if !ok {
+			return false
+		}
+		v, err := strconv.ParseFloat(string(num), 64)
+		return err == nil && !math.IsNaN(v) && !math.IsInf(v, 0) && v >= f.min && v <= f.max
+	case tFen:
+		num, ok := s.number()
+		if !ok || len(num) > 18 {
+			return false
+		}
+		var v int64
+		for _, c := range num {
+			if !isDigit(c) {
+				return false
+			}
+			v = v*10 + int64(c-'0')
+		}
+		return float64(v) >= f.min && float64(v) <= f.max
+	}
+	str, ok := s.plainStr()
+	if !ok {
+		return false
+	}
+	switch f.typ {
+	case tText:
+		// No escapes: no control character below 0x20 either.
+		return len(str) > 0 && len(str) <= maxText && !slices.Contains(str, 0x7f)
+	case tEnum:
+		return slices.Contains(f.enum, string(str))
+	case tRef:
+		if len(str) != 64 {
+			return false
+		}
+		for _, c := range str {
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+				return false
+			}
+		}
+		return true
+	case tPeriod:
+		return len(str) == 7 &&
+			(str[0] == '1' && str[1] == '9' || str[0] == '2' && (str[1] == '0' || str[1] == '1')) &&
+			isDigit(str[2]) && isDigit(str[3]) && str[4] == '-' &&
+			(str[5] == '0' && '1' <= str[6] && str[6] <= '9' || str[5] == '1' && '0' <= str[6] && str[6] <= '2')
+	}
+	return false
 }
 
 func hasField(fields []field, name string) bool {

@@ -55,8 +55,9 @@ type App struct {
 	blockH     int64
 	checkState *overlay // CheckTx's view: committed state + mempool txs
 
-	keys   map[string]*ecdsa.PublicKey // parsed keys by DER (verification caches per pointer)
-	parsed map[string]*parsedTx        // decoded txs by CometBFT tx hash
+	keys     map[string]*ecdsa.PublicKey // parsed keys by DER (verification caches per pointer)
+	parsed   map[string]*parsedTx        // decoded txs by CometBFT tx hash (raw SHA-256)
+	blockTxs []string                    // parsed keys of the finalized block's txs, dropped by Commit
 }
 
 var _ abci.Application = (*App)(nil)
@@ -243,6 +244,7 @@ func (a *App) FinalizeBlock(_ context.Context, req *abci.RequestFinalizeBlock) (
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := newOverlay(a.base())
+	st.final = true
 	results := make([]*abci.ExecTxResult, len(req.Txs))
 	var applied []appliedTx
 	var counts []func()
@@ -261,6 +263,10 @@ func (a *App) FinalizeBlock(_ context.Context, req *abci.RequestFinalizeBlock) (
 	}
 	for _, c := range counts {
 		c()
+	}
+	a.blockTxs = a.blockTxs[:0]
+	for _, tx := range req.Txs {
+		a.blockTxs = append(a.blockTxs, string(tmhash.Sum(tx)))
 	}
 	a.block = st
 	a.blockH = req.Height
@@ -295,6 +301,14 @@ func (a *App) Commit(context.Context, *abci.RequestCommit) (*abci.ResponseCommit
 	a.state.forget(a.block.writes)
 	a.height, a.appHash = a.blockH, a.blockHash
 	a.block, a.initStage = nil, nil
+	// The block's txs left the mempool: their decoded form is not needed
+	// again (a resubmission is decoded afresh), so the cache holds the
+	// pending txs and is not cleared under load (which made every pending
+	// tx's signature be verified again at the next recheck).
+	for _, k := range a.blockTxs {
+		delete(a.parsed, k)
+	}
+	a.blockTxs = a.blockTxs[:0]
 	a.checkState = newOverlay(a.state)
 	return &abci.ResponseCommit{}, nil
 }
@@ -548,13 +562,19 @@ func (a *App) anchorBatch(st *overlay, tx *anchor.Tx, h *anchor.BatchHeader, bod
 		return nil, refuse(CodeRecordGap, fmt.Sprintf("first %d, want %d", h.First, gw.LastRecord+1))
 	}
 	hash := bodyHash // the header hash is SM3 of the body bytes
+	gw.LastSeq, gw.LastHash, gw.LastRecord = h.Seq, hash, h.Last
+	st.setJSON(keyGateway(h.Gateway), gw)
+	if !st.final {
+		// CheckTx, rechecks and the proposal checks: the gateway record is
+		// all a later check reads; the batch record, its root index and the
+		// event are for queries and the block's results only.
+		return &outcome{typ: anchor.TypeAnchorBatch}, nil
+	}
 	st.setJSON(keyBatch(h.Gateway, h.Seq), &anchor.BatchRecord{
 		Gateway: h.Gateway, Seq: h.Seq, Header: tx.Body, Sig: tx.Sig, Hash: hash, Root: h.Root,
 		First: h.First, Last: h.Last, Height: pos.height, Tx: pos.tx, Index: pos.index,
 	})
 	st.set(keyRoot(h.Root, h.Gateway, h.Seq), []byte{})
-	gw.LastSeq, gw.LastHash, gw.LastRecord = h.Seq, hash, h.Last
-	st.setJSON(keyGateway(h.Gateway), gw)
 	gwLabel := string(h.Gateway)
 	return &outcome{
 		typ:   anchor.TypeAnchorBatch,

@@ -22,6 +22,19 @@
 //     latency of an unloaded ledger.
 //
 // LEDGER_BENCH_MAX_TX (100000) caps the txs of a phase.
+//
+// The gateways' headers are signed before a phase starts (its clock and CPU
+// counters), as a gateway signs a batch header when it closes the batch,
+// not when the ledger is ready for it: LEDGER_BENCH_PRESIGN_RATE (3000)
+// tx/s for the capacity phase, the offered rate for the others (+10%). A
+// gateway that runs out signs the rest during the phase (counted in
+// signed_in_phase and in the load generator's CPU).
+//
+// LEDGER_BENCH_OUT writes the results elsewhere than
+// bench/results/ledger.json (experiments).
+//
+// LEDGER_BENCH_CONFIG overrides config.toml settings of every validator
+// (experiments): "section.key=value;…", value in TOML ("200ms" quoted).
 // LEDGER_BENCH_PPROF_DIR, if set, makes validator 0 serve pprof (CometBFT's
 // rpc.pprof_laddr) and saves its CPU profile over the capacity phase there
 // (validator0-of-N.cpu.pprof); `go test -cpuprofile` profiles the load
@@ -68,6 +81,7 @@ type phaseResult struct {
 	TxPerBlock      float64 `json:"tx_per_block"`
 	Refused         int64   `json:"refused"`
 	OtherErrors     int64   `json:"other_errors"`
+	SignedInPhase   int64   `json:"signed_in_phase"` // headers not signed ahead (see presign)
 	// CPU time used during the phase by all validator processes together
 	// and by the load generator (this process: gateways and clients).
 	NodesCPUSeconds float64 `json:"validators_cpu_s"`
@@ -176,11 +190,14 @@ func BenchmarkAnchorBatch(b *testing.B) {
 	}
 	rep.LoadAvgTo = loadAvg()
 	out, _ := json.MarshalIndent(rep, "", "  ")
-	dir := filepath.Join("..", "results")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	path := os.Getenv("LEDGER_BENCH_OUT")
+	if path == "" {
+		path = filepath.Join("..", "results", "ledger.json")
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		b.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "ledger.json"), append(out, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(path, append(out, '\n'), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	fmt.Printf("ledger bench results (bench/results/ledger.json):\n%s\n", out)
@@ -199,8 +216,17 @@ func runCase(b *testing.B, validators int) caseResult {
 	var opts ledgertest.ClusterOptions
 	mb, ms := envInt("LEDGER_BENCH_BLOCK_MAX_BYTES", 0), envInt("LEDGER_BENCH_MEMPOOL_SIZE", 0)
 	profDir := os.Getenv("LEDGER_BENCH_PPROF_DIR")
+	overrides, err := parseOverrides(os.Getenv("LEDGER_BENCH_CONFIG"))
+	if err != nil {
+		b.Fatal(err)
+	}
 	var pprofAddr string
 	opts.Prepare = func(home string) error {
+		for _, o := range overrides {
+			if err := setConfig(home, o.section, o.key, o.value); err != nil {
+				return err
+			}
+		}
 		if mb > 0 {
 			if err := setBlockMaxBytes(home, mb); err != nil {
 				return err
@@ -273,17 +299,25 @@ func runCase(b *testing.B, validators int) caseResult {
 		path := filepath.Join(profDir, fmt.Sprintf("validator0-of-%d.cpu.pprof", validators))
 		go func() { profDone <- profileNode(ctx, pprofAddr, max(seconds-2, 1), path) }()
 	}
-	r.Capacity = load(ctx, b, cl, clients, gws, seconds, maxTx, loadShape{window: window})
+	presignRate := envInt("LEDGER_BENCH_PRESIGN_RATE", 3000)
+	signers := make([]*presigner, len(gws))
+	for i, gw := range gws {
+		signers[i] = &presigner{gw: gw}
+	}
+	presign(b, signers, presignRate, seconds, maxTx)
+	r.Capacity = load(ctx, b, cl, clients, signers, seconds, maxTx, loadShape{window: window})
 	if profDone != nil {
 		if err := <-profDone; err != nil {
 			b.Logf("validator profile: %v", err)
 		}
 	}
 	r.Capacity.WindowPerGW = window
-	r.Target = load(ctx, b, cl, clients, gws, seconds, maxTx, paced(rate))
+	presign(b, signers, rate, seconds, maxTx)
+	r.Target = load(ctx, b, cl, clients, signers, seconds, maxTx, paced(rate))
 	r.Target.OfferedTxPerSec = float64(rate)
 	r.Target.WindowPerGW = pacedWindow
-	r.Light = load(ctx, b, cl, clients, gws, seconds, maxTx, paced(lightRate))
+	presign(b, signers, lightRate, seconds, maxTx)
+	r.Light = load(ctx, b, cl, clients, signers, seconds, maxTx, paced(lightRate))
 	r.Light.OfferedTxPerSec = float64(lightRate)
 	r.Light.WindowPerGW = pacedWindow
 	for _, p := range []phaseResult{r.Capacity, r.Target, r.Light} {
@@ -300,7 +334,7 @@ type loadShape struct {
 }
 
 // load runs gateways against the clients for seconds and measures commits.
-func load(ctx context.Context, b testing.TB, cl *ledgertest.Cluster, clients []*anchor.Client, gws []*ledgertest.Gateway, seconds int, maxTx int64, sh loadShape) phaseResult {
+func load(ctx context.Context, b testing.TB, cl *ledgertest.Cluster, clients []*anchor.Client, gws []*presigner, seconds int, maxTx int64, sh loadShape) phaseResult {
 	pids := cl.PIDs()
 	nodeCPU0, genCPU0 := procCPU(pids), selfCPU()
 	var (
@@ -310,6 +344,7 @@ func load(ctx context.Context, b testing.TB, cl *ledgertest.Cluster, clients []*
 		sent      atomic.Int64
 		refused   atomic.Int64
 		otherErr  atomic.Int64
+		signedNow atomic.Int64
 		wg        sync.WaitGroup
 	)
 	dur := time.Duration(seconds) * time.Second
@@ -357,7 +392,10 @@ func load(ctx context.Context, b testing.TB, cl *ledgertest.Cluster, clients []*
 					}
 					next = next.Add(sh.interval)
 				}
-				tx, _ := gw.NextAnchor(b, 100)
+				tx, late := gw.next(b)
+				if late {
+					signedNow.Add(1)
+				}
 				p, err := c.Broadcast(ctx, tx)
 				for err != nil && ctx.Err() == nil {
 					var ref *anchor.RefusedError
@@ -417,6 +455,7 @@ func load(ctx context.Context, b testing.TB, cl *ledgertest.Cluster, clients []*
 		TxPerSec: float64(committed.Load()) / elapsed.Seconds(),
 		P50Ms:    pct(0.50), P90Ms: pct(0.90), P99Ms: pct(0.99), MaxMs: pct(1),
 		Blocks: endHeight - startHeight, Refused: refused.Load(), OtherErrors: otherErr.Load(),
+		SignedInPhase: signedNow.Load(),
 	}
 	if r.Blocks > 0 {
 		r.TxPerBlock = float64(r.Committed) / float64(r.Blocks)
@@ -426,6 +465,66 @@ func load(ctx context.Context, b testing.TB, cl *ledgertest.Cluster, clients []*
 		r.NodesCPUPerTxMs = 1000 * nodeCPU / float64(r.Committed)
 	}
 	return r
+}
+
+// presigner holds a gateway's next headers, signed ahead in chain order.
+type presigner struct {
+	gw    *ledgertest.Gateway
+	ready [][]byte
+}
+
+// next returns the gateway's next signed header; late reports that it had
+// to be signed now.
+func (p *presigner) next(b testing.TB) (tx []byte, late bool) {
+	if len(p.ready) > 0 {
+		tx, p.ready = p.ready[0], p.ready[1:]
+		return tx, false
+	}
+	tx, _ = p.gw.NextAnchor(b, 100)
+	return tx, true
+}
+
+// presign tops every gateway up to the headers it sends in seconds at rate
+// tx/s (all gateways together) plus 10%, at most maxTx in all, signing on
+// all CPUs before the phase starts.
+func presign(b testing.TB, ps []*presigner, rate, seconds int, maxTx int64) {
+	want := int64(float64(rate)*float64(seconds)*1.1)/int64(len(ps)) + 1
+	want = min(want, maxTx/int64(len(ps))+1)
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	for range runtime.NumCPU() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1) - 1; i < int64(len(ps)); i = next.Add(1) - 1 {
+				p := ps[i]
+				for int64(len(p.ready)) < want {
+					tx, _ := p.gw.NextAnchor(b, 100)
+					p.ready = append(p.ready, tx)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+type override struct{ section, key, value string }
+
+// parseOverrides reads LEDGER_BENCH_CONFIG: "section.key=value;…".
+func parseOverrides(s string) ([]override, error) {
+	var out []override
+	for _, f := range strings.Split(s, ";") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(f, "=")
+		sec, key, ok2 := strings.Cut(strings.TrimSpace(k), ".")
+		if !ok || !ok2 {
+			return nil, fmt.Errorf("LEDGER_BENCH_CONFIG: %q: want section.key=value", f)
+		}
+		out = append(out, override{sec, key, strings.TrimSpace(v)})
+	}
+	return out, nil
 }
 
 // setBlockMaxBytes rewrites consensus_params.block.max_bytes in a home's
@@ -504,6 +603,9 @@ func profileNode(ctx context.Context, addr string, secs int, path string) error 
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("pprof: %s", resp.Status)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
 	}
 	f, err := os.Create(path)
 	if err != nil {

@@ -81,8 +81,9 @@ type Bundle struct {
 	// Device is the device's RegisterDevice transaction and its proof.
 	Device BundleDevice `json:"device"`
 
-	// Receipt is the gateway's receipt body and its signature.
-	Receipt BundleSigned `json:"receipt"`
+	// Receipt is the gateway's receipt: body, commit group statement, path
+	// and signature.
+	Receipt BundleReceipt `json:"receipt"`
 
 	// Salt is the record's 16-byte leaf salt (hex).
 	Salt HexBytes `json:"salt"`
@@ -121,6 +122,38 @@ type BundleDevice struct {
 type BundleSigned struct {
 	Body []byte `json:"body"`
 	Sig  []byte `json:"sig"`
+}
+
+// BundleReceipt is the gateway's receipt of the record (docs/internals.md,
+// "Records, receipts and leaves"): the receipt body, the statement of its
+// commit group, the body's inclusion path in the group's tree (leaf to
+// root, empty for a group of one) and the gateway's signature over the
+// statement. Without Group it is the older per-record form: Sig is over
+// Body and there is no path.
+type BundleReceipt struct {
+	Body  []byte `json:"body"`
+	Group []byte `json:"group,omitempty"`
+	Path  []Hash `json:"path,omitempty"`
+	Sig   []byte `json:"sig"`
+}
+
+// MarshalJSON writes "path" (possibly []) whenever there is a group, and
+// neither member for the per-record form.
+func (r BundleReceipt) MarshalJSON() ([]byte, error) {
+	if r.Group == nil {
+		type perRecord BundleReceipt
+		return json.Marshal(perRecord(r))
+	}
+	path := r.Path
+	if path == nil {
+		path = []Hash{}
+	}
+	return json.Marshal(struct {
+		Body  []byte `json:"body"`
+		Group []byte `json:"group"`
+		Path  []Hash `json:"path"`
+		Sig   []byte `json:"sig"`
+	}{r.Body, r.Group, path, r.Sig})
 }
 
 // BundleMerkle is an RFC 6962 inclusion proof: the leaf index (gseq -
@@ -358,13 +391,12 @@ func (v *verifier) deviceKey() (string, error) {
 	return fmt.Sprintf("%s registered by %s at height %d (tx %X)", v.reg.DID, v.devTx.Signer, p.Height, cmttypes.Tx(p.Tx).Hash()), nil
 }
 
-// receipt: the gateway signed the receipt; it names the envelope's hash,
-// DID and seq.
+// receipt: the gateway signed the receipt (once for its commit group: the
+// path leads from the body to the signed statement's root); it names the
+// envelope's hash, DID and seq.
 func (v *verifier) receiptSig() (string, error) {
-	if !device.VerifySignature(v.gatewayPub, v.b.Receipt.Body, v.b.Receipt.Sig) {
-		return "", fmt.Errorf("receipt signature does not verify under the key of %s", v.b.Gateway.DID)
-	}
-	r, err := ParseReceipt(v.b.Receipt.Body)
+	rb := v.b.Receipt
+	r, err := VerifyReceipt(rb.Body, rb.Group, rb.Path, rb.Sig, v.gatewayPub)
 	if err != nil {
 		return "", err
 	}
@@ -381,7 +413,11 @@ func (v *verifier) receiptSig() (string, error) {
 		return "", fmt.Errorf("receipt gseq %d, bundle names %d", r.GSeq, v.b.Record.GSeq)
 	}
 	v.rcpt = r
-	return fmt.Sprintf("gseq %d received %s by %s", r.GSeq, r.Recv, r.Gateway), nil
+	form := "signed alone (per-record form)"
+	if g, err := ParseReceiptGroup(rb.Group); err == nil {
+		form = fmt.Sprintf("in commit group %d..%d signed once", g.First, g.First+g.Count-1)
+	}
+	return fmt.Sprintf("gseq %d received %s by %s, %s", r.GSeq, r.Recv, r.Gateway, form), nil
 }
 
 func (v *verifier) leaf() (string, error) {
@@ -469,50 +505,6 @@ func (v *verifier) anchorResult() (string, error) {
 		return "", v.anchorErr
 	}
 	return fmt.Sprintf("code 0, proven under LastResultsHash of block %d", v.b.Anchor.NextHeader.Height), nil
-}
-
-// ReceiptType is the "type" of a gateway receipt body.
-const ReceiptType = "Receipt"
-
-// ReceiptBody is the gateway-signed receipt of one record
-// (docs/internals.md, "Records, receipts and leaves"):
-//
-//	{"type":"Receipt","v":1,"gateway":"did:ea:…","gseq":7,"did":"did:ea:…","seq":3,"recv":"…Z","env":"<hex SM3 of the envelope>"}
-type ReceiptBody struct {
-	Type    string     `json:"type"`
-	V       int        `json:"v"`
-	Gateway device.DID `json:"gateway"`
-	GSeq    uint64     `json:"gseq"`
-	DID     device.DID `json:"did"`
-	Seq     uint64     `json:"seq"`
-	Recv    string     `json:"recv"`
-	Env     Hash       `json:"env"`
-}
-
-// ParseReceipt decodes receipt body bytes strictly and checks its members.
-func ParseReceipt(b []byte) (*ReceiptBody, error) {
-	var r ReceiptBody
-	if err := decodeStrict(b, &r); err != nil {
-		return nil, fmt.Errorf("receipt: %w", err)
-	}
-	switch {
-	case r.Type != ReceiptType:
-		return nil, fmt.Errorf("receipt: type %q, want %q", r.Type, ReceiptType)
-	case r.V != 1:
-		return nil, fmt.Errorf("receipt: version %d, want 1", r.V)
-	case r.GSeq == 0 || r.Seq == 0:
-		return nil, errors.New("receipt: gseq and seq start at 1")
-	}
-	if _, err := device.ParseDID(string(r.Gateway)); err != nil {
-		return nil, fmt.Errorf("receipt: gateway: %w", err)
-	}
-	if _, err := device.ParseDID(string(r.DID)); err != nil {
-		return nil, fmt.Errorf("receipt: did: %w", err)
-	}
-	if _, err := ParseTime(r.Recv); err != nil {
-		return nil, fmt.Errorf("receipt: recv: %w", err)
-	}
-	return &r, nil
 }
 
 // ProveTxHash is ProveAnchor for a committed tx known only by its CometBFT

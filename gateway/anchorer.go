@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -304,9 +303,9 @@ func (a *Anchorer) record(sb *StoredBatch, r anchor.Receipt) error {
 		return nil
 	}
 	err := a.src.Range(sb.First, sb.Last, func(rec *Record) error {
-		msg, err := json.Marshal(ReceiptMessage{
-			Receipt: rec.Receipt, Sig: rec.ReceiptSig, Batch: sb.Seq, Height: r.Height, TX: r.TxHash,
-		})
+		m := rec.receiptMessage()
+		m.Batch, m.Height, m.TX = sb.Seq, r.Height, r.TxHash
+		msg, err := m.MarshalJSON()
 		if err != nil {
 			return err
 		}

@@ -169,7 +169,7 @@ func newRecordView(r *Record, b *device.Body) RecordView {
 	return RecordView{
 		GSeq: r.GSeq, DID: r.DID, Seq: r.Seq, Kind: r.Kind, TS: b.TS,
 		Recv: r.Recv.UTC().Format(time.RFC3339Nano), Gap: r.Gap, Data: b.Data,
-		Envelope: r.Envelope, Receipt: ReceiptMessage{Receipt: r.Receipt, Sig: r.ReceiptSig},
+		Envelope: r.Envelope, Receipt: r.receiptMessage(),
 	}
 }
 

@@ -284,8 +284,8 @@ func TestIngestV3HappyPath(t *testing.T) {
 		if r.GSeq != seq {
 			t.Fatalf("receipt gseq = %d, want %d", r.GSeq, seq)
 		}
-		if !device.VerifySignature(e.gwKey.Public(), rec.Receipt, rec.ReceiptSig) {
-			t.Fatal("stored receipt signature does not verify")
+		if _, err := anchor.VerifyReceipt(rec.Receipt, rec.Group, rec.Path, rec.ReceiptSig, e.gwKey.Public()); err != nil {
+			t.Fatalf("stored receipt: %v", err)
 		}
 	}
 	m := e.g.Broker().Metrics()

@@ -38,7 +38,7 @@ const MaxRangeRecords = 10_000
 //
 //	GET /v1/records/{gseq}/proof                → the proof bundle (docs/proof-bundle.md)
 //	GET /v1/devices/{did}/records/{seq}/proof   → the same, by device and device seq
-//	GET /v1/records?from_gseq=A&to_gseq=B       → {"records":[{gseq,did,seq,kind,recv,salt,receipt,receipt_sig,env}],"last_gseq":N}
+//	GET /v1/records?from_gseq=A&to_gseq=B       → {"records":[{gseq,did,seq,kind,recv,salt,receipt,group,path,receipt_sig,env}],"last_gseq":N}
 //	GET /v1/batches/{seq}                       → the stored batch (header, sig, records, anchor)
 type ProofAPI struct {
 	store  *Store
@@ -123,7 +123,7 @@ func (p *ProofAPI) Bundle(ctx context.Context, gseq uint64) (*anchor.Bundle, err
 		Record:   anchor.BundleRecord{Gateway: p.gw, GSeq: rec.GSeq, DID: rec.DID, Seq: rec.Seq},
 		Envelope: rec.Envelope,
 		Device:   anchor.BundleDevice{Tx: dev.tx, Proof: dev.proof},
-		Receipt:  anchor.BundleSigned{Body: rec.Receipt, Sig: rec.ReceiptSig},
+		Receipt:  anchor.BundleReceipt{Body: rec.Receipt, Group: rec.Group, Path: rec.Path, Sig: rec.ReceiptSig},
 		Salt:     rec.Salt,
 		Merkle:   anchor.BundleMerkle{Index: gseq - sb.First, Size: uint64(len(leaves)), Path: path},
 		Batch:    anchor.BundleSigned{Body: sb.Header, Sig: sb.Sig},
@@ -277,7 +277,9 @@ func (p *ProofAPI) serveBundle(w http.ResponseWriter, r *http.Request, gseq uint
 }
 
 // RangeRecord is one record of GET /v1/records?from_gseq=&to_gseq=: all an
-// auditor needs to recompute the leaf and check the device's signature.
+// auditor needs to recompute the leaf, check the receipt (Group and Path
+// are absent for records stored before group signing; ReceiptSig is over
+// Group, or over Receipt without one) and check the device's signature.
 type RangeRecord struct {
 	GSeq       uint64          `json:"gseq"`
 	DID        device.DID      `json:"did"`
@@ -286,6 +288,8 @@ type RangeRecord struct {
 	Recv       string          `json:"recv"`
 	Salt       anchor.HexBytes `json:"salt"`
 	Receipt    []byte          `json:"receipt"`
+	Group      []byte          `json:"group,omitempty"`
+	Path       []anchor.Hash   `json:"path,omitempty"`
 	ReceiptSig []byte          `json:"receipt_sig"`
 	Envelope   []byte          `json:"env"`
 }
@@ -312,7 +316,8 @@ func (p *ProofAPI) recordRange(w http.ResponseWriter, r *http.Request) {
 	err := p.store.Range(from, to, func(rec *Record) error {
 		ans.Records = append(ans.Records, RangeRecord{
 			GSeq: rec.GSeq, DID: rec.DID, Seq: rec.Seq, Kind: rec.Kind, Recv: anchor.FormatTime(rec.Recv),
-			Salt: rec.Salt, Receipt: rec.Receipt, ReceiptSig: rec.ReceiptSig, Envelope: rec.Envelope,
+			Salt: rec.Salt, Receipt: rec.Receipt, Group: rec.Group, Path: rec.Path, ReceiptSig: rec.ReceiptSig,
+			Envelope: rec.Envelope,
 		})
 		return nil
 	})

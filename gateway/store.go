@@ -5,11 +5,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,16 +59,22 @@ var (
 
 // Record is one stored, verified device message.
 type Record struct {
-	GSeq       uint64     `json:"gseq"`
-	DID        device.DID `json:"did"`
-	Seq        uint64     `json:"seq"`
-	Kind       string     `json:"kind"`
-	Recv       time.Time  `json:"recv"`
-	Gap        uint64     `json:"gap,omitempty"` // device seqs skipped just before this one
-	Envelope   []byte     `json:"env"`           // exactly as received
-	Salt       []byte     `json:"salt"`          // 16 random bytes, leaf salt
-	Receipt    []byte     `json:"receipt"`       // receipt body bytes
-	ReceiptSig []byte     `json:"receipt_sig"`   // gateway signature over Receipt
+	GSeq     uint64     `json:"gseq"`
+	DID      device.DID `json:"did"`
+	Seq      uint64     `json:"seq"`
+	Kind     string     `json:"kind"`
+	Recv     time.Time  `json:"recv"`
+	Gap      uint64     `json:"gap,omitempty"` // device seqs skipped just before this one
+	Envelope []byte     `json:"env"`           // exactly as received
+	Salt     []byte     `json:"salt"`          // 16 random bytes, leaf salt
+	Receipt  []byte     `json:"receipt"`       // receipt body bytes
+	// Group is the statement of the record's commit group and Path the
+	// inclusion path of Receipt in the group's tree (docs/internals.md,
+	// "Records, receipts and leaves"); records of one group share Group
+	// and ReceiptSig. Records stored before group signing have neither.
+	Group      []byte        `json:"group,omitempty"`
+	Path       []anchor.Hash `json:"path,omitempty"`
+	ReceiptSig []byte        `json:"receipt_sig"` // gateway signature over Group (or Receipt)
 }
 
 // LeafData is the Merkle leaf data of the record: salt ‖ receipt body.
@@ -81,8 +85,12 @@ func (r *Record) LeafData() []byte {
 
 // ReceiptMessage returns the JSON published on the device's receipt topic.
 func (r *Record) ReceiptMessage() []byte {
-	b, _ := json.Marshal(ReceiptMessage{Receipt: r.Receipt, Sig: r.ReceiptSig})
+	b, _ := r.receiptMessage().MarshalJSON()
 	return b
+}
+
+func (r *Record) receiptMessage() ReceiptMessage {
+	return ReceiptMessage{Receipt: r.Receipt, Group: r.Group, Path: r.Path, Sig: r.ReceiptSig}
 }
 
 // Pending is a verified message waiting to be stored.
@@ -129,8 +137,8 @@ type devSeq struct {
 
 // Store is the durable record store. Appends are group-committed: one writer
 // takes pending records from a bounded queue, checks each device's sequence,
-// assigns gseq, signs the receipts, writes them with synced Badger
-// transactions, and only then answers each caller.
+// assigns gseq, signs the group's receipts with one signature, writes them
+// with synced Badger transactions, and only then answers each caller.
 type Store struct {
 	db      *badger.DB
 	log     *slog.Logger
@@ -425,7 +433,7 @@ func (s *Store) prepLoop(ctx context.Context) {
 }
 
 func (s *Store) prepare(group []*appendReq) {
-	var toSign []*appendReq
+	var toSign []*appendReq // the new records, in gseq order
 	// One getrandom call for the whole group's salts.
 	salts := make([]byte, 16*len(group))
 	if _, err := rand.Read(salts); err != nil {
@@ -476,39 +484,41 @@ func (s *Store) prepare(group []*appendReq) {
 		s.flightMu.Unlock()
 		toSign = append(toSign, r)
 	}
-	// Receipts are signed on all cores: the writer must not become the
-	// bottleneck of the pipeline.
-	workers := min(runtime.GOMAXPROCS(0), (len(toSign)+7)/8)
-	if workers <= 1 {
-		for _, r := range toSign {
-			s.signOne(r)
+	s.signGroup(toSign)
+}
+
+// signGroup signs the receipts of recs (the group's new records, in gseq
+// order, contiguous) with one signature: the tree over their receipt
+// bodies, the ReceiptGroup statement naming its root, one SM2 signature
+// over the statement; each record gets the statement, its path and the
+// signature.
+func (s *Store) signGroup(recs []*appendReq) {
+	if len(recs) == 0 {
+		return
+	}
+	bodies := make([][]byte, len(recs))
+	for i, r := range recs {
+		bodies[i] = r.rec.Receipt
+	}
+	root, paths := anchor.ReceiptGroupTree(bodies)
+	group := anchor.NewReceiptGroup(s.gw, recs[0].rec.GSeq, uint64(len(recs)), root)
+	sig, err := s.signer.Sign(group)
+	if err != nil {
+		// The group's gseqs are assigned: storing the records after them
+		// would leave a hole. The store fails rather than store a record
+		// without its receipt; a restart assigns from the last stored gseq.
+		err = fmt.Errorf("%w: sign receipts: %v", ErrStoreFailed, err)
+		if s.failed.CompareAndSwap(nil, &err) {
+			s.log.Error("receipt signing failed; refusing writes until restart", "error", err)
+		}
+		for _, r := range recs {
+			r.err = err
 		}
 		return
 	}
-	var wg sync.WaitGroup
-	per := (len(toSign) + workers - 1) / workers
-	for i := 0; i < len(toSign); i += per {
-		part := toSign[i:min(i+per, len(toSign))]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, r := range part {
-				s.signOne(r)
-			}
-		}()
+	for i, r := range recs {
+		r.rec.Group, r.rec.Path, r.rec.ReceiptSig = group, paths[i], sig
 	}
-	wg.Wait()
-}
-
-func (s *Store) signOne(r *appendReq) {
-	sig, err := s.signer.Sign(r.rec.Receipt)
-	if err != nil {
-		// A receipt that cannot be signed would leave a hole in gseq: the
-		// store fails rather than store a record without its receipt.
-		r.err = fmt.Errorf("%w: sign receipt: %v", ErrStoreFailed, err)
-		return
-	}
-	r.rec.ReceiptSig = sig
 }
 
 // lastSeqLocked returns the last sequence accepted (or assigned) for did;
@@ -1019,24 +1029,36 @@ func (s *Store) Close() error {
 	return err
 }
 
-// recordFormat is the first byte of a stored record value. Format 1:
-// uvarint gseq, seq, gap; varint recv (Unix ns); then uvarint-length-prefixed
-// did, kind, envelope, salt, receipt, receipt_sig. A compact binary form
-// rather than JSON: encoding sits on the ingest path of every message.
-const recordFormat = 1
+// Stored record value formats (the first byte). Format 1: uvarint gseq,
+// seq, gap; varint recv (Unix ns); then uvarint-length-prefixed did, kind,
+// envelope, salt, receipt, receipt_sig. Format 2 (receipts signed per
+// commit group) appends two more length-prefixed fields: group (the
+// statement) and path (its 32-byte hashes, leaf to root). A compact binary
+// form rather than JSON: encoding sits on the ingest path of every
+// message. Format 1 records (stores written before group signing) still
+// decode, with no group and no path.
+const (
+	recordFormatV1 = 1
+	recordFormat   = 2
+)
 
 func encodeRecord(r *Record) []byte {
-	n := 1 + 4*binary.MaxVarintLen64 + 6*binary.MaxVarintLen32 +
-		len(r.DID) + len(r.Kind) + len(r.Envelope) + len(r.Salt) + len(r.Receipt) + len(r.ReceiptSig)
+	n := 1 + 4*binary.MaxVarintLen64 + 8*binary.MaxVarintLen32 +
+		len(r.DID) + len(r.Kind) + len(r.Envelope) + len(r.Salt) + len(r.Receipt) + len(r.ReceiptSig) +
+		len(r.Group) + len(r.Path)*len(anchor.Hash{})
 	b := make([]byte, 0, n)
 	b = append(b, recordFormat)
 	b = binary.AppendUvarint(b, r.GSeq)
 	b = binary.AppendUvarint(b, r.Seq)
 	b = binary.AppendUvarint(b, r.Gap)
 	b = binary.AppendVarint(b, r.Recv.UnixNano())
-	for _, f := range [][]byte{[]byte(r.DID), []byte(r.Kind), r.Envelope, r.Salt, r.Receipt, r.ReceiptSig} {
+	for _, f := range [][]byte{[]byte(r.DID), []byte(r.Kind), r.Envelope, r.Salt, r.Receipt, r.ReceiptSig, r.Group} {
 		b = binary.AppendUvarint(b, uint64(len(f)))
 		b = append(b, f...)
+	}
+	b = binary.AppendUvarint(b, uint64(len(r.Path)*len(anchor.Hash{})))
+	for _, h := range r.Path {
+		b = append(b, h[:]...)
 	}
 	return b
 }
@@ -1045,8 +1067,12 @@ func encodeRecord(r *Record) []byte {
 var errRecordFormat = errors.New("bad stored record encoding")
 
 func decodeRecord(b []byte, r *Record) error {
-	if len(b) == 0 || b[0] != recordFormat {
+	if len(b) == 0 || (b[0] != recordFormat && b[0] != recordFormatV1) {
 		return errRecordFormat
+	}
+	nfields := 6
+	if b[0] == recordFormat {
+		nfields = 8
 	}
 	b = b[1:]
 	uv := func() uint64 {
@@ -1065,7 +1091,7 @@ func decodeRecord(b []byte, r *Record) error {
 	}
 	b = b[n:]
 	r.Recv = time.Unix(0, ns).UTC()
-	fields := make([][]byte, 6)
+	fields := make([][]byte, nfields)
 	for i := range fields {
 		l := uv()
 		if b == nil || l > uint64(len(b)) {
@@ -1079,6 +1105,20 @@ func decodeRecord(b []byte, r *Record) error {
 	}
 	r.DID, r.Kind = device.DID(fields[0]), string(fields[1])
 	r.Envelope, r.Salt, r.Receipt, r.ReceiptSig = fields[2], fields[3], fields[4], fields[5]
+	r.Group, r.Path = nil, nil
+	if nfields == 8 {
+		r.Group = fields[6]
+		hs := fields[7]
+		if len(hs)%len(anchor.Hash{}) != 0 || (r.Group == nil && len(hs) != 0) {
+			return errRecordFormat
+		}
+		if len(hs) > 0 {
+			r.Path = make([]anchor.Hash, len(hs)/len(anchor.Hash{}))
+			for i := range r.Path {
+				copy(r.Path[i][:], hs[i*len(anchor.Hash{}):])
+			}
+		}
+	}
 	return nil
 }
 

@@ -298,6 +298,33 @@ func TestStoreGroupCommitAcksAfterDisk(t *testing.T) {
 	if len(seen) != devices*per || st2.LastGSeq() != devices*per {
 		t.Fatalf("%d acknowledged, LastGSeq %d", len(seen), st2.LastGSeq())
 	}
+	// Every receipt verifies; the commit groups' statements tile gseq
+	// 1..200 without overlap, at most MaxGroupRecords each, and each
+	// statement's signature is verified once.
+	checker := &anchor.ReceiptChecker{Pub: gw.Public()}
+	var next uint64 = 1
+	groups := 0
+	if err := st2.Range(1, devices*per, func(r *Record) error {
+		if _, err := checker.Verify(r.Receipt, r.Group, r.Path, r.ReceiptSig); err != nil {
+			return fmt.Errorf("gseq %d: %w", r.GSeq, err)
+		}
+		g, err := anchor.ParseReceiptGroup(r.Group)
+		if err != nil {
+			return err
+		}
+		if g.First == r.GSeq {
+			if g.First != next || g.Count > 7 {
+				return fmt.Errorf("group %d+%d, want it to start at %d with at most 7", g.First, g.Count, next)
+			}
+			next, groups = g.First+g.Count, groups+1
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if next != devices*per+1 || checker.SignaturesVerified() != groups {
+		t.Fatalf("groups end at %d, %d groups, %d signatures verified", next, groups, checker.SignaturesVerified())
+	}
 }
 
 func TestStoreChangedSignals(t *testing.T) {
@@ -653,7 +680,8 @@ func TestStoreRepairsFailedWriteTail(t *testing.T) {
 func TestRecordEncodingRoundTrip(t *testing.T) {
 	r := &Record{GSeq: 7, DID: "did:ea:0000000000000000000000000000000e", Seq: 3, Kind: device.KindDust,
 		Recv: time.Date(2026, 11, 25, 10, 0, 0, 123456789, time.UTC), Gap: 2, Envelope: []byte(`{"v":1}`),
-		Salt: make([]byte, 16), Receipt: []byte(`{"type":"Receipt"}`), ReceiptSig: []byte{1, 2, 3}}
+		Salt: make([]byte, 16), Receipt: []byte(`{"type":"Receipt"}`), ReceiptSig: []byte{1, 2, 3},
+		Group: []byte(`{"type":"ReceiptGroup"}`), Path: []anchor.Hash{anchor.SM3([]byte("a")), anchor.SM3([]byte("b"))}}
 	b := encodeRecord(r)
 	var got Record
 	if err := decodeRecord(b, &got); err != nil {
@@ -670,11 +698,22 @@ func TestRecordEncodingRoundTrip(t *testing.T) {
 	if err := decodeRecord(append(b, 0), &got); err == nil {
 		t.Fatal("trailing byte decoded")
 	}
+	// Format 1 (before group signing) decodes to the record without group
+	// and path.
+	old := *r
+	old.Group, old.Path = nil, nil
+	got = Record{Group: []byte("stale"), Path: r.Path}
+	if err := decodeRecord(encodeRecordV1(&old), &got); err != nil || fmt.Sprint(got) != fmt.Sprint(old) {
+		t.Fatalf("format 1: %v\n got %+v\nwant %+v", err, got, old)
+	}
 }
 
 func FuzzDecodeRecord(f *testing.F) {
 	f.Add(encodeRecord(&Record{GSeq: 1, DID: "did:ea:x", Seq: 1, Kind: "k", Recv: time.Unix(1, 0), Envelope: []byte("e")}))
 	f.Add([]byte{1, 0xff, 0xff})
+	f.Add(encodeRecordV1(&Record{GSeq: 2, DID: "did:ea:x", Seq: 1, Kind: "k", Recv: time.Unix(1, 0), Envelope: []byte("e")}))
+	f.Add(encodeRecord(&Record{GSeq: 3, DID: "did:ea:x", Seq: 1, Kind: "k", Recv: time.Unix(1, 0), Envelope: []byte("e"),
+		Group: []byte("g"), Path: []anchor.Hash{{1}}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var r Record
 		if decodeRecord(b, &r) == nil {

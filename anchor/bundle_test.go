@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,12 +16,17 @@ import (
 	"github.com/edgeanchor/edgeanchor/device"
 )
 
-// testdata/bundle.json (gseq 4: device B seq 2), bundle-other-device.json
-// (gseq 1: device A seq 1) and trust.json (the chain's genesis validator
-// set) were made by the gateway's end-to-end test against a real
-// single-validator CometBFT ledger:
+// testdata/bundle.json (a record whose receipt is in a commit group of 3+
+// records, with a path of 2+ hashes), bundle-other-device.json (gseq 1: the
+// other device's seq 1, a commit group of one) and trust.json (the chain's
+// genesis validator set) were made by the gateway's end-to-end test against
+// a real single-validator CometBFT ledger:
 //
 //	EDGEANCHOR_WRITE_GOLDEN=1 go test -run TestEndToEndBundleVerifiesOffline ./gateway
+//
+// bundle-per-record.json and trust-per-record.json are the same test's
+// output from before receipts were signed per commit group (commit
+// e0fab0c): a receipt signed alone, which must still verify.
 
 func loadGolden(t testing.TB, name string) *Bundle {
 	t.Helper()
@@ -40,9 +47,21 @@ func loadTrust(t testing.TB) *Trust {
 }
 
 func TestGoldenBundleVerifies(t *testing.T) {
-	trust := loadTrust(t)
-	for _, name := range []string{"bundle.json", "bundle-other-device.json"} {
+	for _, name := range []string{"bundle.json", "bundle-other-device.json", "bundle-per-record.json"} {
 		b := loadGolden(t, name)
+		trust := loadTrust(t)
+		if name == "bundle-per-record.json" {
+			tr, err := ReadTrustFile("testdata/trust-per-record.json")
+			if err != nil {
+				t.Fatal(err)
+			}
+			trust = tr
+			if b.Receipt.Group != nil || b.Receipt.Path != nil {
+				t.Fatalf("%s is not a per-record receipt", name)
+			}
+		} else if g, err := ParseReceiptGroup(b.Receipt.Group); err != nil || (name == "bundle.json" && (g.Count < 3 || len(b.Receipt.Path) < 2)) {
+			t.Fatalf("%s: receipt group %+v (%v), path %v", name, g, err, b.Receipt.Path)
+		}
 		var passed []string
 		v, err := b.Verify(trust, func(step, detail string, err error) {
 			if err != nil {
@@ -151,10 +170,34 @@ func TestTamperedBundles(t *testing.T) {
 			b.Gateway.DID = k.DID()
 		}, nil, StepDeviceKey},
 		{"receipt body", func(t *testing.T, b *Bundle) {
-			b.Receipt.Body = mustReplace(t, b.Receipt.Body, `"gseq":4`, `"gseq":5`)
+			b.Receipt.Body = mustReplace(t, b.Receipt.Body, fmt.Sprintf(`"gseq":%d`, b.Record.GSeq), fmt.Sprintf(`"gseq":%d`, b.Record.GSeq+1))
 		}, nil, StepReceipt},
 		{"receipt signature", func(t *testing.T, b *Bundle) { b.Receipt.Sig[len(b.Receipt.Sig)-1] ^= 1 }, nil, StepReceipt},
 		{"receipt of another record", func(t *testing.T, b *Bundle) { b.Receipt = other.Receipt }, nil, StepReceipt},
+		{"receipt path hash", func(t *testing.T, b *Bundle) { b.Receipt.Path[1][9] ^= 1 }, nil, StepReceipt},
+		{"receipt path hash dropped", func(t *testing.T, b *Bundle) { b.Receipt.Path = b.Receipt.Path[1:] }, nil, StepReceipt},
+		{"receipt path hash added", func(t *testing.T, b *Bundle) {
+			b.Receipt.Path = append(b.Receipt.Path, b.Receipt.Path[0])
+		}, nil, StepReceipt},
+		{"receipt group count", func(t *testing.T, b *Bundle) {
+			g, _ := ParseReceiptGroup(b.Receipt.Group)
+			b.Receipt.Group = NewReceiptGroup(g.Gateway, g.First, g.Count+1, g.Root)
+		}, nil, StepReceipt},
+		{"receipt group first", func(t *testing.T, b *Bundle) {
+			g, _ := ParseReceiptGroup(b.Receipt.Group)
+			b.Receipt.Group = NewReceiptGroup(g.Gateway, g.First-1, g.Count, g.Root)
+		}, nil, StepReceipt},
+		{"receipt group root", func(t *testing.T, b *Bundle) {
+			g, _ := ParseReceiptGroup(b.Receipt.Group)
+			g.Root[31] ^= 1
+			b.Receipt.Group = NewReceiptGroup(g.Gateway, g.First, g.Count, g.Root)
+		}, nil, StepReceipt},
+		{"receipt group of another record, signed", func(t *testing.T, b *Bundle) {
+			b.Receipt.Group, b.Receipt.Sig = other.Receipt.Group, other.Receipt.Sig
+		}, nil, StepReceipt},
+		{"receipt group and path removed (per-record form)", func(t *testing.T, b *Bundle) {
+			b.Receipt.Group, b.Receipt.Path = nil, nil
+		}, nil, StepReceipt},
 		{"salt length", func(t *testing.T, b *Bundle) { b.Salt = b.Salt[:8] }, nil, StepLeaf},
 		{"salt byte", func(t *testing.T, b *Bundle) { b.Salt[0] ^= 1 }, nil, StepMerklePath},
 		{"Merkle sibling", func(t *testing.T, b *Bundle) { b.Merkle.Path[1][7] ^= 1 }, nil, StepMerklePath},
@@ -244,6 +287,25 @@ func TestBundleSurvivesJSONRoundTrip(t *testing.T) {
 	}
 	if _, err := b2.Verify(loadTrust(t), nil); err != nil {
 		t.Fatalf("re-parsed bundle: %v", err)
+	}
+}
+
+// TestBundleReceiptJSON: "path" travels (possibly empty) with a group and
+// not at all without one.
+func TestBundleReceiptJSON(t *testing.T) {
+	for _, tc := range []struct {
+		r    BundleReceipt
+		want string
+	}{
+		{BundleReceipt{Body: []byte("b"), Sig: []byte("s")}, `{"body":"Yg==","sig":"cw=="}`},
+		{BundleReceipt{Body: []byte("b"), Group: []byte("g"), Sig: []byte("s")}, `{"body":"Yg==","group":"Zw==","path":[],"sig":"cw=="}`},
+		{BundleReceipt{Body: []byte("b"), Group: []byte("g"), Path: []Hash{{0xab}}, Sig: []byte("s")},
+			`{"body":"Yg==","group":"Zw==","path":["ab` + strings.Repeat("0", 62) + `"],"sig":"cw=="}`},
+	} {
+		got, err := json.Marshal(tc.r)
+		if err != nil || string(got) != tc.want {
+			t.Errorf("%s (%v), want %s", got, err, tc.want)
+		}
 	}
 }
 

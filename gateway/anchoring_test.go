@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -185,6 +186,32 @@ func (e *anEnv) publish(d *anDevice) error {
 	return tok.Error()
 }
 
+// burst makes every device publish n readings with QoS 1 without waiting
+// for each PUBACK, then waits for them all.
+func (e *anEnv) burst(n int) {
+	e.t.Helper()
+	var toks []paho.Token
+	for i := 0; i < n; i++ {
+		for _, d := range e.devs {
+			d.seq++
+			body, err := device.NewBody(d.key.DID(), d.seq, time.Now(), "env.dust", map[string]any{"pm25_ugm3": 8.25, "pm10_ugm3": 20.5, "noise_dba": 61.5})
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			env, err := device.Seal(d.key, body)
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			toks = append(toks, d.c.Publish(broker.UpTopic(d.key.DID()), 1, false, env))
+		}
+	}
+	for _, tok := range toks {
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			e.t.Fatalf("burst publish: %v", tok.Error())
+		}
+	}
+}
+
 // waitAnchored waits until every stored record's batch is committed.
 func (e *anEnv) waitAnchored(d time.Duration) {
 	e.t.Helper()
@@ -254,6 +281,7 @@ func (e *anEnv) checkLedgerChain() int {
 
 func TestEndToEndBundleVerifiesOffline(t *testing.T) {
 	e := anStart(t, 2, 200*time.Millisecond, 0)
+	// gseq 1..10: one record at a time (commit groups of one).
 	for range 5 {
 		for _, d := range e.devs {
 			if err := e.publish(d); err != nil {
@@ -261,14 +289,19 @@ func TestEndToEndBundleVerifiesOffline(t *testing.T) {
 			}
 		}
 	}
+	// gseq 11..30: both devices publish 10 each without waiting for the
+	// PUBACKs, so that commit groups of several records form.
+	e.burst(10)
+	const total = 30
 	e.waitAnchored(30 * time.Second)
-	if e.g.Store().LastGSeq() != 10 {
-		t.Fatalf("stored %d records, want 10", e.g.Store().LastGSeq())
+	if e.g.Store().LastGSeq() != total {
+		t.Fatalf("stored %d records, want %d", e.g.Store().LastGSeq(), total)
 	}
 	nb := e.checkLedgerChain()
 	checkChain(t, &batchEnv{store: e.g.Store(), blog: e.an.Batches, gw: e.lgw.Signer})
 
-	// Every device gets the anchored receipt of each of its records.
+	// Every device gets the receipt of each of its records, then the
+	// anchored notice; every message verifies under the gateway's key.
 	for _, d := range e.devs {
 		waitFor(t, 10*time.Second, "anchored receipts", func() bool {
 			d.mu.Lock()
@@ -279,12 +312,31 @@ func TestEndToEndBundleVerifiesOffline(t *testing.T) {
 					n++
 				}
 			}
-			return n == 5
+			return n == total/2
 		})
+		d.mu.Lock()
+		receipts := slices.Clone(d.receipts)
+		d.mu.Unlock()
+		seqs := map[uint64]int{}
+		for _, m := range receipts {
+			msg, err := json.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := VerifyReceipt(msg, e.lgw.Signer.Public())
+			if err != nil || r.DID != d.key.DID() || m.Group == nil {
+				t.Fatalf("receipt message %s: %+v, %v", msg, r, err)
+			}
+			seqs[r.Seq]++
+		}
+		if len(seqs) != total/2 {
+			t.Fatalf("receipts for %d seqs, want %d", len(seqs), total/2)
+		}
 	}
 
 	trust := e.trust()
-	for gseq := uint64(1); gseq <= 10; gseq++ {
+	var grouped uint64 // a record in a commit group of 3+ with a path of 2+
+	for gseq := uint64(1); gseq <= total; gseq++ {
 		code, body := e.get(fmt.Sprintf("/v1/records/%d/proof", gseq))
 		if code != http.StatusOK {
 			t.Fatalf("proof of %d: %d %s", gseq, code, body)
@@ -308,11 +360,27 @@ func TestEndToEndBundleVerifiesOffline(t *testing.T) {
 		if v.Record.GSeq != gseq || v.AnchorHeight == 0 || v.Header.Seq == 0 || v.Header.Seq > uint64(nb) {
 			t.Fatalf("bundle %d: verified %+v", gseq, v)
 		}
+		g, err := anchor.ParseReceiptGroup(b.Receipt.Group)
+		if err != nil {
+			t.Fatalf("bundle %d: %v", gseq, err)
+		}
+		if gseq <= 10 && (g.First != gseq || g.Count != 1 || len(b.Receipt.Path) != 0) {
+			t.Fatalf("bundle %d: group %+v path %v, want a group of one", gseq, g, b.Receipt.Path)
+		}
+		if grouped == 0 && g.Count >= 3 && len(b.Receipt.Path) >= 2 {
+			grouped = gseq
+		}
 	}
-	// EDGEANCHOR_WRITE_GOLDEN=1 refreshes the bundle and trust that
-	// anchor's offline tests (tampering, fuzzing) and the verify CLI test use.
+	t.Logf("first record in a commit group of 3+: gseq %d", grouped)
+	// EDGEANCHOR_WRITE_GOLDEN=1 refreshes the bundles and trust that
+	// anchor's offline tests (tampering, fuzzing) and the verify CLI test
+	// use: bundle.json is a record of a commit group of 3+ records,
+	// bundle-other-device.json gseq 1 (a group of one).
 	if os.Getenv("EDGEANCHOR_WRITE_GOLDEN") != "" {
-		for file, gseq := range map[string]int{"bundle.json": 4, "bundle-other-device.json": 1} {
+		if grouped == 0 {
+			t.Fatal("no commit group of 3+ records formed: run again")
+		}
+		for file, gseq := range map[string]uint64{"bundle.json": grouped, "bundle-other-device.json": 1} {
 			_, body := e.get(fmt.Sprintf("/v1/records/%d/proof", gseq))
 			if err := os.WriteFile("../anchor/testdata/"+file, body, 0o644); err != nil {
 				t.Fatal(err)
@@ -347,15 +415,24 @@ func TestEndToEndBundleVerifiesOffline(t *testing.T) {
 			t.Errorf("GET %s = %d %s, want %d", path, code, body, want)
 		}
 	}
-	code, body = e.get("/v1/records?from_gseq=1&to_gseq=10")
+	code, body = e.get(fmt.Sprintf("/v1/records?from_gseq=1&to_gseq=%d", total))
 	var ra RangeAnswer
-	if code != http.StatusOK || json.Unmarshal(body, &ra) != nil || len(ra.Records) != 10 || ra.LastGSeq != 10 {
+	if code != http.StatusOK || json.Unmarshal(body, &ra) != nil || len(ra.Records) != total || ra.LastGSeq != total {
 		t.Fatalf("range: %d %s", code, body)
 	}
+	checker := &anchor.ReceiptChecker{Pub: e.lgw.Signer.Public()}
+	groups := map[string]bool{}
 	for i, r := range ra.Records {
 		if r.GSeq != uint64(i+1) || len(r.Salt) != anchor.SaltSize {
 			t.Fatalf("range record %d: %+v", i, r)
 		}
+		if _, err := checker.Verify(r.Receipt, r.Group, r.Path, r.ReceiptSig); err != nil {
+			t.Fatalf("range record %d: %v", i, err)
+		}
+		groups[string(r.Group)] = true
+	}
+	if checker.SignaturesVerified() != len(groups) {
+		t.Fatalf("%d signatures verified for %d commit groups", checker.SignaturesVerified(), len(groups))
 	}
 }
 

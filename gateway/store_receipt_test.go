@@ -295,3 +295,38 @@ func TestReceiptMessageJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyReceiptMessageTampered: the receipt message a device gets
+// verifies, and any single change to it does not.
+func TestVerifyReceiptMessageTampered(t *testing.T) {
+	gw := storeSigner(t)
+	st := openTestStore(t, t.TempDir(), gw, nil)
+	defer st.Close()
+	var ps []Pending
+	for seq := uint64(1); seq <= 5; seq++ {
+		ps = append(ps, pending("did:ea:0000000000000000000000000000000a", seq))
+	}
+	res := runGroup(t, st, ps)
+	rec := res[2].rec
+	good := rec.receiptMessage()
+	if _, err := VerifyReceipt(rec.ReceiptMessage(), gw.Public()); err != nil {
+		t.Fatal(err)
+	}
+	for name, change := range map[string]func(m *ReceiptMessage){
+		"body":               func(m *ReceiptMessage) { m.Receipt = bytes.Replace(m.Receipt, []byte(`"seq":3`), []byte(`"seq":4`), 1) },
+		"path hash":          func(m *ReceiptMessage) { m.Path[0][0] ^= 1 },
+		"path of a neighbor": func(m *ReceiptMessage) { m.Path = res[3].rec.Path },
+		"statement":          func(m *ReceiptMessage) { m.Group = bytes.Replace(m.Group, []byte(`"count":5`), []byte(`"count":6`), 1) },
+		"signature":          func(m *ReceiptMessage) { m.Sig[len(m.Sig)-1] ^= 1 },
+		"no statement":       func(m *ReceiptMessage) { m.Group, m.Path = nil, nil },
+	} {
+		m := good
+		m.Receipt, m.Group, m.Sig = bytes.Clone(good.Receipt), bytes.Clone(good.Group), bytes.Clone(good.Sig)
+		m.Path = append([]anchor.Hash(nil), good.Path...)
+		change(&m)
+		msg, _ := json.Marshal(m)
+		if _, err := VerifyReceipt(msg, gw.Public()); !errors.Is(err, ErrReceipt) || !errors.Is(err, anchor.ErrReceipt) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}

@@ -127,6 +127,38 @@ func (e *auditEnv) add(i int, skip uint64) uint64 {
 	return rec.GSeq
 }
 
+// addBurst queues n readings of each device one after the other without
+// waiting for each to be stored (the store may sign them in one commit
+// group), then waits for them all.
+func (e *auditEnv) addBurst(n int) {
+	e.t.Helper()
+	var waits []func() (*gateway.Record, bool, error)
+	for range n {
+		for i, d := range e.devs {
+			e.seqs[i]++
+			body, err := device.NewBody(d.DID(), e.seqs[i], time.Now(), "env.dust", map[string]any{"pm25_ugm3": 10.5, "pm10_ugm3": 30.0, "noise_dba": 55.0})
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			env, err := device.Seal(d, body)
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			w, err := e.g.Store().Enqueue(context.Background(), gateway.Pending{
+				DID: d.DID(), Seq: e.seqs[i], Kind: "env.dust", Envelope: env, EnvHash: anchor.SM3(env)})
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			waits = append(waits, w)
+		}
+	}
+	for _, w := range waits {
+		if _, _, err := w(); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
 // batch cuts a batch of what waits and waits until it is anchored.
 func (e *auditEnv) batch() *gateway.StoredBatch {
 	e.t.Helper()
@@ -177,15 +209,23 @@ func TestAuditFindsDeletedBatchChangedRecordAndGap(t *testing.T) {
 		e.add(1, 0)
 	}
 	b1 := e.batch()
-	for range 2 {
-		e.add(0, 0)
-		e.add(1, 0)
-	}
+	e.addBurst(2)
 	b2 := e.batch()
 
 	out, code, fs := e.audit()
 	if code != 0 || len(fs) != 0 || !strings.Contains(out, "checked 2 batches, 10 records, 2 devices") {
 		t.Fatalf("clean history: exit %d, findings %v\n%s", code, fs, out)
+	}
+	// Each commit group's statement signature is verified once.
+	groups := map[string]bool{}
+	if err := e.g.Store().Range(1, 10, func(r *gateway.Record) error {
+		groups[string(r.Group)] = true
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("(%d receipt signatures)", len(groups)); !strings.Contains(out, want) {
+		t.Fatalf("audit of %d commit groups does not say %q:\n%s", len(groups), want, out)
 	}
 	e.verifyLive()
 
@@ -230,6 +270,32 @@ func TestAuditFindsDeletedBatchChangedRecordAndGap(t *testing.T) {
 			return errors.New("salt not found in the stored value")
 		}
 		raw[i] ^= 1
+		if err := txn.Set(key(g), raw); err != nil {
+			return err
+		}
+		// Change one hex digit of the root in another record's copy of
+		// its commit group statement.
+		g = b2.First
+		if rec, err = s.Get(g); err != nil {
+			return err
+		}
+		if item, err = txn.Get(key(g)); err != nil {
+			return err
+		}
+		if raw, err = item.ValueCopy(nil); err != nil {
+			return err
+		}
+		i = bytes.Index(raw, rec.Group)
+		j := bytes.Index(rec.Group, []byte(`"root":"`))
+		if i < 0 || j < 0 {
+			return errors.New("statement root not found in the stored value")
+		}
+		at := i + j + len(`"root":"`)
+		if raw[at] == '0' {
+			raw[at] = '1'
+		} else {
+			raw[at] = '0'
+		}
 		return txn.Set(key(g), raw)
 	})
 	if err != nil {
@@ -238,8 +304,11 @@ func TestAuditFindsDeletedBatchChangedRecordAndGap(t *testing.T) {
 
 	out, code, fs = e.audit()
 	k := kinds(fs)
-	if code != 1 || k["missing_records"] == 0 || k["root"] != 1 || k["sequence_gap"] == 0 {
+	if code != 1 || k["missing_records"] == 0 || k["root"] != 1 || k["sequence_gap"] == 0 || k["record"] != 1 {
 		t.Fatalf("tampered store: exit %d, findings %v\n%s", code, fs, out)
+	}
+	if want := fmt.Sprintf("batch 2 gseq %d: ", b2.First); !strings.Contains(out, want) || !strings.Contains(out, "not in its group") {
+		t.Fatalf("the changed statement is not reported as %q … not in its group:\n%s", want, out)
 	}
 	if !strings.Contains(out, "batch 1: the gateway serves 0 of its 6 records") ||
 		!strings.Contains(out, "batch 2: records hash to root") {

@@ -70,6 +70,43 @@ func TestVerifyCommand(t *testing.T) {
 		t.Fatalf("tampered bundle output:\n%s", out)
 	}
 
+	// One changed hash of the receipt's path in its commit group, then the
+	// commit group statement of another record: exit 1 at the receipt step.
+	for name, tamper := range map[string]func(b *anchor.Bundle){
+		"receipt path": func(b *anchor.Bundle) { b.Receipt.Path[0][0] ^= 1 },
+		"receipt group": func(b *anchor.Bundle) {
+			other, err := anchor.ReadBundleFile(filepath.Join("..", "..", "anchor", "testdata", "bundle-other-device.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Receipt.Group, b.Receipt.Sig = other.Receipt.Group, other.Receipt.Sig
+		},
+	} {
+		b, err := anchor.ParseBundle(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tamper(b)
+		bad, _ := b.Encode()
+		if err := os.WriteFile(badPath, bad, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, code = runCLI(t, "verify", badPath, "--trust", trust)
+		if code != 1 || !strings.Contains(out, "✗ 3. "+anchor.StepReceipt) || strings.Contains(out, anchor.StepLeaf) {
+			t.Fatalf("%s tampered: exit %d\n%s", name, code, out)
+		}
+	}
+
+	// A bundle from before group signing (receipt signed per record).
+	old := filepath.Join("..", "..", "anchor", "testdata", "bundle-per-record.json")
+	oldTrust := filepath.Join("..", "..", "anchor", "testdata", "trust-per-record.json")
+	if out, code := runCLI(t, "verify", old, "--trust", oldTrust); code != 0 || !strings.Contains(out, "per-record form") {
+		t.Fatalf("per-record bundle: exit %d\n%s", code, out)
+	}
+	if out, code := runCLI(t, "verify", bundle, "--trust", trust); !strings.Contains(out, "signed once") || code != 0 {
+		t.Fatalf("group bundle detail: exit %d\n%s", code, out)
+	}
+
 	for name, args := range map[string][]string{
 		"no trust":        {"verify", bundle},
 		"missing bundle":  {"verify", filepath.Join(t.TempDir(), "nope.json"), "--trust", trust},

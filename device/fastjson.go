@@ -1,6 +1,7 @@
 package device
 
 import (
+	"bytes"
 	"encoding/base64"
 	"strings"
 	"time"
@@ -281,10 +282,28 @@ func (s *fscan) end() bool {
 // the encoding on every call).
 var strictB64 = base64.StdEncoding.Strict()
 
-// b64Value scans a string member value for base64: no escapes (so no line
-// breaks either, which encoding/base64 would skip).
+// b64Value scans a string member value meant for base64 up to the next
+// '"', with no raw line break in it (encoding/base64 would skip those, and
+// JSON does not allow them in a string). Every other byte that JSON does
+// not take as itself in a string ('\\' and the rest below 0x20) is outside
+// the base64 alphabet: the caller's strict decode refuses it.
 func (s *fscan) b64Value() ([]byte, bool) {
-	return s.plainStr()
+	s.ws()
+	d := s.d
+	if s.i >= len(d) || d[s.i] != '"' {
+		return nil, false
+	}
+	start := s.i + 1
+	n := bytes.IndexByte(d[start:], '"')
+	if n < 0 {
+		return nil, false
+	}
+	content := d[start : start+n]
+	if bytes.IndexByte(content, '\n') >= 0 || bytes.IndexByte(content, '\r') >= 0 {
+		return nil, false
+	}
+	s.i = start + n + 1
+	return content, true
 }
 
 // Member bits of the envelope and body objects.

@@ -297,6 +297,8 @@ func checkParseBodyDiff(t *testing.T, body []byte) {
 		sameErr(t, w, gerr, werr)
 		sameBody(t, w, &got, &want)
 	}
+	// A nil *Body: json.Unmarshal's error once the body is well formed.
+	sameErr(t, func() string { return fmt.Sprintf("ParseBody(%q, nil)", body) }, ParseBody(body, nil), refParseBody(body, nil))
 }
 
 func checkValidateDiff(t *testing.T, kind string, data []byte) {

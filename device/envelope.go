@@ -166,7 +166,7 @@ var (
 // (ValidateData does).
 func ParseBody(body []byte, b *Body) error {
 	var f fastBody
-	if parseBodyFast(body, &f) {
+	if b != nil && parseBodyFast(body, &f) {
 		f.store(b, true)
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -320,7 +321,7 @@ func checkValidateDiff(t *testing.T, kind string, data []byte) {
 func TestFastPathsAgree(t *testing.T) {
 	bodies, envs, data := diffSeeds(t)
 	for _, e := range envs {
-		for _, max := range []int{0, 40, 127, 128, 129} {
+		for _, max := range []int{0, -1, 40, 127, 128, 129, DefaultMaxBody, math.MaxInt / 2, math.MaxInt} {
 			checkOpenDiff(t, e, max)
 		}
 	}

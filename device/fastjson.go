@@ -383,7 +383,7 @@ func openFast(raw []byte, maxBody int) *Opened {
 		return nil
 	}
 	nb, ns := strictB64.DecodedLen(len(body64)), strictB64.DecodedLen(len(sig64))
-	if nb == 0 || ns == 0 || nb > maxBody+2 {
+	if nb == 0 || ns == 0 || nb-2 > maxBody { // padding: at most 2 bytes less
 		return nil
 	}
 	buf := make([]byte, nb+ns)

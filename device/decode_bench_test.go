@@ -68,3 +68,22 @@ func BenchmarkValidateDataKind(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkOpenRefused is Open on golden envelopes it refuses: the fast
+// path gives up and the strict path finds the reason.
+func BenchmarkOpenRefused(b *testing.B) {
+	for _, name := range []string{"duplicate-key", "member-case", "bad-timestamp", "base64-line-break"} {
+		b.Run(name, func(b *testing.B) {
+			env, err := os.ReadFile(filepath.Join(goldenDir, name+".env.json"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := Open(env, 0); err == nil {
+					b.Fatal("accepted")
+				}
+			}
+		})
+	}
+}

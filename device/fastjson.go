@@ -395,16 +395,17 @@ func openFast(raw []byte, maxBody int) *Opened {
 	if err != nil || ns == 0 {
 		return nil
 	}
+	body := buf[:nb:nb]
+	var f fastBody
+	if !parseBodyFast(body, &f) {
+		return nil
+	}
 	o := &Opened{Envelope: Envelope{
 		V:    EnvelopeVersion,
 		Alg:  AlgSM2SM3,
-		Body: buf[:nb:nb],
+		Body: body,
 		Sig:  buf[nb : nb+ns : nb+ns],
 	}}
-	var f fastBody
-	if !parseBodyFast(o.Envelope.Body, &f) {
-		return nil
-	}
 	f.store(&o.Body, false)
 	return o
 }

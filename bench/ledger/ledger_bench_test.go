@@ -30,13 +30,18 @@
 // gateway that runs out signs the rest during the phase (counted in
 // signed_in_phase and in the load generator's CPU).
 //
+// LEDGER_BENCH_VALIDATOR_PROCS, if set, is the validators' GOMAXPROCS
+// (an experiment: four idle validators used 0.16 instead of 0.29 cores
+// with 1, but under load no difference showed).
+//
 // LEDGER_BENCH_OUT writes the results elsewhere than
 // bench/results/ledger.json (experiments).
 //
 // LEDGER_BENCH_CONFIG overrides config.toml settings of every validator
 // (experiments): "section.key=value;…", value in TOML ("200ms" quoted).
 // LEDGER_BENCH_PPROF_DIR, if set, makes validator 0 serve pprof (CometBFT's
-// rpc.pprof_laddr) and saves its CPU profile over the capacity phase there
+// rpc.pprof_laddr) and saves its CPU profile over the capacity phase (or
+// LEDGER_BENCH_PPROF_PHASE: target, light) there
 // (validator0-of-N.cpu.pprof); `go test -cpuprofile` profiles the load
 // generator. LEDGER_BENCH_BLOCK_MAX_BYTES and LEDGER_BENCH_MEMPOOL_SIZE
 // override those settings.
@@ -118,15 +123,17 @@ func selfCPU() float64 {
 }
 
 type caseResult struct {
-	Validators    int         `json:"validators"`
-	Gateways      int         `json:"gateways"`
-	TimeoutCommit string      `json:"timeout_commit"`
-	Capacity      phaseResult `json:"capacity"`
-	Target        phaseResult `json:"at_target_rate"`
-	Light         phaseResult `json:"light_load"`
-	TargetTxPerS  float64     `json:"target_tx_per_s,omitempty"`
-	TargetP50Ms   float64     `json:"target_p50_ms,omitempty"`
-	MeetsTargets  *bool       `json:"meets_targets,omitempty"`
+	Validators    int    `json:"validators"`
+	Gateways      int    `json:"gateways"`
+	TimeoutCommit string `json:"timeout_commit"`
+	// GOMAXPROCS of each validator process (LEDGER_BENCH_VALIDATOR_PROCS).
+	ValidatorProcs int         `json:"validator_gomaxprocs"`
+	Capacity       phaseResult `json:"capacity"`
+	Target         phaseResult `json:"at_target_rate"`
+	Light          phaseResult `json:"light_load"`
+	TargetTxPerS   float64     `json:"target_tx_per_s,omitempty"`
+	TargetP50Ms    float64     `json:"target_p50_ms,omitempty"`
+	MeetsTargets   *bool       `json:"meets_targets,omitempty"`
 }
 
 type report struct {
@@ -247,6 +254,18 @@ func runCase(b *testing.B, validators int) caseResult {
 		}
 		return nil
 	}
+	// LEDGER_BENCH_VALIDATOR_PROCS: the validators' GOMAXPROCS (they
+	// inherit this process's environment), as a container's CPU limit
+	// would set it. 0: Go's default (all cores).
+	procs := envInt("LEDGER_BENCH_VALIDATOR_PROCS", 0)
+	if procs > 0 {
+		if old, had := os.LookupEnv("GOMAXPROCS"); had {
+			defer os.Setenv("GOMAXPROCS", old)
+		} else {
+			defer os.Unsetenv("GOMAXPROCS")
+		}
+		os.Setenv("GOMAXPROCS", strconv.Itoa(procs))
+	}
 	cl := ledgertest.StartClusterWith(b, validators, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Duration(seconds)*time.Second+5*time.Minute)
 	defer cancel()
@@ -292,12 +311,22 @@ func runCase(b *testing.B, validators int) caseResult {
 	paced := func(rate int) loadShape {
 		return loadShape{window: pacedWindow, interval: time.Duration(float64(time.Second) * float64(gateways) / float64(rate))}
 	}
-	r := caseResult{Validators: validators, Gateways: gateways, TimeoutCommit: cl.TimeoutCommit}
-	var profDone chan error
-	if pprofAddr != "" {
-		profDone = make(chan error, 1)
+	r := caseResult{Validators: validators, Gateways: gateways, TimeoutCommit: cl.TimeoutCommit, ValidatorProcs: procs}
+	// profile starts validator 0's CPU profile if phase is the one asked
+	// for (LEDGER_BENCH_PPROF_PHASE, default capacity) and returns a wait.
+	profile := func(phase string) func() {
+		want := os.Getenv("LEDGER_BENCH_PPROF_PHASE")
+		if pprofAddr == "" || phase != want && (want != "" || phase != "capacity") {
+			return func() {}
+		}
+		done := make(chan error, 1)
 		path := filepath.Join(profDir, fmt.Sprintf("validator0-of-%d.cpu.pprof", validators))
-		go func() { profDone <- profileNode(ctx, pprofAddr, max(seconds-2, 1), path) }()
+		go func() { done <- profileNode(ctx, pprofAddr, max(seconds-2, 1), path) }()
+		return func() {
+			if err := <-done; err != nil {
+				b.Logf("validator profile: %v", err)
+			}
+		}
 	}
 	presignRate := envInt("LEDGER_BENCH_PRESIGN_RATE", 3000)
 	signers := make([]*presigner, len(gws))
@@ -305,19 +334,20 @@ func runCase(b *testing.B, validators int) caseResult {
 		signers[i] = &presigner{gw: gw}
 	}
 	presign(b, signers, presignRate, seconds, maxTx)
+	wait := profile("capacity")
 	r.Capacity = load(ctx, b, cl, clients, signers, seconds, maxTx, loadShape{window: window})
-	if profDone != nil {
-		if err := <-profDone; err != nil {
-			b.Logf("validator profile: %v", err)
-		}
-	}
+	wait()
 	r.Capacity.WindowPerGW = window
 	presign(b, signers, rate, seconds, maxTx)
+	wait = profile("target")
 	r.Target = load(ctx, b, cl, clients, signers, seconds, maxTx, paced(rate))
+	wait()
 	r.Target.OfferedTxPerSec = float64(rate)
 	r.Target.WindowPerGW = pacedWindow
 	presign(b, signers, lightRate, seconds, maxTx)
+	wait = profile("light")
 	r.Light = load(ctx, b, cl, clients, signers, seconds, maxTx, paced(lightRate))
+	wait()
 	r.Light.OfferedTxPerSec = float64(lightRate)
 	r.Light.WindowPerGW = pacedWindow
 	for _, p := range []phaseResult{r.Capacity, r.Target, r.Light} {

@@ -46,6 +46,11 @@ type run struct {
 	ServerPeakRSSMB  float64 `json:"server_peak_rss_mb"`
 	ServerRSSAnonMB  float64 `json:"server_rss_anon_mb"` // heap, stacks
 	ServerRSSFileMB  float64 `json:"server_rss_file_mb"` // memory-mapped files (Badger)
+	// LoadGenCores is the load generator's (this process's) CPU seconds
+	// per wall second; IdleCores the machine's idle CPU over the run (from
+	// /proc/stat): what the server could still have used.
+	LoadGenCores float64 `json:"loadgen_cpu_cores"`
+	IdleCores    float64 `json:"idle_cores"`
 	// Gateway means over the run from its own /metrics: publish received
 	// to stored (before PUBACK), one group commit, records per group.
 	GatewayIngestMeanMs   float64 `json:"gateway_ingest_mean_ms,omitempty"`
@@ -103,6 +108,20 @@ type results struct {
 	LoadAvg []string `json:"loadavg_before_after"`
 }
 
+// idleSeconds is the machine's idle CPU time so far, all CPUs together
+// (/proc/stat: idle + iowait, in USER_HZ).
+func idleSeconds() float64 {
+	b, _ := os.ReadFile("/proc/stat")
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0
+	}
+	idle, _ := strconv.ParseFloat(f[4], 64)
+	iowait, _ := strconv.ParseFloat(f[5], 64)
+	return (idle + iowait) / 100
+}
+
 func loadavg() string {
 	b, _ := os.ReadFile("/proc/loadavg")
 	return strings.TrimSpace(string(b))
@@ -117,17 +136,23 @@ func measure(b *testing.B, name, server string, c *child, spec loadSpec) run {
 		mBefore = scrape(c.addrs[1])
 	}
 	before := c.stats(b)
+	genBefore, _ := readProc(os.Getpid())
+	idleBefore := idleSeconds()
 	res, err := runLoad(context.Background(), spec)
 	if err != nil {
 		b.Fatalf("%s: %v", name, err)
 	}
 	after := c.stats(b)
+	genAfter, _ := readProc(os.Getpid())
+	idle := idleSeconds() - idleBefore
 	r := run{Name: name, Server: server, Load: res,
 		ServerCPUSeconds: after.CPUSeconds - before.CPUSeconds,
 		ServerRSSMB:      after.RSSMB, ServerPeakRSSMB: after.PeakRSSMB,
 		ServerRSSAnonMB: after.RSSAnonMB, ServerRSSFileMB: after.RSSFileMB}
 	if res.Seconds > 0 {
 		r.ServerCPUCores = r.ServerCPUSeconds / res.Seconds
+		r.LoadGenCores = (genAfter.CPUSeconds - genBefore.CPUSeconds) / res.Seconds
+		r.IdleCores = idle / res.Seconds
 	}
 	if len(c.addrs) > 1 {
 		mAfter := scrape(c.addrs[1])
@@ -137,8 +162,9 @@ func measure(b *testing.B, name, server string, c *child, spec loadSpec) run {
 		b.Logf("%-28s gateway: ingest mean %.2f ms, group commit mean %.2f ms, %.0f records per group",
 			name, r.GatewayIngestMeanMs, r.GatewayStoreWriteMs, r.GatewayRecordsPerSync)
 	}
-	b.Logf("%-28s acked %7d in %5.2fs = %8.0f msgs/s  p50 %6.2f ms  p99 %7.2f ms  server CPU %5.1fs (%.2f cores)  RSS %5.0f MB (peak %5.0f; anon %4.0f, files %4.0f)",
-		name, res.Acked, res.Seconds, res.MsgsPerS, res.P50ms, res.P99ms, r.ServerCPUSeconds, r.ServerCPUCores, r.ServerRSSMB, r.ServerPeakRSSMB, r.ServerRSSAnonMB, r.ServerRSSFileMB)
+	b.Logf("%-28s acked %7d in %5.2fs = %8.0f msgs/s  p50 %6.2f ms  p99 %7.2f ms  server CPU %5.1fs (%.2f cores; load generator %.2f, idle %.2f)  RSS %5.0f MB (peak %5.0f; anon %4.0f, files %4.0f)",
+		name, res.Acked, res.Seconds, res.MsgsPerS, res.P50ms, res.P99ms, r.ServerCPUSeconds, r.ServerCPUCores, r.LoadGenCores, r.IdleCores,
+		r.ServerRSSMB, r.ServerPeakRSSMB, r.ServerRSSAnonMB, r.ServerRSSFileMB)
 	return r
 }
 

@@ -92,8 +92,9 @@ type cgroupStats struct {
 	// PeakMB is the cgroup's peak charge: anonymous memory plus page
 	// cache (Badger's files), the figure the limit holds down.
 	PeakMB float64 `json:"peak_mb"`
-	// LimitHits is how often the charge reached the limit and the kernel
-	// reclaimed (v1 memory.failcnt, v2 memory.events "max").
+	// LimitHits is the kernel's own count of limit events (v1
+	// memory.failcnt, v2 memory.events "max"); page cache reclaimed on the
+	// way to the limit does not always count, so read it with PeakMB.
 	LimitHits int64 `json:"limit_hits"`
 	OOMKills  int64 `json:"oom_kills"`
 }

@@ -275,7 +275,7 @@ func benchIngest(b *testing.B) {
 		st := cg.stats()
 		cg.remove()
 		res.MemoryCgroup = &st
-		b.Logf("memory cgroup: limit %.0f MB, peak charge %.0f MB (anon + page cache), limit reached %d times, OOM kills %d",
+		b.Logf("memory cgroup: limit %.0f MB, peak charge %.0f MB (anon + page cache), limit events %d, OOM kills %d",
 			st.LimitMB, st.PeakMB, st.LimitHits, st.OOMKills)
 	}
 

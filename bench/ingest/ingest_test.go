@@ -1,14 +1,17 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -56,6 +59,10 @@ type run struct {
 	GatewayIngestMeanMs   float64 `json:"gateway_ingest_mean_ms,omitempty"`
 	GatewayStoreWriteMs   float64 `json:"gateway_store_write_mean_ms,omitempty"`
 	GatewayRecordsPerSync float64 `json:"gateway_records_per_group,omitempty"`
+	// GatewayIngestP99Ms: the gateway's own publish → stored p99, from its
+	// histogram's buckets (coarse); the load generator's p99 adds the
+	// network, the PUBACK's way back and its own scheduling.
+	GatewayIngestP99Ms float64 `json:"gateway_ingest_p99_ms,omitempty"`
 }
 
 // scrape returns the sum and count samples of the histograms named in
@@ -73,12 +80,46 @@ func scrape(httpAddr string) map[string]float64 {
 		if !ok || strings.HasPrefix(name, "#") {
 			continue
 		}
-		if strings.HasSuffix(name, "_sum") || strings.HasSuffix(name, "_count") {
+		if strings.HasSuffix(name, "_sum") || strings.HasSuffix(name, "_count") ||
+			strings.HasPrefix(name, "edgeanchor_ingest_latency_seconds_bucket{") {
 			v, _ := strconv.ParseFloat(val, 64)
 			out[name] = v
 		}
 	}
 	return out
+}
+
+// bucketQuantile estimates quantile q (in ms) of the histogram name over
+// the run from its bucket counts, interpolating within the bucket (so it is
+// as coarse as the buckets: 10, 20, 50, 100 ms ...).
+func bucketQuantile(after, before map[string]float64, name string, q float64) float64 {
+	prefix := name + "_bucket{le=\""
+	type bucket struct{ le, n float64 }
+	var bs []bucket
+	for k, v := range after {
+		le, ok := strings.CutPrefix(k, prefix)
+		if !ok {
+			continue
+		}
+		bound, err := strconv.ParseFloat(strings.TrimSuffix(le, "\"}"), 64)
+		if err != nil {
+			continue // +Inf
+		}
+		bs = append(bs, bucket{bound, v - before[k]})
+	}
+	total := after[name+"_count"] - before[name+"_count"]
+	if len(bs) == 0 || total <= 0 {
+		return 0
+	}
+	slices.SortFunc(bs, func(a, b bucket) int { return cmp.Compare(a.le, b.le) })
+	want, lo, prev := q*total, 0.0, 0.0
+	for _, b := range bs {
+		if b.n >= want {
+			return (lo + (b.le-lo)*(want-prev)/max(b.n-prev, 1)) * 1000
+		}
+		lo, prev = b.le, b.n
+	}
+	return math.Inf(1) // beyond the last bound
 }
 
 func mean(after, before map[string]float64, name string, scale float64) float64 {
@@ -159,8 +200,9 @@ func measure(b *testing.B, name, server string, c *child, spec loadSpec) run {
 		r.GatewayIngestMeanMs = mean(mAfter, mBefore, "edgeanchor_ingest_latency_seconds", 1000)
 		r.GatewayStoreWriteMs = mean(mAfter, mBefore, "edgeanchor_store_write_seconds", 1000)
 		r.GatewayRecordsPerSync = mean(mAfter, mBefore, "edgeanchor_store_group_records", 1)
-		b.Logf("%-28s gateway: ingest mean %.2f ms, group commit mean %.2f ms, %.0f records per group",
-			name, r.GatewayIngestMeanMs, r.GatewayStoreWriteMs, r.GatewayRecordsPerSync)
+		r.GatewayIngestP99Ms = bucketQuantile(mAfter, mBefore, "edgeanchor_ingest_latency_seconds", 0.99)
+		b.Logf("%-28s gateway: ingest mean %.2f ms (p99 ~%.0f ms), group commit mean %.2f ms, %.0f records per group",
+			name, r.GatewayIngestMeanMs, r.GatewayIngestP99Ms, r.GatewayStoreWriteMs, r.GatewayRecordsPerSync)
 	}
 	b.Logf("%-28s acked %7d in %5.2fs = %8.0f msgs/s  p50 %6.2f ms  p99 %7.2f ms  server CPU %5.1fs (%.2f cores; load generator %.2f, idle %.2f)  RSS %5.0f MB (peak %5.0f; anon %4.0f, files %4.0f)",
 		name, res.Acked, res.Seconds, res.MsgsPerS, res.P50ms, res.P99ms, r.ServerCPUSeconds, r.ServerCPUCores, r.LoadGenCores, r.IdleCores,

@@ -421,7 +421,7 @@ func (s *Store) prepLoop(ctx context.Context) {
 			}
 		}
 		if len(group) > 1 {
-			group, size = s.linger(ctx, group, size, maxBytes)
+			group = s.linger(ctx, group, size, maxBytes)
 		}
 		s.prepare(group)
 		select {
@@ -440,9 +440,9 @@ func (s *Store) prepLoop(ctx context.Context) {
 // records arrived together: a busy store trades a few milliseconds of
 // latency for fuller groups, each of which costs the same fixed CPU; a lone
 // record (an idle store) is committed at once.
-func (s *Store) linger(ctx context.Context, group []*appendReq, size, maxBytes int64) ([]*appendReq, int64) {
+func (s *Store) linger(ctx context.Context, group []*appendReq, size, maxBytes int64) []*appendReq {
 	if s.cfg.GroupLinger <= 0 {
-		return group, size
+		return group
 	}
 	t := time.NewTimer(s.cfg.GroupLinger)
 	defer t.Stop()
@@ -452,12 +452,12 @@ func (s *Store) linger(ctx context.Context, group []*appendReq, size, maxBytes i
 			group = append(group, r)
 			size += int64(len(r.p.Envelope))
 		case <-t.C:
-			return group, size
+			return group
 		case <-ctx.Done():
-			return group, size
+			return group
 		}
 	}
-	return group, size
+	return group
 }
 
 func (s *Store) prepare(group []*appendReq) {

@@ -28,6 +28,8 @@ func TestConfigValidateNamesFieldAndBound(t *testing.T) {
 		{"tls pair", func(c *Config) { c.MQTT.TLSCert = "c.pem" }, "mqtt.tls_cert and mqtt.tls_key"},
 		{"no listener", func(c *Config) { c.MQTT = MQTTConfig{} }, "mqtt: at least one"},
 		{"memtable", func(c *Config) { c.Store.MemTableMB = 1 }, "store.memtable_mb (1)"},
+		{"group linger", func(c *Config) { c.Store.GroupLinger = time.Second }, "store.group_linger (1s)"},
+		{"gc percent", func(c *Config) { c.GCPercent = 10 }, "gc_percent (10)"},
 		{"batch size", func(c *Config) { c.BatchSize = 0 }, "batch_size (0)"},
 		{"account hash", func(c *Config) {
 			c.Accounts = []AccountConfig{{Username: "app", PasswordHash: "plain", Topics: []string{"ea/v1/site/site-a/#"}}}

@@ -229,6 +229,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 		prev := debug.SetMemoryLimit(int64(g.cfg.MemoryLimitMB) << 20)
 		defer debug.SetMemoryLimit(prev)
 	}
+	if g.cfg.GCPercent > 0 && os.Getenv("GOGC") == "" {
+		prev := debug.SetGCPercent(g.cfg.GCPercent)
+		defer debug.SetGCPercent(prev)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, len(g.svcs)+1)

@@ -180,6 +180,17 @@ func TestInteropOpensslMosquitto(t *testing.T) {
 	if v := g.metric(`edgeanchor_enrollments_total{result="ok"}`); v != 1 {
 		t.Fatalf("enrollments ok = %v, want 1", v)
 	}
+	// The runtime settings of the config's defaults are in force.
+	if os.Getenv("GOGC") == "" {
+		if v := g.metric(`go_gc_gogc_percent`); v != float64(DefaultConfig().GCPercent) {
+			t.Fatalf("go_gc_gogc_percent = %v, want gc_percent %d", v, DefaultConfig().GCPercent)
+		}
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		if v := g.metric(`go_gc_gomemlimit_bytes`); v != float64(DefaultConfig().MemoryLimitMB<<20) {
+			t.Fatalf("go_gc_gomemlimit_bytes = %v, want memory_limit_mb %d MiB", v, DefaultConfig().MemoryLimitMB)
+		}
+	}
 }
 
 // Used, expired, wrong-site and wrong-kind tokens are refused at CONNECT

@@ -77,7 +77,6 @@ func (h *hook) Provides(x byte) bool {
 // answer "bad username or password".
 func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	b := h.b
-	b.awaitCleanup(cl)
 	// A will is published without any check: a device could forge records
 	// with one. Nobody here needs wills, so they are dropped.
 	cl.Properties.Will = mqtt.Will{}
@@ -99,28 +98,36 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		return err
 	}
 	b.sessions.Store(cl, s)
+	b.awaitCleanup(cl)
 	return nil
 }
 
 // cleanupWait bounds how long a connect waits for the cleanup of the
-// ended session with the same client ID (normally microseconds).
+// previous session with the same client ID (normally microseconds).
 const cleanupWait = 2 * time.Second
 
-// awaitCleanup makes a connect wait until the ended clean session with the
-// same client ID has been cleaned up. mochi (v2.7.9 attachClient) cleans
-// such a session up after it ends by client ID: it checks "taken over",
-// then unsubscribes and deletes the ID from its client list. A device that
-// reconnected inside that window lost its new connection from the list
-// (no receipt reached it for the whole session). A session still open is
-// not waited for: the new connection takes it over, as MQTT says.
+// awaitCleanup makes an authenticated connect wait until the previous
+// clean session with the same client ID has been cleaned up. mochi (v2.7.9
+// attachClient) cleans a clean session up after it ends, by client ID: it
+// checks "taken over", then unsubscribes and deletes the ID from its client
+// list. A device whose new connection was added in between (it reconnected
+// while the old one was ending, or took over a connection that was ending
+// by itself) lost its new connection from the list: no receipt reached it
+// for the whole session. So a previous connection still open is taken over
+// here, as mochi would a moment later (inheritClientSession), and a clean
+// one is waited for until its cleanup is done; a persistent session is
+// left to mochi's takeover, which keeps it.
 func (b *Broker) awaitCleanup(cl *mqtt.Client) {
 	old, ok := b.srv.Clients.Get(cl.ID)
-	// Closed first: mochi's last writes to old's properties (a v5
-	// DISCONNECT's session expiry) happen before it is closed.
-	if !ok || old == cl || !old.Closed() {
+	if !ok || old == cl {
 		return
 	}
-	// Only these fields: mochi still writes others (the will) after close.
+	if !old.Closed() {
+		_ = b.srv.DisconnectClient(old, packets.ErrSessionTakenOver)
+	}
+	// Read once old is closed, and only these fields: mochi's last writes
+	// to them (a v5 DISCONNECT's session expiry) happen before it closes;
+	// it still writes others (the will) after.
 	v, expiry, clean := old.Properties.ProtocolVersion, old.Properties.Props.SessionExpiryInterval, old.Properties.Clean
 	if !(v == 5 && expiry == 0) && !(v < 5 && clean) {
 		return // a persistent session is kept, not deleted: nothing to wait for

@@ -112,11 +112,30 @@ func MerkleRoot(leaves []Hash) Hash {
 	if len(leaves) == 0 {
 		return Hash(SM3Hasher{}.EmptyRoot())
 	}
-	level := leaves
-	for len(level) > 1 {
-		level = nextLevel(level)
+	levels := treeLevels(leaves)
+	return levels[len(levels)-1][0]
+}
+
+// treeLevels returns every level of the RFC 6962 tree over leaves (at
+// least one), the leaves first and the root's level last.
+func treeLevels(leaves []Hash) [][]Hash {
+	levels := [][]Hash{leaves}
+	for l := leaves; len(l) > 1; l = levels[len(levels)-1] {
+		levels = append(levels, nextLevel(l))
 	}
-	return level[0]
+	return levels
+}
+
+// appendPath appends the audit path of leaf index, bottom-up, to dst: the
+// sibling on each level below the root that has one.
+func appendPath(dst []Hash, levels [][]Hash, index uint64) []Hash {
+	for _, level := range levels[:len(levels)-1] {
+		if sib := index ^ 1; sib < uint64(len(level)) {
+			dst = append(dst, level[sib])
+		}
+		index /= 2
+	}
+	return dst
 }
 
 // InclusionProof returns the RFC 6962 audit path of leaf index among leaves,
@@ -125,18 +144,7 @@ func InclusionProof(leaves []Hash, index uint64) ([]Hash, error) {
 	if index >= uint64(len(leaves)) {
 		return nil, fmt.Errorf("anchor: leaf index %d out of range for a tree of %d", index, len(leaves))
 	}
-	var path []Hash
-	level := leaves
-	i := index
-	for len(level) > 1 {
-		sib := i ^ 1
-		if sib < uint64(len(level)) {
-			path = append(path, level[sib])
-		}
-		level = nextLevel(level)
-		i /= 2
-	}
-	return path, nil
+	return appendPath(nil, treeLevels(leaves), index), nil
 }
 
 // VerifyInclusion checks, with transparency-dev/merkle's proof package and

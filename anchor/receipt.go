@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/emmansun/gmsm/sm3"
-
 	"github.com/edgeanchor/edgeanchor/device"
 )
 
@@ -119,15 +117,8 @@ func ParseReceiptGroup(b []byte) (*ReceiptGroup, error) {
 }
 
 // ReceiptLeafHash is the leaf hash of a receipt body in its group's tree:
-// SM3(0x00 ‖ body), the SM3Hasher's HashLeaf without a salt.
-func ReceiptLeafHash(body []byte) Hash {
-	d := sm3.New()
-	d.Write([]byte{leafPrefix})
-	d.Write(body)
-	var h Hash
-	d.Sum(h[:0])
-	return h
-}
+// SM3(0x00 ‖ body), a batch leaf without the salt.
+func ReceiptLeafHash(body []byte) Hash { return LeafHash(nil, body) }
 
 // ReceiptGroupTree returns the RFC 6962 root over the receipt bodies (leaf i
 // = bodies[i]) and the inclusion path of every leaf, leaf to root, as
@@ -139,28 +130,19 @@ func ReceiptGroupTree(bodies [][]byte) (Hash, [][]Hash) {
 	if n == 0 {
 		return Hash(SM3Hasher{}.EmptyRoot()), nil
 	}
-	levels := [][]Hash{make([]Hash, n)}
+	leaves := make([]Hash, n)
 	for i, b := range bodies {
-		levels[0][i] = ReceiptLeafHash(b)
+		leaves[i] = ReceiptLeafHash(b)
 	}
-	for l := levels[0]; len(l) > 1; l = levels[len(levels)-1] {
-		levels = append(levels, nextLevel(l))
-	}
-	depth := len(levels) - 1
-	backing := make([]Hash, 0, n*depth)
+	levels := treeLevels(leaves)
+	backing := make([]Hash, 0, n*(len(levels)-1))
 	paths := make([][]Hash, n)
 	for i := range n {
 		start := len(backing)
-		idx := i
-		for _, level := range levels[:depth] {
-			if sib := idx ^ 1; sib < len(level) {
-				backing = append(backing, level[sib])
-			}
-			idx /= 2
-		}
+		backing = appendPath(backing, levels, uint64(i))
 		paths[i] = backing[start:len(backing):len(backing)]
 	}
-	return levels[depth][0], paths
+	return levels[len(levels)-1][0], paths
 }
 
 // VerifyReceipt checks one record's receipt under the gateway's public key
@@ -243,6 +225,10 @@ func (c *ReceiptChecker) Verify(body, group []byte, path []Hash, sig []byte) (*R
 // verifySig verifies sig over msg, remembering the pair when cache is set
 // (group statements: per-record bodies are never seen twice).
 func (c *ReceiptChecker) verifySig(msg, sig []byte, cache bool) bool {
+	if !cache {
+		c.sigs++
+		return device.VerifySignature(c.Pub, msg, sig)
+	}
 	k := [2]string{string(msg), string(sig)}
 	if c.verified[k] {
 		return true
@@ -250,9 +236,6 @@ func (c *ReceiptChecker) verifySig(msg, sig []byte, cache bool) bool {
 	c.sigs++
 	if !device.VerifySignature(c.Pub, msg, sig) {
 		return false
-	}
-	if !cache {
-		return true
 	}
 	if c.verified == nil || len(c.verified) >= maxCachedSignatures {
 		c.verified = map[[2]string]bool{}

@@ -726,9 +726,28 @@ func (c *Client) getResult(ctx context.Context, method string, h int64, v any) e
 	if err != nil {
 		return fmt.Errorf("anchor: %s: %w", method, err)
 	}
+	result, err := c.rpcAnswer(req, method)
+	var rpcErr *rpctypes.RPCError
+	if errors.As(err, &rpcErr) {
+		return fmt.Errorf("anchor: %s: %w", method, err)
+	}
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(result, v); err != nil {
+		return fmt.Errorf("anchor: %s %d: decode result: %w", method, h, err)
+	}
+	return nil
+}
+
+// rpcAnswer sends req to the JSON-RPC endpoint and returns the answer's
+// result (nil when it has none). An error answer is returned as its
+// *rpctypes.RPCError; no answer, or one that is not JSON-RPC (a proxy's
+// HTML page, a cut answer), wraps ErrUnreachable: the RPC is not there.
+func (c *Client) rpcAnswer(req *http.Request, method string) (json.RawMessage, error) {
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return classify(method, err)
+		return nil, classify(method, err)
 	}
 	defer resp.Body.Close()
 	var env struct {
@@ -736,16 +755,12 @@ func (c *Client) getResult(ctx context.Context, method string, h int64, v any) e
 		Error  *rpctypes.RPCError `json:"error"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil {
-		// a proxy's HTML page or a cut answer: the RPC is not there
-		return fmt.Errorf("%w: %s: decode answer (HTTP %d): %v", ErrUnreachable, method, resp.StatusCode, err)
+		return nil, fmt.Errorf("%w: %s: decode answer (HTTP %d): %v", ErrUnreachable, method, resp.StatusCode, err)
 	}
 	if env.Error != nil {
-		return fmt.Errorf("anchor: %s: %w", method, env.Error)
+		return nil, env.Error
 	}
-	if err := json.Unmarshal(env.Result, v); err != nil {
-		return fmt.Errorf("anchor: %s %d: decode result: %w", method, h, err)
-	}
-	return nil
+	return env.Result, nil
 }
 
 // broadcastSync is broadcast_tx_sync as one JSON-RPC POST whose answer is
@@ -754,34 +769,25 @@ func (c *Client) getResult(ctx context.Context, method string, h int64, v any) e
 // twice as much CPU per tx. Errors are the RPC client's: an
 // *rpctypes.RPCError for an error answer, an unreachable error otherwise.
 func (c *Client) broadcastSync(ctx context.Context, tx []byte) (*ctypes.ResultBroadcastTx, error) {
+	const method = "broadcast_tx_sync"
 	body := make([]byte, 0, 96+base64.StdEncoding.EncodedLen(len(tx)))
 	body = append(body, `{"jsonrpc":"2.0","id":1,"method":"broadcast_tx_sync","params":{"tx":"`...)
 	body = base64.StdEncoding.AppendEncode(body, tx)
 	body = append(body, `"}}`...)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/", bytes.NewReader(body))
 	if err != nil {
-		return nil, fmt.Errorf("anchor: broadcast_tx_sync: %w", err)
+		return nil, fmt.Errorf("anchor: %s: %w", method, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.http.Do(req)
+	result, err := c.rpcAnswer(req, method)
 	if err != nil {
-		return nil, classify("broadcast_tx_sync", err)
+		return nil, err
 	}
-	defer resp.Body.Close()
-	var env struct {
-		Result *ctypes.ResultBroadcastTx `json:"result"`
-		Error  *rpctypes.RPCError        `json:"error"`
+	var res *ctypes.ResultBroadcastTx
+	if err := json.Unmarshal(result, &res); err != nil || res == nil {
+		return nil, fmt.Errorf("%w: %s: answer without a result: %v", ErrUnreachable, method, err)
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil {
-		return nil, fmt.Errorf("%w: broadcast_tx_sync: decode answer (HTTP %d): %v", ErrUnreachable, resp.StatusCode, err)
-	}
-	if env.Error != nil {
-		return nil, env.Error
-	}
-	if env.Result == nil {
-		return nil, fmt.Errorf("%w: broadcast_tx_sync: answer without result (HTTP %d)", ErrUnreachable, resp.StatusCode)
-	}
-	return env.Result, nil
+	return res, nil
 }
 
 func classify(what string, err error) error {

@@ -4,7 +4,6 @@ import (
 	"crypto/ecdsa"
 	"encoding/hex"
 	"errors"
-	"strings"
 
 	"github.com/emmansun/gmsm/sm3"
 )
@@ -27,17 +26,23 @@ func DIDFromPublicKey(pub *ecdsa.PublicKey) DID {
 
 // ParseDID checks the form of s.
 func ParseDID(s string) (DID, error) {
-	rest, ok := strings.CutPrefix(s, DIDPrefix)
-	if !ok || len(rest) != 32 {
+	if !validDID(s) {
 		return "", ErrBadDID
 	}
-	for i := 0; i < len(rest); i++ {
-		c := rest[i]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return "", ErrBadDID
+	return DID(s), nil
+}
+
+// validDID reports whether s is DIDPrefix and 32 lower-case hex digits.
+func validDID[T string | []byte](s T) bool {
+	if len(s) != len(DIDPrefix)+32 || string(s[:len(DIDPrefix)]) != DIDPrefix {
+		return false
+	}
+	for i := len(DIDPrefix); i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
 		}
 	}
-	return DID(s), nil
+	return true
 }
 
 // String returns the DID as text.

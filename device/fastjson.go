@@ -457,7 +457,7 @@ func parseBodyFast(body []byte, f *fastBody) bool {
 		switch string(name) {
 		case "did":
 			bit = bodyDID
-			if f.did, ok = s.plainStr(); !ok || !didOK(f.did) {
+			if f.did, ok = s.plainStr(); !ok || !validDID(f.did) {
 				return false
 			}
 		case "seq":
@@ -522,19 +522,6 @@ func (s *fscan) seq() (uint64, bool) {
 	}
 	s.i = i
 	return v, true
-}
-
-// didOK reports whether ParseDID accepts d.
-func didOK(d []byte) bool {
-	if len(d) != len(DIDPrefix)+32 || string(d[:len(DIDPrefix)]) != DIDPrefix {
-		return false
-	}
-	for _, c := range d[len(DIDPrefix):] {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // tsOK reports whether checkTimestamp accepts ts.

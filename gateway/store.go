@@ -536,9 +536,7 @@ func (s *Store) signGroup(recs []*appendReq) {
 		// would leave a hole. The store fails rather than store a record
 		// without its receipt; a restart assigns from the last stored gseq.
 		err = fmt.Errorf("%w: sign receipts: %v", ErrStoreFailed, err)
-		if s.failed.CompareAndSwap(nil, &err) {
-			s.log.Error("receipt signing failed; refusing writes until restart", "error", err)
-		}
+		s.fail("receipt signing failed; refusing writes until restart", err)
 		for _, r := range recs {
 			r.err = err
 		}
@@ -546,6 +544,14 @@ func (s *Store) signGroup(recs []*appendReq) {
 	}
 	for i, r := range recs {
 		r.rec.Group, r.rec.Path, r.rec.ReceiptSig = group, paths[i], sig
+	}
+}
+
+// fail puts the store in its failed state (every further write refused
+// with err until restart), logging msg the first time only.
+func (s *Store) fail(msg string, err error) {
+	if s.failed.CompareAndSwap(nil, &err) {
+		s.log.Error(msg, "error", err)
 	}
 }
 
@@ -660,9 +666,7 @@ func (s *Store) ackLoop() {
 				if !errors.Is(err, ErrStoreFailed) {
 					err = fmt.Errorf("%w: %v", ErrStoreFailed, err)
 				}
-				if s.failed.CompareAndSwap(nil, &err) {
-					s.log.Error("record store write failed; refusing writes until restart", "error", err)
-				}
+				s.fail("record store write failed; refusing writes until restart", err)
 				for _, r := range pg.ok {
 					r.err = err
 				}

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -184,9 +186,20 @@ func LoadConfig(path string) (Config, error) {
 		return cfg, fmt.Errorf("gateway: read config: %w", err)
 	}
 	defer f.Close()
-	dec := yaml.NewDecoder(f)
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+	// The file is read as a node tree first, so that an unknown key or a
+	// value of the wrong type is named by its key path and line rather
+	// than by the decoder's Go type names.
+	var doc yaml.Node
+	if err := yaml.NewDecoder(f).Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return cfg, nil
+		}
+		return cfg, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+	}
+	if err := checkConfigNode(&doc, reflect.TypeOf(cfg), ""); err != nil {
+		return cfg, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+	}
+	if err := doc.Decode(&cfg); err != nil {
 		return cfg, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
 	}
 	return cfg, nil
@@ -206,6 +219,8 @@ func (c *Config) Validate() error {
 		return bad("key_path must be set")
 	case !configSitePattern.MatchString(c.Site):
 		return bad("site (%q) must match %s", c.Site, configSitePattern)
+	case !validLedgerRPC(c.LedgerRPC):
+		return bad("ledger_rpc (%q) must be a URL http://host:port or https://host:port", c.LedgerRPC)
 	case c.MQTT.TCP == "" && c.MQTT.WS == "" && (c.MQTT.TLSCert == "" || c.MQTT.TLS == ""):
 		return bad("mqtt: at least one of tcp, ws or tls (with tls_cert and tls_key) must be set")
 	case (c.MQTT.TLSCert == "") != (c.MQTT.TLSKey == ""):
@@ -273,6 +288,14 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// validLedgerRPC reports whether u is an http or https URL with a host and
+// nothing after the path.
+func validLedgerRPC(u string) bool {
+	p, err := url.Parse(u)
+	return err == nil && (p.Scheme == "http" || p.Scheme == "https") && p.Host != "" &&
+		p.RawQuery == "" && p.Fragment == "" && p.User == nil
 }
 
 // Redacted returns the effective configuration as YAML with secrets

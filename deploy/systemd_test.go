@@ -3,9 +3,12 @@ package deploy
 import (
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/edgeanchor/edgeanchor/gateway"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
 )
 
@@ -67,6 +70,7 @@ func TestSystemdUnitsHardening(t *testing.T) {
 		"AmbientCapabilities=\n", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
 		"SystemCallFilter=@system-service", "MemoryDenyWriteExecute=yes", "StateDirectory=edgeanchor/",
 		"StateDirectoryMode=0700", "UMask=0077", "Restart=on-failure",
+		"ProcSubset=pid\n", "IPAddressDeny=any\n", "IPAddressAllow=localhost ",
 	}
 	for _, u := range units {
 		text := readFile(t, filepath.Join(deployDir(t), "systemd", u))
@@ -78,6 +82,21 @@ func TestSystemdUnitsHardening(t *testing.T) {
 	gw := readFile(t, filepath.Join(deployDir(t), "systemd", "edgeanchor-gateway.service"))
 	mustContain(t, "gateway unit", gw, "LoadCredential=gateway-key.pem:/etc/edgeanchor/gateway-key.pem",
 		"--config /etc/edgeanchor/gateway.yaml")
+	// The memory cap is the figure the sizing section measured.
+	sizing := docSection(t, "## Sizing")
+	m := regexp.MustCompile(`MemoryMax=(\d+[KMG])`).FindStringSubmatch(sizing)
+	if m == nil {
+		t.Fatal("docs/operations.md's Sizing section names no MemoryMax figure")
+	}
+	mustContain(t, "gateway unit", gw, "\nMemoryMax="+m[1]+"\n")
+	// A config key named in the unit's comments is one the gateway has.
+	keys := map[string]reflect.Value{}
+	configKeys(reflect.ValueOf(gateway.DefaultConfig()), "", keys)
+	for _, m := range regexp.MustCompile(`set ([a-z_.]+) to`).FindAllStringSubmatch(gw, -1) {
+		if _, ok := keys[m[1]]; !ok {
+			t.Errorf("gateway unit: its comment names config key %s, which gateway.Config does not have", m[1])
+		}
+	}
 	ledger := readFile(t, filepath.Join(deployDir(t), "systemd", "edgeanchor-ledger.service"))
 	mustContain(t, "ledger unit", ledger, "ledger start --home /var/lib/edgeanchor/ledger", "StateDirectory=edgeanchor/ledger")
 	sysusers := readFile(t, filepath.Join(deployDir(t), "systemd", "edgeanchor.sysusers.conf"))

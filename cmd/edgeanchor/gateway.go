@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -25,13 +26,93 @@ import (
 
 func init() { register(newGatewayCmd) }
 
-// gatewayFlags are the flags that override the config file.
+// gatewayFlags are the command's own flags; the configuration's scalar keys
+// have theirs in gatewayConfigFlags, bound into cfg.
 type gatewayFlags struct {
-	config, dataDir, key, site, name, ledger           string
-	mqttTCP, mqttWS, mqttTLS, tlsCert, tlsKey, http    string
-	adminToken, logLevel, logFormat                    string
-	maxPayload, maxConn, maxInFlight, deviceBurst, v3N int
-	deviceRate                                         float64
+	config, logLevel, logFormat string
+	// cfg holds the values of the config-key flags (DefaultConfig until a
+	// flag is set); only the flags the user set are applied over the file.
+	cfg *gateway.Config
+}
+
+// gatewayConfigFlag names the flag of one scalar configuration key.
+type gatewayConfigFlag struct{ key, flag, usage string }
+
+// gatewayConfigFlags gives every scalar key of gateway.Config a flag that wins
+// over the file (docs/operations.md); the flag's type and default come from
+// the key's field in gateway.DefaultConfig. A new key gets its row here;
+// TestGatewayFlagsCoverConfig fails for a key without one.
+var gatewayConfigFlags = []gatewayConfigFlag{
+	{"data_dir", "data-dir", "data directory (record store, tokens)"},
+	{"key_path", "key", "gateway SM2 private key (PEM, 0600)"},
+	{"site", "site", "site this gateway serves"},
+	{"name", "name", "gateway name (informational)"},
+	{"ledger_rpc", "ledger-rpc", "CometBFT RPC URL of a consortium validator"},
+	{"mqtt.tcp", "mqtt-tcp", "MQTT TCP listen address (empty: off)"},
+	{"mqtt.ws", "mqtt-ws", "MQTT over WebSocket listen address (empty: off)"},
+	{"mqtt.tls", "mqtt-tls", "MQTT TLS listen address (on only with --tls-cert and --tls-key)"},
+	{"mqtt.tls_cert", "tls-cert", "TLS certificate (PEM)"},
+	{"mqtt.tls_key", "tls-key", "TLS private key (PEM)"},
+	{"http.addr", "http", "HTTP API and /metrics listen address"},
+	{"http.admin_token_file", "admin-token-file", "file holding the admin API bearer token"},
+	{"http.max_page", "http-max-page", "most records in one /v1/devices/{did}/records answer"},
+	{"limits.max_payload", "max-payload", "largest accepted publish payload, bytes"},
+	{"limits.device_rate", "device-rate", "messages per second one device may publish (0: unlimited)"},
+	{"limits.device_burst", "device-burst", "burst of the per-device rate limit"},
+	{"limits.max_connections", "max-connections", "most MQTT clients connected at once"},
+	{"limits.max_inflight", "max-inflight", "most publishes inside the ingest pipeline at once"},
+	{"limits.subscriber_inflight", "subscriber-inflight", "unacknowledged messages queued for one subscriber (site application)"},
+	{"limits.v3_refusals_before_disconnect", "v3-refusals", "refused publishes before an MQTT 3.1.1 client is disconnected"},
+	{"credential_window", "credential-window", "allowed clock skew of a connect credential, and nonce memory"},
+	{"batch_interval", "batch-interval", "cut a batch at least this often"},
+	{"batch_size", "batch-size", "or when it has this many records"},
+	{"store.memtable_mb", "store-memtable-mb", "Badger memtable size, MB"},
+	{"store.block_cache_mb", "store-block-cache-mb", "Badger block cache, MB"},
+	{"store.index_cache_mb", "store-index-cache-mb", "Badger index cache, MB"},
+	{"store.value_log_file_mb", "store-value-log-file-mb", "Badger value log file size, MB"},
+	{"store.max_group_records", "store-max-group-records", "records per group-commit write"},
+	{"store.group_linger", "store-group-linger", "wait up to this long for more records before a group commit"},
+	{"memory_limit_mb", "memory-limit-mb", "Go runtime soft memory limit, MB (0: none; GOMEMLIMIT wins)"},
+	{"gc_percent", "gc-percent", "Go GC target heap growth (0: the runtime's 100; GOGC wins)"},
+}
+
+// bindGatewayConfigFlags defines the flag of each row of gatewayConfigFlags
+// on cmd, bound to the key's field in cfg.
+func bindGatewayConfigFlags(cmd *cobra.Command, cfg *gateway.Config) {
+	fs := cmd.Flags()
+	for _, r := range gatewayConfigFlags {
+		v, ok := gateway.ConfigField(cfg, r.key)
+		if !ok {
+			panic("gatewayConfigFlags: gateway.Config has no key " + r.key)
+		}
+		switch p := v.Addr().Interface().(type) {
+		case *string:
+			fs.StringVar(p, r.flag, *p, r.usage)
+		case *int:
+			fs.IntVar(p, r.flag, *p, r.usage)
+		case *float64:
+			fs.Float64Var(p, r.flag, *p, r.usage)
+		case *time.Duration:
+			fs.DurationVar(p, r.flag, *p, r.usage)
+		case *bool:
+			fs.BoolVar(p, r.flag, *p, r.usage)
+		default:
+			panic(fmt.Sprintf("gatewayConfigFlags: %s is a %T, which has no flag type", r.key, p))
+		}
+	}
+}
+
+// applyGatewayConfigFlags copies into cfg the value of every config-key
+// flag the user set.
+func applyGatewayConfigFlags(cmd *cobra.Command, from, cfg *gateway.Config) {
+	for _, r := range gatewayConfigFlags {
+		if !cmd.Flags().Changed(r.flag) {
+			continue
+		}
+		src, _ := gateway.ConfigField(from, r.key)
+		dst, _ := gateway.ConfigField(cfg, r.key)
+		dst.Set(src)
+	}
 }
 
 func newGatewayCmd() *cobra.Command {
@@ -49,26 +130,10 @@ in order: HTTP API, broker, services, record store.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runGateway(cmd, f) },
 	}
 	d := gateway.DefaultConfig()
+	f.cfg = &d
 	fl := cmd.Flags()
 	fl.StringVar(&f.config, "config", "", "YAML configuration file")
-	fl.StringVar(&f.dataDir, "data-dir", d.DataDir, "data directory (record store, tokens)")
-	fl.StringVar(&f.key, "key", d.KeyPath, "gateway SM2 private key (PEM, 0600)")
-	fl.StringVar(&f.site, "site", d.Site, "site this gateway serves")
-	fl.StringVar(&f.name, "name", d.Name, "gateway name (informational)")
-	fl.StringVar(&f.ledger, "ledger-rpc", d.LedgerRPC, "CometBFT RPC URL of a consortium validator")
-	fl.StringVar(&f.mqttTCP, "mqtt-tcp", d.MQTT.TCP, "MQTT TCP listen address (empty: off)")
-	fl.StringVar(&f.mqttWS, "mqtt-ws", d.MQTT.WS, "MQTT over WebSocket listen address (empty: off)")
-	fl.StringVar(&f.mqttTLS, "mqtt-tls", d.MQTT.TLS, "MQTT TLS listen address (on only with --tls-cert and --tls-key)")
-	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate (PEM)")
-	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key (PEM)")
-	fl.StringVar(&f.http, "http", d.HTTP.Addr, "HTTP API and /metrics listen address")
-	fl.StringVar(&f.adminToken, "admin-token-file", "", "file holding the admin API bearer token")
-	fl.IntVar(&f.maxPayload, "max-payload", d.Limits.MaxPayload, "largest accepted publish payload, bytes")
-	fl.Float64Var(&f.deviceRate, "device-rate", d.Limits.DeviceRate, "messages per second one device may publish (0: unlimited)")
-	fl.IntVar(&f.deviceBurst, "device-burst", d.Limits.DeviceBurst, "burst of the per-device rate limit")
-	fl.IntVar(&f.maxConn, "max-connections", d.Limits.MaxConnections, "most MQTT clients connected at once")
-	fl.IntVar(&f.maxInFlight, "max-inflight", d.Limits.MaxInFlight, "most publishes inside the ingest pipeline at once")
-	fl.IntVar(&f.v3N, "v3-refusals", d.Limits.V3RefusalsBeforeDisconnect, "refused publishes before an MQTT 3.1.1 client is disconnected")
+	bindGatewayConfigFlags(cmd, f.cfg)
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	cmd.AddCommand(newGatewayInitCmd(), newGatewayPasswdCmd())
@@ -85,22 +150,7 @@ func loadGatewayConfig(cmd *cobra.Command, f gatewayFlags) (gateway.Config, erro
 			return cfg, err
 		}
 	}
-	set := cmd.Flags().Changed
-	for name, apply := range map[string]func(){
-		"data-dir": func() { cfg.DataDir = f.dataDir }, "key": func() { cfg.KeyPath = f.key },
-		"site": func() { cfg.Site = f.site }, "name": func() { cfg.Name = f.name },
-		"ledger-rpc": func() { cfg.LedgerRPC = f.ledger }, "mqtt-tcp": func() { cfg.MQTT.TCP = f.mqttTCP },
-		"mqtt-ws": func() { cfg.MQTT.WS = f.mqttWS }, "mqtt-tls": func() { cfg.MQTT.TLS = f.mqttTLS },
-		"tls-cert": func() { cfg.MQTT.TLSCert = f.tlsCert }, "tls-key": func() { cfg.MQTT.TLSKey = f.tlsKey },
-		"http": func() { cfg.HTTP.Addr = f.http }, "admin-token-file": func() { cfg.HTTP.AdminTokenFile = f.adminToken },
-		"max-payload": func() { cfg.Limits.MaxPayload = f.maxPayload }, "device-rate": func() { cfg.Limits.DeviceRate = f.deviceRate },
-		"device-burst": func() { cfg.Limits.DeviceBurst = f.deviceBurst }, "max-connections": func() { cfg.Limits.MaxConnections = f.maxConn },
-		"max-inflight": func() { cfg.Limits.MaxInFlight = f.maxInFlight }, "v3-refusals": func() { cfg.Limits.V3RefusalsBeforeDisconnect = f.v3N },
-	} {
-		if set(name) {
-			apply()
-		}
-	}
+	applyGatewayConfigFlags(cmd, f.cfg, &cfg)
 	return cfg, cfg.Validate()
 }
 

@@ -142,6 +142,10 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		return nil, err
 	}
 	g.store = store
+	if err := writeDataDirInfo(cfg.DataDir, g.signer.DID(), cfg.Site); err != nil {
+		_ = store.Close()
+		return nil, err
+	}
 	var tlsConf *tls.Config
 	if cfg.MQTT.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.MQTT.TLSCert, cfg.MQTT.TLSKey)

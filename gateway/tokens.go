@@ -280,11 +280,24 @@ func tokenHash(token string) string {
 func (s *TokenStore) locked(fn func(*tokenFile) (bool, error)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	lf, err := os.OpenFile(filepath.Join(s.dir, TokenLockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	lockPath := filepath.Join(s.dir, TokenLockFile)
+	_, statErr := os.Stat(lockPath)
+	lf, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("gateway: token store lock: %w", err)
 	}
 	defer lf.Close()
+	if errors.Is(statErr, os.ErrNotExist) {
+		// Created just now: it belongs to the directory's owner, the
+		// gateway's user, even when root made it.
+		dirInfo, err := os.Stat(s.dir)
+		if err != nil {
+			return fmt.Errorf("gateway: token store: %w", err)
+		}
+		if err := keepOwner(lf, dirInfo); err != nil {
+			return err
+		}
+	}
 	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX); err != nil {
 		return fmt.Errorf("gateway: token store lock: %w", err)
 	}
@@ -336,6 +349,20 @@ func writeTokenFileAtomic(path string, data []byte, mode os.FileMode) error {
 	if err := tmp.Chmod(mode); err != nil {
 		tmp.Close()
 		return fmt.Errorf("gateway: %w", err)
+	}
+	// The new file keeps the owner of the one it replaces (or, for a first
+	// file, of the directory) when root writes it.
+	ref, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		ref, err = os.Stat(dir)
+	}
+	if err != nil {
+		tmp.Close()
+		return fmt.Errorf("gateway: %w", err)
+	}
+	if err := keepOwner(tmp, ref); err != nil {
+		tmp.Close()
+		return err
 	}
 	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()

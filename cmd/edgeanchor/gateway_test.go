@@ -81,4 +81,12 @@ func TestGatewayCommand(t *testing.T) {
 	if strings.Contains(log, hash) {
 		t.Error("the password hash was printed")
 	}
+
+	// The gateway marked its data directory: `token create --data-dir`
+	// accepts it and takes the site from it.
+	devMustRun(t, dir, nil, "token", "create", "--data-dir", filepath.Join("gw", "data"), "--kind", "env")
+	list := devMustRun(t, dir, nil, "token", "list", "--data-dir", filepath.Join("gw", "data"))
+	if !strings.Contains(list, `"site": "site-x"`) {
+		t.Errorf("token made with --data-dir of a gateway of site-x and no --site: %s", list)
+	}
 }

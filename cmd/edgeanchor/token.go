@@ -20,19 +20,27 @@ func newTokenCmd() *cobra.Command {
 		Long: `Enrollment tokens let a new device register through this gateway.
 Each token is bound to a site and a device kind, expires, and admits one
 device. Only a hash of each token is stored, in {data_dir}/tokens.json (0600);
-the command works while the gateway runs (the file is locked).`,
+the command works while the gateway runs (the file is locked). Run as root,
+it keeps the file's owner (the gateway's user). A --data-dir must be a
+gateway's data directory (one it has started in, or holding tokens).`,
 	}
 	cmd.AddCommand(newTokenCreateCmd(), newTokenListCmd())
 	return cmd
 }
 
-// tokenDataDir resolves the data directory from --data-dir or --config.
-func tokenDataDir(dataDir, configPath string) (string, gateway.Config, error) {
+// tokenDataDir resolves the data directory from --data-dir or --config. A
+// directory named by --data-dir must hold a gateway (gateway.CheckDataDir),
+// so that a mistyped path is refused instead of becoming a new, empty token
+// store the gateway never reads; the one in --config is the gateway's own and
+// may not exist yet (tokens made before the first start). The returned
+// DataDirInfo is the gateway's, when it has started in that directory.
+func tokenDataDir(dataDir, configPath string) (string, gateway.Config, gateway.DataDirInfo, error) {
+	var info gateway.DataDirInfo
 	cfg := gateway.DefaultConfig()
 	if configPath != "" {
 		c, err := gateway.LoadConfig(configPath)
 		if err != nil {
-			return "", cfg, &exitError{code: 1, err: err}
+			return "", cfg, info, &exitError{code: 1, err: err}
 		}
 		cfg = c
 	}
@@ -40,9 +48,36 @@ func tokenDataDir(dataDir, configPath string) (string, gateway.Config, error) {
 		cfg.DataDir = dataDir
 	}
 	if dataDir == "" && configPath == "" {
-		return "", cfg, &exitError{code: 2, err: errors.New("give --data-dir or --config")}
+		return "", cfg, info, &exitError{code: 2, err: errors.New("give --data-dir or --config")}
 	}
-	return cfg.DataDir, cfg, nil
+	info, err := gateway.CheckDataDir(cfg.DataDir)
+	if err != nil && (dataDir != "" || !errors.Is(err, gateway.ErrNoGateway)) {
+		if dataDir != "" && errors.Is(err, gateway.ErrNoGateway) {
+			err = fmt.Errorf("--data-dir: %w; check the path, or give the gateway's --config", err)
+		}
+		return "", cfg, info, &exitError{code: 1, err: err}
+	}
+	return cfg.DataDir, cfg, info, nil
+}
+
+// tokenSite picks the site of new tokens: --site, else the site of the
+// gateway in the data directory, else the config's. A --site the gateway
+// does not serve is refused: the gateway would refuse every device that
+// enrolls with those tokens.
+func tokenSite(flagSite, configPath string, cfg gateway.Config, info gateway.DataDirInfo, dir string) (string, error) {
+	gwSite := info.Site
+	if gwSite == "" && configPath != "" {
+		gwSite = cfg.Site
+	}
+	switch {
+	case flagSite == "" && gwSite == "":
+		return "", fmt.Errorf("give --site: %s does not name the gateway's site (it is written there when the gateway starts) and no --config was given", dir)
+	case flagSite == "":
+		return gwSite, nil
+	case gwSite != "" && flagSite != gwSite:
+		return "", fmt.Errorf("--site %q: the gateway of %s serves site %q, and would refuse devices enrolled for another", flagSite, dir, gwSite)
+	}
+	return flagSite, nil
 }
 
 func newTokenCreateCmd() *cobra.Command {
@@ -59,12 +94,12 @@ func newTokenCreateCmd() *cobra.Command {
   edgeanchor token create --site site-a --kind env --data-dir ./var/gateway`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir, cfg, err := tokenDataDir(dataDir, configPath)
+			dir, cfg, info, err := tokenDataDir(dataDir, configPath)
 			if err != nil {
 				return err
 			}
-			if site == "" && configPath != "" {
-				site = cfg.Site
+			if site, err = tokenSite(site, configPath, cfg, info, dir); err != nil {
+				return &exitError{code: 1, err: err}
 			}
 			store, err := gateway.OpenTokenStore(dir)
 			if err != nil {
@@ -86,7 +121,7 @@ func newTokenCreateCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&site, "site", "", "site the devices belong to (default: the config's site)")
+	f.StringVar(&site, "site", "", "site the devices belong to (default: the site of the gateway in the data directory, or the config's)")
 	f.StringVar(&kind, "kind", "", "device kind: payroll, survey or env")
 	f.IntVar(&count, "count", 1, fmt.Sprintf("number of tokens (1-%d)", gateway.MaxTokenCount))
 	f.DurationVar(&ttl, "ttl", 72*time.Hour, "validity of the tokens")
@@ -104,7 +139,7 @@ func newTokenListCmd() *cobra.Command {
 		Short: "List enrollment tokens (hashes, site, kind, expiry, use) as JSON",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir, _, err := tokenDataDir(dataDir, configPath)
+			dir, _, _, err := tokenDataDir(dataDir, configPath)
 			if err != nil {
 				return err
 			}

@@ -57,6 +57,7 @@ type Node struct {
 	extraMu  sync.Mutex
 	extraDBs []dbm.DB // opened by CometBFT but not closed by its OnStop
 
+	lock     *os.File    // holds the home's flock (HomeLockFile) while running
 	stopping atomic.Bool // CometBFT's errors while stopping are expected noise
 	stopOnce sync.Once
 	stopErr  error
@@ -108,6 +109,16 @@ func StartNode(ctx context.Context, home string, opts NodeOptions) (*Node, error
 	if err != nil {
 		return nil, err
 	}
+	lock, err := lockHome(home)
+	if err != nil {
+		return nil, err
+	}
+	started := false
+	defer func() {
+		if !started {
+			lock.Close()
+		}
+	}()
 	metrics, err := NewMetrics(opts.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: metrics: %w", err)
@@ -131,7 +142,7 @@ func StartNode(ctx context.Context, home string, opts NodeOptions) (*Node, error
 		db.Close()
 		return nil, err
 	}
-	n := &Node{app: app, db: db, log: logger, done: make(chan struct{})}
+	n := &Node{app: app, db: db, log: logger, done: make(chan struct{}), lock: lock}
 	comet, err := nm.NewNodeWithContext(ctx, conf, pv, nodeKey,
 		proxy.NewLocalClientCreator(app),
 		nm.DefaultGenesisDocProviderFunc(conf),
@@ -168,6 +179,7 @@ func StartNode(ctx context.Context, home string, opts NodeOptions) (*Node, error
 		"timeout_commit", conf.Consensus.TimeoutCommit, "timeout_propose", conf.Consensus.TimeoutPropose,
 		"create_empty_blocks_interval", conf.Consensus.CreateEmptyBlocksInterval,
 		"flush_throttle_timeout", conf.P2P.FlushThrottleTimeout, "height", app.Height())
+	started = true
 	return n, nil
 }
 
@@ -199,6 +211,7 @@ func (n *Node) Stop() error {
 		if err := n.closeDBs(); err != nil && n.stopErr == nil {
 			n.stopErr = err
 		}
+		n.lock.Close() // releases the home for the next start
 		n.log.Info("ledger node stopped")
 	})
 	return n.stopErr

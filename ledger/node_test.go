@@ -315,3 +315,34 @@ func TestStartNodePortTaken(t *testing.T) {
 		t.Fatalf("StartNode on an empty dir: %v", err)
 	}
 }
+
+// TestStartNodeAlreadyRunning: a second start of a running home is refused
+// as such, naming the process that runs it, and leaves the running node
+// alone; once it stops, the home starts again.
+func TestStartNodeAlreadyRunning(t *testing.T) {
+	home, err := InitHome(t.TempDir(), HomeOptions{P2PPort: freePort(t), RPCPort: freePort(t), NoPrometheus: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := StartNode(context.Background(), home.Dir, NodeOptions{Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = StartNode(context.Background(), home.Dir, NodeOptions{Logger: testLogger()})
+	if !errors.Is(err, ErrRunning) || !strings.Contains(err.Error(), fmt.Sprintf("(pid %d)", os.Getpid())) {
+		t.Fatalf("second StartNode = %v, want ErrRunning naming pid %d", err, os.Getpid())
+	}
+	if !n.Comet().IsRunning() {
+		t.Fatal("the refused start stopped the running node")
+	}
+	if err := n.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	n, err = StartNode(context.Background(), home.Dir, NodeOptions{Logger: testLogger()})
+	if err != nil {
+		t.Fatalf("start after stop: %v", err)
+	}
+	if err := n.Stop(); err != nil {
+		t.Fatal(err)
+	}
+}

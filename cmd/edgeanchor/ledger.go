@@ -184,7 +184,9 @@ func newLedgerStartCmd() *cobra.Command {
 		Long: `start runs the CometBFT node of DIR with the edgeanchor application
 in-process. Logs go to stderr (CometBFT's own at debug level, its errors
 always). Metrics: CometBFT's cometbft_… and the application's
-edgeanchor_ledger_… on the Prometheus listener of DIR/config/config.toml.`,
+edgeanchor_ledger_… on the Prometheus listener of DIR/config/config.toml.
+A running node holds DIR/node.lock (with its pid); a second start of the same
+home is refused, naming that pid.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if home == "" {
@@ -201,7 +203,7 @@ edgeanchor_ledger_… on the Prometheus listener of DIR/config/config.toml.`,
 			// so the application's metrics go there too.
 			node, err := ledger.StartNode(ctx, home, ledger.NodeOptions{Logger: log, Registerer: prometheus.DefaultRegisterer})
 			if err != nil {
-				if errors.Is(err, ledger.ErrNoHome) {
+				if errors.Is(err, ledger.ErrNoHome) || errors.Is(err, ledger.ErrRunning) {
 					return &exitError{code: 1, err: err}
 				}
 				return err

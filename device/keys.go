@@ -9,8 +9,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
@@ -175,11 +177,31 @@ func writeNew(path string, data []byte, mode os.FileMode) error {
 	return f.Close()
 }
 
-// ReadPrivateKeyFile loads a PEM private key from path.
+// ErrKeyFileMode means a private key file can be read by its group or by
+// others, so the key may no longer be secret; like ssh, the key is refused.
+// Restrict the file (chmod 600) and consider replacing the key.
+var ErrKeyFileMode = errors.New("device: private key file is readable by group or others")
+
+// ReadPrivateKeyFile loads a PEM private key from path. A file that its
+// group or others can read is refused (ErrKeyFileMode, naming the chmod to
+// run), except one systemd hands in under $CREDENTIALS_DIRECTORY, whose
+// access systemd controls.
 func ReadPrivateKeyFile(path string) (*sm2.PrivateKey, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("device: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("device: %w", err)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 && !systemdCredential(path) {
+		return nil, fmt.Errorf("%w: %s has mode %04o; run: chmod 600 %s", ErrKeyFileMode, path, perm, path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("device: read %s: %w", path, err)
 	}
 	priv, err := ParsePrivateKeyPEM(data)
 	if err != nil {
@@ -199,4 +221,20 @@ func ReadPublicKeyFile(path string) (*ecdsa.PublicKey, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return pub, nil
+}
+
+// systemdCredential reports whether path lies in the credentials directory
+// systemd made for this service (LoadCredential=); systemd shows such a file
+// to the service's user only, by ownership or an ACL that widens its mode.
+func systemdCredential(path string) bool {
+	dir := os.Getenv("CREDENTIALS_DIRECTORY")
+	if dir == "" {
+		return false
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return false
+	}
+	rel, err := filepath.Rel(filepath.Clean(dir), abs)
+	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../")
 }

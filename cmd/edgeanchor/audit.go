@@ -57,11 +57,21 @@ any finding.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
+			var missing []string
+			for _, r := range []struct{ v, flag string }{{gw, "--gateway"}, {o.Ledger, "--ledger"}, {o.API, "--api"}} {
+				if r.v == "" {
+					missing = append(missing, r.flag)
+				}
+			}
+			switch len(missing) {
+			case 0:
+			case 1:
+				return &exitError{code: 2, err: fmt.Errorf("audit: %s is required (see audit --help)", missing[0])}
+			default:
+				return &exitError{code: 2, err: fmt.Errorf("audit: %s are required (see audit --help)", strings.Join(missing, ", "))}
+			}
 			if o.Gateway, err = device.ParseDID(gw); err != nil {
 				return &exitError{code: 2, err: fmt.Errorf("audit: --gateway: %w", err)}
-			}
-			if o.Ledger == "" || o.API == "" {
-				return &exitError{code: 2, err: errors.New("audit: --ledger and --api are required")}
 			}
 			for _, f := range []struct {
 				s   string

@@ -50,6 +50,9 @@ over. Logs go to DIR/demo.log. Every port is checked before anything starts.`,
 			if errors.Is(err, demo.ErrPortTaken) {
 				return &exitError{code: 1, err: err}
 			}
+			if errors.Is(err, demo.ErrOptions) {
+				return &exitError{code: 2, err: err}
+			}
 			return err
 		},
 	}
@@ -64,6 +67,7 @@ over. Logs go to DIR/demo.log. Every port is checked before anything starts.`,
 	f.IntVar(&o.HTTPPort, "http-port", o.HTTPPort, "gateway HTTP API and /metrics port")
 	f.IntVar(&o.P2PPort, "p2p-port", o.P2PPort, "ledger p2p port (used when DIR/ledger is made)")
 	f.IntVar(&o.RPCPort, "rpc-port", o.RPCPort, "ledger RPC port (used when DIR/ledger is made)")
+	f.IntVar(&o.PromPort, "ledger-metrics-port", o.PromPort, "ledger Prometheus port, its own /metrics (used when DIR/ledger is made)")
 	f.StringVar(&logLevel, "log-level", "info", "level of DIR/demo.log: debug, info, warn, error")
 	return cmd
 }

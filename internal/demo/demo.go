@@ -42,6 +42,9 @@ type Options struct {
 
 	MQTTPort, WSPort, HTTPPort int
 	P2PPort, RPCPort           int // used when the ledger home is made
+	// PromPort is the ledger's own Prometheus listener (CometBFT's and the
+	// ledger application's metrics), used when the ledger home is made.
+	PromPort int
 
 	// Progress receives the start banner and the live progress line.
 	Progress io.Writer
@@ -73,6 +76,7 @@ func DefaultOptions() Options {
 	return Options{
 		Dir: "./var", Devices: 20, Profile: "mixed", Rate: 3, Site: "site-a",
 		MQTTPort: 1883, WSPort: 8083, HTTPPort: 8480, P2PPort: ledger.DefaultP2PPort, RPCPort: ledger.DefaultRPCPort,
+		PromPort: ledger.DefaultPrometheusPort,
 	}
 }
 
@@ -118,6 +122,7 @@ type system struct {
 	log      *slog.Logger
 	signer   *device.KeySigner // the gateway's key
 	p2p, rpc int
+	prom     int // the ledger's Prometheus port; 0: off in its home
 	closeLog func()
 }
 
@@ -126,10 +131,17 @@ type system struct {
 // gateway in its genesis, and the trust file.
 func prepare(o Options) (*system, error) {
 	o.defaults()
-	s := &system{o: o, p: newPaths(o.Dir), p2p: o.P2PPort, rpc: o.RPCPort, closeLog: func() {}}
+	s := &system{o: o, p: newPaths(o.Dir), p2p: o.P2PPort, rpc: o.RPCPort, prom: o.PromPort, closeLog: func() {}}
+	if err := s.validate(); err != nil {
+		return nil, err
+	}
 	ledgerFlag := func(flag string) string { return flag }
 	if conf, err := ledger.LoadConfig(s.p.ledger); err == nil {
 		s.p2p, s.rpc = portOf(conf.P2P.ListenAddress, s.p2p), portOf(conf.RPC.ListenAddress, s.rpc)
+		s.prom = 0
+		if conf.Instrumentation.Prometheus {
+			s.prom = portOf("tcp://"+conf.Instrumentation.PrometheusListenAddr, 0)
+		}
 		cfgFile := filepath.Join(s.p.ledger, "config", "config.toml")
 		ledgerFlag = func(string) string { return "its setting in " + cfgFile }
 	}
@@ -142,8 +154,12 @@ func prepare(o Options) (*system, error) {
 		{"the gateway's HTTP API", "--http-port", o.HTTPPort},
 		{"the ledger's p2p listener", ledgerFlag("--p2p-port"), s.p2p},
 		{"the ledger's RPC", ledgerFlag("--rpc-port"), s.rpc},
+		{"the ledger's Prometheus listener", ledgerFlag("--ledger-metrics-port"), s.prom},
 	}
 	for _, pt := range ports {
+		if pt.port == 0 {
+			continue
+		}
 		if err := checkPort(host, pt.port); err != nil {
 			return nil, fmt.Errorf("%w: %s needs %s:%d (%v); stop what holds it (a demo still running?) or change %s",
 				ErrPortTaken, pt.what, host, pt.port, err, pt.change)
@@ -191,7 +207,8 @@ func (s *system) makeOnce() error {
 			return err
 		}
 		if _, err := ledger.InitHome(s.p.ledger, ledger.HomeOptions{
-			P2PPort: s.p2p, RPCPort: s.rpc, NoPrometheus: true, Gateways: []anchor.GenesisGateway{gg},
+			P2PPort: s.p2p, RPCPort: s.rpc, PrometheusPort: s.prom, NoPrometheus: s.prom == 0,
+			Gateways: []anchor.GenesisGateway{gg},
 		}); err != nil {
 			return fmt.Errorf("demo: ledger init: %w", err)
 		}
@@ -252,13 +269,39 @@ func (s *system) fleetConfig() (sim.Config, error) {
 		}
 		s.log.Info("enrollment tokens made", "count", len(tokens))
 	}
+	c := s.simConfig(tokens)
+	c.Logger = s.log.With("component", "sim")
+	return c, nil
+}
+
+// simConfig is the fleet's configuration from the options, with tokens.
+func (s *system) simConfig(tokens []sim.Token) sim.Config {
+	o := s.o
 	c := sim.DefaultConfig()
 	c.Broker = "tcp://" + net.JoinHostPort(host, strconv.Itoa(o.MQTTPort))
 	c.Devices, c.Profile, c.Rate, c.Site, c.Seed = o.Devices, o.Profile, o.Rate, o.Site, o.Seed
 	c.StateDir = s.p.sim
 	c.Tokens = tokens
-	c.Logger = s.log.With("component", "sim")
-	return c, nil
+	return c
+}
+
+// ErrOptions means an option of the demo is out of bounds (the error names
+// it); nothing was made or started. Fix the flag and run again.
+var ErrOptions = errors.New("demo: bad option")
+
+// validate checks the fleet's and the gateway's configuration before
+// anything is made, so that a bad --profile, --devices, --rate or site
+// leaves no ledger or gateway behind.
+func (s *system) validate() error {
+	c := s.simConfig(nil)
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrOptions, err)
+	}
+	g := s.gatewayConfig()
+	if err := g.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrOptions, err)
+	}
+	return nil
 }
 
 // banner is what the demo prints at start: where to look, and the command
@@ -270,8 +313,9 @@ func (s *system) banner() string {
   records:     %s/v1/records/1
   verify one:  curl -s %s/v1/records/1/proof > proof.json && bin/edgeanchor verify proof.json --trust %s
   ledger RPC:  http://%s:%d
+  ledger metrics: %s
 Ctrl-C stops everything.
-`, s.o.Devices, s.p.dir, s.p.log, base, base, base, s.p.trust, host, s.rpc)
+`, s.o.Devices, s.p.dir, s.p.log, base, base, base, s.p.trust, host, s.rpc, s.ledgerMetrics())
 }
 
 // Run runs the demo until ctx ends, then stops the fleet, the gateway and
@@ -287,8 +331,11 @@ func Run(ctx context.Context, o Options) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	// 1. ledger
-	node, err := ledger.StartNode(context.WithoutCancel(ctx), p.ledger, ledger.NodeOptions{Logger: log.With("component", "ledger"), Registerer: reg})
+	// 1. ledger. Its metrics are its own, as on a validator: CometBFT
+	// serves the default registry on the home's Prometheus listener, so the
+	// application's go there too, not onto the gateway's /metrics (reg).
+	node, err := ledger.StartNode(context.WithoutCancel(ctx), p.ledger, ledger.NodeOptions{
+		Logger: log.With("component", "ledger"), Registerer: prometheus.DefaultRegisterer})
 	if err != nil {
 		return fmt.Errorf("demo: start ledger: %w", err)
 	}
@@ -417,6 +464,14 @@ func gatherStatus(g prometheus.Gatherer) Status {
 	// Batches cut and stored, less those waiting in the outbox: anchored.
 	st.Batches = max(0, batches-outbox)
 	return st
+}
+
+// ledgerMetrics says where the ledger's metrics are served.
+func (s *system) ledgerMetrics() string {
+	if s.prom == 0 {
+		return "off (instrumentation.prometheus in " + filepath.Join(s.p.ledger, "config", "config.toml") + ")"
+	}
+	return "http://" + net.JoinHostPort(host, strconv.Itoa(s.prom)) + "/metrics"
 }
 
 // checkPort fails if host:port cannot be bound now.

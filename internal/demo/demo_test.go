@@ -25,9 +25,9 @@ func testOptions(t *testing.T, dir string) Options {
 	o.Dir = dir
 	o.Devices = 6
 	o.Rate = 2
-	ports := testutil.FreePorts(t, 5)
+	ports := testutil.FreePorts(t, 6)
 	o.MQTTPort, o.WSPort, o.HTTPPort = ports[0], ports[1], ports[2]
-	o.P2PPort, o.RPCPort = ports[3], ports[4]
+	o.P2PPort, o.RPCPort, o.PromPort = ports[3], ports[4], ports[5]
 	o.Interval = 200 * time.Millisecond
 	o.LineEvery = time.Second
 	return o
@@ -141,6 +141,29 @@ func TestRunAnchorsABatch(t *testing.T) {
 			t.Fatalf("edgeanchor verify: %v\n%s", err, out)
 		}
 		t.Logf("edgeanchor verify:\n%s", out)
+
+		// The ledger's metrics are on its own listener, not on the
+		// gateway's /metrics.
+		gw, err := testutil.HTTPGet(base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"edgeanchor_ledger_anchors_total", "edgeanchor_ledger_registrations_total", "edgeanchor_ledger_refused_total", "cometbft_"} {
+			if strings.Contains(string(gw), name) {
+				t.Errorf("the gateway's /metrics holds the ledger's %s", name)
+			}
+		}
+		var led []byte
+		testutil.WaitFor(t, 30*time.Second, "ledger metrics with an anchor", func() (err error) {
+			led, err = testutil.HTTPGet(fmt.Sprintf("http://127.0.0.1:%d/metrics", o.PromPort))
+			if err == nil && !strings.Contains(string(led), "edgeanchor_ledger_anchors_total{") {
+				err = errors.New("no edgeanchor_ledger_anchors_total series yet")
+			}
+			return err
+		})
+		if !strings.Contains(string(led), "cometbft_consensus_height") {
+			t.Error("the ledger's /metrics lacks CometBFT's metrics")
+		}
 	}
 	first := run("first start", func(s Status) bool { return s.Batches >= 1 && s.Online == o.Devices }, verifyRecord1)
 	if first.Accepted == 0 || first.Height < 2 {
@@ -177,6 +200,32 @@ func TestRunRefusesATakenPort(t *testing.T) {
 	}
 }
 
+// A bad option (an unknown profile, no devices, a bad site) is refused
+// before anything is made: no state directory, no ledger, no gateway.
+func TestRunRefusesBadOptionsFirst(t *testing.T) {
+	for _, tc := range []struct {
+		name, want string
+		mod        func(*Options)
+	}{
+		{"profile", `"foo"`, func(o *Options) { o.Profile = "foo" }},
+		{"devices", "devices 0", func(o *Options) { o.Devices = 0 }},
+		{"rate", "rate -1", func(o *Options) { o.Rate = -1 }},
+		{"site", "site", func(o *Options) { o.Site = "Site A" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := testOptions(t, filepath.Join(t.TempDir(), "var"))
+			tc.mod(&o)
+			err := Run(context.Background(), o)
+			if !errors.Is(err, ErrOptions) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v: want ErrOptions naming %s", err, tc.want)
+			}
+			if _, err := os.Stat(o.Dir); !os.IsNotExist(err) {
+				t.Fatalf("state directory made for a refused option: %v", err)
+			}
+		})
+	}
+}
+
 // TestDocsShowTheBanner keeps docs/run.md honest: the banner it shows is
 // the one `make run` prints with the default options.
 func TestDocsShowTheBanner(t *testing.T) {
@@ -186,7 +235,7 @@ func TestDocsShowTheBanner(t *testing.T) {
 	}
 	o := DefaultOptions()
 	o.defaults()
-	s := &system{o: o, p: newPaths(o.Dir), rpc: o.RPCPort}
+	s := &system{o: o, p: newPaths(o.Dir), rpc: o.RPCPort, prom: o.PromPort}
 	if !strings.Contains(string(doc), s.banner()) {
 		t.Fatalf("docs/run.md does not show the banner make run prints:\n%s", s.banner())
 	}

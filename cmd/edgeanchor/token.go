@@ -61,23 +61,23 @@ func tokenDataDir(dataDir, configPath string) (string, gateway.Config, gateway.D
 }
 
 // tokenSite picks the site of new tokens: --site, else the site of the
-// gateway in the data directory, else the config's. A --site the gateway
-// does not serve is refused: the gateway would refuse every device that
-// enrolls with those tokens.
-func tokenSite(flagSite, configPath string, cfg gateway.Config, info gateway.DataDirInfo, dir string) (string, error) {
+// gateway in the data directory, else the config's. It returns a warning
+// when --site is not the site the gateway serves (such tokens are refused as
+// token_wrong_site, which a test of that refusal wants).
+func tokenSite(flagSite, configPath string, cfg gateway.Config, info gateway.DataDirInfo, dir string) (site, warning string, err error) {
 	gwSite := info.Site
 	if gwSite == "" && configPath != "" {
 		gwSite = cfg.Site
 	}
 	switch {
 	case flagSite == "" && gwSite == "":
-		return "", fmt.Errorf("give --site: %s does not name the gateway's site (it is written there when the gateway starts) and no --config was given", dir)
+		return "", "", fmt.Errorf("give --site: %s does not name the gateway's site (it is written there when the gateway starts) and no --config was given", dir)
 	case flagSite == "":
-		return gwSite, nil
+		return gwSite, "", nil
 	case gwSite != "" && flagSite != gwSite:
-		return "", fmt.Errorf("--site %q: the gateway of %s serves site %q, and would refuse devices enrolled for another", flagSite, dir, gwSite)
+		return flagSite, fmt.Sprintf("warning: the gateway of %s serves site %q; it refuses devices that enroll with tokens for %q", dir, gwSite, flagSite), nil
 	}
-	return flagSite, nil
+	return flagSite, "", nil
 }
 
 func newTokenCreateCmd() *cobra.Command {
@@ -98,8 +98,12 @@ func newTokenCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if site, err = tokenSite(site, configPath, cfg, info, dir); err != nil {
+			site, warning, err := tokenSite(site, configPath, cfg, info, dir)
+			if err != nil {
 				return &exitError{code: 1, err: err}
+			}
+			if warning != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), warning)
 			}
 			store, err := gateway.OpenTokenStore(dir)
 			if err != nil {

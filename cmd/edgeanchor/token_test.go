@@ -74,7 +74,7 @@ func TestTokenCLI(t *testing.T) {
 
 // A --data-dir that holds no gateway (a typo) is refused by create and list,
 // naming what is missing, and nothing is made there; without --site the site
-// is the gateway's (gateway.json), and a --site it does not serve is refused.
+// is the gateway's (gateway.json), and a --site it does not serve is warned of.
 func TestTokenDataDirMustHoldGateway(t *testing.T) {
 	dir := t.TempDir()
 	typo := filepath.Join(dir, "var", "gatewya")
@@ -114,15 +114,15 @@ func TestTokenDataDirMustHoldGateway(t *testing.T) {
 	}
 	devMustRun(t, dir, nil, "token", "create", "--data-dir", gw, "--kind", "env")
 	_, errOut, code = devRun(t, dir, nil, "token", "create", "--data-dir", gw, "--kind", "env", "--site", "site-r")
-	if code != 1 || !strings.Contains(errOut, `serves site "site-q"`) {
-		t.Fatalf("--site of another site: exit %d, stderr %q", code, errOut)
+	if code != 0 || !strings.Contains(errOut, `warning: the gateway of `+gw+` serves site "site-q"`) {
+		t.Fatalf("--site of another site: exit %d, stderr %q; want a warning naming the gateway's site", code, errOut)
 	}
 	var list struct{ Tokens []gateway.TokenRecord }
 	if err := json.Unmarshal([]byte(devMustRun(t, dir, nil, "token", "list", "--data-dir", gw)), &list); err != nil {
 		t.Fatal(err)
 	}
-	if len(list.Tokens) != 1 || list.Tokens[0].Site != "site-q" {
-		t.Fatalf("tokens %+v, want one for the gateway's site-q", list.Tokens)
+	if len(list.Tokens) != 2 || list.Tokens[0].Site != "site-q" || list.Tokens[1].Site != "site-r" {
+		t.Fatalf("tokens %+v, want one for the gateway's site-q, then the asked site-r", list.Tokens)
 	}
 
 	// A data directory with tokens but no gateway.json (the gateway never

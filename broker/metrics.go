@@ -57,5 +57,6 @@ func NewMetrics(reg prometheus.Registerer, clients func() float64) *Metrics {
 		Name: "edgeanchor_mqtt_clients_connected", Help: "Connected MQTT clients (devices and applications)."}, clients)
 	reg.MustRegister(m.DevicesConnected, m.Connects, m.AuthFailures, m.Enrollments, m.Received, m.Accepted,
 		m.Refused, m.Duplicates, m.IngestLatency, m.RepublishDropped, m.ReceiptsDropped, m.V3Disconnects, m.InFlight, m.ClientsConnected)
+	m.initKnownLabels()
 	return m
 }

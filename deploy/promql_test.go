@@ -179,6 +179,8 @@ type panel struct {
 	Targets    []panelTarget   `json:"targets"`
 	Panels     []panel         `json:"panels"`
 	GridPos    json.RawMessage `json:"gridPos"`
+	// FieldConfig holds the panel's unit and per-query overrides.
+	FieldConfig json.RawMessage `json:"fieldConfig"`
 }
 
 type panelTarget struct {

@@ -55,3 +55,20 @@ func TestReadPrivateKeyFileMode(t *testing.T) {
 		t.Errorf("key outside $CREDENTIALS_DIRECTORY: %v", err)
 	}
 }
+
+// Reasons lists each reason Reason gives, once.
+func TestReasons(t *testing.T) {
+	got := Reasons()
+	seen := map[string]bool{}
+	for _, r := range got {
+		if seen[r] {
+			t.Errorf("Reasons() lists %q twice", r)
+		}
+		seen[r] = true
+	}
+	for _, err := range []error{ErrSignature, ErrMalformed, ErrSchema, errors.New("other")} {
+		if !seen[Reason(err)] {
+			t.Errorf("Reasons() lacks %q", Reason(err))
+		}
+	}
+}

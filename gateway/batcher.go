@@ -69,6 +69,9 @@ func NewAnchorMetrics(reg prometheus.Registerer) *AnchorMetrics {
 		}, []string{"kind"}),
 	}
 	reg.MustRegister(m.Batches, m.BatchRecords, m.Unanchored, m.AnchorLag, m.OutboxDepth, m.SubmitTime, m.SubmitErrors)
+	for _, k := range anchorSubmitErrorKinds {
+		m.SubmitErrors.WithLabelValues(k) // at 0 until the first error
+	}
 	return m
 }
 

@@ -173,6 +173,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		_ = store.Close()
 		return nil, err
 	}
+	// The refusal series exist at 0 from the start (dashboards show 0,
+	// not "No data", on a healthy site).
+	initMetricLabels(g.broker.Metrics())
 	g.httpLn, err = net.Listen("tcp", cfg.HTTP.Addr)
 	if err != nil {
 		_ = g.broker.Close()

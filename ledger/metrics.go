@@ -62,5 +62,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			return nil, err
 		}
 	}
+	// Every refusal code's series exists at 0 from the start, so that the
+	// consortium dashboard shows 0 rather than "No data".
+	for _, c := range Codes() {
+		if c != CodeOK {
+			m.refused.WithLabelValues(c.Name())
+		}
+	}
 	return m, nil
 }

@@ -133,6 +133,32 @@ func (o *options) report(ctx context.Context, f *sim.Fleet, log *slog.Logger) {
 	}
 }
 
+// reportLoad logs a progress line of a load run every --stats until ctx
+// ends: publishes sent, acknowledged and refused of the total, and the
+// acknowledged rate over the last interval.
+func (o *options) reportLoad(ctx context.Context, f *sim.Fleet, log *slog.Logger, messages int) {
+	if o.stats <= 0 {
+		return
+	}
+	t := time.NewTicker(o.stats)
+	defer t.Stop()
+	total := uint64(messages) * uint64(o.cfg.Devices)
+	var lastAcked uint64
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			pub, acked, refused := f.LoadProgress()
+			rate := float64(acked-lastAcked) / now.Sub(last).Seconds()
+			lastAcked, last = acked, now
+			log.Info("load", "published", pub, "acked", acked, "refused", refused, "of", total,
+				"msgs_per_s", fmt.Sprintf("%.0f", rate))
+		}
+	}
+}
+
 func (o *options) newLoadCmd() *cobra.Command {
 	var (
 		messages int
@@ -145,8 +171,10 @@ func (o *options) newLoadCmd() *cobra.Command {
 		Long: `load signs --messages readings per device up front (their sequence numbers
 are reserved in the state directory first), connects every device, then
 publishes at --total-rate messages/s over the whole fleet (0: as fast as the
-in-flight windows allow) and waits for every PUBACK. It prints the
-acknowledged rate.`,
+in-flight windows allow) and waits for every PUBACK. It logs progress every
+--stats and prints the acknowledged rate. Load mode speaks MQTT 5, so a
+publish the gateway refuses ends the run with the gateway's reason (e.g.
+rate_limited, PUBACK reason code 0x97).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f, log, err := o.open(cmd)
@@ -155,7 +183,15 @@ acknowledged rate.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			rctx, stopReport := context.WithCancel(ctx)
+			reported := make(chan struct{})
+			go func() {
+				defer close(reported)
+				o.reportLoad(rctx, f, log, messages)
+			}()
 			res, err := f.Load(ctx, messages, rate, window)
+			stopReport()
+			<-reported
 			log.Info("load done", "published", res.Published, "acked", res.Acked, "connect", res.Connect,
 				"elapsed", res.Elapsed, "msgs_per_s", fmt.Sprintf("%.0f", res.Rate()))
 			fmt.Fprintf(cmd.OutOrStdout(), "%d acknowledged in %s: %.0f msgs/s\n", res.Acked, res.Elapsed.Round(time.Millisecond), res.Rate())

@@ -159,6 +159,7 @@ type Fleet struct {
 	refused  atomic.Uint64
 	connects atomic.Uint64
 	connFail atomic.Uint64
+	loadProg LoadProgress // the running load run's counters
 }
 
 // Open prepares the fleet in cfg.StateDir: keys made once, sequence counters
@@ -327,6 +328,12 @@ func (f *Fleet) Run(ctx context.Context) error {
 	return errors.Join(all...)
 }
 
+// LoadProgress returns the counters of load runs so far: publishes sent,
+// acknowledged and refused. It may be called while Load runs.
+func (f *Fleet) LoadProgress() (published, acked, refused uint64) {
+	return f.loadProg.Published.Load(), f.loadProg.Acked.Load(), f.loadProg.Refused.Load()
+}
+
 // Load runs the fleet's devices in load mode: n readings per device are
 // signed up front (their sequence numbers reserved on disk first, so they
 // are never reused) and queued behind any readings still spooled, then
@@ -374,7 +381,7 @@ func (f *Fleet) Load(ctx context.Context, n int, rate float64, window int) (Load
 	}
 	res, err := Load(ctx, LoadConfig{
 		Broker: f.cfg.Broker, Devices: devs, Rate: rate, Window: window,
-		ConnectTimeout: f.cfg.ConnectTimeout, Now: f.cfg.Now,
+		ConnectTimeout: f.cfg.ConnectTimeout, Now: f.cfg.Now, Progress: &f.loadProg,
 	})
 	if res.Published > 0 {
 		// Every device connected, so every device is enrolled.

@@ -4,11 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.golang/packets"
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session"
+	"github.com/eclipse/paho.golang/paho/session/state"
 
 	"github.com/edgeanchor/edgeanchor/device"
 )
@@ -40,6 +46,16 @@ type LoadConfig struct {
 	// AckTimeout bounds the wait for each PUBACK; default 30 s.
 	AckTimeout time.Duration
 	Now        func() time.Time // wall clock for credentials (default time.Now)
+	// Progress, if set, is updated during the run.
+	Progress *LoadProgress
+}
+
+// LoadProgress counts a load run as it goes; read it from another goroutine
+// for progress lines.
+type LoadProgress struct {
+	Published atomic.Uint64 // publishes sent
+	Acked     atomic.Uint64 // PUBACKs with success
+	Refused   atomic.Uint64 // PUBACKs with a refusal reason code
 }
 
 // LoadResult reports a load run.
@@ -107,11 +123,16 @@ func Load(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 	}
 	var res LoadResult
 	t0 := time.Now()
-	clients := make([]mqtt.Client, len(cfg.Devices))
+	if cfg.Progress == nil {
+		cfg.Progress = &LoadProgress{}
+	}
+	prog := cfg.Progress
+	published0, acked0 := prog.Published.Load(), prog.Acked.Load()
+	clients := make([]*loadClient, len(cfg.Devices))
 	defer func() {
 		for _, c := range clients {
 			if c != nil {
-				c.Disconnect(100)
+				c.close()
 			}
 		}
 	}()
@@ -151,7 +172,6 @@ func Load(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 	}
 	res.Connect = time.Since(t0)
 
-	var published, acked atomic.Uint64
 	perDevice := 0.0
 	if cfg.Rate > 0 {
 		perDevice = cfg.Rate / float64(len(cfg.Devices))
@@ -162,64 +182,185 @@ func Load(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errc <- loadSend(ctx, cfg, clients[i], d, perDevice, start, &published, &acked)
+			errc <- loadSend(ctx, cfg, clients[i], d, perDevice, start, prog)
 		}()
 	}
 	wg.Wait()
 	close(errc)
 	res.Elapsed = time.Since(start)
-	res.Published, res.Acked = published.Load(), acked.Load()
+	res.Published, res.Acked = prog.Published.Load()-published0, prog.Acked.Load()-acked0
 	for err := range errc {
 		errs = append(errs, err)
 	}
 	return res, errors.Join(errs...)
 }
 
-func loadConnect(cfg LoadConfig, d LoadDevice) (mqtt.Client, error) {
-	did := string(d.Signer.DID())
-	opts := mqtt.NewClientOptions().
-		AddBroker(cfg.Broker).
-		SetClientID(did).
-		SetCleanSession(true).
-		SetAutoReconnect(false).
-		SetOrderMatters(true).
-		SetConnectTimeout(cfg.ConnectTimeout).
-		SetWriteTimeout(10 * time.Second).
-		SetMessageChannelDepth(uint(cfg.Window) + 10).
-		SetCredentialsProvider(func() (string, string) {
-			var pw string
-			if d.Token != "" {
-				pw, _ = EnrollPassword(d.Signer, d.Token, d.Kind, d.Site, cfg.Now())
-			} else {
-				pw, _ = ConnectPassword(d.Signer, cfg.Now())
-			}
-			return did, pw
-		})
-	c := mqtt.NewClient(opts)
-	tok := c.Connect()
-	if !tok.WaitTimeout(cfg.ConnectTimeout + time.Second) {
-		c.Disconnect(0)
-		return nil, errors.New("timed out")
-	}
-	if err := tok.Error(); err != nil {
-		return nil, err
-	}
-	return c, nil
+// loadClient is one device's MQTT 5 connection in a load run. MQTT 5, so
+// that a refused publish comes back as a PUBACK with the gateway's reason
+// code and reason string (docs/protocol.md, "Refusals"), where MQTT 3.1.1
+// only loses the connection.
+type loadClient struct {
+	c    *paho.Client
+	sess *ackSession
+	lost chan struct{} // closed when the connection ends
+	mu   sync.Mutex
+	why  string // the server's DISCONNECT or the connection error
 }
 
-func loadSend(ctx context.Context, cfg LoadConfig, c mqtt.Client, d LoadDevice, rate float64, start time.Time, published, acked *atomic.Uint64) error {
+func (l *loadClient) close() {
+	_ = l.c.Disconnect(&paho.Disconnect{ReasonCode: 0})
+	_ = l.sess.Close()
+}
+
+func (l *loadClient) connLost(why string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.why == "" {
+		l.why = why
+		close(l.lost)
+	}
+}
+
+// lostReason says why the connection ended.
+func (l *loadClient) lostReason() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.why
+}
+
+// ackSession is paho's in-memory session that hands each PUBLISH's
+// acknowledgement to the channel set by expect, so that one goroutine can
+// send a device's publishes in order (paho's asynchronous send) and still
+// read each PUBACK's reason code.
+type ackSession struct {
+	session.SessionManager
+	mu   sync.Mutex
+	next chan<- packets.ControlPacket
+}
+
+func (s *ackSession) expect(ch chan<- packets.ControlPacket) {
+	s.mu.Lock()
+	s.next = ch
+	s.mu.Unlock()
+}
+
+func (s *ackSession) AddToSession(ctx context.Context, p session.Packet, resp chan<- packets.ControlPacket) error {
+	if p.Type() == packets.PUBLISH {
+		s.mu.Lock()
+		if s.next != nil {
+			resp, s.next = s.next, nil
+		}
+		s.mu.Unlock()
+	}
+	return s.SessionManager.AddToSession(ctx, p, resp)
+}
+
+// printable quotes a string that came from the gateway, for an error
+// message, when it holds anything but printable ASCII.
+func printable(s string) string {
+	for _, r := range s {
+		if r < 0x20 || r > 0x7e {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
+
+func loadConnect(cfg LoadConfig, d LoadDevice) (*loadClient, error) {
+	did := string(d.Signer.DID())
+	addr := strings.TrimPrefix(cfg.Broker, "tcp://")
+	if strings.Contains(addr, "://") {
+		return nil, fmt.Errorf("%w: load mode speaks MQTT 5 over tcp:// only, not %s", ErrConfig, cfg.Broker)
+	}
+	conn, err := net.DialTimeout("tcp", addr, cfg.ConnectTimeout)
+	if err != nil {
+		return nil, err
+	}
+	l := &loadClient{sess: &ackSession{SessionManager: state.NewInMemory()}, lost: make(chan struct{})}
+	l.c = paho.NewClient(paho.ClientConfig{
+		Conn: packets.NewThreadSafeConn(conn), Session: l.sess, PacketTimeout: cfg.AckTimeout,
+		OnServerDisconnect: func(dp *paho.Disconnect) {
+			why := fmt.Sprintf("the gateway disconnected it (reason code 0x%02x", dp.ReasonCode)
+			if dp.Properties != nil && dp.Properties.ReasonString != "" {
+				why += ": " + printable(dp.Properties.ReasonString)
+			}
+			l.connLost(why + ")")
+		},
+		OnClientError: func(err error) { l.connLost("connection lost: " + err.Error()) },
+	})
+	var pw string
+	if d.Token != "" {
+		pw, err = EnrollPassword(d.Signer, d.Token, d.Kind, d.Site, cfg.Now())
+	} else {
+		pw, err = ConnectPassword(d.Signer, cfg.Now())
+	}
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ConnectTimeout+time.Second)
+	defer cancel()
+	ca, err := l.c.Connect(ctx, &paho.Connect{ClientID: did, Username: did, UsernameFlag: true,
+		Password: []byte(pw), PasswordFlag: true, KeepAlive: 30, CleanStart: true})
+	if err != nil {
+		_ = conn.Close()
+		_ = l.sess.Close()
+		if ca != nil && ca.ReasonCode >= 0x80 {
+			msg := fmt.Sprintf("refused by the gateway (CONNACK reason code 0x%02x", ca.ReasonCode)
+			if ca.Properties != nil && ca.Properties.ReasonString != "" {
+				msg += ": " + printable(ca.Properties.ReasonString)
+			}
+			return nil, errors.New(msg + ")")
+		}
+		return nil, err
+	}
+	return l, nil
+}
+
+// pending is one publish awaiting its PUBACK.
+type pending struct {
+	index int
+	ack   chan packets.ControlPacket
+}
+
+func loadSend(ctx context.Context, cfg LoadConfig, l *loadClient, d LoadDevice, rate float64, start time.Time, prog *LoadProgress) error {
 	topic := UpTopic(d.Signer.DID())
-	window := make([]mqtt.Token, 0, cfg.Window)
+	window := make([]pending, 0, cfg.Window)
+	timer := time.NewTimer(cfg.AckTimeout)
+	defer timer.Stop()
 	waitHead := func() error {
-		tok := window[0]
+		p := window[0]
 		window = window[1:]
-		if !tok.WaitTimeout(cfg.AckTimeout) {
-			return fmt.Errorf("%w: %s: no PUBACK within %s", ErrLoad, d.Signer.DID(), cfg.AckTimeout)
+		timer.Reset(cfg.AckTimeout)
+		var resp packets.ControlPacket
+		select {
+		case resp = <-p.ack:
+		case <-l.lost:
+			// An acknowledgement that arrived before the end still counts.
+			select {
+			case resp = <-p.ack:
+			default:
+				return fmt.Errorf("%w: %s: message %d of %d not acknowledged: %s", ErrLoad, d.Signer.DID(), p.index+1, len(d.Envelopes), l.lostReason())
+			}
+		case <-timer.C:
+			return fmt.Errorf("%w: %s: no PUBACK within %s for message %d of %d", ErrLoad, d.Signer.DID(), cfg.AckTimeout, p.index+1, len(d.Envelopes))
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		if err := tok.Error(); err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrLoad, d.Signer.DID(), err)
+		ack, ok := resp.Content.(*packets.Puback)
+		if resp.Type != packets.PUBACK || !ok {
+			return fmt.Errorf("%w: %s: message %d of %d not acknowledged (%s)", ErrLoad, d.Signer.DID(), p.index+1, len(d.Envelopes), l.lostReason())
 		}
-		acked.Add(1)
+		if ack.ReasonCode >= 0x80 {
+			prog.Refused.Add(1)
+			reason := "no reason string"
+			if ack.Properties != nil && ack.Properties.ReasonString != "" {
+				reason = printable(ack.Properties.ReasonString)
+			}
+			return fmt.Errorf("%w: %s: message %d of %d refused by the gateway: %s (PUBACK reason code 0x%02x)",
+				ErrLoad, d.Signer.DID(), p.index+1, len(d.Envelopes), reason, ack.ReasonCode)
+		}
+		prog.Acked.Add(1)
 		return nil
 	}
 	for i, env := range d.Envelopes {
@@ -237,8 +378,18 @@ func loadSend(ctx context.Context, cfg LoadConfig, c mqtt.Client, d LoadDevice, 
 				return err
 			}
 		}
-		window = append(window, c.Publish(topic, 1, false, env))
-		published.Add(1)
+		p := pending{index: i, ack: make(chan packets.ControlPacket, 1)}
+		l.sess.expect(p.ack)
+		if _, err := l.c.PublishWithOptions(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: env},
+			paho.PublishOptions{Method: paho.PublishMethod_AsyncSend}); err != nil {
+			l.sess.expect(nil)
+			if why := l.lostReason(); why != "" {
+				err = errors.New(why)
+			}
+			return fmt.Errorf("%w: %s: publish message %d of %d: %w", ErrLoad, d.Signer.DID(), i+1, len(d.Envelopes), err)
+		}
+		window = append(window, p)
+		prog.Published.Add(1)
 	}
 	for len(window) > 0 {
 		if err := waitHead(); err != nil {

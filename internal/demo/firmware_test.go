@@ -2,6 +2,7 @@ package demo
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
@@ -159,5 +162,52 @@ func TestFirmwareSimBinary(t *testing.T) {
 		if missing > 1 || last > counter {
 			t.Fatalf("%s: stored up to seq %d, counter %d, %d spooled: %d readings lost", did, last, counter, len(held), missing)
 		}
+	}
+}
+
+// TestFirmwareSimLoadReportsRefusal: `firmware-sim load` logs progress every
+// --stats, and a publish the gateway refuses (here: over the device's rate)
+// ends the run with the gateway's reason and MQTT 5 reason code, not with a
+// lost connection.
+func TestFirmwareSimLoadReportsRefusal(t *testing.T) {
+	ea := testbin.Path(t, "./cmd/edgeanchor")
+	fs := testbin.Path(t, "./firmware-sim")
+	o := testOptions(t, t.TempDir())
+	ctx, s := startLedger(t, o, 120*time.Second)
+	gcfg := s.gatewayConfig()
+	gcfg.Limits.DeviceRate, gcfg.Limits.DeviceBurst = 1, 3
+	gctx, gcancel := context.WithCancel(ctx)
+	done, err := startGateway(gctx, gcfg, s.signer, s.log.With("component", "gateway"), prometheus.NewRegistry())
+	if err != nil {
+		gcancel()
+		t.Fatal(err)
+	}
+	defer func() {
+		gcancel()
+		<-done
+	}()
+	tok, err := exec.Command(ea, "token", "create", "--kind", "env", "--data-dir", s.p.gateway).Output()
+	if err != nil {
+		t.Fatalf("token create: %v", err)
+	}
+	tokPath := filepath.Join(o.Dir, "tokens.txt")
+	if err := os.WriteFile(tokPath, append([]byte("env\n"), tok...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// 20 readings at 10/s against 1/s with a burst of 3: refused within
+	// the first half second, whatever the machine's speed.
+	out, err := exec.Command(fs, "--gateway", "tcp://"+gcfg.MQTT.TCP, "--devices", "1", "--profile", "env",
+		"--tokens", tokPath, "--state", filepath.Join(o.Dir, "fs"), "--stats", "100ms",
+		"load", "--messages", "20", "--total-rate", "10", "--inflight", "4").CombinedOutput()
+	if err == nil {
+		t.Fatalf("load over the device's rate succeeded:\n%s", out)
+	}
+	for _, want := range []string{"refused by the gateway: rate_limited (PUBACK reason code 0x97)", "msg=load "} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(string(out), "connection lost") {
+		t.Errorf("the refusal is reported as a lost connection:\n%s", out)
 	}
 }

@@ -105,6 +105,11 @@ func TestLedgerCLI(t *testing.T) {
 	if err != nil || !strings.Contains(string(metrics), "edgeanchor_ledger_registrations_total") || !strings.Contains(string(metrics), "cometbft_consensus_height") {
 		t.Errorf("prometheus listener lacks application or CometBFT metrics: %v", err)
 	}
+	// A second start of the running home says so, with the running pid.
+	_, errOut, code := devRun(t, dir, nil, "ledger", "start", "--home", home)
+	if want := fmt.Sprintf("already running: %s (pid %d)", home, node.Cmd.Process.Pid); code != 1 || !strings.Contains(errOut, want) {
+		t.Errorf("second ledger start: exit %d, stderr %q; want 1 and %q", code, errOut, want)
+	}
 	if err := node.Stop(syscall.SIGTERM, 20*time.Second); err != nil {
 		t.Fatalf("ledger start after SIGTERM: %v\nstderr: %s", err, node.Output.String())
 	}

@@ -130,7 +130,7 @@ func runAudit(ctx context.Context, o auditOptions) ([]auditFinding, error) {
 	}
 	c, err := anchor.NewClient(o.Ledger, anchor.ClientOptions{})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("audit: --ledger: %w", err)
 	}
 	defer c.Close()
 	a := &auditor{o: o, ledger: c, http: &http.Client{Timeout: 60 * time.Second},

@@ -49,6 +49,8 @@ func TestOperatorErrorsNameTheFix(t *testing.T) {
 		{"audit without --gateway", []string{"audit", "--ledger", "http://127.0.0.1:1", "--api", "http://127.0.0.1:1"},
 			[]string{"--gateway is required"}},
 		{"audit without anything", []string{"audit"}, []string{"--gateway, --ledger, --api are required"}},
+		{"audit --ledger without scheme", []string{"audit", "--gateway", "did:ea:00000000000000000000000000000000",
+			"--ledger", "127.0.0.1:56657", "--api", "http://127.0.0.1:1"}, []string{"--ledger", "127.0.0.1:56657"}},
 		{"key readable by others", []string{"envelope", "sign", "--key", key, "--body", body},
 			[]string{key + " has mode 0644", "chmod 600 " + key}},
 		{"config key typo", []string{"gateway", "--config", cfg}, []string{"line 3: unknown key mqtt.tpc (did you mean mqtt.tcp?)"}},

@@ -29,7 +29,7 @@ import (
 type Cluster struct {
 	Dir           string            // testnet output directory
 	Homes         []string          // node homes
-	Admin         *device.KeySigner // genesis admin
+	Committee     *device.KeySigner // the whole committee (threshold 1)
 	Regulator     *device.KeySigner // genesis regulator
 	TimeoutCommit string            // consensus timeout_commit of the homes
 
@@ -77,8 +77,8 @@ func StartClusterWith(t testing.TB, n int, opts ClusterOptions) *Cluster {
 				}
 			}
 		}
-		if c.Admin, err = device.LoadKeySigner(filepath.Join(c.Dir, ledger.AdminKeyFile)); err != nil {
-			t.Fatalf("ledgertest: admin key: %v", err)
+		if c.Committee, err = device.LoadKeySigner(filepath.Join(c.Dir, ledger.CommitteeKeyFile)); err != nil {
+			t.Fatalf("ledgertest: committee key: %v", err)
 		}
 		if c.Regulator, err = device.LoadKeySigner(filepath.Join(c.Dir, ledger.RegulatorKeyFile)); err != nil {
 			t.Fatalf("ledgertest: regulator key: %v", err)

@@ -80,11 +80,12 @@ func newLedgerInitCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "init --home DIR [--gateway-pub PEM --gateway-site S [--gateway-name N]]...",
-		Short: "Make a single-validator ledger home with dev admin and regulator keys",
+		Short: "Make a single-validator ledger home with dev committee and regulator keys",
 		Long: `init makes DIR with a CometBFT config (consortium defaults, 127.0.0.1 ports),
-a validator key, a node key, and dev SM2 keys (0600) for the genesis admin
-(DIR/keys/admin.pem, signs RegisterGateway/RemoveGateway) and regulator
-(DIR/keys/regulator.pem, may revoke any device). --gateway-pub names a
+a validator key, a node key, and dev SM2 keys (0600) for the committee
+(DIR/keys/committee.pem: the whole committee, threshold 1, so its proposals
+take effect alone) and the regulator (DIR/keys/regulator.pem, may revoke any
+device). --gateway-pub names a
 gateway that is a consortium member from the first block. It refuses a DIR
 that already holds a home.`,
 		Args: cobra.NoArgs,
@@ -107,7 +108,7 @@ that already holds a home.`,
 			if h.PrometheusURL != "" {
 				fmt.Fprintf(out, "  prometheus %s\n", h.PrometheusURL)
 			}
-			fmt.Fprintf(out, "  admin key      %s\n  regulator key  %s\n", h.AdminKey, h.RegulatorKey)
+			fmt.Fprintf(out, "  committee key  %s\n  regulator key  %s\n", h.CommitteeKey, h.RegulatorKey)
 			for _, g := range opts.Gateways {
 				fmt.Fprintf(out, "  genesis gateway %s (site %s)\n", g.DID, g.Site)
 			}
@@ -137,7 +138,7 @@ func newLedgerTestnetCmd() *cobra.Command {
 		Use:   "testnet --validators N --out DIR --base-port P [--gateway-pub PEM --gateway-site S [--gateway-name N]]...",
 		Short: "Make N validator homes on 127.0.0.1 sharing one genesis",
 		Long: `testnet makes DIR/node0 … DIR/node{N-1}, one validator each (equal voting
-power), with one genesis, one set of dev admin and regulator keys
+power), with one genesis, one set of dev committee and regulator keys
 (DIR/keys/), and every node dialling the others as persistent peers. Node k
 listens on p2p P+10k, RPC P+10k+1 and Prometheus P+10k+2. Start each with
 ` + "`edgeanchor ledger start --home DIR/nodeK`" + `; the chain advances once more than
@@ -160,7 +161,7 @@ listens on p2p P+10k, RPC P+10k+1 and Prometheus P+10k+2. Start each with
 			for _, h := range homes {
 				fmt.Fprintf(w, "%s  node %s  p2p %s  rpc %s  metrics %s\n", h.Dir, h.NodeID, h.P2PAddr, h.RPCURL, h.PrometheusURL)
 			}
-			fmt.Fprintf(w, "admin key %s\nregulator key %s\n", homes[0].AdminKey, homes[0].RegulatorKey)
+			fmt.Fprintf(w, "committee key %s\nregulator key %s\n", homes[0].CommitteeKey, homes[0].RegulatorKey)
 			for _, g := range opts.Gateways {
 				fmt.Fprintf(w, "genesis gateway %s (site %s)\n", g.DID, g.Site)
 			}

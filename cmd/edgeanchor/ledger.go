@@ -77,6 +77,7 @@ func newLedgerInitCmd() *cobra.Command {
 		home                     string
 		opts                     ledger.HomeOptions
 		gwPubs, gwSites, gwNames []string
+		member                   ledger.MemberOptions // --org: a consortium member's home (ledger_genesis.go)
 	)
 	cmd := &cobra.Command{
 		Use:   "init --home DIR [--gateway-pub PEM --gateway-site S [--gateway-name N]]...",
@@ -87,11 +88,23 @@ a validator key, a node key, and dev SM2 keys (0600) for the committee
 take effect alone) and the regulator (DIR/keys/regulator.pem, may revoke any
 device). --gateway-pub names a
 gateway that is a consortium member from the first block. It refuses a DIR
-that already holds a home.`,
+that already holds a home.
+
+With --org NAME it makes one organisation's home of a multi-party
+consortium instead: validator and node keys, DIR/keys/committee.pem (and
+DIR/keys/regulator.pem with --regulator), no genesis, and the public member
+file DIR/member.json to send to the coordinator (ledger genesis assemble).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if home == "" {
 				return &exitError{code: 2, err: errors.New("ledger init: --home is required")}
+			}
+			if member.Org != "" {
+				if len(gwPubs) > 0 {
+					return &exitError{code: 2, err: errors.New("ledger init --org: genesis gateways go to ledger genesis assemble")}
+				}
+				member.P2PPort, member.RPCPort, member.PrometheusPort = opts.P2PPort, opts.RPCPort, opts.PrometheusPort
+				return runMemberInit(cmd, home, member)
 			}
 			gws, err := genesisGateways(gwPubs, gwSites, gwNames)
 			if err != nil {
@@ -124,6 +137,11 @@ that already holds a home.`,
 	f.IntVar(&opts.RPCPort, "rpc-port", ledger.DefaultRPCPort, "RPC port on 127.0.0.1")
 	f.IntVar(&opts.PrometheusPort, "prometheus-port", ledger.DefaultPrometheusPort, "Prometheus metrics port on 127.0.0.1")
 	addGatewayFlags(cmd, &gwPubs, &gwSites, &gwNames)
+	f.StringVar(&member.Org, "org", "", "make a consortium member's home instead: no genesis, a public DIR/member.json for ledger genesis assemble")
+	f.BoolVar(&member.Regulator, "regulator", false, "with --org: the organisation is a regulator (also make DIR/keys/regulator.pem)")
+	f.Int64Var(&member.Power, "power", ledger.DefaultPower, "with --org: the validator's voting power")
+	f.StringVar(&member.ListenHost, "listen-host", "127.0.0.1", "with --org: address the p2p listener binds")
+	f.StringVar(&member.ExternalAddress, "external-address", "", "with --org: host:port the other members dial (default listen-host:p2p-port)")
 	return cmd
 }
 

@@ -131,6 +131,18 @@ func freeBase(n int) (int, bool) {
 	return 0, false
 }
 
+// FreeBase returns a base port P below the kernel's ephemeral range such
+// that P+10k, P+10k+1 and P+10k+2 are free for k < n right now: the ports of
+// n homes made apart (p2p, RPC, Prometheus), as StartCluster lays them out.
+func FreeBase(t testing.TB, n int) int {
+	t.Helper()
+	base, ok := freeBase(n)
+	if !ok {
+		t.Fatal("ledgertest: no free block of ports")
+	}
+	return base
+}
+
 // N is the number of validators.
 func (c *Cluster) N() int { return len(c.Homes) }
 

@@ -43,9 +43,9 @@ func TestValidatorChanges(t *testing.T) {
 
 	// The fifth organisation's home, made apart, with the chain's genesis
 	// and the four nodes as peers.
-	ports := testutil.FreePorts(t, 3)
+	p5 := FreeBase(t, 1)
 	home5 := filepath.Join(t.TempDir(), "org5")
-	h5, m5, err := ledger.InitMember(home5, ledger.MemberOptions{Org: "org5", P2PPort: ports[0], RPCPort: ports[1], PrometheusPort: ports[2]})
+	h5, m5, err := ledger.InitMember(home5, ledger.MemberOptions{Org: "org5", P2PPort: p5, RPCPort: p5 + 1, PrometheusPort: p5 + 2})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/anchor/ledgertest"
-	"github.com/edgeanchor/edgeanchor/internal/testutil"
 )
 
 // secretsOf returns the private key material of a member home: the
@@ -68,7 +67,11 @@ func TestConsortiumFromMemberFiles(t *testing.T) {
 	if err := os.MkdirAll(coord, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	ports := testutil.FreePorts(t, 12)
+	base := ledgertest.FreeBase(t, 4)
+	ports := make([]int, 12)
+	for i := range 4 {
+		ports[3*i], ports[3*i+1], ports[3*i+2] = base+10*i, base+10*i+1, base+10*i+2
+	}
 	var homes, rpcs, members []string
 	for i := range 4 {
 		home := filepath.Join(dir, fmt.Sprintf("org%d", i))

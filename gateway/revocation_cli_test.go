@@ -53,9 +53,31 @@ func TestRevokeFromCLI(t *testing.T) {
 	}
 	t.Logf("device revoke took %s; command return → disconnect %s, → refused CONNECT %s",
 		returned.Sub(start).Round(time.Millisecond), cut.Sub(returned).Round(time.Millisecond), refused.Sub(returned).Round(time.Millisecond))
-	// A second revocation is refused by the ledger: exit 1 with its reason.
-	cmd := exec.Command(bin, "device", "revoke", "--did", string(victim.DID()), "--reason", "again",
-		"--key", filepath.Join(env.node.Home, ledger.RegulatorKeyFile), "--rpc", env.node.RPC)
+	// The queries show it.
+	for _, q := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"device", "show", string(victim.DID())}, []string{`"status": "revoked"`, `"revoke_reason": "stolen"`}},
+		{[]string{"device", "list", "--gateway", string(env.gw.DID())}, []string{string(victim.DID()), "revoked"}},
+		{[]string{"gateway", "list"}, []string{string(env.gw.DID()), "member"}},
+	} {
+		out, err := exec.Command(bin, append(q.args, "--rpc", env.node.RPC)...).CombinedOutput()
+		for _, w := range q.want {
+			if err != nil || !strings.Contains(string(out), w) {
+				t.Fatalf("edgeanchor %s: %v, want %q in\n%s", strings.Join(q.args, " "), err, w, out)
+			}
+		}
+	}
+	// A second revocation, signed offline and submitted from its file, is
+	// refused by the ledger: exit 1 with its reason.
+	txFile := filepath.Join(t.TempDir(), "revoke.json")
+	out, err = exec.Command(bin, "device", "revoke", "--did", string(victim.DID()), "--reason", "again",
+		"--key", filepath.Join(env.node.Home, ledger.RegulatorKeyFile), "--sign-only", "--out", txFile).CombinedOutput()
+	if err != nil {
+		t.Fatalf("revoke --sign-only: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "ledger", "submit", txFile, "--rpc", env.node.RPC)
 	out, err = cmd.CombinedOutput()
 	if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "device_revoked") {
 		t.Fatalf("second revoke: exit %d (%v)\n%s", cmd.ProcessState.ExitCode(), err, out)

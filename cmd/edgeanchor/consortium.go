@@ -481,7 +481,7 @@ func newProposalListCmd() *cobra.Command {
 	var l ledgerFlags
 	cmd := &cobra.Command{
 		Use:   "list",
-		Short: "List the committee and every proposal with its status and approvals",
+		Short: "List the committee, the regulators, the validators and every proposal with its status and approvals",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return query(cmd, &l, func(ctx context.Context, c *anchor.Client) error {
@@ -500,6 +500,18 @@ func newProposalListCmd() *cobra.Command {
 				}
 				for _, r := range com.Regulators {
 					fmt.Fprintf(w, "  regulator %s\n", r.DID)
+				}
+				vals, err := c.Validators(ctx)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "validators: %d\n", len(vals))
+				for _, v := range vals {
+					name := "" // genesis validators' names are not in the application state
+					if v.Name != "" {
+						name = "  " + quoteText(v.Name)
+					}
+					fmt.Fprintf(w, "  %s  power %d%s\n", v.Address, v.Power, name)
 				}
 				tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "ID\tKIND\tSTATUS\tAPPROVALS\tDEADLINE\tHEIGHT")

@@ -142,7 +142,8 @@ func TestConsortiumFromMemberFiles(t *testing.T) {
 	c.WaitHeight(t, 3, 60*time.Second)
 
 	rpc := rpcs[1]
-	if out := devMustRun(t, dir, nil, "consortium", "list", "--rpc", rpc); !strings.Contains(out, "committee: 4 members, threshold 3; 1 regulators") {
+	if out := devMustRun(t, dir, nil, "consortium", "list", "--rpc", rpc); !strings.Contains(out, "committee: 4 members, threshold 3; 1 regulators") ||
+		!strings.Contains(out, "validators: 4") || strings.Count(out, "  power 10") != 4 {
 		t.Fatalf("consortium list:\n%s", out)
 	}
 	key := func(i int) string { return filepath.Join(homes[i], "keys", "committee.pem") }

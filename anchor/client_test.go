@@ -43,7 +43,7 @@ func TestClientSubmitQueryAndResubmit(t *testing.T) {
 	ctx := context.Background()
 
 	gw := ledgertest.NewGateway(t, "site-a")
-	r := submit(t, c, gw.RegisterTx(t, n.Admin))
+	r := submit(t, c, gw.RegisterTx(t, n.Committee))
 	if r.Height <= 0 || r.Code != 0 || len(r.TxHash) != 64 {
 		t.Fatalf("RegisterGateway receipt = %+v", r)
 	}
@@ -127,7 +127,7 @@ func TestClientRefusals(t *testing.T) {
 	n := ledgertest.StartSingle(t)
 	c := newClient(t, n.RPC, anchor.ClientOptions{})
 	gw := ledgertest.NewGateway(t, "site-a")
-	submit(t, c, gw.RegisterTx(t, n.Admin))
+	submit(t, c, gw.RegisterTx(t, n.Committee))
 
 	_, h := gw.PeekAnchor(t, 1)
 	h.Seq, h.Prev = 2, anchor.SM3([]byte("not the last header"))
@@ -192,7 +192,7 @@ func TestWatchBlocksSeesDeviceEvents(t *testing.T) {
 	n := ledgertest.StartSingle(t)
 	c := newClient(t, n.RPC, anchor.ClientOptions{})
 	gw := ledgertest.NewGateway(t, "site-a")
-	submit(t, c, gw.RegisterTx(t, n.Admin))
+	submit(t, c, gw.RegisterTx(t, n.Committee))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -266,7 +266,7 @@ func TestClientLedgerOutage(t *testing.T) {
 	n := ledgertest.StartSingle(t)
 	c := newClient(t, n.RPC, anchor.ClientOptions{Retries: 1, Backoff: 20 * time.Millisecond, RequestTimeout: time.Second})
 	gw := ledgertest.NewGateway(t, "site-a")
-	submit(t, c, gw.RegisterTx(t, n.Admin))
+	submit(t, c, gw.RegisterTx(t, n.Committee))
 	before := submit(t, c, func() []byte { tx, _ := gw.NextAnchor(t, 5); return tx }())
 
 	n.Stop()
@@ -300,7 +300,7 @@ func TestFollowerBlocksMatchRPCClient(t *testing.T) {
 	n := ledgertest.StartSingle(t)
 	c := newClient(t, n.RPC, anchor.ClientOptions{})
 	gw := ledgertest.NewGateway(t, "site-a")
-	first := submit(t, c, gw.RegisterTx(t, n.Admin))
+	first := submit(t, c, gw.RegisterTx(t, n.Committee))
 	tx, _ := gw.NextAnchor(t, 3)
 	last := submit(t, c, tx)
 
@@ -368,7 +368,7 @@ func TestClientSharedFollower(t *testing.T) {
 	}
 	c := newClient(t, n.RPC, anchor.ClientOptions{Follower: f})
 	gw := ledgertest.NewGateway(t, "site-a")
-	r := submit(t, c, gw.RegisterTx(t, n.Admin))
+	r := submit(t, c, gw.RegisterTx(t, n.Committee))
 	if r.Height <= 0 || r.Code != 0 {
 		t.Fatalf("receipt through the shared follower = %+v", r)
 	}

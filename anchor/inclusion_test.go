@@ -51,7 +51,7 @@ func TestAnchorProof(t *testing.T) {
 	defer cancel()
 
 	gw := ledgertest.NewGateway(t, "site-a")
-	submit(t, c, gw.RegisterTx(t, n.Admin))
+	submit(t, c, gw.RegisterTx(t, n.Committee))
 
 	// A regulator exports trust before the anchor (light client forward
 	// verification), from the home directory (genesis validators), and
@@ -64,7 +64,7 @@ func TestAnchorProof(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	submit(t, c, ledgertest.NewGateway(t, "site-b").RegisterTx(t, n.Admin)) // a block in between: non-adjacent verification
+	submit(t, c, ledgertest.NewGateway(t, "site-b").RegisterTx(t, n.Committee)) // a block in between: non-adjacent verification
 	tx, hdr := gw.NextAnchor(t, 250)
 	r := submit(t, c, tx)
 

@@ -23,8 +23,6 @@ import (
 // Body types: the "type" member of every signed JSON document the ledger
 // takes (docs/internals.md, "Ledger transactions").
 const (
-	TypeRegisterGateway    = "RegisterGateway"
-	TypeRemoveGateway      = "RemoveGateway"
 	TypeRegisterDevice     = "RegisterDevice"
 	TypeRevokeDevice       = "RevokeDevice"
 	TypeAnchorBatch        = "AnchorBatch"
@@ -213,31 +211,13 @@ func BodyType(body []byte) (string, error) {
 		return "", fmt.Errorf("%w: body: %v", ErrMalformedTx, err)
 	}
 	switch probe.Type {
-	case TypeRegisterGateway, TypeRemoveGateway, TypeRegisterDevice, TypeRevokeDevice, TypeAnchorBatch:
+	case TypeProposal, TypeApproval, TypeRegisterDevice, TypeRevokeDevice, TypeAnchorBatch:
 		return probe.Type, nil
 	case "":
 		return "", fmt.Errorf("%w: body has no type", ErrMalformedTx)
 	default:
 		return "", fmt.Errorf("%w: %q", ErrUnknownTxType, probe.Type)
 	}
-}
-
-// RegisterGatewayBody admits a gateway to the consortium. Signed by an admin
-// named in genesis.
-type RegisterGatewayBody struct {
-	Type string     `json:"type"`
-	DID  device.DID `json:"did"`
-	Pub  []byte     `json:"pub"` // SPKI DER
-	Site string     `json:"site"`
-	Name string     `json:"name"`
-	TS   string     `json:"ts"`
-}
-
-// RemoveGatewayBody ends a gateway's membership. Signed by an admin.
-type RemoveGatewayBody struct {
-	Type string     `json:"type"`
-	DID  device.DID `json:"did"`
-	TS   string     `json:"ts"`
 }
 
 // RegisterDeviceBody registers a device. Signed by the member gateway named
@@ -272,25 +252,6 @@ type DeviceRegistration struct {
 	Site  string     `json:"site"`
 	TS    string     `json:"ts"`
 	Nonce string     `json:"nonce"`
-}
-
-// NewRegisterGatewayBody returns the body bytes an admin signs to admit the
-// gateway whose key is pub.
-func NewRegisterGatewayBody(pub *ecdsa.PublicKey, site, name string, ts time.Time) ([]byte, error) {
-	der, err := device.MarshalPublicKeyDER(pub)
-	if err != nil {
-		return nil, err
-	}
-	return encodeBody(&RegisterGatewayBody{
-		Type: TypeRegisterGateway, DID: device.DIDFromPublicKey(pub), Pub: der,
-		Site: site, Name: name, TS: FormatTime(ts),
-	})
-}
-
-// NewRemoveGatewayBody returns the body bytes an admin signs to remove a
-// gateway.
-func NewRemoveGatewayBody(gateway device.DID, ts time.Time) ([]byte, error) {
-	return encodeBody(&RemoveGatewayBody{Type: TypeRemoveGateway, DID: gateway, TS: FormatTime(ts)})
 }
 
 // NewRegisterDeviceBody returns the body bytes a gateway signs to register a
@@ -344,7 +305,7 @@ func encodeBody(v interface{ validate() error }) ([]byte, error) {
 }
 
 // DecodeBody parses a body strictly and checks its own members (not the
-// ledger state). It returns one of *RegisterGatewayBody, *RemoveGatewayBody,
+// ledger state). It returns one of *ProposalBody, *ApprovalBody,
 // *RegisterDeviceBody, *RevokeDeviceBody or *BatchHeader.
 func DecodeBody(body []byte) (any, error) {
 	typ, err := BodyType(body)
@@ -363,10 +324,10 @@ func decodeBodyOfType(typ string, body []byte) (any, error) {
 			return nil, err
 		}
 		return h, nil
-	case TypeRegisterGateway:
-		v = &RegisterGatewayBody{}
-	case TypeRemoveGateway:
-		v = &RemoveGatewayBody{}
+	case TypeProposal:
+		v = &ProposalBody{}
+	case TypeApproval:
+		v = &ApprovalBody{}
 	case TypeRegisterDevice:
 		v = &RegisterDeviceBody{}
 	case TypeRevokeDevice:
@@ -379,41 +340,6 @@ func decodeBodyOfType(typ string, body []byte) (any, error) {
 		return nil, err
 	}
 	return v, nil
-}
-
-func (b *RegisterGatewayBody) validate() error {
-	if b.Type != TypeRegisterGateway {
-		return fmt.Errorf("%w: type %q", ErrMalformedTx, b.Type)
-	}
-	pub, err := device.ParsePublicKeyDER(b.Pub)
-	if err != nil {
-		return fmt.Errorf("%w: RegisterGateway pub: %v", ErrMalformedTx, err)
-	}
-	if !b.DID.Matches(pub) {
-		return fmt.Errorf("%w: RegisterGateway did %s is not the DID of pub (%s)", ErrMalformedTx, b.DID, device.DIDFromPublicKey(pub))
-	}
-	if err := checkText("site", b.Site, true); err != nil {
-		return err
-	}
-	if err := checkText("name", b.Name, true); err != nil {
-		return err
-	}
-	return checkTS(b.TS)
-}
-
-// PublicKey parses the gateway's key (valid after DecodeBody succeeded).
-func (b *RegisterGatewayBody) PublicKey() (*ecdsa.PublicKey, error) {
-	return device.ParsePublicKeyDER(b.Pub)
-}
-
-func (b *RemoveGatewayBody) validate() error {
-	if b.Type != TypeRemoveGateway {
-		return fmt.Errorf("%w: type %q", ErrMalformedTx, b.Type)
-	}
-	if _, err := device.ParseDID(string(b.DID)); err != nil {
-		return fmt.Errorf("%w: RemoveGateway did: %v", ErrMalformedTx, err)
-	}
-	return checkTS(b.TS)
 }
 
 func (b *RegisterDeviceBody) validate() error {
@@ -531,21 +457,17 @@ func checkTS(ts string) error {
 
 // GenesisState is the ledger's genesis app_state:
 //
-//	{"admins":["<b64 SPKI DER>"],"regulators":["<b64 SPKI DER>"],
+//	{"committee":{"members":["<b64 SPKI DER>"],"threshold":1},
+//	 "regulators":["<b64 SPKI DER>"],
 //	 "gateways":[{"did":"…","pub":"…","site":"…","name":"…"}]}
 type GenesisState struct {
-	Admins     [][]byte         `json:"admins"`
+	Committee  Committee        `json:"committee"`
 	Regulators [][]byte         `json:"regulators"`
 	Gateways   []GenesisGateway `json:"gateways"`
 }
 
 // GenesisGateway is a consortium member from the first block.
-type GenesisGateway struct {
-	DID  device.DID `json:"did"`
-	Pub  []byte     `json:"pub"`
-	Site string     `json:"site"`
-	Name string     `json:"name"`
-}
+type GenesisGateway = GatewayAction
 
 // ParseGenesisState decodes app_state strictly and checks every key and DID.
 func ParseGenesisState(b []byte) (*GenesisState, error) {
@@ -553,19 +475,21 @@ func ParseGenesisState(b []byte) (*GenesisState, error) {
 	if err := decodeStrict(b, &g); err != nil {
 		return nil, fmt.Errorf("anchor: genesis app_state: %w", err)
 	}
-	if len(g.Admins) == 0 {
-		return nil, errors.New("anchor: genesis app_state: at least one admin key is required")
+	if err := g.Committee.validate(); err != nil {
+		return nil, fmt.Errorf("anchor: genesis app_state: committee: %w", err)
 	}
-	for i, k := range append(append([][]byte{}, g.Admins...), g.Regulators...) {
-		if _, err := device.ParsePublicKeyDER(k); err != nil {
-			return nil, fmt.Errorf("anchor: genesis app_state: key %d: %w", i, err)
-		}
+	if err := (&RegulatorsAction{Regulators: append([][]byte{}, g.Regulators...)}).validate(); err != nil {
+		return nil, fmt.Errorf("anchor: genesis app_state: %w", err)
 	}
+	seen := map[device.DID]bool{}
 	for i, gw := range g.Gateways {
-		body := RegisterGatewayBody{Type: TypeRegisterGateway, DID: gw.DID, Pub: gw.Pub, Site: gw.Site, Name: gw.Name, TS: "2000-01-01T00:00:00Z"}
-		if err := body.validate(); err != nil {
+		if err := gw.validate(); err != nil {
 			return nil, fmt.Errorf("anchor: genesis app_state: gateway %d: %w", i, err)
 		}
+		if seen[gw.DID] {
+			return nil, fmt.Errorf("anchor: genesis app_state: gateway %s listed twice", gw.DID)
+		}
+		seen[gw.DID] = true
 	}
 	return &g, nil
 }

@@ -37,11 +37,17 @@ func TestEncodeDecodeTx(t *testing.T) {
 	h := sampleHeader()
 	h.Gateway = gw.DID()
 	bodies := map[string]func() ([]byte, error){
-		TypeRegisterGateway: func() ([]byte, error) { return NewRegisterGatewayBody(gw.Public(), "site-a", "Gateway A", ts0) },
-		TypeRemoveGateway:   func() ([]byte, error) { return NewRemoveGatewayBody(gw.DID(), ts0) },
-		TypeRegisterDevice:  func() ([]byte, error) { return NewRegisterDeviceBody(gw.DID(), reg, devSig, ts0) },
-		TypeRevokeDevice:    func() ([]byte, error) { return NewRevokeDeviceBody(dev.DID(), "lost", ts0) },
-		TypeAnchorBatch:     func() ([]byte, error) { return h.Encode(), nil },
+		TypeProposal: func() ([]byte, error) {
+			act, err := NewGatewayAction(gw.Public(), "site-a", "Gateway A")
+			if err != nil {
+				return nil, err
+			}
+			return NewProposalBody(KindAddGateway, act, 100, ts0)
+		},
+		TypeApproval:       func() ([]byte, error) { return NewApprovalBody(SM3([]byte("p")), ts0) },
+		TypeRegisterDevice: func() ([]byte, error) { return NewRegisterDeviceBody(gw.DID(), reg, devSig, ts0) },
+		TypeRevokeDevice:   func() ([]byte, error) { return NewRevokeDeviceBody(dev.DID(), "lost", ts0) },
+		TypeAnchorBatch:    func() ([]byte, error) { return h.Encode(), nil },
 	}
 	for typ, mk := range bodies {
 		t.Run(typ, func(t *testing.T) {
@@ -96,7 +102,7 @@ func TestEncodeDecodeTx(t *testing.T) {
 
 func TestDecodeTxRefuses(t *testing.T) {
 	gw := newSigner(t)
-	body, _ := NewRemoveGatewayBody(gw.DID(), ts0)
+	body, _ := NewRevokeDeviceBody(gw.DID(), "lost", ts0)
 	good, _ := EncodeTx(gw, body)
 	b64 := base64.StdEncoding.EncodeToString
 	cases := map[string]struct {
@@ -131,23 +137,49 @@ func TestDecodeBodyRefuses(t *testing.T) {
 	gw := newSigner(t)
 	other := newSigner(t)
 	der, _ := device.MarshalPublicKeyDER(gw.Public())
-	rg := func(f func(b *RegisterGatewayBody)) []byte {
-		b := &RegisterGatewayBody{Type: TypeRegisterGateway, DID: gw.DID(), Pub: der, Site: "s", Name: "n", TS: "2026-11-25T10:00:00Z"}
-		f(b)
+	rg := func(f func(a *GatewayAction, b *ProposalBody)) []byte {
+		a := &GatewayAction{DID: gw.DID(), Pub: der, Site: "s", Name: "n"}
+		b := &ProposalBody{Type: TypeProposal, Kind: KindAddGateway, Deadline: 10, TS: "2026-11-25T10:00:00Z"}
+		f(a, b)
+		if b.Action == nil {
+			b.Action, _ = json.Marshal(a)
+		}
 		out, _ := json.Marshal(b)
 		return out
 	}
+	prop := func(kind, action string) []byte {
+		return []byte(`{"type":"Proposal","kind":"` + kind + `","action":` + action + `,"deadline":10,"ts":"2026-11-25T10:00:00Z"}`)
+	}
+	ed := `"` + base64.StdEncoding.EncodeToString(make([]byte, 32)) + `"`
+	gder := `"` + base64.StdEncoding.EncodeToString(der) + `"`
 	cases := map[string][]byte{
-		"gateway did mismatch": rg(func(b *RegisterGatewayBody) { b.DID = other.DID() }),
-		"gateway bad pub":      rg(func(b *RegisterGatewayBody) { b.Pub = []byte{1, 2, 3} }),
-		"gateway no site":      rg(func(b *RegisterGatewayBody) { b.Site = "" }),
-		"gateway long name":    rg(func(b *RegisterGatewayBody) { b.Name = strings.Repeat("n", MaxTextLen+1) }),
-		"gateway control char": rg(func(b *RegisterGatewayBody) { b.Name = "a\nb" }),
-		"gateway local time":   rg(func(b *RegisterGatewayBody) { b.TS = "2026-11-25T10:00:00+08:00" }),
-		"gateway extra member": []byte(strings.Replace(string(rg(func(*RegisterGatewayBody) {})), `"ts"`, `"x":1,"ts"`, 1)),
-		"remove bad did":       []byte(`{"type":"RemoveGateway","did":"did:ea:zz","ts":"2026-11-25T10:00:00Z"}`),
-		"revoke no ts":         []byte(`{"type":"RevokeDevice","did":"` + other.DID().String() + `","reason":""}`),
-		"device no reg":        []byte(`{"type":"RegisterDevice","gateway":"` + gw.DID().String() + `","registration":"","device_sig":"","ts":"2026-11-25T10:00:00Z"}`),
+		"gateway did mismatch":    rg(func(a *GatewayAction, _ *ProposalBody) { a.DID = other.DID() }),
+		"gateway bad pub":         rg(func(a *GatewayAction, _ *ProposalBody) { a.Pub = []byte{1, 2, 3} }),
+		"gateway no site":         rg(func(a *GatewayAction, _ *ProposalBody) { a.Site = "" }),
+		"gateway long name":       rg(func(a *GatewayAction, _ *ProposalBody) { a.Name = strings.Repeat("n", MaxTextLen+1) }),
+		"gateway control char":    rg(func(a *GatewayAction, _ *ProposalBody) { a.Name = "a\nb" }),
+		"proposal local time":     rg(func(_ *GatewayAction, b *ProposalBody) { b.TS = "2026-11-25T10:00:00+08:00" }),
+		"proposal no deadline":    rg(func(_ *GatewayAction, b *ProposalBody) { b.Deadline = 0 }),
+		"proposal unknown kind":   rg(func(_ *GatewayAction, b *ProposalBody) { b.Kind = "mint" }),
+		"proposal action array":   rg(func(_ *GatewayAction, b *ProposalBody) { b.Action = []byte(`[]`) }),
+		"proposal extra member":   []byte(strings.Replace(string(rg(func(*GatewayAction, *ProposalBody) {})), `"ts"`, `"x":1,"ts"`, 1)),
+		"action extra member":     prop(KindRemoveGateway, `{"did":"`+gw.DID().String()+`","x":1}`),
+		"action duplicate member": prop(KindRemoveGateway, `{"did":"`+gw.DID().String()+`","DID":"`+gw.DID().String()+`"}`),
+		"remove bad did":          prop(KindRemoveGateway, `{"did":"did:ea:zz"}`),
+		"validator short key":     prop(KindAddValidator, `{"pub":"AAAA","power":10,"name":"v"}`),
+		"validator zero power":    prop(KindAddValidator, `{"pub":`+ed+`,"power":0,"name":"v"}`),
+		"validator huge power":    prop(KindSetValidatorPower, `{"pub":`+ed+`,"power":1000001,"name":""}`),
+		"set-power with name":     prop(KindSetValidatorPower, `{"pub":`+ed+`,"power":5,"name":"v"}`),
+		"committee threshold 0":   prop(KindSetCommittee, `{"members":[`+gder+`],"threshold":0}`),
+		"committee threshold > N": prop(KindSetCommittee, `{"members":[`+gder+`],"threshold":2}`),
+		"committee twice":         prop(KindSetCommittee, `{"members":[`+gder+`,`+gder+`],"threshold":1}`),
+		"committee empty":         prop(KindSetCommittee, `{"members":[],"threshold":1}`),
+		"regulators missing":      prop(KindSetRegulators, `{}`),
+		"regulators bad key":      prop(KindSetRegulators, `{"regulators":["AAAA"]}`),
+		"approval zero id":        []byte(`{"type":"Approval","proposal":"` + strings.Repeat("0", 64) + `","ts":"2026-11-25T10:00:00Z"}`),
+		"approval bad id":         []byte(`{"type":"Approval","proposal":"ABC","ts":"2026-11-25T10:00:00Z"}`),
+		"revoke no ts":            []byte(`{"type":"RevokeDevice","did":"` + other.DID().String() + `","reason":""}`),
+		"device no reg":           []byte(`{"type":"RegisterDevice","gateway":"` + gw.DID().String() + `","registration":"","device_sig":"","ts":"2026-11-25T10:00:00Z"}`),
 	}
 	for name, in := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -208,7 +240,7 @@ func TestParseGenesisState(t *testing.T) {
 	gw := newSigner(t)
 	ader, _ := device.MarshalPublicKeyDER(admin.Public())
 	gder, _ := device.MarshalPublicKeyDER(gw.Public())
-	g := GenesisState{Admins: [][]byte{ader}, Regulators: [][]byte{ader},
+	g := GenesisState{Committee: Committee{Members: [][]byte{ader}, Threshold: 1}, Regulators: [][]byte{ader},
 		Gateways: []GenesisGateway{{DID: gw.DID(), Pub: gder, Site: "site-a", Name: "A"}}}
 	raw, _ := json.Marshal(g)
 	if _, err := ParseGenesisState(raw); err != nil {
@@ -219,8 +251,11 @@ func TestParseGenesisState(t *testing.T) {
 	if _, err := ParseGenesisState(raw); err == nil {
 		t.Fatal("genesis gateway with a foreign DID accepted")
 	}
-	if _, err := ParseGenesisState([]byte(`{"admins":[]}`)); err == nil {
-		t.Fatal("genesis without admins accepted")
+	for _, bad := range []string{`{"committee":{"members":[],"threshold":1},"regulators":[],"gateways":[]}`,
+		`{"admins":[]}`, `{"committee":{"members":["` + base64.StdEncoding.EncodeToString(ader) + `"],"threshold":2},"regulators":[],"gateways":[]}`} {
+		if _, err := ParseGenesisState([]byte(bad)); err == nil {
+			t.Fatalf("genesis %s accepted", bad)
+		}
 	}
 }
 

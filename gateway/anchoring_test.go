@@ -79,7 +79,7 @@ func anStart(t *testing.T, ndev int, interval time.Duration, validators int) *an
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if process {
-		if _, err := client.Submit(ctx, lgw.RegisterTx(t, e.cluster.Admin)); err != nil {
+		if _, err := client.Submit(ctx, lgw.RegisterTx(t, e.cluster.Committee)); err != nil {
 			t.Fatalf("register gateway: %v", err)
 		}
 	}

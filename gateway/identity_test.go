@@ -38,7 +38,7 @@ func newLedgerEnv(t *testing.T, site string) *ledgerEnv {
 	}
 	e := &ledgerEnv{node: n, client: c, gwKey: priv,
 		gw: &ledgertest.Gateway{Signer: device.NewKeySigner(priv), Site: site, Name: "gw-under-test"}}
-	e.submit(t, e.gw.RegisterTx(t, n.Admin))
+	e.submit(t, e.gw.RegisterTx(t, n.Committee))
 	return e
 }
 
@@ -84,7 +84,7 @@ func TestIdentityCacheFollowsLedger(t *testing.T) {
 	t.Parallel()
 	e := newLedgerEnv(t, "site-a")
 	other := ledgertest.NewGateway(t, "site-b")
-	e.submit(t, other.RegisterTx(t, e.node.Admin))
+	e.submit(t, other.RegisterTx(t, e.node.Committee))
 
 	devA, txA := e.gw.NewDevice(t, "payroll")
 	e.submit(t, txA)

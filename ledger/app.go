@@ -46,9 +46,6 @@ type App struct {
 	height  int64  // last committed height
 	appHash []byte // app hash of the last committed height
 
-	admins     map[device.DID]*ecdsa.PublicKey
-	regulators map[device.DID]*ecdsa.PublicKey
-
 	initStage  *overlay // InitChain's writes, committed with the first block
 	block      *overlay // FinalizeBlock's writes, committed by Commit
 	blockHash  []byte
@@ -75,10 +72,8 @@ func NewApp(db dbm.DB, logger *slog.Logger, metrics *Metrics) (*App, error) {
 	}
 	a := &App{
 		db: db, log: logger, metrics: metrics,
-		admins:     map[device.DID]*ecdsa.PublicKey{},
-		regulators: map[device.DID]*ecdsa.PublicKey{},
-		keys:       map[string]*ecdsa.PublicKey{},
-		parsed:     map[string]*parsedTx{},
+		keys:   map[string]*ecdsa.PublicKey{},
+		parsed: map[string]*parsedTx{},
 	}
 	a.state = newCommitted(db)
 	st := newOverlay(a.state)
@@ -87,15 +82,6 @@ func NewApp(db dbm.DB, logger *slog.Logger, metrics *Metrics) (*App, error) {
 		return nil, err
 	}
 	a.height, a.appHash = m.Height, m.AppHash
-	g, err := st.get(keyGenesis)
-	if err != nil {
-		return nil, err
-	}
-	if g != nil {
-		if err := a.loadGenesis(g); err != nil {
-			return nil, fmt.Errorf("ledger: stored genesis: %w", err)
-		}
-	}
 	a.checkState = newOverlay(a.base())
 	return a, nil
 }
@@ -112,22 +98,6 @@ func (a *App) LastCommit() (int64, []byte) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.height, append([]byte(nil), a.appHash...)
-}
-
-func (a *App) loadGenesis(appState []byte) error {
-	g, err := anchor.ParseGenesisState(appState)
-	if err != nil {
-		return err
-	}
-	for _, der := range g.Admins {
-		pub, _ := device.ParsePublicKeyDER(der)
-		a.admins[device.DIDFromPublicKey(pub)] = pub
-	}
-	for _, der := range g.Regulators {
-		pub, _ := device.ParsePublicKeyDER(der)
-		a.regulators[device.DIDFromPublicKey(pub)] = pub
-	}
-	return nil
 }
 
 // base is the committed state plus InitChain's writes before block 1.
@@ -151,18 +121,13 @@ func (a *App) Info(context.Context, *abci.RequestInfo) (*abci.ResponseInfo, erro
 	}, nil
 }
 
-// InitChain reads the genesis app_state (admins, regulators, initial
-// gateways) and returns the genesis app hash.
+// InitChain reads the genesis app_state (committee, regulators, initial
+// gateways) and the genesis validators, and returns the genesis app hash.
 func (a *App) InitChain(_ context.Context, req *abci.RequestInitChain) (*abci.ResponseInitChain, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	g, err := anchor.ParseGenesisState(req.AppStateBytes)
 	if err != nil {
-		return nil, fmt.Errorf("ledger: InitChain: %w", err)
-	}
-	a.admins = map[device.DID]*ecdsa.PublicKey{}
-	a.regulators = map[device.DID]*ecdsa.PublicKey{}
-	if err := a.loadGenesis(req.AppStateBytes); err != nil {
 		return nil, fmt.Errorf("ledger: InitChain: %w", err)
 	}
 	// CometBFT hands over app_state as it read it: from genesis.json on the
@@ -174,6 +139,9 @@ func (a *App) InitChain(_ context.Context, req *abci.RequestInitChain) (*abci.Re
 	}
 	st := newOverlay(a.state)
 	st.set(keyGenesis, canon)
+	if err := initGovernance(st, g, req.Validators); err != nil {
+		return nil, fmt.Errorf("ledger: InitChain: %w", err)
+	}
 	for _, gw := range g.Gateways {
 		st.setJSON(keyGateway(gw.DID), &anchor.GatewayRecord{
 			DID: gw.DID, Pub: gw.Pub, Site: gw.Site, Name: gw.Name, Status: StatusMember,
@@ -182,7 +150,7 @@ func (a *App) InitChain(_ context.Context, req *abci.RequestInitChain) (*abci.Re
 	a.initStage = st
 	a.appHash = genesisAppHash(canon)
 	a.checkState = newOverlay(a.base())
-	a.log.Info("ledger genesis loaded", "admins", len(g.Admins), "regulators", len(g.Regulators), "gateways", len(g.Gateways))
+	a.log.Info("ledger genesis loaded", "committee", len(g.Committee.Members), "threshold", g.Committee.Threshold, "regulators", len(g.Regulators), "gateways", len(g.Gateways))
 	return &abci.ResponseInitChain{AppHash: a.appHash}, nil
 }
 
@@ -248,6 +216,7 @@ func (a *App) FinalizeBlock(_ context.Context, req *abci.RequestFinalizeBlock) (
 	results := make([]*abci.ExecTxResult, len(req.Txs))
 	var applied []appliedTx
 	var counts []func()
+	var updates []abci.ValidatorUpdate
 	for i, tx := range req.Txs {
 		out, ref := a.execute(st, tx, req.Height, uint32(i))
 		if ref != nil {
@@ -260,6 +229,7 @@ func (a *App) FinalizeBlock(_ context.Context, req *abci.RequestFinalizeBlock) (
 		if out.count != nil {
 			counts = append(counts, out.count)
 		}
+		updates = append(updates, out.valUpdates...)
 	}
 	for _, c := range counts {
 		c()
@@ -271,7 +241,12 @@ func (a *App) FinalizeBlock(_ context.Context, req *abci.RequestFinalizeBlock) (
 	a.block = st
 	a.blockH = req.Height
 	a.blockHash = appHashStep(a.appHash, req.Height, applied)
-	return &abci.ResponseFinalizeBlock{TxResults: results, AppHash: a.blockHash}, nil
+	resp := &abci.ResponseFinalizeBlock{TxResults: results, AppHash: a.blockHash}
+	if len(updates) > 0 {
+		resp.ValidatorUpdates = mergeValidatorUpdates(updates)
+		a.log.Info("ledger validator set change", "height", req.Height, "updates", len(resp.ValidatorUpdates))
+	}
+	return resp, nil
 }
 
 // Commit writes the staged block, height and app hash in one synced batch.
@@ -319,6 +294,8 @@ type outcome struct {
 	data   []byte
 	events []abci.Event
 	count  func() // metric update, run once the block is final
+	// valUpdates are the validator changes an executed proposal made.
+	valUpdates []abci.ValidatorUpdate
 }
 
 // execute is the one validation function: it checks raw against the state
@@ -347,10 +324,10 @@ func (a *App) execute(st *overlay, raw []byte, height int64, index uint32) (*out
 	var out *outcome
 	var ref *refusal
 	switch b := body.(type) {
-	case *anchor.RegisterGatewayBody:
-		out, ref = a.registerGateway(st, tx, b, pos, check)
-	case *anchor.RemoveGatewayBody:
-		out, ref = a.removeGateway(st, tx, b, pos, check)
+	case *anchor.ProposalBody:
+		out, ref = a.propose(st, tx, b, bodyHash, pos, check)
+	case *anchor.ApprovalBody:
+		out, ref = a.approve(st, tx, b, pos, check)
 	case *anchor.RegisterDeviceBody:
 		out, ref = a.registerDevice(st, tx, b, pos, check)
 	case *anchor.RevokeDeviceBody:
@@ -375,62 +352,6 @@ type position struct {
 }
 
 type checkFunc func(pub *ecdsa.PublicKey) *refusal
-
-func (a *App) registerGateway(st *overlay, tx *anchor.Tx, b *anchor.RegisterGatewayBody, pos position, check checkFunc) (*outcome, *refusal) {
-	rec, found, ref := a.adminGateway(st, tx, b.DID, check)
-	if ref != nil {
-		return nil, ref
-	}
-	if found && rec.Status == StatusMember {
-		return nil, refuse(CodeGatewayExists, string(b.DID))
-	}
-	// A removed gateway that rejoins keeps its batch chain.
-	rec.DID, rec.Pub, rec.Site, rec.Name, rec.Status = b.DID, b.Pub, b.Site, b.Name, StatusMember
-	rec.Height, rec.Tx, rec.RemovedHeight, rec.RemovedTx = pos.height, pos.tx, 0, ""
-	st.setJSON(keyGateway(b.DID), rec)
-	return gatewayOutcome(anchor.TypeRegisterGateway, b.DID, "register"), nil
-}
-
-func (a *App) removeGateway(st *overlay, tx *anchor.Tx, b *anchor.RemoveGatewayBody, pos position, check checkFunc) (*outcome, *refusal) {
-	rec, found, ref := a.adminGateway(st, tx, b.DID, check)
-	if ref != nil {
-		return nil, ref
-	}
-	if !found || rec.Status != StatusMember {
-		return nil, refuse(CodeGatewayUnknown, string(b.DID))
-	}
-	rec.Status, rec.RemovedHeight, rec.RemovedTx = StatusRemoved, pos.height, pos.tx
-	st.setJSON(keyGateway(b.DID), rec)
-	return gatewayOutcome(anchor.TypeRemoveGateway, b.DID, "remove"), nil
-}
-
-// adminGateway checks that an admin signed a membership tx and returns the
-// gateway's current record (zero and not found if it never joined).
-func (a *App) adminGateway(st *overlay, tx *anchor.Tx, did device.DID, check checkFunc) (*anchor.GatewayRecord, bool, *refusal) {
-	admin := a.admins[tx.Signer]
-	if admin == nil {
-		return nil, false, refuse(CodeWrongSigner, string(tx.Signer)+" is not a genesis admin")
-	}
-	if r := check(admin); r != nil {
-		return nil, false, r
-	}
-	var rec anchor.GatewayRecord
-	found, err := st.getJSON(keyGateway(did), &rec)
-	if err != nil {
-		panic(err)
-	}
-	return &rec, found, nil
-}
-
-// gatewayOutcome is a membership change and its indexed event.
-func gatewayOutcome(typ string, did device.DID, action string) *outcome {
-	return &outcome{typ: typ, events: []abci.Event{{
-		Type: "gateway", Attributes: []abci.EventAttribute{
-			{Key: "did", Value: string(did), Index: true},
-			{Key: "action", Value: action, Index: true},
-		},
-	}}}
-}
 
 // member returns the gateway's record and key if it is a current member.
 func (a *App) member(st *overlay, did device.DID) (*anchor.GatewayRecord, *ecdsa.PublicKey, *refusal) {
@@ -518,10 +439,10 @@ func (a *App) revokeDevice(st *overlay, tx *anchor.Tx, b *anchor.RevokeDeviceBod
 			panic(err)
 		}
 		signerPub = pub
-	case a.regulators[tx.Signer] != nil:
-		signerPub = a.regulators[tx.Signer]
+	case a.regulators(st).keys[tx.Signer] != nil:
+		signerPub = a.regulators(st).keys[tx.Signer]
 	default:
-		return nil, refuse(CodeWrongSigner, string(tx.Signer)+" is neither the registering gateway nor a genesis regulator")
+		return nil, refuse(CodeWrongSigner, string(tx.Signer)+" is neither the registering gateway nor a regulator")
 	}
 	if r := check(signerPub); r != nil {
 		return nil, r

@@ -19,27 +19,27 @@ import (
 // appFixture drives the application directly through ABCI calls, the way
 // CometBFT does, over a real goleveldb database in a temp dir.
 type appFixture struct {
-	t        testing.TB
-	dir      string
-	db       dbm.DB
-	app      *App
-	appState []byte
-	admin    *device.KeySigner
-	regul    *device.KeySigner
-	gw       *device.KeySigner
-	height   int64
+	t         testing.TB
+	dir       string
+	db        dbm.DB
+	app       *App
+	appState  []byte
+	committee *device.KeySigner
+	regul     *device.KeySigner
+	gw        *device.KeySigner
+	height    int64
 }
 
 func newAppFixture(t testing.TB) *appFixture {
 	t.Helper()
-	f := &appFixture{t: t, dir: t.TempDir(), admin: newKey(t), regul: newKey(t), gw: newKey(t)}
-	ader, _ := device.MarshalPublicKeyDER(f.admin.Public())
+	f := &appFixture{t: t, dir: t.TempDir(), committee: newKey(t), regul: newKey(t), gw: newKey(t)}
+	ader, _ := device.MarshalPublicKeyDER(f.committee.Public())
 	rder, _ := device.MarshalPublicKeyDER(f.regul.Public())
 	gg, err := GenesisGatewayFromKey(f.gw.Public(), "site-a", "A")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.appState, _ = json.Marshal(anchor.GenesisState{Admins: [][]byte{ader}, Regulators: [][]byte{rder}, Gateways: []anchor.GenesisGateway{gg}})
+	f.appState, _ = json.Marshal(anchor.GenesisState{Committee: anchor.Committee{Members: [][]byte{ader}, Threshold: 1}, Regulators: [][]byte{rder}, Gateways: []anchor.GenesisGateway{gg}})
 	f.open()
 	if _, err := f.app.InitChain(context.Background(), &abci.RequestInitChain{AppStateBytes: f.appState}); err != nil {
 		t.Fatal(err)
@@ -206,7 +206,7 @@ func TestProposals(t *testing.T) {
 // every app hash, and it survives reopening the database.
 func TestDeterministicAppHash(t *testing.T) {
 	a, b := newAppFixture(t), newAppFixture(t)
-	b.appState, b.admin, b.regul, b.gw = a.appState, a.admin, a.regul, a.gw
+	b.appState, b.committee, b.regul, b.gw = a.appState, a.committee, a.regul, a.gw
 	b.app, _ = NewApp(b.db, testLogger(), nil)
 	if _, err := b.app.InitChain(context.Background(), &abci.RequestInitChain{AppStateBytes: a.appState}); err != nil {
 		t.Fatal(err)
@@ -238,21 +238,24 @@ func TestDeterministicAppHash(t *testing.T) {
 	if err != nil || info.LastBlockHeight != 5 || !bytes.Equal(info.LastBlockAppHash, last) {
 		t.Fatalf("Info after reopen: %+v %v", info, err)
 	}
-	// Genesis keys came back from the database: the admin may still act.
-	if codes, _ := a.block(registerGatewayTx(t, a.admin, newKey(t), "site-z")); !codesEqual(codes, []Code{CodeOK}) {
-		t.Fatalf("admin tx after reopen: %v", codes)
+	// Genesis keys came back from the database: the committee may still act.
+	if codes, _ := a.block(registerGatewayTx(t, a.committee, newKey(t), "site-z")); !codesEqual(codes, []Code{CodeOK}) {
+		t.Fatalf("committee tx after reopen: %v", codes)
 	}
 }
 
-// TestInitChainRefusesBadGenesis: a genesis without admins stops the node
-// with a clear error instead of running a ledger nobody can administer.
+// TestInitChainRefusesBadGenesis: a genesis without a committee (or with a
+// threshold it cannot reach) stops the node with a clear error instead of
+// running a ledger nobody can govern.
 func TestInitChainRefusesBadGenesis(t *testing.T) {
 	db := dbm.NewMemDB()
 	app, err := NewApp(db, testLogger(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, st := range []string{``, `{"admins":[]}`, `{"admins":["AA=="]}`, `{"admins":[],"extra":1}`} {
+	for _, st := range []string{``, `{"admins":[]}`, `{"committee":{"members":[],"threshold":1},"regulators":[],"gateways":[]}`,
+		`{"committee":{"members":["AA=="],"threshold":1},"regulators":[],"gateways":[]}`,
+		`{"committee":{"members":[],"threshold":0},"regulators":[],"gateways":[],"extra":1}`} {
 		if _, err := app.InitChain(context.Background(), &abci.RequestInitChain{AppStateBytes: []byte(st)}); err == nil {
 			t.Errorf("InitChain(%q) accepted", st)
 		}
@@ -281,7 +284,7 @@ func FuzzCheckTx(f *testing.F) {
 	f.Add(anchorTx(f, fx.gw, c.next(1)))
 	f.Add(registerDeviceTx(f, fx.gw, newKey(f), "site-a"))
 	f.Add(revokeDeviceTx(f, fx.regul, fx.gw.DID()))
-	f.Add(registerGatewayTx(f, fx.admin, newKey(f), "site-b"))
+	f.Add(registerGatewayTx(f, fx.committee, newKey(f), "site-b"))
 	f.Add([]byte(`{"body":"e30=","signer":"did:ea:00112233445566778899aabbccddeeff","sig":"AA=="}`))
 	f.Fuzz(func(t *testing.T, tx []byte) {
 		res, err := fx.app.CheckTx(context.Background(), &abci.RequestCheckTx{Tx: tx, Type: abci.CheckTxType_New})

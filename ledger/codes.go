@@ -17,8 +17,8 @@ const (
 	CodeWrongSigner         Code = 4  // the signer may not submit this tx
 	CodeNotMember           Code = 5  // the gateway is not a current consortium member
 	CodeDuplicate           Code = 6  // a body with the same SM3 hash was applied before
-	CodeGatewayExists       Code = 7  // RegisterGateway for a current member
-	CodeGatewayUnknown      Code = 8  // RemoveGateway for a gateway that is not a member
+	CodeGatewayExists       Code = 7  // add-gateway for a current member
+	CodeGatewayUnknown      Code = 8  // remove-gateway for a gateway that is not a member
 	CodeDeviceSigMissing    Code = 9  // RegisterDevice without the device's signature
 	CodeDeviceSigInvalid    Code = 10 // the device's signature does not verify over the registration
 	CodeRegistrationInvalid Code = 11 // the device registration body is malformed
@@ -31,6 +31,14 @@ const (
 	CodeRecordGap           Code = 18 // AnchorBatch first is not the previous batch's last + 1
 	CodeNotFound            Code = 19 // query: no such device, gateway or batch
 	CodeBadQuery            Code = 20 // query: unknown path or malformed argument
+	CodeNotCommittee        Code = 21 // Approval signed by a key that is not a committee member
+	CodeAlreadyApproved     Code = 22 // a second Approval of one proposal by the same member
+	CodeProposalExpired     Code = 23 // Approval (or Proposal) in a block past the proposal's deadline
+	CodeProposalUnknown     Code = 24 // Approval of a proposal the ledger does not hold
+	CodeProposalExecuted    Code = 25 // Approval of a proposal that already took effect
+	CodeValidatorExists     Code = 26 // add-validator for a current validator
+	CodeValidatorUnknown    Code = 27 // remove-validator or set-validator-power for a key that is not a validator
+	CodeValidatorSetEmpty   Code = 28 // remove-validator of the last validator
 )
 
 var codeInfo = map[Code]struct{ name, msg string }{
@@ -55,6 +63,14 @@ var codeInfo = map[Code]struct{ name, msg string }{
 	CodeRecordGap:           {"record_gap", "first record does not follow the previous batch's last record"},
 	CodeNotFound:            {"not_found", "not found"},
 	CodeBadQuery:            {"bad_query", "unknown query path or malformed argument"},
+	CodeNotCommittee:        {"not_committee", "signer is not a committee member"},
+	CodeAlreadyApproved:     {"already_approved", "this committee member already approved the proposal"},
+	CodeProposalExpired:     {"proposal_expired", "the proposal's deadline height has passed"},
+	CodeProposalUnknown:     {"proposal_unknown", "no such proposal on the ledger"},
+	CodeProposalExecuted:    {"proposal_executed", "the proposal already took effect"},
+	CodeValidatorExists:     {"validator_exists", "the key is already a validator"},
+	CodeValidatorUnknown:    {"validator_unknown", "the key is not a validator"},
+	CodeValidatorSetEmpty:   {"validator_set_empty", "the change would leave no validator"},
 }
 
 // Name is the code's short snake_case name (the metric label).

@@ -46,14 +46,14 @@ func testLogger() *slog.Logger {
 
 // testNode is one validator on loopback with a genesis gateway gwA (site-a).
 type testNode struct {
-	t     *testing.T
-	home  *Home
-	node  *Node
-	cli   *rpchttp.HTTP
-	reg   *prometheus.Registry
-	admin *device.KeySigner
-	regul *device.KeySigner
-	gwA   *device.KeySigner
+	t         *testing.T
+	home      *Home
+	node      *Node
+	cli       *rpchttp.HTTP
+	reg       *prometheus.Registry
+	committee *device.KeySigner
+	regul     *device.KeySigner
+	gwA       *device.KeySigner
 }
 
 func newTestNode(t *testing.T) *testNode {
@@ -70,7 +70,7 @@ func newTestNode(t *testing.T) *testNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, err := device.LoadKeySigner(home.AdminKey)
+	committee, err := device.LoadKeySigner(home.CommitteeKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func newTestNode(t *testing.T) *testNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tn := &testNode{t: t, home: home, admin: admin, regul: regul, gwA: gwA}
+	tn := &testNode{t: t, home: home, committee: committee, regul: regul, gwA: gwA}
 	tn.start()
 	return tn
 }
@@ -222,14 +222,37 @@ func nextTS() time.Time {
 	return tsN
 }
 
-func registerGatewayTx(t testing.TB, admin device.Signer, gw device.Signer, site string) []byte {
-	b, err := anchor.NewRegisterGatewayBody(gw.Public(), site, "gw "+site, nextTS())
-	return signTx(t, admin, b, err)
+// farDeadline is a proposal deadline no test reaches.
+const farDeadline = 1 << 40
+
+// addGatewayBody is the body of an add-gateway proposal for gw.
+func addGatewayBody(t testing.TB, gw device.Signer, site string, deadline int64) []byte {
+	t.Helper()
+	act, err := anchor.NewGatewayAction(gw.Public(), site, "gw "+site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := anchor.NewProposalBody(anchor.KindAddGateway, act, deadline, nextTS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
-func removeGatewayTx(t testing.TB, admin device.Signer, gw device.DID) []byte {
-	b, err := anchor.NewRemoveGatewayBody(gw, nextTS())
-	return signTx(t, admin, b, err)
+// registerGatewayTx is an add-gateway proposal signed by a committee member
+// (with threshold 1 it admits gw in its own block).
+func registerGatewayTx(t testing.TB, committee device.Signer, gw device.Signer, site string) []byte {
+	return signTx(t, committee, addGatewayBody(t, gw, site, farDeadline), nil)
+}
+
+func removeGatewayTx(t testing.TB, committee device.Signer, gw device.DID) []byte {
+	b, err := anchor.NewProposalBody(anchor.KindRemoveGateway, &anchor.GatewayRefAction{DID: gw}, farDeadline, nextTS())
+	return signTx(t, committee, b, err)
+}
+
+func approvalTx(t testing.TB, member device.Signer, id anchor.Hash) []byte {
+	b, err := anchor.NewApprovalBody(id, nextTS())
+	return signTx(t, member, b, err)
 }
 
 func registration(t testing.TB, dev device.Signer, kind, site string) (reg, sig []byte) {

@@ -28,10 +28,12 @@ const (
 	DefaultChainID        = "edgeanchor-dev"
 )
 
-// Key files of a home (or of a testnet's output directory): the genesis
-// admin and regulator SM2 keys, PKCS#8 PEM, mode 0600.
+// Key files of a home (or of a testnet's output directory): the
+// organisation's committee key and its regulator key, SM2 PKCS#8 PEM, mode
+// 0600. In a home made by InitHome or Testnet the committee key is the whole
+// committee (threshold 1): its proposals take effect alone.
 const (
-	AdminKeyFile     = "keys/admin.pem"
+	CommitteeKeyFile = "keys/committee.pem"
 	RegulatorKeyFile = "keys/regulator.pem"
 )
 
@@ -58,7 +60,7 @@ type Home struct {
 	P2PAddr       string // host:port
 	RPCURL        string // http://host:port
 	PrometheusURL string // http://host:port/metrics, "" when off
-	AdminKey      string // path of the admin private key
+	CommitteeKey  string // path of the committee member's private key
 	RegulatorKey  string // path of the regulator private key
 }
 
@@ -72,7 +74,7 @@ func GenesisGatewayFromKey(pub *ecdsa.PublicKey, site, name string) (anchor.Gene
 }
 
 // InitHome makes a single-validator ledger home in dir: CometBFT config with
-// the consortium defaults, a validator key, a node key, dev admin and
+// the consortium defaults, a validator key, a node key, dev committee and
 // regulator keys under dir/keys/, and a genesis naming them (and opts'
 // gateways) in its app_state.
 func InitHome(dir string, opts HomeOptions) (*Home, error) {
@@ -88,7 +90,7 @@ func InitHome(dir string, opts HomeOptions) (*Home, error) {
 }
 
 // Testnet makes n validator homes outDir/node0 … outDir/node{n-1} on
-// 127.0.0.1 sharing one genesis and one set of admin and regulator keys
+// 127.0.0.1 sharing one genesis and one set of committee and regulator keys
 // (outDir/keys/). Node k listens on p2p basePort+10k, rpc basePort+10k+1 and
 // prometheus basePort+10k+2, and dials the others as persistent peers.
 func Testnet(outDir string, n, basePort int, opts HomeOptions) ([]*Home, error) {
@@ -146,8 +148,8 @@ func makeHomes(dirs []string, keyDir string, opts HomeOptions, ps []ports) ([]*H
 			return nil, fmt.Errorf("%w: %s", ErrHomeExists, d)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(keyDir, AdminKeyFile)); err == nil {
-		return nil, fmt.Errorf("%w: %s exists", ErrHomeExists, filepath.Join(keyDir, AdminKeyFile))
+	if _, err := os.Stat(filepath.Join(keyDir, CommitteeKeyFile)); err == nil {
+		return nil, fmt.Errorf("%w: %s exists", ErrHomeExists, filepath.Join(keyDir, CommitteeKeyFile))
 	}
 	chainID := opts.ChainID
 	if chainID == "" {
@@ -201,7 +203,7 @@ func makeHomes(dirs []string, keyDir string, opts HomeOptions, ps []ports) ([]*H
 			Dir: dir, NodeID: string(nk.ID()),
 			P2PAddr:      fmt.Sprintf("127.0.0.1:%d", ps[k].p2p),
 			RPCURL:       fmt.Sprintf("http://127.0.0.1:%d", ps[k].rpc),
-			AdminKey:     adminPath,
+			CommitteeKey: adminPath,
 			RegulatorKey: regPath,
 		}
 		if !opts.NoPrometheus {
@@ -231,7 +233,7 @@ func makeHomes(dirs []string, keyDir string, opts HomeOptions, ps []ports) ([]*H
 	return homes, nil
 }
 
-// writeDevKeys makes the admin and regulator keys under dir/keys and returns
+// writeDevKeys makes the committee and regulator keys under dir/keys and returns
 // the genesis app_state naming them. Nothing is written if the gateways are
 // invalid.
 func writeDevKeys(dir string, gateways []anchor.GenesisGateway) (json.RawMessage, string, string, error) {
@@ -250,7 +252,7 @@ func writeDevKeys(dir string, gateways []anchor.GenesisGateway) (json.RawMessage
 	if gateways == nil {
 		gateways = []anchor.GenesisGateway{}
 	}
-	st := anchor.GenesisState{Admins: [][]byte{ders[0]}, Regulators: [][]byte{ders[1]}, Gateways: gateways}
+	st := anchor.GenesisState{Committee: anchor.Committee{Members: [][]byte{ders[0]}, Threshold: 1}, Regulators: [][]byte{ders[1]}, Gateways: gateways}
 	raw, err := json.Marshal(st)
 	if err != nil {
 		return nil, "", "", fmt.Errorf("ledger: genesis app_state: %w", err)
@@ -258,7 +260,7 @@ func writeDevKeys(dir string, gateways []anchor.GenesisGateway) (json.RawMessage
 	if _, err := anchor.ParseGenesisState(raw); err != nil {
 		return nil, "", "", err
 	}
-	paths := [2]string{filepath.Join(dir, AdminKeyFile), filepath.Join(dir, RegulatorKeyFile)}
+	paths := [2]string{filepath.Join(dir, CommitteeKeyFile), filepath.Join(dir, RegulatorKeyFile)}
 	if err := os.MkdirAll(filepath.Join(dir, "keys"), 0o700); err != nil {
 		return nil, "", "", fmt.Errorf("ledger: %w", err)
 	}

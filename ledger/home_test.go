@@ -102,7 +102,7 @@ func TestTestnetHomes(t *testing.T) {
 	if err != nil || len(doc.Validators) != 4 || doc.ChainID != "edgeanchor-tn" {
 		t.Fatalf("genesis: %v %+v", err, doc)
 	}
-	for _, f := range []string{AdminKeyFile, RegulatorKeyFile} {
+	for _, f := range []string{CommitteeKeyFile, RegulatorKeyFile} {
 		fi, err := os.Stat(filepath.Join(out, f))
 		if err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: %v mode %v", f, err, fi.Mode())
@@ -132,7 +132,7 @@ func TestTwoValidators(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, err := device.LoadKeySigner(homes[0].AdminKey)
+	committee, err := device.LoadKeySigner(homes[0].CommitteeKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,12 +143,12 @@ func TestTwoValidators(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = n.Stop() })
-		tn := &testNode{t: t, home: h, node: n, admin: admin}
+		tn := &testNode{t: t, home: h, node: n, committee: committee}
 		tn.cli = mustClient(t, n.RPCURL())
 		nodes = append(nodes, tn)
 	}
 	gw := newKey(t)
-	r := nodes[0].mustApply(registerGatewayTx(t, admin, gw, "site-a"))
+	r := nodes[0].mustApply(registerGatewayTx(t, committee, gw, "site-a"))
 	c := &chain{gw: gw}
 	r2 := nodes[1].mustApply(anchorTx(t, gw, c.next(1)))
 	nodes[0].waitHeight(r2.height)

@@ -109,6 +109,9 @@ func StartNode(ctx context.Context, home string, opts NodeOptions) (*Node, error
 	if err != nil {
 		return nil, err
 	}
+	if _, err := os.Stat(conf.GenesisFile()); err != nil {
+		return nil, fmt.Errorf("%w: %s (install the assembled genesis with `edgeanchor ledger genesis install --home %s --genesis FILE --peers LIST`)", ErrNoGenesis, conf.GenesisFile(), home)
+	}
 	lock, err := lockHome(home)
 	if err != nil {
 		return nil, err

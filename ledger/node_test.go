@@ -34,8 +34,8 @@ func TestOneNode(t *testing.T) {
 	}
 
 	// Every tx type is accepted.
-	gwBBody := body(anchor.NewRegisterGatewayBody(gwB.Public(), "site-b", "Gateway B", nextTS()))
-	regGW := tn.mustApply(signTx(t, tn.admin, gwBBody, nil))
+	gwBBody := addGatewayBody(t, gwB, "site-b", farDeadline)
+	regGW := tn.mustApply(signTx(t, tn.committee, gwBBody, nil))
 	regDev1 := tn.mustApply(registerDeviceTx(t, gwA, dev1, "site-a"))
 	tn.mustApply(registerDeviceTx(t, gwB, dev2, "site-b"))
 	tn.mustApply(registerDeviceTx(t, gwA, dev3, "site-a"))
@@ -46,9 +46,9 @@ func TestOneNode(t *testing.T) {
 	h2 := ca.next(10)
 	anc2 := tn.mustApply(anchorTx(t, gwA, h2))
 	ca.advance(h2)
-	rev1 := tn.mustApply(revokeDeviceTx(t, gwA, dev1.DID())) // by its gateway
-	tn.mustApply(revokeDeviceTx(t, tn.regul, dev2.DID()))    // by a regulator
-	tn.mustApply(removeGatewayTx(t, tn.admin, gwB.DID()))    // membership ends
+	rev1 := tn.mustApply(revokeDeviceTx(t, gwA, dev1.DID()))  // by its gateway
+	tn.mustApply(revokeDeviceTx(t, tn.regul, dev2.DID()))     // by a regulator
+	tn.mustApply(removeGatewayTx(t, tn.committee, gwB.DID())) // membership ends
 	if regGW.height == 0 || anc2.height < anc1.height {
 		t.Fatalf("heights not recorded: %+v %+v", regGW, anc2)
 	}
@@ -138,11 +138,11 @@ func TestOneNode(t *testing.T) {
 		{"malformed bytes", []byte("not a transaction"), CodeMalformed},
 		{"malformed body", []byte(`{"body":"` + b64([]byte(`{"type":"AnchorBatch","v":1}`)) + `","signer":"` + gwA.DID().String() + `","sig":"AA=="}`), CodeMalformed},
 		{"unknown type", []byte(`{"body":"` + b64([]byte(`{"type":"Mint"}`)) + `","signer":"` + gwA.DID().String() + `","sig":"AA=="}`), CodeUnknownType},
-		{"gateway registration by non-admin", registerGatewayTx(t, gwA, stranger, "site-x"), CodeWrongSigner},
-		{"gateway registration with forged admin signature", forged(tn.admin.DID(), body(anchor.NewRegisterGatewayBody(stranger.Public(), "s", "n", nextTS()))), CodeBadSignature},
-		{"gateway already member", registerGatewayTx(t, tn.admin, gwA, "site-a"), CodeGatewayExists},
-		{"remove unknown gateway", removeGatewayTx(t, tn.admin, stranger.DID()), CodeGatewayUnknown},
-		{"remove by regulator", removeGatewayTx(t, tn.regul, gwA.DID()), CodeWrongSigner},
+		{"gateway registration by non-committee", registerGatewayTx(t, gwA, stranger, "site-x"), CodeWrongSigner},
+		{"gateway registration with forged committee signature", forged(tn.committee.DID(), addGatewayBody(t, stranger, "s", farDeadline)), CodeBadSignature},
+		{"gateway already member", registerGatewayTx(t, tn.committee, gwA, "site-a"), CodeGatewayExists},
+		{"remove unknown gateway", removeGatewayTx(t, tn.committee, stranger.DID()), CodeGatewayUnknown},
+		{"remove by a gateway", removeGatewayTx(t, gwA, gwA.DID()), CodeWrongSigner},
 		{"device by non-member", registerDeviceTx(t, stranger, newKey(t), "site-a"), CodeNotMember},
 		{"device by removed member", registerDeviceTx(t, gwB, newKey(t), "site-b"), CodeNotMember},
 		{"device for another gateway", signTx(t, gwA, body(anchor.NewRegisterDeviceBody(gwB.DID(), reg, regSig, nextTS())), nil), CodeWrongSigner},
@@ -164,7 +164,7 @@ func TestOneNode(t *testing.T) {
 		{"anchor replays seq 2", anchorTx(t, gwA, h2), CodeDuplicate},
 		{"anchor wrong prev", anchorTx(t, gwA, func() *anchor.BatchHeader { h := ca.next(1); h.Prev = h1.Hash(); return h }()), CodeWrongPrev},
 		{"anchor record gap", anchorTx(t, gwA, func() *anchor.BatchHeader { h := ca.next(1); h.First, h.Last = 262, 262; return h }()), CodeRecordGap},
-		{"gateway registration re-signed", signTx(t, tn.admin, gwBBody, nil), CodeDuplicate},
+		{"gateway registration re-signed", signTx(t, tn.committee, gwBBody, nil), CodeDuplicate},
 	}
 	for _, c := range cases {
 		r := tn.submit(c.tx)

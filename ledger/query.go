@@ -41,6 +41,9 @@ func (a *App) query(path string) ([]byte, *refusal) {
 		}
 		return d, nil
 	}
+	if v, ref, ok := a.queryGovernance(st, parts); ok {
+		return v, ref
+	}
 	switch {
 	case len(parts) == 2 && parts[0] == "device":
 		d, ref := did(parts[1])

@@ -130,8 +130,9 @@ func (c *committed) forget(keys map[string]*entry) {
 // overlay is flushed (CheckTx and proposal overlays are never flushed, so
 // they never pay for encoding).
 type entry struct {
-	raw []byte
-	obj any
+	raw     []byte
+	obj     any
+	deleted bool // a staged delete
 }
 
 // overlay stages writes on top of a reader. FinalizeBlock stages a block in
@@ -159,10 +160,31 @@ func (o *overlay) get(key string) ([]byte, error) {
 
 func (o *overlay) set(key string, v []byte) { o.writes[key] = &entry{raw: v} }
 
+// del stages the deletion of key.
+func (o *overlay) del(key string) { o.writes[key] = &entry{deleted: true} }
+
+// allWrites returns the staged values of keys with prefix in o and the
+// overlays under it (nil for a staged delete).
+func (o *overlay) allWrites(prefix string) map[string][]byte {
+	out := map[string][]byte{}
+	if p, ok := o.parent.(*overlay); ok {
+		out = p.allWrites(prefix)
+	}
+	for k, e := range o.writes {
+		if strings.HasPrefix(k, prefix) {
+			out[k] = e.bytes()
+		}
+	}
+	return out
+}
+
 func (o *overlay) getJSON(key string, v any) (bool, error) {
 	e, ok := o.writes[key]
 	if !ok {
 		return o.parent.getJSON(key, v)
+	}
+	if e.deleted {
+		return false, nil
 	}
 	if e.obj != nil && copyRecord(v, e.obj) {
 		return true, nil
@@ -178,6 +200,9 @@ func (o *overlay) getJSON(key string, v any) (bool, error) {
 func (o *overlay) setJSON(key string, v any) { o.writes[key] = &entry{obj: cloneRecord(v)} }
 
 func (e *entry) bytes() []byte {
+	if e.deleted {
+		return nil
+	}
 	if e.raw == nil && e.obj != nil {
 		b, err := json.Marshal(e.obj)
 		if err != nil { // records hold strings, numbers and bytes only
@@ -196,6 +221,12 @@ func (o *overlay) flush(b dbm.Batch) error {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
+		if o.writes[k].deleted {
+			if err := b.Delete([]byte(k)); err != nil {
+				return fmt.Errorf("ledger: stage delete: %w", err)
+			}
+			continue
+		}
 		if err := b.Set([]byte(k), o.writes[k].bytes()); err != nil {
 			return fmt.Errorf("ledger: stage write: %w", err)
 		}

@@ -29,13 +29,14 @@ import (
 type Cluster struct {
 	Dir           string            // testnet output directory
 	Homes         []string          // node homes
-	Admin         *device.KeySigner // genesis admin
+	Committee     *device.KeySigner // the whole committee (threshold 1)
 	Regulator     *device.KeySigner // genesis regulator
 	TimeoutCommit string            // consensus timeout_commit of the homes
 
 	t     testing.TB
 	bin   string
 	base  int
+	rpcs  []string // RPC URLs of homes not laid out from base (RunHomes, AddHome)
 	mu    sync.Mutex
 	procs []*exec.Cmd
 	logs  []*os.File
@@ -77,8 +78,8 @@ func StartClusterWith(t testing.TB, n int, opts ClusterOptions) *Cluster {
 				}
 			}
 		}
-		if c.Admin, err = device.LoadKeySigner(filepath.Join(c.Dir, ledger.AdminKeyFile)); err != nil {
-			t.Fatalf("ledgertest: admin key: %v", err)
+		if c.Committee, err = device.LoadKeySigner(filepath.Join(c.Dir, ledger.CommitteeKeyFile)); err != nil {
+			t.Fatalf("ledgertest: committee key: %v", err)
 		}
 		if c.Regulator, err = device.LoadKeySigner(filepath.Join(c.Dir, ledger.RegulatorKeyFile)); err != nil {
 			t.Fatalf("ledgertest: regulator key: %v", err)
@@ -130,11 +131,66 @@ func freeBase(n int) (int, bool) {
 	return 0, false
 }
 
+// FreeBase returns a base port P below the kernel's ephemeral range such
+// that P+10k, P+10k+1 and P+10k+2 are free for k < n right now: the ports of
+// n homes made apart (p2p, RPC, Prometheus), as StartCluster lays them out.
+func FreeBase(t testing.TB, n int) int {
+	t.Helper()
+	base, ok := freeBase(n)
+	if !ok {
+		t.Fatal("ledgertest: no free block of ports")
+	}
+	return base
+}
+
 // N is the number of validators.
 func (c *Cluster) N() int { return len(c.Homes) }
 
 // RPC is node i's RPC URL.
-func (c *Cluster) RPC(i int) string { return fmt.Sprintf("http://127.0.0.1:%d", c.base+10*i+1) }
+func (c *Cluster) RPC(i int) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if i < len(c.rpcs) && c.rpcs[i] != "" {
+		return c.rpcs[i]
+	}
+	return fmt.Sprintf("http://127.0.0.1:%d", c.base+10*i+1)
+}
+
+// RunHomes starts `edgeanchor ledger start` for each of homes (made and
+// given their genesis by the caller: `ledger init --org`, `ledger genesis
+// assemble` and `install`), rpcs[i] being home i's RPC URL, and waits
+// until every node is past height 1. Logs go to a temp dir.
+func RunHomes(t testing.TB, homes, rpcs []string) *Cluster {
+	t.Helper()
+	c := &Cluster{Dir: t.TempDir(), t: t, bin: testbin.Path(t, "./cmd/edgeanchor"), Homes: homes, rpcs: rpcs,
+		procs: make([]*exec.Cmd, len(homes)), logs: make([]*os.File, len(homes))}
+	t.Cleanup(c.stopAll)
+	for i := range homes {
+		if err := c.start(i); err != nil {
+			t.Fatalf("ledgertest: %v", err)
+		}
+	}
+	c.WaitHeight(t, 2, 90*time.Second)
+	return c
+}
+
+// AddHome starts a node from another home (a validator joining the running
+// chain, say) whose RPC URL is rpc, and returns its index.
+func (c *Cluster) AddHome(home, rpc string) int {
+	c.t.Helper()
+	c.mu.Lock()
+	i := len(c.Homes)
+	for len(c.rpcs) < i {
+		c.rpcs = append(c.rpcs, "")
+	}
+	c.Homes = append(c.Homes, home)
+	c.rpcs = append(c.rpcs, rpc)
+	c.procs = append(c.procs, nil)
+	c.logs = append(c.logs, nil)
+	c.mu.Unlock()
+	c.Start(i)
+	return i
+}
 
 func (c *Cluster) start(i int) error {
 	c.mu.Lock()

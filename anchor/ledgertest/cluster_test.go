@@ -64,7 +64,7 @@ func TestFourValidators(t *testing.T) {
 	}
 
 	gw := NewGateway(t, "site-a")
-	last = mustSubmit(0, gw.RegisterTx(t, c.Admin))
+	last = mustSubmit(0, gw.RegisterTx(t, c.Committee))
 
 	// All four up: anchors sent to different validators commit, and every
 	// validator answers the same last batch.

@@ -42,14 +42,40 @@ func NewGateway(t testing.TB, site string) *Gateway {
 // DID is the gateway's DID.
 func (g *Gateway) DID() device.DID { return g.Signer.DID() }
 
-// RegisterTx returns the RegisterGateway tx admitting g, signed by admin.
-func (g *Gateway) RegisterTx(t testing.TB, admin device.Signer) []byte {
+// NoDeadline is the deadline height of the helpers' proposals: far enough
+// that a test never reaches it.
+const NoDeadline = 1 << 40
+
+// RegisterTx returns an add-gateway Proposal admitting g, signed by member.
+// On a chain whose committee is member alone (threshold 1: StartSingle,
+// StartCluster) the proposal takes effect in its own block.
+func (g *Gateway) RegisterTx(t testing.TB, member device.Signer) []byte {
 	t.Helper()
-	body, err := anchor.NewRegisterGatewayBody(g.Signer.Public(), g.Site, g.Name, time.Now())
+	act, err := anchor.NewGatewayAction(g.Signer.Public(), g.Site, g.Name)
 	if err != nil {
-		t.Fatalf("ledgertest: RegisterGateway body: %v", err)
+		t.Fatalf("ledgertest: add-gateway action: %v", err)
 	}
-	return mustTx(t, admin, body)
+	return ProposalTx(t, member, anchor.KindAddGateway, act, NoDeadline)
+}
+
+// ProposalTx returns a Proposal of kind with action, signed by signer.
+func ProposalTx(t testing.TB, signer device.Signer, kind string, action any, deadline int64) []byte {
+	t.Helper()
+	body, err := anchor.NewProposalBody(kind, action, deadline, time.Now())
+	if err != nil {
+		t.Fatalf("ledgertest: proposal body: %v", err)
+	}
+	return mustTx(t, signer, body)
+}
+
+// ApprovalTx returns an Approval of proposal id signed by member.
+func ApprovalTx(t testing.TB, member device.Signer, id anchor.Hash) []byte {
+	t.Helper()
+	body, err := anchor.NewApprovalBody(id, time.Now())
+	if err != nil {
+		t.Fatalf("ledgertest: approval body: %v", err)
+	}
+	return mustTx(t, member, body)
 }
 
 // GenesisEntry is g as an entry of the genesis app_state.

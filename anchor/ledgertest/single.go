@@ -20,7 +20,7 @@ type Node struct {
 	RPC       string            // http://127.0.0.1:port
 	Home      string            // the node's home directory
 	ChainID   string            // the chain id
-	Admin     *device.KeySigner // the genesis admin (signs RegisterGateway/RemoveGateway)
+	Committee *device.KeySigner // the whole committee (threshold 1): its proposals take effect alone
 	Regulator *device.KeySigner // the genesis regulator (may revoke any device)
 
 	t    testing.TB
@@ -62,8 +62,8 @@ func Start(t testing.TB, opts Options) *Node {
 			t.Fatalf("ledgertest: init home: %v", err)
 		}
 		n := &Node{RPC: home.RPCURL, Home: home.Dir, ChainID: "edgeanchor-test", t: t, log: logger}
-		if n.Admin, err = device.LoadKeySigner(home.AdminKey); err != nil {
-			t.Fatalf("ledgertest: admin key: %v", err)
+		if n.Committee, err = device.LoadKeySigner(home.CommitteeKey); err != nil {
+			t.Fatalf("ledgertest: committee key: %v", err)
 		}
 		if n.Regulator, err = device.LoadKeySigner(home.RegulatorKey); err != nil {
 			t.Fatalf("ledgertest: regulator key: %v", err)

@@ -112,7 +112,7 @@ func runAnchorBench(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	lgw := ledgertest.NewGateway(b, "site-a")
-	if _, err := client.Submit(ctx, lgw.RegisterTx(b, cluster.Admin)); err != nil {
+	if _, err := client.Submit(ctx, lgw.RegisterTx(b, cluster.Committee)); err != nil {
 		b.Fatal(err)
 	}
 	reg := broker.NewStaticRegistry()

@@ -292,7 +292,7 @@ func runCase(b *testing.B, validators int) caseResult {
 	pend := make([]*anchor.Pending, gateways)
 	for i := range gws {
 		gws[i] = ledgertest.NewGateway(b, fmt.Sprintf("site-%d", i))
-		p, err := clients[0].Broadcast(ctx, gws[i].RegisterTx(b, cl.Admin))
+		p, err := clients[0].Broadcast(ctx, gws[i].RegisterTx(b, cl.Committee))
 		if err != nil {
 			b.Fatalf("register gateway %d: %v", i, err)
 		}

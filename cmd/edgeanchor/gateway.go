@@ -137,6 +137,9 @@ in order: HTTP API, broker, services, record store.`,
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	cmd.AddCommand(newGatewayInitCmd(), newGatewayPasswdCmd())
+	for _, c := range gatewaySubcommands {
+		cmd.AddCommand(c())
+	}
 	return cmd
 }
 

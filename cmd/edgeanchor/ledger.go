@@ -77,20 +77,34 @@ func newLedgerInitCmd() *cobra.Command {
 		home                     string
 		opts                     ledger.HomeOptions
 		gwPubs, gwSites, gwNames []string
+		member                   ledger.MemberOptions // --org: a consortium member's home (ledger_genesis.go)
 	)
 	cmd := &cobra.Command{
 		Use:   "init --home DIR [--gateway-pub PEM --gateway-site S [--gateway-name N]]...",
-		Short: "Make a single-validator ledger home with dev admin and regulator keys",
+		Short: "Make a single-validator ledger home with dev committee and regulator keys",
 		Long: `init makes DIR with a CometBFT config (consortium defaults, 127.0.0.1 ports),
-a validator key, a node key, and dev SM2 keys (0600) for the genesis admin
-(DIR/keys/admin.pem, signs RegisterGateway/RemoveGateway) and regulator
-(DIR/keys/regulator.pem, may revoke any device). --gateway-pub names a
+a validator key, a node key, and dev SM2 keys (0600) for the committee
+(DIR/keys/committee.pem: the whole committee, threshold 1, so its proposals
+take effect alone) and the regulator (DIR/keys/regulator.pem, may revoke any
+device). --gateway-pub names a
 gateway that is a consortium member from the first block. It refuses a DIR
-that already holds a home.`,
+that already holds a home.
+
+With --org NAME it makes one organisation's home of a multi-party
+consortium instead: validator and node keys, DIR/keys/committee.pem (and
+DIR/keys/regulator.pem with --regulator), no genesis, and the public member
+file DIR/member.json to send to the coordinator (ledger genesis assemble).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if home == "" {
 				return &exitError{code: 2, err: errors.New("ledger init: --home is required")}
+			}
+			if member.Org != "" {
+				if len(gwPubs) > 0 {
+					return &exitError{code: 2, err: errors.New("ledger init --org: genesis gateways go to ledger genesis assemble")}
+				}
+				member.P2PPort, member.RPCPort, member.PrometheusPort = opts.P2PPort, opts.RPCPort, opts.PrometheusPort
+				return runMemberInit(cmd, home, member)
 			}
 			gws, err := genesisGateways(gwPubs, gwSites, gwNames)
 			if err != nil {
@@ -107,7 +121,7 @@ that already holds a home.`,
 			if h.PrometheusURL != "" {
 				fmt.Fprintf(out, "  prometheus %s\n", h.PrometheusURL)
 			}
-			fmt.Fprintf(out, "  admin key      %s\n  regulator key  %s\n", h.AdminKey, h.RegulatorKey)
+			fmt.Fprintf(out, "  committee key  %s\n  regulator key  %s\n", h.CommitteeKey, h.RegulatorKey)
 			for _, g := range opts.Gateways {
 				fmt.Fprintf(out, "  genesis gateway %s (site %s)\n", g.DID, g.Site)
 			}
@@ -123,6 +137,11 @@ that already holds a home.`,
 	f.IntVar(&opts.RPCPort, "rpc-port", ledger.DefaultRPCPort, "RPC port on 127.0.0.1")
 	f.IntVar(&opts.PrometheusPort, "prometheus-port", ledger.DefaultPrometheusPort, "Prometheus metrics port on 127.0.0.1")
 	addGatewayFlags(cmd, &gwPubs, &gwSites, &gwNames)
+	f.StringVar(&member.Org, "org", "", "make a consortium member's home instead: no genesis, a public DIR/member.json for ledger genesis assemble")
+	f.BoolVar(&member.Regulator, "regulator", false, "with --org: the organisation is a regulator (also make DIR/keys/regulator.pem)")
+	f.Int64Var(&member.Power, "power", ledger.DefaultPower, "with --org: the validator's voting power")
+	f.StringVar(&member.ListenHost, "listen-host", "127.0.0.1", "with --org: address the p2p listener binds")
+	f.StringVar(&member.ExternalAddress, "external-address", "", "with --org: host:port the other members dial (default listen-host:p2p-port)")
 	return cmd
 }
 
@@ -137,7 +156,7 @@ func newLedgerTestnetCmd() *cobra.Command {
 		Use:   "testnet --validators N --out DIR --base-port P [--gateway-pub PEM --gateway-site S [--gateway-name N]]...",
 		Short: "Make N validator homes on 127.0.0.1 sharing one genesis",
 		Long: `testnet makes DIR/node0 … DIR/node{N-1}, one validator each (equal voting
-power), with one genesis, one set of dev admin and regulator keys
+power), with one genesis, one set of dev committee and regulator keys
 (DIR/keys/), and every node dialling the others as persistent peers. Node k
 listens on p2p P+10k, RPC P+10k+1 and Prometheus P+10k+2. Start each with
 ` + "`edgeanchor ledger start --home DIR/nodeK`" + `; the chain advances once more than
@@ -160,7 +179,7 @@ listens on p2p P+10k, RPC P+10k+1 and Prometheus P+10k+2. Start each with
 			for _, h := range homes {
 				fmt.Fprintf(w, "%s  node %s  p2p %s  rpc %s  metrics %s\n", h.Dir, h.NodeID, h.P2PAddr, h.RPCURL, h.PrometheusURL)
 			}
-			fmt.Fprintf(w, "admin key %s\nregulator key %s\n", homes[0].AdminKey, homes[0].RegulatorKey)
+			fmt.Fprintf(w, "committee key %s\nregulator key %s\n", homes[0].CommitteeKey, homes[0].RegulatorKey)
 			for _, g := range opts.Gateways {
 				fmt.Fprintf(w, "genesis gateway %s (site %s)\n", g.DID, g.Site)
 			}

@@ -43,12 +43,12 @@ func TestLedgerCLI(t *testing.T) {
 	out := devMustRun(t, dir, nil, "ledger", "init", "--home", home,
 		"--p2p-port", fmt.Sprint(p2pPort), "--rpc-port", fmt.Sprint(rpcPort), "--prometheus-port", fmt.Sprint(promPort),
 		"--gateway-pub", gwPub, "--gateway-site", "site-a", "--gateway-name", "Gateway A")
-	adminKey := filepath.Join(home, ledger.AdminKeyFile)
-	if !strings.Contains(out, adminKey) || !strings.Contains(out, string(gwDID)) {
-		t.Fatalf("init output lacks the admin key path or the gateway:\n%s", out)
+	committeeKey := filepath.Join(home, ledger.CommitteeKeyFile)
+	if !strings.Contains(out, committeeKey) || !strings.Contains(out, string(gwDID)) {
+		t.Fatalf("init output lacks the committee key path or the gateway:\n%s", out)
 	}
-	if fi, err := os.Stat(adminKey); err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("admin key: %v %v", err, fi)
+	if fi, err := os.Stat(committeeKey); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("committee key: %v %v", err, fi)
 	}
 
 	// Refusals.

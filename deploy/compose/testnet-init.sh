@@ -9,7 +9,7 @@
 #   OUT/gateway-a, gateway-b the two gateways' keys (gateway.pem, 0600), both
 #                           admitted in the genesis app_state (sites site-a and
 #                           site-b), so that they anchor from the first block;
-#   OUT/keys                the dev admin and regulator keys.
+#   OUT/keys                the dev committee (threshold 1) and regulator keys.
 # Run by the `testnet` service (image target testnet-init, busybox sh) and by
 # deploy's tests (EDGEANCHOR=path of a built binary, any POSIX sh).
 set -eu

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"time"
 
 	ctypes "github.com/cometbft/cometbft/rpc/core/types"
 	cmttypes "github.com/cometbft/cometbft/types"
@@ -34,6 +33,12 @@ var ErrMalformedBundle = errors.New("anchor: malformed proof bundle")
 // ErrVerify is wrapped by every verification failure (a *StepError names
 // the step).
 var ErrVerify = errors.New("anchor: proof bundle does not verify")
+
+// StepTrustFile is the check that runs before the numbered steps: the trust
+// file is valid and names exactly the validator set of the bundle's blocks
+// (a *TrustMismatchError otherwise). Its failure is the trust file's
+// problem, not the evidence's.
+const StepTrustFile = "trust file"
 
 // The verification steps, in order (docs/proof-bundle.md).
 const (
@@ -256,6 +261,17 @@ func ParseBundle(data []byte) (*Bundle, error) {
 	case b.Anchor == nil:
 		return nil, fmt.Errorf("%w: no anchor proof", ErrMalformedBundle)
 	}
+	for _, d := range []struct {
+		name string
+		did  device.DID
+	}{{"record.gateway", b.Record.Gateway}, {"record.did", b.Record.DID}, {"gateway.did", b.Gateway.DID}} {
+		if _, err := device.ParseDID(string(d.did)); err != nil {
+			return nil, fmt.Errorf("%w: %s %q: %v", ErrMalformedBundle, d.name, d.did, err)
+		}
+	}
+	if b.Record.Gateway != b.Gateway.DID {
+		return nil, fmt.Errorf("%w: record.gateway %s is not gateway.did %s", ErrMalformedBundle, b.Record.Gateway, b.Gateway.DID)
+	}
 	return &b, nil
 }
 
@@ -278,18 +294,28 @@ type Verified struct {
 	RegisterHeight int64
 	AnchorHeight   int64
 	AnchorTxHash   string
-	BlockTime      string
+	// BlockTime is the time in block AnchorHeight's header. CometBFT sets
+	// it from the votes that committed the block before, so it is often
+	// earlier than the record's receive time: it is not when the record
+	// was anchored.
+	BlockTime string
+	// AnchoredBy is the time in the header of block AnchorHeight+1, whose
+	// commit signs block AnchorHeight: the record was anchored no later
+	// than this (RFC 3339, UTC).
+	AnchoredBy string
 }
 
 // Verify checks the bundle offline against trust, step by step, calling
 // report (if not nil) after each step with its name and its error (nil if it
-// passed). It stops at the first failure and returns a *StepError.
+// passed): first StepTrustFile, then each of Steps. It stops at the first
+// failure and returns a *StepError.
 func (b *Bundle) Verify(trust *Trust, report func(step string, detail string, err error)) (*Verified, error) {
 	v := &verifier{b: b, trust: trust, out: &Verified{}}
 	steps := []struct {
 		name string
 		run  func() (string, error)
 	}{
+		{StepTrustFile, v.trustFile},
 		{StepEnvelope, v.envelope},
 		{StepDeviceKey, v.deviceKey},
 		{StepReceipt, v.receiptSig},
@@ -327,6 +353,46 @@ type verifier struct {
 	leafHash   Hash
 	header     *BatchHeader
 	anchorErr  error
+}
+
+// trustFile: the trust is valid and, for each block of the bundle that is
+// signed by +2/3 of its own validator set, names exactly that set (the
+// header's validators_hash). A block that is not so signed is the
+// evidence's problem, left to its step.
+func (v *verifier) trustFile() (string, error) {
+	t := v.trust
+	if t == nil {
+		return "", errors.New("no trust given")
+	}
+	if err := t.Validate(); err != nil {
+		return "", err
+	}
+	var heights []string
+	for _, p := range []*AnchorProof{v.b.Device.Proof, v.b.Anchor} {
+		if p == nil || p.Header == nil || p.Header.Header == nil || p.Header.Commit == nil || p.Validators == nil {
+			continue
+		}
+		ok, err := p.CheckTrust(t)
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			heights = append(heights, fmt.Sprint(p.Height))
+		}
+	}
+	n := t.Validators.Size()
+	d := fmt.Sprintf("chain %s, %s mode, %d %s (hash %X)", t.ChainID, t.Mode, n, plural(n, "validator", "validators"), t.Validators.Hash())
+	if len(heights) > 0 {
+		d += fmt.Sprintf(", the set of %s %s", plural(len(heights), "block", "blocks"), strings.Join(heights, " and "))
+	}
+	return d, nil
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // envelope: the envelope's signature verifies under the key that the
@@ -409,8 +475,9 @@ func (v *verifier) receiptSig() (string, error) {
 	if r.DID != v.opened.Body.DID || r.Seq != v.opened.Body.Seq {
 		return "", fmt.Errorf("receipt is for %s seq %d, envelope %s seq %d", r.DID, r.Seq, v.opened.Body.DID, v.opened.Body.Seq)
 	}
-	if r.GSeq != v.b.Record.GSeq {
-		return "", fmt.Errorf("receipt gseq %d, bundle names %d", r.GSeq, v.b.Record.GSeq)
+	if rec := v.b.Record; r.Gateway != rec.Gateway || r.GSeq != rec.GSeq || r.DID != rec.DID || r.Seq != rec.Seq {
+		return "", fmt.Errorf("receipt is for gseq %d of gateway %s (device %s seq %d), the bundle's record names gseq %d of %s (device %s seq %d)",
+			r.GSeq, r.Gateway, r.DID, r.Seq, rec.GSeq, rec.Gateway, rec.DID, rec.Seq)
 	}
 	v.rcpt = r
 	form := "signed alone (per-record form)"
@@ -493,9 +560,11 @@ func (v *verifier) anchorBlock() (string, error) {
 	}
 	v.out.AnchorHeight = p.Height
 	v.out.AnchorTxHash = fmt.Sprintf("%X", cmttypes.Tx(p.Tx).Hash())
-	v.out.BlockTime = p.Header.Time.UTC().Format(time.RFC3339Nano)
-	return fmt.Sprintf("chain %s height %d, tx %s (index %d), block time %s, %d validators",
-		p.ChainID, p.Height, v.out.AnchorTxHash, p.Index, v.out.BlockTime, p.Validators.Size()), nil
+	v.out.BlockTime = formatTime(p.Header.Time)
+	v.out.AnchoredBy = formatTime(p.NextHeader.Time)
+	n := p.Validators.Size()
+	return fmt.Sprintf("chain %s height %d, tx %s (index %d), anchored no later than %s (the time of block %d, whose commit signs block %d), validator set of %d %s",
+		p.ChainID, p.Height, v.out.AnchorTxHash, p.Index, v.out.AnchoredBy, p.NextHeader.Height, p.Height, n, plural(n, "validator", "validators")), nil
 }
 
 // anchorResult: the tx result under the next header's LastResultsHash has

@@ -75,7 +75,7 @@ func TestGoldenBundleVerifies(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if len(passed) != len(Steps) {
+		if len(passed) != len(Steps)+1 || passed[0] != StepTrustFile {
 			t.Fatalf("%s: ran %v, want %v", name, passed, Steps)
 		}
 		if v.Record != b.Record || v.AnchorHeight != b.Anchor.Height || v.Header.Count != b.Merkle.Size {
@@ -234,7 +234,15 @@ func TestTamperedBundles(t *testing.T) {
 			tr := *trust
 			tr.Validators = otherValidators()
 			return &tr
-		}, StepDeviceKey},
+		}, StepTrustFile},
+		{"trust with an invented validator of equal power", nil, func() *Trust {
+			return trustWithInvented(t, trust)
+		}, StepTrustFile},
+		{"trust of another chain id", nil, func() *Trust {
+			tr := *trust
+			tr.ChainID = "another-chain"
+			return &tr
+		}, StepTrustFile},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -381,7 +389,65 @@ func TestVerifyIncompleteBundleInCode(t *testing.T) {
 		t.Fatalf("no registration proof: %v", err)
 	}
 	b = loadGolden(t, "bundle.json")
-	if _, err := b.Verify(nil, nil); !errors.As(err, &se) || se.Step != StepDeviceKey {
+	if _, err := b.Verify(nil, nil); !errors.As(err, &se) || se.Step != StepTrustFile {
 		t.Fatalf("no trust: %v", err)
+	}
+}
+
+// trustWithInvented is trust with one more validator, invented, of the
+// same power as the real one (well-formed key, address derived from it).
+func trustWithInvented(t testing.TB, trust *Trust) *Trust {
+	t.Helper()
+	tr := *trust
+	vals := trust.Validators.Copy().Validators
+	vals = append(vals, types.NewValidator(ed25519.GenPrivKey().PubKey(), vals[0].VotingPower))
+	tr.Validators = types.NewValidatorSet(vals)
+	if err := tr.Validate(); err != nil {
+		t.Fatalf("the altered trust must be well-formed: %v", err)
+	}
+	return &tr
+}
+
+// TestTrustWithInventedValidator: a trust file holding the chain's
+// validator plus an invented one of equal power is refused before any step,
+// as a trust-file problem that names the invented validator, not the
+// evidence's; and no step says "signed by 2/3+ of the trusted validators".
+func TestTrustWithInventedValidator(t *testing.T) {
+	trust := loadTrust(t)
+	bad := trustWithInvented(t, trust)
+	invented := bad.Validators.Validators[0]
+	if _, real := trust.Validators.GetByAddress(invented.Address); real != nil {
+		invented = bad.Validators.Validators[1]
+	}
+	b := loadGolden(t, "bundle.json")
+	var steps []string
+	_, err := b.Verify(bad, func(step, _ string, _ error) { steps = append(steps, step) })
+	var tm *TrustMismatchError
+	if !errors.As(err, &tm) || !errors.Is(err, ErrBadTrust) {
+		t.Fatalf("Verify = %v, want a TrustMismatchError", err)
+	}
+	if len(steps) != 1 || steps[0] != StepTrustFile {
+		t.Fatalf("steps reported %v, want only %q", steps, StepTrustFile)
+	}
+	if want := fmt.Sprintf("validator %X (power %d) is in the trust file but not in the chain's set", invented.Address, invented.VotingPower); !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %q does not name the invented validator (%s)", err, want)
+	}
+	// The anchor proof alone refuses it too, at its trust step.
+	var ve *VerifyError
+	if err := b.Anchor.Verify(bad); !errors.As(err, &ve) || ve.Step != StepTrust {
+		t.Fatalf("AnchorProof.Verify = %v, want step %q", err, StepTrust)
+	}
+}
+
+// TestExpiryMessageIsRFC3339: the light client's expiry error prints times
+// with %v (Go's default form, with now's monotonic clock reading); the
+// proof's error uses RFC 3339.
+func TestExpiryMessageIsRFC3339(t *testing.T) {
+	tr := *loadTrust(t)
+	tr.TrustingPeriod = time.Hour
+	b := loadGolden(t, "bundle.json")
+	err := b.Anchor.VerifyAt(&tr, time.Now())
+	if err == nil || strings.Contains(err.Error(), "m=+") || strings.Contains(err.Error(), "+0000 UTC") || !strings.Contains(err.Error(), "expired at 2026-11-25T") {
+		t.Fatalf("VerifyAt with an expired trusting period = %v", err)
 	}
 }

@@ -204,6 +204,52 @@ func (p *AnchorProof) VerifyTx(trust *Trust, tx []byte) error {
 	return p.Verify(trust)
 }
 
+// CheckTrust checks that trust is valid and is about the proof's chain and,
+// when the proof's block is signed by +2/3 of the proof's own validator set,
+// that the trust names exactly that set for the block's height. ok says
+// whether that comparison was made (false: the proof is not consistent in
+// itself, which Verify reports). A *TrustMismatchError or ErrBadTrust says
+// what is wrong with the trust.
+func (p *AnchorProof) CheckTrust(trust *Trust) (ok bool, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			ok, err = false, nil // a malformed proof: Verify reports it
+		}
+	}()
+	if trust == nil {
+		return false, fmt.Errorf("%w: no trust given", ErrBadTrust)
+	}
+	if err := trust.Validate(); err != nil {
+		return false, err
+	}
+	sh, vals := p.Header, p.Validators
+	if sh == nil || sh.Header == nil || sh.Commit == nil || vals == nil ||
+		vals.ValidateBasic() != nil || sh.ValidateBasic(sh.ChainID) != nil ||
+		!bytes.Equal(sh.ValidatorsHash, vals.Hash()) ||
+		vals.VerifyCommitLight(sh.ChainID, sh.Commit.BlockID, sh.Height, sh.Commit) != nil {
+		return false, nil
+	}
+	if sh.ChainID != trust.ChainID {
+		return false, fmt.Errorf("%w: the trust file is for chain %q, the bundle's block %d is of chain %q", ErrBadTrust, trust.ChainID, sh.Height, sh.ChainID)
+	}
+	from := sh.Time
+	if trust.Mode == TrustModeHeader && trust.Header != nil && sh.Height > trust.Height {
+		from = trust.Header.Time
+	}
+	if now := time.Now(); !from.Add(trust.TrustingPeriod).After(now) {
+		return false, fmt.Errorf("%w: its trusting_period (%s) from block %d ended at %s (now %s): use a trust file with a longer trusting_period",
+			ErrBadTrust, trust.TrustingPeriod, sh.Height, formatTime(from.Add(trust.TrustingPeriod)), formatTime(now))
+	}
+	trusted := trust.validatorsAt(sh.Height)
+	if trusted == nil {
+		return false, nil // light client verification from the trusted header
+	}
+	if err := checkTrustedSet(trusted, sh, vals); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 // VerifyAt is Verify with an explicit "now".
 func (p *AnchorProof) VerifyAt(trust *Trust, now time.Time) (err error) {
 	// CometBFT panics on some malformed structures (e.g. voting power
@@ -236,6 +282,10 @@ func (p *AnchorProof) VerifyAt(trust *Trust, now time.Time) (err error) {
 
 	step = StepHeader
 	if err := verifyHeader(trust, p.Header, p.Validators, now); err != nil {
+		var tm *TrustMismatchError
+		if errors.As(err, &tm) {
+			return &VerifyError{Step: StepTrust, Err: err}
+		}
 		return &VerifyError{Step: StepHeader, Err: err}
 	}
 
@@ -257,7 +307,7 @@ func (p *AnchorProof) VerifyAt(trust *Trust, now time.Time) (err error) {
 		nextVals = p.Validators
 	}
 	if err := light.VerifyAdjacent(p.Header, p.NextHeader, nextVals, trust.TrustingPeriod, now, DefaultMaxClockDrift); err != nil {
-		return &VerifyError{Step: StepNextHeader, Err: err}
+		return &VerifyError{Step: StepNextHeader, Err: lightErr(err)}
 	}
 
 	step = StepResult
@@ -282,7 +332,8 @@ func (p *AnchorProof) VerifyAt(trust *Trust, now time.Time) (err error) {
 }
 
 // verifyHeader checks that sh (with its validator set vals) is a header of
-// the trusted chain.
+// the trusted chain. A *TrustMismatchError means sh is signed by +2/3 of its
+// own set but that set is not the trust's set for its height.
 func verifyHeader(trust *Trust, sh *types.SignedHeader, vals *types.ValidatorSet, now time.Time) error {
 	if err := vals.ValidateBasic(); err != nil {
 		return fmt.Errorf("validator set: %w", err)
@@ -294,33 +345,43 @@ func verifyHeader(trust *Trust, sh *types.SignedHeader, vals *types.ValidatorSet
 		return fmt.Errorf("validator set %X is not the header's %X", vals.Hash(), sh.ValidatorsHash)
 	}
 	if sh.Time.After(now.Add(DefaultMaxClockDrift)) {
-		return fmt.Errorf("header time %s is in the future", sh.Time)
+		return fmt.Errorf("header time %s is in the future (now %s)", formatTime(sh.Time), formatTime(now))
 	}
-	if trust.Mode == TrustModeHeader {
-		switch {
-		case sh.Height > trust.Height:
-			// CometBFT's light client: adjacent or skipping verification
-			// from the trusted header.
-			return light.Verify(trust.Header, trust.Validators, sh, vals,
-				trust.TrustingPeriod, now, DefaultMaxClockDrift, light.DefaultTrustLevel)
-		case sh.Height == trust.Height:
-			if !bytes.Equal(sh.Hash(), trust.HeaderHash) {
-				return fmt.Errorf("header %X at the trusted height is not the trusted header %X", sh.Hash(), trust.HeaderHash)
-			}
-			return nil
-		}
+	trusted := trust.validatorsAt(sh.Height)
+	if trusted == nil {
+		// Header mode above the trusted height: CometBFT's light client,
+		// adjacent or skipping verification from the trusted header.
+		return lightErr(light.Verify(trust.Header, trust.Validators, sh, vals,
+			trust.TrustingPeriod, now, DefaultMaxClockDrift, light.DefaultTrustLevel))
 	}
-	// Genesis mode, or a header older than the trusted one: it must be
-	// signed by the trusted validator set (+2/3 if the set is the same;
-	// otherwise ≥1/3 of the trusted set, as in the light client's skipping
-	// rule, and +2/3 of its own set).
-	if bytes.Equal(vals.Hash(), trust.Validators.Hash()) {
-		return trust.Validators.VerifyCommitLight(trust.ChainID, sh.Commit.BlockID, sh.Height, sh.Commit)
+	// The header must be signed by +2/3 of its own set, and that set must
+	// be exactly the one the trust names for this height.
+	if err := vals.VerifyCommitLight(trust.ChainID, sh.Commit.BlockID, sh.Height, sh.Commit); err != nil {
+		return err
 	}
-	if err := trust.Validators.VerifyCommitLightTrusting(trust.ChainID, sh.Commit, light.DefaultTrustLevel); err != nil {
-		return fmt.Errorf("not signed by the trusted validators: %w", err)
+	if err := checkTrustedSet(trusted, sh, vals); err != nil {
+		return err
 	}
-	return vals.VerifyCommitLight(trust.ChainID, sh.Commit.BlockID, sh.Height, sh.Commit)
+	if trust.Mode == TrustModeHeader && sh.Height == trust.Height && !bytes.Equal(sh.Hash(), trust.HeaderHash) {
+		return fmt.Errorf("header %X at the trusted height is not the trusted header %X", sh.Hash(), trust.HeaderHash)
+	}
+	return nil
+}
+
+// formatTime writes a time the way every edgeanchor document does: RFC 3339
+// in UTC, nanoseconds if any (never Go's default form with its monotonic
+// clock reading).
+func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// lightErr rewrites the CometBFT light client's errors that print times
+// with %v (Go's default form, with the monotonic clock reading of now).
+func lightErr(err error) error {
+	var expired light.ErrOldHeaderExpired
+	if errors.As(err, &expired) {
+		return fmt.Errorf("the trust file's trusting period expired at %s (now %s): use a trust file with a longer trusting_period",
+			formatTime(expired.At), formatTime(expired.Now))
+	}
+	return err
 }
 
 // indexLag is how long ProveAnchor waits for the node's tx index to find a

@@ -81,7 +81,7 @@ type Bundle struct {
 	Record BundleRecord `json:"record"`
 
 	// Envelope is the device's envelope exactly as the gateway received it.
-	Envelope []byte `json:"envelope"`
+	Envelope Base64 `json:"envelope"`
 
 	// Device is the device's RegisterDevice transaction and its proof.
 	Device BundleDevice `json:"device"`
@@ -118,15 +118,15 @@ type BundleRecord struct {
 // BundleDevice holds the device's registration on the ledger.
 type BundleDevice struct {
 	// Tx is the RegisterDevice transaction bytes.
-	Tx []byte `json:"tx"`
+	Tx Base64 `json:"tx"`
 	// Proof proves Tx committed with code 0 in a block the consortium signed.
 	Proof *AnchorProof `json:"proof"`
 }
 
 // BundleSigned is a signed document: its exact bytes and the DER signature.
 type BundleSigned struct {
-	Body []byte `json:"body"`
-	Sig  []byte `json:"sig"`
+	Body Base64 `json:"body"`
+	Sig  Base64 `json:"sig"`
 }
 
 // BundleReceipt is the gateway's receipt of the record (docs/internals.md,
@@ -136,10 +136,10 @@ type BundleSigned struct {
 // statement. Without Group it is the older per-record form: Sig is over
 // Body and there is no path.
 type BundleReceipt struct {
-	Body  []byte `json:"body"`
-	Group []byte `json:"group,omitempty"`
+	Body  Base64 `json:"body"`
+	Group Base64 `json:"group,omitempty"`
 	Path  []Hash `json:"path,omitempty"`
-	Sig   []byte `json:"sig"`
+	Sig   Base64 `json:"sig"`
 }
 
 // MarshalJSON writes "path" (possibly []) whenever there is a group, and
@@ -154,10 +154,10 @@ func (r BundleReceipt) MarshalJSON() ([]byte, error) {
 		path = []Hash{}
 	}
 	return json.Marshal(struct {
-		Body  []byte `json:"body"`
-		Group []byte `json:"group"`
+		Body  Base64 `json:"body"`
+		Group Base64 `json:"group"`
 		Path  []Hash `json:"path"`
-		Sig   []byte `json:"sig"`
+		Sig   Base64 `json:"sig"`
 	}{r.Body, r.Group, path, r.Sig})
 }
 
@@ -175,7 +175,7 @@ type BundleMerkle struct {
 // belonged to a member gateway, so steps 2 and 9 prove its membership.
 type BundleGateway struct {
 	DID device.DID `json:"did"`
-	Pub []byte     `json:"pub"`
+	Pub Base64     `json:"pub"`
 }
 
 // HexBytes travels in JSON as lowercase hex.
@@ -238,10 +238,21 @@ func ParseBundle(data []byte) (*Bundle, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&b); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformedBundle, err)
+		return nil, fmt.Errorf("%w: %v", ErrMalformedBundle, locateBase64Error(data, err))
 	}
 	if dec.More() {
 		return nil, fmt.Errorf("%w: trailing data", ErrMalformedBundle)
+	}
+	// One record, one bundle: every value in its one encoding, no member
+	// the format does not have (encoding/json alone would skip line breaks
+	// in base64, match member names in any case, and CometBFT's decoder
+	// takes hex in either case and skips unknown members).
+	canonical, err := json.Marshal(&b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedBundle, err)
+	}
+	if err := checkCanonical(data, canonical); err != nil {
+		return nil, fmt.Errorf("%w: not in canonical form: %v", ErrMalformedBundle, err)
 	}
 	switch {
 	case b.Type != BundleType:

@@ -89,7 +89,7 @@ type anchorProofJSON struct {
 	ChainID        string          `json:"chain_id"`
 	Height         int64           `json:"height"`
 	Index          uint32          `json:"index"`
-	Tx             []byte          `json:"tx"`
+	Tx             Base64          `json:"tx"`
 	TxProof        json.RawMessage `json:"tx_proof"`
 	Header         json.RawMessage `json:"signed_header"`
 	Validators     json.RawMessage `json:"validators"`
@@ -101,7 +101,7 @@ type anchorProofJSON struct {
 
 type resultJSON struct {
 	Code      uint32 `json:"code"`
-	Data      []byte `json:"data,omitempty"`
+	Data      Base64 `json:"data,omitempty"`
 	GasWanted int64  `json:"gas_wanted"`
 	GasUsed   int64  `json:"gas_used"`
 }
@@ -113,17 +113,27 @@ func (p *AnchorProof) MarshalJSON() ([]byte, error) {
 		Version: AnchorProofVersion, ChainID: p.ChainID, Height: p.Height, Index: p.Index, Tx: p.Tx,
 		Result: resultJSON{Code: p.Result.Code, Data: p.Result.Data, GasWanted: p.Result.GasWanted, GasUsed: p.Result.GasUsed},
 	}
+	// One form for an empty audit path, as the proofs have always been
+	// written: the tx proof (from the node's JSON) omits "aunts", the
+	// result proof (built here) writes "aunts":[].
+	txProof, resultProof := p.TxProof, p.ResultProof
+	if len(txProof.Aunts) == 0 {
+		txProof.Aunts = nil
+	}
+	if len(resultProof.Aunts) == 0 {
+		resultProof.Aunts = [][]byte{}
+	}
 	for _, f := range []struct {
 		dst *json.RawMessage
 		v   any
 		nil bool
 	}{
-		{&w.TxProof, &p.TxProof, false},
+		{&w.TxProof, &txProof, false},
 		{&w.Header, p.Header, p.Header == nil},
 		{&w.Validators, p.Validators, p.Validators == nil},
 		{&w.NextHeader, p.NextHeader, p.NextHeader == nil},
 		{&w.NextValidators, p.NextValidators, p.NextValidators == nil},
-		{&w.ResultProof, &p.ResultProof, false},
+		{&w.ResultProof, &resultProof, false},
 	} {
 		if f.nil {
 			continue
@@ -146,8 +156,10 @@ func (p *AnchorProof) UnmarshalJSON(data []byte) (err error) {
 		}
 	}()
 	var w anchorProofJSON
-	if err := json.Unmarshal(data, &w); err != nil {
-		return &VerifyError{Step: StepDecode, Err: err}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&w); err != nil {
+		return &VerifyError{Step: StepDecode, Err: locateBase64Error(data, err)}
 	}
 	if w.Version != AnchorProofVersion {
 		return stepErr(StepDecode, "version %d (want %d)", w.Version, AnchorProofVersion)
@@ -184,6 +196,16 @@ func (p *AnchorProof) UnmarshalJSON(data []byte) (err error) {
 	out.Header, out.Validators, out.NextHeader = &h, &vs, &nh
 	if len(w.NextValidators) > 0 && string(w.NextValidators) != "null" {
 		out.NextValidators = &nvs
+	}
+	// One encoding per value, CometBFT's members included (its decoder
+	// takes hex in either case, skips unknown members and line breaks in
+	// base64): the proof must be what it encodes back to.
+	canonical, err := out.MarshalJSON()
+	if err != nil {
+		return &VerifyError{Step: StepDecode, Err: err}
+	}
+	if err := checkCanonical(data, canonical); err != nil {
+		return stepErr(StepDecode, "not in canonical form: %v", err)
 	}
 	*p = out
 	return nil

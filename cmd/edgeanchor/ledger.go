@@ -50,7 +50,7 @@ func genesisGateways(pubs, sites, names []string) ([]anchor.GenesisGateway, erro
 	for i, p := range pubs {
 		pub, err := device.ReadPublicKeyFile(p)
 		if err != nil {
-			return nil, &exitError{code: 1, err: fmt.Errorf("--gateway-pub: %w", err)}
+			return nil, failedOrIO(fmt.Errorf("--gateway-pub: %w", err))
 		}
 		name := sites[i]
 		if len(names) > 0 && names[i] != "" {
@@ -202,7 +202,7 @@ edgeanchor_ledger_… on the Prometheus listener of DIR/config/config.toml.`,
 			node, err := ledger.StartNode(ctx, home, ledger.NodeOptions{Logger: log, Registerer: prometheus.DefaultRegisterer})
 			if err != nil {
 				if errors.Is(err, ledger.ErrNoHome) {
-					return &exitError{code: 1, err: err}
+					return ioErr(err)
 				}
 				return err
 			}

@@ -61,8 +61,8 @@ func TestLedgerCLI(t *testing.T) {
 	if _, _, code := devRun(t, dir, nil, "ledger", "init", "--home", filepath.Join(dir, "x"), "--gateway-pub", gwPub); code != 2 {
 		t.Errorf("--gateway-pub without --gateway-site: exit %d", code)
 	}
-	if _, _, code := devRun(t, dir, nil, "ledger", "start", "--home", filepath.Join(dir, "nothing")); code != 1 {
-		t.Errorf("start without a home: exit %d", code)
+	if _, _, code := devRun(t, dir, nil, "ledger", "start", "--home", filepath.Join(dir, "nothing")); code != 2 {
+		t.Errorf("start without a home (a missing file): exit %d, want 2", code)
 	}
 	gw2Pub := filepath.Join(dir, "gw2.pub.pem")
 	gw2DID := newPublicKeyFile(t, gw2Pub)

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/internal/safetext"
 )
 
 // commands is filled by each subcommand file's init, so that adding a command
@@ -158,9 +159,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	root.SetErr(stderr)
 	err := root.Execute()
 	if err != nil {
-		fmt.Fprintln(stderr, "edgeanchor:", err)
+		// An error can quote what a file, a bundle or a node said.
+		fmt.Fprintln(stderr, "edgeanchor:", safetext.Escape(err.Error()))
 	}
 	return exitCode(err)
+}
+
+// plural is one or many, as n asks.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 func main() {

@@ -32,7 +32,7 @@ func tokenDataDir(dataDir, configPath string) (string, gateway.Config, error) {
 	if configPath != "" {
 		c, err := gateway.LoadConfig(configPath)
 		if err != nil {
-			return "", cfg, &exitError{code: 1, err: err}
+			return "", cfg, failedOrIO(err)
 		}
 		cfg = c
 	}
@@ -68,11 +68,11 @@ func newTokenCreateCmd() *cobra.Command {
 			}
 			store, err := gateway.OpenTokenStore(dir)
 			if err != nil {
-				return &exitError{code: 1, err: err}
+				return failedOrIO(err)
 			}
 			toks, exp, err := store.Create(gateway.TokenRequest{Site: site, Kind: kind, Count: count, TTL: ttl}, time.Now())
 			if err != nil {
-				return &exitError{code: 1, err: err}
+				return failedOrIO(err)
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
@@ -110,11 +110,11 @@ func newTokenListCmd() *cobra.Command {
 			}
 			store, err := gateway.OpenTokenStore(dir)
 			if err != nil {
-				return &exitError{code: 1, err: err}
+				return failedOrIO(err)
 			}
 			list, err := store.List()
 			if err != nil {
-				return &exitError{code: 1, err: err}
+				return failedOrIO(err)
 			}
 			if list == nil {
 				list = []gateway.TokenRecord{}

@@ -331,6 +331,11 @@ func (p *AnchorProof) VerifyAt(trust *Trust, now time.Time) (err error) {
 	if err := light.VerifyAdjacent(p.Header, p.NextHeader, nextVals, trust.TrustingPeriod, now, DefaultMaxClockDrift); err != nil {
 		return &VerifyError{Step: StepNextHeader, Err: lightErr(err)}
 	}
+	// The light client checks the next header's validators and signatures,
+	// not that it is the child of this block.
+	if !bytes.Equal(p.NextHeader.LastBlockID.Hash, p.Header.Hash()) {
+		return stepErr(StepNextHeader, "next header's last_block_id %X is not block %d's hash %X", p.NextHeader.LastBlockID.Hash, p.Height, p.Header.Hash())
+	}
 
 	step = StepResult
 	if p.ResultProof.Index != p.TxProof.Index || p.ResultProof.Total != p.TxProof.Total {
@@ -349,6 +354,13 @@ func (p *AnchorProof) VerifyAt(trust *Trust, now time.Time) (err error) {
 	step = StepTxCode
 	if p.Result.Code != 0 {
 		return stepErr(StepTxCode, "ledger refused the tx with code %d", p.Result.Code)
+	}
+	// The ledger's result data for an applied tx is the SM3 of its body
+	// (docs/ledger.md): the result names the tx it is about.
+	if tx, err := DecodeTx(p.Tx); err != nil {
+		return &VerifyError{Step: StepResult, Err: fmt.Errorf("tx: %w", err)}
+	} else if h := SM3(tx.Body); !bytes.Equal(p.Result.Data, h[:]) {
+		return stepErr(StepResult, "result data %X is not the SM3 of the tx body %X", p.Result.Data, h[:])
 	}
 	return nil
 }

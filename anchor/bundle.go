@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"time"
 
 	ctypes "github.com/cometbft/cometbft/rpc/core/types"
 	cmttypes "github.com/cometbft/cometbft/types"
@@ -34,6 +33,12 @@ var ErrMalformedBundle = errors.New("anchor: malformed proof bundle")
 // ErrVerify is wrapped by every verification failure (a *StepError names
 // the step).
 var ErrVerify = errors.New("anchor: proof bundle does not verify")
+
+// StepTrustFile is the check that runs before the numbered steps: the trust
+// file is valid and names exactly the validator set of the bundle's blocks
+// (a *TrustMismatchError otherwise). Its failure is the trust file's
+// problem, not the evidence's.
+const StepTrustFile = "trust file"
 
 // The verification steps, in order (docs/proof-bundle.md).
 const (
@@ -76,7 +81,7 @@ type Bundle struct {
 	Record BundleRecord `json:"record"`
 
 	// Envelope is the device's envelope exactly as the gateway received it.
-	Envelope []byte `json:"envelope"`
+	Envelope Base64 `json:"envelope"`
 
 	// Device is the device's RegisterDevice transaction and its proof.
 	Device BundleDevice `json:"device"`
@@ -113,15 +118,15 @@ type BundleRecord struct {
 // BundleDevice holds the device's registration on the ledger.
 type BundleDevice struct {
 	// Tx is the RegisterDevice transaction bytes.
-	Tx []byte `json:"tx"`
+	Tx Base64 `json:"tx"`
 	// Proof proves Tx committed with code 0 in a block the consortium signed.
 	Proof *AnchorProof `json:"proof"`
 }
 
 // BundleSigned is a signed document: its exact bytes and the DER signature.
 type BundleSigned struct {
-	Body []byte `json:"body"`
-	Sig  []byte `json:"sig"`
+	Body Base64 `json:"body"`
+	Sig  Base64 `json:"sig"`
 }
 
 // BundleReceipt is the gateway's receipt of the record (docs/internals.md,
@@ -131,10 +136,10 @@ type BundleSigned struct {
 // statement. Without Group it is the older per-record form: Sig is over
 // Body and there is no path.
 type BundleReceipt struct {
-	Body  []byte `json:"body"`
-	Group []byte `json:"group,omitempty"`
+	Body  Base64 `json:"body"`
+	Group Base64 `json:"group,omitempty"`
 	Path  []Hash `json:"path,omitempty"`
-	Sig   []byte `json:"sig"`
+	Sig   Base64 `json:"sig"`
 }
 
 // MarshalJSON writes "path" (possibly []) whenever there is a group, and
@@ -149,10 +154,10 @@ func (r BundleReceipt) MarshalJSON() ([]byte, error) {
 		path = []Hash{}
 	}
 	return json.Marshal(struct {
-		Body  []byte `json:"body"`
-		Group []byte `json:"group"`
+		Body  Base64 `json:"body"`
+		Group Base64 `json:"group"`
 		Path  []Hash `json:"path"`
-		Sig   []byte `json:"sig"`
+		Sig   Base64 `json:"sig"`
 	}{r.Body, r.Group, path, r.Sig})
 }
 
@@ -170,7 +175,7 @@ type BundleMerkle struct {
 // belonged to a member gateway, so steps 2 and 9 prove its membership.
 type BundleGateway struct {
 	DID device.DID `json:"did"`
-	Pub []byte     `json:"pub"`
+	Pub Base64     `json:"pub"`
 }
 
 // HexBytes travels in JSON as lowercase hex.
@@ -233,10 +238,21 @@ func ParseBundle(data []byte) (*Bundle, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&b); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformedBundle, err)
+		return nil, fmt.Errorf("%w: %v", ErrMalformedBundle, locateBase64Error(data, err))
 	}
 	if dec.More() {
 		return nil, fmt.Errorf("%w: trailing data", ErrMalformedBundle)
+	}
+	// One record, one bundle: every value in its one encoding, no member
+	// the format does not have (encoding/json alone would skip line breaks
+	// in base64, match member names in any case, and CometBFT's decoder
+	// takes hex in either case and skips unknown members).
+	canonical, err := json.Marshal(&b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedBundle, err)
+	}
+	if err := checkCanonical(data, canonical); err != nil {
+		return nil, fmt.Errorf("%w: not in canonical form: %v", ErrMalformedBundle, err)
 	}
 	switch {
 	case b.Type != BundleType:
@@ -255,6 +271,17 @@ func ParseBundle(data []byte) (*Bundle, error) {
 		return nil, fmt.Errorf("%w: no gateway key", ErrMalformedBundle)
 	case b.Anchor == nil:
 		return nil, fmt.Errorf("%w: no anchor proof", ErrMalformedBundle)
+	}
+	for _, d := range []struct {
+		name string
+		did  device.DID
+	}{{"record.gateway", b.Record.Gateway}, {"record.did", b.Record.DID}, {"gateway.did", b.Gateway.DID}} {
+		if _, err := device.ParseDID(string(d.did)); err != nil {
+			return nil, fmt.Errorf("%w: %s %q: %v", ErrMalformedBundle, d.name, d.did, err)
+		}
+	}
+	if b.Record.Gateway != b.Gateway.DID {
+		return nil, fmt.Errorf("%w: record.gateway %s is not gateway.did %s", ErrMalformedBundle, b.Record.Gateway, b.Gateway.DID)
 	}
 	return &b, nil
 }
@@ -278,18 +305,28 @@ type Verified struct {
 	RegisterHeight int64
 	AnchorHeight   int64
 	AnchorTxHash   string
-	BlockTime      string
+	// BlockTime is the time in block AnchorHeight's header. CometBFT sets
+	// it from the votes that committed the block before, so it is often
+	// earlier than the record's receive time: it is not when the record
+	// was anchored.
+	BlockTime string
+	// AnchoredBy is the time in the header of block AnchorHeight+1, whose
+	// commit signs block AnchorHeight: the record was anchored no later
+	// than this (RFC 3339, UTC).
+	AnchoredBy string
 }
 
 // Verify checks the bundle offline against trust, step by step, calling
 // report (if not nil) after each step with its name and its error (nil if it
-// passed). It stops at the first failure and returns a *StepError.
+// passed): first StepTrustFile, then each of Steps. It stops at the first
+// failure and returns a *StepError.
 func (b *Bundle) Verify(trust *Trust, report func(step string, detail string, err error)) (*Verified, error) {
 	v := &verifier{b: b, trust: trust, out: &Verified{}}
 	steps := []struct {
 		name string
 		run  func() (string, error)
 	}{
+		{StepTrustFile, v.trustFile},
 		{StepEnvelope, v.envelope},
 		{StepDeviceKey, v.deviceKey},
 		{StepReceipt, v.receiptSig},
@@ -327,6 +364,46 @@ type verifier struct {
 	leafHash   Hash
 	header     *BatchHeader
 	anchorErr  error
+}
+
+// trustFile: the trust is valid and, for each block of the bundle that is
+// signed by +2/3 of its own validator set, names exactly that set (the
+// header's validators_hash). A block that is not so signed is the
+// evidence's problem, left to its step.
+func (v *verifier) trustFile() (string, error) {
+	t := v.trust
+	if t == nil {
+		return "", errors.New("no trust given")
+	}
+	if err := t.Validate(); err != nil {
+		return "", err
+	}
+	var heights []string
+	for _, p := range []*AnchorProof{v.b.Device.Proof, v.b.Anchor} {
+		if p == nil || p.Header == nil || p.Header.Header == nil || p.Header.Commit == nil || p.Validators == nil {
+			continue
+		}
+		ok, err := p.CheckTrust(t)
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			heights = append(heights, fmt.Sprint(p.Height))
+		}
+	}
+	n := t.Validators.Size()
+	d := fmt.Sprintf("chain %s, %s mode, %d %s (hash %X)", t.ChainID, t.Mode, n, plural(n, "validator", "validators"), t.Validators.Hash())
+	if len(heights) > 0 {
+		d += fmt.Sprintf(", the set of %s %s", plural(len(heights), "block", "blocks"), strings.Join(heights, " and "))
+	}
+	return d, nil
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // envelope: the envelope's signature verifies under the key that the
@@ -409,8 +486,9 @@ func (v *verifier) receiptSig() (string, error) {
 	if r.DID != v.opened.Body.DID || r.Seq != v.opened.Body.Seq {
 		return "", fmt.Errorf("receipt is for %s seq %d, envelope %s seq %d", r.DID, r.Seq, v.opened.Body.DID, v.opened.Body.Seq)
 	}
-	if r.GSeq != v.b.Record.GSeq {
-		return "", fmt.Errorf("receipt gseq %d, bundle names %d", r.GSeq, v.b.Record.GSeq)
+	if rec := v.b.Record; r.Gateway != rec.Gateway || r.GSeq != rec.GSeq || r.DID != rec.DID || r.Seq != rec.Seq {
+		return "", fmt.Errorf("receipt is for gseq %d of gateway %s (device %s seq %d), the bundle's record names gseq %d of %s (device %s seq %d)",
+			r.GSeq, r.Gateway, r.DID, r.Seq, rec.GSeq, rec.Gateway, rec.DID, rec.Seq)
 	}
 	v.rcpt = r
 	form := "signed alone (per-record form)"
@@ -493,9 +571,11 @@ func (v *verifier) anchorBlock() (string, error) {
 	}
 	v.out.AnchorHeight = p.Height
 	v.out.AnchorTxHash = fmt.Sprintf("%X", cmttypes.Tx(p.Tx).Hash())
-	v.out.BlockTime = p.Header.Time.UTC().Format(time.RFC3339Nano)
-	return fmt.Sprintf("chain %s height %d, tx %s (index %d), block time %s, %d validators",
-		p.ChainID, p.Height, v.out.AnchorTxHash, p.Index, v.out.BlockTime, p.Validators.Size()), nil
+	v.out.BlockTime = formatTime(p.Header.Time)
+	v.out.AnchoredBy = formatTime(p.NextHeader.Time)
+	n := p.Validators.Size()
+	return fmt.Sprintf("chain %s height %d, tx %s (index %d), anchored no later than %s (the time of block %d, whose commit signs block %d), validator set of %d %s",
+		p.ChainID, p.Height, v.out.AnchorTxHash, p.Index, v.out.AnchoredBy, p.NextHeader.Height, p.Height, n, plural(n, "validator", "validators")), nil
 }
 
 // anchorResult: the tx result under the next header's LastResultsHash has

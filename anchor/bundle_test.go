@@ -75,7 +75,7 @@ func TestGoldenBundleVerifies(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if len(passed) != len(Steps) {
+		if len(passed) != len(Steps)+1 || passed[0] != StepTrustFile {
 			t.Fatalf("%s: ran %v, want %v", name, passed, Steps)
 		}
 		if v.Record != b.Record || v.AnchorHeight != b.Anchor.Height || v.Header.Count != b.Merkle.Size {
@@ -234,7 +234,15 @@ func TestTamperedBundles(t *testing.T) {
 			tr := *trust
 			tr.Validators = otherValidators()
 			return &tr
-		}, StepDeviceKey},
+		}, StepTrustFile},
+		{"trust with an invented validator of equal power", nil, func() *Trust {
+			return trustWithInvented(t, trust)
+		}, StepTrustFile},
+		{"trust of another chain id", nil, func() *Trust {
+			tr := *trust
+			tr.ChainID = "another-chain"
+			return &tr
+		}, StepTrustFile},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -381,7 +389,225 @@ func TestVerifyIncompleteBundleInCode(t *testing.T) {
 		t.Fatalf("no registration proof: %v", err)
 	}
 	b = loadGolden(t, "bundle.json")
-	if _, err := b.Verify(nil, nil); !errors.As(err, &se) || se.Step != StepDeviceKey {
+	if _, err := b.Verify(nil, nil); !errors.As(err, &se) || se.Step != StepTrustFile {
 		t.Fatalf("no trust: %v", err)
+	}
+}
+
+// trustWithInvented is trust with one more validator, invented, of the
+// same power as the real one (well-formed key, address derived from it).
+func trustWithInvented(t testing.TB, trust *Trust) *Trust {
+	t.Helper()
+	tr := *trust
+	vals := trust.Validators.Copy().Validators
+	vals = append(vals, types.NewValidator(ed25519.GenPrivKey().PubKey(), vals[0].VotingPower))
+	tr.Validators = types.NewValidatorSet(vals)
+	if err := tr.Validate(); err != nil {
+		t.Fatalf("the altered trust must be well-formed: %v", err)
+	}
+	return &tr
+}
+
+// TestTrustWithInventedValidator: a trust file holding the chain's
+// validator plus an invented one of equal power is refused before any step,
+// as a trust-file problem that names the invented validator, not the
+// evidence's; and no step says "signed by 2/3+ of the trusted validators".
+func TestTrustWithInventedValidator(t *testing.T) {
+	trust := loadTrust(t)
+	bad := trustWithInvented(t, trust)
+	invented := bad.Validators.Validators[0]
+	if _, real := trust.Validators.GetByAddress(invented.Address); real != nil {
+		invented = bad.Validators.Validators[1]
+	}
+	b := loadGolden(t, "bundle.json")
+	var steps []string
+	_, err := b.Verify(bad, func(step, _ string, _ error) { steps = append(steps, step) })
+	var tm *TrustMismatchError
+	if !errors.As(err, &tm) || !errors.Is(err, ErrBadTrust) {
+		t.Fatalf("Verify = %v, want a TrustMismatchError", err)
+	}
+	if len(steps) != 1 || steps[0] != StepTrustFile {
+		t.Fatalf("steps reported %v, want only %q", steps, StepTrustFile)
+	}
+	if want := fmt.Sprintf("validator %X (power %d) is in the trust file but not in the chain's set", invented.Address, invented.VotingPower); !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %q does not name the invented validator (%s)", err, want)
+	}
+	// The anchor proof alone refuses it too, at its trust step.
+	var ve *VerifyError
+	if err := b.Anchor.Verify(bad); !errors.As(err, &ve) || ve.Step != StepTrust {
+		t.Fatalf("AnchorProof.Verify = %v, want step %q", err, StepTrust)
+	}
+}
+
+// TestExpiryMessageIsRFC3339: the light client's expiry error prints times
+// with %v (Go's default form, with now's monotonic clock reading); the
+// proof's error uses RFC 3339.
+func TestExpiryMessageIsRFC3339(t *testing.T) {
+	tr := *loadTrust(t)
+	tr.TrustingPeriod = time.Hour
+	b := loadGolden(t, "bundle.json")
+	err := b.Anchor.VerifyAt(&tr, time.Now())
+	if err == nil || strings.Contains(err.Error(), "m=+") || strings.Contains(err.Error(), "+0000 UTC") || !strings.Contains(err.Error(), "expired at 2026-11-25T") {
+		t.Fatalf("VerifyAt with an expired trusting period = %v", err)
+	}
+}
+
+// TestGoldenBundlesAreCanonical: the golden bundles (made by the gateway)
+// are in the one accepted form: each encodes back to its exact bytes.
+func TestGoldenBundlesAreCanonical(t *testing.T) {
+	for _, name := range []string{"bundle.json", "bundle-other-device.json", "bundle-per-record.json"} {
+		raw, err := os.ReadFile("testdata/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := ParseBundle(raw)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		again, err := b.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(again, raw) {
+			t.Fatalf("%s does not encode back to its own bytes", name)
+		}
+	}
+}
+
+// dirtyPadding sets the unused low bits of the last base64 character of s
+// (padded), a second encoding of the same bytes that encoding/base64's
+// default decoder takes.
+func dirtyPadding(t testing.TB, s string) string {
+	t.Helper()
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	pad := len(s) - len(strings.TrimRight(s, "="))
+	if pad == 0 {
+		t.Fatalf("%q has no padding", s)
+	}
+	i := len(s) - pad - 1
+	v := strings.IndexByte(alphabet, s[i])
+	v |= 1<<(2*pad) - 1 // 2 unused bits for "=", 4 for "=="
+	return s[:i] + string(alphabet[v]) + s[i+1:]
+}
+
+// TestBundleRefusesNonCanonicalEncodings: every value of a bundle has one
+// encoding, as in the envelope; another encoding of the same value, or a
+// member the format does not have, is refused with ErrMalformedBundle
+// naming the member. Each edit below was accepted before.
+func TestBundleRefusesNonCanonicalEncodings(t *testing.T) {
+	raw, err := os.ReadFile("testdata/bundle.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := func(m map[string]any, path ...string) map[string]any {
+		for _, k := range path {
+			m = m[k].(map[string]any)
+		}
+		return m
+	}
+	// padded finds a padded base64 string member for the padding case.
+	padded := func(m map[string]any) (map[string]any, string) {
+		for _, c := range []struct {
+			m map[string]any
+			k string
+		}{{obj(m, "batch"), "sig"}, {obj(m, "receipt"), "sig"}, {m, "envelope"}, {obj(m, "batch"), "body"}, {obj(m, "receipt"), "body"}} {
+			if strings.HasSuffix(c.m[c.k].(string), "=") {
+				return c.m, c.k
+			}
+		}
+		t.Fatal("no padded base64 member")
+		return nil, ""
+	}
+	for _, tc := range []struct {
+		name, where string
+		edit        func(m map[string]any)
+	}{
+		{"line break in base64 (envelope)", "envelope", func(m map[string]any) {
+			s := m["envelope"].(string)
+			m["envelope"] = s[:40] + "\n" + s[40:]
+		}},
+		{"CR LF in base64 (anchor tx)", "tx", func(m map[string]any) {
+			a := obj(m, "anchor")
+			s := a["tx"].(string)
+			a["tx"] = s[:60] + "\r\n" + s[60:]
+		}},
+		{"non-zero padding bits", "", func(m map[string]any) {
+			o, k := padded(m)
+			o[k] = dirtyPadding(t, o[k].(string))
+		}},
+		{"non-zero padding bits in a commit signature", "signature", func(m map[string]any) {
+			sig := obj(m, "anchor", "signed_header", "commit")["signatures"].([]any)[0].(map[string]any)
+			sig["signature"] = dirtyPadding(t, sig["signature"].(string))
+		}},
+		{"line break in a CometBFT base64 member", "leaf_hash", func(m map[string]any) {
+			p := obj(m, "anchor", "tx_proof")
+			s := p["leaf_hash"].(string)
+			p["leaf_hash"] = s[:20] + "\n" + s[20:]
+		}},
+		{"unknown member in an AnchorProof", "extra", func(m map[string]any) { obj(m, "anchor")["extra"] = 1 }},
+		{"unknown member in the device's AnchorProof", "extra", func(m map[string]any) { obj(m, "device", "proof")["extra"] = "x" }},
+		{"unknown member in a CometBFT header", "extra", func(m map[string]any) {
+			obj(m, "anchor", "signed_header", "header")["extra"] = "x"
+		}},
+		{"member name in another case", "Chain_ID", func(m map[string]any) {
+			a := obj(m, "anchor")
+			a["Chain_ID"] = a["chain_id"]
+			delete(a, "chain_id")
+		}},
+		{"lower-case hex in validators_hash", "validators_hash", func(m map[string]any) {
+			h := obj(m, "anchor", "signed_header", "header")
+			h["validators_hash"] = strings.ToLower(h["validators_hash"].(string))
+		}},
+		{"lower-case hex in a validator address", "address", func(m map[string]any) {
+			v := obj(m, "anchor", "validators")["validators"].([]any)[0].(map[string]any)
+			v["address"] = strings.ToLower(v["address"].(string))
+		}},
+		{"height string with a leading zero", "signed_header", func(m map[string]any) {
+			h := obj(m, "anchor", "signed_header", "header")
+			h["height"] = "0" + h["height"].(string)
+		}},
+		{"time with a numeric offset", "time", func(m map[string]any) {
+			h := obj(m, "anchor", "next_signed_header", "header")
+			h["time"] = strings.TrimSuffix(h["time"].(string), "Z") + "+00:00"
+		}},
+		{"empty aunts written in a tx proof", "aunts", func(m map[string]any) { obj(m, "anchor", "tx_proof")["aunts"] = []any{} }},
+		{"empty aunts left out of a result proof", "aunts", func(m map[string]any) { delete(obj(m, "anchor", "result_proof"), "aunts") }},
+		{"minus zero", "round", func(m map[string]any) { obj(m, "anchor", "signed_header", "commit")["round"] = json.Number("-0") }},
+		{"next_validators null", "next_validators", func(m map[string]any) { obj(m, "anchor")["next_validators"] = nil }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.UseNumber()
+			var m map[string]any
+			if err := dec.Decode(&m); err != nil {
+				t.Fatal(err)
+			}
+			tc.edit(m)
+			data, err := json.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The edit is only a re-encoding: the golden bundle itself,
+			// re-marshalled without it, parses.
+			_, err = ParseBundle(data)
+			if !errors.Is(err, ErrMalformedBundle) {
+				t.Fatalf("ParseBundle = %v, want ErrMalformedBundle", err)
+			}
+			if tc.where != "" && !strings.Contains(err.Error(), tc.where) {
+				t.Fatalf("error %q does not name %q", err, tc.where)
+			}
+		})
+	}
+	// The same generic re-marshal without an edit is accepted: member
+	// order and white space are not significant.
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := json.Marshal(m)
+	if _, err := ParseBundle(data); err != nil {
+		t.Fatalf("the golden bundle re-marshalled: %v", err)
 	}
 }

@@ -89,7 +89,7 @@ type anchorProofJSON struct {
 	ChainID        string          `json:"chain_id"`
 	Height         int64           `json:"height"`
 	Index          uint32          `json:"index"`
-	Tx             []byte          `json:"tx"`
+	Tx             Base64          `json:"tx"`
 	TxProof        json.RawMessage `json:"tx_proof"`
 	Header         json.RawMessage `json:"signed_header"`
 	Validators     json.RawMessage `json:"validators"`
@@ -101,7 +101,7 @@ type anchorProofJSON struct {
 
 type resultJSON struct {
 	Code      uint32 `json:"code"`
-	Data      []byte `json:"data,omitempty"`
+	Data      Base64 `json:"data,omitempty"`
 	GasWanted int64  `json:"gas_wanted"`
 	GasUsed   int64  `json:"gas_used"`
 }
@@ -113,17 +113,27 @@ func (p *AnchorProof) MarshalJSON() ([]byte, error) {
 		Version: AnchorProofVersion, ChainID: p.ChainID, Height: p.Height, Index: p.Index, Tx: p.Tx,
 		Result: resultJSON{Code: p.Result.Code, Data: p.Result.Data, GasWanted: p.Result.GasWanted, GasUsed: p.Result.GasUsed},
 	}
+	// One form for an empty audit path, as the proofs have always been
+	// written: the tx proof (from the node's JSON) omits "aunts", the
+	// result proof (built here) writes "aunts":[].
+	txProof, resultProof := p.TxProof, p.ResultProof
+	if len(txProof.Aunts) == 0 {
+		txProof.Aunts = nil
+	}
+	if len(resultProof.Aunts) == 0 {
+		resultProof.Aunts = [][]byte{}
+	}
 	for _, f := range []struct {
 		dst *json.RawMessage
 		v   any
 		nil bool
 	}{
-		{&w.TxProof, &p.TxProof, false},
+		{&w.TxProof, &txProof, false},
 		{&w.Header, p.Header, p.Header == nil},
 		{&w.Validators, p.Validators, p.Validators == nil},
 		{&w.NextHeader, p.NextHeader, p.NextHeader == nil},
 		{&w.NextValidators, p.NextValidators, p.NextValidators == nil},
-		{&w.ResultProof, &p.ResultProof, false},
+		{&w.ResultProof, &resultProof, false},
 	} {
 		if f.nil {
 			continue
@@ -146,8 +156,10 @@ func (p *AnchorProof) UnmarshalJSON(data []byte) (err error) {
 		}
 	}()
 	var w anchorProofJSON
-	if err := json.Unmarshal(data, &w); err != nil {
-		return &VerifyError{Step: StepDecode, Err: err}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&w); err != nil {
+		return &VerifyError{Step: StepDecode, Err: locateBase64Error(data, err)}
 	}
 	if w.Version != AnchorProofVersion {
 		return stepErr(StepDecode, "version %d (want %d)", w.Version, AnchorProofVersion)
@@ -185,6 +197,16 @@ func (p *AnchorProof) UnmarshalJSON(data []byte) (err error) {
 	if len(w.NextValidators) > 0 && string(w.NextValidators) != "null" {
 		out.NextValidators = &nvs
 	}
+	// One encoding per value, CometBFT's members included (its decoder
+	// takes hex in either case, skips unknown members and line breaks in
+	// base64): the proof must be what it encodes back to.
+	canonical, err := out.MarshalJSON()
+	if err != nil {
+		return &VerifyError{Step: StepDecode, Err: err}
+	}
+	if err := checkCanonical(data, canonical); err != nil {
+		return stepErr(StepDecode, "not in canonical form: %v", err)
+	}
 	*p = out
 	return nil
 }
@@ -202,6 +224,52 @@ func (p *AnchorProof) VerifyTx(trust *Trust, tx []byte) error {
 		return stepErr(StepTxMatch, "proof is about other tx bytes")
 	}
 	return p.Verify(trust)
+}
+
+// CheckTrust checks that trust is valid and is about the proof's chain and,
+// when the proof's block is signed by +2/3 of the proof's own validator set,
+// that the trust names exactly that set for the block's height. ok says
+// whether that comparison was made (false: the proof is not consistent in
+// itself, which Verify reports). A *TrustMismatchError or ErrBadTrust says
+// what is wrong with the trust.
+func (p *AnchorProof) CheckTrust(trust *Trust) (ok bool, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			ok, err = false, nil // a malformed proof: Verify reports it
+		}
+	}()
+	if trust == nil {
+		return false, fmt.Errorf("%w: no trust given", ErrBadTrust)
+	}
+	if err := trust.Validate(); err != nil {
+		return false, err
+	}
+	sh, vals := p.Header, p.Validators
+	if sh == nil || sh.Header == nil || sh.Commit == nil || vals == nil ||
+		vals.ValidateBasic() != nil || sh.ValidateBasic(sh.ChainID) != nil ||
+		!bytes.Equal(sh.ValidatorsHash, vals.Hash()) ||
+		vals.VerifyCommitLight(sh.ChainID, sh.Commit.BlockID, sh.Height, sh.Commit) != nil {
+		return false, nil
+	}
+	if sh.ChainID != trust.ChainID {
+		return false, fmt.Errorf("%w: the trust file is for chain %q, the bundle's block %d is of chain %q", ErrBadTrust, trust.ChainID, sh.Height, sh.ChainID)
+	}
+	from := sh.Time
+	if trust.Mode == TrustModeHeader && trust.Header != nil && sh.Height > trust.Height {
+		from = trust.Header.Time
+	}
+	if now := time.Now(); !from.Add(trust.TrustingPeriod).After(now) {
+		return false, fmt.Errorf("%w: its trusting_period (%s) from block %d ended at %s (now %s): use a trust file with a longer trusting_period",
+			ErrBadTrust, trust.TrustingPeriod, sh.Height, formatTime(from.Add(trust.TrustingPeriod)), formatTime(now))
+	}
+	trusted := trust.validatorsAt(sh.Height)
+	if trusted == nil {
+		return false, nil // light client verification from the trusted header
+	}
+	if err := checkTrustedSet(trusted, sh, vals); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // VerifyAt is Verify with an explicit "now".
@@ -236,6 +304,10 @@ func (p *AnchorProof) VerifyAt(trust *Trust, now time.Time) (err error) {
 
 	step = StepHeader
 	if err := verifyHeader(trust, p.Header, p.Validators, now); err != nil {
+		var tm *TrustMismatchError
+		if errors.As(err, &tm) {
+			return &VerifyError{Step: StepTrust, Err: err}
+		}
 		return &VerifyError{Step: StepHeader, Err: err}
 	}
 
@@ -257,7 +329,12 @@ func (p *AnchorProof) VerifyAt(trust *Trust, now time.Time) (err error) {
 		nextVals = p.Validators
 	}
 	if err := light.VerifyAdjacent(p.Header, p.NextHeader, nextVals, trust.TrustingPeriod, now, DefaultMaxClockDrift); err != nil {
-		return &VerifyError{Step: StepNextHeader, Err: err}
+		return &VerifyError{Step: StepNextHeader, Err: lightErr(err)}
+	}
+	// The light client checks the next header's validators and signatures,
+	// not that it is the child of this block.
+	if !bytes.Equal(p.NextHeader.LastBlockID.Hash, p.Header.Hash()) {
+		return stepErr(StepNextHeader, "next header's last_block_id %X is not block %d's hash %X", p.NextHeader.LastBlockID.Hash, p.Height, p.Header.Hash())
 	}
 
 	step = StepResult
@@ -278,11 +355,19 @@ func (p *AnchorProof) VerifyAt(trust *Trust, now time.Time) (err error) {
 	if p.Result.Code != 0 {
 		return stepErr(StepTxCode, "ledger refused the tx with code %d", p.Result.Code)
 	}
+	// The ledger's result data for an applied tx is the SM3 of its body
+	// (docs/ledger.md): the result names the tx it is about.
+	if tx, err := DecodeTx(p.Tx); err != nil {
+		return &VerifyError{Step: StepResult, Err: fmt.Errorf("tx: %w", err)}
+	} else if h := SM3(tx.Body); !bytes.Equal(p.Result.Data, h[:]) {
+		return stepErr(StepResult, "result data %X is not the SM3 of the tx body %X", p.Result.Data, h[:])
+	}
 	return nil
 }
 
 // verifyHeader checks that sh (with its validator set vals) is a header of
-// the trusted chain.
+// the trusted chain. A *TrustMismatchError means sh is signed by +2/3 of its
+// own set but that set is not the trust's set for its height.
 func verifyHeader(trust *Trust, sh *types.SignedHeader, vals *types.ValidatorSet, now time.Time) error {
 	if err := vals.ValidateBasic(); err != nil {
 		return fmt.Errorf("validator set: %w", err)
@@ -294,33 +379,43 @@ func verifyHeader(trust *Trust, sh *types.SignedHeader, vals *types.ValidatorSet
 		return fmt.Errorf("validator set %X is not the header's %X", vals.Hash(), sh.ValidatorsHash)
 	}
 	if sh.Time.After(now.Add(DefaultMaxClockDrift)) {
-		return fmt.Errorf("header time %s is in the future", sh.Time)
+		return fmt.Errorf("header time %s is in the future (now %s)", formatTime(sh.Time), formatTime(now))
 	}
-	if trust.Mode == TrustModeHeader {
-		switch {
-		case sh.Height > trust.Height:
-			// CometBFT's light client: adjacent or skipping verification
-			// from the trusted header.
-			return light.Verify(trust.Header, trust.Validators, sh, vals,
-				trust.TrustingPeriod, now, DefaultMaxClockDrift, light.DefaultTrustLevel)
-		case sh.Height == trust.Height:
-			if !bytes.Equal(sh.Hash(), trust.HeaderHash) {
-				return fmt.Errorf("header %X at the trusted height is not the trusted header %X", sh.Hash(), trust.HeaderHash)
-			}
-			return nil
-		}
+	trusted := trust.validatorsAt(sh.Height)
+	if trusted == nil {
+		// Header mode above the trusted height: CometBFT's light client,
+		// adjacent or skipping verification from the trusted header.
+		return lightErr(light.Verify(trust.Header, trust.Validators, sh, vals,
+			trust.TrustingPeriod, now, DefaultMaxClockDrift, light.DefaultTrustLevel))
 	}
-	// Genesis mode, or a header older than the trusted one: it must be
-	// signed by the trusted validator set (+2/3 if the set is the same;
-	// otherwise ≥1/3 of the trusted set, as in the light client's skipping
-	// rule, and +2/3 of its own set).
-	if bytes.Equal(vals.Hash(), trust.Validators.Hash()) {
-		return trust.Validators.VerifyCommitLight(trust.ChainID, sh.Commit.BlockID, sh.Height, sh.Commit)
+	// The header must be signed by +2/3 of its own set, and that set must
+	// be exactly the one the trust names for this height.
+	if err := vals.VerifyCommitLight(trust.ChainID, sh.Commit.BlockID, sh.Height, sh.Commit); err != nil {
+		return err
 	}
-	if err := trust.Validators.VerifyCommitLightTrusting(trust.ChainID, sh.Commit, light.DefaultTrustLevel); err != nil {
-		return fmt.Errorf("not signed by the trusted validators: %w", err)
+	if err := checkTrustedSet(trusted, sh, vals); err != nil {
+		return err
 	}
-	return vals.VerifyCommitLight(trust.ChainID, sh.Commit.BlockID, sh.Height, sh.Commit)
+	if trust.Mode == TrustModeHeader && sh.Height == trust.Height && !bytes.Equal(sh.Hash(), trust.HeaderHash) {
+		return fmt.Errorf("header %X at the trusted height is not the trusted header %X", sh.Hash(), trust.HeaderHash)
+	}
+	return nil
+}
+
+// formatTime writes a time the way every edgeanchor document does: RFC 3339
+// in UTC, nanoseconds if any (never Go's default form with its monotonic
+// clock reading).
+func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// lightErr rewrites the CometBFT light client's errors that print times
+// with %v (Go's default form, with the monotonic clock reading of now).
+func lightErr(err error) error {
+	var expired light.ErrOldHeaderExpired
+	if errors.As(err, &expired) {
+		return fmt.Errorf("the trust file's trusting period expired at %s (now %s): use a trust file with a longer trusting_period",
+			formatTime(expired.At), formatTime(expired.Now))
+	}
+	return err
 }
 
 // indexLag is how long ProveAnchor waits for the node's tx index to find a

@@ -146,7 +146,14 @@ func TestAnchorProof(t *testing.T) {
 			p.Validators = types.NewValidatorSet([]*types.Validator{types.NewValidator(otherVal, 10)})
 		}, anchor.StepHeader},
 		{"commit signature", before, func(p *anchor.AnchorProof) { p.Header.Commit.Signatures[0].Signature[0] ^= 1 }, anchor.StepHeader},
-		{"untrusted validators", foreign, func(*anchor.AnchorProof) {}, anchor.StepHeader},
+		{"untrusted validators", foreign, func(*anchor.AnchorProof) {}, anchor.StepTrust},
+		// The real validator plus an invented one of equal power: half the
+		// trusted power signed; the trusted set is not the chain's.
+		{"trusted set with an invented validator", func() *anchor.Trust {
+			tr := *genesis
+			tr.Validators = types.NewValidatorSet(append(genesis.Validators.Copy().Validators, types.NewValidator(otherVal, genesis.Validators.Validators[0].VotingPower)))
+			return &tr
+		}(), func(*anchor.AnchorProof) {}, anchor.StepTrust},
 		{"chain id", before, func(p *anchor.AnchorProof) { p.ChainID = "other-chain" }, anchor.StepHeader},
 		{"next header results hash", before, func(p *anchor.AnchorProof) { p.NextHeader.LastResultsHash[0] ^= 1 }, anchor.StepNextHeader},
 		{"next header of another height", before, func(p *anchor.AnchorProof) { p.NextHeader = p.Header }, anchor.StepNextHeader},

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	cmtjson "github.com/cometbft/cometbft/libs/json"
@@ -26,8 +27,9 @@ const (
 	// ones must be signed by the trusted set.
 	TrustModeHeader = "header"
 	// TrustModeGenesis trusts the genesis validator set of ChainID and no
-	// header: a header is accepted when +2/3 of the trusted set signed it (or,
-	// if the set changed, ≥1/3 of the trusted set and +2/3 of its own set).
+	// header: a header is accepted when its validator set is exactly the
+	// trusted set (the header's validators_hash is the trusted set's hash)
+	// and +2/3 of that set signed it.
 	TrustModeGenesis = "genesis"
 )
 
@@ -46,6 +48,84 @@ const DefaultMaxClockDrift = 10 * time.Second
 // not signed by its validator set, or its hash does not match). Export a new
 // trust file from a node or a home directory you trust.
 var ErrBadTrust = errors.New("anchor: invalid trust")
+
+// TrustMismatchError means the trust file's validator set for Height is not
+// the set the chain had there: the block's header, signed by +2/3 of its own
+// validator set, names another set (validators_hash). The trust file, or the
+// evidence, is of another chain; export the trust file again from a source
+// you trust. It wraps ErrBadTrust.
+type TrustMismatchError struct {
+	Height      int64
+	TrustedHash []byte   // the trust file's set for Height (ValidatorSet.Hash)
+	ChainHash   []byte   // the header's validators_hash
+	Diff        []string // what differs, when the block's set is known
+}
+
+func (e *TrustMismatchError) Error() string {
+	msg := fmt.Sprintf("the trust file's validator set (hash %X) is not the set of block %d (validators_hash %X)",
+		e.TrustedHash, e.Height, e.ChainHash)
+	if len(e.Diff) > 0 {
+		msg += ": " + strings.Join(e.Diff, "; ")
+	}
+	return msg
+}
+
+// Unwrap makes errors.Is(err, ErrBadTrust) hold.
+func (e *TrustMismatchError) Unwrap() error { return ErrBadTrust }
+
+// validatorsAt is the validator set the trust says the chain had at height,
+// or nil when a header at height is to be verified with the light client
+// from the trusted header (header mode, above the trusted height). Genesis
+// mode: the genesis set; header mode at or below the trusted height: the
+// trusted header's set. (The chain has no validator changes yet; when it
+// has, the trust file will list the sets and this picks the one for height.)
+func (t *Trust) validatorsAt(height int64) *types.ValidatorSet {
+	if t.Mode == TrustModeHeader && height > t.Height {
+		return nil
+	}
+	return t.Validators
+}
+
+// checkTrustedSet checks that trusted, the trust's set for the height of
+// sh, is exactly the set sh names (validators_hash, CometBFT's
+// ValidatorSet.Hash). vals is the set the evidence gives for sh; when it is
+// the header's, the error lists how trusted differs from it.
+func checkTrustedSet(trusted *types.ValidatorSet, sh *types.SignedHeader, vals *types.ValidatorSet) error {
+	th := trusted.Hash()
+	if bytes.Equal(th, sh.ValidatorsHash) {
+		return nil
+	}
+	e := &TrustMismatchError{Height: sh.Height, TrustedHash: th, ChainHash: sh.ValidatorsHash}
+	if vals != nil && bytes.Equal(vals.Hash(), sh.ValidatorsHash) {
+		e.Diff = diffValidators(trusted, vals)
+	}
+	return e
+}
+
+// diffValidators says how the trusted set differs from the chain's.
+func diffValidators(trusted, chain *types.ValidatorSet) []string {
+	var out []string
+	for _, v := range trusted.Validators {
+		_, cv := chain.GetByAddress(v.Address)
+		switch {
+		case cv == nil:
+			out = append(out, fmt.Sprintf("validator %X (power %d) is in the trust file but not in the chain's set", v.Address, v.VotingPower))
+		case !cv.PubKey.Equals(v.PubKey):
+			out = append(out, fmt.Sprintf("validator %X has another public key in the trust file", v.Address))
+		case cv.VotingPower != v.VotingPower:
+			out = append(out, fmt.Sprintf("validator %X has power %d in the trust file, %d on the chain", v.Address, v.VotingPower, cv.VotingPower))
+		}
+	}
+	for _, cv := range chain.Validators {
+		if _, v := trusted.GetByAddress(cv.Address); v == nil {
+			out = append(out, fmt.Sprintf("the chain's validator %X (power %d) is missing from the trust file", cv.Address, cv.VotingPower))
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, "the same validators, listed in another order than the chain's (by power, then address)")
+	}
+	return out
+}
 
 // Trust is what a regulator keeps to verify anchor proofs offline: the
 // ledger's chain id and the validator set (and, in header mode, one signed

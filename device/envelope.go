@@ -320,5 +320,10 @@ func decodeBase64(s string) ([]byte, error) {
 	return strictB64.DecodeString(s)
 }
 
+// DecodeBase64 decodes a byte string of a signed document or of evidence
+// about one (a proof bundle) in its only accepted form: standard base64,
+// padded, the unused bits of the last character zero, no line breaks.
+func DecodeBase64(s string) ([]byte, error) { return decodeBase64(s) }
+
 // EncodeSig is the base64 form of a signature as it appears in JSON.
 func EncodeSig(sig []byte) string { return base64.StdEncoding.EncodeToString(sig) }

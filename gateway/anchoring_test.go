@@ -354,8 +354,8 @@ func TestEndToEndBundleVerifiesOffline(t *testing.T) {
 		if err != nil {
 			t.Fatalf("bundle %d: %v", gseq, err)
 		}
-		if len(steps) != len(anchor.Steps) {
-			t.Fatalf("bundle %d: %d steps passed, want %d", gseq, len(steps), len(anchor.Steps))
+		if len(steps) != len(anchor.Steps)+1 || steps[0] != anchor.StepTrustFile {
+			t.Fatalf("bundle %d: steps passed %v, want the trust file and %d steps", gseq, steps, len(anchor.Steps))
 		}
 		if v.Record.GSeq != gseq || v.AnchorHeight == 0 || v.Header.Seq == 0 || v.Header.Seq > uint64(nb) {
 			t.Fatalf("bundle %d: verified %+v", gseq, v)

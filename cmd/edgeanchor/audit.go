@@ -18,6 +18,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway"
+	"github.com/edgeanchor/edgeanchor/internal/safetext"
 )
 
 func init() { register(newAuditCmd) }
@@ -88,7 +89,7 @@ any finding.`,
 			o.Out, o.Progress = cmd.OutOrStdout(), cmd.ErrOrStderr()
 			findings, err := runAudit(cmd.Context(), o)
 			if err != nil {
-				return &exitError{code: 1, err: err}
+				return failedOrIO(err)
 			}
 			if len(findings) > 0 {
 				return &exitError{code: 1, err: fmt.Errorf("audit: %d finding(s)", len(findings))}
@@ -119,7 +120,7 @@ type auditor struct {
 func (a *auditor) find(kind, format string, args ...any) {
 	f := auditFinding{Kind: kind, Detail: fmt.Sprintf(format, args...)}
 	a.findings = append(a.findings, f)
-	fmt.Fprintf(a.o.Out, "✗ %s: %s\n", f.Kind, f.Detail)
+	fmt.Fprintln(a.o.Out, safetext.Sprintf("✗ %s: %s", f.Kind, f.Detail))
 }
 
 // runAudit runs the audit and returns its findings; an error means the
@@ -152,7 +153,7 @@ func runAudit(ctx context.Context, o auditOptions) ([]auditFinding, error) {
 	default:
 		lastSeq = last.Seq
 	}
-	fmt.Fprintf(o.Out, "audit of gateway %s (%s, site %s): %d batches on the ledger\n", o.Gateway, gr.Name, gr.Site, lastSeq)
+	fmt.Fprintln(o.Out, safetext.Sprintf("audit of gateway %s (%s, site %s): %d batches on the ledger", o.Gateway, gr.Name, gr.Site, lastSeq))
 
 	var bar *progressbar.ProgressBar
 	if o.Progress != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/internal/safetext"
 )
 
 func init() { register(newEnvelopeCmd) }
@@ -189,7 +190,7 @@ signature or schema, then the detail) and exits 1.`,
 			if err != nil {
 				return devFailed(fmt.Errorf("invalid: %w", devVerdict(err)))
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "valid did=%s seq=%d kind=%s ts=%s\n", o.Body.DID, o.Body.Seq, o.Body.Kind, o.Body.TS)
+			fmt.Fprintln(cmd.OutOrStdout(), safetext.Sprintf("valid did=%s seq=%d kind=%s ts=%s", o.Body.DID, o.Body.Seq, o.Body.Kind, o.Body.TS))
 			return nil
 		},
 	}

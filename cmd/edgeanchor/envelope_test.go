@@ -109,9 +109,9 @@ func TestEnvelopeSignVerify(t *testing.T) {
 			t.Errorf("edgeanchor %v: exit %d, want 2", args, code)
 		}
 	}
-	// A missing public key file is bad input: 1.
-	if _, _, code := devRun(t, dir, nil, "envelope", "verify", "--pub", "nope.pem", "env.json"); code != 1 {
-		t.Errorf("missing --pub file: exit %d, want 1", code)
+	// A missing public key file is an I/O error: 2.
+	if _, _, code := devRun(t, dir, nil, "envelope", "verify", "--pub", "nope.pem", "env.json"); code != 2 {
+		t.Errorf("missing --pub file: exit %d, want 2", code)
 	}
 }
 

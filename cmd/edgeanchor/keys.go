@@ -21,8 +21,9 @@ func devUsageErr(format string, args ...any) error {
 	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
 }
 
-// failed is exit code 1: bad input or a failed check.
-func devFailed(err error) error { return &exitError{code: 1, err: err} }
+// devFailed is exit code 1 (bad input or a failed check), or 2 for an I/O
+// error (failedOrIO).
+func devFailed(err error) error { return failedOrIO(err) }
 
 // flagUsageErrors makes cobra's flag-parsing errors exit with 2 too.
 func devFlagErrors(cmd *cobra.Command) *cobra.Command {

@@ -139,10 +139,11 @@ func TestDIDOfOpenSSLKey(t *testing.T) {
 	if got := strings.TrimSpace(devMustRun(t, dir, nil, "did", "--pub", "k.pub.pem")); got != want {
 		t.Fatalf("did --pub = %s, openssl pipeline gives %s", got, want)
 	}
-	// A private key file, or garbage, is not a public key: exit 1.
-	for _, f := range []string{"k.pem", "missing.pem"} {
-		if _, errOut, code := devRun(t, dir, nil, "did", "--pub", f); code != 1 || errOut == "" {
-			t.Errorf("did --pub %s: exit %d, stderr %q", f, code, errOut)
+	// A private key file is not a public key: exit 1; a missing file is an
+	// I/O error: exit 2.
+	for f, want := range map[string]int{"k.pem": 1, "missing.pem": 2} {
+		if _, errOut, code := devRun(t, dir, nil, "did", "--pub", f); code != want || errOut == "" {
+			t.Errorf("did --pub %s: exit %d (want %d), stderr %q", f, code, want, errOut)
 		}
 	}
 }

@@ -50,7 +50,7 @@ func genesisGateways(pubs, sites, names []string) ([]anchor.GenesisGateway, erro
 	for i, p := range pubs {
 		pub, err := device.ReadPublicKeyFile(p)
 		if err != nil {
-			return nil, &exitError{code: 1, err: fmt.Errorf("--gateway-pub: %w", err)}
+			return nil, failedOrIO(fmt.Errorf("--gateway-pub: %w", err))
 		}
 		name := sites[i]
 		if len(names) > 0 && names[i] != "" {
@@ -223,7 +223,7 @@ home is refused, naming that pid.`,
 			node, err := ledger.StartNode(ctx, home, ledger.NodeOptions{Logger: log, Registerer: prometheus.DefaultRegisterer})
 			if err != nil {
 				if errors.Is(err, ledger.ErrNoHome) || errors.Is(err, ledger.ErrRunning) {
-					return &exitError{code: 1, err: err}
+					return ioErr(err)
 				}
 				return err
 			}

@@ -61,8 +61,8 @@ func TestLedgerCLI(t *testing.T) {
 	if _, _, code := devRun(t, dir, nil, "ledger", "init", "--home", filepath.Join(dir, "x"), "--gateway-pub", gwPub); code != 2 {
 		t.Errorf("--gateway-pub without --gateway-site: exit %d", code)
 	}
-	if _, _, code := devRun(t, dir, nil, "ledger", "start", "--home", filepath.Join(dir, "nothing")); code != 1 {
-		t.Errorf("start without a home: exit %d", code)
+	if _, _, code := devRun(t, dir, nil, "ledger", "start", "--home", filepath.Join(dir, "nothing")); code != 2 {
+		t.Errorf("start without a home (a missing file): exit %d, want 2", code)
 	}
 	gw2Pub := filepath.Join(dir, "gw2.pub.pem")
 	gw2DID := newPublicKeyFile(t, gw2Pub)
@@ -107,8 +107,8 @@ func TestLedgerCLI(t *testing.T) {
 	}
 	// A second start of the running home says so, with the running pid.
 	_, errOut, code := devRun(t, dir, nil, "ledger", "start", "--home", home)
-	if want := fmt.Sprintf("already running: %s (pid %d)", home, node.Cmd.Process.Pid); code != 1 || !strings.Contains(errOut, want) {
-		t.Errorf("second ledger start: exit %d, stderr %q; want 1 and %q", code, errOut, want)
+	if want := fmt.Sprintf("already running: %s (pid %d)", home, node.Cmd.Process.Pid); code != 2 || !strings.Contains(errOut, want) {
+		t.Errorf("second ledger start: exit %d, stderr %q; want 2 and %q", code, errOut, want)
 	}
 	if err := node.Stop(syscall.SIGTERM, 20*time.Second); err != nil {
 		t.Fatalf("ledger start after SIGTERM: %v\nstderr: %s", err, node.Output.String())

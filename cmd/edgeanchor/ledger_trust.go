@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/internal/safetext"
 )
 
 func init() { ledgerSubcommands = append(ledgerSubcommands, newLedgerExportTrustCmd) }
@@ -58,8 +59,9 @@ accepted when +2/3 of that set signed it.`,
 			if err := anchor.WriteTrustFile(out, t); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: chain %s, %s mode, height %d, %d validators\n",
-				out, t.ChainID, t.Mode, t.Height, t.Validators.Size())
+			n := t.Validators.Size()
+			fmt.Fprintln(cmd.OutOrStdout(), safetext.Sprintf("wrote %s: chain %s, %s mode, height %d, %d %s",
+				out, t.ChainID, t.Mode, t.Height, n, plural(n, "validator", "validators")))
 			return nil
 		},
 	}

@@ -50,8 +50,8 @@ func TestLedgerExportTrust(t *testing.T) {
 			t.Errorf("%v: exit %d, want 2", args, code)
 		}
 	}
-	// Not a home: exit 1.
-	if _, errOut, code := devRun(t, dir, nil, "ledger", "export-trust", "--home", dir, "--out", bad); code != 1 || errOut == "" {
+	// Not a home (no config/genesis.json to read): an I/O error, exit 2.
+	if _, errOut, code := devRun(t, dir, nil, "ledger", "export-trust", "--home", dir, "--out", bad); code != 2 || errOut == "" {
 		t.Errorf("export-trust of a non-home: exit %d, stderr %q", code, errOut)
 	}
 

@@ -40,7 +40,7 @@ func tokenDataDir(dataDir, configPath string) (string, gateway.Config, gateway.D
 	if configPath != "" {
 		c, err := gateway.LoadConfig(configPath)
 		if err != nil {
-			return "", cfg, info, &exitError{code: 1, err: err}
+			return "", cfg, info, failedOrIO(err)
 		}
 		cfg = c
 	}
@@ -48,14 +48,14 @@ func tokenDataDir(dataDir, configPath string) (string, gateway.Config, gateway.D
 		cfg.DataDir = dataDir
 	}
 	if dataDir == "" && configPath == "" {
-		return "", cfg, info, &exitError{code: 2, err: errors.New("give --data-dir or --config")}
+		return "", cfg, info, usageErr(errors.New("give --data-dir or --config"))
 	}
 	info, err := gateway.CheckDataDir(cfg.DataDir)
 	if err != nil && (dataDir != "" || !errors.Is(err, gateway.ErrNoGateway)) {
 		if dataDir != "" && errors.Is(err, gateway.ErrNoGateway) {
 			err = fmt.Errorf("--data-dir: %w; check the path, or give the gateway's --config", err)
 		}
-		return "", cfg, info, &exitError{code: 1, err: err}
+		return "", cfg, info, usageErr(err)
 	}
 	return cfg.DataDir, cfg, info, nil
 }
@@ -100,18 +100,21 @@ func newTokenCreateCmd() *cobra.Command {
 			}
 			site, warning, err := tokenSite(site, configPath, cfg, info, dir)
 			if err != nil {
-				return &exitError{code: 1, err: err}
+				return usageErr(err)
 			}
 			if warning != "" {
 				fmt.Fprintln(cmd.ErrOrStderr(), warning)
 			}
 			store, err := gateway.OpenTokenStore(dir)
 			if err != nil {
-				return &exitError{code: 1, err: err}
+				return failedOrIO(err)
 			}
 			toks, exp, err := store.Create(gateway.TokenRequest{Site: site, Kind: kind, Count: count, TTL: ttl}, time.Now())
+			if errors.Is(err, gateway.ErrBadTokenRequest) {
+				return usageErr(err)
+			}
 			if err != nil {
-				return &exitError{code: 1, err: err}
+				return failedOrIO(err)
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
@@ -149,11 +152,11 @@ func newTokenListCmd() *cobra.Command {
 			}
 			store, err := gateway.OpenTokenStore(dir)
 			if err != nil {
-				return &exitError{code: 1, err: err}
+				return failedOrIO(err)
 			}
 			list, err := store.List()
 			if err != nil {
-				return &exitError{code: 1, err: err}
+				return failedOrIO(err)
 			}
 			if list == nil {
 				list = []gateway.TokenRecord{}

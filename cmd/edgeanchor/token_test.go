@@ -52,8 +52,8 @@ func TestTokenCLI(t *testing.T) {
 		{"token", "create", "--data-dir", data, "--site", "Site X", "--kind", "env"},
 	} {
 		_, errOut, code := devRun(t, dir, nil, bad...)
-		if code != 1 || !strings.Contains(errOut, "bad token request") {
-			t.Fatalf("%v: exit %d, stderr %q; want 1 and the field named", bad, code, errOut)
+		if code != 2 || !strings.Contains(errOut, "bad token request") {
+			t.Fatalf("%v: exit %d, stderr %q; want 2 (usage) and the field named", bad, code, errOut)
 		}
 	}
 	if _, _, code := devRun(t, dir, nil, "token", "create", "--kind", "env"); code != 2 {
@@ -83,8 +83,8 @@ func TestTokenDataDirMustHoldGateway(t *testing.T) {
 		{"token", "list", "--data-dir", typo},
 	} {
 		out, errOut, code := devRun(t, dir, nil, args...)
-		if code != 1 || !strings.Contains(errOut, typo+" does not exist") || out != "" {
-			t.Fatalf("%v: exit %d, stdout %q, stderr %q; want 1 and the missing directory named", args, code, out, errOut)
+		if code != 2 || !strings.Contains(errOut, typo+" does not exist") || out != "" {
+			t.Fatalf("%v: exit %d, stdout %q, stderr %q; want 2 and the missing directory named", args, code, out, errOut)
 		}
 	}
 	if _, err := os.Stat(typo); !os.IsNotExist(err) {
@@ -95,7 +95,7 @@ func TestTokenDataDirMustHoldGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, errOut, code := devRun(t, dir, nil, "token", "list", "--data-dir", empty)
-	if code != 1 || !strings.Contains(errOut, "holds no gateway.json, records/ or tokens.json") {
+	if code != 2 || !strings.Contains(errOut, "holds no gateway.json, records/ or tokens.json") {
 		t.Fatalf("empty dir: exit %d, stderr %q", code, errOut)
 	}
 	if ents, _ := os.ReadDir(empty); len(ents) != 0 {
@@ -134,7 +134,7 @@ func TestTokenDataDirMustHoldGateway(t *testing.T) {
 	}
 	devMustRun(t, dir, nil, "token", "create", "--config", cfg2, "--kind", "env")
 	_, errOut, code = devRun(t, dir, nil, "token", "create", "--data-dir", gw2, "--kind", "env")
-	if code != 1 || !strings.Contains(errOut, "give --site") {
+	if code != 2 || !strings.Contains(errOut, "give --site") {
 		t.Fatalf("no site known: exit %d, stderr %q", code, errOut)
 	}
 }

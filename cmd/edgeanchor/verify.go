@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/internal/safetext"
 )
 
 func init() { register(newVerifyCmd) }
@@ -20,70 +21,94 @@ func newVerifyCmd() *cobra.Command {
 		Use:   "verify BUNDLE --trust TRUST.json [--ledger URL]",
 		Short: "Verify a record's proof bundle offline, step by step",
 		Long: `verify checks one record's proof bundle (docs/proof-bundle.md) against a
-trusted validator set, offline: the device's signature, the device's key
-registered on the ledger, the gateway's receipt, the Merkle path to the batch
-root, the gateway's header signature, and the anchor transaction in a block
-signed by 2/3+ of the trusted validators with result code 0. It prints each
-step with ✓ or ✗ and exits 1 at the first failure.
+trusted validator set, offline: first the trust file itself (it must name
+exactly the validator set of the bundle's blocks), then the device's
+signature, the device's key registered on the ledger, the gateway's receipt,
+the Merkle path to the batch root, the gateway's header signature, and the
+anchor transaction in a block signed by 2/3+ of the trusted validators with
+result code 0. It prints each step with ✓ or ✗ and stops at the first
+failure. Every text taken from the bundle, the trust file or a node is
+printed escaped (a line break shows as \n).
 
 With --ledger it also asks a live node whether the device was revoked since
-and whether the gateway's header chain on the ledger still holds the batch.`,
+and whether the gateway's header chain on the ledger still holds the batch.
+
+Exit status: 0 verified; 1 the bundle or the trust file does not verify (or
+is malformed), or the live ledger contradicts it; 2 usage or I/O error (a
+file that cannot be read, a node that cannot be reached).`,
+		Example: `  edgeanchor ledger export-trust --home ./var/ledger --out trust.json   # once, from a source you trust
+  edgeanchor verify rec.json --trust trust.json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if trustPath == "" {
-				return &exitError{code: 2, err: errors.New("verify: --trust is required")}
+				return usageErr(errors.New("verify: --trust is required"))
 			}
 			return runVerify(cmd.Context(), cmd.OutOrStdout(), args[0], trustPath, ledgerURL)
 		},
 	}
-	cmd.Flags().StringVar(&trustPath, "trust", "", "trust file (edgeanchor ledger trust export)")
+	cmd.Flags().StringVar(&trustPath, "trust", "", "trust file (edgeanchor ledger export-trust)")
 	cmd.Flags().StringVar(&ledgerURL, "ledger", "", "also check the live chain at this CometBFT RPC URL")
 	return cmd
 }
 
+// stepNumber is the 1-based number of a verification step, 0 for the trust
+// file check that comes before them.
+func stepNumber(step string) int {
+	for i, s := range anchor.Steps {
+		if s == step {
+			return i + 1
+		}
+	}
+	return 0
+}
+
 func runVerify(ctx context.Context, out io.Writer, bundlePath, trustPath, ledgerURL string) error {
+	// fail prints the failed step (escaped: a trust file's or a bundle's
+	// error can quote their content) and returns exit 1, or 2 if it was an
+	// I/O error.
 	fail := func(step string, err error) error {
-		fmt.Fprintf(out, "✗ %s: %v\n", step, err)
-		return &exitError{code: 1, err: fmt.Errorf("verify: %s: %w", step, err)}
+		fmt.Fprintf(out, "✗ %s: %s\n", step, safetext.Escape(err.Error()))
+		return failedOrIO(fmt.Errorf("verify: %s: %w", step, err))
 	}
 	trust, err := anchor.ReadTrustFile(trustPath)
 	if err != nil {
-		return fail("trust file", err)
+		return fail(anchor.StepTrustFile, err)
 	}
 	b, err := anchor.ReadBundleFile(bundlePath)
 	if err != nil {
 		return fail("bundle file", err)
 	}
-	fmt.Fprintf(out, "bundle %s: record gseq %d of gateway %s (device %s seq %d)\n",
-		bundlePath, b.Record.GSeq, b.Record.Gateway, b.Record.DID, b.Record.Seq)
-	fmt.Fprintf(out, "trust: chain %s, %s mode, %d validators\n", trust.ChainID, trust.Mode, trust.Validators.Size())
-	n := 0
+	fmt.Fprintln(out, safetext.Sprintf("bundle %s: record gseq %d of gateway %s (device %s seq %d)",
+		bundlePath, b.Record.GSeq, b.Record.Gateway, b.Record.DID, b.Record.Seq))
 	v, err := b.Verify(trust, func(step, detail string, err error) {
-		n++
+		mark, text := "✓", detail
 		if err != nil {
-			fmt.Fprintf(out, "✗ %d. %s: %v\n", n, step, err)
-			return
+			mark, text = "✗", err.Error()
 		}
-		fmt.Fprintf(out, "✓ %d. %s: %s\n", n, step, detail)
+		if n := stepNumber(step); n > 0 {
+			fmt.Fprintln(out, safetext.Sprintf("%s %d. %s: %s", mark, n, step, text))
+		} else {
+			fmt.Fprintln(out, safetext.Sprintf("%s %s: %s", mark, step, text))
+		}
 	})
 	if err != nil {
-		return &exitError{code: 1, err: fmt.Errorf("verify: %w", err)}
+		return checkFailed(fmt.Errorf("verify: %w", err))
 	}
 	if ledgerURL != "" {
 		if err := verifyLive(ctx, out, v, ledgerURL); err != nil {
 			return err
 		}
 	}
-	fmt.Fprintf(out, "OK: record %s seq %d is anchored in batch %d at height %d\n",
-		v.Record.DID, v.Record.Seq, v.Header.Seq, v.AnchorHeight)
+	fmt.Fprintln(out, safetext.Sprintf("OK: record %s seq %d is in batch %d, anchored at height %d no later than %s",
+		v.Record.DID, v.Record.Seq, v.Header.Seq, v.AnchorHeight, v.AnchoredBy))
 	return nil
 }
 
 // verifyLive asks a live node what has happened since the bundle was made.
 func verifyLive(ctx context.Context, out io.Writer, v *anchor.Verified, url string) error {
 	fail := func(step string, err error) error {
-		fmt.Fprintf(out, "✗ %s: %v\n", step, err)
-		return &exitError{code: 1, err: fmt.Errorf("verify: %s: %w", step, err)}
+		fmt.Fprintf(out, "✗ %s: %s\n", step, safetext.Escape(err.Error()))
+		return failedOrIO(fmt.Errorf("verify: %s: %w", step, err))
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -101,9 +126,9 @@ func verifyLive(ctx context.Context, out io.Writer, v *anchor.Verified, url stri
 	case d.Status == "revoked" && d.RevokedHeight <= v.AnchorHeight:
 		return fail(stepDevice, fmt.Errorf("revoked at height %d, before the anchor at %d (%s)", d.RevokedHeight, v.AnchorHeight, d.RevokeReason))
 	case d.Status == "revoked":
-		fmt.Fprintf(out, "! %s: revoked at height %d (%s), after this record was anchored at %d\n", stepDevice, d.RevokedHeight, d.RevokeReason, v.AnchorHeight)
+		fmt.Fprintln(out, safetext.Sprintf("! %s: revoked at height %d (%s), after this record was anchored at %d", stepDevice, d.RevokedHeight, d.RevokeReason, v.AnchorHeight))
 	default:
-		fmt.Fprintf(out, "✓ %s: %s, registered at height %d\n", stepDevice, d.Status, d.Height)
+		fmt.Fprintln(out, safetext.Sprintf("✓ %s: %s, registered at height %d", stepDevice, d.Status, d.Height))
 	}
 	const stepBatch = "live: batch on the ledger"
 	br, err := c.Batch(ctx, v.Header.Gateway, v.Header.Seq)
@@ -113,7 +138,7 @@ func verifyLive(ctx context.Context, out io.Writer, v *anchor.Verified, url stri
 	if br.Hash != v.HeaderHash || br.Height != v.AnchorHeight {
 		return fail(stepBatch, fmt.Errorf("ledger holds header %s at height %d, bundle %s at %d", br.Hash, br.Height, v.HeaderHash, v.AnchorHeight))
 	}
-	fmt.Fprintf(out, "✓ %s: batch %d hash %s at height %d\n", stepBatch, v.Header.Seq, br.Hash, br.Height)
+	fmt.Fprintln(out, safetext.Sprintf("✓ %s: batch %d hash %s at height %d", stepBatch, v.Header.Seq, br.Hash, br.Height))
 	last, err := c.LastBatch(ctx, v.Header.Gateway)
 	if err != nil {
 		return fail("live: newer headers", err)

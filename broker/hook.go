@@ -459,7 +459,7 @@ func asRefusal(err error) *Refusal {
 // The reason label itself travels as the reason string.
 func refusalCode(reason string) byte {
 	switch reason {
-	case "malformed", "version", "algorithm", "timestamp", "schema", ReasonTooLarge:
+	case "malformed", "version", "algorithm", "timestamp", "future_timestamp", "schema", ReasonTooLarge:
 		return packets.ErrPayloadFormatInvalid.Code // 0x99
 	case ReasonRateLimited, ReasonInFlightExceeded:
 		return packets.ErrQuotaExceeded.Code // 0x97

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -32,6 +33,11 @@ type gatewayFlags struct {
 	adminToken, logLevel, logFormat                    string
 	maxPayload, maxConn, maxInFlight, deviceBurst, v3N int
 	deviceRate                                         float64
+	// connection faults (issue 12)
+	connectTimeout, futureTolerance              time.Duration
+	fdHeadroom, connSrcBurst, connBurst          int
+	failSrcBurst, failBurst                      int
+	connSrcRate, connRate, failSrcRate, failRate float64
 }
 
 func newGatewayCmd() *cobra.Command {
@@ -69,6 +75,17 @@ in order: HTTP API, broker, services, record store.`,
 	fl.IntVar(&f.maxConn, "max-connections", d.Limits.MaxConnections, "most MQTT clients connected at once")
 	fl.IntVar(&f.maxInFlight, "max-inflight", d.Limits.MaxInFlight, "most publishes inside the ingest pipeline at once")
 	fl.IntVar(&f.v3N, "v3-refusals", d.Limits.V3RefusalsBeforeDisconnect, "refused publishes before an MQTT 3.1.1 client is disconnected")
+	fl.DurationVar(&f.connectTimeout, "mqtt-connect-timeout", d.MQTT.ConnectTimeout, "close an MQTT connection that has not sent CONNECT within this")
+	fl.IntVar(&f.fdHeadroom, "mqtt-fd-headroom", d.MQTT.FDHeadroom, "file descriptors kept below RLIMIT_NOFILE for the rest of the process")
+	fl.Float64Var(&f.connSrcRate, "connect-source-rate", d.Limits.ConnectSourceRate, "new MQTT connections per second from one source address (0: unlimited)")
+	fl.IntVar(&f.connSrcBurst, "connect-source-burst", d.Limits.ConnectSourceBurst, "burst of the per-source connection limit")
+	fl.Float64Var(&f.connRate, "connect-rate", d.Limits.ConnectRate, "new MQTT connections per second in all (0: unlimited)")
+	fl.IntVar(&f.connBurst, "connect-burst", d.Limits.ConnectBurst, "burst of the global connection limit")
+	fl.Float64Var(&f.failSrcRate, "auth-failure-source-rate", d.Limits.AuthFailureSourceRate, "failed CONNECT authentications per second from one source address (0: unlimited)")
+	fl.IntVar(&f.failSrcBurst, "auth-failure-source-burst", d.Limits.AuthFailureSourceBurst, "burst of the per-source failed-authentication limit")
+	fl.Float64Var(&f.failRate, "auth-failure-rate", d.Limits.AuthFailureRate, "failed CONNECT authentications per second in all (0: unlimited)")
+	fl.IntVar(&f.failBurst, "auth-failure-burst", d.Limits.AuthFailureBurst, "burst of the global failed-authentication limit")
+	fl.DurationVar(&f.futureTolerance, "future-tolerance", d.FutureTolerance, "refuse records dated more than this ahead of the gateway's clock")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	cmd.AddCommand(newGatewayInitCmd(), newGatewayPasswdCmd())
@@ -96,6 +113,12 @@ func loadGatewayConfig(cmd *cobra.Command, f gatewayFlags) (gateway.Config, erro
 		"max-payload": func() { cfg.Limits.MaxPayload = f.maxPayload }, "device-rate": func() { cfg.Limits.DeviceRate = f.deviceRate },
 		"device-burst": func() { cfg.Limits.DeviceBurst = f.deviceBurst }, "max-connections": func() { cfg.Limits.MaxConnections = f.maxConn },
 		"max-inflight": func() { cfg.Limits.MaxInFlight = f.maxInFlight }, "v3-refusals": func() { cfg.Limits.V3RefusalsBeforeDisconnect = f.v3N },
+		"mqtt-connect-timeout": func() { cfg.MQTT.ConnectTimeout = f.connectTimeout }, "mqtt-fd-headroom": func() { cfg.MQTT.FDHeadroom = f.fdHeadroom },
+		"connect-source-rate": func() { cfg.Limits.ConnectSourceRate = f.connSrcRate }, "connect-source-burst": func() { cfg.Limits.ConnectSourceBurst = f.connSrcBurst },
+		"connect-rate": func() { cfg.Limits.ConnectRate = f.connRate }, "connect-burst": func() { cfg.Limits.ConnectBurst = f.connBurst },
+		"auth-failure-source-rate": func() { cfg.Limits.AuthFailureSourceRate = f.failSrcRate }, "auth-failure-source-burst": func() { cfg.Limits.AuthFailureSourceBurst = f.failSrcBurst },
+		"auth-failure-rate": func() { cfg.Limits.AuthFailureRate = f.failRate }, "auth-failure-burst": func() { cfg.Limits.AuthFailureBurst = f.failBurst },
+		"future-tolerance": func() { cfg.FutureTolerance = f.futureTolerance },
 	} {
 		if set(name) {
 			apply()

@@ -106,8 +106,8 @@ type Options struct {
 	// DeviceRate (msgs/s) and DeviceBurst: per-device token bucket.
 	DeviceRate  float64
 	DeviceBurst int
-	// MaxConnections bounds the open MQTT connections on the TCP and TLS
-	// listeners, those still waiting for their CONNECT included; beyond it
+	// MaxConnections bounds the open MQTT connections on all listeners,
+	// those still waiting for their CONNECT included; beyond it
 	// a CONNECT is answered "server busy" (and, past a small margin, the
 	// connection closed at once). It is capped below RLIMIT_NOFILE minus
 	// FDHeadroom; 0 means that cap alone.
@@ -274,17 +274,17 @@ func New(opts Options) (*Broker, error) {
 		return nil
 	}
 	if opts.TCPAddr != "" {
-		if err := b.addConnListener(add, "tcp", opts.TCPAddr, nil); err != nil {
+		if err := b.addListener(add, newConnListener(b, "tcp", opts.TCPAddr, nil)); err != nil {
 			return nil, err
 		}
 	}
 	if opts.TLSAddr != "" && opts.TLSConfig != nil {
-		if err := b.addConnListener(add, "tls", opts.TLSAddr, opts.TLSConfig); err != nil {
+		if err := b.addListener(add, newConnListener(b, "tls", opts.TLSAddr, opts.TLSConfig)); err != nil {
 			return nil, err
 		}
 	}
 	if opts.WSAddr != "" {
-		if err := add("ws", listeners.NewWebsocket(listeners.Config{ID: "ws", Address: opts.WSAddr})); err != nil {
+		if err := b.addListener(add, newWSListener(b, "ws", opts.WSAddr)); err != nil {
 			return nil, err
 		}
 	}
@@ -363,7 +363,7 @@ func (b *Broker) Close() error {
 func (b *Broker) Up() bool { return b.up.Load() }
 
 // Addr returns the bound address of listener "tcp", "ws" or "tls" ("" when
-// off). TCP and TLS report the real port when configured with port 0.
+// off). All three report the real port when configured with port 0.
 func (b *Broker) Addr(id string) string {
 	l, ok := b.addrs[id]
 	if !ok {

@@ -72,7 +72,7 @@ func newConnMetrics(reg prometheus.Registerer, g *connGuard) *ConnMetrics {
 			[]string{"scope", "limit"}),
 	}
 	m.Open = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "edgeanchor_mqtt_connections_open", Help: "Open MQTT connections on the TCP and TLS listeners, CONNECT pending or done."},
+		Name: "edgeanchor_mqtt_connections_open", Help: "Open MQTT connections, CONNECT pending or done."},
 		func() float64 { return float64(g.open.Load()) })
 	m.Pending = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "edgeanchor_mqtt_connections_pending", Help: "Open MQTT connections whose CONNECT is not yet accepted."},
@@ -84,7 +84,7 @@ func newConnMetrics(reg prometheus.Registerer, g *connGuard) *ConnMetrics {
 	return m
 }
 
-// connGuard is shared by the broker's TCP and TLS listeners: it counts
+// connGuard is shared by the broker's listeners: it counts
 // the open connections against the limit and rate-limits new ones.
 type connGuard struct {
 	max           int64 // effective limit
@@ -117,7 +117,8 @@ func connLimit(maxConns, headroom int) (limit int, nofile uint64, err error) {
 	return maxConns, nofile, nil
 }
 
-// connListener is the broker's mochi Listener for MQTT over TCP and TLS.
+// connListener is the broker's mochi Listener for MQTT over TCP, TLS and
+// (with ws set) WebSocket.
 // Unlike mochi's listeners.TCP it keeps accepting after an error (with a
 // growing pause), reports whether it is accepting, caps the open
 // connections, rate-limits them per source address, gives each one
@@ -131,6 +132,7 @@ type connListener struct {
 	ln          net.Listener
 	done        chan struct{}
 	end         atomic.Bool
+	ws          *wsServer // MQTT over WebSocket: connections go to its HTTP server
 
 	mu    sync.Mutex
 	conns map[*trackedConn]struct{}
@@ -152,6 +154,9 @@ func newConnListener(b *Broker, id, address string, tlsConf *tls.Config) *connLi
 func (l *connListener) ID() string { return l.id }
 
 func (l *connListener) Protocol() string {
+	if l.ws != nil {
+		return "ws"
+	}
 	if l.tlsConf != nil {
 		return "tls"
 	}
@@ -177,6 +182,9 @@ func (l *connListener) Init(*slog.Logger) error {
 
 // Serve accepts connections until Close; a failed accept is retried.
 func (l *connListener) Serve(establish listeners.EstablishFn) {
+	if l.ws != nil {
+		l.ws.start(establish)
+	}
 	var delay time.Duration
 	for {
 		c, err := l.ln.Accept()
@@ -276,7 +284,7 @@ func (l *connListener) serveConn(c net.Conn, establish listeners.EstablishFn) {
 			"listener", l.id, "remote", c.RemoteAddr().String(), "reason", "max_connections", "limit", g.max)
 		return
 	}
-	tc := &trackedConn{Conn: c, l: l, over: n > g.max}
+	tc := &trackedConn{Conn: c, l: l, over: n > g.max, connectBy: now.Add(g.timeout)}
 	tc.pending.Store(true)
 	g.pending.Add(1)
 	l.mu.Lock()
@@ -289,7 +297,11 @@ func (l *connListener) serveConn(c net.Conn, establish listeners.EstablishFn) {
 		_ = tc.Close()
 		return
 	}
-	_ = c.SetReadDeadline(now.Add(g.timeout))
+	_ = c.SetReadDeadline(tc.connectBy)
+	if l.ws != nil {
+		l.ws.hand(tc) // the upgrade and the CONNECT run in its HTTP server
+		return
+	}
 	var conn net.Conn = tc
 	if l.tlsConf != nil {
 		conn = tls.Server(tc, l.tlsConf)
@@ -308,6 +320,9 @@ func (l *connListener) Close(closeClients listeners.CloseFn) {
 		if l.ln != nil {
 			_ = l.ln.Close()
 		}
+		if l.ws != nil {
+			l.ws.close()
+		}
 	}
 	closeClients(l.id)
 	l.mu.Lock()
@@ -323,11 +338,15 @@ func (l *connListener) Close(closeClients listeners.CloseFn) {
 
 // trackedConn is an accepted connection, counted until it is closed. It is
 // pending until mochi sets its first deadline, which mochi does right after
-// the CONNECT was read and accepted (keep-alive).
+// the CONNECT was read and accepted (keep-alive). On the WebSocket listener
+// the HTTP server and the upgrade set deadlines too: there the first one
+// after arm counts.
 type trackedConn struct {
 	net.Conn
 	l         *connListener
-	over      bool // over the connection limit: answered "server busy"
+	over      bool        // over the connection limit: answered "server busy"
+	unarmed   atomic.Bool // WebSocket: deadlines set before arm are not mochi's
+	connectBy time.Time   // the CONNECT deadline
 	pending   atomic.Bool
 	timedOut  atomic.Bool
 	closeOnce sync.Once
@@ -347,6 +366,9 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 
 // established marks the CONNECT done.
 func (c *trackedConn) established() {
+	if c.unarmed.Load() {
+		return
+	}
 	if c.pending.CompareAndSwap(true, false) {
 		c.l.g.pending.Add(-1)
 	}
@@ -354,17 +376,27 @@ func (c *trackedConn) established() {
 
 func (c *trackedConn) SetDeadline(t time.Time) error {
 	c.established()
-	return c.Conn.SetDeadline(t)
+	return c.Conn.SetDeadline(c.clamp(t))
 }
 
 func (c *trackedConn) SetReadDeadline(t time.Time) error {
 	c.established()
-	return c.Conn.SetReadDeadline(t)
+	return c.Conn.SetReadDeadline(c.clamp(t))
+}
+
+// clamp keeps a deadline set before arm (by the WebSocket listener's HTTP
+// server or the upgrade) within the CONNECT deadline.
+func (c *trackedConn) clamp(t time.Time) time.Time {
+	if c.unarmed.Load() && (t.IsZero() || t.After(c.connectBy)) {
+		return c.connectBy
+	}
+	return t
 }
 
 func (c *trackedConn) Close() error {
 	err := c.Conn.Close()
 	c.closeOnce.Do(func() {
+		c.unarmed.Store(false)
 		c.established()
 		c.l.mu.Lock()
 		delete(c.l.conns, c)
@@ -376,15 +408,18 @@ func (c *trackedConn) Close() error {
 
 // trackedOf finds the trackedConn under a client's connection.
 func trackedOf(c net.Conn) *trackedConn {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
+	switch x := c.(type) {
+	case *tls.Conn:
+		c = x.NetConn()
+	case *wsConn:
+		c = x.Conn
 	}
 	t, _ := c.(*trackedConn)
 	return t
 }
 
-// ListenerHealth is nil while the broker serves and every TCP and TLS
-// listener accepts connections; otherwise it says which does not and why
+// ListenerHealth is nil while the broker serves and every listener
+// accepts connections; otherwise it says which does not and why
 // (for /readyz). A listener that failed to accept (out of descriptors)
 // is reported for a few seconds after its last failure, until an accept
 // succeeds.
@@ -405,10 +440,9 @@ func (b *Broker) ListenerHealth() error {
 // ConnectionLimit is the effective limit on open MQTT connections.
 func (b *Broker) ConnectionLimit() int { return int(b.guard.max) }
 
-// addConnListener adds a connListener through add (New's helper).
-func (b *Broker) addConnListener(add func(string, listeners.Listener) error, id, addr string, tlsConf *tls.Config) error {
-	l := newConnListener(b, id, addr, tlsConf)
-	if err := add(id, l); err != nil {
+// addListener adds a connListener through add (New's helper).
+func (b *Broker) addListener(add func(string, listeners.Listener) error, l *connListener) error {
+	if err := add(l.id, l); err != nil {
 		return err
 	}
 	b.connListeners = append(b.connListeners, l)

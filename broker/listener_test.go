@@ -12,6 +12,7 @@ import (
 	"time"
 
 	paho5 "github.com/eclipse/paho.golang/paho"
+	"github.com/gorilla/websocket"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -263,5 +264,57 @@ func TestStaleCredentialReasonString(t *testing.T) {
 	year := time.Now().UTC().Format("2006-")
 	if !strings.HasPrefix(rs, "stale: ") || !strings.Contains(rs, "gateway's time "+year) {
 		t.Fatalf("reason string %q: want the stale reason with the gateway's time", rs)
+	}
+}
+
+// TestWebSocketConnectTimeout: on the WebSocket listener the CONNECT
+// deadline covers the HTTP request and the upgrade, a connection upgraded
+// but silent is closed too, pending ones count, and Close does not wait
+// for them.
+func TestWebSocketConnectTimeout(t *testing.T) {
+	tb := startBroker(t, Options{WSAddr: "127.0.0.1:0", ConnectTimeout: 400 * time.Millisecond, Ingester: funcIngester{}})
+	m := tb.b.Metrics().Conn
+	raw, err := net.Dial("tcp", tb.b.Addr("ws"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	ws, _, err := (&websocket.Dialer{Subprotocols: []string{"mqtt"}, HandshakeTimeout: 5 * time.Second}).Dial("ws://"+tb.b.Addr("ws")+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if !waitClosed(raw, 10*time.Second) {
+		t.Fatal("silent TCP connection on the WebSocket listener still open 10 s after a 400 ms deadline")
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, _, err := ws.ReadMessage(); err == nil {
+		t.Fatal("upgraded but silent WebSocket got a message")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("upgraded but silent WebSocket still open 10 s after a 400 ms deadline")
+	}
+	itest.WaitUntil(t, 5*time.Second, "both counted as connect timeouts", func() bool {
+		return testutil.ToFloat64(m.ConnectTimeouts) == 2 && testutil.ToFloat64(m.Open) == 0
+	})
+
+	// A pending WebSocket does not hold up Close.
+	tb2 := startBroker(t, Options{WSAddr: "127.0.0.1:0", ConnectTimeout: time.Minute, Ingester: funcIngester{}})
+	ws2, _, err := (&websocket.Dialer{Subprotocols: []string{"mqtt"}, HandshakeTimeout: 5 * time.Second}).Dial("ws://"+tb2.b.Addr("ws")+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws2.Close()
+	itest.WaitUntil(t, 5*time.Second, "pending WebSocket", func() bool {
+		return testutil.ToFloat64(tb2.b.Metrics().Conn.Pending) == 1
+	})
+	done := make(chan error, 1)
+	go func() { done <- tb2.b.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close still waiting 10 s later for a WebSocket that never sent CONNECT")
 	}
 }

@@ -352,3 +352,31 @@ func TestConnFaultConfigValidate(t *testing.T) {
 		t.Fatalf("limits off and defaults by zero: %v", err)
 	}
 }
+
+// TestGatewayStopWithPendingConnection: a connection that never sent
+// CONNECT does not hold up the gateway's stop.
+func TestGatewayStopWithPendingConnection(t *testing.T) {
+	cfg := itConfig(t)
+	cfg.MQTT.ConnectTimeout = 5 * time.Minute
+	e := itStart(t, cfg, nil, nil)
+	c, err := net.Dial("tcp", e.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	itest.WaitUntil(t, 5*time.Second, "pending connection", func() bool {
+		return testutil.ToFloat64(e.g.Broker().Metrics().Conn.Pending) == 1
+	})
+	start := time.Now()
+	e.cancel()
+	e.cancel = nil
+	select {
+	case err := <-e.done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("gateway still stopping 10 s later with a connection that never sent CONNECT")
+	}
+	t.Logf("stopped in %s with a pending connection", time.Since(start).Round(time.Millisecond))
+}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -20,8 +21,10 @@ import (
 type wsServer struct {
 	l        *connListener
 	conns    chan net.Conn
-	srv      *http.Server
 	upgrader websocket.Upgrader
+
+	mu  sync.Mutex
+	srv *http.Server // set by start, closed by close
 }
 
 func newWSListener(b *Broker, id, address string) *connListener {
@@ -38,13 +41,19 @@ func newWSListener(b *Broker, id, address string) *connListener {
 
 // start runs the HTTP server until close.
 func (w *wsServer) start(establish listeners.EstablishFn) {
-	w.srv = &http.Server{
+	srv := &http.Server{
 		Handler:           http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) { w.serve(rw, r, establish) }),
 		ReadHeaderTimeout: w.l.g.timeout,
 		ErrorLog:          slog.NewLogLogger(w.l.b.log.Handler(), slog.LevelDebug),
 	}
-	w.srv.SetKeepAlivesEnabled(false) // one request per connection: the upgrade
-	go func() { _ = w.srv.Serve(chanListener{w}) }()
+	srv.SetKeepAlivesEnabled(false) // one request per connection: the upgrade
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.l.end.Load() {
+		return // closed before it started
+	}
+	w.srv = srv
+	go func() { _ = srv.Serve(chanListener{w}) }()
 }
 
 // hand passes an accepted connection to the HTTP server.
@@ -58,6 +67,8 @@ func (w *wsServer) hand(c *trackedConn) {
 }
 
 func (w *wsServer) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if w.srv != nil {
 		_ = w.srv.Close()
 	}

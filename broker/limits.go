@@ -68,7 +68,9 @@ func newSourceLimiter(source, global RateLimit, now time.Time) *sourceLimiter {
 // bucket returns src's bucket refilled to now; create says whether a
 // missing one is made (a missing bucket is a full one). Caller holds mu.
 func (l *sourceLimiter) bucket(src string, now time.Time, create bool) *tokenBucket {
-	if now.Sub(l.lastSweep) > 30*time.Second || len(l.sources) >= maxSources {
+	// Sweep now and then, and at most once a second while the map is full
+	// (a sweep walks every bucket).
+	if since := now.Sub(l.lastSweep); since > 30*time.Second || len(l.sources) >= maxSources && since > time.Second {
 		l.sweep(now)
 	}
 	bk, ok := l.sources[src]

@@ -106,8 +106,24 @@ type Options struct {
 	// DeviceRate (msgs/s) and DeviceBurst: per-device token bucket.
 	DeviceRate  float64
 	DeviceBurst int
-	// MaxConnections bounds connected clients (mochi answers "server busy").
+	// MaxConnections bounds the open MQTT connections on all listeners,
+	// those still waiting for their CONNECT included; beyond it
+	// a CONNECT is answered "server busy" (and, past a small margin, the
+	// connection closed at once). It is capped below RLIMIT_NOFILE minus
+	// FDHeadroom; 0 means that cap alone.
 	MaxConnections int
+	// FDHeadroom is the number of descriptors left below RLIMIT_NOFILE for
+	// the rest of the process (default DefaultFDHeadroom).
+	FDHeadroom int
+	// ConnectTimeout: a connection that has not sent its CONNECT (TLS
+	// handshake included) this long after it was accepted is closed
+	// (default DefaultConnectTimeout).
+	ConnectTimeout time.Duration
+	// ConnectPerSource and ConnectGlobal limit new connections per source
+	// address and in all; AuthFailuresPerSource and AuthFailuresGlobal the
+	// CONNECTs refused by authentication. Zero rates turn a limit off.
+	ConnectPerSource, ConnectGlobal           RateLimit
+	AuthFailuresPerSource, AuthFailuresGlobal RateLimit
 	// MaxInFlight bounds publishes inside Ingest at once (inflight_exceeded).
 	MaxInFlight int
 	// V3RefusalsBeforeDisconnect (default 1): MQTT 3.1.1 clients cannot be
@@ -146,6 +162,9 @@ type Broker struct {
 	inflight atomic.Int64
 	addrs    map[string]listeners.Listener
 	up       atomic.Bool
+	// guard counts and rate-limits the connections of connListeners.
+	guard         *connGuard
+	connListeners []*connListener
 
 	mu       sync.RWMutex // guards registry and enroller (set before Start)
 	registry Registry
@@ -189,6 +208,21 @@ func New(opts Options) (*Broker, error) {
 	if opts.RevocationSweep <= 0 {
 		opts.RevocationSweep = time.Second
 	}
+	if opts.FDHeadroom <= 0 {
+		opts.FDHeadroom = DefaultFDHeadroom
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = DefaultConnectTimeout
+	}
+	limit, nofile, err := connLimit(opts.MaxConnections, opts.FDHeadroom)
+	if err != nil {
+		return nil, err
+	}
+	if opts.MaxConnections > 0 && limit < opts.MaxConnections {
+		opts.Logger.Warn("connection limit lowered to fit the descriptor limit", "max_connections", opts.MaxConnections,
+			"limit", limit, "rlimit_nofile", nofile, "fd_headroom", opts.FDHeadroom)
+	}
+	opts.MaxConnections = limit
 	b := &Broker{
 		opts:     opts,
 		log:      opts.Logger,
@@ -197,6 +231,9 @@ func New(opts Options) (*Broker, error) {
 		addrs:    map[string]listeners.Listener{},
 		registry: opts.Registry,
 		enroller: opts.Enroller,
+		guard: &connGuard{max: int64(limit), timeout: opts.ConnectTimeout, sample: newSampledLog(10 * time.Second),
+			attempts: newSourceLimiter(opts.ConnectPerSource, opts.ConnectGlobal, opts.Now()),
+			failures: newSourceLimiter(opts.AuthFailuresPerSource, opts.AuthFailuresGlobal, opts.Now())},
 	}
 	for i := range opts.Accounts {
 		a := opts.Accounts[i]
@@ -224,6 +261,7 @@ func New(opts Options) (*Broker, error) {
 		Logger:       slog.New(minLevel{opts.Logger.Handler(), slog.LevelError}).With("component", "mochi"),
 	})
 	b.metrics = NewMetrics(opts.Registerer, func() float64 { return float64(atomic.LoadInt64(&b.srv.Info.ClientsConnected)) })
+	b.metrics.Conn = newConnMetrics(opts.Registerer, b.guard)
 	if err := b.srv.AddHook(&hook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("broker: add hook: %w", err)
 	}
@@ -236,17 +274,17 @@ func New(opts Options) (*Broker, error) {
 		return nil
 	}
 	if opts.TCPAddr != "" {
-		if err := add("tcp", listeners.NewTCP(listeners.Config{ID: "tcp", Address: opts.TCPAddr})); err != nil {
+		if err := b.addListener(add, newConnListener(b, "tcp", opts.TCPAddr, nil)); err != nil {
 			return nil, err
 		}
 	}
 	if opts.TLSAddr != "" && opts.TLSConfig != nil {
-		if err := add("tls", listeners.NewTCP(listeners.Config{ID: "tls", Address: opts.TLSAddr, TLSConfig: opts.TLSConfig})); err != nil {
+		if err := b.addListener(add, newConnListener(b, "tls", opts.TLSAddr, opts.TLSConfig)); err != nil {
 			return nil, err
 		}
 	}
 	if opts.WSAddr != "" {
-		if err := add("ws", listeners.NewWebsocket(listeners.Config{ID: "ws", Address: opts.WSAddr})); err != nil {
+		if err := b.addListener(add, newWSListener(b, "ws", opts.WSAddr)); err != nil {
 			return nil, err
 		}
 	}
@@ -325,7 +363,7 @@ func (b *Broker) Close() error {
 func (b *Broker) Up() bool { return b.up.Load() }
 
 // Addr returns the bound address of listener "tcp", "ws" or "tls" ("" when
-// off). TCP and TLS report the real port when configured with port 0.
+// off). All three report the real port when configured with port 0.
 func (b *Broker) Addr(id string) string {
 	l, ok := b.addrs[id]
 	if !ok {

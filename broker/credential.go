@@ -50,6 +50,9 @@ const (
 type AuthError struct {
 	Reason string
 	Err    error
+	// Hint, when set, is sent to an MQTT 5 client as the CONNACK reason
+	// string (no secrets: the device reads it); else "not authorized".
+	Hint string
 }
 
 func (e *AuthError) Error() string {

@@ -80,6 +80,9 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	// A will is published without any check: a device could forge records
 	// with one. Nobody here needs wills, so they are dropped.
 	cl.Properties.Will = mqtt.Will{}
+	if err := b.admitConnect(cl); err != nil {
+		return err
+	}
 	s, err := b.authenticate(cl, pk)
 	if err != nil {
 		reason := "malformed"
@@ -88,13 +91,10 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 			reason = ae.Reason
 		}
 		b.metrics.AuthFailures.WithLabelValues(reason).Inc()
+		b.authFailed(cl)
 		b.log.Info("connect refused", "client", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener,
 			"reason", reason, "error", err)
-		code := packets.ErrNotAuthorized
-		if cl.Properties.ProtocolVersion < 5 {
-			code = packets.Err3NotAuthorized
-		}
-		_ = b.srv.SendConnack(cl, code, false, nil)
+		b.refuseConnect(cl, packets.ErrNotAuthorized, connectRefusalString(err))
 		return err
 	}
 	b.sessions.Store(cl, s)
@@ -230,8 +230,7 @@ func (b *Broker) checkCredential(did device.DID, pw string) (DeviceInfo, error) 
 	}
 	now := b.opts.Now()
 	if d := now.Sub(time.Unix(cred.Unix, 0)); d > b.opts.CredentialWindow || d < -b.opts.CredentialWindow {
-		return info, authErr(ReasonStale, "credential time is %s away from the gateway's clock (window %s)",
-			d.Round(time.Second), b.opts.CredentialWindow)
+		return info, staleCredential(cred.Unix, now, b.opts.CredentialWindow)
 	}
 	if !device.VerifySignature(info.Pub, ConnectMessage(did, cred.Unix, cred.Nonce), cred.Sig) {
 		return info, authErr(ReasonBadSignature, "credential signature does not verify")
@@ -460,7 +459,7 @@ func asRefusal(err error) *Refusal {
 // The reason label itself travels as the reason string.
 func refusalCode(reason string) byte {
 	switch reason {
-	case "malformed", "version", "algorithm", "timestamp", "schema", ReasonTooLarge:
+	case "malformed", "version", "algorithm", "timestamp", "future_timestamp", "schema", ReasonTooLarge:
 		return packets.ErrPayloadFormatInvalid.Code // 0x99
 	case ReasonRateLimited, ReasonInFlightExceeded:
 		return packets.ErrQuotaExceeded.Code // 0x97

@@ -19,6 +19,7 @@ type Metrics struct {
 	V3Disconnects    prometheus.Counter
 	InFlight         prometheus.Gauge
 	ClientsConnected prometheus.GaugeFunc
+	Conn             *ConnMetrics // connections before CONNECT (listener.go)
 }
 
 // NewMetrics registers the broker's metrics on reg. clients reports the

@@ -45,6 +45,11 @@ type Config struct {
 	// long a nonce is remembered.
 	CredentialWindow time.Duration `yaml:"credential_window"`
 
+	// FutureTolerance: a record whose envelope timestamp is more than this
+	// ahead of the gateway's clock is refused as future_timestamp. Old
+	// timestamps are accepted (readings spooled while offline).
+	FutureTolerance time.Duration `yaml:"future_tolerance"`
+
 	// Batch tells the batcher when to cut a batch: after BatchInterval or
 	// BatchSize records, whichever comes first.
 	BatchInterval time.Duration `yaml:"batch_interval"`
@@ -77,6 +82,15 @@ type MQTTConfig struct {
 	TLS     string `yaml:"tls"`
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`
+	// ConnectTimeout: a connection that has not sent its CONNECT (TLS
+	// handshake included) this long after it was accepted is closed
+	// (0: broker.DefaultConnectTimeout).
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// FDHeadroom is how many file descriptors below RLIMIT_NOFILE are kept
+	// for Badger's files, HTTP and the ledger client: the connection limit
+	// is capped at RLIMIT_NOFILE minus this (and a margin of 64)
+	// (0: broker.DefaultFDHeadroom).
+	FDHeadroom int `yaml:"fd_headroom"`
 }
 
 // HTTPConfig is the HTTP API (/healthz, /readyz, /metrics, /v1/...).
@@ -96,7 +110,8 @@ type LimitsConfig struct {
 	// publish (token bucket of DeviceBurst); 0 turns the limit off.
 	DeviceRate  float64 `yaml:"device_rate"`
 	DeviceBurst int     `yaml:"device_burst"`
-	// MaxConnections bounds connected clients (devices and applications).
+	// MaxConnections bounds open MQTT connections (devices and
+	// applications), those still waiting to send CONNECT included.
 	MaxConnections int `yaml:"max_connections"`
 	// MaxInFlight bounds publishes inside the ingest pipeline at once.
 	MaxInFlight int `yaml:"max_inflight"`
@@ -107,6 +122,19 @@ type LimitsConfig struct {
 	// V3RefusalsBeforeDisconnect: an MQTT 3.1.1 client, which cannot be told
 	// why a publish was refused, is disconnected at this many refusals.
 	V3RefusalsBeforeDisconnect int `yaml:"v3_refusals_before_disconnect"`
+	// Connect*: token buckets on new MQTT connections, per source address
+	// (ConnectSource*) and in all (Connect*); AuthFailure*: the same on
+	// CONNECTs refused by authentication. A source is checked first, so it
+	// cannot spend more than its own share of the global budget. Rate 0
+	// turns a limit off.
+	ConnectSourceRate      float64 `yaml:"connect_source_rate"`
+	ConnectSourceBurst     int     `yaml:"connect_source_burst"`
+	ConnectRate            float64 `yaml:"connect_rate"`
+	ConnectBurst           int     `yaml:"connect_burst"`
+	AuthFailureSourceRate  float64 `yaml:"auth_failure_source_rate"`
+	AuthFailureSourceBurst int     `yaml:"auth_failure_source_burst"`
+	AuthFailureRate        float64 `yaml:"auth_failure_rate"`
+	AuthFailureBurst       int     `yaml:"auth_failure_burst"`
 }
 
 // StoreConfig sizes Badger's memory. The defaults keep the gateway under
@@ -150,6 +178,9 @@ func DefaultConfig() Config {
 			TCP: "127.0.0.1:1883",
 			WS:  "127.0.0.1:8083",
 			TLS: "127.0.0.1:8883",
+
+			ConnectTimeout: broker.DefaultConnectTimeout,
+			FDHeadroom:     broker.DefaultFDHeadroom,
 		},
 		HTTP: HTTPConfig{Addr: "127.0.0.1:8480", MaxPage: 500},
 		Limits: LimitsConfig{
@@ -160,8 +191,18 @@ func DefaultConfig() Config {
 			MaxInFlight:                4096,
 			V3RefusalsBeforeDisconnect: 1,
 			SubscriberInflight:         8192,
+
+			ConnectSourceRate:      100,
+			ConnectSourceBurst:     1000,
+			ConnectRate:            1000,
+			ConnectBurst:           5000,
+			AuthFailureSourceRate:  5,
+			AuthFailureSourceBurst: 50,
+			AuthFailureRate:        100,
+			AuthFailureBurst:       500,
 		},
 		CredentialWindow: 120 * time.Second,
+		FutureTolerance:  DefaultFutureTolerance,
 		BatchInterval:    DefaultBatchInterval,
 		BatchSize:        DefaultBatchSize, // issue 6: 10,000
 		MemoryLimitMB:    160,
@@ -243,6 +284,12 @@ func (c *Config) Validate() error {
 		return bad("limits.subscriber_inflight (%d) must be within [1, 65535]", c.Limits.SubscriberInflight)
 	case c.Limits.V3RefusalsBeforeDisconnect < 1:
 		return bad("limits.v3_refusals_before_disconnect (%d) must be at least 1", c.Limits.V3RefusalsBeforeDisconnect)
+	case c.MQTT.ConnectTimeout != 0 && (c.MQTT.ConnectTimeout < time.Second || c.MQTT.ConnectTimeout > 5*time.Minute):
+		return bad("mqtt.connect_timeout (%s) must be 0 (the default, 5s) or within [1s, 5m]", c.MQTT.ConnectTimeout)
+	case c.MQTT.FDHeadroom != 0 && (c.MQTT.FDHeadroom < 64 || c.MQTT.FDHeadroom > 1<<20):
+		return bad("mqtt.fd_headroom (%d) must be 0 (the default, 512) or within [64, 1048576]", c.MQTT.FDHeadroom)
+	case c.FutureTolerance < time.Second || c.FutureTolerance > 24*time.Hour:
+		return bad("future_tolerance (%s) must be within [1s, 24h]", c.FutureTolerance)
 	case c.CredentialWindow < 5*time.Second || c.CredentialWindow > time.Hour:
 		return bad("credential_window (%s) must be within [5s, 1h]", c.CredentialWindow)
 	case c.BatchInterval < 10*time.Millisecond || c.BatchInterval > time.Hour:
@@ -265,6 +312,9 @@ func (c *Config) Validate() error {
 		return bad("store.max_group_records (%d) must be within [1, 65536]", c.Store.MaxGroupRecords)
 	case c.Store.GroupLinger < 0 || c.Store.GroupLinger > 100*time.Millisecond:
 		return bad("store.group_linger (%s) must be within [0, 100ms]", c.Store.GroupLinger)
+	}
+	if err := c.Limits.validateConnectLimits(); err != nil {
+		return bad("%v", err)
 	}
 	seen := map[string]bool{}
 	for i, a := range c.Accounts {

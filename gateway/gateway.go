@@ -159,14 +159,20 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	for i, a := range cfg.Accounts {
 		accounts[i] = broker.Account{Username: a.Username, PasswordHash: a.PasswordHash, Topics: a.Topics}
 	}
+	connPerSource, connGlobal, failPerSource, failGlobal := cfg.Limits.connectLimits()
+	ingest := NewIngest(store, cfg.Limits.MaxPayload)
+	ingest.SetClock(time.Now, cfg.FutureTolerance)
 	g.broker, err = broker.New(broker.Options{
-		Site: cfg.Site, Registry: deps.Registry, Ingester: NewIngest(store, cfg.Limits.MaxPayload),
+		Site: cfg.Site, Registry: deps.Registry, Ingester: ingest,
 		Enroller: deps.Enroller, Accounts: accounts, CredentialWindow: cfg.CredentialWindow,
 		MaxPayload: cfg.Limits.MaxPayload, DeviceRate: cfg.Limits.DeviceRate, DeviceBurst: cfg.Limits.DeviceBurst,
 		MaxConnections: cfg.Limits.MaxConnections, MaxInFlight: cfg.Limits.MaxInFlight,
 		V3RefusalsBeforeDisconnect: cfg.Limits.V3RefusalsBeforeDisconnect,
 		SubscriberInflight:         cfg.Limits.SubscriberInflight,
 		TCPAddr:                    cfg.MQTT.TCP, WSAddr: cfg.MQTT.WS, TLSAddr: cfg.MQTT.TLS, TLSConfig: tlsConf,
+		ConnectTimeout: cfg.MQTT.ConnectTimeout, FDHeadroom: cfg.MQTT.FDHeadroom,
+		ConnectPerSource: connPerSource, ConnectGlobal: connGlobal,
+		AuthFailuresPerSource: failPerSource, AuthFailuresGlobal: failGlobal,
 		Logger: g.log.With("component", "broker"), Registerer: g.reg,
 	})
 	if err != nil {

@@ -46,7 +46,7 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 		status[name] = "ok"
 	}
 	if g.broker.Up() {
-		set("broker", nil)
+		set("broker", g.broker.ListenerHealth()) // nil while every MQTT listener accepts
 	} else {
 		set("broker", errors.New("not serving"))
 	}

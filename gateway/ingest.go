@@ -47,6 +47,10 @@ type Ingest struct {
 	// single writer would otherwise get a thousandth of the CPU and the
 	// group commit, not the verification, would set the pace.
 	cpu chan struct{}
+	// now and futureTolerance drive the timestamp plausibility rule
+	// (plausible.go); zero values mean time.Now and the default.
+	now             func() time.Time
+	futureTolerance time.Duration
 }
 
 var _ broker.Ingester = (*Ingest)(nil)
@@ -132,6 +136,9 @@ func (g *Ingest) check(dev broker.DeviceInfo, payload []byte) (*device.Opened, *
 		return o, rec, nil
 	}
 	kind := kindLabel(o.Body.Kind)
+	if err := g.checkPlausibleTime(&o.Body, kind); err != nil {
+		return nil, nil, err
+	}
 	if err := device.ValidateData(o.Body.Kind, o.Body.Data); err != nil {
 		return nil, nil, refuse("schema", kind, err)
 	}

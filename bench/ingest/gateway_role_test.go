@@ -140,6 +140,8 @@ func runGateway(ctx context.Context, ready func(...string)) error {
 	cfg.MQTT.TCP, cfg.MQTT.WS, cfg.MQTT.TLS = "127.0.0.1:0", "", ""
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Limits.DeviceRate = 0 // measure the pipeline, not the flood limit
+	// Every simulated device connects from 127.0.0.1: no connect limits.
+	cfg.Limits.ConnectSourceRate, cfg.Limits.ConnectRate = 0, 0
 	cfg.Limits.MaxConnections = 5000
 	cfg.Limits.MaxInFlight = 32 << 10
 	g, err := gateway.New(cfg, gateway.Deps{

@@ -74,6 +74,17 @@ var gatewayConfigFlags = []gatewayConfigFlag{
 	{"store.group_linger", "store-group-linger", "wait up to this long for more records before a group commit"},
 	{"memory_limit_mb", "memory-limit-mb", "Go runtime soft memory limit, MB (0: none; GOMEMLIMIT wins)"},
 	{"gc_percent", "gc-percent", "Go GC target heap growth (0: the runtime's 100; GOGC wins)"},
+	{"mqtt.connect_timeout", "mqtt-connect-timeout", "close an MQTT connection that has not sent CONNECT within this"},
+	{"mqtt.fd_headroom", "mqtt-fd-headroom", "file descriptors kept below RLIMIT_NOFILE for the rest of the process"},
+	{"limits.connect_source_rate", "connect-source-rate", "new MQTT connections per second from one source address (0: unlimited)"},
+	{"limits.connect_source_burst", "connect-source-burst", "burst of the per-source connection limit"},
+	{"limits.connect_rate", "connect-rate", "new MQTT connections per second in all (0: unlimited)"},
+	{"limits.connect_burst", "connect-burst", "burst of the global connection limit"},
+	{"limits.auth_failure_source_rate", "auth-failure-source-rate", "failed CONNECT authentications per second from one source address (0: unlimited)"},
+	{"limits.auth_failure_source_burst", "auth-failure-source-burst", "burst of the per-source failed-authentication limit"},
+	{"limits.auth_failure_rate", "auth-failure-rate", "failed CONNECT authentications per second in all (0: unlimited)"},
+	{"limits.auth_failure_burst", "auth-failure-burst", "burst of the global failed-authentication limit"},
+	{"future_tolerance", "future-tolerance", "refuse records dated more than this ahead of the gateway's clock"},
 }
 
 // bindGatewayConfigFlags defines the flag of each row of gatewayConfigFlags

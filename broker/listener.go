@@ -1,0 +1,450 @@
+package broker
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Accept back-off: after a failed accept (out of descriptors, a connection
+// aborted before it was accepted, ...) the listener waits, doubling the
+// pause from acceptBackoffMin up to acceptBackoffMax, and tries again. It
+// never gives up: mochi's own TCP listener returns on the first error and
+// the port stays dead until a restart.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+	// listenerHealthWindow: a listener whose last accept failed less than
+	// this long ago, with no success since, is reported as not accepting.
+	listenerHealthWindow = 5 * time.Second
+	// busyMargin connections beyond the limit are still read, to answer
+	// them CONNACK "server busy"; beyond that they are closed at once.
+	busyMargin = 64
+)
+
+// DefaultConnectTimeout is how long a new connection may take to send its
+// CONNECT (TLS handshake included) before it is closed.
+const DefaultConnectTimeout = 5 * time.Second
+
+// DefaultFDHeadroom is how many file descriptors the connection limit
+// leaves to the rest of the process (Badger's files, HTTP, the ledger
+// client) below RLIMIT_NOFILE.
+const DefaultFDHeadroom = 512
+
+// ErrFDLimit means RLIMIT_NOFILE leaves no descriptors for MQTT
+// connections after the headroom: raise the limit (systemd LimitNOFILE,
+// ulimit -n) or lower the headroom.
+var ErrFDLimit = errors.New("broker: descriptor limit too low")
+
+// ConnMetrics count what happens to connections before and around CONNECT.
+type ConnMetrics struct {
+	AcceptErrors    *prometheus.CounterVec // listener, error
+	Refused         *prometheus.CounterVec // reason
+	ConnectTimeouts prometheus.Counter
+	Throttled       *prometheus.CounterVec // scope, limit
+	Open            prometheus.GaugeFunc
+	Pending         prometheus.GaugeFunc
+	Limit           prometheus.GaugeFunc
+}
+
+func newConnMetrics(reg prometheus.Registerer, g *connGuard) *ConnMetrics {
+	m := &ConnMetrics{
+		AcceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeanchor_mqtt_accept_errors_total", Help: "Failed accepts of an MQTT listener (retried after a growing pause), by listener and error."},
+			[]string{"listener", "error"}),
+		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeanchor_mqtt_connections_refused_total", Help: "MQTT connections refused before CONNECT was processed, by reason (max_connections: over the limit plus its margin)."},
+			[]string{"reason"}),
+		ConnectTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgeanchor_mqtt_connect_timeouts_total", Help: "MQTT connections closed because no CONNECT arrived within mqtt.connect_timeout."}),
+		Throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeanchor_mqtt_connect_throttled_total", Help: "Connections or CONNECTs refused by the connect rate limits, by scope (source, global) and limit (attempts, auth_failures)."},
+			[]string{"scope", "limit"}),
+	}
+	m.Open = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "edgeanchor_mqtt_connections_open", Help: "Open MQTT connections, CONNECT pending or done."},
+		func() float64 { return float64(g.open.Load()) })
+	m.Pending = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "edgeanchor_mqtt_connections_pending", Help: "Open MQTT connections whose CONNECT is not yet accepted."},
+		func() float64 { return float64(g.pending.Load()) })
+	m.Limit = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "edgeanchor_mqtt_connections_limit", Help: "The effective connection limit: limits.max_connections capped below RLIMIT_NOFILE minus mqtt.fd_headroom."},
+		func() float64 { return float64(g.max) })
+	reg.MustRegister(m.AcceptErrors, m.Refused, m.ConnectTimeouts, m.Throttled, m.Open, m.Pending, m.Limit)
+	return m
+}
+
+// connGuard is shared by the broker's listeners: it counts
+// the open connections against the limit and rate-limits new ones.
+type connGuard struct {
+	max           int64 // effective limit
+	open, pending atomic.Int64
+	attempts      *sourceLimiter
+	failures      *sourceLimiter
+	timeout       time.Duration
+	sample        *sampledLog
+}
+
+// connLimit is the effective connection limit: maxConns (0: none) capped
+// at RLIMIT_NOFILE minus headroom and the busy margin.
+func connLimit(maxConns, headroom int) (limit int, nofile uint64, err error) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 0, 0, fmt.Errorf("broker: read RLIMIT_NOFILE: %w", err)
+	}
+	nofile = rl.Cur
+	avail := int64(1 << 30) // unlimited (RLIM_INFINITY) or huge
+	if nofile < 1<<30 {
+		avail = int64(nofile) - int64(headroom) - busyMargin
+	}
+	if avail < 1 {
+		return 0, nofile, fmt.Errorf("%w: RLIMIT_NOFILE %d leaves no descriptors for MQTT connections after mqtt.fd_headroom %d and a margin of %d",
+			ErrFDLimit, nofile, headroom, busyMargin)
+	}
+	if maxConns <= 0 || int64(maxConns) > avail {
+		return int(avail), nofile, nil
+	}
+	return maxConns, nofile, nil
+}
+
+// connListener is the broker's mochi Listener for MQTT over TCP, TLS and
+// (with ws set) WebSocket.
+// Unlike mochi's listeners.TCP it keeps accepting after an error (with a
+// growing pause), reports whether it is accepting, caps the open
+// connections, rate-limits them per source address, gives each one
+// Options.ConnectTimeout to send its CONNECT, and closes the ones still
+// waiting for it at once when it is closed.
+type connListener struct {
+	id, address string
+	tlsConf     *tls.Config
+	b           *Broker
+	g           *connGuard
+	ln          net.Listener
+	done        chan struct{}
+	end         atomic.Bool
+	ws          *wsServer // MQTT over WebSocket: connections go to its HTTP server
+
+	mu    sync.Mutex
+	conns map[*trackedConn]struct{}
+
+	hmu      sync.Mutex
+	lastErr  error
+	errAt    time.Time
+	okAt     time.Time
+	failures int
+}
+
+var _ listeners.Listener = (*connListener)(nil)
+
+func newConnListener(b *Broker, id, address string, tlsConf *tls.Config) *connListener {
+	return &connListener{id: id, address: address, tlsConf: tlsConf, b: b, g: b.guard,
+		done: make(chan struct{}), conns: map[*trackedConn]struct{}{}}
+}
+
+func (l *connListener) ID() string { return l.id }
+
+func (l *connListener) Protocol() string {
+	if l.ws != nil {
+		return "ws"
+	}
+	if l.tlsConf != nil {
+		return "tls"
+	}
+	return "tcp"
+}
+
+func (l *connListener) Address() string {
+	if l.ln != nil {
+		return l.ln.Addr().String()
+	}
+	return l.address
+}
+
+// Init binds the address.
+func (l *connListener) Init(*slog.Logger) error {
+	ln, err := net.Listen("tcp", l.address)
+	if err != nil {
+		return err
+	}
+	l.ln = ln
+	return nil
+}
+
+// Serve accepts connections until Close; a failed accept is retried.
+func (l *connListener) Serve(establish listeners.EstablishFn) {
+	if l.ws != nil {
+		l.ws.start(establish)
+	}
+	var delay time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if l.end.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			delay = min(max(2*delay, acceptBackoffMin), acceptBackoffMax)
+			l.acceptFailed(err, delay)
+			t := time.NewTimer(delay)
+			select {
+			case <-l.done:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			continue
+		}
+		if delay > 0 {
+			l.acceptRecovered()
+			delay = 0
+		}
+		go l.serveConn(c, establish)
+	}
+}
+
+// acceptErrorLabel names the errors worth telling apart on a dashboard.
+func acceptErrorLabel(err error) string {
+	switch {
+	case errors.Is(err, syscall.EMFILE):
+		return "emfile"
+	case errors.Is(err, syscall.ENFILE):
+		return "enfile"
+	case errors.Is(err, syscall.ECONNABORTED):
+		return "econnaborted"
+	case errors.Is(err, syscall.ENOBUFS), errors.Is(err, syscall.ENOMEM):
+		return "enomem"
+	}
+	return "other"
+}
+
+func (l *connListener) acceptFailed(err error, retry time.Duration) {
+	now := time.Now()
+	l.hmu.Lock()
+	first := l.failures == 0
+	l.failures++
+	n := l.failures
+	l.lastErr, l.errAt = err, now
+	l.hmu.Unlock()
+	l.b.metrics.Conn.AcceptErrors.WithLabelValues(l.id, acceptErrorLabel(err)).Inc()
+	if first || n%100 == 0 {
+		l.b.log.Warn("mqtt listener cannot accept; retrying", "listener", l.id, "error", err,
+			"retry_in", retry, "failures", n)
+	}
+}
+
+func (l *connListener) acceptRecovered() {
+	l.hmu.Lock()
+	n, since := l.failures, l.errAt
+	l.failures = 0
+	l.okAt = time.Now()
+	l.hmu.Unlock()
+	l.b.log.Info("mqtt listener accepting again", "listener", l.id, "failures", n, "last_failure", since)
+}
+
+// health is nil while the listener accepts, else why it does not.
+func (l *connListener) health(now time.Time) error {
+	if l.end.Load() {
+		return fmt.Errorf("mqtt listener %s closed", l.id)
+	}
+	l.hmu.Lock()
+	defer l.hmu.Unlock()
+	if l.failures > 0 && l.errAt.After(l.okAt) && now.Sub(l.errAt) < listenerHealthWindow {
+		return fmt.Errorf("mqtt listener %s not accepting (%d failed accepts): %v", l.id, l.failures, l.lastErr)
+	}
+	return nil
+}
+
+// serveConn admits one accepted connection and hands it to mochi.
+func (l *connListener) serveConn(c net.Conn, establish listeners.EstablishFn) {
+	b, g := l.b, l.g
+	now := time.Now()
+	src := sourceOf(c.RemoteAddr())
+	if scope := g.attempts.take(src, now); scope != "" {
+		_ = c.Close()
+		b.metrics.Conn.Throttled.WithLabelValues(scope, LimitAttempts).Inc()
+		g.sample.log(b.log, slog.LevelInfo, "throttle/"+scope, "connection throttled", now,
+			"listener", l.id, "remote", c.RemoteAddr().String(), "scope", scope, "limit", LimitAttempts)
+		return
+	}
+	n := g.open.Add(1)
+	if n > g.max+busyMargin {
+		g.open.Add(-1)
+		_ = c.Close()
+		b.metrics.Conn.Refused.WithLabelValues("max_connections").Inc()
+		g.sample.log(b.log, slog.LevelWarn, "refused/max", "connection refused", now,
+			"listener", l.id, "remote", c.RemoteAddr().String(), "reason", "max_connections", "limit", g.max)
+		return
+	}
+	tc := &trackedConn{Conn: c, l: l, over: n > g.max, connectBy: now.Add(g.timeout)}
+	tc.pending.Store(true)
+	g.pending.Add(1)
+	l.mu.Lock()
+	closed := l.end.Load()
+	if !closed {
+		l.conns[tc] = struct{}{}
+	}
+	l.mu.Unlock()
+	if closed {
+		_ = tc.Close()
+		return
+	}
+	_ = c.SetReadDeadline(tc.connectBy)
+	if l.ws != nil {
+		l.ws.hand(tc) // the upgrade and the CONNECT run in its HTTP server
+		return
+	}
+	var conn net.Conn = tc
+	if l.tlsConf != nil {
+		conn = tls.Server(tc, l.tlsConf)
+	}
+	if err := establish(l.id, conn); err != nil {
+		b.log.Debug("mqtt connection ended", "listener", l.id, "remote", c.RemoteAddr().String(), "error", err)
+	}
+	_ = conn.Close()
+}
+
+// Close stops accepting, lets mochi disconnect its clients, then closes
+// every connection still open, those that never sent CONNECT included.
+func (l *connListener) Close(closeClients listeners.CloseFn) {
+	if l.end.CompareAndSwap(false, true) {
+		close(l.done)
+		if l.ln != nil {
+			_ = l.ln.Close()
+		}
+		if l.ws != nil {
+			l.ws.close()
+		}
+	}
+	closeClients(l.id)
+	l.mu.Lock()
+	open := make([]*trackedConn, 0, len(l.conns))
+	for c := range l.conns {
+		open = append(open, c)
+	}
+	l.mu.Unlock()
+	for _, c := range open {
+		_ = c.Close()
+	}
+}
+
+// trackedConn is an accepted connection, counted until it is closed. It is
+// pending until mochi sets its first deadline, which mochi does right after
+// the CONNECT was read and accepted (keep-alive). On the WebSocket listener
+// the HTTP server and the upgrade set deadlines too: there the first one
+// after arm counts.
+type trackedConn struct {
+	net.Conn
+	l         *connListener
+	over      bool        // over the connection limit: answered "server busy"
+	unarmed   atomic.Bool // WebSocket: deadlines set before arm are not mochi's
+	connectBy time.Time   // the CONNECT deadline
+	pending   atomic.Bool
+	timedOut  atomic.Bool
+	closeOnce sync.Once
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil && c.pending.Load() && errors.Is(err, os.ErrDeadlineExceeded) && c.timedOut.CompareAndSwap(false, true) {
+		l := c.l
+		now := time.Now()
+		l.b.metrics.Conn.ConnectTimeouts.Inc()
+		l.g.sample.log(l.b.log, slog.LevelInfo, "connect_timeout", "connection closed", now,
+			"listener", l.id, "remote", c.RemoteAddr().String(), "reason", "connect_timeout", "timeout", l.g.timeout)
+	}
+	return n, err
+}
+
+// established marks the CONNECT done.
+func (c *trackedConn) established() {
+	if c.unarmed.Load() {
+		return
+	}
+	if c.pending.CompareAndSwap(true, false) {
+		c.l.g.pending.Add(-1)
+	}
+}
+
+func (c *trackedConn) SetDeadline(t time.Time) error {
+	c.established()
+	return c.Conn.SetDeadline(c.clamp(t))
+}
+
+func (c *trackedConn) SetReadDeadline(t time.Time) error {
+	c.established()
+	return c.Conn.SetReadDeadline(c.clamp(t))
+}
+
+// clamp keeps a deadline set before arm (by the WebSocket listener's HTTP
+// server or the upgrade) within the CONNECT deadline.
+func (c *trackedConn) clamp(t time.Time) time.Time {
+	if c.unarmed.Load() && (t.IsZero() || t.After(c.connectBy)) {
+		return c.connectBy
+	}
+	return t
+}
+
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.closeOnce.Do(func() {
+		c.unarmed.Store(false)
+		c.established()
+		c.l.mu.Lock()
+		delete(c.l.conns, c)
+		c.l.mu.Unlock()
+		c.l.g.open.Add(-1)
+	})
+	return err
+}
+
+// trackedOf finds the trackedConn under a client's connection.
+func trackedOf(c net.Conn) *trackedConn {
+	switch x := c.(type) {
+	case *tls.Conn:
+		c = x.NetConn()
+	case *wsConn:
+		c = x.Conn
+	}
+	t, _ := c.(*trackedConn)
+	return t
+}
+
+// ListenerHealth is nil while the broker serves and every listener
+// accepts connections; otherwise it says which does not and why
+// (for /readyz). A listener that failed to accept (out of descriptors)
+// is reported for a few seconds after its last failure, until an accept
+// succeeds.
+func (b *Broker) ListenerHealth() error {
+	if !b.Up() {
+		return errors.New("broker not serving")
+	}
+	now := time.Now()
+	var errs []error
+	for _, l := range b.connListeners {
+		if err := l.health(now); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ConnectionLimit is the effective limit on open MQTT connections.
+func (b *Broker) ConnectionLimit() int { return int(b.guard.max) }
+
+// addListener adds a connListener through add (New's helper).
+func (b *Broker) addListener(add func(string, listeners.Listener) error, l *connListener) error {
+	if err := add(l.id, l); err != nil {
+		return err
+	}
+	b.connListeners = append(b.connListeners, l)
+	return nil
+}

@@ -146,6 +146,7 @@ type Store struct {
 	gw      device.DID
 	cfg     StoreConfig
 	metrics *StoreMetrics
+	disk    *diskGuard
 
 	in      chan *appendReq
 	prepped chan []*appendReq
@@ -217,6 +218,11 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		flight:  map[devSeq]*appendReq{},
 		changed: make(chan struct{}),
 	}
+	var lowGauge interface{ Set(float64) }
+	if o.Metrics != nil {
+		lowGauge = o.Metrics.DiskLow
+	}
+	s.disk = newDiskGuard(dir, int64(c.MinFreeMB)<<20, o.Logger, lowGauge)
 	last, err := s.repairTail()
 	if err != nil {
 		_ = db.Close()
@@ -234,7 +240,8 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.wg.Add(3)
+	s.wg.Add(4)
+	go func() { defer s.wg.Done(); s.disk.run(ctx) }()
 	go s.prepLoop(ctx)
 	go s.commitLoop(ctx)
 	go s.ackLoop()
@@ -267,7 +274,13 @@ func (s *Store) Healthy() error {
 	if e := s.failed.Load(); e != nil {
 		return *e
 	}
-	return nil
+	return s.disk.err()
+}
+
+// SetMinFree changes the free-space floor below which the store refuses
+// writes (bytes; 0 turns it off) and measures the disk at once.
+func (s *Store) SetMinFree(bytes int64) {
+	s.disk.setFloor(bytes)
 }
 
 // Append stores p durably and returns the stored record with its gseq and
@@ -461,6 +474,19 @@ func (s *Store) linger(ctx context.Context, group []*appendReq, size, maxBytes i
 }
 
 func (s *Store) prepare(group []*appendReq) {
+	// Below the free-space floor nothing is assigned or written: the
+	// whole group is refused (ErrDiskFull) and the devices send again.
+	var est int64
+	for _, r := range group {
+		est += int64(len(r.p.Envelope)) + 1024 // record value, keys, receipt
+	}
+	s.disk.wrote(est)
+	if err := s.disk.err(); err != nil {
+		for _, r := range group {
+			r.err = err
+		}
+		return
+	}
 	var toSign []*appendReq // the new records, in gseq order
 	// One getrandom call for the whole group's salts.
 	salts := make([]byte, 16*len(group))

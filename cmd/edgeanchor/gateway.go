@@ -32,6 +32,7 @@ type gatewayFlags struct {
 	adminToken, logLevel, logFormat                    string
 	maxPayload, maxConn, maxInFlight, deviceBurst, v3N int
 	deviceRate                                         float64
+	minFreeMB                                          int
 }
 
 func newGatewayCmd() *cobra.Command {
@@ -69,6 +70,7 @@ in order: HTTP API, broker, services, record store.`,
 	fl.IntVar(&f.maxConn, "max-connections", d.Limits.MaxConnections, "most MQTT clients connected at once")
 	fl.IntVar(&f.maxInFlight, "max-inflight", d.Limits.MaxInFlight, "most publishes inside the ingest pipeline at once")
 	fl.IntVar(&f.v3N, "v3-refusals", d.Limits.V3RefusalsBeforeDisconnect, "refused publishes before an MQTT 3.1.1 client is disconnected")
+	fl.IntVar(&f.minFreeMB, "min-free-mb", d.Store.MinFreeMB, "free MiB on the store's disk below which writes are refused (store.min_free_mb; 0: off)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	cmd.AddCommand(newGatewayInitCmd(), newGatewayPasswdCmd())
@@ -96,6 +98,7 @@ func loadGatewayConfig(cmd *cobra.Command, f gatewayFlags) (gateway.Config, erro
 		"max-payload": func() { cfg.Limits.MaxPayload = f.maxPayload }, "device-rate": func() { cfg.Limits.DeviceRate = f.deviceRate },
 		"device-burst": func() { cfg.Limits.DeviceBurst = f.deviceBurst }, "max-connections": func() { cfg.Limits.MaxConnections = f.maxConn },
 		"max-inflight": func() { cfg.Limits.MaxInFlight = f.maxInFlight }, "v3-refusals": func() { cfg.Limits.V3RefusalsBeforeDisconnect = f.v3N },
+		"min-free-mb": func() { cfg.Store.MinFreeMB = f.minFreeMB },
 	} {
 		if set(name) {
 			apply()

@@ -205,8 +205,21 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		WithNumGoroutines(2).
 		WithMetricsEnabled(false).
 		WithLogger(badgerLogger{o.Logger.With("component", "badger")})
-	db, err := badger.Open(opts)
+	// A damaged table would panic inside Badger's own goroutines: check
+	// them first, and name the file.
+	bad, err := checkTables(dir, opts)
 	if err != nil {
+		return nil, fmt.Errorf("gateway: open record store %s: %w", dir, err)
+	}
+	if len(bad) > 0 {
+		return nil, damagedTablesError(dir, bad)
+	}
+	vlogsBefore := vlogSizes(dir)
+	db, err := openBadger(opts)
+	if err != nil {
+		if errors.Is(err, ErrStoreDamaged) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("gateway: open record store %s: %w", dir, err)
 	}
 	s := &Store{
@@ -230,6 +243,10 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 	}
 	s.lastG.Store(last)
 	s.nextG = last + 1
+	if err := s.checkTail(dir, cutVlogs(vlogsBefore, vlogSizes(dir))); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	if last > 0 {
 		r, err := s.Get(last)
 		if err != nil {
@@ -992,7 +1009,12 @@ func getRecord(txn *badger.Txn, gseq uint64) (*Record, error) {
 		return nil, err
 	}
 	var rec Record
-	if err := it.Value(func(b []byte) error { return decodeRecord(b, &rec) }); err != nil {
+	if err := it.Value(func(b []byte) error {
+		if len(b) == 0 {
+			return errValueUnreadable
+		}
+		return decodeRecord(b, &rec)
+	}); err != nil {
 		return nil, fmt.Errorf("gateway: record %d: %w", gseq, err)
 	}
 	return &rec, nil
@@ -1120,6 +1142,10 @@ func encodeRecord(r *Record) []byte {
 	}
 	return b
 }
+
+// errValueUnreadable: Badger answered a stored value empty, which it does
+// when it cannot read the value from its value log (it logs the error).
+var errValueUnreadable = errors.New("value unreadable: its value log is cut short or damaged")
 
 // errRecordFormat means a stored record value does not decode.
 var errRecordFormat = errors.New("bad stored record encoding")

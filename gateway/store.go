@@ -190,21 +190,7 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		o.MaxPending = 4096
 	}
 	c := o.Config
-	opts := badger.DefaultOptions(dir).
-		WithSyncWrites(true).
-		WithDetectConflicts(false).
-		WithMemTableSize(int64(c.MemTableMB) << 20).
-		WithNumMemtables(2).
-		WithNumLevelZeroTables(3).
-		WithNumLevelZeroTablesStall(8).
-		WithValueLogFileSize(int64(c.ValueLogFileMB) << 20).
-		WithValueThreshold(valueThreshold).
-		WithBlockCacheSize(int64(c.BlockCacheMB) << 20).
-		WithIndexCacheSize(int64(c.IndexCacheMB) << 20).
-		WithNumCompactors(2).
-		WithNumGoroutines(2).
-		WithMetricsEnabled(false).
-		WithLogger(badgerLogger{o.Logger.With("component", "badger")})
+	opts := badgerOptions(dir, c, o.Logger)
 	// A damaged table would panic inside Badger's own goroutines: check
 	// them first, and name the file.
 	bad, err := checkTables(dir, opts)
@@ -255,6 +241,12 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		}
 		s.lastRcv = r.Recv
 	}
+	// After a repair that lost records already batched, new records
+	// continue after the newest batch: a batched gseq is never reused.
+	if b, err := NewBatchLog(db, batchKeyPrefix).Last(); err == nil && b.Last > last {
+		s.lastG.Store(b.Last)
+		s.nextG = b.Last + 1
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.wg.Add(4)
@@ -263,6 +255,25 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 	go s.commitLoop(ctx)
 	go s.ackLoop()
 	return s, nil
+}
+
+// badgerOptions are the Badger options of a record store in dir.
+func badgerOptions(dir string, c StoreConfig, log *slog.Logger) badger.Options {
+	return badger.DefaultOptions(dir).
+		WithSyncWrites(true).
+		WithDetectConflicts(false).
+		WithMemTableSize(int64(c.MemTableMB) << 20).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(3).
+		WithNumLevelZeroTablesStall(8).
+		WithValueLogFileSize(int64(c.ValueLogFileMB) << 20).
+		WithValueThreshold(valueThreshold).
+		WithBlockCacheSize(int64(c.BlockCacheMB) << 20).
+		WithIndexCacheSize(int64(c.IndexCacheMB) << 20).
+		WithNumCompactors(2).
+		WithNumGoroutines(2).
+		WithMetricsEnabled(false).
+		WithLogger(badgerLogger{log.With("component", "badger")})
 }
 
 // DB exposes the Badger database for the batcher and anchorer, which keep

@@ -159,6 +159,12 @@ func TestChaosFullDiskTmpfs(t *testing.T) {
 		}
 	})
 	select {
+	case <-g.exited:
+		out := g.out.String()
+		t.Fatalf("the gateway died on the filling disk:\n%s", out[max(0, len(out)-4000):])
+	default:
+	}
+	select {
 	case <-isFull:
 	default:
 		t.Fatalf("the disk never reached the floor (acked %d by device 0)", cds[0].acked)

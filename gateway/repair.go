@@ -3,7 +3,6 @@ package gateway
 import (
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -454,12 +453,9 @@ func dropTable(dir, path string) error {
 }
 
 // checkUnlocked fails when a process (a running gateway) holds the
-// store's Badger directory lock.
+// store's Badger directory lock (flock on the directory itself).
 func checkUnlocked(dir string) error {
-	f, err := os.Open(filepath.Join(dir, "LOCK"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
+	f, err := os.Open(dir)
 	if err != nil {
 		return err
 	}

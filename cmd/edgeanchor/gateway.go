@@ -74,6 +74,7 @@ in order: HTTP API, broker, services, record store.`,
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	cmd.AddCommand(newGatewayInitCmd(), newGatewayPasswdCmd())
+	cmd.AddCommand(newGatewayRepairCmd())
 	return cmd
 }
 

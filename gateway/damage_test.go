@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -214,5 +215,19 @@ func TestRepairStore(t *testing.T) {
 				t.Fatalf("resend stored as %+v", r)
 			}
 		})
+	}
+}
+
+// The context added to a store error does not repeat "gateway: " (the
+// issue saw "gateway: batcher: gateway: batcher: ...").
+func TestWrapErrNoRepeatedPrefix(t *testing.T) {
+	inner := wrapErr(fmt.Errorf("gateway: record 5: %w", errValueUnreadable), "batch %d..%d", 1, 9)
+	err := wrapErr(inner, "batcher")
+	want := "gateway: batcher: batch 1..9: record 5: value unreadable: its value log is cut short or damaged"
+	if err.Error() != want {
+		t.Fatalf("got  %q\nwant %q", err.Error(), want)
+	}
+	if !errors.Is(err, errValueUnreadable) {
+		t.Fatal("errors.Is lost the cause")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -77,19 +78,24 @@ func TestReadyzAnswersAtOnceWhileLedgerHangs(t *testing.T) {
 		_, body, _ := readyz(t, addr)
 		return strings.Contains(body["ledger"], "deadline exceeded")
 	})
-	var worst time.Duration
-	for range 20 {
-		code, body, took := readyz(t, addr)
-		worst = max(worst, took)
+	// The answer never waits for the probe (each runs 2 s into its
+	// timeout): the median must be under 100 ms and even the slowest,
+	// on a loaded machine, far below the probe's 2 s.
+	var took []time.Duration
+	for range 21 {
+		code, body, d := readyz(t, addr)
+		took = append(took, d)
 		if code != http.StatusOK || body["status"] != StatusDegraded || body["store"] != "ok" || body["broker"] != "ok" ||
 			!strings.Contains(body["ledger"], "unreachable") {
 			t.Fatalf("/readyz = %d %v, want 200 degraded naming the ledger", code, body)
 		}
 	}
-	if worst >= 100*time.Millisecond {
-		t.Fatalf("slowest /readyz took %s, want < 100ms", worst)
+	slices.Sort(took)
+	median, worst := took[len(took)/2], took[len(took)-1]
+	if median >= 100*time.Millisecond || worst >= time.Second {
+		t.Fatalf("/readyz took median %s, slowest %s; want < 100ms and < 1s", median, worst)
 	}
-	t.Logf("slowest of 20 /readyz answers while the ledger hangs: %s (probes so far %d)", worst, probes.Load())
+	t.Logf("/readyz while the ledger hangs: median %s, slowest %s of %d (probes so far %d)", median, worst, len(took), probes.Load())
 
 	storageBroken.Store(true)
 	testutil.WaitUntil(t, 10*time.Second, "a failing critical check to make /readyz 503", func() bool {

@@ -161,7 +161,14 @@ func TestChaosFullDiskTmpfs(t *testing.T) {
 	select {
 	case <-g.exited:
 		out := g.out.String()
-		t.Fatalf("the gateway died on the filling disk:\n%s", out[max(0, len(out)-4000):])
+		at := max(0, len(out)-4000)
+		for _, mark := range []string{"fatal error", "panic:", "SIGBUS"} {
+			if i := strings.Index(out, mark); i >= 0 {
+				at = max(0, i-200)
+				break
+			}
+		}
+		t.Fatalf("the gateway died on the filling disk:\n%s", out[at:min(len(out), at+3000)])
 	default:
 	}
 	select {

@@ -154,6 +154,8 @@ func TestChaosFullDiskTmpfs(t *testing.T) {
 		select {
 		case <-isFull:
 			return true
+		case <-g.exited:
+			return true
 		default:
 			return d.acked >= 60000
 		}

@@ -14,7 +14,7 @@ import (
 	"github.com/dgraph-io/ristretto/v2/z"
 )
 
-// ErrStoreDamaged: a file of the record store is damaged (cut short or
+// ErrStoreDamaged means that a file of the record store is damaged (cut short or
 // overwritten), so the store cannot be opened as it is. The error names
 // the file or the record. Stop the gateway, copy the store aside, and run
 // `edgeanchor gateway repair` (docs/operations.md, "A damaged record

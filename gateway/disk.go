@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// ErrDiskFull: the free space of the record store's file system is below
+// ErrDiskFull means that the free space of the record store's file system is below
 // store.min_free_mb, so the store refuses writes before the disk fills
 // (Badger writes through memory maps: a full disk would kill the process
 // with SIGBUS). Nothing was stored; the device keeps the reading and sends

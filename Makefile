@@ -5,7 +5,7 @@ PKGS      := ./...
 TEST_TIMEOUT ?= 14m
 FUZZTIME  ?= 20s
 
-.PHONY: help build run test test-short bench lint fuzz clean
+.PHONY: help build run test test-short bench lint fuzz clean chaos
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -21,6 +21,11 @@ run: build ## start ledger, gateway and simulated devices on 127.0.0.1 (state in
 test: build ## vet and run every test with the race detector
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+CHAOS_TIMEOUT ?= 30m
+
+chaos: build ## fault runs on real processes (tests tagged chaos: full disk on a tmpfs, ...; needs root)
+	$(GO) test -race -count=1 -tags chaos -run 'Chaos' -timeout $(CHAOS_TIMEOUT) $(PKGS)
 
 bench: build ## load benchmarks (results in bench/results/) and micro benchmarks
 	@mkdir -p bench/results

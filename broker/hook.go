@@ -467,6 +467,8 @@ func refusalCode(reason string) byte {
 		return packets.ErrImplementationSpecificError.Code // 0x83
 	case "store_error":
 		return packets.ErrUnspecifiedError.Code // 0x80
+	case "disk_full": // the gateway's disk is below its floor: send again later
+		return packets.ErrQuotaExceeded.Code // 0x97
 	default: // foreign_topic, signature, did_mismatch, kind_not_allowed, unknown_device, revoked
 		return packets.ErrNotAuthorized.Code // 0x87
 	}
@@ -480,6 +482,9 @@ func (b *Broker) refuse(cl *mqtt.Client, s *session, qos byte, packetID uint16, 
 	b.metrics.Refused.WithLabelValues(ref.Reason, ref.Kind).Inc()
 	level := slogInfo
 	if ref.Reason == ReasonRateLimited || ref.Reason == ReasonInFlightExceeded {
+		level = slogDebug
+	}
+	if ref.Reason == "disk_full" { // the store logs the state once
 		level = slogDebug
 	}
 	b.log.Log(b.ctx, level, "publish refused", "did", s.dev.DID, "reason", ref.Reason, "kind", ref.Kind,

@@ -154,7 +154,7 @@ func (a *Anchorer) Run(ctx context.Context) error {
 		}
 		anchored, err := a.blog.AnchoredSeq()
 		if err != nil {
-			return fmt.Errorf("gateway: anchorer: %w", err)
+			return wrapErr(err, "anchorer")
 		}
 		sb, err := a.blog.Get(anchored + 1)
 		if errors.Is(err, ErrNoBatch) {
@@ -167,7 +167,7 @@ func (a *Anchorer) Run(ctx context.Context) error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("gateway: anchorer: %w", err)
+			return wrapErr(err, "anchorer")
 		}
 		err = a.submit(ctx, sb)
 		switch {

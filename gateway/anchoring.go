@@ -1,8 +1,6 @@
 package gateway
 
 import (
-	"fmt"
-
 	"github.com/edgeanchor/edgeanchor/anchor"
 )
 
@@ -43,7 +41,7 @@ func EnableAnchoring(g *Gateway, ledger *anchor.Client) (*Anchoring, error) {
 		OnBatch: func(*StoredBatch) { a.Wake() }, Log: log.With("component", "batcher"), Metrics: m,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("gateway: batcher: %w", err)
+		return nil, err // NewBatcher's errors name the batcher
 	}
 	p, err := NewProofAPI(g.Store(), blog, ledger, g.Signer(), log.With("component", "proofs"))
 	if err != nil {

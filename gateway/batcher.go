@@ -145,7 +145,7 @@ func NewBatcher(src RecordSource, blog *BatchLog, cfg BatcherConfig) (*Batcher, 
 	switch {
 	case errors.Is(err, ErrNoBatch):
 	case err != nil:
-		return nil, fmt.Errorf("gateway: batcher: %w", err)
+		return nil, wrapErr(err, "batcher")
 	default:
 		b.seq, b.prev, b.nextFirst = last.Seq, last.Hash, last.Last+1
 	}
@@ -247,7 +247,7 @@ func (b *Batcher) cut(last uint64) (*StoredBatch, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("gateway: batch %d..%d: %w", first, last, err)
+		return nil, wrapErr(err, "batch %d..%d", first, last)
 	}
 	if want != last+1 {
 		return nil, fmt.Errorf("gateway: batch %d..%d: record store returned up to %d", first, last, want-1)

@@ -77,9 +77,11 @@ func getBatch(txn *badger.Txn, key []byte) (*StoredBatch, error) {
 		return nil, err
 	}
 	var b StoredBatch
-	err = it.Value(func(v []byte) error { return json.Unmarshal(v, &b) })
+	n := 0
+	err = it.Value(func(v []byte) error { n = len(v); return json.Unmarshal(v, &b) })
 	if err != nil {
-		return nil, fmt.Errorf("gateway: decode stored batch: %w", err)
+		return nil, fmt.Errorf("stored batch %d does not decode (%d bytes; an empty value is one Badger could not read): %w",
+			binary.BigEndian.Uint64(key[len(key)-8:]), n, err)
 	}
 	return &b, nil
 }

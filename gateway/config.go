@@ -151,6 +151,12 @@ type StoreConfig struct {
 	// signature, Badger's transaction), so fuller groups leave more CPU for
 	// verification; a lone record is committed at once. 0 commits at once.
 	GroupLinger time.Duration `yaml:"group_linger"`
+	// MinFreeMB is the free-space floor of the store's file system: below
+	// it the store refuses writes (refusal disk_full, /readyz 503) before
+	// the disk fills, and accepts again once space is freed. 0 turns the
+	// check off (a full disk then kills the process: Badger writes through
+	// memory maps).
+	MinFreeMB int `yaml:"min_free_mb"`
 }
 
 // AccountConfig is a site application account: read-only access to the
@@ -166,6 +172,11 @@ type AccountConfig struct {
 // makes groups of ~60 records instead of ~17 and raised the gateway's
 // throughput by a third in bench/ingest, for at most 5 ms more latency.
 const DefaultGroupLinger = 5 * time.Millisecond
+
+// DefaultMinFreeMB is store.min_free_mb's default: room for the value log
+// file being written (value_log_file_mb, 32), memtable flushes and a few
+// compactions, with margin for a burst between two measures.
+const DefaultMinFreeMB = 256
 
 // DefaultConfig returns the configuration used when the file is silent.
 func DefaultConfig() Config {
@@ -214,6 +225,7 @@ func DefaultConfig() Config {
 			ValueLogFileMB:  32,
 			MaxGroupRecords: 1024,
 			GroupLinger:     DefaultGroupLinger,
+			MinFreeMB:       DefaultMinFreeMB,
 		},
 	}
 }
@@ -312,6 +324,9 @@ func (c *Config) Validate() error {
 		return bad("store.max_group_records (%d) must be within [1, 65536]", c.Store.MaxGroupRecords)
 	case c.Store.GroupLinger < 0 || c.Store.GroupLinger > 100*time.Millisecond:
 		return bad("store.group_linger (%s) must be within [0, 100ms]", c.Store.GroupLinger)
+	case c.Store.MinFreeMB != 0 && (c.Store.MinFreeMB < c.Store.ValueLogFileMB+2*c.Store.MemTableMB || c.Store.MinFreeMB > 1<<24):
+		return bad("store.min_free_mb (%d) must be 0 (off) or within [value_log_file_mb + 2 × memtable_mb = %d, 16777216]",
+			c.Store.MinFreeMB, c.Store.ValueLogFileMB+2*c.Store.MemTableMB)
 	}
 	if err := c.Limits.validateConnectLimits(); err != nil {
 		return bad("%v", err)

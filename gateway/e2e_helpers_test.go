@@ -30,6 +30,7 @@ type gwProc struct {
 	t          *testing.T
 	bin        string
 	dir        string
+	data       string // data_dir
 	config     string
 	mqtt, http string
 	admin      string // admin bearer token
@@ -42,7 +43,17 @@ type gwProc struct {
 // ledger member at site) and starts it.
 func startGatewayProc(t *testing.T, env *ledgerEnv, extra string) *gwProc {
 	t.Helper()
+	return startGatewayProcAt(t, env, "", extra)
+}
+
+// startGatewayProcAt is startGatewayProc with the data directory at
+// dataDir ("": in the test's temporary directory).
+func startGatewayProcAt(t *testing.T, env *ledgerEnv, dataDir, extra string) *gwProc {
+	t.Helper()
 	dir := t.TempDir()
+	if dataDir == "" {
+		dataDir = filepath.Join(dir, "data")
+	}
 	key, err := device.MarshalPrivateKeyPEM(env.gwKey)
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +62,7 @@ func startGatewayProc(t *testing.T, env *ledgerEnv, extra string) *gwProc {
 		t.Fatal(err)
 	}
 	ports := testutil.FreePorts(t, 2) // distinct
-	g := &gwProc{t: t, bin: testbin.Path(t, "./cmd/edgeanchor"), dir: dir,
+	g := &gwProc{t: t, bin: testbin.Path(t, "./cmd/edgeanchor"), dir: dir, data: dataDir,
 		mqtt: fmt.Sprintf("127.0.0.1:%d", ports[0]), http: fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		admin: "e2e-admin-" + fmt.Sprint(time.Now().UnixNano())}
 	if err := os.WriteFile(filepath.Join(dir, "admin.token"), []byte(g.admin+"\n"), 0o600); err != nil {
@@ -70,7 +81,7 @@ http:
   addr: %s
   admin_token_file: %s
 batch_interval: 500ms
-%s`, filepath.Join(dir, "data"), filepath.Join(dir, "gateway.key"), env.gw.Site, env.node.RPC,
+%s`, dataDir, filepath.Join(dir, "gateway.key"), env.gw.Site, env.node.RPC,
 		g.mqtt, g.http, filepath.Join(dir, "admin.token"), extra)
 	g.config = filepath.Join(dir, "gateway.yaml")
 	if err := os.WriteFile(g.config, []byte(cfg), 0o600); err != nil {
@@ -81,7 +92,7 @@ batch_interval: 500ms
 	return g
 }
 
-func (g *gwProc) dataDir() string { return filepath.Join(g.dir, "data") }
+func (g *gwProc) dataDir() string { return g.data }
 
 // start runs the process and waits until /readyz answers 200.
 func (g *gwProc) start() {

@@ -27,7 +27,11 @@ package gateway
 //	g.Go(name, fn) runs fn(ctx) during Run; an error from fn stops the
 //	    gateway. Services start after the store and before the broker, and
 //	    stop after the broker (reverse order).
-//	g.AddReadyCheck(name, fn) adds a /readyz condition.
+//	g.AddReadyCheck(name, fn) adds a critical /readyz check (failing: 503,
+//	    devices cannot be served); g.AddDegradedCheck(name, fn) one that
+//	    only degrades (200, "status":"degraded"). fn(ctx) error runs in
+//	    the background every second (2 s timeout); /readyz answers from
+//	    the last results (health.go).
 //	g.Signer()     the gateway's SM2 key (receipts, batch headers, txs).
 //	g.Registerer() the metrics registerer (register your own metrics there).
 //	g.Run(ctx)     blocks until ctx ends or a component fails; g.Close()
@@ -77,11 +81,6 @@ type service struct {
 	run  func(ctx context.Context) error
 }
 
-type readyCheck struct {
-	name  string
-	check func(ctx context.Context) error
-}
-
 // Gateway is the assembled daemon.
 type Gateway struct {
 	cfg     Config
@@ -95,7 +94,7 @@ type Gateway struct {
 	httpLn  net.Listener
 	ping    func(ctx context.Context) error
 	svcs    []service
-	checks  []readyCheck
+	health  *Health
 	closeMu sync.Mutex
 	closed  bool
 	ran     bool
@@ -108,7 +107,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, log: deps.Logger, reg: deps.Registerer, gather: deps.Gatherer, signer: deps.Signer,
-		mux: http.NewServeMux(), ping: deps.LedgerPing}
+		mux: http.NewServeMux(), ping: deps.LedgerPing, health: NewHealth(healthInterval, healthTimeout)}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
@@ -189,8 +188,30 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: listen http on %s: %w", cfg.HTTP.Addr, err)
 	}
 	g.routes()
+	g.health.Add("broker", Critical, func(context.Context) error {
+		if !g.broker.Up() {
+			return errors.New("not serving")
+		}
+		return g.broker.ListenerHealth() // nil while every MQTT listener accepts
+	})
+	g.health.Add("store", Critical, func(context.Context) error { return g.store.Healthy() })
+	if g.ping != nil {
+		g.health.Add("ledger", Degraded, func(ctx context.Context) error {
+			if err := g.ping(ctx); err != nil {
+				return fmt.Errorf("unreachable (anchoring and enrollment wait; ingest goes on): %w", err)
+			}
+			return nil
+		})
+	}
 	return g, nil
 }
+
+// Readiness probing (health.go): each check runs every healthInterval, at
+// most healthTimeout each.
+const (
+	healthInterval = time.Second
+	healthTimeout  = 2 * time.Second
+)
 
 // Store returns the record store.
 func (g *Gateway) Store() *Store { return g.store }
@@ -221,10 +242,22 @@ func (g *Gateway) Go(name string, run func(ctx context.Context) error) {
 	g.svcs = append(g.svcs, service{name: name, run: run})
 }
 
-// AddReadyCheck adds a condition to /readyz; call before Run.
+// AddReadyCheck adds a critical /readyz check: while it fails /readyz
+// answers 503 (devices cannot be served). It runs in the background (see
+// Health.Add); call before or during Run.
 func (g *Gateway) AddReadyCheck(name string, check func(ctx context.Context) error) {
-	g.checks = append(g.checks, readyCheck{name: name, check: check})
+	g.health.Add(name, Critical, check)
 }
+
+// AddDegradedCheck adds a /readyz check that only degrades: while it fails
+// /readyz still answers 200, with "status":"degraded" and the check's
+// error under its name.
+func (g *Gateway) AddDegradedCheck(name string, check func(ctx context.Context) error) {
+	g.health.Add(name, Degraded, check)
+}
+
+// Health returns the readiness state behind /readyz.
+func (g *Gateway) Health() *Health { return g.health }
 
 // Run starts the services, the broker and the HTTP API, and blocks until
 // ctx ends or one of them fails; it then stops them in reverse order and
@@ -269,6 +302,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 		_ = g.store.Close()
 		return err
 	}
+	// Readiness is probed in the background from now on; /readyz answers
+	// from the last results (the first ones are in before it serves).
+	healthCtx, healthCancel := context.WithCancel(context.Background())
+	healthWait := g.health.Start(healthCtx, 200*time.Millisecond)
+	defer func() { healthCancel(); healthWait() }()
 	srv := &http.Server{Handler: g.mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)}
 	go func() {
 		if err := srv.Serve(g.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -16,7 +15,8 @@ import (
 // routes mounts the HTTP API:
 //
 //	GET /healthz                                    200 while the process serves
-//	GET /readyz                                     200 when broker, store, ledger (and added checks) are ok
+//	GET /readyz                                     from the background checks (health.go): 503 when a
+//	                                                critical part fails, 200 "ready" or "degraded"
 //	GET /metrics                                    Prometheus
 //	GET /v1/records/{gseq}                          one record (RecordView)
 //	GET /v1/devices/{did}/records?from_seq=&to_seq=&limit=
@@ -32,36 +32,17 @@ func (g *Gateway) routes() {
 	g.mux.HandleFunc("GET /v1/devices/{did}/records", g.deviceRecords)
 }
 
-func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-	defer cancel()
-	status := map[string]string{}
-	ok := true
-	set := func(name string, err error) {
-		if err != nil {
-			ok = false
-			status[name] = err.Error()
-			return
-		}
-		status[name] = "ok"
+// readyz answers from the last background check results (health.go), so
+// it never waits for a slow part: {"status":"ready|degraded|not_ready",
+// "<check>":"ok" or what is wrong, ...}.
+func (g *Gateway) readyz(w http.ResponseWriter, _ *http.Request) {
+	rep := g.health.Report(time.Now())
+	body := make(map[string]string, len(rep.Parts)+1)
+	for k, v := range rep.Parts {
+		body[k] = v
 	}
-	if g.broker.Up() {
-		set("broker", g.broker.ListenerHealth()) // nil while every MQTT listener accepts
-	} else {
-		set("broker", errors.New("not serving"))
-	}
-	set("store", g.store.Healthy())
-	if g.ping != nil {
-		set("ledger", g.ping(ctx))
-	}
-	for _, c := range g.checks {
-		set(c.name, c.check(ctx))
-	}
-	code := http.StatusOK
-	if !ok {
-		code = http.StatusServiceUnavailable
-	}
-	writeJSON(w, code, status)
+	body["status"] = rep.Status
+	writeJSON(w, rep.Code(), body)
 }
 
 type apiError struct {

@@ -35,7 +35,18 @@ const (
 	ReasonKindNotAllowed = "kind_not_allowed"
 	ReasonReplay         = "replay"
 	ReasonStoreError     = "store_error"
+	// ReasonDiskFull: the store's disk is below store.min_free_mb; the
+	// device keeps the reading and sends it again later.
+	ReasonDiskFull = "disk_full"
 )
+
+// storeRefusal names a store error's refusal reason.
+func storeRefusal(kind string, err error) error {
+	if errors.Is(err, ErrDiskFull) {
+		return refuse(ReasonDiskFull, kind, err)
+	}
+	return refuse(ReasonStoreError, kind, err)
+}
 
 // Ingest is the ingest pipeline behind the broker's publish hook:
 // decode → schema → kind → signature (once) → sequence and durable write.
@@ -99,7 +110,7 @@ func (g *Ingest) Ingest(ctx context.Context, dev broker.DeviceInfo, payload []by
 		DID: dev.DID, Seq: o.Body.Seq, Kind: o.Body.Kind, Envelope: payload, EnvHash: anchor.Hash(sum),
 	})
 	if err != nil {
-		return nil, refuse(ReasonStoreError, kind, err)
+		return nil, storeRefusal(kind, err)
 	}
 	body := o.Body
 	return func() (broker.Accepted, error) {
@@ -108,7 +119,7 @@ func (g *Ingest) Ingest(ctx context.Context, dev broker.DeviceInfo, payload []by
 		case errors.Is(err, ErrReplay):
 			return broker.Accepted{}, refuse(ReasonReplay, kind, err)
 		case err != nil:
-			return broker.Accepted{}, refuse(ReasonStoreError, kind, err)
+			return broker.Accepted{}, storeRefusal(kind, err)
 		case isDup:
 			return broker.Accepted{GSeq: rec.GSeq, Kind: rec.Kind, Duplicate: true, Receipt: rec.ReceiptMessage}, nil
 		}

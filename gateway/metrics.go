@@ -19,6 +19,9 @@ type StoreMetrics struct {
 	// RepairDeleted counts unacknowledged records deleted at open above
 	// a hole left by a failed write.
 	RepairDeleted prometheus.Counter
+	// DiskLow is 1 while the store refuses writes because its file
+	// system's free space is below store.min_free_mb.
+	DiskLow prometheus.Gauge
 }
 
 // NewStoreMetrics registers the store's metrics on reg. dir is the store's
@@ -37,12 +40,15 @@ func NewStoreMetrics(reg prometheus.Registerer, dir string) *StoreMetrics {
 			Name: "edgeanchor_store_holes_total", Help: "Holes in gseq found at open that no failed write explains; every record was kept (run the audit)."}),
 		RepairDeleted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgeanchor_store_repair_deleted_total", Help: "Unacknowledged records deleted at open above a hole left by a failed write."}),
+		DiskLow: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "edgeanchor_store_disk_low", Help: "1 while the record store refuses writes because free disk space is below store.min_free_mb."}),
 	}
 	size := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "edgeanchor_store_size_bytes", Help: "Bytes on disk of the record store."}, func() float64 { return float64(dirSize(dir)) })
 	free := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "edgeanchor_store_disk_free_bytes", Help: "Free bytes on the record store's file system."}, func() float64 { return float64(diskFree(dir)) })
 	reg.MustRegister(m.WriteSeconds, m.GroupRecords, m.SequenceGaps, m.HolesKept, m.RepairDeleted, size, free)
+	reg.MustRegister(m.DiskLow)
 	return m
 }
 

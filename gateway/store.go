@@ -146,6 +146,7 @@ type Store struct {
 	gw      device.DID
 	cfg     StoreConfig
 	metrics *StoreMetrics
+	disk    *diskGuard
 
 	in      chan *appendReq
 	prepped chan []*appendReq
@@ -189,7 +190,76 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		o.MaxPending = 4096
 	}
 	c := o.Config
-	opts := badger.DefaultOptions(dir).
+	opts := badgerOptions(dir, c, o.Logger)
+	// A damaged table would panic inside Badger's own goroutines: check
+	// them first, and name the file.
+	bad, err := checkTables(dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: open record store %s: %w", dir, err)
+	}
+	if len(bad) > 0 {
+		return nil, damagedTablesError(dir, bad)
+	}
+	vlogsBefore := vlogSizes(dir)
+	db, err := openBadger(opts)
+	if err != nil {
+		if errors.Is(err, ErrStoreDamaged) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("gateway: open record store %s: %w", dir, err)
+	}
+	s := &Store{
+		db: db, log: o.Logger, signer: o.Signer, gw: o.Signer.DID(), cfg: c, metrics: o.Metrics,
+		in:      make(chan *appendReq, o.MaxPending),
+		prepped: make(chan []*appendReq, 1),
+		acks:    make(chan *pendingGroup, commitDepth-1),
+		seqs:    map[device.DID]uint64{},
+		flight:  map[devSeq]*appendReq{},
+		changed: make(chan struct{}),
+	}
+	var lowGauge interface{ Set(float64) }
+	if o.Metrics != nil {
+		lowGauge = o.Metrics.DiskLow
+	}
+	s.disk = newDiskGuard(dir, int64(c.MinFreeMB)<<20, o.Logger, lowGauge)
+	last, err := s.repairTail()
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	s.lastG.Store(last)
+	s.nextG = last + 1
+	if err := s.checkTail(dir, cutVlogs(vlogsBefore, vlogSizes(dir))); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	if last > 0 {
+		r, err := s.Get(last)
+		if err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+		s.lastRcv = r.Recv
+	}
+	// After a repair that lost records already batched, new records
+	// continue after the newest batch: a batched gseq is never reused.
+	if b, err := NewBatchLog(db, batchKeyPrefix).Last(); err == nil && b.Last > last {
+		s.lastG.Store(b.Last)
+		s.nextG = b.Last + 1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(4)
+	go func() { defer s.wg.Done(); s.disk.run(ctx) }()
+	go s.prepLoop(ctx)
+	go s.commitLoop(ctx)
+	go s.ackLoop()
+	return s, nil
+}
+
+// badgerOptions are the Badger options of a record store in dir.
+func badgerOptions(dir string, c StoreConfig, log *slog.Logger) badger.Options {
+	return badger.DefaultOptions(dir).
 		WithSyncWrites(true).
 		WithDetectConflicts(false).
 		WithMemTableSize(int64(c.MemTableMB) << 20).
@@ -203,42 +273,7 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		WithNumCompactors(2).
 		WithNumGoroutines(2).
 		WithMetricsEnabled(false).
-		WithLogger(badgerLogger{o.Logger.With("component", "badger")})
-	db, err := badger.Open(opts)
-	if err != nil {
-		return nil, fmt.Errorf("gateway: open record store %s: %w", dir, err)
-	}
-	s := &Store{
-		db: db, log: o.Logger, signer: o.Signer, gw: o.Signer.DID(), cfg: c, metrics: o.Metrics,
-		in:      make(chan *appendReq, o.MaxPending),
-		prepped: make(chan []*appendReq, 1),
-		acks:    make(chan *pendingGroup, commitDepth-1),
-		seqs:    map[device.DID]uint64{},
-		flight:  map[devSeq]*appendReq{},
-		changed: make(chan struct{}),
-	}
-	last, err := s.repairTail()
-	if err != nil {
-		_ = db.Close()
-		return nil, err
-	}
-	s.lastG.Store(last)
-	s.nextG = last + 1
-	if last > 0 {
-		r, err := s.Get(last)
-		if err != nil {
-			_ = db.Close()
-			return nil, err
-		}
-		s.lastRcv = r.Recv
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	s.wg.Add(3)
-	go s.prepLoop(ctx)
-	go s.commitLoop(ctx)
-	go s.ackLoop()
-	return s, nil
+		WithLogger(badgerLogger{log.With("component", "badger")})
 }
 
 // DB exposes the Badger database for the batcher and anchorer, which keep
@@ -267,7 +302,13 @@ func (s *Store) Healthy() error {
 	if e := s.failed.Load(); e != nil {
 		return *e
 	}
-	return nil
+	return s.disk.err()
+}
+
+// SetMinFree changes the free-space floor below which the store refuses
+// writes (bytes; 0 turns it off) and measures the disk at once.
+func (s *Store) SetMinFree(bytes int64) {
+	s.disk.setFloor(bytes)
 }
 
 // Append stores p durably and returns the stored record with its gseq and
@@ -461,6 +502,19 @@ func (s *Store) linger(ctx context.Context, group []*appendReq, size, maxBytes i
 }
 
 func (s *Store) prepare(group []*appendReq) {
+	// Below the free-space floor nothing is assigned or written: the
+	// whole group is refused (ErrDiskFull) and the devices send again.
+	var est int64
+	for _, r := range group {
+		est += int64(len(r.p.Envelope)) + 1024 // record value, keys, receipt
+	}
+	s.disk.wrote(est)
+	if err := s.disk.err(); err != nil {
+		for _, r := range group {
+			r.err = err
+		}
+		return
+	}
 	var toSign []*appendReq // the new records, in gseq order
 	// One getrandom call for the whole group's salts.
 	salts := make([]byte, 16*len(group))
@@ -966,7 +1020,12 @@ func getRecord(txn *badger.Txn, gseq uint64) (*Record, error) {
 		return nil, err
 	}
 	var rec Record
-	if err := it.Value(func(b []byte) error { return decodeRecord(b, &rec) }); err != nil {
+	if err := it.Value(func(b []byte) error {
+		if len(b) == 0 {
+			return errValueUnreadable
+		}
+		return decodeRecord(b, &rec)
+	}); err != nil {
 		return nil, fmt.Errorf("gateway: record %d: %w", gseq, err)
 	}
 	return &rec, nil
@@ -1094,6 +1153,10 @@ func encodeRecord(r *Record) []byte {
 	}
 	return b
 }
+
+// errValueUnreadable: Badger answered a stored value empty, which it does
+// when it cannot read the value from its value log (it logs the error).
+var errValueUnreadable = errors.New("value unreadable: its value log is cut short or damaged")
 
 // errRecordFormat means a stored record value does not decode.
 var errRecordFormat = errors.New("bad stored record encoding")

@@ -85,6 +85,7 @@ var gatewayConfigFlags = []gatewayConfigFlag{
 	{"limits.auth_failure_rate", "auth-failure-rate", "failed CONNECT authentications per second in all (0: unlimited)"},
 	{"limits.auth_failure_burst", "auth-failure-burst", "burst of the global failed-authentication limit"},
 	{"future_tolerance", "future-tolerance", "refuse records dated more than this ahead of the gateway's clock"},
+	{"store.min_free_mb", "min-free-mb", "free MiB on the store's disk below which writes are refused (0: off)"},
 }
 
 // bindGatewayConfigFlags defines the flag of each row of gatewayConfigFlags
@@ -147,7 +148,7 @@ in order: HTTP API, broker, services, record store.`,
 	bindGatewayConfigFlags(cmd, f.cfg)
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
-	cmd.AddCommand(newGatewayInitCmd(), newGatewayPasswdCmd())
+	cmd.AddCommand(newGatewayInitCmd(), newGatewayPasswdCmd(), newGatewayRepairCmd())
 	for _, c := range gatewaySubcommands {
 		cmd.AddCommand(c())
 	}

@@ -1,0 +1,508 @@
+package gateway
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/pb"
+	"github.com/dgraph-io/badger/v4/table"
+	"github.com/dgraph-io/badger/v4/y"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+// GSeqRange is gseq From..To, both included.
+type GSeqRange struct{ From, To uint64 }
+
+func (r GSeqRange) String() string {
+	if r.From == r.To {
+		return fmt.Sprint(r.From)
+	}
+	return fmt.Sprintf("%d-%d", r.From, r.To)
+}
+
+// RepairReport says what RepairStore kept and what it could not.
+type RepairReport struct {
+	Dir    string // the repaired store
+	Backup string // the damaged store as it was, copied before any change
+	// DroppedTables are the table files that could not be read; their
+	// keys are gone, the records among them were read back from the value
+	// logs where those hold them intact (FromValueLog).
+	DroppedTables []string
+	Records       uint64 // intact records in the repaired store
+	FromValueLog  uint64 // of them, read back from the value logs
+	Highest       uint64 // highest gseq the damaged store knew of
+	Lost          []GSeqRange
+	Batches       uint64   // batches kept (1..Batches)
+	DroppedBatch  []uint64 // batch seqs removed: unreadable, or after one
+	Anchored      uint64   // batches 1..Anchored have their ledger receipt
+
+	kept []uint64
+}
+
+// LostCount is the number of gseqs in r.Lost.
+func (r *RepairReport) LostCount() uint64 {
+	var n uint64
+	for _, l := range r.Lost {
+		n += l.To - l.From + 1
+	}
+	return n
+}
+
+// RepairStore repairs the record store in dir (the gateway must be
+// stopped): it first copies dir to dir.damaged-TIME (kept), drops table
+// files that cannot be read, reads back from the value logs every record
+// whose key was lost with them, then keeps every record whose value is
+// intact, deletes the others, rebuilds the device indexes (d/, l/) from
+// what is kept, keeps the batch chain up to its first unreadable batch,
+// and returns what it kept and the gseq ranges it lost.
+func RepairStore(dir string, now time.Time, log *slog.Logger) (*RepairReport, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("gateway: repair: %s is not a record store directory: %v", dir, err)
+	}
+	if err := checkUnlocked(dir); err != nil {
+		return nil, err
+	}
+	rep := &RepairReport{Dir: dir, Backup: dir + ".damaged-" + now.UTC().Format("20060102T150405Z")}
+	if err := copyDir(dir, rep.Backup); err != nil {
+		return nil, fmt.Errorf("gateway: repair: copy %s to %s: %w", dir, rep.Backup, err)
+	}
+	opts := badgerOptions(dir, DefaultConfig().Store, log)
+	bad, err := checkTables(dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: repair: %w", err)
+	}
+	for _, b := range bad {
+		if err := dropTable(dir, b.Path); err != nil {
+			return nil, fmt.Errorf("gateway: repair: drop table %s: %w", b.Path, err)
+		}
+		rep.DroppedTables = append(rep.DroppedTables, b.Path)
+	}
+	vrecs, vbatches, err := valueLogRecords(dir)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: repair: read value logs: %w", err)
+	}
+	db, err := openBadger(opts)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: repair: open %s: %w", dir, err)
+	}
+	defer db.Close()
+	if err := repairRecords(db, vrecs, rep); err != nil {
+		return nil, fmt.Errorf("gateway: repair %s: %w", dir, err)
+	}
+	if err := repairBatches(db, vbatches, rep); err != nil {
+		return nil, fmt.Errorf("gateway: repair %s: %w", dir, err)
+	}
+	if err := db.Close(); err != nil {
+		return nil, fmt.Errorf("gateway: repair: close %s: %w", dir, err)
+	}
+	return rep, nil
+}
+
+// repairRecords puts back the records read from the value logs whose
+// keys are missing or unreadable, deletes every record that does not
+// decode, rebuilds d/ and l/, sets the acknowledged mark, and fills the
+// record part of rep.
+func repairRecords(db *badger.DB, vrecs map[uint64][]byte, rep *RepairReport) error {
+	readable := func(txn *badger.Txn, g uint64) bool {
+		r, err := getRecord(txn, g)
+		return err == nil && r.GSeq == g
+	}
+	// Records from the value logs where the tree lost or cannot read them.
+	wb := db.NewWriteBatch()
+	err := db.View(func(txn *badger.Txn) error {
+		for g, v := range vrecs {
+			if !readable(txn, g) {
+				if err := wb.Set(recordKey(g), v); err != nil {
+					return err
+				}
+				rep.FromValueLog++
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		err = wb.Flush()
+	} else {
+		wb.Cancel()
+	}
+	if err != nil {
+		return err
+	}
+	// Keep what decodes; delete the rest; note the highest gseq known.
+	var kept []uint64
+	var drop [][]byte
+	lastSeq := map[device.DID]uint64{}
+	type idx struct {
+		did      device.DID
+		seq, gsq uint64
+	}
+	var index []idx
+	err = db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixRecord)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().KeyCopy(nil)
+			g := binary.BigEndian.Uint64(k[len(prefixRecord):])
+			rep.Highest = max(rep.Highest, g)
+			r, err := getRecord(txn, g)
+			if err != nil || r.GSeq != g {
+				drop = append(drop, k)
+				continue
+			}
+			kept = append(kept, g)
+			index = append(index, idx{r.DID, r.Seq, g})
+			lastSeq[r.DID] = max(lastSeq[r.DID], r.Seq)
+		}
+		item, err := txn.Get([]byte(ackedKey))
+		if err == nil {
+			_ = item.Value(func(b []byte) error {
+				if len(b) == 8 {
+					rep.Highest = max(rep.Highest, binary.BigEndian.Uint64(b))
+				}
+				return nil
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := db.DropPrefix([]byte(prefixDevSeq), []byte(prefixLastSeq)); err != nil {
+		return err
+	}
+	wb = db.NewWriteBatch()
+	for _, k := range drop {
+		if err := wb.Delete(k); err != nil {
+			wb.Cancel()
+			return err
+		}
+	}
+	for _, x := range index {
+		if err := wb.Set(devSeqKey(x.did, x.seq), u64(x.gsq)); err != nil {
+			wb.Cancel()
+			return err
+		}
+	}
+	for did, seq := range lastSeq {
+		if err := wb.Set(lastSeqKey(did), u64(seq)); err != nil {
+			wb.Cancel()
+			return err
+		}
+	}
+	var top uint64
+	if len(kept) > 0 {
+		top = kept[len(kept)-1]
+	}
+	// Every kept record stays: nothing above a hole is taken for a failed
+	// write's tail at the next open.
+	if err := wb.Set([]byte(ackedKey), u64(top)); err != nil {
+		wb.Cancel()
+		return err
+	}
+	if err := wb.Flush(); err != nil {
+		return err
+	}
+	rep.Records = uint64(len(kept))
+	rep.kept = kept
+	return nil
+}
+
+// missing returns the ranges of 1..highest not in kept (sorted).
+func missing(kept []uint64, highest uint64) []GSeqRange {
+	var out []GSeqRange
+	next := uint64(1)
+	for _, g := range kept {
+		if g > next {
+			out = append(out, GSeqRange{next, g - 1})
+		}
+		next = g + 1
+	}
+	if highest >= next {
+		out = append(out, GSeqRange{next, highest})
+	}
+	return out
+}
+
+// repairBatches keeps the batch chain 1..k up to its first unreadable or
+// missing batch, rebuilds the b/l index and lowers the anchored mark to k.
+func repairBatches(db *badger.DB, vbatches map[uint64][]byte, rep *RepairReport) error {
+	blog := NewBatchLog(db, batchKeyPrefix)
+	// Batches from the value logs where the tree lost or cannot read them.
+	wb := db.NewWriteBatch()
+	err := db.View(func(txn *badger.Txn) error {
+		for seq, v := range vbatches {
+			if b, err := getBatch(txn, blog.key("h/", seq)); err != nil || b.Seq != seq {
+				if err := wb.Set(blog.key("h/", seq), v); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		err = wb.Flush()
+	} else {
+		wb.Cancel()
+	}
+	if err != nil {
+		return err
+	}
+	var keep []*StoredBatch
+	var drop [][]byte
+	err = db.View(func(txn *badger.Txn) error {
+		prefix := []byte(batchKeyPrefix + "h/")
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		broken := false
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().KeyCopy(nil)
+			seq := binary.BigEndian.Uint64(k[len(prefix):])
+			var b *StoredBatch
+			if !broken {
+				var err error
+				b, err = getBatch(txn, k)
+				broken = err != nil || b.Seq != seq || seq != uint64(len(keep))+1 ||
+					(len(keep) > 0 && b.First != keep[len(keep)-1].Last+1)
+			}
+			if broken {
+				drop = append(drop, k)
+				rep.DroppedBatch = append(rep.DroppedBatch, seq)
+				continue
+			}
+			keep = append(keep, b)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// The anchored mark: the leading batches whose ledger receipt is stored.
+	rep.Batches = uint64(len(keep))
+	for _, b := range keep {
+		if b.Anchor == nil {
+			break
+		}
+		rep.Anchored++
+	}
+	if err := db.DropPrefix([]byte(batchKeyPrefix + "l/")); err != nil {
+		return err
+	}
+	wb = db.NewWriteBatch()
+	for _, k := range drop {
+		if err := wb.Delete(k); err != nil {
+			wb.Cancel()
+			return err
+		}
+	}
+	for _, b := range keep {
+		if err := wb.Set(blog.key("l/", b.Last), u64(b.Seq)); err != nil {
+			wb.Cancel()
+			return err
+		}
+		rep.Highest = max(rep.Highest, b.Last)
+	}
+	if err := wb.Set(blog.anchoredKey(), u64(rep.Anchored)); err != nil {
+		wb.Cancel()
+		return err
+	}
+	if err := wb.Flush(); err != nil {
+		return err
+	}
+	// Batched gseqs above the kept records are lost too.
+	rep.Lost = missing(rep.kept, rep.Highest)
+	return nil
+}
+
+// valueLogRecords reads every value log in dir directly (entry by entry,
+// each checked against its CRC, stopping at the first bad one of a file)
+// and returns the newest value of each record key that decodes as the
+// record of that gseq. Record values are always in the value log (they
+// are above the value threshold), each with its key, so a record whose
+// key was lost with a table is still found here.
+func valueLogRecords(dir string) (recs, batches map[uint64][]byte, err error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	if err != nil {
+		return nil, nil, err
+	}
+	sort.Strings(paths)
+	type best struct {
+		version uint64
+		val     []byte
+	}
+	found := map[uint64]best{}
+	foundB := map[uint64]best{}
+	batchPrefix := batchKeyPrefix + "h/"
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, nil, err
+		}
+		const vlogHeader = 20 // Badger's value log file header
+		for off := vlogHeader; off+2 < len(data); {
+			h := data[off:]
+			meta, i := h[0], 2
+			var f [3]uint64
+			ok := true
+			for j := range f {
+				v, n := binary.Uvarint(h[i:])
+				if n <= 0 {
+					ok = false
+					break
+				}
+				f[j], i = v, i+n
+			}
+			klen, vlen := f[0], f[1]
+			if !ok || klen < 8 || klen > 1<<16 || vlen > 1<<30 || uint64(len(h)-i) < klen+vlen+4 {
+				break
+			}
+			end := i + int(klen+vlen)
+			if crc32.Checksum(h[:end], y.CastagnoliCrcTable) != binary.BigEndian.Uint32(h[end:end+4]) {
+				break
+			}
+			off += end + 4
+			key := h[i : i+int(klen)-8]
+			version := math.MaxUint64 - binary.BigEndian.Uint64(h[i+int(klen)-8:i+int(klen)])
+			if meta&1 != 0 {
+				continue
+			}
+			if len(key) == len(batchPrefix)+8 && strings.HasPrefix(string(key), batchPrefix) {
+				seq := binary.BigEndian.Uint64(key[len(batchPrefix):])
+				val := h[i+int(klen) : end]
+				var sb StoredBatch
+				if json.Unmarshal(val, &sb) != nil || sb.Seq != seq {
+					continue
+				}
+				if b, ok := foundB[seq]; !ok || version >= b.version {
+					foundB[seq] = best{version, append([]byte(nil), val...)}
+				}
+				continue
+			}
+			if len(key) != len(prefixRecord)+8 || !strings.HasPrefix(string(key), prefixRecord) {
+				continue
+			}
+			g := binary.BigEndian.Uint64(key[len(prefixRecord):])
+			val := h[i+int(klen) : end]
+			var r Record
+			if decodeRecord(val, &r) != nil || r.GSeq != g {
+				continue
+			}
+			if b, ok := found[g]; !ok || version >= b.version {
+				found[g] = best{version, append([]byte(nil), val...)}
+			}
+		}
+	}
+	recs = make(map[uint64][]byte, len(found))
+	for g, b := range found {
+		recs[g] = b.val
+	}
+	batches = make(map[uint64][]byte, len(foundB))
+	for seq, b := range foundB {
+		batches[seq] = b.val
+	}
+	return recs, batches, nil
+}
+
+// dropTable removes a table from the store: a DELETE change appended to
+// the MANIFEST (Badger's own format: length, CRC32-C, the change set),
+// then the file.
+func dropTable(dir, path string) error {
+	id, ok := table.ParseFileID(filepath.Base(path))
+	if !ok {
+		return fmt.Errorf("%s is not a table file name", path)
+	}
+	buf, err := proto.Marshal(&pb.ManifestChangeSet{Changes: []*pb.ManifestChange{{Id: id, Op: pb.ManifestChange_DELETE}}})
+	if err != nil {
+		return err
+	}
+	var hdr [8]byte
+	binary.BigEndian.PutUint32(hdr[0:4], uint32(len(buf)))
+	binary.BigEndian.PutUint32(hdr[4:8], crc32.Checksum(buf, y.CastagnoliCrcTable))
+	f, err := os.OpenFile(filepath.Join(dir, badger.ManifestFilename), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(append(hdr[:], buf...)); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Remove(path)
+}
+
+// checkUnlocked fails when a process (a running gateway) holds the
+// store's Badger directory lock (flock on the directory itself).
+func checkUnlocked(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return fmt.Errorf("gateway: repair: %s is in use (stop the gateway first): %w", dir, err)
+	}
+	return syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+}
+
+// copyDir copies the regular files of src into a new directory dst.
+func copyDir(src, dst string) error {
+	if err := os.Mkdir(dst, 0o700); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		if err := copyFile(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

@@ -137,7 +137,7 @@ func (e *anEnv) stop() {
 			e.t.Errorf("gateway Run: %v", err)
 		}
 	case <-time.After(20 * time.Second):
-		e.t.Error("gateway did not stop")
+		e.t.Errorf("gateway did not stop within 20 s; goroutines:\n%s", goroutines())
 	}
 }
 

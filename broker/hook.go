@@ -36,6 +36,7 @@ type session struct {
 	counted  atomic.Bool     // counted in devices_connected
 	live     atomic.Bool     // session established (OnDisconnect will follow)
 	acks     chan pendingAck // QoS 1 publishes awaiting their write, in order (devices)
+	ids      packetIDs       // the client's packet identifiers moved out of the server's way
 }
 
 func (b *Broker) session(cl *mqtt.Client) *session {
@@ -67,7 +68,7 @@ func (h *hook) ID() string { return "edgeanchor" }
 func (h *hook) Provides(x byte) bool {
 	return bytes.Contains([]byte{
 		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablished,
-		mqtt.OnDisconnect, mqtt.OnPublish, mqtt.OnPublishDropped,
+		mqtt.OnDisconnect, mqtt.OnPublish, mqtt.OnPublishDropped, mqtt.OnPacketRead, mqtt.OnPacketEncode,
 	}, []byte{x})
 }
 
@@ -183,6 +184,9 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	if s.counted.CompareAndSwap(true, false) {
 		b.metrics.DevicesConnected.Dec()
 	}
+	if errors.Is(err, packets.ErrPacketTooLarge) {
+		b.tooLarge(cl, s)
+	}
 	if s.acks != nil {
 		close(s.acks)
 	}
@@ -286,7 +290,7 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	b := h.b
 	s := b.session(cl)
 	if s == nil {
-		return false
+		return !write && b.offlineRead(cl, topic)
 	}
 	if s.device {
 		if write {
@@ -352,6 +356,9 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 	start := time.Now()
 	b.metrics.Received.Inc()
+	if pk.FixedHeader.Qos == 1 {
+		pk.PacketID = s.ids.publish(pk.PacketID) // the client's own (conformance.go)
+	}
 	wait, ref := b.begin(s, pk)
 	if pk.FixedHeader.Qos == 1 && s.acks != nil {
 		s.acks <- pendingAck{packetID: pk.PacketID, start: start, wait: wait, ref: ref}

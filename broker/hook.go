@@ -34,7 +34,7 @@ type session struct {
 	account  *Account // applications
 	refusals atomic.Int32
 	counted  atomic.Bool     // counted in devices_connected
-	live     atomic.Bool     // session established (OnDisconnect will follow)
+	state    atomic.Int32    // sessionAdmitted → sessionLive (OnDisconnect will follow) or sessionAbandoned
 	acks     chan pendingAck // QoS 1 publishes awaiting their write, in order (devices)
 	ids      packetIDs       // the client's packet identifiers moved out of the server's way
 }
@@ -56,6 +56,14 @@ func (b *Broker) kick(cl *mqtt.Client) {
 	}
 	cl.Stop(packets.ErrNotAuthorized)
 }
+
+// Session states: authenticated at CONNECT, then established, or abandoned
+// by the sweep when its connection closed before that.
+const (
+	sessionAdmitted int32 = iota
+	sessionLive
+	sessionAbandoned
+)
 
 // hook is the mochi hook that does all of edgeanchor's broker work.
 type hook struct {
@@ -154,7 +162,18 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if s == nil {
 		return
 	}
-	s.live.Store(true)
+	// The sweep abandons an admitted session whose connection closed before
+	// it was established; one of the two wins, so a session is either
+	// abandoned before it gets its acknowledger or closed by OnDisconnect.
+	if !s.state.CompareAndSwap(sessionAdmitted, sessionLive) {
+		return
+	}
+	if b.ctx.Err() != nil {
+		// Admitted while the broker closes: mochi closed the clients it
+		// listed before this one was listed, and its Close waits for
+		// this connection to end. End it.
+		_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+	}
 	b.metrics.Connects.Inc()
 	if s.device && s.counted.CompareAndSwap(false, true) {
 		b.metrics.DevicesConnected.Inc()

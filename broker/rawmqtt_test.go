@@ -75,6 +75,18 @@ func packet(header byte, body []byte) []byte {
 // returns the connection and the CONNACK.
 func rawConnect(t *testing.T, addr string, v byte, did, pw string, clean bool) (*rawConn, rawPacket) {
 	t.Helper()
+	rc := rawSendConnect(t, addr, v, did, pw, clean)
+	ack, err := rc.read(10 * time.Second)
+	if err != nil || ack.kind() != 2 {
+		t.Fatalf("CONNACK: %+v %v", ack, err)
+	}
+	return rc, ack
+}
+
+// rawSendConnect dials addr and sends the CONNECT without waiting for the
+// answer.
+func rawSendConnect(t *testing.T, addr string, v byte, did, pw string, clean bool) *rawConn {
+	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -97,11 +109,7 @@ func rawConnect(t *testing.T, addr string, v byte, did, pw string, clean bool) (
 	body = append(body, mqttString(pw)...)
 	rc := &rawConn{t: t, c: c, r: bufio.NewReader(c), v: v}
 	rc.send(packet(0x10, body))
-	ack, err := rc.read(10 * time.Second)
-	if err != nil || ack.kind() != 2 {
-		t.Fatalf("CONNACK: %+v %v", ack, err)
-	}
-	return rc, ack
+	return rc
 }
 
 func (rc *rawConn) send(b []byte) {

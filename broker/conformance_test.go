@@ -139,10 +139,9 @@ func TestMaximumPacketSize(t *testing.T) {
 		}
 		// The count and the log line come from the connection's goroutine
 		// once it has closed: wait for them.
-		deadline := time.Now().Add(10 * time.Second)
-		for testutil.ToFloat64(tb.b.Metrics().PacketsTooLarge) < before+1 && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
+		eatest.WaitUntil(t, 10*time.Second, "the oversized packet counted", func() bool {
+			return testutil.ToFloat64(tb.b.Metrics().PacketsTooLarge) >= before+1
+		})
 		if got := testutil.ToFloat64(tb.b.Metrics().PacketsTooLarge); got != before+1 {
 			t.Fatalf("v%d: packets_too_large = %v, want %v", v, got, before+1)
 		}
@@ -193,17 +192,10 @@ func nextMsg(t *testing.T, ch <-chan []byte) string {
 // waitGone waits until the broker has closed d's connection.
 func (tb *testBroker) waitGone(t *testing.T, d *device.KeySigner) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eatest.WaitUntil(t, 10*time.Second, "the broker to see the connection close", func() bool {
 		cl, ok := tb.b.srv.Clients.Get(string(d.DID()))
-		if ok && cl.Closed() && tb.b.session(cl) == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the broker did not see the connection close within 10 s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return ok && cl.Closed() && tb.b.session(cl) == nil
+	})
 }
 
 // A device with a persistent session re-subscribes to its receipt topic,

@@ -406,9 +406,13 @@ func (b *Broker) sweepRevoked(ctx context.Context) {
 		reg := b.reg()
 		b.sessions.Range(func(k, v any) bool {
 			s := v.(*session)
-			if cl := k.(*mqtt.Client); !s.live.Load() && cl.Closed() {
+			if cl := k.(*mqtt.Client); cl.Closed() && s.state.CompareAndSwap(sessionAdmitted, sessionAbandoned) {
 				// Authenticated but gone before its session was established
 				// (the CONNACK could not be written): no OnDisconnect comes.
+				// The swap, not a read of the state followed by one of
+				// Closed, decides: a session established in between, and
+				// closed, would lose the OnDisconnect that ends its
+				// acknowledger, and Close would wait for it for ever.
 				b.sessions.Delete(k)
 				return true
 			}

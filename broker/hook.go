@@ -34,8 +34,9 @@ type session struct {
 	account  *Account // applications
 	refusals atomic.Int32
 	counted  atomic.Bool     // counted in devices_connected
-	live     atomic.Bool     // session established (OnDisconnect will follow)
+	state    atomic.Int32    // sessionAdmitted → sessionLive (OnDisconnect will follow) or sessionAbandoned
 	acks     chan pendingAck // QoS 1 publishes awaiting their write, in order (devices)
+	ids      packetIDs       // the client's packet identifiers moved out of the server's way
 }
 
 func (b *Broker) session(cl *mqtt.Client) *session {
@@ -56,6 +57,14 @@ func (b *Broker) kick(cl *mqtt.Client) {
 	cl.Stop(packets.ErrNotAuthorized)
 }
 
+// Session states: authenticated at CONNECT, then established, or abandoned
+// by the sweep when its connection closed before that.
+const (
+	sessionAdmitted int32 = iota
+	sessionLive
+	sessionAbandoned
+)
+
 // hook is the mochi hook that does all of edgeanchor's broker work.
 type hook struct {
 	mqtt.HookBase
@@ -67,7 +76,7 @@ func (h *hook) ID() string { return "edgeanchor" }
 func (h *hook) Provides(x byte) bool {
 	return bytes.Contains([]byte{
 		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablished,
-		mqtt.OnDisconnect, mqtt.OnPublish, mqtt.OnPublishDropped,
+		mqtt.OnDisconnect, mqtt.OnPublish, mqtt.OnPublishDropped, mqtt.OnPacketRead, mqtt.OnPacketEncode,
 	}, []byte{x})
 }
 
@@ -153,7 +162,18 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if s == nil {
 		return
 	}
-	s.live.Store(true)
+	// The sweep abandons an admitted session whose connection closed before
+	// it was established; one of the two wins, so a session is either
+	// abandoned before it gets its acknowledger or closed by OnDisconnect.
+	if !s.state.CompareAndSwap(sessionAdmitted, sessionLive) {
+		return
+	}
+	if b.ctx.Err() != nil {
+		// Admitted while the broker closes: mochi closed the clients it
+		// listed before this one was listed, and its Close waits for
+		// this connection to end. End it.
+		_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+	}
 	b.metrics.Connects.Inc()
 	if s.device && s.counted.CompareAndSwap(false, true) {
 		b.metrics.DevicesConnected.Inc()
@@ -182,6 +202,9 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	s := v.(*session)
 	if s.counted.CompareAndSwap(true, false) {
 		b.metrics.DevicesConnected.Dec()
+	}
+	if errors.Is(err, packets.ErrPacketTooLarge) {
+		b.tooLarge(cl, s)
 	}
 	if s.acks != nil {
 		close(s.acks)
@@ -285,7 +308,7 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	b := h.b
 	s := b.session(cl)
 	if s == nil {
-		return false
+		return !write && b.offlineRead(cl, topic)
 	}
 	if s.device {
 		if write {
@@ -351,6 +374,9 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 	start := time.Now()
 	b.metrics.Received.Inc()
+	if pk.FixedHeader.Qos == 1 {
+		pk.PacketID = s.ids.publish(pk.PacketID) // the client's own (conformance.go)
+	}
 	wait, ref := b.begin(s, pk)
 	if pk.FixedHeader.Qos == 1 && s.acks != nil {
 		s.acks <- pendingAck{packetID: pk.PacketID, start: start, wait: wait, ref: ref}

@@ -17,6 +17,7 @@ type Metrics struct {
 	RepublishDropped prometheus.Counter
 	ReceiptsDropped  prometheus.Counter
 	V3Disconnects    prometheus.Counter
+	PacketsTooLarge  prometheus.Counter
 	InFlight         prometheus.Gauge
 	ClientsConnected prometheus.GaugeFunc
 	Conn             *ConnMetrics // connections before CONNECT (listener.go)
@@ -51,13 +52,16 @@ func NewMetrics(reg prometheus.Registerer, clients func() float64) *Metrics {
 			Name: "edgeanchor_receipts_dropped_total", Help: "Receipts not delivered to a device (its queue was full); they stay served over HTTP."}),
 		V3Disconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgeanchor_v3_refusal_disconnects_total", Help: "MQTT 3.1.1 clients disconnected after too many refused publishes."}),
+		PacketsTooLarge: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgeanchor_mqtt_packets_too_large_total", Help: "Connections closed because a packet was over the Maximum Packet Size (2 x limits.max_payload + 4 KiB)."}),
 		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "edgeanchor_ingest_inflight", Help: "Publishes inside the ingest pipeline."}),
 	}
 	m.ClientsConnected = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "edgeanchor_mqtt_clients_connected", Help: "Connected MQTT clients (devices and applications)."}, clients)
 	reg.MustRegister(m.DevicesConnected, m.Connects, m.AuthFailures, m.Enrollments, m.Received, m.Accepted,
-		m.Refused, m.Duplicates, m.IngestLatency, m.RepublishDropped, m.ReceiptsDropped, m.V3Disconnects, m.InFlight, m.ClientsConnected)
+		m.Refused, m.Duplicates, m.IngestLatency, m.RepublishDropped, m.ReceiptsDropped, m.V3Disconnects, m.InFlight, m.ClientsConnected,
+		m.PacketsTooLarge)
 	m.initKnownLabels()
 	return m
 }

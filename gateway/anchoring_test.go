@@ -137,7 +137,7 @@ func (e *anEnv) stop() {
 			e.t.Errorf("gateway Run: %v", err)
 		}
 	case <-time.After(20 * time.Second):
-		e.t.Error("gateway did not stop")
+		e.t.Errorf("gateway did not stop within 20 s; goroutines:\n%s", goroutines())
 	}
 }
 
@@ -471,13 +471,17 @@ func TestLedgerOutageUnderLoad(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(3 * time.Second)
 	waitFor(t, 20*time.Second, "first anchor", func() bool { s, _ := e.an.Batches.AnchoredSeq(); return s > 0 })
 
 	e.cluster.Kill(0) // kill -9
 	stoppedAt := e.g.Store().LastGSeq()
 	anchoredAtStop, _ := e.an.Batches.AnchoredSeq()
-	time.Sleep(20 * time.Second)
+	// The outage lasts until its effects show (at least 15 s of anchor
+	// lag), however slow the machine, rather than for a fixed time.
+	waitFor(t, 60*time.Second, "15 s of outage with ingest going on", func() bool {
+		return e.g.Store().LastGSeq()-stoppedAt >= 200 && prometheusValue(t, e.an.Metrics.AnchorLag) >= 15 &&
+			prometheusValue(t, e.an.Metrics.OutboxDepth) >= 10
+	})
 	storedDuring := e.g.Store().LastGSeq() - stoppedAt
 	anchoredDuring, _ := e.an.Batches.AnchoredSeq()
 	outbox := prometheusValue(t, e.an.Metrics.OutboxDepth)
@@ -497,7 +501,8 @@ func TestLedgerOutageUnderLoad(t *testing.T) {
 	}
 
 	e.cluster.Start(0)
-	time.Sleep(2 * time.Second)
+	// The load goes on until the restarted ledger anchors again.
+	waitFor(t, 60*time.Second, "anchoring resumed", func() bool { s, _ := e.an.Batches.AnchoredSeq(); return s > anchoredDuring })
 	stopLoad()
 	wg.Wait()
 	close(loadErr)
@@ -649,7 +654,9 @@ func TestAnchoringSurvivesLostValidator(t *testing.T) {
 		if err := e.publish(d); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(400 * time.Millisecond)
+		// One batch each: the next reading waits until this one is batched.
+		last := e.g.Store().LastGSeq()
+		waitFor(t, 10*time.Second, "reading batched", func() bool { _, err := e.an.Batches.ByGSeq(last); return err == nil })
 	}
 	e.waitAnchored(60 * time.Second)
 	after, _ := e.an.Batches.AnchoredSeq()

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -152,48 +153,74 @@ func TestBatcherCutsBySizeAndNeverEmpty(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
 	// Interval is an hour: only the size trigger can cut, so 2 full batches
-	// of 10 and the 5 left wait.
-	deadline := time.Now().Add(10 * time.Second)
-	for testutil.ToFloat64(m.Batches) < 2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(200 * time.Millisecond) // a third batch would show by now
+	// of 10 and the 5 left wait. Five more make a third full batch, which
+	// must be exactly 21..30: had the 5 left been cut on their own (at any
+	// moment), it would start elsewhere. No sleep can make that vacuous.
+	waitFor(t, 10*time.Second, "two batches", func() bool { return testutil.ToFloat64(m.Batches) >= 2 })
+	e.add(t, 5)
+	waitFor(t, 10*time.Second, "a third batch", func() bool { return testutil.ToFloat64(m.Batches) >= 3 })
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run = %v", err)
 	}
 	chain := checkChain(t, e)
-	if len(chain) != 2 || chain[1].Last != 20 {
-		t.Fatalf("got %d batches (last %v), want 2 ending at gseq 20", len(chain), chain)
-	}
-	sb, err := b.CutNow()
-	if err != nil || sb.First != 21 || sb.Last != 25 {
-		t.Fatalf("CutNow = %+v, %v; want 21..25", sb, err)
+	if len(chain) != 3 || chain[1].Last != 20 || chain[2].First != 21 || chain[2].Last != 30 {
+		t.Fatalf("got batches %v, want 1..10, 11..20, 21..30", chain)
 	}
 	if _, err := b.CutNow(); !errors.Is(err, ErrNoBatch) {
 		t.Fatalf("nothing waiting: CutNow = %v, want ErrNoBatch", err)
 	}
-	if got := testutil.ToFloat64(m.Batches); got != 3 {
-		t.Errorf("edgeanchor_batches_total = %v, want 3", got)
+	e.add(t, 5)
+	sb, err := b.CutNow()
+	if err != nil || sb.First != 31 || sb.Last != 35 {
+		t.Fatalf("CutNow = %+v, %v; want 31..35", sb, err)
+	}
+	if _, err := b.CutNow(); !errors.Is(err, ErrNoBatch) {
+		t.Fatalf("nothing waiting: CutNow = %v, want ErrNoBatch", err)
+	}
+	if got := testutil.ToFloat64(m.Batches); got != 4 {
+		t.Errorf("edgeanchor_batches_total = %v, want 4", got)
 	}
 	checkChain(t, e)
 }
+
+// countingSource counts the batcher's looks at the store (LastGSeq, once
+// per loop turn): what shows that it ran, where a test would otherwise
+// sleep and hope.
+type countingSource struct {
+	RecordSource
+	calls atomic.Int64
+}
+
+func (c *countingSource) LastGSeq() uint64 { c.calls.Add(1); return c.RecordSource.LastGSeq() }
 
 func TestBatcherCutsByTime(t *testing.T) {
 	e := newBatchEnv(t)
 	var mu sync.Mutex
 	var got []*StoredBatch
-	b, _ := e.batcher(t, 100*time.Millisecond, 10_000, func(sb *StoredBatch) {
-		mu.Lock()
-		got = append(got, sb)
-		mu.Unlock()
+	src := &countingSource{RecordSource: e.store}
+	b, err := NewBatcher(src, e.blog, BatcherConfig{
+		Interval: 100 * time.Millisecond, MaxRecords: 10_000, Signer: e.gw, Log: discardLog(),
+		Metrics: NewAnchorMetrics(prometheus.NewRegistry()),
+		OnBatch: func(sb *StoredBatch) {
+			mu.Lock()
+			got = append(got, sb)
+			mu.Unlock()
+		},
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.add(t, 3) // waiting before Run: the first tick takes all three
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
 	waitFor(t, 10*time.Second, "first timed batch", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= 1 })
-	time.Sleep(300 * time.Millisecond) // idle ticks must not cut empty batches
+	// Idle ticks must not cut empty batches: wait until the batcher has
+	// looked at the store (every tick and poll does) often enough for
+	// several ticks to have passed through it, however slow the machine.
+	seen := src.calls.Load()
+	waitFor(t, 10*time.Second, "idle ticks", func() bool { return src.calls.Load() >= seen+12 })
 	mu.Lock()
 	n := len(got)
 	mu.Unlock()

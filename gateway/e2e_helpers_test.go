@@ -248,3 +248,7 @@ func e2eEnvelope(t testing.TB, dev device.Signer, seq uint64) []byte {
 	}
 	return env
 }
+
+// goroutines is every goroutine's stack, for a test that timed out waiting
+// for the gateway to stop.
+func goroutines() string { return testutil.Goroutines() }

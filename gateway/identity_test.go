@@ -245,17 +245,23 @@ func TestIdentitySnapshot(t *testing.T) {
 	cancel()
 	<-done
 
+	var tries atomic.Int32 // the cache's attempts to load from the ledger
 	down := fakeLedger{
-		height:  func(context.Context) (int64, error) { return 0, anchor.ErrUnreachable },
-		devices: func(context.Context, device.DID) ([]anchor.DeviceRecord, error) { return nil, anchor.ErrUnreachable },
-		watch:   func(ctx context.Context, _ int64, _ func(*anchor.Block) error) error { <-ctx.Done(); return ctx.Err() },
+		height: func(context.Context) (int64, error) { tries.Add(1); return 0, anchor.ErrUnreachable },
+		devices: func(context.Context, device.DID) ([]anchor.DeviceRecord, error) {
+			tries.Add(1)
+			return nil, anchor.ErrUnreachable
+		},
+		watch: func(ctx context.Context, _ int64, _ func(*anchor.Block) error) error { <-ctx.Done(); return ctx.Err() },
 	}
 	c2 := NewIdentityCache(gw, down, slog.New(slog.DiscardHandler))
 	if err := c2.UseSnapshot(path); err != nil {
 		t.Fatal(err)
 	}
 	startCacheRunning(t, c2)
-	time.Sleep(300 * time.Millisecond)
+	// A second try at the ledger means the first one has failed and been
+	// dealt with: had it wrongly marked the cache loaded, it would show.
+	idWaitFor(t, "two tries at the ledger", 10*time.Second, func() bool { return tries.Load() >= 2 })
 	if c2.Loaded() {
 		t.Fatal("Loaded without the ledger")
 	}

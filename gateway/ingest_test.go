@@ -101,7 +101,7 @@ func (e *itEnv) stop() {
 			e.t.Errorf("Run: %v", err)
 		}
 	case <-time.After(15 * time.Second):
-		e.t.Error("gateway did not stop")
+		e.t.Errorf("gateway did not stop within 15 s; goroutines:\n%s", goroutines())
 	}
 }
 

@@ -85,6 +85,7 @@ func NewProofAPI(store *Store, blog *BatchLog, ledger ProofLedger, signer device
 func (p *ProofAPI) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/records/{gseq}/proof", p.proofByGSeq)
 	mux.HandleFunc("GET /v1/devices/{did}/records/{seq}/proof", p.proofByDevice)
+	mux.HandleFunc("GET /v1/devices/{did}/records/{seq}/receipt", p.receiptByDevice) // receiptapi.go
 	mux.HandleFunc("GET /v1/records", p.recordRange)
 	mux.HandleFunc("GET /v1/batches/{seq}", p.batch)
 }

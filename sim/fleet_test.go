@@ -175,11 +175,33 @@ func TestStoreAndForwardAcrossBrokerOutage(t *testing.T) {
 	f, stopFleet := runFleet(t, cfg, 60*time.Second)
 
 	testutil.WaitUntil(t, 10*time.Second, "devices online", func() bool { return f.Stats().Online == cfg.Devices })
-	time.Sleep(500 * time.Millisecond)
+	// Every device has a reading acknowledged before the outage.
+	testutil.WaitUntil(t, 10*time.Second, "a reading acknowledged from every device", func() bool {
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		return len(log.acked) == cfg.Devices
+	})
 	stop()
 	gapFrom := time.Now()
 	testutil.WaitUntil(t, 5*time.Second, "devices to notice the outage", func() bool { return f.Stats().Online == 0 })
-	time.Sleep(2 * time.Second)
+	// The outage lasts until every device has taken two readings in it
+	// (so at least one is spooled), however slow the machine.
+	testutil.WaitUntil(t, 20*time.Second, "readings taken by every device during the outage", func() bool {
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		for _, d := range f.devices {
+			n := 0
+			for _, w := range log.wall[d.id.signer.DID()] {
+				if w.After(gapFrom) {
+					n++
+				}
+			}
+			if n < 2 {
+				return false
+			}
+		}
+		return true
+	})
 	gapTo := time.Now()
 	if f.Stats().Spooled == 0 {
 		t.Fatal("nothing spooled while the broker was down")

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"syscall"
@@ -230,4 +231,13 @@ func (p *Process) Stop(sig os.Signal, within time.Duration) error {
 	case <-time.After(within):
 		return fmt.Errorf("%w %s after %v", ErrStillRunning, within, sig)
 	}
+}
+
+// Goroutines returns the stacks of every goroutine of the process, grouped
+// by identical stack (runtime/pprof's debug=1 form): what a test prints
+// when something it waited for did not happen, to show who is stuck where.
+func Goroutines() string {
+	var b bytes.Buffer
+	_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
+	return b.String()
 }

@@ -81,8 +81,19 @@ func newConnMetrics(reg prometheus.Registerer, g *connGuard) *ConnMetrics {
 		Name: "edgeanchor_mqtt_connections_limit", Help: "The effective connection limit: limits.max_connections capped below RLIMIT_NOFILE minus mqtt.fd_headroom."},
 		func() float64 { return float64(g.max) })
 	reg.MustRegister(m.AcceptErrors, m.Refused, m.ConnectTimeouts, m.Throttled, m.Open, m.Pending, m.Limit)
+	// Every known label value has a series from the start, so a quiet
+	// site's dashboard shows 0, not "No data".
+	m.Refused.WithLabelValues(ReasonMaxConnections)
+	for _, scope := range []string{ScopeSource, ScopeGlobal} {
+		for _, limit := range []string{LimitAttempts, LimitAuthFailures} {
+			m.Throttled.WithLabelValues(scope, limit)
+		}
+	}
 	return m
 }
+
+// acceptErrorLabels are the values acceptErrorLabel gives.
+var acceptErrorLabels = []string{"emfile", "enfile", "econnaborted", "enomem", "other"}
 
 // connGuard is shared by the broker's listeners: it counts
 // the open connections against the limit and rate-limits new ones.
@@ -279,7 +290,7 @@ func (l *connListener) serveConn(c net.Conn, establish listeners.EstablishFn) {
 	if n > g.max+busyMargin {
 		g.open.Add(-1)
 		_ = c.Close()
-		b.metrics.Conn.Refused.WithLabelValues("max_connections").Inc()
+		b.metrics.Conn.Refused.WithLabelValues(ReasonMaxConnections).Inc()
 		g.sample.log(b.log, slog.LevelWarn, "refused/max", "connection refused", now,
 			"listener", l.id, "remote", c.RemoteAddr().String(), "reason", "max_connections", "limit", g.max)
 		return
@@ -446,5 +457,8 @@ func (b *Broker) addListener(add func(string, listeners.Listener) error, l *conn
 		return err
 	}
 	b.connListeners = append(b.connListeners, l)
+	for _, e := range acceptErrorLabels {
+		b.metrics.Conn.AcceptErrors.WithLabelValues(l.id, e)
+	}
 	return nil
 }

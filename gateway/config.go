@@ -121,6 +121,10 @@ type StoreConfig struct {
 	// signature, Badger's transaction), so fuller groups leave more CPU for
 	// verification; a lone record is committed at once. 0 commits at once.
 	GroupLinger time.Duration `yaml:"group_linger"`
+	// MaxOpenGaps bounds the open sequence gaps kept per device, the seqs
+	// a late fill may still store (docs/protocol.md); past it the lowest
+	// gap is closed for good.
+	MaxOpenGaps int `yaml:"max_open_gaps"`
 }
 
 // AccountConfig is a site application account: read-only access to the
@@ -171,6 +175,7 @@ func DefaultConfig() Config {
 			ValueLogFileMB:  32,
 			MaxGroupRecords: 1024,
 			GroupLinger:     DefaultGroupLinger,
+			MaxOpenGaps:     DefaultMaxOpenGaps,
 		},
 	}
 }
@@ -250,6 +255,8 @@ func (c *Config) Validate() error {
 		return bad("store.max_group_records (%d) must be within [1, 65536]", c.Store.MaxGroupRecords)
 	case c.Store.GroupLinger < 0 || c.Store.GroupLinger > 100*time.Millisecond:
 		return bad("store.group_linger (%s) must be within [0, 100ms]", c.Store.GroupLinger)
+	case c.Store.MaxOpenGaps < 1 || c.Store.MaxOpenGaps > 1024:
+		return bad("store.max_open_gaps (%d) must be within [1, 1024]", c.Store.MaxOpenGaps)
 	}
 	seen := map[string]bool{}
 	for i, a := range c.Accounts {

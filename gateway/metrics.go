@@ -19,6 +19,10 @@ type StoreMetrics struct {
 	// RepairDeleted counts unacknowledged records deleted at open above
 	// a hole left by a failed write.
 	RepairDeleted prometheus.Counter
+	// SequenceFills counts records stored as late fills of an open gap;
+	// GapsDropped counts open gaps closed for good by store.max_open_gaps.
+	SequenceFills prometheus.Counter
+	GapsDropped   prometheus.Counter
 }
 
 // NewStoreMetrics registers the store's metrics on reg. dir is the store's
@@ -38,6 +42,11 @@ func NewStoreMetrics(reg prometheus.Registerer, dir string) *StoreMetrics {
 		RepairDeleted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgeanchor_store_repair_deleted_total", Help: "Unacknowledged records deleted at open above a hole left by a failed write."}),
 	}
+	m.SequenceFills = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "edgeanchor_sequence_fills_total", Help: "Records accepted as late fills: a device seq inside an open gap (a reading refused for a retryable reason, resent after later ones were stored)."})
+	m.GapsDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "edgeanchor_sequence_gaps_dropped_total", Help: "Open sequence gaps closed for good because a device had more than store.max_open_gaps; their seqs are refused as replay."})
+	reg.MustRegister(m.SequenceFills, m.GapsDropped)
 	size := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "edgeanchor_store_size_bytes", Help: "Bytes on disk of the record store."}, func() float64 { return float64(dirSize(dir)) })
 	free := prometheus.NewGaugeFunc(prometheus.GaugeOpts{

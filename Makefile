@@ -5,7 +5,7 @@ PKGS      := ./...
 TEST_TIMEOUT ?= 14m
 FUZZTIME  ?= 20s
 
-.PHONY: help build run test test-short bench lint fuzz clean
+.PHONY: help build run test test-short bench chaos lint fuzz clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ bench: build ## load benchmarks (results in bench/results/) and micro benchmarks
 	@mkdir -p bench/results
 	$(GO) test -run '^$$' -bench . -benchmem ./device/... ./anchor/...
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/...
+
+chaos: build ## fault suite on real processes: kill -9 loop, ledger outage (~10 min; CHAOS_* env vars size it)
+	$(GO) test -tags chaos -count=1 -v -timeout 40m -run '^TestChaos' ./internal/chaos/
 
 lint: ## gofmt, go vet and staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }

@@ -256,3 +256,45 @@ func TestIngestRetryableRefusalLateFill(t *testing.T) {
 		return fmt.Errorf("code %#x", code)
 	})
 }
+
+// TestStoreRepairKeepsOpenGaps: the repair at open, which deletes an
+// unacknowledged tail and recomputes the touched devices' sequence state
+// from the stored seqs, keeps the open gaps below.
+func TestStoreRepairKeepsOpenGaps(t *testing.T) {
+	e := newRepairEnv(t, 4) // a:1,2 b:1,2
+	ctx := context.Background()
+	if rec, err := e.st.Append(ctx, pending(e.a, 5)); err != nil || rec.Gap != 2 {
+		t.Fatalf("a seq 5: %+v, %v", rec, err)
+	}
+	// gseq 6 failed; gseq 7 (a's seq 9) was written, never acknowledged.
+	p := pending(e.a, 9)
+	rec := &Record{GSeq: 7, DID: e.a, Seq: 9, Kind: p.Kind, Recv: time.Now().UTC(), Envelope: p.Envelope, Salt: make([]byte, 16)}
+	var err error
+	if rec.Receipt, err = encodeReceipt(e.st.gw, rec.GSeq, rec.DID, rec.Seq, rec.Recv, p.EnvHash); err != nil {
+		t.Fatal(err)
+	}
+	if rec.ReceiptSig, err = e.gw.Sign(rec.Receipt); err != nil {
+		t.Fatal(err)
+	}
+	results := make(chan error, 2)
+	n, err := e.st.writeAsync([]*appendReq{{p: p, rec: rec, seqState: encodeSeqState(seqState{last: 9, gaps: []seqRange{{3, 4}, {6, 8}}})}}, results)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		if err := <-results; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, deleted := e.reopen(t); deleted != 1 {
+		t.Fatalf("repair deleted %v records, want 1", deleted)
+	}
+	if got, err := e.st.OpenGaps(e.a); err != nil || !reflect.DeepEqual(got, [][2]uint64{{3, 4}}) {
+		t.Fatalf("OpenGaps(a) after repair = %v, %v; want [[3 4]]", got, err)
+	}
+	for _, seq := range []uint64{3, 6, 4} {
+		if _, err := e.st.Append(ctx, pending(e.a, seq)); err != nil {
+			t.Fatalf("a seq %d after repair: %v", seq, err)
+		}
+	}
+}

@@ -791,6 +791,9 @@ func (s *Store) writeAsync(recs []*appendReq, results chan<- error) (int, error)
 		val := encodeRecord(r.rec)
 		k1, k2, k3 := recordKey(r.rec.GSeq), devSeqKey(r.rec.DID, r.rec.Seq), lastSeqKey(r.rec.DID)
 		g, sq := u64(r.rec.GSeq), r.seqState
+		if sq == nil { // not prepared by prepare (tests): no open gap
+			sq = u64(r.rec.Seq)
+		}
 		// Badger's own estimate: key + value (or a 12-byte pointer for
 		// values that go to the value log) + meta, per entry.
 		vsize := int64(len(val))

@@ -190,7 +190,7 @@ func TestSeqStateEncoding(t *testing.T) {
 // again is stored as a late fill instead of being refused as replay.
 func TestIngestRetryableRefusalLateFill(t *testing.T) {
 	cfg := itConfig(t)
-	cfg.Limits.DeviceRate = 0.5 // one token every 2 s
+	cfg.Limits.DeviceRate = 1.0 / 3 // one token every 3 s
 	cfg.Limits.DeviceBurst = 1
 	e := itStart(t, cfg, nil, nil)
 	d := e.newDevice("env")

@@ -32,6 +32,9 @@ bench: build ## load benchmarks (results in bench/results/) and micro benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./device/... ./anchor/...
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/...
 
+chaos: build ## fault suite on real processes: kill -9 loop, ledger outage (~10 min; CHAOS_* env vars size it)
+	$(GO) test -tags chaos -count=1 -v -timeout 40m -run '^TestChaos' ./internal/chaos/
+
 lint: ## gofmt, go vet and staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet $(PKGS)

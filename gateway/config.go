@@ -157,6 +157,10 @@ type StoreConfig struct {
 	// check off (a full disk then kills the process: Badger writes through
 	// memory maps).
 	MinFreeMB int `yaml:"min_free_mb"`
+	// MaxOpenGaps bounds the open sequence gaps kept per device, the seqs
+	// a late fill may still store (docs/protocol.md); past it the lowest
+	// gap is closed for good.
+	MaxOpenGaps int `yaml:"max_open_gaps"`
 }
 
 // AccountConfig is a site application account: read-only access to the
@@ -226,6 +230,7 @@ func DefaultConfig() Config {
 			MaxGroupRecords: 1024,
 			GroupLinger:     DefaultGroupLinger,
 			MinFreeMB:       DefaultMinFreeMB,
+			MaxOpenGaps:     DefaultMaxOpenGaps,
 		},
 	}
 }
@@ -327,6 +332,8 @@ func (c *Config) Validate() error {
 	case c.Store.MinFreeMB != 0 && (c.Store.MinFreeMB < c.Store.ValueLogFileMB+2*c.Store.MemTableMB || c.Store.MinFreeMB > 1<<24):
 		return bad("store.min_free_mb (%d) must be 0 (off) or within [value_log_file_mb + 2 × memtable_mb = %d, 16777216]",
 			c.Store.MinFreeMB, c.Store.ValueLogFileMB+2*c.Store.MemTableMB)
+	case c.Store.MaxOpenGaps < 1 || c.Store.MaxOpenGaps > 1024:
+		return bad("store.max_open_gaps (%d) must be within [1, 1024]", c.Store.MaxOpenGaps)
 	}
 	if err := c.Limits.validateConnectLimits(); err != nil {
 		return bad("%v", err)

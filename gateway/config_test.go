@@ -29,6 +29,7 @@ func TestConfigValidateNamesFieldAndBound(t *testing.T) {
 		{"no listener", func(c *Config) { c.MQTT = MQTTConfig{} }, "mqtt: at least one"},
 		{"memtable", func(c *Config) { c.Store.MemTableMB = 1 }, "store.memtable_mb (1)"},
 		{"group linger", func(c *Config) { c.Store.GroupLinger = time.Second }, "store.group_linger (1s)"},
+		{"open gaps", func(c *Config) { c.Store.MaxOpenGaps = 0 }, "store.max_open_gaps (0) must be within [1, 1024]"},
 		{"gc percent", func(c *Config) { c.GCPercent = 10 }, "gc_percent (10)"},
 		{"batch size", func(c *Config) { c.BatchSize = 0 }, "batch_size (0)"},
 		{"account hash", func(c *Config) {

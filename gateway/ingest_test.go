@@ -336,10 +336,12 @@ func TestIngestRefusalsV5(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// One good record first, so that replay has something to replay.
-	good := d.envelope(t, 5)
-	if code, err := publish5(c, d, "", good); code != 0 || err != nil {
-		t.Fatalf("good publish: %#x %v", code, err)
+	// Two good records first, so that replay has something to replay
+	// (seqs 1..3 are an open gap: a late fill there is not a replay).
+	for _, seq := range []uint64{4, 5} {
+		if code, err := publish5(c, d, "", d.envelope(t, seq)); code != 0 || err != nil {
+			t.Fatalf("good publish of seq %d: %#x %v", seq, code, err)
+		}
 	}
 	seal := func(body []byte, key device.Signer) []byte {
 		env, err := device.Seal(key, body)
@@ -394,8 +396,8 @@ func TestIngestRefusalsV5(t *testing.T) {
 			if got := testutil.ToFloat64(m.Refused.WithLabelValues(tc.reason, tc.kind)) - before; got != 1 {
 				t.Errorf("refused{reason=%q,kind=%q} grew by %v, want 1", tc.reason, tc.kind, got)
 			}
-			if got := e.g.Store().LastGSeq(); got != 1 {
-				t.Errorf("LastGSeq = %d after a refusal, want 1 (nothing stored)", got)
+			if got := e.g.Store().LastGSeq(); got != 2 {
+				t.Errorf("LastGSeq = %d after a refusal, want 2 (nothing stored)", got)
 			}
 		})
 	}
@@ -403,15 +405,15 @@ func TestIngestRefusalsV5(t *testing.T) {
 	if code, err := publish5(c, d, "", d.envelope(t, 9)); code != 0 || err != nil {
 		t.Fatalf("publish after refusals: %#x %v", code, err)
 	}
-	rec, err := e.g.Store().Get(2)
+	rec, err := e.g.Store().Get(3)
 	if err != nil || rec.Seq != 9 || rec.Gap != 3 {
-		t.Fatalf("record 2 = %+v, %v; want seq 9 with gap 3", rec, err)
+		t.Fatalf("record 3 = %+v, %v; want seq 9 with gap 3", rec, err)
 	}
 	gaps, err := testutil.GatherAndCount(e.prom, "edgeanchor_sequence_gaps_total")
 	if err != nil || gaps != 1 {
 		t.Fatalf("sequence_gaps_total series: %d, %v", gaps, err)
 	}
-	if v := gatherValue(t, e.prom, "edgeanchor_sequence_gaps_total"); v != 2 { // seq 5 as first record, then 9 after 5
+	if v := gatherValue(t, e.prom, "edgeanchor_sequence_gaps_total"); v != 2 { // seq 4 as first record, then 9 after 5
 		t.Fatalf("sequence_gaps_total = %v, want 2", v)
 	}
 }

@@ -22,6 +22,10 @@ type StoreMetrics struct {
 	// DiskLow is 1 while the store refuses writes because its file
 	// system's free space is below store.min_free_mb.
 	DiskLow prometheus.Gauge
+	// SequenceFills counts records stored as late fills of an open gap;
+	// GapsDropped counts open gaps closed for good by store.max_open_gaps.
+	SequenceFills prometheus.Counter
+	GapsDropped   prometheus.Counter
 }
 
 // NewStoreMetrics registers the store's metrics on reg. dir is the store's
@@ -43,6 +47,11 @@ func NewStoreMetrics(reg prometheus.Registerer, dir string) *StoreMetrics {
 		DiskLow: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "edgeanchor_store_disk_low", Help: "1 while the record store refuses writes because free disk space is below store.min_free_mb."}),
 	}
+	m.SequenceFills = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "edgeanchor_sequence_fills_total", Help: "Records accepted as late fills: a device seq inside an open gap (a reading refused for a retryable reason, resent after later ones were stored)."})
+	m.GapsDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "edgeanchor_sequence_gaps_dropped_total", Help: "Open sequence gaps closed for good because a device had more than store.max_open_gaps; their seqs are refused as replay."})
+	reg.MustRegister(m.SequenceFills, m.GapsDropped)
 	size := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "edgeanchor_store_size_bytes", Help: "Bytes on disk of the record store."}, func() float64 { return float64(dirSize(dir)) })
 	free := prometheus.NewGaugeFunc(prometheus.GaugeOpts{

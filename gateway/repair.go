@@ -148,7 +148,7 @@ func repairRecords(db *badger.DB, vrecs map[uint64][]byte, rep *RepairReport) er
 	// Keep what decodes; delete the rest; note the highest gseq known.
 	var kept []uint64
 	var drop [][]byte
-	lastSeq := map[device.DID]uint64{}
+	devices := map[device.DID]bool{}
 	type idx struct {
 		did      device.DID
 		seq, gsq uint64
@@ -168,7 +168,7 @@ func repairRecords(db *badger.DB, vrecs map[uint64][]byte, rep *RepairReport) er
 			}
 			kept = append(kept, g)
 			index = append(index, idx{r.DID, r.Seq, g})
-			lastSeq[r.DID] = max(lastSeq[r.DID], r.Seq)
+			devices[r.DID] = true
 		}
 		item, err := txn.Get([]byte(ackedKey))
 		if err == nil {
@@ -200,12 +200,6 @@ func repairRecords(db *badger.DB, vrecs map[uint64][]byte, rep *RepairReport) er
 			return err
 		}
 	}
-	for did, seq := range lastSeq {
-		if err := wb.Set(lastSeqKey(did), u64(seq)); err != nil {
-			wb.Cancel()
-			return err
-		}
-	}
 	var top uint64
 	if len(kept) > 0 {
 		top = kept[len(kept)-1]
@@ -218,6 +212,15 @@ func repairRecords(db *badger.DB, vrecs map[uint64][]byte, rep *RepairReport) er
 	}
 	if err := wb.Flush(); err != nil {
 		return err
+	}
+	// Each device's seq state (last seq and open gaps) comes from the seqs
+	// that are still stored: a record the repair lost below a device's last
+	// seq becomes an open gap, so the device can still resend it from its
+	// spool as a late fill (docs/protocol.md).
+	for did := range devices {
+		if err := db.Update(func(txn *badger.Txn) error { return rebuildSeqState(txn, did, DefaultMaxOpenGaps) }); err != nil {
+			return err
+		}
 	}
 	rep.Records = uint64(len(kept))
 	rep.kept = kept

@@ -23,7 +23,8 @@ import (
 //
 //	r/{gseq}          -> Record JSON
 //	d/{did}/{seq}     -> gseq (index by device and device sequence)
-//	l/{did}           -> last accepted device seq
+//	l/{did}           -> last accepted device seq, then its open gaps
+//	                     (seqstate.go, encodeSeqState)
 //	s/acked           -> acknowledged mark: every gseq at or below it was
 //	                     acknowledged (written with each transaction, and
 //	                     at Close; see repairTail)
@@ -46,7 +47,8 @@ const (
 // Store errors.
 var (
 	// ErrReplay: the device sequence number is not above the last one
-	// accepted from that device. The device must not resend it.
+	// accepted from that device, nor in one of its open gaps (a late fill,
+	// seqstate.go). The device must not resend it.
 	ErrReplay = errors.New("gateway: replayed or out-of-order sequence")
 	// ErrStoreFailed: a write to disk failed; the store refuses every
 	// further write until the gateway is restarted (gseq stays contiguous).
@@ -121,6 +123,12 @@ type appendReq struct {
 	// is written. orig is the in-flight original, whose outcome is dup's.
 	dup  bool
 	orig *appendReq
+	// seqState: the device's sequence state after this record (the value
+	// of l/{did} written with it); fill: the record was a late fill;
+	// gapsDropped: open gaps closed for good by the bound.
+	seqState    []byte
+	fill        bool
+	gapsDropped int
 }
 
 type appendRes struct {
@@ -156,10 +164,11 @@ type Store struct {
 	lastG   atomic.Uint64 // last committed gseq
 	nextG   uint64        // next gseq to assign (writer only)
 	lastRcv time.Time     // writer only
-	// seqs: last seq assigned per device; the writer changes it under
-	// seqMu (Lock) and reads it freely; others read it under RLock.
+	// seqs: sequence state per device (last seq assigned, open gaps); the
+	// writer changes it under seqMu (Lock) and reads it freely; others
+	// read it under RLock.
 	seqMu sync.RWMutex
-	seqs  map[device.DID]uint64
+	seqs  map[device.DID]seqState
 	// flight: records prepared but not yet answered, for resends that
 	// arrive before their original is committed.
 	flightMu sync.Mutex
@@ -189,6 +198,9 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 	if o.MaxPending <= 0 {
 		o.MaxPending = 4096
 	}
+	if o.Config.MaxOpenGaps <= 0 {
+		o.Config.MaxOpenGaps = DefaultMaxOpenGaps
+	}
 	c := o.Config
 	opts := badgerOptions(dir, c, o.Logger)
 	// A damaged table would panic inside Badger's own goroutines: check
@@ -213,7 +225,7 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		in:      make(chan *appendReq, o.MaxPending),
 		prepped: make(chan []*appendReq, 1),
 		acks:    make(chan *pendingGroup, commitDepth-1),
-		seqs:    map[device.DID]uint64{},
+		seqs:    map[device.DID]seqState{},
 		flight:  map[devSeq]*appendReq{},
 		changed: make(chan struct{}),
 	}
@@ -365,9 +377,9 @@ func (s *Store) Enqueue(ctx context.Context, p Pending) (func() (rec *Record, du
 // A resend of a record not yet committed is found by the writer instead.
 func (s *Store) StoredDuplicate(did device.DID, seq uint64, env []byte) *Record {
 	s.seqMu.RLock()
-	last, ok := s.seqs[did]
+	st, ok := s.seqs[did]
 	s.seqMu.RUnlock()
-	if ok && seq > last {
+	if ok && seq > st.last {
 		return nil
 	}
 	return s.storedCopy(did, seq, env)
@@ -529,18 +541,31 @@ func (s *Store) prepare(group []*appendReq) {
 			r.err = ErrStoreFailed
 			continue
 		}
-		last, err := s.lastSeqLocked(r.p.DID)
+		st, err := s.seqStateLocked(r.p.DID)
 		if err != nil {
 			r.err = err
 			continue
 		}
+		last := st.last
+		var next seqState
+		var dropped []seqRange
+		var gap uint64 // device seqs skipped just before this one
 		if r.p.Seq <= last {
 			if orig, rec := s.duplicateOf(&r.p); rec != nil {
 				r.dup, r.orig, r.rec = true, orig, rec
 				continue
 			}
-			r.err = fmt.Errorf("%w: seq %d, last accepted %d", ErrReplay, r.p.Seq, last)
-			continue
+			if !st.inGap(r.p.Seq) {
+				r.err = fmt.Errorf("%w: seq %d, last accepted %d, not in an open gap", ErrReplay, r.p.Seq, last)
+				continue
+			}
+			// A late fill: stored like a new record, without a gap of
+			// its own.
+			next, dropped = st.fill(r.p.Seq, s.cfg.MaxOpenGaps)
+			r.fill = true
+		} else {
+			next, dropped = st.advance(r.p.Seq, s.cfg.MaxOpenGaps)
+			gap = r.p.Seq - last - 1
 		}
 		now := time.Now().UTC()
 		if now.Before(s.lastRcv) {
@@ -549,7 +574,7 @@ func (s *Store) prepare(group []*appendReq) {
 		s.lastRcv = now
 		rec := &Record{
 			GSeq: s.nextG, DID: r.p.DID, Seq: r.p.Seq, Kind: r.p.Kind, Recv: now,
-			Gap: r.p.Seq - last - 1, Envelope: r.p.Envelope, Salt: salts[16*i : 16*i+16 : 16*i+16],
+			Gap: gap, Envelope: r.p.Envelope, Salt: salts[16*i : 16*i+16 : 16*i+16],
 		}
 		rec.Receipt, err = encodeReceipt(s.gw, rec.GSeq, rec.DID, rec.Seq, rec.Recv, r.p.EnvHash)
 		if err != nil {
@@ -558,8 +583,13 @@ func (s *Store) prepare(group []*appendReq) {
 		}
 		s.nextG++
 		s.seqMu.Lock()
-		s.seqs[r.p.DID] = r.p.Seq
+		s.seqs[r.p.DID] = next
 		s.seqMu.Unlock()
+		r.seqState, r.gapsDropped = encodeSeqState(next), len(dropped)
+		for _, g := range dropped {
+			s.log.Warn("open sequence gap closed for good: more open gaps than store.max_open_gaps",
+				"did", r.p.DID, "from", g.from, "to", g.to, "max_open_gaps", s.cfg.MaxOpenGaps)
+		}
 		r.rec = rec
 		s.flightMu.Lock()
 		s.flight[devSeq{r.p.DID, r.p.Seq}] = r
@@ -609,15 +639,15 @@ func (s *Store) fail(msg string, err error) {
 	}
 }
 
-// lastSeqLocked returns the last sequence accepted (or assigned) for did;
-// writer only.
-func (s *Store) lastSeqLocked(did device.DID) (uint64, error) {
+// seqStateLocked returns the sequence state of did (the last sequence
+// accepted or assigned, the open gaps); writer only.
+func (s *Store) seqStateLocked(did device.DID) (seqState, error) {
 	if v, ok := s.seqs[did]; ok {
 		return v, nil
 	}
-	v, err := s.readLastSeq(did)
+	v, err := s.readSeqState(did)
 	if err != nil {
-		return 0, err
+		return seqState{}, err
 	}
 	s.seqMu.Lock()
 	s.seqs[did] = v
@@ -626,7 +656,26 @@ func (s *Store) lastSeqLocked(did device.DID) (uint64, error) {
 }
 
 func (s *Store) readLastSeq(did device.DID) (uint64, error) {
-	var v uint64
+	st, err := s.readSeqState(did)
+	return st.last, err
+}
+
+// OpenGaps returns the device's open gaps as stored (the seqs a late fill
+// may still store), lowest first, each as [from, to].
+func (s *Store) OpenGaps(did device.DID) ([][2]uint64, error) {
+	st, err := s.readSeqState(did)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][2]uint64, len(st.gaps))
+	for i, g := range st.gaps {
+		out[i] = [2]uint64{g.from, g.to}
+	}
+	return out, nil
+}
+
+func (s *Store) readSeqState(did device.DID) (seqState, error) {
+	var v seqState
 	err := s.db.View(func(txn *badger.Txn) error {
 		it, err := txn.Get(lastSeqKey(did))
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -636,15 +685,13 @@ func (s *Store) readLastSeq(did device.DID) (uint64, error) {
 			return err
 		}
 		return it.Value(func(b []byte) error {
-			if len(b) != 8 {
-				return fmt.Errorf("bad last-seq value of %d bytes", len(b))
-			}
-			v = binary.BigEndian.Uint64(b)
-			return nil
+			var err error
+			v, err = decodeSeqState(b)
+			return err
 		})
 	})
 	if err != nil {
-		return 0, fmt.Errorf("%w: read last seq of %s: %v", ErrStoreFailed, did, err)
+		return seqState{}, fmt.Errorf("%w: read last seq of %s: %v", ErrStoreFailed, did, err)
 	}
 	return v, nil
 }
@@ -731,6 +778,10 @@ func (s *Store) ackLoop() {
 						if r.rec.Gap > 0 {
 							s.metrics.SequenceGaps.Inc()
 						}
+						if r.fill {
+							s.metrics.SequenceFills.Inc()
+						}
+						s.metrics.GapsDropped.Add(float64(r.gapsDropped))
 					}
 				}
 				s.changedMu.Lock()
@@ -793,7 +844,10 @@ func (s *Store) writeAsync(recs []*appendReq, results chan<- error) (int, error)
 	for _, r := range recs {
 		val := encodeRecord(r.rec)
 		k1, k2, k3 := recordKey(r.rec.GSeq), devSeqKey(r.rec.DID, r.rec.Seq), lastSeqKey(r.rec.DID)
-		g, sq := u64(r.rec.GSeq), u64(r.rec.Seq)
+		g, sq := u64(r.rec.GSeq), r.seqState
+		if sq == nil { // not prepared by prepare (tests): no open gap
+			sq = u64(r.rec.Seq)
+		}
 		// Badger's own estimate: key + value (or a 12-byte pointer for
 		// values that go to the value log) + meta, per entry.
 		vsize := int64(len(val))
@@ -956,7 +1010,7 @@ func (s *Store) unsafeRepair(cut, highest, inflight uint64) (string, error) {
 }
 
 // deleteAbove deletes the records of keys above cut and recomputes the
-// touched devices' last seqs; it returns how many it deleted.
+// touched devices' sequence states; it returns how many it deleted.
 func (s *Store) deleteAbove(cut uint64, keys []uint64) (int, error) {
 	touched := map[device.DID]bool{}
 	n := 0
@@ -985,14 +1039,7 @@ func (s *Store) deleteAbove(cut uint64, keys []uint64) (int, error) {
 	}
 	for did := range touched {
 		if err := s.db.Update(func(txn *badger.Txn) error {
-			prefix := []byte(prefixDevSeq + string(did) + "/")
-			it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: prefix})
-			defer it.Close()
-			it.Seek(devSeqKey(did, ^uint64(0)))
-			if !it.Valid() {
-				return txn.Delete(lastSeqKey(did))
-			}
-			return txn.Set(lastSeqKey(did), u64(binary.BigEndian.Uint64(it.Item().Key()[len(prefix):])))
+			return rebuildSeqState(txn, did, s.cfg.MaxOpenGaps)
 		}); err != nil {
 			return 0, err
 		}

@@ -227,6 +227,18 @@ func (d *simDevice) sendLoop(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			d.log.Debug("connection ended", "error", err)
 		}
+		if d.misses > 0 {
+			// The head reading went unacknowledged: an MQTT 3.1.1 gateway
+			// that refuses a publish (rate_limited, say) disconnects without
+			// saying why. Resending at once would meet the same refusal and
+			// give the reading up after AckRetries tries; pausing (BackoffMin,
+			// doubling with each miss in a row, with jitter) lets a rate
+			// limit refill first.
+			pause := min(cfg.BackoffMin<<(d.misses-1), cfg.BackoffMax)
+			if sleep(ctx, pause/2+time.Duration(rand.Int64N(int64(pause/2)+1))) != nil {
+				return
+			}
+		}
 	}
 }
 

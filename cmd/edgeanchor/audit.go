@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
+	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -35,7 +38,7 @@ type auditOptions struct {
 
 // auditFinding is one thing the audit found wrong.
 type auditFinding struct {
-	Kind   string // missing_batch, chain, missing_records, record, root, sequence_gap, sequence_order
+	Kind   string // missing_batch, chain, missing_records, record, root, sequence_gap, sequence_duplicate
 	Detail string
 }
 
@@ -52,9 +55,13 @@ checks each record (gateway receipt: its path to the commit group's
 statement, whose signature is verified once per group; envelope hash, device
 signature under the key registered on the ledger), recomputes every Merkle
 root, and reports missing batches, records missing or changed, and per-device
-sequence gaps. --from/--to (RFC 3339) limit the record checks to batches whose
-time window overlaps them; the chain is always walked from batch 1. Exit 1 on
-any finding.`,
+sequence gaps and duplicates. Sequences are checked as the set of seqs each
+device has among the checked records, not in gseq order: a seq refused for a
+retryable reason and stored later as a late fill (docs/protocol.md) closes its
+gap. --from/--to (RFC 3339) limit the record checks to batches whose time
+window overlaps them (a gap filled outside that window is reported; with
+--from, seqs below a device's lowest checked one are not); the chain is always
+walked from batch 1. Exit 1 on any finding.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
@@ -113,7 +120,7 @@ type auditor struct {
 	gwPub    *ecdsa.PublicKey
 	receipts *anchor.ReceiptChecker // verifies each commit group's signature once
 	devices  map[device.DID]*ecdsa.PublicKey
-	lastSeq  map[device.DID]uint64
+	seqs     map[device.DID]*seqSet
 	findings []auditFinding
 }
 
@@ -135,7 +142,7 @@ func runAudit(ctx context.Context, o auditOptions) ([]auditFinding, error) {
 	}
 	defer c.Close()
 	a := &auditor{o: o, ledger: c, http: &http.Client{Timeout: 60 * time.Second},
-		devices: map[device.DID]*ecdsa.PublicKey{}, lastSeq: map[device.DID]uint64{}}
+		devices: map[device.DID]*ecdsa.PublicKey{}, seqs: map[device.DID]*seqSet{}}
 	gr, err := c.Gateway(ctx, o.Gateway)
 	if err != nil {
 		return nil, fmt.Errorf("audit: gateway %s on the ledger: %w", o.Gateway, err)
@@ -204,8 +211,9 @@ func runAudit(ctx context.Context, o auditOptions) ([]auditFinding, error) {
 	if bar != nil {
 		_ = bar.Finish()
 	}
+	a.checkSequences()
 	fmt.Fprintf(o.Out, "checked %d batches, %d records, %d devices (%d receipt signatures)\n",
-		batches, records, len(a.lastSeq), a.receipts.SignaturesVerified())
+		batches, records, len(a.seqs), a.receipts.SignaturesVerified())
 	if len(a.findings) == 0 {
 		fmt.Fprintln(o.Out, "✓ no findings")
 	} else {
@@ -289,18 +297,65 @@ func (a *auditor) checkRecord(ctx context.Context, h *anchor.BatchHeader, r *gat
 		bad("envelope is %s seq %d", o.Body.DID, o.Body.Seq)
 		return
 	}
-	last, seen := a.lastSeq[r.DID]
+	set := a.seqs[r.DID]
+	if set == nil {
+		set = &seqSet{}
+		a.seqs[r.DID] = set
+	}
+	if !set.add(r.Seq) {
+		a.find("sequence_duplicate", "device %s: seq %d stored again (gseq %d)", r.DID, r.Seq, r.GSeq)
+	}
+}
+
+// checkSequences reports, once every record is checked, the seqs missing
+// from each device's set: below its lowest (from 1, unless --from) and
+// between its runs. A late fill stored after later seqs (docs/protocol.md)
+// is in the set, so the gap it filled is not reported.
+func (a *auditor) checkSequences() {
+	dids := make([]device.DID, 0, len(a.seqs))
+	for did := range a.seqs {
+		dids = append(dids, did)
+	}
+	slices.Sort(dids)
+	for _, did := range dids {
+		runs := a.seqs[did].runs
+		if first := runs[0].from; first > 1 && a.o.From.IsZero() {
+			a.find("sequence_gap", "device %s: lowest seq is %d (seqs 1..%d missing)", did, first, first-1)
+		}
+		for i := 1; i < len(runs); i++ {
+			from, to := runs[i-1].to, runs[i].from
+			a.find("sequence_gap", "device %s: seq jumps from %d to %d (%d missing)", did, from, to, to-from-1)
+		}
+	}
+}
+
+// seqSet is a set of device seqs as ascending, disjoint, non-adjacent
+// runs: a device's seqs are mostly contiguous, so an audit of millions of
+// records holds a few runs per device.
+type seqSet struct{ runs []seqRun }
+
+type seqRun struct{ from, to uint64 }
+
+// add puts seq in the set; it returns false when seq was already there.
+func (s *seqSet) add(seq uint64) bool {
+	// i: the first run that ends at seq-1 or later.
+	// (Written without seq±1 overflowing: seqs come from the gateway.)
+	i := sort.Search(len(s.runs), func(i int) bool { return s.runs[i].to >= seq || s.runs[i].to == seq-1 && seq > 0 })
 	switch {
-	case !seen && a.o.From.IsZero() && r.Seq != 1:
-		a.find("sequence_gap", "device %s: first record has seq %d (seqs 1..%d missing)", r.DID, r.Seq, r.Seq-1)
-	case seen && r.Seq <= last:
-		a.find("sequence_order", "device %s: seq %d after %d (gseq %d)", r.DID, r.Seq, last, r.GSeq)
-	case seen && r.Seq != last+1:
-		a.find("sequence_gap", "device %s: seq jumps from %d to %d (%d missing, gseq %d)", r.DID, last, r.Seq, r.Seq-last-1, r.GSeq)
+	case i < len(s.runs) && s.runs[i].from <= seq && seq <= s.runs[i].to:
+		return false
+	case i < len(s.runs) && seq > 0 && s.runs[i].to == seq-1:
+		s.runs[i].to = seq
+		if i+1 < len(s.runs) && seq < math.MaxUint64 && s.runs[i+1].from == seq+1 {
+			s.runs[i].to = s.runs[i+1].to
+			s.runs = slices.Delete(s.runs, i+1, i+2)
+		}
+	case i < len(s.runs) && seq < math.MaxUint64 && s.runs[i].from == seq+1:
+		s.runs[i].from = seq
+	default:
+		s.runs = slices.Insert(s.runs, i, seqRun{seq, seq})
 	}
-	if r.Seq > last {
-		a.lastSeq[r.DID] = r.Seq
-	}
+	return true
 }
 
 func (a *auditor) deviceKey(ctx context.Context, did device.DID) (*ecdsa.PublicKey, error) {

@@ -51,13 +51,17 @@ func TestCloseWhileDeviceConnects(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("Close still waiting 10 s after the connecting device was admitted; goroutines:\n%s", eatest.Goroutines())
 	}
-	// It was admitted (CONNACK), then told the server is shutting down.
+	// The connection is closed: either the listener closed it while it
+	// was still pending (nothing sent), or it was admitted just before and
+	// then told the server is shutting down (CONNACK, DISCONNECT 0x8b).
 	got, err := rc.untilClosed(10 * time.Second)
 	if err != nil {
 		t.Fatalf("the late device's connection: %v", err)
 	}
-	if len(got) != 2 || got[0].kind() != 2 || got[1].kind() != 14 || got[1].body[0] != 0x8b {
-		t.Fatalf("the late device got %d packets %+v, want CONNACK then DISCONNECT 0x8b", len(got), got)
+	closedPending := len(got) == 0
+	admittedThenTold := len(got) == 2 && got[0].kind() == 2 && got[1].kind() == 14 && got[1].body[0] == 0x8b
+	if !closedPending && !admittedThenTold {
+		t.Fatalf("the late device got %d packets %+v, want none (closed while pending) or CONNACK then DISCONNECT 0x8b", len(got), got)
 	}
 }
 

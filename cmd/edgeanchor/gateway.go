@@ -86,6 +86,7 @@ var gatewayConfigFlags = []gatewayConfigFlag{
 	{"limits.auth_failure_burst", "auth-failure-burst", "burst of the global failed-authentication limit"},
 	{"future_tolerance", "future-tolerance", "refuse records dated more than this ahead of the gateway's clock"},
 	{"store.min_free_mb", "min-free-mb", "free MiB on the store's disk below which writes are refused (0: off)"},
+	{"store.max_open_gaps", "store-max-open-gaps", "open sequence gaps kept per device, the seqs a late fill may still store"},
 }
 
 // bindGatewayConfigFlags defines the flag of each row of gatewayConfigFlags

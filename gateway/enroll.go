@@ -274,13 +274,13 @@ func (e *Enroller) useNonce(did device.DID, nonce string, now time.Time) bool {
 // directory.
 const IdentitySnapshotFile = "identity.json"
 
-// AttachLedgerIdentity installs on g (before Run) what ties it to the
+// attachLedgerIdentity installs on g (before Run) what ties it to the
 // ledger's device registry: the identity cache as the broker's Registry
 // (followed in a service, a /readyz check until it has loaded, revoked
 // devices disconnected at once), the Enroller for enrollment credentials,
 // and the token admin API on g's mux (bearer token from
 // http.admin_token_file; none configured turns the API off).
-func AttachLedgerIdentity(g *Gateway, ledger *anchor.Client) (*IdentityCache, *Enroller, error) {
+func attachLedgerIdentity(g *Gateway, ledger *anchor.Client) (*IdentityCache, *Enroller, error) {
 	cfg := g.Config()
 	log := g.Logger()
 	tokens, err := OpenTokenStore(cfg.DataDir)

@@ -153,7 +153,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	dir := filepath.Join(cfg.DataDir, "records")
 	store, err := OpenStore(dir, StoreOptions{
 		Config: cfg.Store, Signer: g.signer, Logger: g.log, Metrics: NewStoreMetrics(g.reg, dir),
-		MaxPending: cfg.Limits.MaxInFlight,
+		MaxPending: cfg.Limits.MaxInFlight, Claims: BatchClaims(),
 	})
 	if err != nil {
 		return nil, err

@@ -57,7 +57,7 @@ type BatchLog struct {
 	prefix string
 }
 
-// NewBatchLog uses db under prefix (e.g. "batch/").
+// NewBatchLog uses db under prefix (the gateway's is batchKeyPrefix, "b/").
 func NewBatchLog(db *badger.DB, prefix string) *BatchLog {
 	return &BatchLog{db: db, prefix: prefix}
 }

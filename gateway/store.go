@@ -21,7 +21,8 @@ import (
 // Badger key layout. Every key starts with a one-letter prefix and a slash;
 // integers are 8-byte big-endian so that keys sort by number.
 //
-//	r/{gseq}          -> Record JSON
+//	r/{gseq}          -> the record, binary (encodeRecord: format byte,
+//	                     then varints and length-prefixed fields)
 //	d/{did}/{seq}     -> gseq (index by device and device sequence)
 //	l/{did}           -> last accepted device seq, then its open gaps
 //	                     (seqstate.go, encodeSeqState)
@@ -29,9 +30,9 @@ import (
 //	                     acknowledged (written with each transaction, and
 //	                     at Close; see repairTail)
 //
-// Prefixes b/, o/, a/ and m/ are reserved for the batcher and anchorer
-// (batches, outbox, anchors, meta); other prefixes are free for new owners
-// who document them here.
+// Prefix b/ belongs to the batch log (batchlog.go: b/h/, b/l/,
+// b/m/anchored); the store hears of it only through StoreOptions.Claims;
+// other prefixes are free for new owners who document them here.
 const (
 	// valueThreshold: record values (~1 KiB and up) go to Badger's value
 	// log, written once; the LSM tree holds keys, indexes and pointers, so

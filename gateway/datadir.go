@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 
 	"github.com/edgeanchor/edgeanchor/device"
 )
@@ -70,23 +69,4 @@ func CheckDataDir(dir string) (DataDirInfo, error) {
 	}
 	return info, fmt.Errorf("%w: %s holds no %s, records/ or %s (a gateway writes them when it starts)",
 		ErrNoGateway, dir, DataDirInfoFile, TokenFile)
-}
-
-// keepOwner gives f, a file this process just created to replace or sit
-// beside others in a gateway's directory, the owner of ref (the file it
-// replaces, or the directory) when the process runs as root: a site manager
-// running `edgeanchor token create` with sudo must not leave a root-owned
-// file that the gateway's own user can no longer open.
-func keepOwner(f *os.File, ref os.FileInfo) error {
-	if os.Geteuid() != 0 || ref == nil {
-		return nil
-	}
-	st, ok := ref.Sys().(*syscall.Stat_t)
-	if !ok || (st.Uid == 0 && st.Gid == 0) {
-		return nil
-	}
-	if err := f.Chown(int(st.Uid), int(st.Gid)); err != nil {
-		return fmt.Errorf("gateway: give %s to uid %d: %w", f.Name(), st.Uid, err)
-	}
-	return nil
 }

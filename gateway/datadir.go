@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway/identity"
 )
 
 // DataDirInfoFile names the small file a gateway writes in its data directory
@@ -34,7 +35,7 @@ func writeDataDirInfo(dir string, did device.DID, site string) error {
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	return writeTokenFileAtomic(filepath.Join(dir, DataDirInfoFile), append(b, '\n'), 0o600)
+	return identity.WriteFileAtomic(filepath.Join(dir, DataDirInfoFile), append(b, '\n'), 0o600)
 }
 
 // CheckDataDir tells whether dir is a gateway's data directory: it must hold
@@ -62,11 +63,11 @@ func CheckDataDir(dir string) (DataDirInfo, error) {
 	case !errors.Is(err, os.ErrNotExist):
 		return info, fmt.Errorf("gateway: data dir: %w", err)
 	}
-	for _, name := range []string{"records", TokenFile} {
+	for _, name := range []string{"records", identity.TokenFile} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
 			return info, nil
 		}
 	}
 	return info, fmt.Errorf("%w: %s holds no %s, records/ or %s (a gateway writes them when it starts)",
-		ErrNoGateway, dir, DataDirInfoFile, TokenFile)
+		ErrNoGateway, dir, DataDirInfoFile, identity.TokenFile)
 }

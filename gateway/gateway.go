@@ -61,6 +61,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway/identity"
 )
 
 // Deps are what the gateway is given rather than builds.
@@ -106,8 +107,8 @@ type Gateway struct {
 	svcs   []service
 	health *Health
 	// Set by New when Deps.Ledger is given.
-	identity  *IdentityCache
-	enroller  *Enroller
+	identity  *identity.IdentityCache
+	enroller  *identity.Enroller
 	anchoring *Anchoring
 	closeMu   sync.Mutex
 	closed    bool
@@ -248,10 +249,10 @@ func (g *Gateway) Store() *Store { return g.store }
 
 // Identity returns the ledger-following identity cache; nil without
 // Deps.Ledger or with Deps.Registry.
-func (g *Gateway) Identity() *IdentityCache { return g.identity }
+func (g *Gateway) Identity() *identity.IdentityCache { return g.identity }
 
 // Enroller returns the enrollment check; nil when Identity is nil.
-func (g *Gateway) Enroller() *Enroller { return g.enroller }
+func (g *Gateway) Enroller() *identity.Enroller { return g.enroller }
 
 // Anchoring returns the batcher, anchorer and proof API; nil without
 // Deps.Ledger.

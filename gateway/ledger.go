@@ -13,6 +13,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway/identity"
 )
 
 // IdentitySnapshotFile is the identity cache's snapshot in the data
@@ -25,10 +26,10 @@ const IdentitySnapshotFile = "identity.json"
 // devices disconnected at once), the Enroller for enrollment credentials,
 // and the token admin API on g's mux (bearer token from
 // http.admin_token_file; none configured turns the API off).
-func attachLedgerIdentity(g *Gateway, ledger *anchor.Client) (*IdentityCache, *Enroller, error) {
+func attachLedgerIdentity(g *Gateway, ledger *anchor.Client) (*identity.IdentityCache, *identity.Enroller, error) {
 	cfg := g.Config()
 	log := g.Logger()
-	tokens, err := OpenTokenStore(cfg.DataDir)
+	tokens, err := identity.OpenTokenStore(cfg.DataDir)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -43,17 +44,17 @@ func attachLedgerIdentity(g *Gateway, ledger *anchor.Client) (*IdentityCache, *E
 			return nil, nil, fmt.Errorf("%w: http.admin_token_file holds %d characters, want at least 16", ErrConfig, len(bearer))
 		}
 	}
-	cache := NewIdentityCache(g.Signer().DID(), ledger, log.With("component", "identity"))
+	cache := identity.NewIdentityCache(g.Signer().DID(), ledger, log.With("component", "identity"))
 	if err := cache.UseSnapshot(filepath.Join(cfg.DataDir, IdentitySnapshotFile)); err != nil {
 		return nil, nil, err
 	}
 	b := g.Broker()
 	cache.OnRevoke(func(did device.DID) { b.DisconnectDevice(did, broker.ReasonRevoked) })
 	b.SetRegistry(cache)
-	enr := NewEnroller(EnrollerOptions{Gateway: g.Signer(), Window: cfg.CredentialWindow,
+	enr := identity.NewEnroller(identity.EnrollerOptions{Gateway: g.Signer(), Window: cfg.CredentialWindow,
 		Logger: log.With("component", "enroll")}, tokens, cache, ledger)
 	b.SetEnroller(enr.Enroll)
-	NewAdmin(tokens, bearer, log.With("component", "admin")).Routes(g.Mux())
+	identity.NewAdmin(tokens, bearer, log.With("component", "admin")).Routes(g.Mux())
 	g.Go("identity", cache.Run)
 	// edgeanchor_ledger_height (docs/internals.md): the last block the cache applied.
 	if err := g.Registerer().Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -1,4 +1,4 @@
-package gateway
+package identity
 
 import (
 	"crypto/rand"
@@ -327,7 +327,7 @@ func (s *TokenStore) locked(fn func(*tokenFile) (bool, error)) error {
 	if err != nil {
 		return fmt.Errorf("gateway: token store: %w", err)
 	}
-	return writeTokenFileAtomic(path, out, 0o600)
+	return WriteFileAtomic(path, out, 0o600)
 }
 
 // prune drops tokens that expired more than tokenRetention ago.
@@ -337,9 +337,9 @@ func (f *tokenFile) prune(now time.Time) {
 	})
 }
 
-// writeTokenFileAtomic replaces path with data: temp file, fsync, rename, fsync
+// WriteFileAtomic replaces path with data: temp file, fsync, rename, fsync
 // of the directory.
-func writeTokenFileAtomic(path string, data []byte, mode os.FileMode) error {
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
 	if err != nil {

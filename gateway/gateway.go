@@ -1,6 +1,7 @@
 // Package gateway is the edge gateway daemon: configuration, the durable
-// record store, the ingest pipeline behind the MQTT broker, receipts,
-// enrollment, the identity cache, the batcher and anchorer, and the HTTP API.
+// record store, the ingest pipeline behind the MQTT broker, receipts, the
+// batcher and anchorer, and the HTTP API; New assembles them with the
+// identity cache, enrollment and tokens of package gateway/identity.
 package gateway
 
 // API for the others (enrollment/identity, batcher/anchorer, cmd):

@@ -243,7 +243,7 @@ func ledgerHeight(rpc string) (int64, error) {
 
 // declaredMetrics are the families our code declares, vectors included: the
 // gateway assembled in this process exactly as `edgeanchor gateway` assembles
-// it (gateway.New, AttachLedgerIdentity, EnableAnchoring) and the ledger
+// it (gateway.New with Deps.Ledger) and the ledger
 // application's metrics, all on a recording registerer.
 func declaredMetrics(t testing.TB, st *stack) metricSet {
 	t.Helper()
@@ -266,17 +266,11 @@ func declaredMetrics(t testing.TB, st *stack) metricSet {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	g, err := gateway.New(cfg, gateway.Deps{Registerer: rec, Gatherer: rec.reg, Signer: device.NewKeySigner(priv)})
+	g, err := gateway.New(cfg, gateway.Deps{Registerer: rec, Gatherer: rec.reg, Signer: device.NewKeySigner(priv), Ledger: client})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer g.Close()
-	if _, _, err := gateway.AttachLedgerIdentity(g, client); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := gateway.EnableAnchoring(g, client); err != nil {
-		t.Fatal(err)
-	}
 	return rec.metrics()
 }
 

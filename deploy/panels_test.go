@@ -149,17 +149,11 @@ func TestDashboardSeriesExistAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	g, err := gateway.New(cfg, gateway.Deps{Registerer: reg, Gatherer: reg, Signer: device.NewKeySigner(priv)})
+	g, err := gateway.New(cfg, gateway.Deps{Registerer: reg, Gatherer: reg, Signer: device.NewKeySigner(priv), Ledger: client})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer g.Close()
-	if _, _, err := gateway.AttachLedgerIdentity(g, client); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := gateway.EnableAnchoring(g, client); err != nil {
-		t.Fatal(err)
-	}
 	ledgerReg := prometheus.NewRegistry()
 	if _, err := ledger.NewMetrics(ledgerReg); err != nil {
 		t.Fatal(err)

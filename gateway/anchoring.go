@@ -17,12 +17,12 @@ type Anchoring struct {
 	Metrics  *AnchorMetrics
 }
 
-// EnableAnchoring wires batching, anchoring and the proof API into g before
+// enableAnchoring wires batching, anchoring and the proof API into g before
 // Run: the batcher cuts batches of g's store every Config.BatchInterval or
 // Config.BatchSize records, the anchorer submits them through ledger and
 // publishes the anchored receipts on each device's receipt topic, and the
 // proof routes are mounted on g.Mux(). Both loops run as g's services.
-func EnableAnchoring(g *Gateway, ledger *anchor.Client) (*Anchoring, error) {
+func enableAnchoring(g *Gateway, ledger *anchor.Client) (*Anchoring, error) {
 	cfg := g.Config()
 	log := g.Logger()
 	m := NewAnchorMetrics(g.Registerer())

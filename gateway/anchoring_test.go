@@ -101,13 +101,11 @@ func anStart(t *testing.T, ndev int, interval time.Duration, validators int) *an
 	cfg.BatchInterval = interval
 	cfg.BatchSize = 10_000
 	prom := prometheus.NewRegistry()
-	g, err := New(cfg, Deps{Logger: itLogger(), Registerer: prom, Gatherer: prom, Signer: lgw.Signer, Registry: reg})
+	g, err := New(cfg, Deps{Logger: itLogger(), Registerer: prom, Gatherer: prom, Signer: lgw.Signer, Registry: reg, Ledger: client})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.an, err = EnableAnchoring(g, client); err != nil {
-		t.Fatal(err)
-	}
+	e.an = g.Anchoring()
 	e.g = g
 	runCtx, runCancel := context.WithCancel(context.Background())
 	e.cancel, e.done = runCancel, make(chan error, 1)

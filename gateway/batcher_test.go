@@ -48,7 +48,7 @@ func newBatchEnv(t testing.TB) *batchEnv {
 
 func (e *batchEnv) open(t testing.TB) {
 	t.Helper()
-	s, err := OpenStore(e.dir, StoreOptions{Signer: e.gw, Logger: discardLog()})
+	s, err := OpenStore(e.dir, StoreOptions{Signer: e.gw, Logger: discardLog(), Claims: BatchClaims()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -57,7 +57,7 @@ type BatchLog struct {
 	prefix string
 }
 
-// NewBatchLog uses db under prefix (e.g. "batch/").
+// NewBatchLog uses db under prefix (the gateway's is batchKeyPrefix, "b/").
 func NewBatchLog(db *badger.DB, prefix string) *BatchLog {
 	return &BatchLog{db: db, prefix: prefix}
 }
@@ -249,4 +249,53 @@ func (l *BatchLog) SetAnchored(seq uint64, r anchor.Receipt, at time.Time) (*Sto
 		return txn.Set(l.anchoredKey(), u64(seq))
 	})
 	return out, err
+}
+
+// BatchClaims is the batch log's hold on the record store (StoreOptions.
+// Claims): the records it has batched, and its newest writes to read at
+// open.
+func BatchClaims() RecordClaims { return batchClaims{prefix: batchKeyPrefix} }
+
+type batchClaims struct{ prefix string }
+
+// ClaimedThrough returns the last gseq of the newest batch (0: none).
+func (c batchClaims) ClaimedThrough(db *badger.DB) (uint64, error) {
+	b, err := NewBatchLog(db, c.prefix).Last()
+	if errors.Is(err, ErrNoBatch) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return b.Last, nil
+}
+
+// CheckTail reads the newest batch writes: the batches cut last, and the
+// newest anchored one (its ledger receipt rewrites it).
+func (c batchClaims) CheckTail(db *badger.DB) (string, error) {
+	blog := NewBatchLog(db, c.prefix)
+	last, err := blog.Last()
+	if errors.Is(err, ErrNoBatch) {
+		return "", nil
+	}
+	if err != nil {
+		return "newest batch", err
+	}
+	anchored, err := blog.AnchoredSeq()
+	if err != nil {
+		return "anchored batch mark", err
+	}
+	seqs := []uint64{anchored}
+	for seq := max(anchored+1, last.Seq-min(last.Seq, 15)); seq <= last.Seq; seq++ {
+		seqs = append(seqs, seq)
+	}
+	for _, seq := range seqs {
+		if seq == 0 {
+			continue
+		}
+		if _, err := blog.Get(seq); err != nil {
+			return fmt.Sprintf("batch %d", seq), err
+		}
+	}
+	return "", nil
 }

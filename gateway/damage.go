@@ -145,8 +145,9 @@ func damagedTablesError(dir string, bad []*DamagedTableError) error {
 }
 
 // checkTail reads what was written last, which a cut value log loses
-// first: the newest record and the batches from the newest anchored one
-// on (an anchor receipt rewrites its batch). Badger answers an unreadable
+// first: the newest record, then the claims' newest writes (RecordClaims;
+// the batch log's: the batches from the newest anchored one on, as an
+// anchor receipt rewrites its batch). Badger answers an unreadable
 // value with an empty one (it only logs the read error), so without this
 // check the damage surfaced later as "unexpected end of JSON input".
 func (s *Store) checkTail(dir, cut string) error {
@@ -163,30 +164,9 @@ func (s *Store) checkTail(dir, cut string) error {
 			return damaged(fmt.Sprintf("newest record gseq %d", last), err)
 		}
 	}
-	blog := NewBatchLog(s.db, batchKeyPrefix)
-	last, err := blog.Last()
-	if errors.Is(err, ErrNoBatch) {
-		return nil
-	}
-	if err != nil {
-		return damaged("newest batch", err)
-	}
-	anchored, err := blog.AnchoredSeq()
-	if err != nil {
-		return damaged("anchored batch mark", err)
-	}
-	// The newest batch writes: the batches cut last, and the newest
-	// anchored one (its ledger receipt rewrites it).
-	seqs := []uint64{anchored}
-	for seq := max(anchored+1, last.Seq-min(last.Seq, 15)); seq <= last.Seq; seq++ {
-		seqs = append(seqs, seq)
-	}
-	for _, seq := range seqs {
-		if seq == 0 {
-			continue
-		}
-		if _, err := blog.Get(seq); err != nil {
-			return damaged(fmt.Sprintf("batch %d", seq), err)
+	if s.claims != nil {
+		if what, err := s.claims.CheckTail(s.db); err != nil {
+			return damaged(what, err)
 		}
 	}
 	return nil

@@ -84,7 +84,7 @@ func TestDamagedStoreNamesTheFile(t *testing.T) {
 			dir, e := damagedStore(t, 400)
 			victim := newestFile(t, dir, tc.ext)
 			cutFile(t, victim, tc.cut)
-			st, err := OpenStore(dir, StoreOptions{Signer: e.gw})
+			st, err := OpenStore(dir, StoreOptions{Signer: e.gw, Claims: BatchClaims()})
 			if err == nil {
 				_ = st.Close()
 				t.Fatal("a damaged store opened without error")
@@ -176,7 +176,7 @@ func TestRepairStore(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(rep.Backup, "MANIFEST")); err != nil {
 				t.Fatalf("no copy of the damaged store: %v", err)
 			}
-			st, err := OpenStore(e.dir, StoreOptions{Signer: e.gw})
+			st, err := OpenStore(e.dir, StoreOptions{Signer: e.gw, Claims: BatchClaims()})
 			if err != nil {
 				t.Fatalf("the repaired store does not open: %v", err)
 			}
@@ -251,7 +251,7 @@ func TestRepairStoreKeepsOpenGaps(t *testing.T) {
 	if _, err := RepairStore(e.dir, time.Now(), nil); err != nil {
 		t.Fatalf("repair: %v", err)
 	}
-	st, err := OpenStore(e.dir, StoreOptions{Signer: e.gw})
+	st, err := OpenStore(e.dir, StoreOptions{Signer: e.gw, Claims: BatchClaims()})
 	if err != nil {
 		t.Fatalf("the repaired store does not open: %v", err)
 	}

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway/identity"
 )
 
 // DataDirInfoFile names the small file a gateway writes in its data directory
@@ -35,7 +35,7 @@ func writeDataDirInfo(dir string, did device.DID, site string) error {
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	return writeTokenFileAtomic(filepath.Join(dir, DataDirInfoFile), append(b, '\n'), 0o600)
+	return identity.WriteFileAtomic(filepath.Join(dir, DataDirInfoFile), append(b, '\n'), 0o600)
 }
 
 // CheckDataDir tells whether dir is a gateway's data directory: it must hold
@@ -63,30 +63,11 @@ func CheckDataDir(dir string) (DataDirInfo, error) {
 	case !errors.Is(err, os.ErrNotExist):
 		return info, fmt.Errorf("gateway: data dir: %w", err)
 	}
-	for _, name := range []string{"records", TokenFile} {
+	for _, name := range []string{"records", identity.TokenFile} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
 			return info, nil
 		}
 	}
 	return info, fmt.Errorf("%w: %s holds no %s, records/ or %s (a gateway writes them when it starts)",
-		ErrNoGateway, dir, DataDirInfoFile, TokenFile)
-}
-
-// keepOwner gives f, a file this process just created to replace or sit
-// beside others in a gateway's directory, the owner of ref (the file it
-// replaces, or the directory) when the process runs as root: a site manager
-// running `edgeanchor token create` with sudo must not leave a root-owned
-// file that the gateway's own user can no longer open.
-func keepOwner(f *os.File, ref os.FileInfo) error {
-	if os.Geteuid() != 0 || ref == nil {
-		return nil
-	}
-	st, ok := ref.Sys().(*syscall.Stat_t)
-	if !ok || (st.Uid == 0 && st.Gid == 0) {
-		return nil
-	}
-	if err := f.Chown(int(st.Uid), int(st.Gid)); err != nil {
-		return fmt.Errorf("gateway: give %s to uid %d: %w", f.Name(), st.Uid, err)
-	}
-	return nil
+		ErrNoGateway, dir, DataDirInfoFile, identity.TokenFile)
 }

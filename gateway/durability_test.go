@@ -120,7 +120,7 @@ func TestDurabilitySIGKILL(t *testing.T) {
 	killedAt := time.Now()
 	g.start() // same config: same ports, same data directory
 	t.Logf("gateway killed and ready again in %s", time.Since(killedAt).Round(time.Millisecond))
-	idWaitFor(t, "a PUBACK for every client after the restart", durAfterMax, func() bool {
+	waitFor(t, durAfterMax, "a PUBACK for every client after the restart", func() bool {
 		for _, c := range clients {
 			if c.ackedAfter.Load() == 0 {
 				return false

@@ -1,13 +1,16 @@
 // Package gateway is the edge gateway daemon: configuration, the durable
-// record store, the ingest pipeline behind the MQTT broker, receipts,
-// enrollment, the identity cache, the batcher and anchorer, and the HTTP API.
+// record store, the ingest pipeline behind the MQTT broker, receipts, the
+// batcher and anchorer, and the HTTP API; New assembles them with the
+// identity cache, enrollment and tokens of package gateway/identity.
 package gateway
 
 // API for the others (enrollment/identity, batcher/anchorer, cmd):
 //
 //	cfg := gateway.DefaultConfig() / gateway.LoadConfig(path); cfg.Validate()
 //	g, err := gateway.New(cfg, gateway.Deps{Logger, Registerer, Gatherer,
-//	        Signer, Registry, Enroller, LedgerPing})
+//	        Signer, Registry, Enroller, LedgerPing, Ledger})
+//	    the one constructor: with Deps.Ledger it also attaches the
+//	    ledger identity (unless Registry is given) and anchoring
 //	g.Store()      *Store: the record store (Badger, group commit)
 //	    .LastGSeq() / .Changed() (closed at the next commit) / .Get(gseq)
 //	    .Range(from, to, fn) (the batcher's RecordSource)
@@ -56,8 +59,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway/identity"
 )
 
 // Deps are what the gateway is given rather than builds.
@@ -72,8 +77,15 @@ type Deps struct {
 	Registry broker.Registry
 	// Enroller admits new devices; nil: enrollment refused.
 	Enroller broker.Enroller
-	// LedgerPing reports whether the ledger is reachable (/readyz).
+	// LedgerPing reports whether the ledger is reachable (/readyz); nil
+	// with Ledger set: Ledger's Height.
 	LedgerPing func(ctx context.Context) error
+	// Ledger is the ledger client (the caller closes it after Run); nil: a
+	// gateway without a ledger (no enrollment, no anchoring). With it New
+	// also follows the ledger's device registry and admits enrollments
+	// (unless Registry is given; attachLedgerIdentity), and cuts,
+	// anchors and proves batches (enableAnchoring).
+	Ledger *anchor.Client
 }
 
 type service struct {
@@ -83,21 +95,25 @@ type service struct {
 
 // Gateway is the assembled daemon.
 type Gateway struct {
-	cfg     Config
-	log     *slog.Logger
-	reg     prometheus.Registerer
-	gather  prometheus.Gatherer
-	signer  device.Signer
-	store   *Store
-	broker  *broker.Broker
-	mux     *http.ServeMux
-	httpLn  net.Listener
-	ping    func(ctx context.Context) error
-	svcs    []service
-	health  *Health
-	closeMu sync.Mutex
-	closed  bool
-	ran     bool
+	cfg    Config
+	log    *slog.Logger
+	reg    prometheus.Registerer
+	gather prometheus.Gatherer
+	signer device.Signer
+	store  *Store
+	broker *broker.Broker
+	mux    *http.ServeMux
+	httpLn net.Listener
+	ping   func(ctx context.Context) error
+	svcs   []service
+	health *Health
+	// Set by New when Deps.Ledger is given.
+	identity  *identity.IdentityCache
+	enroller  *identity.Enroller
+	anchoring *Anchoring
+	closeMu   sync.Mutex
+	closed    bool
+	ran       bool
 }
 
 // New opens the store, builds the broker and binds every listener; Run
@@ -108,6 +124,10 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, log: deps.Logger, reg: deps.Registerer, gather: deps.Gatherer, signer: deps.Signer,
 		mux: http.NewServeMux(), ping: deps.LedgerPing, health: NewHealth(healthInterval, healthTimeout)}
+	if g.ping == nil && deps.Ledger != nil {
+		ledger := deps.Ledger
+		g.ping = func(ctx context.Context) error { _, err := ledger.Height(ctx); return err }
+	}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
@@ -135,7 +155,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	dir := filepath.Join(cfg.DataDir, "records")
 	store, err := OpenStore(dir, StoreOptions{
 		Config: cfg.Store, Signer: g.signer, Logger: g.log, Metrics: NewStoreMetrics(g.reg, dir),
-		MaxPending: cfg.Limits.MaxInFlight,
+		MaxPending: cfg.Limits.MaxInFlight, Claims: BatchClaims(),
 	})
 	if err != nil {
 		return nil, err
@@ -203,6 +223,18 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 			return nil
 		})
 	}
+	if deps.Ledger != nil {
+		if deps.Registry == nil {
+			if g.identity, g.enroller, err = attachLedgerIdentity(g, deps.Ledger); err != nil {
+				_ = g.Close()
+				return nil, err
+			}
+		}
+		if g.anchoring, err = enableAnchoring(g, deps.Ledger); err != nil {
+			_ = g.Close()
+			return nil, err
+		}
+	}
 	return g, nil
 }
 
@@ -215,6 +247,17 @@ const (
 
 // Store returns the record store.
 func (g *Gateway) Store() *Store { return g.store }
+
+// Identity returns the ledger-following identity cache; nil without
+// Deps.Ledger or with Deps.Registry.
+func (g *Gateway) Identity() *identity.IdentityCache { return g.identity }
+
+// Enroller returns the enrollment check; nil when Identity is nil.
+func (g *Gateway) Enroller() *identity.Enroller { return g.enroller }
+
+// Anchoring returns the batcher, anchorer and proof API; nil without
+// Deps.Ledger.
+func (g *Gateway) Anchoring() *Anchoring { return g.anchoring }
 
 // Broker returns the MQTT broker.
 func (g *Gateway) Broker() *broker.Broker { return g.broker }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway/identity"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
 )
 
@@ -204,11 +205,11 @@ func TestInteropTokenRefusals(t *testing.T) {
 	wrongKind := createTokenAPI(t, g, "site-a", "payroll", "10m")
 	// An expired token, written to the running gateway's token store from
 	// this process (the store is shared through its file lock).
-	ts, err := OpenTokenStore(g.dataDir())
+	ts, err := identity.OpenTokenStore(g.dataDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	old, _, err := ts.Create(TokenRequest{Site: "site-a", Kind: "env", Count: 1, TTL: time.Hour}, time.Now().Add(-2*time.Hour))
+	old, _, err := ts.Create(identity.TokenRequest{Site: "site-a", Kind: "env", Count: 1, TTL: time.Hour}, time.Now().Add(-2*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}

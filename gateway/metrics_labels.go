@@ -5,6 +5,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway/identity"
 )
 
 // initMetricLabels creates at 0 the series of the broker's counters for
@@ -29,9 +30,9 @@ func ingestRefusalReasons() []string {
 // connect credential.
 func enrollRefusalReasons() []string {
 	out := []string{
-		TokenReason(ErrTokenUnknown), TokenReason(ErrTokenUsed), TokenReason(ErrTokenExpired),
-		TokenReason(ErrTokenWrongSite), TokenReason(ErrTokenWrongKind),
-		ReasonLedgerRefused, ReasonLedgerUnavailable,
+		identity.TokenReason(identity.ErrTokenUnknown), identity.TokenReason(identity.ErrTokenUsed), identity.TokenReason(identity.ErrTokenExpired),
+		identity.TokenReason(identity.ErrTokenWrongSite), identity.TokenReason(identity.ErrTokenWrongKind),
+		identity.ReasonLedgerRefused, identity.ReasonLedgerUnavailable,
 	}
 	return append(out, slices.DeleteFunc(slices.Clone(broker.ConnectRefusalReasons), func(r string) bool {
 		return r == broker.ReasonUnknownAccount || r == broker.ReasonBadPassword

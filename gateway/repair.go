@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -94,7 +93,14 @@ func RepairStore(dir string, now time.Time, log *slog.Logger) (*RepairReport, er
 		}
 		rep.DroppedTables = append(rep.DroppedTables, b.Path)
 	}
-	vrecs, vbatches, err := valueLogRecords(dir)
+	vrecs, vbatches := newestValues{}, newestValues{}
+	err = scanValueLogs(dir, func(key, val []byte, version uint64) {
+		if g, ok := valueLogRecord(key, val); ok {
+			vrecs.put(g, version, val)
+		} else if seq, ok := valueLogBatch(key, val); ok {
+			vbatches.put(seq, version, val)
+		}
+	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: repair: read value logs: %w", err)
 	}
@@ -103,12 +109,14 @@ func RepairStore(dir string, now time.Time, log *slog.Logger) (*RepairReport, er
 		return nil, fmt.Errorf("gateway: repair: open %s: %w", dir, err)
 	}
 	defer db.Close()
-	if err := repairRecords(db, vrecs, rep); err != nil {
+	if err := repairRecords(db, vrecs.values(), rep); err != nil {
 		return nil, fmt.Errorf("gateway: repair %s: %w", dir, err)
 	}
-	if err := repairBatches(db, vbatches, rep); err != nil {
+	if err := repairBatches(db, vbatches.values(), rep); err != nil {
 		return nil, fmt.Errorf("gateway: repair %s: %w", dir, err)
 	}
+	// Batched gseqs above the kept records are lost too.
+	rep.Lost = missing(rep.kept, rep.Highest)
 	if err := db.Close(); err != nil {
 		return nil, fmt.Errorf("gateway: repair: close %s: %w", dir, err)
 	}
@@ -243,119 +251,22 @@ func missing(kept []uint64, highest uint64) []GSeqRange {
 	return out
 }
 
-// repairBatches keeps the batch chain 1..k up to its first unreadable or
-// missing batch, rebuilds the b/l index and lowers the anchored mark to k.
-func repairBatches(db *badger.DB, vbatches map[uint64][]byte, rep *RepairReport) error {
-	blog := NewBatchLog(db, batchKeyPrefix)
-	// Batches from the value logs where the tree lost or cannot read them.
-	wb := db.NewWriteBatch()
-	err := db.View(func(txn *badger.Txn) error {
-		for seq, v := range vbatches {
-			if b, err := getBatch(txn, blog.key("h/", seq)); err != nil || b.Seq != seq {
-				if err := wb.Set(blog.key("h/", seq), v); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-	if err == nil {
-		err = wb.Flush()
-	} else {
-		wb.Cancel()
-	}
-	if err != nil {
-		return err
-	}
-	var keep []*StoredBatch
-	var drop [][]byte
-	err = db.View(func(txn *badger.Txn) error {
-		prefix := []byte(batchKeyPrefix + "h/")
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-		defer it.Close()
-		broken := false
-		for it.Rewind(); it.Valid(); it.Next() {
-			k := it.Item().KeyCopy(nil)
-			seq := binary.BigEndian.Uint64(k[len(prefix):])
-			var b *StoredBatch
-			if !broken {
-				var err error
-				b, err = getBatch(txn, k)
-				broken = err != nil || b.Seq != seq || seq != uint64(len(keep))+1 ||
-					(len(keep) > 0 && b.First != keep[len(keep)-1].Last+1)
-			}
-			if broken {
-				drop = append(drop, k)
-				rep.DroppedBatch = append(rep.DroppedBatch, seq)
-				continue
-			}
-			keep = append(keep, b)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	// The anchored mark: the leading batches whose ledger receipt is stored.
-	rep.Batches = uint64(len(keep))
-	for _, b := range keep {
-		if b.Anchor == nil {
-			break
-		}
-		rep.Anchored++
-	}
-	if err := db.DropPrefix([]byte(batchKeyPrefix + "l/")); err != nil {
-		return err
-	}
-	wb = db.NewWriteBatch()
-	for _, k := range drop {
-		if err := wb.Delete(k); err != nil {
-			wb.Cancel()
-			return err
-		}
-	}
-	for _, b := range keep {
-		if err := wb.Set(blog.key("l/", b.Last), u64(b.Seq)); err != nil {
-			wb.Cancel()
-			return err
-		}
-		rep.Highest = max(rep.Highest, b.Last)
-	}
-	if err := wb.Set(blog.anchoredKey(), u64(rep.Anchored)); err != nil {
-		wb.Cancel()
-		return err
-	}
-	if err := wb.Flush(); err != nil {
-		return err
-	}
-	// Batched gseqs above the kept records are lost too.
-	rep.Lost = missing(rep.kept, rep.Highest)
-	return nil
-}
-
-// valueLogRecords reads every value log in dir directly (entry by entry,
+// scanValueLogs reads every value log in dir directly (entry by entry,
 // each checked against its CRC, stopping at the first bad one of a file)
-// and returns the newest value of each record key that decodes as the
-// record of that gseq. Record values are always in the value log (they
-// are above the value threshold), each with its key, so a record whose
-// key was lost with a table is still found here.
-func valueLogRecords(dir string) (recs, batches map[uint64][]byte, err error) {
+// and calls fn with each live entry's key, value and version, in file
+// name order. Record values are always in the value log (they are above the
+// value threshold), each with its key, so a record whose key was lost with
+// a table is still found here. fn must copy val to keep it.
+func scanValueLogs(dir string, fn func(key, val []byte, version uint64)) error {
 	paths, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	sort.Strings(paths)
-	type best struct {
-		version uint64
-		val     []byte
-	}
-	found := map[uint64]best{}
-	foundB := map[uint64]best{}
-	batchPrefix := batchKeyPrefix + "h/"
 	for _, p := range paths {
 		data, err := os.ReadFile(p)
 		if err != nil {
-			return nil, nil, err
+			return err
 		}
 		const vlogHeader = 20 // Badger's value log file header
 		for off := vlogHeader; off+2 < len(data); {
@@ -385,41 +296,47 @@ func valueLogRecords(dir string) (recs, batches map[uint64][]byte, err error) {
 			if meta&1 != 0 {
 				continue
 			}
-			if len(key) == len(batchPrefix)+8 && strings.HasPrefix(string(key), batchPrefix) {
-				seq := binary.BigEndian.Uint64(key[len(batchPrefix):])
-				val := h[i+int(klen) : end]
-				var sb StoredBatch
-				if json.Unmarshal(val, &sb) != nil || sb.Seq != seq {
-					continue
-				}
-				if b, ok := foundB[seq]; !ok || version >= b.version {
-					foundB[seq] = best{version, append([]byte(nil), val...)}
-				}
-				continue
-			}
-			if len(key) != len(prefixRecord)+8 || !strings.HasPrefix(string(key), prefixRecord) {
-				continue
-			}
-			g := binary.BigEndian.Uint64(key[len(prefixRecord):])
-			val := h[i+int(klen) : end]
-			var r Record
-			if decodeRecord(val, &r) != nil || r.GSeq != g {
-				continue
-			}
-			if b, ok := found[g]; !ok || version >= b.version {
-				found[g] = best{version, append([]byte(nil), val...)}
-			}
+			fn(key, h[i+int(klen):end], version)
 		}
 	}
-	recs = make(map[uint64][]byte, len(found))
-	for g, b := range found {
-		recs[g] = b.val
+	return nil
+}
+
+// valueLogRecord returns the gseq of a value log entry that is a record
+// decoding as the record of that gseq.
+func valueLogRecord(key, val []byte) (uint64, bool) {
+	if len(key) != len(prefixRecord)+8 || !strings.HasPrefix(string(key), prefixRecord) {
+		return 0, false
 	}
-	batches = make(map[uint64][]byte, len(foundB))
-	for seq, b := range foundB {
-		batches[seq] = b.val
+	g := binary.BigEndian.Uint64(key[len(prefixRecord):])
+	var r Record
+	if decodeRecord(val, &r) != nil || r.GSeq != g {
+		return 0, false
 	}
-	return recs, batches, nil
+	return g, true
+}
+
+// newestValues keeps, per number, the value of the newest version seen.
+type newestValues map[uint64]struct {
+	version uint64
+	val     []byte
+}
+
+func (n newestValues) put(k, version uint64, val []byte) {
+	if b, ok := n[k]; !ok || version >= b.version {
+		n[k] = struct {
+			version uint64
+			val     []byte
+		}{version, append([]byte(nil), val...)}
+	}
+}
+
+func (n newestValues) values() map[uint64][]byte {
+	out := make(map[uint64][]byte, len(n))
+	for k, b := range n {
+		out[k] = b.val
+	}
+	return out
 }
 
 // dropTable removes a table from the store: a DELETE change appended to

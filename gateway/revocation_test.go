@@ -10,6 +10,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/anchor/ledgertest"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway/identity"
 )
 
 // registerDevices registers n new env devices of the gateway under test on
@@ -95,7 +96,7 @@ func TestRevocationCutsDeviceOff(t *testing.T) {
 		t.Fatalf(`auth_failures_total{reason="revoked"} = %v, want 1`, v)
 	}
 	// Enrolling again does not bring it back either.
-	pw, err := MakeEnrollCredential(victim, strings.Repeat("a", 64), "env", "site-a", time.Now())
+	pw, err := identity.MakeEnrollCredential(victim, strings.Repeat("a", 64), "env", "site-a", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +131,7 @@ func TestIdentitySurvivesLedgerOutage(t *testing.T) {
 	env.node.Stop()
 	// Ledger down while ingest is healthy: degraded, still 200 for devices,
 	// the ledger named, answered from the background state at once.
-	idWaitFor(t, "/readyz to report the ledger down", 20*time.Second, func() bool {
+	waitFor(t, 20*time.Second, "/readyz to report the ledger down", func() bool {
 		code, body := g.get("/readyz")
 		return code == 200 && strings.Contains(string(body), `"status": "degraded"`) &&
 			strings.Contains(string(body), `"ledger": "unreachable`)
@@ -160,17 +161,17 @@ func TestIdentitySurvivesLedgerOutage(t *testing.T) {
 		t.Fatalf("device has %d records, want 1", n)
 	}
 	// An unknown device cannot enroll meanwhile: the ledger is needed.
-	ts, err := OpenTokenStore(g.dataDir())
+	ts, err := identity.OpenTokenStore(g.dataDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	toks, _, err := ts.Create(TokenRequest{Site: "site-a", Kind: "env", Count: 1, TTL: time.Hour}, time.Now())
+	toks, _, err := ts.Create(identity.TokenRequest{Site: "site-a", Kind: "env", Count: 1, TTL: time.Hour}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	priv, _ := device.GenerateKey()
 	newDev := device.NewKeySigner(priv)
-	pw, err := MakeEnrollCredential(newDev, toks[0], "env", "site-a", time.Now())
+	pw, err := identity.MakeEnrollCredential(newDev, toks[0], "env", "site-a", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

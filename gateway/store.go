@@ -21,7 +21,8 @@ import (
 // Badger key layout. Every key starts with a one-letter prefix and a slash;
 // integers are 8-byte big-endian so that keys sort by number.
 //
-//	r/{gseq}          -> Record JSON
+//	r/{gseq}          -> the record, binary (encodeRecord: format byte,
+//	                     then varints and length-prefixed fields)
 //	d/{did}/{seq}     -> gseq (index by device and device sequence)
 //	l/{did}           -> last accepted device seq, then its open gaps
 //	                     (seqstate.go, encodeSeqState)
@@ -29,9 +30,9 @@ import (
 //	                     acknowledged (written with each transaction, and
 //	                     at Close; see repairTail)
 //
-// Prefixes b/, o/, a/ and m/ are reserved for the batcher and anchorer
-// (batches, outbox, anchors, meta); other prefixes are free for new owners
-// who document them here.
+// Prefix b/ belongs to the batch log (batchlog.go: b/h/, b/l/,
+// b/m/anchored); the store hears of it only through StoreOptions.Claims;
+// other prefixes are free for new owners who document them here.
 const (
 	// valueThreshold: record values (~1 KiB and up) go to Badger's value
 	// log, written once; the LSM tree holds keys, indexes and pointers, so
@@ -112,6 +113,23 @@ type StoreOptions struct {
 	Metrics *StoreMetrics // nil: not exported
 	// MaxPending bounds Appends waiting for the writer (default 4096).
 	MaxPending int
+	// Claims is what the batch log holds of the records (BatchClaims);
+	// nil: nothing outside the store refers to a gseq.
+	Claims RecordClaims
+}
+
+// RecordClaims is another owner's hold on the records of a store: the
+// batch log, which keeps its own key prefix in the store's database
+// (DB). The store asks it at open and knows nothing else of it.
+type RecordClaims interface {
+	// ClaimedThrough returns the highest gseq the owner refers to (0:
+	// none). Records at or below it are never deleted as a failed write's
+	// tail, and new records continue above it: a claimed gseq is never
+	// reused, even after a repair lost the records themselves.
+	ClaimedThrough(db *badger.DB) (uint64, error)
+	// CheckTail reads the owner's newest writes, which a cut value log
+	// loses first; on error, what names the unreadable value.
+	CheckTail(db *badger.DB) (what string, err error)
 }
 
 type appendReq struct {
@@ -155,6 +173,7 @@ type Store struct {
 	cfg     StoreConfig
 	metrics *StoreMetrics
 	disk    *diskGuard
+	claims  RecordClaims // nil: none
 
 	in      chan *appendReq
 	prepped chan []*appendReq
@@ -221,7 +240,7 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		return nil, fmt.Errorf("gateway: open record store %s: %w", dir, err)
 	}
 	s := &Store{
-		db: db, log: o.Logger, signer: o.Signer, gw: o.Signer.DID(), cfg: c, metrics: o.Metrics,
+		db: db, log: o.Logger, signer: o.Signer, gw: o.Signer.DID(), cfg: c, metrics: o.Metrics, claims: o.Claims,
 		in:      make(chan *appendReq, o.MaxPending),
 		prepped: make(chan []*appendReq, 1),
 		acks:    make(chan *pendingGroup, commitDepth-1),
@@ -253,11 +272,11 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		}
 		s.lastRcv = r.Recv
 	}
-	// After a repair that lost records already batched, new records
-	// continue after the newest batch: a batched gseq is never reused.
-	if b, err := NewBatchLog(db, batchKeyPrefix).Last(); err == nil && b.Last > last {
-		s.lastG.Store(b.Last)
-		s.nextG = b.Last + 1
+	// After a repair that lost records already claimed (batched), new
+	// records continue after the claimed ones: a gseq is never reused.
+	if through, err := s.claimedThrough(); err == nil && through > last {
+		s.lastG.Store(through)
+		s.nextG = through + 1
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -292,9 +311,6 @@ func badgerOptions(dir string, c StoreConfig, log *slog.Logger) badger.Options {
 // their own key prefixes (see the key layout above). Writes through it are
 // synced (SyncWrites).
 func (s *Store) DB() *badger.DB { return s.db }
-
-// GatewayDID is the DID that signs the receipts.
-func (s *Store) GatewayDID() device.DID { return s.gw }
 
 // LastGSeq returns the highest gseq durably stored.
 func (s *Store) LastGSeq() uint64 { return s.lastG.Load() }
@@ -998,15 +1014,22 @@ func (s *Store) unsafeRepair(cut, highest, inflight uint64) (string, error) {
 	if acked > cut {
 		return "records above the hole were acknowledged", nil
 	}
-	b, err := NewBatchLog(s.db, batchKeyPrefix).Last()
+	through, err := s.claimedThrough()
 	switch {
-	case errors.Is(err, ErrNoBatch):
 	case err != nil:
 		return "", err
-	case b.Last > cut:
+	case through > cut:
 		return "records above the hole are batched", nil
 	}
 	return "", nil
+}
+
+// claimedThrough is s.claims.ClaimedThrough, 0 without claims.
+func (s *Store) claimedThrough() (uint64, error) {
+	if s.claims == nil {
+		return 0, nil
+	}
+	return s.claims.ClaimedThrough(s.db)
 }
 
 // deleteAbove deletes the records of keys above cut and recomputes the

@@ -30,7 +30,7 @@ func storeSigner(t testing.TB) *device.KeySigner {
 
 func openTestStore(t testing.TB, dir string, s device.Signer, m *StoreMetrics) *Store {
 	t.Helper()
-	st, err := OpenStore(dir, StoreOptions{Signer: s, Metrics: m})
+	st, err := OpenStore(dir, StoreOptions{Signer: s, Metrics: m, Claims: BatchClaims()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -135,14 +135,11 @@ func runAnchorBench(b *testing.B) {
 	cfg.BatchInterval = time.Second
 	cfg.Limits.DeviceRate = 0
 	prom := prometheus.NewRegistry()
-	g, err := gateway.New(cfg, gateway.Deps{Logger: quiet(), Registerer: prom, Gatherer: prom, Signer: lgw.Signer, Registry: reg})
+	g, err := gateway.New(cfg, gateway.Deps{Logger: quiet(), Registerer: prom, Gatherer: prom, Signer: lgw.Signer, Registry: reg, Ledger: client})
 	if err != nil {
 		b.Fatal(err)
 	}
-	an, err := gateway.EnableAnchoring(g, client)
-	if err != nil {
-		b.Fatal(err)
-	}
+	an := g.Anchoring()
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- g.Run(runCtx) }()

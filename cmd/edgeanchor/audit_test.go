@@ -83,13 +83,11 @@ func (e *auditEnv) start() {
 	e.t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	prom := prometheus.NewRegistry()
-	g, err := gateway.New(e.cfg, gateway.Deps{Logger: quiet, Registerer: prom, Gatherer: prom, Signer: e.lgw.Signer, Registry: e.reg})
+	g, err := gateway.New(e.cfg, gateway.Deps{Logger: quiet, Registerer: prom, Gatherer: prom, Signer: e.lgw.Signer, Registry: e.reg, Ledger: e.client})
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if e.an, err = gateway.EnableAnchoring(g, e.client); err != nil {
-		e.t.Fatal(err)
-	}
+	e.an = g.Anchoring()
 	e.g = g
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel, e.done = cancel, make(chan error, 1)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -206,19 +205,8 @@ func runGateway(cmd *cobra.Command, f gatewayFlags) error {
 
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	g, err := gateway.New(cfg, gateway.Deps{
-		Logger: log, Registerer: reg, Gatherer: reg,
-		LedgerPing: func(ctx context.Context) error { _, err := ledger.Height(ctx); return err },
-	})
+	g, err := gateway.New(cfg, gateway.Deps{Logger: log, Registerer: reg, Gatherer: reg, Ledger: ledger})
 	if err != nil {
-		return err
-	}
-	if _, _, err := gateway.AttachLedgerIdentity(g, ledger); err != nil {
-		_ = g.Close()
-		return err
-	}
-	if _, err := gateway.EnableAnchoring(g, ledger); err != nil {
-		_ = g.Close()
 		return err
 	}
 	return g.Run(ctx)

@@ -25,7 +25,7 @@ func TestGatewayRepairCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	gw := device.NewKeySigner(priv)
-	st, err := gateway.OpenStore(store, gateway.StoreOptions{Signer: gw})
+	st, err := gateway.OpenStore(store, gateway.StoreOptions{Signer: gw, Claims: gateway.BatchClaims()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestGatewayRepairCommand(t *testing.T) {
 	if err := os.Truncate(victim, fi.Size()-100); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := gateway.OpenStore(store, gateway.StoreOptions{Signer: gw}); err == nil || !strings.Contains(err.Error(), "record store damaged") {
+	if _, err := gateway.OpenStore(store, gateway.StoreOptions{Signer: gw, Claims: gateway.BatchClaims()}); err == nil || !strings.Contains(err.Error(), "record store damaged") {
 		t.Fatalf("damaged store opened: %v", err)
 	}
 
@@ -71,7 +71,7 @@ func TestGatewayRepairCommand(t *testing.T) {
 	if copies, _ := filepath.Glob(store + ".damaged-*"); len(copies) != 1 {
 		t.Fatalf("copies of the damaged store: %v", copies)
 	}
-	st, err = gateway.OpenStore(store, gateway.StoreOptions{Signer: gw})
+	st, err = gateway.OpenStore(store, gateway.StoreOptions{Signer: gw, Claims: gateway.BatchClaims()})
 	if err != nil {
 		t.Fatalf("repaired store: %v", err)
 	}
@@ -98,7 +98,7 @@ func TestGatewayDamagedTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	gw := device.NewKeySigner(priv)
-	st, err := gateway.OpenStore(store, gateway.StoreOptions{Signer: gw})
+	st, err := gateway.OpenStore(store, gateway.StoreOptions{Signer: gw, Claims: gateway.BatchClaims()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func TestGatewayDamagedTable(t *testing.T) {
 			t.Fatalf("repair output lacks %q:\n%s", want, out)
 		}
 	}
-	st, err = gateway.OpenStore(store, gateway.StoreOptions{Signer: gw})
+	st, err = gateway.OpenStore(store, gateway.StoreOptions{Signer: gw, Claims: gateway.BatchClaims()})
 	if err != nil {
 		t.Fatalf("repaired store: %v", err)
 	}

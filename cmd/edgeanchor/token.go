@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/edgeanchor/edgeanchor/gateway"
+	"github.com/edgeanchor/edgeanchor/gateway/identity"
 )
 
 func init() { register(newTokenCmd) }
@@ -105,12 +106,12 @@ func newTokenCreateCmd() *cobra.Command {
 			if warning != "" {
 				fmt.Fprintln(cmd.ErrOrStderr(), warning)
 			}
-			store, err := gateway.OpenTokenStore(dir)
+			store, err := identity.OpenTokenStore(dir)
 			if err != nil {
 				return failedOrIO(err)
 			}
-			toks, exp, err := store.Create(gateway.TokenRequest{Site: site, Kind: kind, Count: count, TTL: ttl}, time.Now())
-			if errors.Is(err, gateway.ErrBadTokenRequest) {
+			toks, exp, err := store.Create(identity.TokenRequest{Site: site, Kind: kind, Count: count, TTL: ttl}, time.Now())
+			if errors.Is(err, identity.ErrBadTokenRequest) {
 				return usageErr(err)
 			}
 			if err != nil {
@@ -130,7 +131,7 @@ func newTokenCreateCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&site, "site", "", "site the devices belong to (default: the site of the gateway in the data directory, or the config's)")
 	f.StringVar(&kind, "kind", "", "device kind: payroll, survey or env")
-	f.IntVar(&count, "count", 1, fmt.Sprintf("number of tokens (1-%d)", gateway.MaxTokenCount))
+	f.IntVar(&count, "count", 1, fmt.Sprintf("number of tokens (1-%d)", identity.MaxTokenCount))
 	f.DurationVar(&ttl, "ttl", 72*time.Hour, "validity of the tokens")
 	f.StringVar(&dataDir, "data-dir", "", "the gateway's data directory")
 	f.StringVar(&configPath, "config", "", "the gateway's config file (for data_dir and site)")
@@ -150,7 +151,7 @@ func newTokenListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			store, err := gateway.OpenTokenStore(dir)
+			store, err := identity.OpenTokenStore(dir)
 			if err != nil {
 				return failedOrIO(err)
 			}
@@ -159,7 +160,7 @@ func newTokenListCmd() *cobra.Command {
 				return failedOrIO(err)
 			}
 			if list == nil {
-				list = []gateway.TokenRecord{}
+				list = []identity.TokenRecord{}
 			}
 			enc := json.NewEncoder(cmd.OutOrStdout())
 			enc.SetIndent("", "  ")

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/edgeanchor/edgeanchor/gateway"
+	"github.com/edgeanchor/edgeanchor/gateway/identity"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
 )
 
@@ -29,7 +30,7 @@ func TestTokenCLI(t *testing.T) {
 	if len(toks) != 3 {
 		t.Fatalf("printed %q, want 3 tokens", out)
 	}
-	raw, err := os.ReadFile(filepath.Join(data, gateway.TokenFile))
+	raw, err := os.ReadFile(filepath.Join(data, identity.TokenFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +39,7 @@ func TestTokenCLI(t *testing.T) {
 			t.Fatalf("token %q: want 64 hex digits, never stored in clear", tok)
 		}
 	}
-	if fi, _ := os.Stat(filepath.Join(data, gateway.TokenFile)); fi.Mode().Perm() != 0o600 {
+	if fi, _ := os.Stat(filepath.Join(data, identity.TokenFile)); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("token file mode %v", fi.Mode().Perm())
 	}
 
@@ -60,7 +61,7 @@ func TestTokenCLI(t *testing.T) {
 		t.Fatalf("no --data-dir or --config: exit %d, want 2", code)
 	}
 
-	var list struct{ Tokens []gateway.TokenRecord }
+	var list struct{ Tokens []identity.TokenRecord }
 	if err := json.Unmarshal([]byte(devMustRun(t, dir, nil, "token", "list", "--data-dir", data)), &list); err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +118,7 @@ func TestTokenDataDirMustHoldGateway(t *testing.T) {
 	if code != 0 || !strings.Contains(errOut, `warning: the gateway of `+gw+` serves site "site-q"`) {
 		t.Fatalf("--site of another site: exit %d, stderr %q; want a warning naming the gateway's site", code, errOut)
 	}
-	var list struct{ Tokens []gateway.TokenRecord }
+	var list struct{ Tokens []identity.TokenRecord }
 	if err := json.Unmarshal([]byte(devMustRun(t, dir, nil, "token", "list", "--data-dir", gw)), &list); err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +206,7 @@ func TestTokenCreateAsRootKeepsOwner(t *testing.T) {
 			if _, err := runAs(nil, "token", "create", "--data-dir", data, "--kind", "payroll"); err != nil {
 				t.Fatal(err)
 			}
-			for _, name := range []string{gateway.TokenFile, gateway.TokenLockFile} {
+			for _, name := range []string{identity.TokenFile, identity.TokenLockFile} {
 				fi, err := os.Stat(filepath.Join(data, name))
 				if err != nil {
 					t.Fatal(err)

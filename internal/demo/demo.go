@@ -23,6 +23,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway"
+	"github.com/edgeanchor/edgeanchor/gateway/identity"
 	"github.com/edgeanchor/edgeanchor/ledger"
 	"github.com/edgeanchor/edgeanchor/sim"
 )
@@ -251,7 +252,7 @@ func (s *system) fleetConfig() (sim.Config, error) {
 	}
 	var tokens []sim.Token
 	if len(need) > 0 {
-		store, err := gateway.OpenTokenStore(s.p.gateway)
+		store, err := identity.OpenTokenStore(s.p.gateway)
 		if err != nil {
 			return sim.Config{}, err
 		}
@@ -259,7 +260,7 @@ func (s *system) fleetConfig() (sim.Config, error) {
 			if need[kind] == 0 {
 				continue
 			}
-			toks, _, err := store.Create(gateway.TokenRequest{Site: o.Site, Kind: kind, Count: need[kind], TTL: 72 * time.Hour}, time.Now())
+			toks, _, err := store.Create(identity.TokenRequest{Site: o.Site, Kind: kind, Count: need[kind], TTL: 72 * time.Hour}, time.Now())
 			if err != nil {
 				return sim.Config{}, err
 			}

@@ -12,7 +12,7 @@ import (
 )
 
 // startGateway assembles the gateway the way `edgeanchor gateway` does
-// (gateway.New, AttachLedgerIdentity, EnableAnchoring) and runs it until
+// (gateway.New with Deps.Ledger) and runs it until
 // ctx ends; the channel receives Run's result. It returns once every
 // listener is bound.
 func startGateway(ctx context.Context, cfg gateway.Config, signer device.Signer, log *slog.Logger, reg *prometheus.Registry) (<-chan error, error) {
@@ -20,21 +20,8 @@ func startGateway(ctx context.Context, cfg gateway.Config, signer device.Signer,
 	if err != nil {
 		return nil, err
 	}
-	g, err := gateway.New(cfg, gateway.Deps{
-		Logger: log, Registerer: reg, Gatherer: reg, Signer: signer,
-		LedgerPing: func(ctx context.Context) error { _, err := client.Height(ctx); return err },
-	})
+	g, err := gateway.New(cfg, gateway.Deps{Logger: log, Registerer: reg, Gatherer: reg, Signer: signer, Ledger: client})
 	if err != nil {
-		client.Close()
-		return nil, err
-	}
-	if _, _, err := gateway.AttachLedgerIdentity(g, client); err != nil {
-		_ = g.Close()
-		client.Close()
-		return nil, err
-	}
-	if _, err := gateway.EnableAnchoring(g, client); err != nil {
-		_ = g.Close()
 		client.Close()
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package gateway
+package identity
 
 import (
 	"context"
@@ -319,7 +319,7 @@ func (c *IdentityCache) save() {
 	c.mu.RUnlock()
 	raw, err := json.Marshal(devs)
 	if err == nil {
-		err = writeTokenFileAtomic(c.snapshot, raw, 0o600)
+		err = WriteFileAtomic(c.snapshot, raw, 0o600)
 	}
 	if err != nil {
 		c.log.Warn("identity snapshot not saved", "path", c.snapshot, "error", err)

@@ -1,4 +1,4 @@
-package gateway
+package identity
 
 import (
 	"crypto/rand"
@@ -327,7 +327,7 @@ func (s *TokenStore) locked(fn func(*tokenFile) (bool, error)) error {
 	if err != nil {
 		return fmt.Errorf("gateway: token store: %w", err)
 	}
-	return writeTokenFileAtomic(path, out, 0o600)
+	return WriteFileAtomic(path, out, 0o600)
 }
 
 // prune drops tokens that expired more than tokenRetention ago.
@@ -337,9 +337,9 @@ func (f *tokenFile) prune(now time.Time) {
 	})
 }
 
-// writeTokenFileAtomic replaces path with data: temp file, fsync, rename, fsync
+// WriteFileAtomic replaces path with data: temp file, fsync, rename, fsync
 // of the directory.
-func writeTokenFileAtomic(path string, data []byte, mode os.FileMode) error {
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -385,6 +385,25 @@ func writeTokenFileAtomic(path string, data []byte, mode os.FileMode) error {
 	defer d.Close()
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("gateway: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// keepOwner gives f, a file this process just created to replace or sit
+// beside others in a gateway's directory, the owner of ref (the file it
+// replaces, or the directory) when the process runs as root: a site manager
+// running `edgeanchor token create` with sudo must not leave a root-owned
+// file that the gateway's own user can no longer open.
+func keepOwner(f *os.File, ref os.FileInfo) error {
+	if os.Geteuid() != 0 || ref == nil {
+		return nil
+	}
+	st, ok := ref.Sys().(*syscall.Stat_t)
+	if !ok || (st.Uid == 0 && st.Gid == 0) {
+		return nil
+	}
+	if err := f.Chown(int(st.Uid), int(st.Gid)); err != nil {
+		return fmt.Errorf("gateway: give %s to uid %d: %w", f.Name(), st.Uid, err)
 	}
 	return nil
 }

@@ -1,0 +1,50 @@
+package gateway
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/emmansun/gmsm/sm2"
+
+	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgertest"
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+// ledgerEnv is a real single-validator ledger with one member gateway.
+type ledgerEnv struct {
+	node   *ledgertest.Node
+	client *anchor.Client
+	gw     *ledgertest.Gateway
+	gwKey  *sm2.PrivateKey
+}
+
+func newLedgerEnv(t *testing.T, site string) *ledgerEnv {
+	t.Helper()
+	n := ledgertest.StartSingle(t)
+	c, err := anchor.NewClient(n.RPC, anchor.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	priv, err := device.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &ledgerEnv{node: n, client: c, gwKey: priv,
+		gw: &ledgertest.Gateway{Signer: device.NewKeySigner(priv), Site: site, Name: "gw-under-test"}}
+	e.submit(t, e.gw.RegisterTx(t, n.Committee))
+	return e
+}
+
+func (e *ledgerEnv) submit(t *testing.T, tx []byte) anchor.Receipt {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := e.client.Submit(ctx, tx)
+	if err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	return r
+}

@@ -176,7 +176,7 @@ func (s *Store) checkTail(dir, cut string) error {
 		return damaged("anchored batch mark", err)
 	}
 	// The newest batch writes: the batches cut last, and the newest
-	// anchored one (its ledger receipt rewrites it).
+	// anchored one (its anchor commit rewrites it).
 	seqs := []uint64{anchored}
 	for seq := max(anchored+1, last.Seq-min(last.Seq, 15)); seq <= last.Seq; seq++ {
 		seqs = append(seqs, seq)

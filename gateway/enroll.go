@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
 )
@@ -28,13 +29,13 @@ const (
 )
 
 // EnrollLedger is what enrollment needs of the ledger client
-// (*anchor.Client implements it).
+// (*ledgerclient.Client implements it).
 type EnrollLedger interface {
-	Submit(ctx context.Context, tx []byte) (anchor.Receipt, error)
+	Submit(ctx context.Context, tx []byte) (ledgerclient.TxCommit, error)
 	Device(ctx context.Context, did device.DID) (*anchor.DeviceRecord, error)
 }
 
-var _ EnrollLedger = (*anchor.Client)(nil)
+var _ EnrollLedger = (*ledgerclient.Client)(nil)
 
 // EnrollerOptions configure an Enroller.
 type EnrollerOptions struct {
@@ -194,7 +195,7 @@ func (e *Enroller) Enroll(ctx context.Context, req broker.EnrollRequest) (broker
 	}
 
 	err = e.register(ctx, cred, now)
-	var refused *anchor.RefusedError
+	var refused *ledgerclient.RefusedError
 	switch {
 	case err == nil:
 	case errors.As(err, &refused):
@@ -280,7 +281,7 @@ const IdentitySnapshotFile = "identity.json"
 // devices disconnected at once), the Enroller for enrollment credentials,
 // and the token admin API on g's mux (bearer token from
 // http.admin_token_file; none configured turns the API off).
-func AttachLedgerIdentity(g *Gateway, ledger *anchor.Client) (*IdentityCache, *Enroller, error) {
+func AttachLedgerIdentity(g *Gateway, ledger *ledgerclient.Client) (*IdentityCache, *Enroller, error) {
 	cfg := g.Config()
 	log := g.Logger()
 	tokens, err := OpenTokenStore(cfg.DataDir)

@@ -48,7 +48,7 @@ type RepairReport struct {
 	Lost          []GSeqRange
 	Batches       uint64   // batches kept (1..Batches)
 	DroppedBatch  []uint64 // batch seqs removed: unreadable, or after one
-	Anchored      uint64   // batches 1..Anchored have their ledger receipt
+	Anchored      uint64   // batches 1..Anchored have their anchor commit
 
 	kept []uint64
 }
@@ -296,7 +296,7 @@ func repairBatches(db *badger.DB, vbatches map[uint64][]byte, rep *RepairReport)
 	if err != nil {
 		return err
 	}
-	// The anchored mark: the leading batches whose ledger receipt is stored.
+	// The anchored mark: the leading batches whose anchor commit is stored.
 	rep.Batches = uint64(len(keep))
 	for _, b := range keep {
 		if b.Anchor == nil {

@@ -2,16 +2,13 @@ package anchor
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 
-	ctypes "github.com/cometbft/cometbft/rpc/core/types"
 	cmttypes "github.com/cometbft/cometbft/types"
 
 	"github.com/edgeanchor/edgeanchor/device"
@@ -360,7 +357,7 @@ type verifier struct {
 	reg        *DeviceRegistration
 	opened     *device.Opened
 	gatewayPub *ecdsa.PublicKey
-	rcpt       *ReceiptBody
+	rcpt       *Receipt
 	leafHash   Hash
 	header     *BatchHeader
 	anchorErr  error
@@ -585,27 +582,4 @@ func (v *verifier) anchorResult() (string, error) {
 		return "", v.anchorErr
 	}
 	return fmt.Sprintf("code 0, proven under LastResultsHash of block %d", v.b.Anchor.NextHeader.Height), nil
-}
-
-// ProveTxHash is ProveAnchor for a committed tx known only by its CometBFT
-// hash (hex): the gateway uses it for a device's RegisterDevice tx, whose
-// hash the ledger's device record names. ErrNotFound if it never committed.
-func (c *Client) ProveTxHash(ctx context.Context, txHash string) (*AnchorProof, error) {
-	h, err := hex.DecodeString(txHash)
-	if err != nil || len(h) != 32 {
-		return nil, fmt.Errorf("anchor: tx hash %q: want 64 hex digits", txHash)
-	}
-	var res *ctypes.ResultTx
-	err = c.call(ctx, "tx", func(ctx context.Context) error {
-		var e error
-		res, e = c.rpc.Tx(ctx, h, false)
-		return e
-	})
-	if err != nil {
-		if strings.Contains(rpcErrorData(err), "not found") {
-			return nil, fmt.Errorf("%w: tx %s", ErrNotFound, txHash)
-		}
-		return nil, err
-	}
-	return c.ProveAnchor(ctx, res.Tx)
 }

@@ -20,10 +20,13 @@ import (
 // records, with a path of 2+ hashes), bundle-other-device.json (gseq 1: the
 // other device's seq 1, a commit group of one) and trust.json (the chain's
 // genesis validator set) were made by the gateway's end-to-end test against
-// a real single-validator CometBFT ledger:
+// a real single-validator CometBFT ledger; they are a copy of
+// gateway/testdata/bundles, which that test writes with
 //
-//	EDGEANCHOR_WRITE_GOLDEN=1 go test -run TestEndToEndBundleVerifiesOffline ./gateway
+//	EDGEANCHOR_UPDATE_GOLDEN=1 go test -run TestEndToEndBundleVerifiesOffline ./gateway
 //
+// and the gateway's TestGoldenBundleCopies keeps identical to this copy
+// (`make golden` regenerates both).
 // bundle-per-record.json and trust-per-record.json are the same test's
 // output from before receipts were signed per commit group (commit
 // e0fab0c): a receipt signed alone, which must still verify.

@@ -1,7 +1,6 @@
 package anchor
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"encoding/json"
@@ -326,34 +325,4 @@ type ValidatorRecord struct {
 	Power   int64  `json:"power"`
 	Name    string `json:"name"`
 	Height  int64  `json:"height"` // block that set it (0: genesis)
-}
-
-// Proposal fetches /proposal/{id}.
-func (c *Client) Proposal(ctx context.Context, id Hash) (*ProposalRecord, error) {
-	var r ProposalRecord
-	return &r, c.queryJSON(ctx, "/proposal/"+id.String(), &r)
-}
-
-// Proposals fetches /proposals: every proposal, oldest first.
-func (c *Client) Proposals(ctx context.Context) ([]ProposalRecord, error) {
-	var r []ProposalRecord
-	return r, c.queryJSON(ctx, "/proposals", &r)
-}
-
-// Committee fetches /committee.
-func (c *Client) Committee(ctx context.Context) (*CommitteeRecord, error) {
-	var r CommitteeRecord
-	return &r, c.queryJSON(ctx, "/committee", &r)
-}
-
-// Validators fetches /validators.
-func (c *Client) Validators(ctx context.Context) ([]ValidatorRecord, error) {
-	var r []ValidatorRecord
-	return r, c.queryJSON(ctx, "/validators", &r)
-}
-
-// Gateways fetches /gateways: every gateway that was ever a member, by DID.
-func (c *Client) Gateways(ctx context.Context) ([]GatewayRecord, error) {
-	var r []GatewayRecord
-	return r, c.queryJSON(ctx, "/gateways", &r)
 }

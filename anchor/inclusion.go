@@ -2,18 +2,14 @@ package anchor
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	abci "github.com/cometbft/cometbft/abci/types"
 	"github.com/cometbft/cometbft/crypto/merkle"
 	cmtjson "github.com/cometbft/cometbft/libs/json"
-	"github.com/cometbft/cometbft/light"
-	ctypes "github.com/cometbft/cometbft/rpc/core/types"
 	"github.com/cometbft/cometbft/types"
 )
 
@@ -328,8 +324,8 @@ func (p *AnchorProof) VerifyAt(trust *Trust, now time.Time) (err error) {
 	if nextVals == nil {
 		nextVals = p.Validators
 	}
-	if err := light.VerifyAdjacent(p.Header, p.NextHeader, nextVals, trust.TrustingPeriod, now, DefaultMaxClockDrift); err != nil {
-		return &VerifyError{Step: StepNextHeader, Err: lightErr(err)}
+	if err := verifyAdjacent(p.Header, p.NextHeader, nextVals, trust.TrustingPeriod, now); err != nil {
+		return &VerifyError{Step: StepNextHeader, Err: err}
 	}
 	// The light client checks the next header's validators and signatures,
 	// not that it is the child of this block.
@@ -383,10 +379,9 @@ func verifyHeader(trust *Trust, sh *types.SignedHeader, vals *types.ValidatorSet
 	}
 	trusted := trust.validatorsAt(sh.Height)
 	if trusted == nil {
-		// Header mode above the trusted height: CometBFT's light client,
+		// Header mode above the trusted height: the light client rules,
 		// adjacent or skipping verification from the trusted header.
-		return lightErr(light.Verify(trust.Header, trust.Validators, sh, vals,
-			trust.TrustingPeriod, now, DefaultMaxClockDrift, light.DefaultTrustLevel))
+		return verifyFrom(trust.Header, trust.Validators, sh, vals, trust.TrustingPeriod, now)
 	}
 	// The header must be signed by +2/3 of its own set, and that set must
 	// be exactly the one the trust names for this height.
@@ -406,121 +401,3 @@ func verifyHeader(trust *Trust, sh *types.SignedHeader, vals *types.ValidatorSet
 // in UTC, nanoseconds if any (never Go's default form with its monotonic
 // clock reading).
 func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
-
-// lightErr rewrites the CometBFT light client's errors that print times
-// with %v (Go's default form, with the monotonic clock reading of now).
-func lightErr(err error) error {
-	var expired light.ErrOldHeaderExpired
-	if errors.As(err, &expired) {
-		return fmt.Errorf("the trust file's trusting period expired at %s (now %s): use a trust file with a longer trusting_period",
-			formatTime(expired.At), formatTime(expired.Now))
-	}
-	return err
-}
-
-// indexLag is how long ProveAnchor waits for the node's tx index to find a
-// tx before it says ErrNotFound.
-const indexLag = 3 * time.Second
-
-// ProveAnchor builds the AnchorProof of a committed tx (given its bytes). It
-// waits (up to CommitTimeout) for the next block, whose header carries the
-// tx's result hash. It returns ErrNotFound if the tx did not commit.
-func (c *Client) ProveAnchor(ctx context.Context, tx []byte) (*AnchorProof, error) {
-	hash := types.Tx(tx).Hash()
-	var res *ctypes.ResultTx
-	// The node indexes a block's txs shortly after committing it: a tx
-	// whose receipt was just seen may take a moment to be found.
-	for deadline := time.Now().Add(indexLag); ; {
-		err := c.call(ctx, "tx", func(ctx context.Context) error {
-			var e error
-			res, e = c.rpc.Tx(ctx, hash, true)
-			return e
-		})
-		if err == nil {
-			break
-		}
-		if !strings.Contains(rpcErrorData(err), "not found") {
-			return nil, err
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%w: tx %X", ErrNotFound, hash)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(c.opts.PollInterval):
-		}
-	}
-	if !bytes.Equal(res.Tx, tx) {
-		return nil, fmt.Errorf("anchor: node returned other bytes for tx %X", hash)
-	}
-	h := res.Height
-	if err := c.waitHeight(ctx, h+1); err != nil {
-		return nil, err
-	}
-	sh, err := c.signedHeader(ctx, h)
-	if err != nil {
-		return nil, err
-	}
-	vals, err := c.validatorSet(ctx, h)
-	if err != nil {
-		return nil, err
-	}
-	next, err := c.signedHeader(ctx, h+1)
-	if err != nil {
-		return nil, err
-	}
-	var nextVals *types.ValidatorSet
-	if !bytes.Equal(next.ValidatorsHash, vals.Hash()) {
-		if nextVals, err = c.validatorSet(ctx, h+1); err != nil {
-			return nil, err
-		}
-	}
-	var rr *ctypes.ResultBlockResults
-	err = c.call(ctx, "block_results", func(ctx context.Context) error {
-		var e error
-		rr, e = c.rpc.BlockResults(ctx, &h)
-		return e
-	})
-	if err != nil {
-		return nil, err
-	}
-	results := types.NewResults(rr.TxsResults)
-	if !bytes.Equal(results.Hash(), next.LastResultsHash) {
-		return nil, fmt.Errorf("anchor: block_results of %d hash to %X, next header says %X", h, results.Hash(), next.LastResultsHash)
-	}
-	if int(res.Index) >= len(results) {
-		return nil, fmt.Errorf("anchor: tx index %d beyond %d results", res.Index, len(results))
-	}
-	r := results[res.Index]
-	p := &AnchorProof{
-		ChainID: sh.ChainID, Height: h, Index: res.Index, Tx: tx, TxProof: res.Proof.Proof,
-		Header: sh, Validators: vals, NextHeader: next, NextValidators: nextVals,
-		Result:      abci.ExecTxResult{Code: r.Code, Data: r.Data, GasWanted: r.GasWanted, GasUsed: r.GasUsed},
-		ResultProof: results.ProveResult(int(res.Index)),
-	}
-	return p, nil
-}
-
-// waitHeight polls until the latest height is at least h (bounded by
-// CommitTimeout).
-func (c *Client) waitHeight(ctx context.Context, h int64) error {
-	deadline := time.Now().Add(c.opts.CommitTimeout)
-	for {
-		latest, err := c.Height(ctx)
-		if err != nil {
-			return err
-		}
-		if latest >= h {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%w: height %d not reached (at %d)", ErrCommitTimeout, h, latest)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(c.opts.PollInterval):
-		}
-	}
-}

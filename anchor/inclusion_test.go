@@ -1,19 +1,12 @@
 package anchor_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"os"
-	"path/filepath"
 	"testing"
-	"time"
-
-	"github.com/cometbft/cometbft/crypto/ed25519"
-	"github.com/cometbft/cometbft/types"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
-	"github.com/edgeanchor/edgeanchor/anchor/ledgertest"
 )
 
 // roundTrip copies v through its JSON form (as a proof travels in a bundle).
@@ -44,177 +37,16 @@ func wantStep(t *testing.T, err error, step string) {
 	}
 }
 
-func TestAnchorProof(t *testing.T) {
-	n := ledgertest.StartSingle(t)
-	c := newClient(t, n.RPC, anchor.ClientOptions{})
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-
-	gw := ledgertest.NewGateway(t, "site-a")
-	submit(t, c, gw.RegisterTx(t, n.Committee))
-
-	// A regulator exports trust before the anchor (light client forward
-	// verification), from the home directory (genesis validators), and
-	// after it (the anchor is older than the trusted header).
-	before, err := c.ExportTrust(ctx, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	genesis, err := anchor.ExportTrustFromHome(n.Home)
-	if err != nil {
-		t.Fatal(err)
-	}
-	submit(t, c, ledgertest.NewGateway(t, "site-b").RegisterTx(t, n.Committee)) // a block in between: non-adjacent verification
-	tx, hdr := gw.NextAnchor(t, 250)
-	r := submit(t, c, tx)
-
-	p, err := c.ProveAnchor(ctx, tx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.Height != r.Height || p.Index != r.Index {
-		t.Fatalf("proof at %d/%d, receipt %+v", p.Height, p.Index, r)
-	}
-	if os.Getenv("EDGEANCHOR_UPDATE_GOLDEN") != "" {
-		writeGolden(t, p, before)
-	}
-	after, err := c.ExportTrust(ctx, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if after.Height <= p.Height {
-		t.Fatalf("trust exported after the anchor is at %d, anchor at %d", after.Height, p.Height)
-	}
-
-	// The trust file survives its file form.
-	path := filepath.Join(t.TempDir(), "trust.json")
-	if err := anchor.WriteTrustFile(path, before); err != nil {
-		t.Fatal(err)
-	}
-	fromFile, err := anchor.ReadTrustFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	for name, tr := range map[string]*anchor.Trust{
-		"trust before (file)": fromFile, "genesis trust": roundTrip(t, genesis), "trust after": roundTrip(t, after),
-	} {
-		t.Run("verifies/"+name, func(t *testing.T) {
-			q := roundTrip(t, p)
-			if err := q.VerifyTx(tr, tx); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
-
-	// The tx in the proof is the gateway's signed header.
-	dtx, err := anchor.DecodeTx(roundTrip(t, p).Tx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := anchor.ParseHeader(dtx.Body)
-	if err != nil || got.Hash() != hdr.Hash() {
-		t.Fatalf("proof tx header = %v, %v", got, err)
-	}
-
-	// Another root, properly signed by the gateway: not the anchored tx.
-	otherHdr := *hdr
-	otherHdr.Root = anchor.SM3([]byte("another root"))
-	otherTx := gw.AnchorTx(t, &otherHdr)
-
-	otherVal := ed25519.GenPrivKey().PubKey()
-	foreign := &anchor.Trust{
-		Version: anchor.TrustVersion, Mode: anchor.TrustModeGenesis, ChainID: before.ChainID,
-		Validators:     types.NewValidatorSet([]*types.Validator{types.NewValidator(otherVal, 10)}),
-		TrustingPeriod: anchor.DefaultTrustingPeriod,
-	}
-
-	for _, tc := range []struct {
-		name   string
-		trust  *anchor.Trust
-		tamper func(p *anchor.AnchorProof)
-		step   string
-	}{
-		{"tx with another root", before, func(p *anchor.AnchorProof) { p.Tx = otherTx }, anchor.StepTxProof},
-		{"tx byte flipped", before, func(p *anchor.AnchorProof) { p.Tx[len(p.Tx)/2] ^= 1 }, anchor.StepTxProof},
-		{"tx index", before, func(p *anchor.AnchorProof) { p.Index++ }, anchor.StepTxProof},
-		{"header data hash", before, func(p *anchor.AnchorProof) { h := anchor.SM3(otherTx); p.Header.DataHash = h[:] }, anchor.StepHeader},
-		{"header app hash", genesis, func(p *anchor.AnchorProof) { p.Header.AppHash[0] ^= 1 }, anchor.StepHeader},
-		{"header height", after, func(p *anchor.AnchorProof) { p.Header.Height++; p.Height++ }, anchor.StepHeader},
-		{"validator power", before, func(p *anchor.AnchorProof) { p.Validators.Validators[0].VotingPower++ }, anchor.StepHeader},
-		{"validator key", genesis, func(p *anchor.AnchorProof) {
-			p.Validators = types.NewValidatorSet([]*types.Validator{types.NewValidator(otherVal, 10)})
-		}, anchor.StepHeader},
-		{"commit signature", before, func(p *anchor.AnchorProof) { p.Header.Commit.Signatures[0].Signature[0] ^= 1 }, anchor.StepHeader},
-		{"untrusted validators", foreign, func(*anchor.AnchorProof) {}, anchor.StepTrust},
-		// The real validator plus an invented one of equal power: half the
-		// trusted power signed; the trusted set is not the chain's.
-		{"trusted set with an invented validator", func() *anchor.Trust {
-			tr := *genesis
-			tr.Validators = types.NewValidatorSet(append(genesis.Validators.Copy().Validators, types.NewValidator(otherVal, genesis.Validators.Validators[0].VotingPower)))
-			return &tr
-		}(), func(*anchor.AnchorProof) {}, anchor.StepTrust},
-		{"chain id", before, func(p *anchor.AnchorProof) { p.ChainID = "other-chain" }, anchor.StepHeader},
-		{"next header results hash", before, func(p *anchor.AnchorProof) { p.NextHeader.LastResultsHash[0] ^= 1 }, anchor.StepNextHeader},
-		{"next header of another height", before, func(p *anchor.AnchorProof) { p.NextHeader = p.Header }, anchor.StepNextHeader},
-		{"result code", before, func(p *anchor.AnchorProof) { p.Result.Code = 6 }, anchor.StepResult},
-		{"result gas", before, func(p *anchor.AnchorProof) { p.Result.GasUsed++ }, anchor.StepResult},
-		{"result proof index", before, func(p *anchor.AnchorProof) { p.ResultProof.Index++ }, anchor.StepResult},
-		{"trust header", func() *anchor.Trust {
-			tr := roundTrip(t, before)
-			tr.Header.Time = tr.Header.Time.Add(time.Second)
-			return tr
-		}(), func(*anchor.AnchorProof) {}, anchor.StepTrust},
-	} {
-		t.Run("refuses/"+tc.name, func(t *testing.T) {
-			q := roundTrip(t, p)
-			tc.tamper(q)
-			wantStep(t, q.Verify(tc.trust), tc.step)
-			// and through the JSON form too
-			wantStep(t, roundTrip(t, q).Verify(tc.trust), tc.step)
-		})
-	}
-
-	t.Run("refuses/other tx bytes", func(t *testing.T) {
-		wantStep(t, roundTrip(t, p).VerifyTx(before, otherTx), anchor.StepTxMatch)
-	})
-	t.Run("missing parts", func(t *testing.T) {
-		var q anchor.AnchorProof
-		err := json.Unmarshal([]byte(`{"version":1,"height":3}`), &q)
-		wantStep(t, err, anchor.StepDecode)
-	})
-	t.Run("not committed", func(t *testing.T) {
-		if _, err := c.ProveAnchor(ctx, otherTx); !errors.Is(err, anchor.ErrNotFound) {
-			t.Fatalf("err = %v, want ErrNotFound", err)
-		}
-	})
-}
-
 // Golden files: a real anchor proof and the trust exported before it, made
-// by `EDGEANCHOR_UPDATE_GOLDEN=1 go test -run TestAnchorProof ./anchor/`
-// against a single-validator ledger. They let the proof format be checked
-// offline, forever.
+// against a single-validator ledger by the ledger client's test
+// (`EDGEANCHOR_UPDATE_GOLDEN=1 go test -run TestAnchorProof ./anchor/ledgerclient`
+// writes anchor/ledgerclient/testdata/anchorproof); this is a copy, which
+// that package's TestGoldenCopies keeps identical. They let the proof format
+// be checked offline, forever.
 const (
 	goldenProof = "testdata/anchorproof/proof.json"
 	goldenTrust = "testdata/anchorproof/trust.json"
 )
-
-func writeGolden(t *testing.T, p *anchor.AnchorProof, tr *anchor.Trust) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(goldenProof), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	b, err := json.MarshalIndent(p, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(goldenProof, append(b, '\n'), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := anchor.WriteTrustFile(goldenTrust, tr); err != nil {
-		t.Fatal(err)
-	}
-}
 
 func readGolden(t testing.TB) ([]byte, *anchor.Trust) {
 	t.Helper()

@@ -29,11 +29,11 @@ const ReceiptGroupType = "ReceiptGroup"
 // the gateway for the record again; nothing can be concluded from it.
 var ErrReceipt = errors.New("anchor: receipt does not verify")
 
-// ReceiptBody is the receipt of one record
+// Receipt is the receipt of one record
 // (docs/internals.md, "Records, receipts and leaves"):
 //
 //	{"type":"Receipt","v":1,"gateway":"did:ea:…","gseq":7,"did":"did:ea:…","seq":3,"recv":"…Z","env":"<hex SM3 of the envelope>"}
-type ReceiptBody struct {
+type Receipt struct {
 	Type    string     `json:"type"`
 	V       int        `json:"v"`
 	Gateway device.DID `json:"gateway"`
@@ -45,8 +45,8 @@ type ReceiptBody struct {
 }
 
 // ParseReceipt decodes receipt body bytes strictly and checks its members.
-func ParseReceipt(b []byte) (*ReceiptBody, error) {
-	var r ReceiptBody
+func ParseReceipt(b []byte) (*Receipt, error) {
+	var r Receipt
 	if err := decodeStrict(b, &r); err != nil {
 		return nil, fmt.Errorf("receipt: %w", err)
 	}
@@ -152,7 +152,7 @@ func ReceiptGroupTree(bodies [][]byte) (Hash, [][]Hash) {
 // gseq < first+count; path proves the body's leaf at index gseq−first in a
 // tree of count leaves under root; sig verifies over the group bytes.
 // Failures wrap ErrReceipt.
-func VerifyReceipt(body, group []byte, path []Hash, sig []byte, gatewayPub *ecdsa.PublicKey) (*ReceiptBody, error) {
+func VerifyReceipt(body, group []byte, path []Hash, sig []byte, gatewayPub *ecdsa.PublicKey) (*Receipt, error) {
 	return (&ReceiptChecker{Pub: gatewayPub}).Verify(body, group, path, sig)
 }
 
@@ -177,7 +177,7 @@ func (c *ReceiptChecker) SignaturesVerified() int { return c.sigs }
 const maxCachedSignatures = 1 << 16
 
 // Verify is VerifyReceipt with the checker's key and cache.
-func (c *ReceiptChecker) Verify(body, group []byte, path []Hash, sig []byte) (*ReceiptBody, error) {
+func (c *ReceiptChecker) Verify(body, group []byte, path []Hash, sig []byte) (*Receipt, error) {
 	if c.Pub == nil {
 		return nil, fmt.Errorf("%w: no gateway key", ErrReceipt)
 	}

@@ -27,7 +27,7 @@ type testGroup struct {
 func receiptBody(t testing.TB, gw device.DID, gseq uint64) []byte {
 	t.Helper()
 	dev := device.DID(fmt.Sprintf("did:ea:%032x", gseq%3+1))
-	b, err := json.Marshal(ReceiptBody{Type: ReceiptType, V: 1, Gateway: gw, GSeq: gseq, DID: dev, Seq: gseq + 100,
+	b, err := json.Marshal(Receipt{Type: ReceiptType, V: 1, Gateway: gw, GSeq: gseq, DID: dev, Seq: gseq + 100,
 		Recv: FormatTime(time.Date(2026, 11, 25, 10, 0, 0, int(gseq), time.UTC)), Env: SM3(fmt.Appendf(nil, "envelope %d", gseq))})
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package anchor
 
 import (
 	"bytes"
-	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -23,7 +22,7 @@ const TrustVersion = 1
 const (
 	// TrustModeHeader trusts one signed header (at Height, hash HeaderHash) and
 	// the validator set that signed it. Later headers are verified with
-	// CometBFT's light client rules (light.Verify) from that header; earlier
+	// CometBFT's light client rules (lightclient.go) from that header; earlier
 	// ones must be signed by the trusted set.
 	TrustModeHeader = "header"
 	// TrustModeGenesis trusts the genesis validator set of ChainID and no
@@ -342,52 +341,6 @@ func ExportTrustFromHome(home string) (*Trust, error) {
 		Mode:           TrustModeGenesis,
 		ChainID:        gen.ChainID,
 		Validators:     types.NewValidatorSet(vals),
-		TrustingPeriod: DefaultTrustingPeriod,
-		Exported:       time.Now().UTC(),
-	}
-	if err := t.Validate(); err != nil {
-		return nil, err
-	}
-	return t, nil
-}
-
-// ExportTrust builds a header-mode trust from a node's RPC: the signed header
-// and validator set at height (0 = the latest height), checked to be
-// consistent. Whoever runs it trusts that node at that moment.
-func ExportTrust(ctx context.Context, rpcURL string, height int64) (*Trust, error) {
-	c, err := NewClient(rpcURL, ClientOptions{})
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	return c.ExportTrust(ctx, height)
-}
-
-// ExportTrust is ExportTrust over an existing client.
-func (c *Client) ExportTrust(ctx context.Context, height int64) (*Trust, error) {
-	if height <= 0 {
-		h, err := c.Height(ctx)
-		if err != nil {
-			return nil, err
-		}
-		height = h
-	}
-	sh, err := c.signedHeader(ctx, height)
-	if err != nil {
-		return nil, err
-	}
-	vals, err := c.validatorSet(ctx, height)
-	if err != nil {
-		return nil, err
-	}
-	t := &Trust{
-		Version:        TrustVersion,
-		Mode:           TrustModeHeader,
-		ChainID:        sh.ChainID,
-		Height:         sh.Height,
-		HeaderHash:     sh.Hash(),
-		Header:         sh,
-		Validators:     vals,
 		TrustingPeriod: DefaultTrustingPeriod,
 		Exported:       time.Now().UTC(),
 	}

@@ -1,7 +1,3 @@
-// Package anchor holds what a gateway and a regulator share with the
-// consortium ledger: ledger transactions and their bodies, batch headers,
-// SM3 Merkle trees and inclusion proofs, the ledger client and proof bundles.
-// It knows nothing of MQTT.
 package anchor
 
 import (

@@ -19,7 +19,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"gopkg.in/yaml.v3"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
@@ -261,7 +261,7 @@ func declaredMetrics(t testing.TB, st *stack) metricSet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := anchor.NewClient(cfg.LedgerRPC, anchor.ClientOptions{})
+	client, err := ledgerclient.NewClient(cfg.LedgerRPC, ledgerclient.ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

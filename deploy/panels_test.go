@@ -8,7 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway"
 	"github.com/edgeanchor/edgeanchor/ledger"
@@ -144,7 +144,7 @@ func TestDashboardSeriesExistAtStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := anchor.NewClient(cfg.LedgerRPC, anchor.ClientOptions{})
+	client, err := ledgerclient.NewClient(cfg.LedgerRPC, ledgerclient.ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,12 +18,14 @@ import (
 // and manifest.json naming the verdict each must get from Verify with that
 // key. Regenerate with
 //
-//	go test ./device -run TestGolden -update
+//	EDGEANCHOR_UPDATE_GOLDEN=1 go test ./device -run TestGolden
 //
 // (signatures are randomised, so every regeneration changes the sig bytes;
-// the verdicts must not change).
+// the verdicts must not change). EDGEANCHOR_UPDATE_GOLDEN is the one switch
+// of every package's golden files (docs/internals.md, "Golden files").
 
-var update = flag.Bool("update", false, "rewrite device/testdata/golden")
+// update: EDGEANCHOR_UPDATE_GOLDEN=1 rewrites device/testdata/golden.
+var update = os.Getenv("EDGEANCHOR_UPDATE_GOLDEN") != ""
 
 const goldenDir = "testdata/golden"
 
@@ -126,7 +127,7 @@ func writeGolden(t *testing.T) {
 	sealed := func(body []byte) []byte { return envelopeJSON(1, AlgSM2SM3, b64(body), sign(body)) }
 
 	m := goldenManifest{
-		Comment: "Envelopes signed by key.pem; each must get its verdict from device.Verify(file, key.pub.pem, max_body). Regenerate: go test ./device -run TestGolden -update",
+		Comment: "Envelopes signed by key.pem; each must get its verdict from device.Verify(file, key.pub.pem, max_body). Regenerate: EDGEANCHOR_UPDATE_GOLDEN=1 go test ./device -run TestGolden",
 		Key:     "key.pub.pem",
 		MaxBody: DefaultMaxBody,
 	}
@@ -223,7 +224,7 @@ func loadGolden(t testing.TB) (goldenManifest, *ecdsa.PublicKey) {
 }
 
 func TestGolden(t *testing.T) {
-	if *update {
+	if update {
 		writeGolden(t)
 	}
 	m, pub := loadGolden(t)

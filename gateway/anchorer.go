@@ -8,18 +8,19 @@ import (
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
 )
 
 // AnchorLedger is what the anchorer needs of the ledger client
-// (*anchor.Client implements it).
+// (*ledgerclient.Client implements it).
 type AnchorLedger interface {
-	Submit(ctx context.Context, tx []byte) (anchor.Receipt, error)
+	Submit(ctx context.Context, tx []byte) (ledgerclient.TxCommit, error)
 	Batch(ctx context.Context, gateway device.DID, seq uint64) (*anchor.BatchRecord, error)
 	LastBatch(ctx context.Context, gateway device.DID) (*anchor.BatchRecord, error)
 }
 
-var _ AnchorLedger = (*anchor.Client)(nil)
+var _ AnchorLedger = (*ledgerclient.Client)(nil)
 
 // ErrChainDiverged means the ledger holds a batch header for this gateway
 // that the gateway did not store (or a different one at the same seq): the
@@ -176,7 +177,7 @@ func (a *Anchorer) Run(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return ctx.Err()
 		default:
-			var refused *anchor.RefusedError
+			var refused *ledgerclient.RefusedError
 			if errors.As(err, &refused) || errors.Is(err, ErrChainDiverged) {
 				if err := wait(a.cfg.AlarmBackoff); err != nil {
 					return err
@@ -193,13 +194,13 @@ func (a *Anchorer) Run(ctx context.Context) error {
 
 // errorKind is the metric label of a submission error.
 func errorKind(err error) string {
-	var refused *anchor.RefusedError
+	var refused *ledgerclient.RefusedError
 	switch {
 	case errors.As(err, &refused):
 		return "refused"
-	case errors.Is(err, anchor.ErrUnreachable):
+	case errors.Is(err, ledgerclient.ErrUnreachable):
 		return "unreachable"
-	case errors.Is(err, anchor.ErrCommitTimeout), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, ledgerclient.ErrCommitTimeout), errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
 	default:
 		return "other"
@@ -219,7 +220,7 @@ func (a *Anchorer) submit(ctx context.Context, sb *StoredBatch) error {
 	}
 	kind := errorKind(err)
 	a.cfg.Metrics.SubmitErrors.WithLabelValues(kind).Inc()
-	var refused *anchor.RefusedError
+	var refused *ledgerclient.RefusedError
 	if !errors.As(err, &refused) {
 		a.cfg.Log.Warn("anchor not submitted; will retry", "seq", sb.Seq, "kind", kind, "error", err)
 		return err
@@ -236,26 +237,26 @@ func (a *Anchorer) submit(ctx context.Context, sb *StoredBatch) error {
 
 // ledgerHas asks the ledger whether it holds batch sb.Seq of this gateway
 // with sb's header hash. It returns ErrChainDiverged if it holds another.
-func (a *Anchorer) ledgerHas(ctx context.Context, sb *StoredBatch) (anchor.Receipt, bool, error) {
+func (a *Anchorer) ledgerHas(ctx context.Context, sb *StoredBatch) (ledgerclient.TxCommit, bool, error) {
 	br, err := a.ledger.Batch(ctx, a.cfg.Gateway, sb.Seq)
-	if errors.Is(err, anchor.ErrNotFound) {
-		return anchor.Receipt{}, false, nil
+	if errors.Is(err, ledgerclient.ErrNotFound) {
+		return ledgerclient.TxCommit{}, false, nil
 	}
 	if err != nil {
-		return anchor.Receipt{}, false, err
+		return ledgerclient.TxCommit{}, false, err
 	}
 	if br.Hash != sb.Hash {
-		return anchor.Receipt{}, false, fmt.Errorf("%w: batch %d on the ledger has hash %s, stored %s",
+		return ledgerclient.TxCommit{}, false, fmt.Errorf("%w: batch %d on the ledger has hash %s, stored %s",
 			ErrChainDiverged, sb.Seq, br.Hash, sb.Hash)
 	}
-	return anchor.Receipt{Height: br.Height, TxHash: br.Tx, Index: br.Index}, true, nil
+	return ledgerclient.TxCommit{Height: br.Height, TxHash: br.Tx, Index: br.Index}, true, nil
 }
 
 // reconcile records the receipts of stored batches the ledger already
 // committed (a crash between commit and storing the receipt).
 func (a *Anchorer) reconcile(ctx context.Context) error {
 	last, err := a.ledger.LastBatch(ctx, a.cfg.Gateway)
-	if errors.Is(err, anchor.ErrNotFound) {
+	if errors.Is(err, ledgerclient.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
@@ -293,7 +294,7 @@ func (a *Anchorer) reconcile(ctx context.Context) error {
 }
 
 // record stores the receipt of sb and tells the devices.
-func (a *Anchorer) record(sb *StoredBatch, r anchor.Receipt) error {
+func (a *Anchorer) record(sb *StoredBatch, r ledgerclient.TxCommit) error {
 	if _, err := a.blog.SetAnchored(sb.Seq, r, a.cfg.Now()); err != nil {
 		return fmt.Errorf("gateway: store anchor receipt of batch %d: %w", sb.Seq, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
 )
 
@@ -28,24 +29,24 @@ type chainLedger struct {
 	submits int
 }
 
-func (l *chainLedger) Submit(_ context.Context, tx []byte) (anchor.Receipt, error) {
+func (l *chainLedger) Submit(_ context.Context, tx []byte) (ledgerclient.TxCommit, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.submits++
 	if l.down {
-		return anchor.Receipt{}, fmt.Errorf("%w: connection refused", anchor.ErrUnreachable)
+		return ledgerclient.TxCommit{}, fmt.Errorf("%w: connection refused", ledgerclient.ErrUnreachable)
 	}
 	t, err := anchor.DecodeTx(tx)
 	if err != nil {
-		return anchor.Receipt{}, err
+		return ledgerclient.TxCommit{}, err
 	}
 	h, err := anchor.ParseHeader(t.Body)
 	if err != nil {
-		return anchor.Receipt{}, err
+		return ledgerclient.TxCommit{}, err
 	}
 	for _, b := range l.batches {
 		if b.Hash == h.Hash() {
-			return anchor.Receipt{}, &anchor.RefusedError{Stage: "check", Code: 9, Log: "duplicate body"}
+			return ledgerclient.TxCommit{}, &ledgerclient.RefusedError{Stage: "check", Code: 9, Log: "duplicate body"}
 		}
 	}
 	prev := anchor.ZeroHash
@@ -53,9 +54,9 @@ func (l *chainLedger) Submit(_ context.Context, tx []byte) (anchor.Receipt, erro
 		prev = l.batches[n-1].Hash
 	}
 	if h.Seq != uint64(len(l.batches))+1 || h.Prev != prev {
-		return anchor.Receipt{}, &anchor.RefusedError{Stage: "check", Code: 20, Log: "seq or prev does not continue the chain"}
+		return ledgerclient.TxCommit{}, &ledgerclient.RefusedError{Stage: "check", Code: 20, Log: "seq or prev does not continue the chain"}
 	}
-	r := anchor.Receipt{Height: int64(len(l.batches) + 10), TxHash: hex.EncodeToString(h.Root[:]), Index: 0}
+	r := ledgerclient.TxCommit{Height: int64(len(l.batches) + 10), TxHash: hex.EncodeToString(h.Root[:]), Index: 0}
 	l.batches = append(l.batches, &anchor.BatchRecord{
 		Gateway: h.Gateway, Seq: h.Seq, Header: t.Body, Sig: t.Sig, Hash: h.Hash(), Root: h.Root,
 		First: h.First, Last: h.Last, Height: r.Height, Tx: r.TxHash,
@@ -67,10 +68,10 @@ func (l *chainLedger) Batch(_ context.Context, _ device.DID, seq uint64) (*ancho
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.down {
-		return nil, anchor.ErrUnreachable
+		return nil, ledgerclient.ErrUnreachable
 	}
 	if seq == 0 || seq > uint64(len(l.batches)) {
-		return nil, anchor.ErrNotFound
+		return nil, ledgerclient.ErrNotFound
 	}
 	return l.batches[seq-1], nil
 }
@@ -283,11 +284,11 @@ func TestAnchorerRefusalIsAlarmNotSkip(t *testing.T) {
 // header whose seq or prev does not continue the chain.
 type refusingLedger struct{ chainLedger }
 
-func (l *refusingLedger) Submit(context.Context, []byte) (anchor.Receipt, error) {
+func (l *refusingLedger) Submit(context.Context, []byte) (ledgerclient.TxCommit, error) {
 	l.mu.Lock()
 	l.submits++
 	l.mu.Unlock()
-	return anchor.Receipt{}, &anchor.RefusedError{Stage: "check", Code: 20, Log: "prev does not continue the chain"}
+	return ledgerclient.TxCommit{}, &ledgerclient.RefusedError{Stage: "check", Code: 20, Log: "prev does not continue the chain"}
 }
 
 func TestAnchorerCountsRefusals(t *testing.T) {

@@ -1,8 +1,6 @@
 package gateway
 
-import (
-	"github.com/edgeanchor/edgeanchor/anchor"
-)
+import "github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 
 // batchKeyPrefix is the Badger prefix of the batch log in the record
 // store's DB (reserved for the batcher and anchorer in store.go).
@@ -22,7 +20,7 @@ type Anchoring struct {
 // Config.BatchSize records, the anchorer submits them through ledger and
 // publishes the anchored receipts on each device's receipt topic, and the
 // proof routes are mounted on g.Mux(). Both loops run as g's services.
-func enableAnchoring(g *Gateway, ledger *anchor.Client) (*Anchoring, error) {
+func enableAnchoring(g *Gateway, ledger *ledgerclient.Client) (*Anchoring, error) {
 	cfg := g.Config()
 	log := g.Logger()
 	m := NewAnchorMetrics(g.Registerer())

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -21,10 +22,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
-	"github.com/edgeanchor/edgeanchor/anchor/ledgertest"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/ledger"
+	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
 
 // anEnv is a real single-validator ledger, a real gateway (mochi broker,
@@ -37,7 +39,7 @@ type anEnv struct {
 	// cluster is set when the ledger runs as an OS process (outage tests).
 	cluster *ledgertest.Cluster
 	lgw     *ledgertest.Gateway
-	client  *anchor.Client
+	client  *ledgerclient.Client
 	g       *Gateway
 	an      *Anchoring
 	devs    []*anDevice
@@ -69,7 +71,7 @@ func anStart(t *testing.T, ndev int, interval time.Duration, validators int) *an
 		node := ledgertest.Start(t, ledgertest.Options{Gateways: []*ledgertest.Gateway{lgw}, Logger: discardLog()})
 		e.home, e.rpc = node.Home, node.RPC
 	}
-	client, err := anchor.NewClient(e.rpc, anchor.ClientOptions{Retries: 2, Backoff: 50 * time.Millisecond, RequestTimeout: 2 * time.Second, CommitTimeout: 10 * time.Second})
+	client, err := ledgerclient.NewClient(e.rpc, ledgerclient.ClientOptions{Retries: 2, Backoff: 50 * time.Millisecond, RequestTimeout: 2 * time.Second, CommitTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,21 +372,22 @@ func TestEndToEndBundleVerifiesOffline(t *testing.T) {
 		}
 	}
 	t.Logf("first record in a commit group of 3+: gseq %d", grouped)
-	// EDGEANCHOR_WRITE_GOLDEN=1 refreshes the bundles and trust that
-	// anchor's offline tests (tampering, fuzzing) and the verify CLI test
-	// use: bundle.json is a record of a commit group of 3+ records,
-	// bundle-other-device.json gseq 1 (a group of one).
-	if os.Getenv("EDGEANCHOR_WRITE_GOLDEN") != "" {
+	// EDGEANCHOR_UPDATE_GOLDEN=1 refreshes testdata/bundles: bundle.json is
+	// a record of a commit group of 3+ records, bundle-other-device.json
+	// gseq 1 (a group of one), trust.json the chain's trust. Package anchor
+	// (tampering, fuzzing) and the verify command's test use a copy of them
+	// in anchor/testdata, which TestGoldenBundleCopies keeps identical.
+	if os.Getenv("EDGEANCHOR_UPDATE_GOLDEN") != "" {
 		if grouped == 0 {
 			t.Fatal("no commit group of 3+ records formed: run again")
 		}
 		for file, gseq := range map[string]uint64{"bundle.json": grouped, "bundle-other-device.json": 1} {
 			_, body := e.get(fmt.Sprintf("/v1/records/%d/proof", gseq))
-			if err := os.WriteFile("../anchor/testdata/"+file, body, 0o644); err != nil {
+			if err := os.WriteFile(filepath.Join(goldenBundles, file), body, 0o644); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := anchor.WriteTrustFile("../anchor/testdata/trust.json", trust); err != nil {
+		if err := anchor.WriteTrustFile(filepath.Join(goldenBundles, "trust.json"), trust); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -553,7 +556,7 @@ func prometheusValue(t testing.TB, c prometheus.Collector) float64 {
 func TestAnchorerResumesOnRealLedger(t *testing.T) {
 	lgw := ledgertest.NewGateway(t, "site-a")
 	node := ledgertest.Start(t, ledgertest.Options{Gateways: []*ledgertest.Gateway{lgw}, Logger: discardLog()})
-	client, err := anchor.NewClient(node.RPC, anchor.ClientOptions{})
+	client, err := ledgerclient.NewClient(node.RPC, ledgerclient.ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -609,12 +612,12 @@ func TestAnchorerResumesOnRealLedger(t *testing.T) {
 
 // countingLedger is the real client, noting which batch seqs were submitted.
 type countingLedger struct {
-	*anchor.Client
+	*ledgerclient.Client
 	mu   sync.Mutex
 	seqs []uint64
 }
 
-func (c *countingLedger) Submit(ctx context.Context, tx []byte) (anchor.Receipt, error) {
+func (c *countingLedger) Submit(ctx context.Context, tx []byte) (ledgerclient.TxCommit, error) {
 	if t, err := anchor.DecodeTx(tx); err == nil {
 		if h, err := anchor.ParseHeader(t.Body); err == nil {
 			c.mu.Lock()
@@ -695,5 +698,28 @@ func TestAnchoringSurvivesLostValidator(t *testing.T) {
 	}
 	if len(sigs) != 4 || !found {
 		t.Fatalf("commit has %d signature slots; the killed validator's must be absent", len(sigs))
+	}
+}
+
+// goldenBundles holds the bundles and trust file that
+// TestEndToEndBundleVerifiesOffline writes with EDGEANCHOR_UPDATE_GOLDEN=1.
+const goldenBundles = "testdata/bundles"
+
+// TestGoldenBundleCopies: package anchor checks a copy of the gateway's
+// golden bundles offline (it cannot run a gateway); the copy must be these
+// bytes. After EDGEANCHOR_UPDATE_GOLDEN=1, `make golden` copies them over.
+func TestGoldenBundleCopies(t *testing.T) {
+	for _, file := range []string{"bundle.json", "bundle-other-device.json", "trust.json"} {
+		ours, err := os.ReadFile(filepath.Join(goldenBundles, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		copied, err := os.ReadFile(filepath.Join("..", "anchor", "testdata", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(ours, copied) {
+			t.Errorf("anchor/testdata/%s differs from gateway/%s/%s: run make golden (or copy it over)", file, goldenBundles, file)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 )
 
 // ErrNoBatch means no stored batch has that sequence number or covers that
@@ -32,8 +33,8 @@ type StoredBatch struct {
 	Tx     []byte      `json:"tx"`     // AnchorBatch tx: Header signed with Sig
 	Stored time.Time   `json:"stored"`
 	// Anchor is nil until the ledger committed Tx.
-	Anchor   *anchor.Receipt `json:"anchor,omitempty"`
-	Anchored time.Time       `json:"anchored,omitzero"`
+	Anchor   *ledgerclient.TxCommit `json:"anchor,omitempty"`
+	Anchored time.Time              `json:"anchored,omitzero"`
 }
 
 // String names the batch and its records, for logs and test failures.
@@ -214,9 +215,9 @@ func (l *BatchLog) AnchoredSeq() (uint64, error) {
 	return seq, err
 }
 
-// SetAnchored stores the ledger receipt of batch seq, which must be the
+// SetAnchored stores the anchor tx's commit of batch seq, which must be the
 // next one after AnchoredSeq (batches are anchored in order).
-func (l *BatchLog) SetAnchored(seq uint64, r anchor.Receipt, at time.Time) (*StoredBatch, error) {
+func (l *BatchLog) SetAnchored(seq uint64, r ledgerclient.TxCommit, at time.Time) (*StoredBatch, error) {
 	var out *StoredBatch
 	err := l.db.Update(func(txn *badger.Txn) error {
 		var anchored uint64

@@ -59,7 +59,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway/identity"
@@ -85,7 +85,7 @@ type Deps struct {
 	// also follows the ledger's device registry and admits enrollments
 	// (unless Registry is given; attachLedgerIdentity), and cuts,
 	// anchors and proves batches (enableAnchoring).
-	Ledger *anchor.Client
+	Ledger *ledgerclient.Client
 }
 
 type service struct {

@@ -231,7 +231,7 @@ func publish5(c *paho5.Client, d *itDevice, topic string, payload []byte) (byte,
 	return pr.ReasonCode, nil
 }
 
-func (e *itEnv) checkReceipt(msg []byte, d *itDevice, seq uint64, env []byte) *Receipt {
+func (e *itEnv) checkReceipt(msg []byte, d *itDevice, seq uint64, env []byte) *anchor.Receipt {
 	e.t.Helper()
 	r, err := VerifyReceipt(msg, e.gwKey.Public())
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/emmansun/gmsm/sm3"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway/identity"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
@@ -242,7 +243,7 @@ func TestInteropTokenRefusals(t *testing.T) {
 			if after := g.metric(`edgeanchor_enrollments_total{result="` + tc.reason + `"}`); after != before+1 {
 				t.Fatalf("enrollments{result=%q} went %v -> %v, want +1", tc.reason, before, after)
 			}
-			if _, err := env.client.Device(context.Background(), did); !errors.Is(err, anchor.ErrNotFound) {
+			if _, err := env.client.Device(context.Background(), did); !errors.Is(err, ledgerclient.ErrNotFound) {
 				t.Fatalf("refused device is on the ledger (err %v)", err)
 			}
 			if recs := g.deviceRecords(did); len(recs) != 0 {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway/identity"
@@ -26,7 +26,7 @@ const IdentitySnapshotFile = "identity.json"
 // devices disconnected at once), the Enroller for enrollment credentials,
 // and the token admin API on g's mux (bearer token from
 // http.admin_token_file; none configured turns the API off).
-func attachLedgerIdentity(g *Gateway, ledger *anchor.Client) (*identity.IdentityCache, *identity.Enroller, error) {
+func attachLedgerIdentity(g *Gateway, ledger *ledgerclient.Client) (*identity.IdentityCache, *identity.Enroller, error) {
 	cfg := g.Config()
 	log := g.Logger()
 	tokens, err := identity.OpenTokenStore(cfg.DataDir)

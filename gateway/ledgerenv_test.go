@@ -7,15 +7,15 @@ import (
 
 	"github.com/emmansun/gmsm/sm2"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
-	"github.com/edgeanchor/edgeanchor/anchor/ledgertest"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
 
 // ledgerEnv is a real single-validator ledger with one member gateway.
 type ledgerEnv struct {
 	node   *ledgertest.Node
-	client *anchor.Client
+	client *ledgerclient.Client
 	gw     *ledgertest.Gateway
 	gwKey  *sm2.PrivateKey
 }
@@ -23,7 +23,7 @@ type ledgerEnv struct {
 func newLedgerEnv(t *testing.T, site string) *ledgerEnv {
 	t.Helper()
 	n := ledgertest.StartSingle(t)
-	c, err := anchor.NewClient(n.RPC, anchor.ClientOptions{})
+	c, err := ledgerclient.NewClient(n.RPC, ledgerclient.ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func newLedgerEnv(t *testing.T, site string) *ledgerEnv {
 	return e
 }
 
-func (e *ledgerEnv) submit(t *testing.T, tx []byte) anchor.Receipt {
+func (e *ledgerEnv) submit(t *testing.T, tx []byte) ledgerclient.TxCommit {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -11,18 +11,19 @@ import (
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
 )
 
 // ProofLedger is what the proof API needs of the ledger client
-// (*anchor.Client implements it).
+// (*ledgerclient.Client implements it).
 type ProofLedger interface {
 	ProveAnchor(ctx context.Context, tx []byte) (*anchor.AnchorProof, error)
 	ProveTxHash(ctx context.Context, txHash string) (*anchor.AnchorProof, error)
 	Device(ctx context.Context, did device.DID) (*anchor.DeviceRecord, error)
 }
 
-var _ ProofLedger = (*anchor.Client)(nil)
+var _ ProofLedger = (*ledgerclient.Client)(nil)
 
 // Errors of the proof API.
 var (
@@ -259,7 +260,7 @@ func (p *ProofAPI) serveBundle(w http.ResponseWriter, r *http.Request, gseq uint
 		w.Header().Set("Retry-After", "2")
 		proofError(w, http.StatusConflict, "record not anchored yet")
 		return
-	case errors.Is(err, anchor.ErrUnreachable):
+	case errors.Is(err, ledgerclient.ErrUnreachable):
 		proofError(w, http.StatusServiceUnavailable, "ledger unreachable")
 		return
 	case err != nil:

@@ -18,11 +18,6 @@ import (
 // verify (the error also wraps anchor.ErrReceipt when the receipt parsed).
 var ErrReceipt = errors.New("gateway: bad receipt")
 
-// Receipt is the gateway-signed body that acknowledges one stored record
-// (docs/internals.md "Records, receipts and leaves"); its one definition is
-// anchor.ReceiptBody, which the proof bundle verifies.
-type Receipt = anchor.ReceiptBody
-
 // ReceiptMessage is what the gateway publishes on the receipt topic
 // (docs/internals.md, "Records, receipts and leaves"):
 //
@@ -88,7 +83,7 @@ func (m ReceiptMessage) MarshalJSON() ([]byte, error) {
 
 // encodeReceipt returns the receipt body bytes.
 func encodeReceipt(gw device.DID, gseq uint64, did device.DID, seq uint64, recv time.Time, envHash anchor.Hash) ([]byte, error) {
-	return json.Marshal(Receipt{
+	return json.Marshal(anchor.Receipt{
 		Type: anchor.ReceiptType, V: 1, Gateway: gw, GSeq: gseq, DID: did, Seq: seq,
 		Recv: recv.UTC().Format(time.RFC3339Nano), Env: envHash,
 	})
@@ -96,7 +91,7 @@ func encodeReceipt(gw device.DID, gseq uint64, did device.DID, seq uint64, recv 
 
 // VerifyReceipt checks a receipt message against the gateway's public key
 // with anchor.VerifyReceipt (either form) and returns the parsed body.
-func VerifyReceipt(msg []byte, gatewayPub *ecdsa.PublicKey) (*Receipt, error) {
+func VerifyReceipt(msg []byte, gatewayPub *ecdsa.PublicKey) (*anchor.Receipt, error) {
 	var m ReceiptMessage
 	if err := json.Unmarshal(msg, &m); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrReceipt, err)

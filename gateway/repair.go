@@ -47,7 +47,7 @@ type RepairReport struct {
 	Lost          []GSeqRange
 	Batches       uint64   // batches kept (1..Batches)
 	DroppedBatch  []uint64 // batch seqs removed: unreadable, or after one
-	Anchored      uint64   // batches 1..Anchored have their ledger receipt
+	Anchored      uint64   // batches 1..Anchored have their anchor commit
 
 	kept []uint64
 }

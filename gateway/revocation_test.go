@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeanchor/edgeanchor/anchor/ledgertest"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway/identity"
+	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
 
 // registerDevices registers n new env devices of the gateway under test on

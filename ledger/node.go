@@ -252,9 +252,6 @@ func (n *Node) Done() <-chan struct{} { return n.done }
 // App returns the ledger application.
 func (n *Node) App() *App { return n.app }
 
-// Comet returns the CometBFT node.
-func (n *Node) Comet() *nm.Node { return n.comet }
-
 // RPCURL returns the node's RPC address as an http URL.
 func (n *Node) RPCURL() string {
 	return "http://" + strings.TrimPrefix(n.comet.Config().RPC.ListenAddress, "tcp://")

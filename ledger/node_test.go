@@ -332,7 +332,7 @@ func TestStartNodeAlreadyRunning(t *testing.T) {
 	if !errors.Is(err, ErrRunning) || !strings.Contains(err.Error(), fmt.Sprintf("(pid %d)", os.Getpid())) {
 		t.Fatalf("second StartNode = %v, want ErrRunning naming pid %d", err, os.Getpid())
 	}
-	if !n.Comet().IsRunning() {
+	if !n.comet.IsRunning() {
 		t.Fatal("the refused start stopped the running node")
 	}
 	if err := n.Stop(); err != nil {

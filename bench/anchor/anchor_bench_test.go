@@ -31,12 +31,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
-	"github.com/edgeanchor/edgeanchor/anchor/ledgertest"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
 	"github.com/edgeanchor/edgeanchor/ledger"
+	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
 
 type result struct {
@@ -104,7 +105,7 @@ func runAnchorBench(b *testing.B) {
 
 	cluster := ledgertest.StartCluster(b, 1)
 	rpc := cluster.RPC(0)
-	client, err := anchor.NewClient(rpc, anchor.ClientOptions{})
+	client, err := ledgerclient.NewClient(rpc, ledgerclient.ClientOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -167,7 +168,7 @@ func runAnchorBench(b *testing.B) {
 			if json.Unmarshal(m.Payload(), &rm) != nil || rm.Batch == 0 {
 				return
 			}
-			var rc gateway.Receipt
+			var rc anchor.Receipt
 			if json.Unmarshal(rm.Receipt, &rc) != nil {
 				return
 			}

@@ -67,8 +67,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
-	"github.com/edgeanchor/edgeanchor/anchor/ledgertest"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
+	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
 
 // phaseResult is one load phase.
@@ -273,13 +273,13 @@ func runCase(b *testing.B, validators int) caseResult {
 	// One block follower for the process, as a gateway has: the clients of
 	// validators 1… resolve their commits through client 0's follower
 	// (closed last, deferred first).
-	clients := make([]*anchor.Client, validators)
+	clients := make([]*ledgerclient.Client, validators)
 	for i := range clients {
-		opts := anchor.ClientOptions{CommitTimeout: 60 * time.Second}
+		opts := ledgerclient.ClientOptions{CommitTimeout: 60 * time.Second}
 		if i > 0 {
 			opts.Follower = clients[0]
 		}
-		c, err := anchor.NewClient(cl.RPC(i), opts)
+		c, err := ledgerclient.NewClient(cl.RPC(i), opts)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -289,7 +289,7 @@ func runCase(b *testing.B, validators int) caseResult {
 
 	// Admit the gateways (admin txs, all in flight at once).
 	gws := make([]*ledgertest.Gateway, gateways)
-	pend := make([]*anchor.Pending, gateways)
+	pend := make([]*ledgerclient.PendingTx, gateways)
 	for i := range gws {
 		gws[i] = ledgertest.NewGateway(b, fmt.Sprintf("site-%d", i))
 		p, err := clients[0].Broadcast(ctx, gws[i].RegisterTx(b, cl.Committee))
@@ -364,7 +364,7 @@ type loadShape struct {
 }
 
 // load runs gateways against the clients for seconds and measures commits.
-func load(ctx context.Context, b testing.TB, cl *ledgertest.Cluster, clients []*anchor.Client, gws []*presigner, seconds int, maxTx int64, sh loadShape) phaseResult {
+func load(ctx context.Context, b testing.TB, cl *ledgertest.Cluster, clients []*ledgerclient.Client, gws []*presigner, seconds int, maxTx int64, sh loadShape) phaseResult {
 	pids := cl.PIDs()
 	nodeCPU0, genCPU0 := procCPU(pids), selfCPU()
 	var (
@@ -384,7 +384,7 @@ func load(ctx context.Context, b testing.TB, cl *ledgertest.Cluster, clients []*
 	end := start.Add(dur)
 	startHeight, _ := clients[0].Height(ctx)
 	count := func(err error) {
-		var ref *anchor.RefusedError
+		var ref *ledgerclient.RefusedError
 		if errors.As(err, &ref) {
 			refused.Add(1)
 		} else {
@@ -394,7 +394,7 @@ func load(ctx context.Context, b testing.TB, cl *ledgertest.Cluster, clients []*
 	for gi, gw := range gws {
 		c := clients[gi%len(clients)]
 		type inflight struct {
-			p  *anchor.Pending
+			p  *ledgerclient.PendingTx
 			at time.Time
 		}
 		q := make(chan inflight, sh.window)
@@ -428,7 +428,7 @@ func load(ctx context.Context, b testing.TB, cl *ledgertest.Cluster, clients []*
 				}
 				p, err := c.Broadcast(ctx, tx)
 				for err != nil && ctx.Err() == nil {
-					var ref *anchor.RefusedError
+					var ref *ledgerclient.RefusedError
 					if errors.As(err, &ref) {
 						refused.Add(1)
 						return // this gateway's chain is broken

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway"
 	"github.com/edgeanchor/edgeanchor/internal/safetext"
@@ -115,7 +116,7 @@ walked from batch 1. Exit 1 on any finding.`,
 // auditor carries the state of one audit.
 type auditor struct {
 	o        auditOptions
-	ledger   *anchor.Client
+	ledger   *ledgerclient.Client
 	http     *http.Client
 	gwPub    *ecdsa.PublicKey
 	receipts *anchor.ReceiptChecker // verifies each commit group's signature once
@@ -136,7 +137,7 @@ func runAudit(ctx context.Context, o auditOptions) ([]auditFinding, error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	c, err := anchor.NewClient(o.Ledger, anchor.ClientOptions{})
+	c, err := ledgerclient.NewClient(o.Ledger, ledgerclient.ClientOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("audit: --ledger: %w", err)
 	}
@@ -154,7 +155,7 @@ func runAudit(ctx context.Context, o auditOptions) ([]auditFinding, error) {
 	var lastSeq uint64
 	last, err := c.LastBatch(ctx, o.Gateway)
 	switch {
-	case errors.Is(err, anchor.ErrNotFound):
+	case errors.Is(err, ledgerclient.ErrNotFound):
 	case err != nil:
 		return nil, fmt.Errorf("audit: last batch: %w", err)
 	default:
@@ -175,7 +176,7 @@ func runAudit(ctx context.Context, o auditOptions) ([]auditFinding, error) {
 			_ = bar.Add(1)
 		}
 		br, err := c.Batch(ctx, o.Gateway, seq)
-		if errors.Is(err, anchor.ErrNotFound) {
+		if errors.Is(err, ledgerclient.ErrNotFound) {
 			a.find("missing_batch", "batch %d is not on the ledger (the last is %d)", seq, lastSeq)
 			continue
 		}

@@ -21,11 +21,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
-	"github.com/edgeanchor/edgeanchor/anchor/ledgertest"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
+	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
 
 // auditEnv is a real ledger node and an in-process gateway with anchoring
@@ -40,7 +41,7 @@ type auditEnv struct {
 	seqs   []uint64
 	g      *gateway.Gateway
 	an     *gateway.Anchoring
-	client *anchor.Client
+	client *ledgerclient.Client
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -50,7 +51,7 @@ func newAuditEnv(t *testing.T) *auditEnv {
 	lgw := ledgertest.NewGateway(t, "site-a")
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	node := ledgertest.Start(t, ledgertest.Options{Gateways: []*ledgertest.Gateway{lgw}, Logger: quiet})
-	client, err := anchor.NewClient(node.RPC, anchor.ClientOptions{})
+	client, err := ledgerclient.NewClient(node.RPC, ledgerclient.ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/ledger"
 )
@@ -64,8 +65,8 @@ func (l *ledgerFlags) add(cmd *cobra.Command) {
 	cmd.Flags().DurationVar(&l.timeout, "timeout", 60*time.Second, "how long to wait for the node and the commit")
 }
 
-func (l *ledgerFlags) client() (*anchor.Client, error) {
-	c, err := anchor.NewClient(l.rpc, anchor.ClientOptions{CommitTimeout: l.timeout})
+func (l *ledgerFlags) client() (*ledgerclient.Client, error) {
+	c, err := ledgerclient.NewClient(l.rpc, ledgerclient.ClientOptions{CommitTimeout: l.timeout})
 	if err != nil {
 		return nil, usageError("--rpc: %v", err)
 	}
@@ -151,7 +152,7 @@ func submitAndReport(cmd *cobra.Command, l *ledgerFlags, tx []byte) error {
 	defer cancel()
 	w := cmd.OutOrStdout()
 	r, err := c.Submit(ctx, tx)
-	var ref *anchor.RefusedError
+	var ref *ledgerclient.RefusedError
 	switch {
 	case errors.As(err, &ref):
 		fmt.Fprintf(w, "tx      %s\n", txHash(tx))
@@ -446,7 +447,7 @@ func newApproveCmd() *cobra.Command {
 }
 
 // query runs one read command against the node.
-func query(cmd *cobra.Command, l *ledgerFlags, fn func(ctx context.Context, c *anchor.Client) error) error {
+func query(cmd *cobra.Command, l *ledgerFlags, fn func(ctx context.Context, c *ledgerclient.Client) error) error {
 	c, err := l.client()
 	if err != nil {
 		return err
@@ -456,7 +457,7 @@ func query(cmd *cobra.Command, l *ledgerFlags, fn func(ctx context.Context, c *a
 	defer cancel()
 	err = fn(ctx, c)
 	switch {
-	case errors.Is(err, anchor.ErrNotFound):
+	case errors.Is(err, ledgerclient.ErrNotFound):
 		return refusedError(err)
 	case err != nil:
 		var ee *exitError
@@ -484,7 +485,7 @@ func newProposalListCmd() *cobra.Command {
 		Short: "List the committee, the regulators, the validators and every proposal with its status and approvals",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return query(cmd, &l, func(ctx context.Context, c *anchor.Client) error {
+			return query(cmd, &l, func(ctx context.Context, c *ledgerclient.Client) error {
 				com, err := c.Committee(ctx)
 				if err != nil {
 					return err
@@ -537,7 +538,7 @@ func newProposalShowCmd() *cobra.Command {
 			if err != nil {
 				return usageError("proposal ID: %v", err)
 			}
-			return query(cmd, &l, func(ctx context.Context, c *anchor.Client) error {
+			return query(cmd, &l, func(ctx context.Context, c *ledgerclient.Client) error {
 				p, err := c.Proposal(ctx, id)
 				if err != nil {
 					return err
@@ -598,7 +599,7 @@ once the revocation commits.`,
 			if err != nil {
 				return usageError("%v", err)
 			}
-			return query(cmd, &ls, func(ctx context.Context, c *anchor.Client) error {
+			return query(cmd, &ls, func(ctx context.Context, c *ledgerclient.Client) error {
 				r, err := c.Device(ctx, d)
 				if err != nil {
 					return err
@@ -620,7 +621,7 @@ once the revocation commits.`,
 			if err != nil {
 				return usageError("--gateway: %v", err)
 			}
-			return query(cmd, &ll, func(ctx context.Context, c *anchor.Client) error {
+			return query(cmd, &ll, func(ctx context.Context, c *ledgerclient.Client) error {
 				devs, err := c.GatewayDevices(ctx, d)
 				if err != nil {
 					return err
@@ -647,7 +648,7 @@ func newGatewayListCmd() *cobra.Command {
 		Short: "List every gateway the ledger has admitted, with its status",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return query(cmd, &l, func(ctx context.Context, c *anchor.Client) error {
+			return query(cmd, &l, func(ctx context.Context, c *ledgerclient.Client) error {
 				gws, err := c.Gateways(ctx)
 				if err != nil {
 					return err

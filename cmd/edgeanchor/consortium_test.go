@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeanchor/edgeanchor/anchor/ledgertest"
+	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
 
 // secretsOf returns the private key material of a member home: the

@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway"
@@ -197,7 +197,7 @@ func runGateway(cmd *cobra.Command, f gatewayFlags) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	ledger, err := anchor.NewClient(cfg.LedgerRPC, anchor.ClientOptions{Logger: log.With("component", "ledger")})
+	ledger, err := ledgerclient.NewClient(cfg.LedgerRPC, ledgerclient.ClientOptions{Logger: log.With("component", "ledger")})
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/internal/safetext"
 )
 
@@ -51,7 +52,7 @@ accepted when +2/3 of that set signed it.`,
 			} else {
 				ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 				defer cancel()
-				t, err = anchor.ExportTrust(ctx, rpc, height)
+				t, err = ledgerclient.ExportTrust(ctx, rpc, height)
 			}
 			if err != nil {
 				return err

@@ -13,7 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/internal/safetext"
 )
 
@@ -69,7 +69,7 @@ func isIOError(err error) bool {
 	var ue *url.Error
 	var ne net.Error
 	return errors.As(err, &pe) || errors.As(err, &ue) || errors.As(err, &ne) ||
-		errors.Is(err, anchor.ErrUnreachable)
+		errors.Is(err, ledgerclient.ErrUnreachable)
 }
 
 // exitCode is the process exit code for what a command returned: 0 for

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/internal/safetext"
 )
 
@@ -112,7 +113,7 @@ func verifyLive(ctx context.Context, out io.Writer, v *anchor.Verified, url stri
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	c, err := anchor.NewClient(url, anchor.ClientOptions{Retries: 1})
+	c, err := ledgerclient.NewClient(url, ledgerclient.ClientOptions{Retries: 1})
 	if err != nil {
 		return fail("live: ledger", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
 )
@@ -24,13 +25,13 @@ const (
 )
 
 // EnrollLedger is what enrollment needs of the ledger client
-// (*anchor.Client implements it).
+// (*ledgerclient.Client implements it).
 type EnrollLedger interface {
-	Submit(ctx context.Context, tx []byte) (anchor.Receipt, error)
+	Submit(ctx context.Context, tx []byte) (ledgerclient.TxCommit, error)
 	Device(ctx context.Context, did device.DID) (*anchor.DeviceRecord, error)
 }
 
-var _ EnrollLedger = (*anchor.Client)(nil)
+var _ EnrollLedger = (*ledgerclient.Client)(nil)
 
 // EnrollerOptions configure an Enroller.
 type EnrollerOptions struct {
@@ -190,7 +191,7 @@ func (e *Enroller) Enroll(ctx context.Context, req broker.EnrollRequest) (broker
 	}
 
 	err = e.register(ctx, cred, now)
-	var refused *anchor.RefusedError
+	var refused *ledgerclient.RefusedError
 	switch {
 	case err == nil:
 	case errors.As(err, &refused):

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
 )
@@ -75,7 +75,7 @@ func reasonOf(err error) string {
 func (e *enrollEnv) onLedger(t *testing.T, did device.DID) bool {
 	t.Helper()
 	_, err := e.client.Device(context.Background(), did)
-	if errors.Is(err, anchor.ErrNotFound) {
+	if errors.Is(err, ledgerclient.ErrNotFound) {
 		return false
 	}
 	if err != nil {
@@ -296,7 +296,7 @@ func TestEnrollLedgerRefused(t *testing.T) {
 	if reasonOf(err) != ReasonLedgerRefused {
 		t.Fatalf("got %v, want %s", err, ReasonLedgerRefused)
 	}
-	var refused *anchor.RefusedError
+	var refused *ledgerclient.RefusedError
 	if !errors.As(err, &refused) {
 		t.Fatalf("error does not carry the ledger's refusal: %v", err)
 	}
@@ -317,7 +317,7 @@ func TestEnrollLedgerUnavailable(t *testing.T) {
 	}
 	dead := "http://" + l.Addr().String()
 	l.Close()
-	c, err := anchor.NewClient(dead, anchor.ClientOptions{RequestTimeout: 200 * time.Millisecond, Retries: 1, Backoff: 10 * time.Millisecond})
+	c, err := ledgerclient.NewClient(dead, ledgerclient.ClientOptions{RequestTimeout: 200 * time.Millisecond, Retries: 1, Backoff: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,19 +12,20 @@ import (
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
 )
 
 // IdentityLedger is what the identity cache needs of the ledger client
-// (*anchor.Client implements it).
+// (*ledgerclient.Client implements it).
 type IdentityLedger interface {
 	Height(ctx context.Context) (int64, error)
 	GatewayDevices(ctx context.Context, did device.DID) ([]anchor.DeviceRecord, error)
-	WatchBlocks(ctx context.Context, from int64, fn func(*anchor.Block) error) error
+	WatchBlocks(ctx context.Context, from int64, fn func(*ledgerclient.Block) error) error
 }
 
-var _ IdentityLedger = (*anchor.Client)(nil)
+var _ IdentityLedger = (*ledgerclient.Client)(nil)
 
 // IdentityCache is the gateway's view of its devices on the ledger. It
 // implements broker.Registry: lookups are served from memory (one parsed
@@ -118,7 +119,7 @@ func (c *IdentityCache) Run(ctx context.Context) error {
 		return err
 	}
 	for {
-		err := c.ledger.WatchBlocks(ctx, from, func(b *anchor.Block) error {
+		err := c.ledger.WatchBlocks(ctx, from, func(b *ledgerclient.Block) error {
 			c.apply(b)
 			from = b.Height + 1
 			return nil
@@ -143,7 +144,7 @@ func (c *IdentityCache) load(ctx context.Context) (int64, error) {
 		var devs []anchor.DeviceRecord
 		if err == nil {
 			devs, err = c.ledger.GatewayDevices(ctx, c.gateway)
-			if errors.Is(err, anchor.ErrNotFound) {
+			if errors.Is(err, ledgerclient.ErrNotFound) {
 				devs, err = nil, nil
 			}
 		}
@@ -204,7 +205,7 @@ func deviceInfoFromRecord(r anchor.DeviceRecord) (broker.DeviceInfo, error) {
 // through this gateway adds the device, RevokeDevice of a cached device
 // marks it revoked and disconnects it. The transactions themselves are read
 // (not the events), since their format is the ledger's contract.
-func (c *IdentityCache) apply(b *anchor.Block) {
+func (c *IdentityCache) apply(b *ledgerclient.Block) {
 	var revoked []device.DID
 	changed := false
 	c.mu.Lock()

@@ -12,14 +12,15 @@ import (
 	"github.com/emmansun/gmsm/sm2"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
-	"github.com/edgeanchor/edgeanchor/anchor/ledgertest"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
 
 // ledgerEnv is a real single-validator ledger with one member gateway.
 type ledgerEnv struct {
 	node   *ledgertest.Node
-	client *anchor.Client
+	client *ledgerclient.Client
 	gw     *ledgertest.Gateway
 	gwKey  *sm2.PrivateKey
 }
@@ -27,7 +28,7 @@ type ledgerEnv struct {
 func newLedgerEnv(t *testing.T, site string) *ledgerEnv {
 	t.Helper()
 	n := ledgertest.StartSingle(t)
-	c, err := anchor.NewClient(n.RPC, anchor.ClientOptions{})
+	c, err := ledgerclient.NewClient(n.RPC, ledgerclient.ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +43,7 @@ func newLedgerEnv(t *testing.T, site string) *ledgerEnv {
 	return e
 }
 
-func (e *ledgerEnv) submit(t *testing.T, tx []byte) anchor.Receipt {
+func (e *ledgerEnv) submit(t *testing.T, tx []byte) ledgerclient.TxCommit {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -148,14 +149,14 @@ func TestIdentityCacheFollowsLedger(t *testing.T) {
 type fakeLedger struct {
 	height  func(context.Context) (int64, error)
 	devices func(context.Context, device.DID) ([]anchor.DeviceRecord, error)
-	watch   func(context.Context, int64, func(*anchor.Block) error) error
+	watch   func(context.Context, int64, func(*ledgerclient.Block) error) error
 }
 
 func (f fakeLedger) Height(ctx context.Context) (int64, error) { return f.height(ctx) }
 func (f fakeLedger) GatewayDevices(ctx context.Context, did device.DID) ([]anchor.DeviceRecord, error) {
 	return f.devices(ctx, did)
 }
-func (f fakeLedger) WatchBlocks(ctx context.Context, from int64, fn func(*anchor.Block) error) error {
+func (f fakeLedger) WatchBlocks(ctx context.Context, from int64, fn func(*ledgerclient.Block) error) error {
 	return f.watch(ctx, from, fn)
 }
 
@@ -174,7 +175,7 @@ func TestIdentityCacheSurvivesOutage(t *testing.T) {
 	f := fakeLedger{
 		height: func(context.Context) (int64, error) {
 			if calls.Add(1) <= 3 {
-				return 0, anchor.ErrUnreachable
+				return 0, ledgerclient.ErrUnreachable
 			}
 			return 41, nil
 		},
@@ -184,7 +185,7 @@ func TestIdentityCacheSurvivesOutage(t *testing.T) {
 			}
 			return []anchor.DeviceRecord{{DID: dev.DID(), Pub: der, Kind: "env", Site: "site-a", Gateway: gw, Status: "active"}}, nil
 		},
-		watch: func(ctx context.Context, from int64, _ func(*anchor.Block) error) error {
+		watch: func(ctx context.Context, from int64, _ func(*ledgerclient.Block) error) error {
 			mu.Lock()
 			watchFrom = from
 			mu.Unlock()
@@ -232,7 +233,10 @@ func TestIdentitySnapshot(t *testing.T) {
 				{DID: b.DID(), Pub: derB, Kind: "payroll", Site: "site-a", Gateway: gw, Status: "revoked"},
 			}, nil
 		},
-		watch: func(ctx context.Context, _ int64, _ func(*anchor.Block) error) error { <-ctx.Done(); return ctx.Err() },
+		watch: func(ctx context.Context, _ int64, _ func(*ledgerclient.Block) error) error {
+			<-ctx.Done()
+			return ctx.Err()
+		},
 	}
 	c1 := NewIdentityCache(gw, up, slog.New(slog.DiscardHandler))
 	if err := c1.UseSnapshot(path); err != nil {
@@ -247,12 +251,15 @@ func TestIdentitySnapshot(t *testing.T) {
 
 	var tries atomic.Int32 // the cache's attempts to load from the ledger
 	down := fakeLedger{
-		height: func(context.Context) (int64, error) { tries.Add(1); return 0, anchor.ErrUnreachable },
+		height: func(context.Context) (int64, error) { tries.Add(1); return 0, ledgerclient.ErrUnreachable },
 		devices: func(context.Context, device.DID) ([]anchor.DeviceRecord, error) {
 			tries.Add(1)
-			return nil, anchor.ErrUnreachable
+			return nil, ledgerclient.ErrUnreachable
 		},
-		watch: func(ctx context.Context, _ int64, _ func(*anchor.Block) error) error { <-ctx.Done(); return ctx.Err() },
+		watch: func(ctx context.Context, _ int64, _ func(*ledgerclient.Block) error) error {
+			<-ctx.Done()
+			return ctx.Err()
+		},
 	}
 	c2 := NewIdentityCache(gw, down, slog.New(slog.DiscardHandler))
 	if err := c2.UseSnapshot(path); err != nil {

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
@@ -57,7 +58,7 @@ type stack struct {
 	gw       *testutil.Process
 	gwStarts int
 	fleet    *testutil.Process
-	client   *anchor.Client
+	client   *ledgerclient.Client
 }
 
 // logFile opens dir/name.log for appending (a restarted process adds to
@@ -126,7 +127,7 @@ http:
 	if err := os.WriteFile(s.gwConf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if s.client, err = anchor.NewClient(s.rpc, anchor.ClientOptions{}); err != nil {
+	if s.client, err = ledgerclient.NewClient(s.rpc, ledgerclient.ClientOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.client.Close() })
@@ -235,7 +236,7 @@ func (s *stack) anchoredThrough() (uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	b, err := s.client.LastBatch(ctx, s.gwDID)
-	if errors.Is(err, anchor.ErrNotFound) {
+	if errors.Is(err, ledgerclient.ErrNotFound) {
 		return 0, nil
 	}
 	if err != nil {

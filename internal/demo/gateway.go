@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway"
 )
@@ -16,7 +16,7 @@ import (
 // ctx ends; the channel receives Run's result. It returns once every
 // listener is bound.
 func startGateway(ctx context.Context, cfg gateway.Config, signer device.Signer, log *slog.Logger, reg *prometheus.Registry) (<-chan error, error) {
-	client, err := anchor.NewClient(cfg.LedgerRPC, anchor.ClientOptions{Logger: log.With("component", "ledger")})
+	client, err := ledgerclient.NewClient(cfg.LedgerRPC, ledgerclient.ClientOptions{Logger: log.With("component", "ledger")})
 	if err != nil {
 		return nil, err
 	}

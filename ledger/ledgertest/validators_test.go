@@ -14,6 +14,7 @@ import (
 	"github.com/cometbft/cometbft/types"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
 	"github.com/edgeanchor/edgeanchor/ledger"
 )
@@ -25,12 +26,12 @@ import (
 // one of the four remaining validators killed, the chain keeps committing.
 func TestValidatorChanges(t *testing.T) {
 	c := StartCluster(t, 4)
-	cl, err := anchor.NewClient(c.RPC(0), anchor.ClientOptions{Retries: 1, Backoff: 50 * time.Millisecond})
+	cl, err := ledgerclient.NewClient(c.RPC(0), ledgerclient.ClientOptions{Retries: 1, Backoff: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cl.Close() })
-	submit := func(tx []byte) anchor.Receipt {
+	submit := func(tx []byte) ledgerclient.TxCommit {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

@@ -1,4 +1,4 @@
-package anchor_test
+package ledgerclient_test
 
 import (
 	"bytes"
@@ -12,13 +12,14 @@ import (
 	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
-	"github.com/edgeanchor/edgeanchor/anchor/ledgertest"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/ledger"
+	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
 
-func newClient(t *testing.T, rpc string, opts anchor.ClientOptions) *anchor.Client {
+func newClient(t *testing.T, rpc string, opts ledgerclient.ClientOptions) *ledgerclient.Client {
 	t.Helper()
-	c, err := anchor.NewClient(rpc, opts)
+	c, err := ledgerclient.NewClient(rpc, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +27,7 @@ func newClient(t *testing.T, rpc string, opts anchor.ClientOptions) *anchor.Clie
 	return c
 }
 
-func submit(t *testing.T, c *anchor.Client, tx []byte) anchor.Receipt {
+func submit(t *testing.T, c *ledgerclient.Client, tx []byte) ledgerclient.TxCommit {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -39,7 +40,7 @@ func submit(t *testing.T, c *anchor.Client, tx []byte) anchor.Receipt {
 
 func TestClientSubmitQueryAndResubmit(t *testing.T) {
 	n := ledgertest.StartSingle(t)
-	c := newClient(t, n.RPC, anchor.ClientOptions{})
+	c := newClient(t, n.RPC, ledgerclient.ClientOptions{})
 	ctx := context.Background()
 
 	gw := ledgertest.NewGateway(t, "site-a")
@@ -111,7 +112,7 @@ func TestClientSubmitQueryAndResubmit(t *testing.T) {
 	if byRoot.Seq != 2 || byRoot.Gateway != gw.DID() {
 		t.Fatalf("batch by root = %+v", byRoot)
 	}
-	if _, err := c.Batch(ctx, gw.DID(), 4); !errors.Is(err, anchor.ErrNotFound) {
+	if _, err := c.Batch(ctx, gw.DID(), 4); !errors.Is(err, ledgerclient.ErrNotFound) {
 		t.Fatalf("batch 4: err = %v, want ErrNotFound", err)
 	}
 	st, err := c.Status(ctx)
@@ -125,7 +126,7 @@ func TestClientSubmitQueryAndResubmit(t *testing.T) {
 
 func TestClientRefusals(t *testing.T) {
 	n := ledgertest.StartSingle(t)
-	c := newClient(t, n.RPC, anchor.ClientOptions{})
+	c := newClient(t, n.RPC, ledgerclient.ClientOptions{})
 	gw := ledgertest.NewGateway(t, "site-a")
 	submit(t, c, gw.RegisterTx(t, n.Committee))
 
@@ -146,14 +147,14 @@ func TestClientRefusals(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			_, err := c.Submit(ctx, tc.tx)
-			var ref *anchor.RefusedError
+			var ref *ledgerclient.RefusedError
 			if !errors.As(err, &ref) {
 				t.Fatalf("err = %v, want *RefusedError", err)
 			}
 			if ref.Code != uint32(tc.code) || ref.Stage != "check" || ref.Log == "" {
 				t.Fatalf("refusal = %+v, want code %d (%s) at check", ref, tc.code, tc.code.Name())
 			}
-			if errors.Is(err, anchor.ErrUnreachable) {
+			if errors.Is(err, ledgerclient.ErrUnreachable) {
 				t.Fatal("a refusal must not be ErrUnreachable")
 			}
 		})
@@ -168,19 +169,19 @@ func TestClientUnreachable(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close() // nothing listens there now
 
-	c := newClient(t, "http://"+addr, anchor.ClientOptions{Retries: 2, Backoff: 10 * time.Millisecond, RequestTimeout: time.Second})
+	c := newClient(t, "http://"+addr, ledgerclient.ClientOptions{Retries: 2, Backoff: 10 * time.Millisecond, RequestTimeout: time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	start := time.Now()
 	_, err = c.Submit(ctx, []byte(`{"body":"e30=","signer":"did:ea:00000000000000000000000000000000","sig":"AA=="}`))
-	if !errors.Is(err, anchor.ErrUnreachable) {
+	if !errors.Is(err, ledgerclient.ErrUnreachable) {
 		t.Fatalf("err = %v, want ErrUnreachable", err)
 	}
-	var ref *anchor.RefusedError
+	var ref *ledgerclient.RefusedError
 	if errors.As(err, &ref) {
 		t.Fatalf("unreachable reported as refusal %+v", ref)
 	}
-	if _, err := c.Height(ctx); !errors.Is(err, anchor.ErrUnreachable) {
+	if _, err := c.Height(ctx); !errors.Is(err, ledgerclient.ErrUnreachable) {
 		t.Fatalf("height: err = %v, want ErrUnreachable", err)
 	}
 	if d := time.Since(start); d > 15*time.Second {
@@ -190,7 +191,7 @@ func TestClientUnreachable(t *testing.T) {
 
 func TestWatchBlocksSeesDeviceEvents(t *testing.T) {
 	n := ledgertest.StartSingle(t)
-	c := newClient(t, n.RPC, anchor.ClientOptions{})
+	c := newClient(t, n.RPC, ledgerclient.ClientOptions{})
 	gw := ledgertest.NewGateway(t, "site-a")
 	submit(t, c, gw.RegisterTx(t, n.Committee))
 
@@ -207,7 +208,7 @@ func TestWatchBlocksSeesDeviceEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() {
-		watchErr <- c.WatchBlocks(ctx, from+1, func(b *anchor.Block) error {
+		watchErr <- c.WatchBlocks(ctx, from+1, func(b *ledgerclient.Block) error {
 			for _, tx := range b.Txs {
 				for _, ev := range tx.Events {
 					if ev.Type == "device" {
@@ -264,7 +265,7 @@ func TestWatchBlocksSeesDeviceEvents(t *testing.T) {
 // ErrUnreachable (not a refusal); once it is back the same bytes commit.
 func TestClientLedgerOutage(t *testing.T) {
 	n := ledgertest.StartSingle(t)
-	c := newClient(t, n.RPC, anchor.ClientOptions{Retries: 1, Backoff: 20 * time.Millisecond, RequestTimeout: time.Second})
+	c := newClient(t, n.RPC, ledgerclient.ClientOptions{Retries: 1, Backoff: 20 * time.Millisecond, RequestTimeout: time.Second})
 	gw := ledgertest.NewGateway(t, "site-a")
 	submit(t, c, gw.RegisterTx(t, n.Committee))
 	before := submit(t, c, func() []byte { tx, _ := gw.NextAnchor(t, 5); return tx }())
@@ -274,10 +275,10 @@ func TestClientLedgerOutage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	_, err := c.Submit(ctx, tx)
-	if !errors.Is(err, anchor.ErrUnreachable) {
+	if !errors.Is(err, ledgerclient.ErrUnreachable) {
 		t.Fatalf("submit while down: err = %v, want ErrUnreachable", err)
 	}
-	var ref *anchor.RefusedError
+	var ref *ledgerclient.RefusedError
 	if errors.As(err, &ref) {
 		t.Fatalf("outage reported as a refusal: %+v", ref)
 	}
@@ -298,7 +299,7 @@ func TestClientLedgerOutage(t *testing.T) {
 // same node: tx bytes, hashes, codes, logs and events.
 func TestFollowerBlocksMatchRPCClient(t *testing.T) {
 	n := ledgertest.StartSingle(t)
-	c := newClient(t, n.RPC, anchor.ClientOptions{})
+	c := newClient(t, n.RPC, ledgerclient.ClientOptions{})
 	gw := ledgertest.NewGateway(t, "site-a")
 	first := submit(t, c, gw.RegisterTx(t, n.Committee))
 	tx, _ := gw.NextAnchor(t, 3)
@@ -312,7 +313,7 @@ func TestFollowerBlocksMatchRPCClient(t *testing.T) {
 	}
 	seenTxs := 0
 	stop := errors.New("done")
-	err = c.WatchBlocks(ctx, first.Height, func(b *anchor.Block) error {
+	err = c.WatchBlocks(ctx, first.Height, func(b *ledgerclient.Block) error {
 		h := b.Height
 		rb, err := rc.Block(ctx, &h)
 		if err != nil {
@@ -362,11 +363,11 @@ func TestFollowerBlocksMatchRPCClient(t *testing.T) {
 // closed, waiting through it fails with ErrClosed rather than hanging.
 func TestClientSharedFollower(t *testing.T) {
 	n := ledgertest.StartSingle(t)
-	f, err := anchor.NewClient(n.RPC, anchor.ClientOptions{})
+	f, err := ledgerclient.NewClient(n.RPC, ledgerclient.ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newClient(t, n.RPC, anchor.ClientOptions{Follower: f})
+	c := newClient(t, n.RPC, ledgerclient.ClientOptions{Follower: f})
 	gw := ledgertest.NewGateway(t, "site-a")
 	r := submit(t, c, gw.RegisterTx(t, n.Committee))
 	if r.Height <= 0 || r.Code != 0 {
@@ -376,7 +377,7 @@ func TestClientSharedFollower(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	f.Close()
-	if _, err := c.Submit(ctx, tx); !errors.Is(err, anchor.ErrClosed) {
+	if _, err := c.Submit(ctx, tx); !errors.Is(err, ledgerclient.ErrClosed) {
 		t.Fatalf("submit with its follower closed: %v, want ErrClosed", err)
 	}
 }

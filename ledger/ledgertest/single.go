@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/ledger"
 )
@@ -114,7 +115,7 @@ func (n *Node) Ledger() *ledger.Node { return n.node }
 
 // waitHeight polls rpc until its latest height is at least h.
 func waitHeight(rpc string, h int64, timeout time.Duration) error {
-	c, err := anchor.NewClient(rpc, anchor.ClientOptions{Retries: 1, Backoff: 50 * time.Millisecond, RequestTimeout: 2 * time.Second})
+	c, err := ledgerclient.NewClient(rpc, ledgerclient.ClientOptions{Retries: 1, Backoff: 50 * time.Millisecond, RequestTimeout: 2 * time.Second})
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 )
 
 // TestFourValidators runs a consortium of four validators as four OS
@@ -16,22 +16,22 @@ import (
 // resumes and the waiting anchor commits.
 func TestFourValidators(t *testing.T) {
 	c := StartCluster(t, 4)
-	clients := make([]*anchor.Client, 4)
+	clients := make([]*ledgerclient.Client, 4)
 	for i := range clients {
-		cl, err := anchor.NewClient(c.RPC(i), anchor.ClientOptions{Retries: 1, Backoff: 50 * time.Millisecond})
+		cl, err := ledgerclient.NewClient(c.RPC(i), ledgerclient.ClientOptions{Retries: 1, Backoff: 50 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cl.Close() })
 		clients[i] = cl
 	}
-	submit := func(via int, tx []byte, timeout time.Duration) (anchor.Receipt, error) {
+	submit := func(via int, tx []byte, timeout time.Duration) (ledgerclient.TxCommit, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		return clients[via].Submit(ctx, tx)
 	}
-	var last anchor.Receipt
-	mustSubmit := func(via int, tx []byte) anchor.Receipt {
+	var last ledgerclient.TxCommit
+	mustSubmit := func(via int, tx []byte) ledgerclient.TxCommit {
 		t.Helper()
 		// The header before this one committed on another node: this node
 		// checks the new one against its own state, so it must have

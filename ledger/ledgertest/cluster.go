@@ -9,21 +9,21 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
 	"github.com/edgeanchor/edgeanchor/ledger"
 )
 
-// Cluster is a consortium of validators made by `edgeanchor ledger testnet`,
-// each run by `edgeanchor ledger start --home` as its own OS process on
+// Cluster is a consortium of validators made by ledger.Testnet (what
+// `edgeanchor ledger testnet` runs), each run by ledgernode (what
+// `edgeanchor ledger start --home` runs) as its own OS process on
 // 127.0.0.1. Processes are killed at t.Cleanup (and by the kernel if the
 // test process dies).
 type Cluster struct {
@@ -45,9 +45,13 @@ type Cluster struct {
 // ClusterOptions tune StartClusterWith.
 type ClusterOptions struct {
 	// Prepare, if set, may edit each home (config.toml, genesis.json) after
-	// `ledger testnet` made it and before its node starts.
+	// ledger.Testnet made it and before its node starts.
 	Prepare func(home string) error
 }
+
+// nodeMain is the package of the node process (relative to the module
+// root): the ledger's own entry point, not the edgeanchor command.
+const nodeMain = "./ledger/ledgertest/ledgernode"
 
 // StartCluster makes an n-validator testnet on a random free base port and
 // starts every validator; it returns once all of them are past height 1.
@@ -57,7 +61,7 @@ func StartCluster(t testing.TB, n int) *Cluster { return StartClusterWith(t, n, 
 // StartClusterWith is StartCluster with options.
 func StartClusterWith(t testing.TB, n int, opts ClusterOptions) *Cluster {
 	t.Helper()
-	bin := testbin.Path(t, "./cmd/edgeanchor")
+	bin := testbin.Path(t, nodeMain)
 	var lastErr error
 	for attempt := 0; attempt < 4; attempt++ {
 		base, ok := freeBase(n)
@@ -65,10 +69,9 @@ func StartClusterWith(t testing.TB, n int, opts ClusterOptions) *Cluster {
 			continue
 		}
 		c := &Cluster{Dir: t.TempDir(), t: t, bin: bin, base: base, procs: make([]*exec.Cmd, n), logs: make([]*os.File, n)}
-		out, err := exec.Command(bin, "ledger", "testnet", "--validators", strconv.Itoa(n),
-			"--out", c.Dir, "--base-port", strconv.Itoa(base)).CombinedOutput()
+		_, err := ledger.Testnet(c.Dir, n, base, ledger.HomeOptions{})
 		if err != nil {
-			t.Fatalf("ledgertest: ledger testnet: %v\n%s", err, out)
+			t.Fatalf("ledgertest: ledger testnet: %v", err)
 		}
 		for i := range n {
 			c.Homes = append(c.Homes, filepath.Join(c.Dir, fmt.Sprintf("node%d", i)))
@@ -156,13 +159,13 @@ func (c *Cluster) RPC(i int) string {
 	return fmt.Sprintf("http://127.0.0.1:%d", c.base+10*i+1)
 }
 
-// RunHomes starts `edgeanchor ledger start` for each of homes (made and
+// RunHomes starts a node process for each of homes (made and
 // given their genesis by the caller: `ledger init --org`, `ledger genesis
 // assemble` and `install`), rpcs[i] being home i's RPC URL, and waits
 // until every node is past height 1. Logs go to a temp dir.
 func RunHomes(t testing.TB, homes, rpcs []string) *Cluster {
 	t.Helper()
-	c := &Cluster{Dir: t.TempDir(), t: t, bin: testbin.Path(t, "./cmd/edgeanchor"), Homes: homes, rpcs: rpcs,
+	c := &Cluster{Dir: t.TempDir(), t: t, bin: testbin.Path(t, nodeMain), Homes: homes, rpcs: rpcs,
 		procs: make([]*exec.Cmd, len(homes)), logs: make([]*os.File, len(homes))}
 	t.Cleanup(c.stopAll)
 	for i := range homes {
@@ -202,7 +205,7 @@ func (c *Cluster) start(i int) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(c.bin, "ledger", "start", "--home", c.Homes[i])
+	cmd := exec.Command(c.bin, "--home", c.Homes[i])
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -273,7 +276,7 @@ func (c *Cluster) stopAll() {
 // Height is node i's latest committed height (an error if it does not
 // answer).
 func (c *Cluster) Height(i int) (int64, error) {
-	cl, err := anchor.NewClient(c.RPC(i), anchor.ClientOptions{Retries: 1, Backoff: 10 * time.Millisecond, RequestTimeout: 2 * time.Second})
+	cl, err := ledgerclient.NewClient(c.RPC(i), ledgerclient.ClientOptions{Retries: 1, Backoff: 10 * time.Millisecond, RequestTimeout: 2 * time.Second})
 	if err != nil {
 		return 0, err
 	}

@@ -1,4 +1,10 @@
-package anchor
+// Package ledgerclient is the online client of the consortium ledger: it
+// talks to a ledger node's CometBFT RPC to submit transactions and wait for
+// their commits, follow blocks, query the application's records, build the
+// AnchorProof of a committed tx and export a trust file. What it fetches is
+// checked offline with package anchor, which imports neither this package
+// nor the RPC client.
+package ledgerclient
 
 import (
 	"bytes"
@@ -23,6 +29,7 @@ import (
 	rpctypes "github.com/cometbft/cometbft/rpc/jsonrpc/types"
 	"github.com/cometbft/cometbft/types"
 
+	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
 )
 
@@ -34,16 +41,16 @@ var (
 	// other than a refusal (mempool full, node stopping), after the client's
 	// bounded retries. Nothing is known about the tx: keep it and submit the
 	// same bytes again later (a resubmission of a committed tx returns its
-	// receipt).
-	ErrUnreachable = errors.New("anchor: ledger unreachable")
+	// commit).
+	ErrUnreachable = errors.New("ledgerclient: ledger unreachable")
 	// ErrCommitTimeout means the ledger took the tx into its mempool but did
 	// not commit it within ClientOptions.CommitTimeout. Submit the same bytes
 	// again later.
-	ErrCommitTimeout = errors.New("anchor: tx not committed in time")
+	ErrCommitTimeout = errors.New("ledgerclient: tx not committed in time")
 	// ErrNotFound means a query found no such device, gateway or batch.
-	ErrNotFound = errors.New("anchor: not found on the ledger")
+	ErrNotFound = errors.New("ledgerclient: not found on the ledger")
 	// ErrClosed means the client was closed.
-	ErrClosed = errors.New("anchor: client closed")
+	ErrClosed = errors.New("ledgerclient: client closed")
 )
 
 // RefusedError is the ledger's refusal of a tx: CheckTx (Stage "check") or
@@ -58,11 +65,12 @@ type RefusedError struct {
 }
 
 func (e *RefusedError) Error() string {
-	return fmt.Sprintf("anchor: ledger refused tx at %s: code %d: %s", e.Stage, e.Code, e.Log)
+	return fmt.Sprintf("ledgerclient: ledger refused tx at %s: code %d: %s", e.Stage, e.Code, e.Log)
 }
 
-// Receipt says where a tx committed.
-type Receipt struct {
+// TxCommit says where a tx committed: its block height, its index in
+// the block and the result code the application gave it.
+type TxCommit struct {
 	Height int64  `json:"height"`
 	TxHash string `json:"tx"` // CometBFT tx hash (SHA-256 of the tx bytes), lowercase hex
 	Index  uint32 `json:"index"`
@@ -137,7 +145,7 @@ type Client struct {
 	wg     sync.WaitGroup
 
 	mu        sync.Mutex
-	waiters   map[string][]chan Receipt // tx hash (raw bytes as string) -> waiters
+	waiters   map[string][]chan TxCommit // tx hash (raw bytes as string) -> waiters
 	following bool
 	closed    bool
 	lastErr   error // last follower error, nil when healthy
@@ -149,7 +157,7 @@ func NewClient(rpcURL string, opts ClientOptions) (*Client, error) {
 	opts.defaults()
 	u, err := url.Parse(rpcURL)
 	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("anchor: ledger rpc url %q: want http://host:port", rpcURL)
+		return nil, fmt.Errorf("ledgerclient: ledger rpc url %q: want http://host:port", rpcURL)
 	}
 	hc := &http.Client{
 		Timeout: opts.RequestTimeout,
@@ -163,7 +171,7 @@ func NewClient(rpcURL string, opts ClientOptions) (*Client, error) {
 	}
 	rc, err := rpchttp.NewWithClient(rpcURL, "/websocket", hc)
 	if err != nil {
-		return nil, fmt.Errorf("anchor: ledger rpc client: %w", err)
+		return nil, fmt.Errorf("ledgerclient: ledger rpc client: %w", err)
 	}
 	scheme := u.Scheme
 	if scheme != "https" {
@@ -172,7 +180,7 @@ func NewClient(rpcURL string, opts ClientOptions) (*Client, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Client{
 		rpc: rc, http: hc, base: scheme + "://" + u.Host + strings.TrimSuffix(u.Path, "/"), opts: opts, log: opts.Logger,
-		ctx: ctx, cancel: cancel, waiters: map[string][]chan Receipt{},
+		ctx: ctx, cancel: cancel, waiters: map[string][]chan TxCommit{},
 	}, nil
 }
 
@@ -266,47 +274,47 @@ func rpcErrorData(err error) string {
 }
 
 // Submit sends tx with broadcast_tx_sync and waits until it commits. It
-// returns the receipt of a tx that committed with code 0, a *RefusedError
+// returns the TxCommit of a tx that committed with code 0, a *RefusedError
 // when CheckTx or FinalizeBlock refused it, an error wrapping ErrUnreachable
 // when the RPC does not answer after bounded retries, or ErrCommitTimeout.
-// Submitting bytes that already committed returns their receipt (or their
+// Submitting bytes that already committed returns their TxCommit (or their
 // refusal), so a caller that lost an answer can simply submit again.
-func (c *Client) Submit(ctx context.Context, tx []byte) (Receipt, error) {
+func (c *Client) Submit(ctx context.Context, tx []byte) (TxCommit, error) {
 	p, err := c.Broadcast(ctx, tx)
 	if err != nil {
-		return Receipt{}, err
+		return TxCommit{}, err
 	}
 	return p.Wait(ctx)
 }
 
-// Pending is a tx that passed CheckTx (or had already committed). Call Wait
+// PendingTx is a tx that passed CheckTx (or had already committed). Call Wait
 // exactly once, or Discard.
-type Pending struct {
+type PendingTx struct {
 	c    *Client
 	tx   []byte
 	hash []byte
-	ch   chan Receipt
+	ch   chan TxCommit
 	seen bool // the node had the bytes already ("in cache")
 	done bool
-	r    Receipt
+	r    TxCommit
 	err  error
 }
 
 // TxHash is the tx's CometBFT hash, lowercase hex.
-func (p *Pending) TxHash() string { return hex.EncodeToString(p.hash) }
+func (p *PendingTx) TxHash() string { return hex.EncodeToString(p.hash) }
 
 // Broadcast sends tx with broadcast_tx_sync and returns once CheckTx
 // accepted it, so that a caller can send a gateway's next header (which
 // CheckTx checks against this one) before this one commits. Errors are
 // those of Submit.
-func (c *Client) Broadcast(ctx context.Context, tx []byte) (*Pending, error) {
+func (c *Client) Broadcast(ctx context.Context, tx []byte) (*PendingTx, error) {
 	hash := types.Tx(tx).Hash()
 	ch, err := c.follower().addWaiter(ctx, hash)
 	if err != nil {
 		return nil, err
 	}
-	p := &Pending{c: c, tx: tx, hash: hash, ch: ch}
-	finish := func(r Receipt, err error) (*Pending, error) {
+	p := &PendingTx{c: c, tx: tx, hash: hash, ch: ch}
+	finish := func(r TxCommit, err error) (*PendingTx, error) {
 		p.Discard()
 		if err != nil {
 			return nil, err
@@ -326,26 +334,26 @@ func (c *Client) Broadcast(ctx context.Context, tx []byte) (*Pending, error) {
 		// Seen before: committed already, or still in the mempool.
 		r, ok, lerr := c.lookupTx(ctx, hash)
 		if lerr != nil {
-			return finish(Receipt{}, lerr)
+			return finish(TxCommit{}, lerr)
 		}
 		if ok {
-			return finish(receiptOrRefusal(r))
+			return finish(commitOrRefusal(r))
 		}
 		p.seen = true
 	case err != nil:
-		return finish(Receipt{}, fmt.Errorf("anchor: submit: %w", err))
+		return finish(TxCommit{}, fmt.Errorf("ledgerclient: submit: %w", err))
 	case res.Code != 0:
 		// A duplicate refusal of a tx that did commit is a success.
 		if r, ok, lerr := c.lookupTx(ctx, hash); lerr == nil && ok {
-			return finish(receiptOrRefusal(r))
+			return finish(commitOrRefusal(r))
 		}
-		return finish(Receipt{}, &RefusedError{Stage: "check", Code: res.Code, Log: res.Log, TxHash: p.TxHash()})
+		return finish(TxCommit{}, &RefusedError{Stage: "check", Code: res.Code, Log: res.Log, TxHash: p.TxHash()})
 	}
 	return p, nil
 }
 
 // Wait waits until the tx commits; see Submit for the errors.
-func (p *Pending) Wait(ctx context.Context) (Receipt, error) {
+func (p *PendingTx) Wait(ctx context.Context) (TxCommit, error) {
 	if p.done {
 		return p.r, p.err
 	}
@@ -356,14 +364,14 @@ func (p *Pending) Wait(ctx context.Context) (Receipt, error) {
 }
 
 // Discard stops waiting for the tx (it may still commit).
-func (p *Pending) Discard() {
+func (p *PendingTx) Discard() {
 	if p.ch != nil {
 		p.c.follower().removeWaiter(p.hash, p.ch)
 		p.ch = nil
 	}
 }
 
-func (c *Client) waitCommit(ctx context.Context, tx, hash []byte, ch chan Receipt, seen bool) (Receipt, error) {
+func (c *Client) waitCommit(ctx context.Context, tx, hash []byte, ch chan TxCommit, seen bool) (TxCommit, error) {
 	timeout := time.NewTimer(c.opts.CommitTimeout)
 	defer timeout.Stop()
 	// Bytes the node had seen before may have committed before the follower
@@ -381,49 +389,49 @@ func (c *Client) waitCommit(ctx context.Context, tx, hash []byte, ch chan Receip
 	for {
 		select {
 		case r := <-ch:
-			return receiptOrRefusal(r)
+			return commitOrRefusal(r)
 		case <-ctx.Done():
-			return Receipt{}, fmt.Errorf("anchor: wait for commit: %w", ctx.Err())
+			return TxCommit{}, fmt.Errorf("ledgerclient: wait for commit: %w", ctx.Err())
 		case <-c.ctx.Done():
-			return Receipt{}, ErrClosed
+			return TxCommit{}, ErrClosed
 		case <-c.follower().ctx.Done():
-			return Receipt{}, ErrClosed
+			return TxCommit{}, ErrClosed
 		case <-early:
 			if r, ok, lerr := c.lookupTx(ctx, hash); lerr == nil && ok {
-				return receiptOrRefusal(r)
+				return commitOrRefusal(r)
 			}
 		case <-recheck.C:
 			// The tx index lags the block a little: a tx the follower
 			// missed (its block came before the follower started) is found
 			// here.
 			if r, ok, lerr := c.lookupTx(ctx, hash); lerr == nil && ok {
-				return receiptOrRefusal(r)
+				return commitOrRefusal(r)
 			}
 			res, err := c.broadcastSync(ctx, tx)
 			if err != nil || res.Code == 0 {
 				continue // pending, back in the mempool, or the RPC is down: keep waiting
 			}
 			if r, ok, lerr := c.lookupTx(ctx, hash); lerr == nil && ok {
-				return receiptOrRefusal(r)
+				return commitOrRefusal(r)
 			}
-			return Receipt{}, &RefusedError{Stage: "check", Code: res.Code, Log: res.Log, TxHash: hex.EncodeToString(hash)}
+			return TxCommit{}, &RefusedError{Stage: "check", Code: res.Code, Log: res.Log, TxHash: hex.EncodeToString(hash)}
 		case <-timeout.C:
 			if r, ok, err := c.lookupTx(ctx, hash); err == nil && ok {
-				return receiptOrRefusal(r)
+				return commitOrRefusal(r)
 			}
 			f := c.follower()
 			f.mu.Lock()
 			lastErr := f.lastErr
 			f.mu.Unlock()
 			if lastErr != nil && errors.Is(lastErr, ErrUnreachable) {
-				return Receipt{}, fmt.Errorf("anchor: wait for commit: %w", lastErr)
+				return TxCommit{}, fmt.Errorf("ledgerclient: wait for commit: %w", lastErr)
 			}
-			return Receipt{}, fmt.Errorf("%w (%s, tx %X)", ErrCommitTimeout, c.opts.CommitTimeout, hash)
+			return TxCommit{}, fmt.Errorf("%w (%s, tx %X)", ErrCommitTimeout, c.opts.CommitTimeout, hash)
 		}
 	}
 }
 
-func receiptOrRefusal(r Receipt) (Receipt, error) {
+func commitOrRefusal(r TxCommit) (TxCommit, error) {
 	if r.Code != 0 {
 		return r, &RefusedError{Stage: "deliver", Code: r.Code, Log: r.Log, TxHash: r.TxHash, Height: r.Height}
 	}
@@ -432,7 +440,7 @@ func receiptOrRefusal(r Receipt) (Receipt, error) {
 
 // lookupTx asks the node's tx index for hash: ok is false if not (yet)
 // committed.
-func (c *Client) lookupTx(ctx context.Context, hash []byte) (Receipt, bool, error) {
+func (c *Client) lookupTx(ctx context.Context, hash []byte) (TxCommit, bool, error) {
 	var res *ctypes.ResultTx
 	err := c.call(ctx, "tx", func(ctx context.Context) error {
 		var e error
@@ -441,31 +449,14 @@ func (c *Client) lookupTx(ctx context.Context, hash []byte) (Receipt, bool, erro
 	})
 	if err != nil {
 		if strings.Contains(rpcErrorData(err), "not found") {
-			return Receipt{}, false, nil
+			return TxCommit{}, false, nil
 		}
-		return Receipt{}, false, err
+		return TxCommit{}, false, err
 	}
-	return Receipt{
+	return TxCommit{
 		Height: res.Height, TxHash: hex.EncodeToString(res.Hash), Index: res.Index,
 		Code: res.TxResult.Code, Log: res.TxResult.Log,
 	}, true, nil
-}
-
-// TxReceipt returns the receipt of a committed tx by its hash (hex), or
-// ErrNotFound.
-func (c *Client) TxReceipt(ctx context.Context, txHash string) (Receipt, error) {
-	h, err := hex.DecodeString(txHash)
-	if err != nil || len(h) != 32 {
-		return Receipt{}, fmt.Errorf("anchor: tx hash %q: want 64 hex digits", txHash)
-	}
-	r, ok, err := c.lookupTx(ctx, h)
-	if err != nil {
-		return Receipt{}, err
-	}
-	if !ok {
-		return Receipt{}, fmt.Errorf("%w: tx %s", ErrNotFound, txHash)
-	}
-	return r, nil
 }
 
 // follower is the client whose block follower resolves c's commits.
@@ -479,11 +470,11 @@ func (c *Client) follower() *Client {
 // addWaiter registers a commit waiter for hash and makes sure the follower
 // runs, starting it from the current height (before the tx is broadcast, so
 // its block cannot be missed).
-func (c *Client) addWaiter(ctx context.Context, hash []byte) (chan Receipt, error) {
+func (c *Client) addWaiter(ctx context.Context, hash []byte) (chan TxCommit, error) {
 	if c.ctx.Err() != nil {
 		return nil, ErrClosed
 	}
-	ch := make(chan Receipt, 1)
+	ch := make(chan TxCommit, 1)
 	c.mu.Lock()
 	c.waiters[string(hash)] = append(c.waiters[string(hash)], ch)
 	running := c.following
@@ -494,7 +485,7 @@ func (c *Client) addWaiter(ctx context.Context, hash []byte) (chan Receipt, erro
 	h, err := c.Height(ctx)
 	if err != nil {
 		c.removeWaiter(hash, ch)
-		return nil, fmt.Errorf("anchor: submit: %w", err)
+		return nil, fmt.Errorf("ledgerclient: submit: %w", err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -509,7 +500,7 @@ func (c *Client) addWaiter(ctx context.Context, hash []byte) (chan Receipt, erro
 	return ch, nil
 }
 
-func (c *Client) removeWaiter(hash []byte, ch chan Receipt) {
+func (c *Client) removeWaiter(hash []byte, ch chan TxCommit) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	list := c.waiters[string(hash)]
@@ -539,7 +530,7 @@ func (c *Client) follow(from int64) {
 			key, _ := hex.DecodeString(t.Hash)
 			for _, ch := range c.waiters[string(key)] {
 				select {
-				case ch <- Receipt{Height: b.Height, TxHash: t.Hash, Index: t.Index, Code: t.Code, Log: t.Log}:
+				case ch <- TxCommit{Height: b.Height, TxHash: t.Hash, Index: t.Index, Code: t.Code, Log: t.Log}:
 				default:
 				}
 			}
@@ -686,7 +677,7 @@ func (c *Client) block(ctx context.Context, h int64) (*Block, error) {
 	}
 	txs := rb.Block.Data.Txs
 	if len(rr.TxsResults) != len(txs) {
-		return nil, fmt.Errorf("anchor: block %d has %d txs but %d results", h, len(txs), len(rr.TxsResults))
+		return nil, fmt.Errorf("ledgerclient: block %d has %d txs but %d results", h, len(txs), len(rr.TxsResults))
 	}
 	b := &Block{Height: h, Time: rb.Block.Header.Time, Events: convertWireEvents(rr.FinalizeBlockEvents)}
 	for i, tx := range txs {
@@ -724,18 +715,18 @@ func convertWireEvents(evs []wireEvent) []Event {
 func (c *Client) getResult(ctx context.Context, method string, h int64, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/"+method+"?height="+strconv.FormatInt(h, 10), nil)
 	if err != nil {
-		return fmt.Errorf("anchor: %s: %w", method, err)
+		return fmt.Errorf("ledgerclient: %s: %w", method, err)
 	}
 	result, err := c.rpcAnswer(req, method)
 	var rpcErr *rpctypes.RPCError
 	if errors.As(err, &rpcErr) {
-		return fmt.Errorf("anchor: %s: %w", method, err)
+		return fmt.Errorf("ledgerclient: %s: %w", method, err)
 	}
 	if err != nil {
 		return err
 	}
 	if err := json.Unmarshal(result, v); err != nil {
-		return fmt.Errorf("anchor: %s %d: decode result: %w", method, h, err)
+		return fmt.Errorf("ledgerclient: %s %d: decode result: %w", method, h, err)
 	}
 	return nil
 }
@@ -776,7 +767,7 @@ func (c *Client) broadcastSync(ctx context.Context, tx []byte) (*ctypes.ResultBr
 	body = append(body, `"}}`...)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/", bytes.NewReader(body))
 	if err != nil {
-		return nil, fmt.Errorf("anchor: %s: %w", method, err)
+		return nil, fmt.Errorf("ledgerclient: %s: %w", method, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	result, err := c.rpcAnswer(req, method)
@@ -794,7 +785,7 @@ func classify(what string, err error) error {
 	if isUnreachable(err) {
 		return fmt.Errorf("%w: %s: %v", ErrUnreachable, what, err)
 	}
-	return fmt.Errorf("anchor: %s: %w", what, err)
+	return fmt.Errorf("ledgerclient: %s: %w", what, err)
 }
 
 // heightOnce asks the application (abci_info) for its last committed
@@ -859,7 +850,7 @@ func (c *Client) Query(ctx context.Context, path string) ([]byte, error) {
 		if res.Response.Code == queryCodeNotFound || strings.Contains(strings.ToLower(res.Response.Log), "not found") {
 			return nil, fmt.Errorf("%w: %s", ErrNotFound, path)
 		}
-		return nil, fmt.Errorf("anchor: query %s: code %d: %s", path, res.Response.Code, res.Response.Log)
+		return nil, fmt.Errorf("ledgerclient: query %s: code %d: %s", path, res.Response.Code, res.Response.Log)
 	}
 	if len(res.Response.Value) == 0 {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, path)
@@ -867,8 +858,8 @@ func (c *Client) Query(ctx context.Context, path string) ([]byte, error) {
 	return res.Response.Value, nil
 }
 
-// queryCodeNotFound is ledger.CodeNotFound (the ledger imports anchor, not
-// the other way round).
+// queryCodeNotFound is ledger.CodeNotFound: the client does not import the
+// ledger application (and with it the whole node); a test ties the two.
 const queryCodeNotFound = 19
 
 func (c *Client) queryJSON(ctx context.Context, path string, v any) error {
@@ -877,102 +868,76 @@ func (c *Client) queryJSON(ctx context.Context, path string, v any) error {
 		return err
 	}
 	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("anchor: query %s: decode answer: %w", path, err)
+		return fmt.Errorf("ledgerclient: query %s: decode answer: %w", path, err)
 	}
 	return nil
 }
 
-// DeviceRecord is the ledger's answer for /device/{did} and the record it
-// stores. This is the one definition: the ledger uses these types.
-type DeviceRecord struct {
-	DID           device.DID `json:"did"`
-	Pub           []byte     `json:"pub"` // SPKI DER
-	Kind          string     `json:"kind"`
-	Site          string     `json:"site"`
-	Gateway       device.DID `json:"gateway"`
-	Status        string     `json:"status"` // "active" or "revoked"
-	Height        int64      `json:"height"`
-	Tx            string     `json:"tx"`
-	Registration  []byte     `json:"registration"`
-	DeviceSig     []byte     `json:"device_sig"`
-	RevokedHeight int64      `json:"revoked_height,omitempty"`
-	RevokedTx     string     `json:"revoked_tx,omitempty"`
-	RevokedBy     device.DID `json:"revoked_by,omitempty"`
-	RevokeReason  string     `json:"revoke_reason,omitempty"`
-}
-
-// GatewayRecord is the ledger's answer for /gateway/{did} and the record it
-// stores. Height and Tx are those of the latest registration (0 and "" for
-// a genesis gateway); LastSeq, LastHash and LastRecord follow its batch
-// chain (0, 64 zeros, 0 before the first batch).
-type GatewayRecord struct {
-	DID           device.DID `json:"did"`
-	Pub           []byte     `json:"pub"`
-	Site          string     `json:"site"`
-	Name          string     `json:"name"`
-	Status        string     `json:"status"` // "member" or "removed"
-	Height        int64      `json:"height"`
-	Tx            string     `json:"tx"`
-	RemovedHeight int64      `json:"removed_height,omitempty"`
-	RemovedTx     string     `json:"removed_tx,omitempty"`
-	LastSeq       uint64     `json:"last_seq"`
-	LastHash      Hash       `json:"last_hash"`
-	LastRecord    uint64     `json:"last_record"`
-}
-
-// BatchRecord is the ledger's answer for /batch/…, /batch-by-root/… and
-// /last-batch/… and the record the ledger stores: the exact header bytes,
-// the gateway's signature over them, the header hash, and where the anchor
-// tx sits.
-type BatchRecord struct {
-	Gateway device.DID `json:"gateway"`
-	Seq     uint64     `json:"seq"`
-	Header  []byte     `json:"header"` // the exact AnchorBatch body bytes
-	Sig     []byte     `json:"sig"`
-	Hash    Hash       `json:"hash"`
-	Root    Hash       `json:"root"`
-	First   uint64     `json:"first"`
-	Last    uint64     `json:"last"`
-	Height  int64      `json:"height"`
-	Tx      string     `json:"tx"`
-	Index   uint32     `json:"index"`
-}
-
 // Device returns the ledger's record of a device.
-func (c *Client) Device(ctx context.Context, did device.DID) (*DeviceRecord, error) {
-	var r DeviceRecord
+func (c *Client) Device(ctx context.Context, did device.DID) (*anchor.DeviceRecord, error) {
+	var r anchor.DeviceRecord
 	return &r, c.queryJSON(ctx, "/device/"+string(did), &r)
 }
 
 // Gateway returns the ledger's record of a gateway.
-func (c *Client) Gateway(ctx context.Context, did device.DID) (*GatewayRecord, error) {
-	var r GatewayRecord
+func (c *Client) Gateway(ctx context.Context, did device.DID) (*anchor.GatewayRecord, error) {
+	var r anchor.GatewayRecord
 	return &r, c.queryJSON(ctx, "/gateway/"+string(did), &r)
 }
 
 // GatewayDevices returns the devices registered through a gateway.
-func (c *Client) GatewayDevices(ctx context.Context, did device.DID) ([]DeviceRecord, error) {
-	var r []DeviceRecord
+func (c *Client) GatewayDevices(ctx context.Context, did device.DID) ([]anchor.DeviceRecord, error) {
+	var r []anchor.DeviceRecord
 	return r, c.queryJSON(ctx, "/gateway/"+string(did)+"/devices", &r)
 }
 
 // Batch returns the anchored batch header (gateway, seq).
-func (c *Client) Batch(ctx context.Context, gateway device.DID, seq uint64) (*BatchRecord, error) {
-	var r BatchRecord
+func (c *Client) Batch(ctx context.Context, gateway device.DID, seq uint64) (*anchor.BatchRecord, error) {
+	var r anchor.BatchRecord
 	return &r, c.queryJSON(ctx, "/batch/"+string(gateway)+"/"+strconv.FormatUint(seq, 10), &r)
 }
 
 // BatchByRoot returns the anchored batch whose Merkle root is root (hex).
-func (c *Client) BatchByRoot(ctx context.Context, root Hash) (*BatchRecord, error) {
-	var r BatchRecord
+func (c *Client) BatchByRoot(ctx context.Context, root anchor.Hash) (*anchor.BatchRecord, error) {
+	var r anchor.BatchRecord
 	return &r, c.queryJSON(ctx, "/batch-by-root/"+root.String(), &r)
 }
 
 // LastBatch returns a gateway's last anchored batch, or ErrNotFound before
 // its first.
-func (c *Client) LastBatch(ctx context.Context, gateway device.DID) (*BatchRecord, error) {
-	var r BatchRecord
+func (c *Client) LastBatch(ctx context.Context, gateway device.DID) (*anchor.BatchRecord, error) {
+	var r anchor.BatchRecord
 	return &r, c.queryJSON(ctx, "/last-batch/"+string(gateway), &r)
+}
+
+// Proposal fetches /proposal/{id}.
+func (c *Client) Proposal(ctx context.Context, id anchor.Hash) (*anchor.ProposalRecord, error) {
+	var r anchor.ProposalRecord
+	return &r, c.queryJSON(ctx, "/proposal/"+id.String(), &r)
+}
+
+// Proposals fetches /proposals: every proposal, oldest first.
+func (c *Client) Proposals(ctx context.Context) ([]anchor.ProposalRecord, error) {
+	var r []anchor.ProposalRecord
+	return r, c.queryJSON(ctx, "/proposals", &r)
+}
+
+// Committee fetches /committee.
+func (c *Client) Committee(ctx context.Context) (*anchor.CommitteeRecord, error) {
+	var r anchor.CommitteeRecord
+	return &r, c.queryJSON(ctx, "/committee", &r)
+}
+
+// Validators fetches /validators.
+func (c *Client) Validators(ctx context.Context) ([]anchor.ValidatorRecord, error) {
+	var r []anchor.ValidatorRecord
+	return r, c.queryJSON(ctx, "/validators", &r)
+}
+
+// Gateways fetches /gateways: every gateway that was ever a member, by DID.
+func (c *Client) Gateways(ctx context.Context) ([]anchor.GatewayRecord, error) {
+	var r []anchor.GatewayRecord
+	return r, c.queryJSON(ctx, "/gateways", &r)
 }
 
 // signedHeader fetches the signed header at height h.
@@ -1011,7 +976,7 @@ func (c *Client) validatorSet(ctx context.Context, h int64) (*types.ValidatorSet
 	}
 	vs, err := newValidatorSet(vals)
 	if err != nil {
-		return nil, fmt.Errorf("anchor: validators at %d: %w", h, err)
+		return nil, fmt.Errorf("ledgerclient: validators at %d: %w", h, err)
 	}
 	return vs, nil
 }

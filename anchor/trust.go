@@ -82,16 +82,10 @@ func (e *TrustMismatchError) Error() string {
 // Unwrap makes errors.Is(err, ErrBadTrust) hold.
 func (e *TrustMismatchError) Unwrap() error { return ErrBadTrust }
 
-// validatorsAt is the validator set the trust says the chain had at height:
-// the set of the last checkpoint at or below height, else the base set (the
-// genesis set, or the trusted header's set, which also stands for heights
-// below the trusted header).
-func (t *Trust) validatorsAt(height int64) *types.ValidatorSet {
-	return t.periodAt(height).Validators
-}
-
-// checkTrustedSet checks that the trust's set for the height of sh is
-// exactly the set sh names (validators_hash, CometBFT's
+// checkTrustedSet checks that the trust's set for the height of sh (the
+// set of the last checkpoint at or below it, else the base set: the
+// genesis set, or the trusted header's, which also stands for heights
+// below the trusted header) is exactly the set sh names (validators_hash, CometBFT's
 // ValidatorSet.Hash). vals is the set the evidence gives for sh; when it is
 // the header's, the error lists how the trusted set differs from it.
 func checkTrustedSet(trust *Trust, sh *types.SignedHeader, vals *types.ValidatorSet) error {

@@ -251,18 +251,14 @@ func (p *AnchorProof) CheckTrust(trust *Trust) (ok bool, err error) {
 		return false, fmt.Errorf("%w: the trust file is for chain %q, the bundle's block %d is of chain %q", ErrBadTrust, trust.ChainID, sh.Height, sh.ChainID)
 	}
 	from := sh.Time
-	if trust.Mode == TrustModeHeader && trust.Header != nil && sh.Height > trust.Height {
-		from = trust.Header.Time
+	if pd := trust.periodAt(sh.Height); pd.Header != nil && sh.Height > pd.From {
+		from = pd.Header.Time
 	}
 	if now := time.Now(); !from.Add(trust.TrustingPeriod).After(now) {
 		return false, fmt.Errorf("%w: its trusting_period (%s) from block %d ended at %s (now %s): use a trust file with a longer trusting_period",
 			ErrBadTrust, trust.TrustingPeriod, sh.Height, formatTime(from.Add(trust.TrustingPeriod)), formatTime(now))
 	}
-	trusted := trust.validatorsAt(sh.Height)
-	if trusted == nil {
-		return false, nil // light client verification from the trusted header
-	}
-	if err := checkTrustedSet(trusted, sh, vals); err != nil {
+	if err := checkTrustedSet(trust, sh, vals); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -377,22 +373,23 @@ func verifyHeader(trust *Trust, sh *types.SignedHeader, vals *types.ValidatorSet
 	if sh.Time.After(now.Add(DefaultMaxClockDrift)) {
 		return fmt.Errorf("header time %s is in the future (now %s)", formatTime(sh.Time), formatTime(now))
 	}
-	trusted := trust.validatorsAt(sh.Height)
-	if trusted == nil {
-		// Header mode above the trusted height: the light client rules,
-		// adjacent or skipping verification from the trusted header.
-		return verifyFrom(trust.Header, trust.Validators, sh, vals, trust.TrustingPeriod, now)
-	}
 	// The header must be signed by +2/3 of its own set, and that set must
-	// be exactly the one the trust names for this height.
+	// be exactly the one the trust names for this height (the set of the
+	// trust's range that covers it: the base, or a checkpoint).
 	if err := vals.VerifyCommitLight(trust.ChainID, sh.Commit.BlockID, sh.Height, sh.Commit); err != nil {
 		return err
 	}
-	if err := checkTrustedSet(trusted, sh, vals); err != nil {
+	if err := checkTrustedSet(trust, sh, vals); err != nil {
 		return err
 	}
-	if trust.Mode == TrustModeHeader && sh.Height == trust.Height && !bytes.Equal(sh.Hash(), trust.HeaderHash) {
-		return fmt.Errorf("header %X at the trusted height is not the trusted header %X", sh.Hash(), trust.HeaderHash)
+	if pd := trust.periodAt(sh.Height); pd.Header != nil && sh.Height == pd.From && !bytes.Equal(sh.Hash(), pd.HeaderHash) {
+		return fmt.Errorf("header %X at the trusted height %d is not the trusted header %X", sh.Hash(), sh.Height, pd.HeaderHash)
+	}
+	if pd := trust.periodAt(sh.Height); pd.Header != nil && sh.Height > pd.From {
+		if expiresAt := pd.Header.Time.Add(trust.TrustingPeriod); !expiresAt.After(now) {
+			return fmt.Errorf("the trust file's trusting period expired at %s (now %s): use a trust file with a longer trusting_period",
+				formatTime(expiresAt), formatTime(now))
+		}
 	}
 	return nil
 }

@@ -58,6 +58,12 @@ type TrustMismatchError struct {
 	TrustedHash []byte   // the trust file's set for Height (ValidatorSet.Hash)
 	ChainHash   []byte   // the header's validators_hash
 	Diff        []string // what differs, when the block's set is known
+	// Since is the height from which the trust file's set holds (its last
+	// checkpoint's, or the trusted height; 0 for the genesis set) when
+	// Height is in the trust file's last range: the chain's set may have
+	// changed after the trust file was last brought up to date.
+	Since int64
+	Last  bool
 }
 
 func (e *TrustMismatchError) Error() string {
@@ -66,35 +72,30 @@ func (e *TrustMismatchError) Error() string {
 	if len(e.Diff) > 0 {
 		msg += ": " + strings.Join(e.Diff, "; ")
 	}
+	if e.Last {
+		msg += fmt.Sprintf("; the trust file follows the validator set from height %d on: if the consortium changed its validators after that, add checkpoints with 'edgeanchor ledger trust update'", e.Since)
+	}
 	return msg
 }
 
 // Unwrap makes errors.Is(err, ErrBadTrust) hold.
 func (e *TrustMismatchError) Unwrap() error { return ErrBadTrust }
 
-// validatorsAt is the validator set the trust says the chain had at height,
-// or nil when a header at height is to be verified with the light client
-// from the trusted header (header mode, above the trusted height). Genesis
-// mode: the genesis set; header mode at or below the trusted height: the
-// trusted header's set. (The chain has no validator changes yet; when it
-// has, the trust file will list the sets and this picks the one for height.)
-func (t *Trust) validatorsAt(height int64) *types.ValidatorSet {
-	if t.Mode == TrustModeHeader && height > t.Height {
-		return nil
-	}
-	return t.Validators
-}
-
-// checkTrustedSet checks that trusted, the trust's set for the height of
-// sh, is exactly the set sh names (validators_hash, CometBFT's
+// checkTrustedSet checks that the trust's set for the height of sh (the
+// set of the last checkpoint at or below it, else the base set: the
+// genesis set, or the trusted header's, which also stands for heights
+// below the trusted header) is exactly the set sh names (validators_hash, CometBFT's
 // ValidatorSet.Hash). vals is the set the evidence gives for sh; when it is
-// the header's, the error lists how trusted differs from it.
-func checkTrustedSet(trusted *types.ValidatorSet, sh *types.SignedHeader, vals *types.ValidatorSet) error {
+// the header's, the error lists how the trusted set differs from it.
+func checkTrustedSet(trust *Trust, sh *types.SignedHeader, vals *types.ValidatorSet) error {
+	p := trust.periodAt(sh.Height)
+	trusted := p.Validators
 	th := trusted.Hash()
 	if bytes.Equal(th, sh.ValidatorsHash) {
 		return nil
 	}
-	e := &TrustMismatchError{Height: sh.Height, TrustedHash: th, ChainHash: sh.ValidatorsHash}
+	e := &TrustMismatchError{Height: sh.Height, TrustedHash: th, ChainHash: sh.ValidatorsHash,
+		Since: p.From, Last: p.Index == len(trust.Checkpoints) && sh.Height >= p.From}
 	if vals != nil && bytes.Equal(vals.Hash(), sh.ValidatorsHash) {
 		e.Diff = diffValidators(trusted, vals)
 	}
@@ -139,6 +140,10 @@ type Trust struct {
 	Validators     *types.ValidatorSet // validator set at Height (genesis set in genesis mode)
 	TrustingPeriod time.Duration       // see DefaultTrustingPeriod
 	Exported       time.Time           // when the file was made (informational)
+	// Checkpoints follow the validator set after the base (the genesis set
+	// or the trusted header): each is the signed header at the first
+	// height of a new set, verified from the one before (Checkpoint).
+	Checkpoints []Checkpoint
 }
 
 type trustJSON struct {
@@ -151,6 +156,7 @@ type trustJSON struct {
 	Exported       string          `json:"exported,omitempty"`
 	Header         json.RawMessage `json:"signed_header,omitempty"`
 	Validators     json.RawMessage `json:"validators"`
+	Checkpoints    []Checkpoint    `json:"checkpoints,omitempty"`
 }
 
 // MarshalJSON writes the trust file form: plain members, with the signed
@@ -164,6 +170,7 @@ func (t *Trust) MarshalJSON() ([]byte, error) {
 		Height:         t.Height,
 		HeaderHash:     hex.EncodeToString(t.HeaderHash),
 		TrustingPeriod: t.TrustingPeriod.String(),
+		Checkpoints:    t.Checkpoints,
 	}
 	if !t.Exported.IsZero() {
 		w.Exported = t.Exported.UTC().Format(time.RFC3339)
@@ -195,7 +202,7 @@ func (t *Trust) UnmarshalJSON(data []byte) (err error) {
 	if err := json.Unmarshal(data, &w); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadTrust, err)
 	}
-	out := Trust{Version: w.Version, Mode: w.Mode, ChainID: w.ChainID, Height: w.Height}
+	out := Trust{Version: w.Version, Mode: w.Mode, ChainID: w.ChainID, Height: w.Height, Checkpoints: w.Checkpoints}
 	if w.HeaderHash != "" {
 		h, err := hex.DecodeString(w.HeaderHash)
 		if err != nil {
@@ -261,7 +268,7 @@ func (t *Trust) Validate() (err error) {
 		if t.Header != nil || t.Height != 0 || len(t.HeaderHash) != 0 {
 			return fmt.Errorf("%w: genesis mode carries no header or height", ErrBadTrust)
 		}
-		return nil
+		return t.validateCheckpoints()
 	case TrustModeHeader:
 	default:
 		return fmt.Errorf("%w: mode %q (want %q or %q)", ErrBadTrust, t.Mode, TrustModeHeader, TrustModeGenesis)
@@ -285,7 +292,7 @@ func (t *Trust) Validate() (err error) {
 	if err := t.Validators.VerifyCommitLight(t.ChainID, sh.Commit.BlockID, sh.Height, sh.Commit); err != nil {
 		return fmt.Errorf("%w: header not signed by its validators: %v", ErrBadTrust, err)
 	}
-	return nil
+	return t.validateCheckpoints()
 }
 
 // WriteTrustFile writes t as indented JSON to path (mode 0644: a trust file

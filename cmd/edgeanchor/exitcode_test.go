@@ -124,6 +124,13 @@ func TestExitCodes(t *testing.T) {
 			{"missing home", []string{"ledger", "export-trust", "--home", missing, "--out", filepath.Join(dir, "t3.json")}, "", 2},
 			{"node unreachable", []string{"ledger", "export-trust", "--rpc", unreachable, "--out", filepath.Join(dir, "t4.json")}, "", 2},
 		},
+		"ledger trust update": {
+			{"unknown flag", []string{"ledger", "trust", "update", "--trust", trust, "--rpc", unreachable, "--bogus"}, "", 2},
+			{"missing flag", []string{"ledger", "trust", "update", "--trust", trust}, "", 2},
+			{"missing file", []string{"ledger", "trust", "update", "--trust", missing, "--rpc", unreachable}, "", 2},
+			{"not a trust file", []string{"ledger", "trust", "update", "--trust", notKey, "--rpc", unreachable}, "", 1},
+			{"node unreachable", []string{"ledger", "trust", "update", "--trust", trust, "--rpc", unreachable}, "", 2},
+		},
 		"ledger": {
 			{"unknown subcommand", []string{"ledger", "bogus"}, "", 2},
 			{"no subcommand", []string{"ledger"}, "", 2},

@@ -222,18 +222,13 @@ func (n *Node) Stop() error {
 
 // dbProvider opens CometBFT's databases and remembers the transaction
 // index, which CometBFT v0.38's node does not close on Stop (it would stay
-// locked and a restart in the same process would fail). The block and
-// state stores are wrapped so that a read after Stop closed them finds
-// nothing rather than panicking (closingDB).
+// locked and a restart in the same process would fail).
 func (n *Node) dbProvider(c *cfg.DBContext) (dbm.DB, error) {
 	db, err := cfg.DefaultDBProvider(c)
 	if err == nil && c.ID == "tx_index" {
 		n.extraMu.Lock()
 		n.extraDBs = append(n.extraDBs, db)
 		n.extraMu.Unlock()
-	}
-	if err == nil && (c.ID == "blockstore" || c.ID == "state") {
-		return &closingDB{DB: db}, nil
 	}
 	return db, err
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -359,9 +360,10 @@ func (c *startingConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
-// Close stops accepting, lets mochi disconnect its clients, then closes
-// every connection still open, those that never sent CONNECT included.
-func (l *connListener) Close(closeClients listeners.CloseFn) {
+// Close stops accepting, disconnects mochi's clients of the listener, then
+// closes every connection still open, those that never sent CONNECT
+// included.
+func (l *connListener) Close(_ listeners.CloseFn) {
 	// end is set under mu: a hand-over to mochi that took the lock before
 	// is counted in starting (waited for below), a later one sees end.
 	l.mu.Lock()
@@ -377,7 +379,7 @@ func (l *connListener) Close(closeClients listeners.CloseFn) {
 		}
 	}
 	l.starting.Wait()
-	closeClients(l.id)
+	l.closeClients()
 	l.mu.Lock()
 	open := make([]*trackedConn, 0, len(l.conns))
 	for c := range l.conns {
@@ -386,6 +388,20 @@ func (l *connListener) Close(closeClients listeners.CloseFn) {
 	l.mu.Unlock()
 	for _, c := range open {
 		_ = c.Close()
+	}
+}
+
+// closeClients disconnects the listener's mochi clients as mochi's own
+// close function (Server.closeListenerClients) does, without its
+// Clients.GetByListener: that takes the clients' read lock a second time
+// (through Len) while holding it, so a client removing itself at that
+// moment (Delete, whose write lock waits for the first read lock and holds
+// back the second) deadlocks Close for ever.
+func (l *connListener) closeClients() {
+	for _, cl := range l.b.srv.Clients.GetAll() {
+		if cl.Net.Listener == l.id && !cl.Closed() {
+			_ = l.b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
 	}
 }
 

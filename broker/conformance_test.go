@@ -146,6 +146,10 @@ func TestMaximumPacketSize(t *testing.T) {
 			t.Fatalf("v%d: packets_too_large = %v, want %v", v, got, before+1)
 		}
 	}
+	// The line is logged just after the count: wait for both lines.
+	eatest.WaitUntil(t, 10*time.Second, "two log lines about the oversized packets", func() bool {
+		return strings.Count(logs.String(), "packet too large") >= 2
+	})
 	if n := strings.Count(logs.String(), "packet too large"); n != 2 || !strings.Contains(logs.String(), string(d.DID())) {
 		t.Fatalf("%d log lines about the oversized packets, want 2 naming the device:\n%s", n, logs.String())
 	}

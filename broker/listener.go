@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -147,6 +148,11 @@ type connListener struct {
 
 	mu    sync.Mutex
 	conns map[*trackedConn]struct{}
+	// starting counts the connections handed to mochi that it may not
+	// have counted in its clients' WaitGroup yet (EstablishConnection
+	// does so before it first reads). Close waits for it, so that mochi's
+	// Wait for its clients, which follows, never runs alongside that Add.
+	starting sync.WaitGroup
 
 	hmu      sync.Mutex
 	lastErr  error
@@ -317,16 +323,53 @@ func (l *connListener) serveConn(c net.Conn, establish listeners.EstablishFn) {
 	if l.tlsConf != nil {
 		conn = tls.Server(tc, l.tlsConf)
 	}
-	if err := establish(l.id, conn); err != nil {
+	if err := l.establish(establish, conn); err != nil {
 		b.log.Debug("mqtt connection ended", "listener", l.id, "remote", c.RemoteAddr().String(), "error", err)
 	}
 	_ = conn.Close()
 }
 
-// Close stops accepting, lets mochi disconnect its clients, then closes
-// every connection still open, those that never sent CONNECT included.
-func (l *connListener) Close(closeClients listeners.CloseFn) {
-	if l.end.CompareAndSwap(false, true) {
+// establish hands conn to mochi unless the listener is closed. Until
+// mochi first reads it (it has counted the client by then) or returns,
+// the hand-over is counted in l.starting.
+func (l *connListener) establish(establish listeners.EstablishFn, conn net.Conn) error {
+	l.mu.Lock()
+	if l.end.Load() {
+		l.mu.Unlock()
+		return net.ErrClosed
+	}
+	l.starting.Add(1)
+	l.mu.Unlock()
+	sc := &startingConn{Conn: conn, done: l.starting.Done}
+	defer sc.started()
+	return establish(l.id, sc)
+}
+
+// startingConn is a connection being handed to mochi: its first read
+// marks the hand-over done.
+type startingConn struct {
+	net.Conn
+	once sync.Once
+	done func()
+}
+
+func (c *startingConn) started() { c.once.Do(c.done) }
+
+func (c *startingConn) Read(p []byte) (int, error) {
+	c.started()
+	return c.Conn.Read(p)
+}
+
+// Close stops accepting, disconnects mochi's clients of the listener, then
+// closes every connection still open, those that never sent CONNECT
+// included.
+func (l *connListener) Close(_ listeners.CloseFn) {
+	// end is set under mu: a hand-over to mochi that took the lock before
+	// is counted in starting (waited for below), a later one sees end.
+	l.mu.Lock()
+	first := l.end.CompareAndSwap(false, true)
+	l.mu.Unlock()
+	if first {
 		close(l.done)
 		if l.ln != nil {
 			_ = l.ln.Close()
@@ -335,7 +378,8 @@ func (l *connListener) Close(closeClients listeners.CloseFn) {
 			l.ws.close()
 		}
 	}
-	closeClients(l.id)
+	l.starting.Wait()
+	l.closeClients()
 	l.mu.Lock()
 	open := make([]*trackedConn, 0, len(l.conns))
 	for c := range l.conns {
@@ -344,6 +388,20 @@ func (l *connListener) Close(closeClients listeners.CloseFn) {
 	l.mu.Unlock()
 	for _, c := range open {
 		_ = c.Close()
+	}
+}
+
+// closeClients disconnects the listener's mochi clients as mochi's own
+// close function (Server.closeListenerClients) does, without its
+// Clients.GetByListener: that takes the clients' read lock a second time
+// (through Len) while holding it, so a client removing itself at that
+// moment (Delete, whose write lock waits for the first read lock and holds
+// back the second) deadlocks Close for ever.
+func (l *connListener) closeClients() {
+	for _, cl := range l.b.srv.Clients.GetAll() {
+		if cl.Net.Listener == l.id && !cl.Closed() {
+			_ = l.b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
 	}
 }
 
@@ -419,6 +477,9 @@ func (c *trackedConn) Close() error {
 
 // trackedOf finds the trackedConn under a client's connection.
 func trackedOf(c net.Conn) *trackedConn {
+	if s, ok := c.(*startingConn); ok {
+		c = s.Conn
+	}
 	switch x := c.(type) {
 	case *tls.Conn:
 		c = x.NetConn()

@@ -87,7 +87,7 @@ func (w *wsServer) serve(rw http.ResponseWriter, r *http.Request, establish list
 		_ = tc.Conn.SetReadDeadline(time.Now().Add(max(time.Second, time.Until(tc.connectBy))))
 		tc.unarmed.Store(false)
 	}
-	if err := establish(w.l.id, &wsConn{Conn: ws.NetConn(), ws: ws}); err != nil {
+	if err := w.l.establish(establish, &wsConn{Conn: ws.NetConn(), ws: ws}); err != nil {
 		w.l.b.log.Debug("mqtt connection ended", "listener", w.l.id, "remote", r.RemoteAddr, "error", err)
 	}
 }

@@ -485,6 +485,11 @@ func TestLedgerOutageUnderLoad(t *testing.T) {
 	})
 	storedDuring := e.g.Store().LastGSeq() - stoppedAt
 	anchoredDuring, _ := e.an.Batches.AnchoredSeq()
+	// The gauges are set at each anchorer tick, so the one read now may
+	// predate the last records stored: wait for a refresh that counts them.
+	waitFor(t, 30*time.Second, "unanchored gauge counting the records stored during the outage", func() bool {
+		return prometheusValue(t, e.an.Metrics.Unanchored) >= float64(storedDuring)
+	})
 	outbox := prometheusValue(t, e.an.Metrics.OutboxDepth)
 	unanchored := prometheusValue(t, e.an.Metrics.Unanchored)
 	lag := prometheusValue(t, e.an.Metrics.AnchorLag)

@@ -240,8 +240,13 @@ func TestIngestRetryableRefusalLateFill(t *testing.T) {
 	if got := gatherValue(t, e.prom, "edgeanchor_sequence_fills_total"); got != 1 {
 		t.Fatalf("sequence_fills_total = %v, want 1", got)
 	}
-	// seq 2 once more: a resend, acknowledged; re-signed: a replay.
+	// seq 2 once more: a resend, acknowledged; re-signed: a replay. The
+	// broker counts an acknowledged publish just after it writes the
+	// PUBACK: wait for the count, then check it is exactly one.
 	sendUntilStored(2)
+	testutil.WaitUntil(t, 10*time.Second, "the resend counted", func() bool {
+		return gatherValue(t, e.prom, "edgeanchor_messages_duplicate_total") >= 1
+	})
 	if got := gatherValue(t, e.prom, "edgeanchor_messages_duplicate_total"); got != 1 {
 		t.Fatalf("messages_duplicate_total = %v, want 1", got)
 	}

@@ -334,8 +334,8 @@ func TestVerifyReceiptMessageTampered(t *testing.T) {
 
 // TestStoreGroupLinger: records that arrive together make the writer wait
 // (store.group_linger) for more before it commits, so a record arriving
-// 100 ms after a burst joins the burst's group (one signature); a lone
-// record on an idle store is committed without waiting.
+// after the writer took a burst joins the burst's group (one signature); a
+// lone record on an idle store is committed without waiting.
 func TestStoreGroupLinger(t *testing.T) {
 	open := func(linger time.Duration) *Store {
 		cfg := DefaultConfig().Store
@@ -363,22 +363,36 @@ func TestStoreGroupLinger(t *testing.T) {
 	recs := make([]*Record, burst+1)
 	errs := make(chan error, burst+1)
 	release := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range burst + 1 {
+	var queued, wg sync.WaitGroup
+	for i := range burst {
 		did := storeSigner(t).DID()
+		queued.Add(1)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			<-release
-			if i == burst {
-				time.Sleep(100 * time.Millisecond) // well inside the linger
+			wait, err := st.Enqueue(ctx, pending(did, 1))
+			queued.Done()
+			if err != nil {
+				errs <- err
+				return
 			}
-			r, err := st.Append(ctx, pending(did, 1))
+			r, _, err := wait()
 			recs[i] = r
 			errs <- err
 		}()
 	}
 	close(release)
+	// The late record is sent once the whole burst is queued and the
+	// writer has taken it from the queue (so it is lingering on the
+	// burst's last group): it arrives after the group was started, and
+	// joins it only if the writer lingers.
+	queued.Wait()
+	waitFor(t, 10*time.Second, "the writer to take the burst", func() bool { return len(st.in) == 0 })
+	var err error
+	if recs[burst], err = st.Append(ctx, pending(storeSigner(t).DID(), 1)); err != nil {
+		t.Fatal(err)
+	}
 	wg.Wait()
 	close(errs)
 	for err := range errs {

@@ -118,28 +118,70 @@ func TestFirmwareSimBinary(t *testing.T) {
 	// devices signed reaches the store except at most one per device whose
 	// number was reserved when the process died.
 	runArgs := []string{"--gateway", "tcp://" + gcfg.MQTT.TCP, "--devices", "4", "--rate", "20", "--state", state, "--stats", "0"}
-	for round := range 2 {
-		run := testutil.StartProcess(t, exec.Command(fs, runArgs...))
-		time.Sleep(2 * time.Second)
-		if round == 0 {
-			if err := run.Cmd.Process.Kill(); err != nil {
-				t.Fatal(err)
+	seqCounter := func(i int) uint64 {
+		b, _ := os.ReadFile(filepath.Join(state, fmt.Sprintf("dev-%04d", i), "seq"))
+		var n uint64
+		fmt.Sscan(string(b), &n)
+		return n
+	}
+	stored := func() []int {
+		n := make([]int, len(dids))
+		for i, did := range dids {
+			n[i] = len(deviceRecords(t, base, did))
+		}
+		return n
+	}
+	// Round 0 is killed once every device has signed new readings and
+	// the gateway has stored some of them (in the middle of a run however
+	// slow the machine). Round 1 runs until the readings spooled at the
+	// kill have been sent and acknowledged (their files are gone) and every
+	// device has stored readings taken after the restart, then stops
+	// cleanly. Readings it takes faster than a loaded machine sends them
+	// stay spooled and are counted below.
+	run := testutil.StartProcess(t, exec.Command(fs, runArgs...))
+	counted, storedBefore := make([]uint64, len(dids)), stored()
+	for i := range dids {
+		counted[i] = seqCounter(i)
+	}
+	if err := testutil.Poll(60*time.Second, func() error {
+		now := stored()
+		for i := range dids {
+			if c := seqCounter(i); c < counted[i]+5 || now[i] <= storedBefore[i] {
+				return fmt.Errorf("device %d: counter %d (was %d), %d stored (was %d)", i, c, counted[i], now[i], storedBefore[i])
 			}
-			<-run.Exited()
-			continue
 		}
-		// Second round: run until every spool is empty, then stop cleanly.
-		if err := testutil.Poll(30*time.Second, func() error {
-			if held, _ := filepath.Glob(filepath.Join(state, "dev-*", "spool", "*.env")); len(held) > 4 { // at most the reading being sent
-				return fmt.Errorf("spools still hold %d readings", len(held))
+		return nil
+	}); err != nil {
+		t.Fatalf("before kill -9: %v\n%s", err, run.Output.String())
+	}
+	if err := run.Cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-run.Exited()
+	leftAtKill, _ := filepath.Glob(filepath.Join(state, "dev-*", "spool", "*.env"))
+	storedAtKill := stored()
+	for i := range dids {
+		counted[i] = seqCounter(i)
+	}
+	run = testutil.StartProcess(t, exec.Command(fs, runArgs...))
+	if err := testutil.Poll(60*time.Second, func() error {
+		for _, f := range leftAtKill {
+			if _, err := os.Stat(f); err == nil {
+				return fmt.Errorf("%s, spooled at the kill, not acknowledged yet", filepath.Base(f))
 			}
-			return nil
-		}); err != nil {
-			t.Fatalf("%v\n%s", err, run.Output.String())
 		}
-		if err := run.Stop(syscall.SIGINT, 30*time.Second); err != nil {
-			t.Fatalf("firmware-sim after kill -9 and restart: %v\n%s", err, run.Output.String())
+		for i, did := range dids {
+			recs := deviceRecords(t, base, did)
+			if len(recs) <= storedAtKill[i] || recs[len(recs)-1].Seq <= counted[i] {
+				return fmt.Errorf("device %d: no reading taken after the restart stored yet", i)
+			}
 		}
+		return nil
+	}); err != nil {
+		t.Fatalf("after kill -9 and restart: %v\n%s", err, run.Output.String())
+	}
+	if err := run.Stop(syscall.SIGINT, 30*time.Second); err != nil {
+		t.Fatalf("firmware-sim after kill -9 and restart: %v\n%s", err, run.Output.String())
 	}
 	for i, did := range dids {
 		recs := deviceRecords(t, base, did)

@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
+	jsonrpcclient "github.com/cometbft/cometbft/rpc/jsonrpc/client"
+
 	"github.com/edgeanchor/edgeanchor/anchor"
-	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/ledger"
 )
@@ -113,27 +115,35 @@ func (n *Node) Restart() {
 // Ledger returns the running ledger node.
 func (n *Node) Ledger() *ledger.Node { return n.node }
 
-// waitHeight polls rpc until its latest height is at least h.
+// waitHeight polls rpc until the application has committed height h or
+// more (abci_info). /status's height comes from the block store, which
+// saves a block before the application runs it: a query right after
+// /status says h can still answer from h-1.
 func waitHeight(rpc string, h int64, timeout time.Duration) error {
-	c, err := ledgerclient.NewClient(rpc, ledgerclient.ClientOptions{Retries: 1, Backoff: 50 * time.Millisecond, RequestTimeout: 2 * time.Second})
+	hc, err := jsonrpcclient.DefaultHTTPClient(rpc)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	hc.Timeout = 2 * time.Second
+	defer hc.CloseIdleConnections()
+	c, err := rpchttp.NewWithClient(rpc, "/websocket", hc)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var last int64
 	for {
-		got, err := c.Height(ctx)
-		if err == nil && got >= h {
+		info, err := c.ABCIInfo(ctx)
+		if err == nil && info.Response.LastBlockHeight >= h {
 			return nil
 		}
 		if err == nil {
-			last = got
+			last = info.Response.LastBlockHeight
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("ledgertest: %s did not reach height %d in %s (at %d): %w", rpc, h, timeout, last, errors.Join(err, ctx.Err()))
+			return fmt.Errorf("ledgertest: %s did not reach height %d in %s (application at %d): %w", rpc, h, timeout, last, errors.Join(err, ctx.Err()))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -1,0 +1,411 @@
+package wages
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgertest"
+	"github.com/edgeanchor/edgeanchor/broker"
+	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway"
+	"github.com/edgeanchor/edgeanchor/internal/testutil"
+	"github.com/edgeanchor/edgeanchor/sim"
+)
+
+// site is a real single-node ledger and an in-process gateway with
+// anchoring, fed by simulated payroll terminals through the gateway's
+// store write path (the path MQTT ingest takes after verification).
+type site struct {
+	t      testing.TB
+	lgw    *ledgertest.Gateway
+	node   *ledgertest.Node
+	g      *gateway.Gateway
+	an     *gateway.Anchoring
+	trust  *anchor.Trust
+	devs   []*device.KeySigner
+	seqs   []uint64
+	gens   []sim.Generator
+	salt   []byte
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func newSite(t testing.TB, devices int, arrears sim.Arrears, start time.Time) *site {
+	t.Helper()
+	lgw := ledgertest.NewGateway(t, "site-a")
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	node := ledgertest.Start(t, ledgertest.Options{Gateways: []*ledgertest.Gateway{lgw}, Logger: quiet})
+	client, err := anchor.NewClient(node.RPC, anchor.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	trust, err := client.ExportTrust(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &site{t: t, lgw: lgw, node: node, trust: trust, salt: []byte("site-a wage test salt")}
+	reg := broker.NewStaticRegistry()
+	for i := range devices {
+		key, tx := lgw.NewDevice(t, "payroll")
+		if _, err := client.Submit(ctx, tx); err != nil {
+			t.Fatal(err)
+		}
+		reg.Put(broker.DeviceInfo{DID: key.DID(), Pub: key.Public(), Kind: "payroll", Site: "site-a"})
+		gen, err := sim.NewGenerator(sim.GenConfig{Kind: sim.KindPayroll, Seed: 17, Index: i, Site: "site-a", Salt: s.salt, Start: start, Arrears: arrears})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.devs, s.seqs, s.gens = append(s.devs, key), append(s.seqs, 0), append(s.gens, gen)
+	}
+	cfg := gateway.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.KeyPath = "unused"
+	cfg.MQTT = gateway.MQTTConfig{TCP: "127.0.0.1:0"}
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.LedgerRPC = node.RPC
+	cfg.BatchInterval = time.Hour // batches are cut by the test
+	prom := prometheus.NewRegistry()
+	g, err := gateway.New(cfg, gateway.Deps{Logger: quiet, Registerer: prom, Gatherer: prom, Signer: lgw.Signer, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.an, err = gateway.EnableAnchoring(g, client); err != nil {
+		t.Fatal(err)
+	}
+	s.g = g
+	rctx, rcancel := context.WithCancel(context.Background())
+	s.cancel, s.done = rcancel, make(chan error, 1)
+	go func() { s.done <- g.Run(rctx) }()
+	t.Cleanup(func() {
+		s.cancel()
+		if err := <-s.done; err != nil {
+			t.Errorf("gateway Run: %v", err)
+		}
+	})
+	return s
+}
+
+// feed stores each device's readings taken before until, those keep
+// selects, and returns how many it stored.
+func (s *site) feed(until time.Time, keep func(sim.Reading) bool) int {
+	s.t.Helper()
+	var waits []func() (*gateway.Record, bool, error)
+	for i, gen := range s.gens {
+		d := s.devs[i]
+		for {
+			r := gen.Next()
+			if !r.At.Before(until) {
+				// Put it back for the next feed.
+				s.gens[i] = &pushback{Generator: gen, r: r}
+				break
+			}
+			if !keep(r) {
+				continue
+			}
+			s.seqs[i]++
+			body, err := device.NewBody(d.DID(), s.seqs[i], r.At, r.Kind, r.Data)
+			if err != nil {
+				s.t.Fatal(err)
+			}
+			env, err := device.Seal(d, body)
+			if err != nil {
+				s.t.Fatal(err)
+			}
+			w, err := s.g.Store().Enqueue(context.Background(), gateway.Pending{DID: d.DID(), Seq: s.seqs[i], Kind: r.Kind, Envelope: env, EnvHash: anchor.SM3(env)})
+			if err != nil {
+				s.t.Fatal(err)
+			}
+			waits = append(waits, w)
+		}
+	}
+	for _, w := range waits {
+		if _, _, err := w(); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+	return len(waits)
+}
+
+// pushback yields r before the rest of its generator's readings.
+type pushback struct {
+	sim.Generator
+	r    sim.Reading
+	used bool
+}
+
+func (p *pushback) Next() sim.Reading {
+	if !p.used {
+		p.used = true
+		return p.r
+	}
+	return p.Generator.Next()
+}
+
+// Seeded reaches through pushbacks to the generator's seeded cases.
+func (p *pushback) Seeded() []sim.SeededCase { return seededOf(p.Generator) }
+
+func seededOf(g sim.Generator) []sim.SeededCase {
+	if s, ok := g.(sim.Seeder); ok {
+		return s.Seeded()
+	}
+	return nil
+}
+
+// cut cuts batches of everything stored and waits until the last is
+// anchored.
+func (s *site) cut() *gateway.StoredBatch {
+	s.t.Helper()
+	var last *gateway.StoredBatch
+	for {
+		sb, err := s.an.Batcher.CutNow()
+		if errors.Is(err, gateway.ErrNoBatch) {
+			break
+		}
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		last = sb
+	}
+	if last == nil {
+		s.t.Fatal("no batch to cut")
+	}
+	s.an.Anchorer.Wake()
+	testutil.WaitFor(s.t, 60*time.Second, fmt.Sprintf("batch %d anchored", last.Seq), func() (err error) {
+		got, err := s.an.Batches.Get(last.Seq)
+		if err == nil && got.Anchor == nil {
+			s.an.Anchorer.Wake()
+			err = errors.New("no anchor yet")
+		}
+		return err
+	})
+	return last
+}
+
+func (s *site) api() *Gateway { return &Gateway{API: "http://" + s.g.HTTPAddr()} }
+
+// anchoredBy verifies the bundle of gseq and returns its anchored-by time.
+func (s *site) anchoredBy(gseq uint64) time.Time {
+	s.t.Helper()
+	b, err := s.api().bundle(context.Background(), gseq)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	v, err := b.Verify(s.trust, nil)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	by, err := anchor.ParseTime(v.AnchoredBy)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return by
+}
+
+// seededMonth builds a site whose terminals recorded October 2026 with
+// arrears seeded, the wage run anchored, then late wages anchored after
+// the due date. It returns the site and the report options.
+func seededMonth(t testing.TB, devices int) (*site, Options) {
+	start := time.Date(2026, 10, 1, 0, 0, 0, 0, sim.SiteZone)
+	s := newSite(t, devices, sim.Arrears{Unpaid: 2, Late: 1, BelowFloor: 1, Ghost: 1}, start)
+	all := func(sim.Reading) bool { return true }
+	s.feed(start.AddDate(0, 1, 0), all) // October, its wage run included
+	b1 := s.cut()
+	due := s.anchoredBy(b1.Last)
+	// Late wages come 20 days after the run; November's attendance is not
+	// needed for October's report.
+	s.feed(start.AddDate(0, 2, 0), func(r sim.Reading) bool { return r.Kind == device.KindWage })
+	s.cut()
+	return s, Options{Gateway: s.lgw.DID(), Period: "2026-10", Zone: sim.SiteZone, Due: due, FloorFen: 20_000, Trust: s.trust}
+}
+
+func (s *site) report(o Options) *Report {
+	s.t.Helper()
+	began := time.Now()
+	defer func() { s.t.Logf("report in %s", time.Since(began)) }()
+	ev, err := Collect(context.Background(), s.api(), o)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	r, err := Build(ev, o, nil)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return r
+}
+
+var caseStatus = map[string]string{
+	sim.CaseUnpaid: StatusUnpaid, sim.CaseLate: StatusPaidLate, sim.CaseBelowFloor: StatusBelowFloor, sim.CaseGhost: StatusNoAttendance,
+}
+
+// TestSeededMonth: a month of a site of a few hundred workers, arrears
+// seeded by the simulator; the report finds exactly the seeded cases, every
+// other worker paid on time, every record verified. Then a record deleted
+// from the gateway's store, and a batch not anchored, make every worker
+// "cannot conclude", naming what is missing.
+func TestSeededMonth(t *testing.T) {
+	began := time.Now()
+	s, o := seededMonth(t, 4)
+	t.Logf("seeded in %s", time.Since(began))
+	r := s.report(o)
+	if !r.Complete || len(r.Missing) != 0 {
+		t.Fatalf("log not complete: %v", r.Missing)
+	}
+	want := map[string]string{}
+	days := map[string]int{}
+	for _, g := range s.gens {
+		for _, c := range seededOf(g) {
+			if c.Period == "2026-10" {
+				want[c.Worker] = caseStatus[c.Case]
+				days[c.Worker] = c.Days
+			}
+		}
+	}
+	if len(want) != 4*5 {
+		t.Fatalf("%d seeded cases, want %d", len(want), 4*5)
+	}
+	if len(r.Workers) < 150 {
+		t.Fatalf("%d workers, want a few hundred", len(r.Workers))
+	}
+	for _, w := range r.Workers {
+		ws, ok := want[w.Ref]
+		if !ok {
+			ws = StatusPaidOnTime
+		}
+		if w.Status != ws {
+			t.Errorf("worker %s: %s (%s), seeded %s", w.Ref, w.Status, w.Reason, ws)
+		}
+		if d, ok := days[w.Ref]; ok && d != w.Days {
+			t.Errorf("worker %s: %d days, the simulator counted %d", w.Ref, w.Days, d)
+		}
+		delete(want, w.Ref)
+	}
+	for ref, st := range want {
+		t.Errorf("seeded worker %s (%s) is not in the report", ref, st)
+	}
+	if r.Checked.PayrollRecords != r.Checked.Records || r.Checked.DeviceSignatures != r.Checked.Records || r.Checked.Records < 4000 {
+		t.Errorf("checked %+v: want every record verified", r.Checked)
+	}
+	t.Logf("%d workers, counts %v, checked %+v", len(r.Workers), r.Counts, r.Checked)
+
+	// The CSV has one line per worker; the table names the counts.
+	var csvOut, table bytes.Buffer
+	if err := r.WriteCSV(&csvOut); err != nil {
+		t.Fatal(err)
+	}
+	csvText := csvOut.String()
+	rows, err := csv.NewReader(strings.NewReader(csvText)).ReadAll()
+	if err != nil || len(rows) != len(r.Workers)+1 {
+		t.Fatalf("csv: %d rows, err %v", len(rows), err)
+	}
+	if err := r.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(table.String(), fmt.Sprintf("%s %d", StatusUnpaid, r.Counts[StatusUnpaid])) {
+		t.Errorf("table without the unpaid count:\n%s", table.String())
+	}
+
+	// The portal's handler answers the same report.
+	h := &Handler{Gateway: s.api(), Options: o}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/wages?period=2026-10&format=csv", nil))
+	if rec.Code != 200 || rec.Body.String() != csvText {
+		got, want := strings.Split(rec.Body.String(), "\n"), strings.Split(csvText, "\n")
+		for i := range min(len(got), len(want)) {
+			if got[i] != want[i] {
+				t.Errorf("handler: %d: line %d\n%s\nwant\n%s", rec.Code, i, got[i], want[i])
+				break
+			}
+		}
+	}
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/wages?period=2026-13", nil))
+	if rec.Code != 400 || !strings.Contains(rec.Body.String(), "period") {
+		t.Errorf("bad period: %d %s", rec.Code, rec.Body.String())
+	}
+
+	// Delete one on-time wage record from the gateway's store.
+	var victim Worker
+	var gone Wage
+	for _, w := range r.Workers {
+		if w.Status == StatusPaidOnTime {
+			victim, gone = w, w.Wages[0]
+			break
+		}
+	}
+	st := s.g.Store()
+	if err := st.DB().Update(func(txn *badger.Txn) error {
+		return txn.Delete(binary.BigEndian.AppendUint64([]byte("r/"), gone.GSeq))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r2 := s.report(o)
+	if r2.Complete || !strings.Contains(strings.Join(r2.Missing, "\n"), fmt.Sprintf("gseq %d..%d missing", gone.GSeq, gone.GSeq)) {
+		t.Fatalf("after deleting gseq %d: complete %v, missing %v", gone.GSeq, r2.Complete, r2.Missing)
+	}
+	for _, w := range r2.Workers {
+		if w.Status != StatusCannotConclude {
+			t.Errorf("after the deletion worker %s is %s", w.Ref, w.Status)
+		}
+		if w.Ref == victim.Ref && !strings.Contains(w.Reason, "missing") {
+			t.Errorf("victim's reason %q", w.Reason)
+		}
+	}
+}
+
+// TestUnanchoredBatch: a batch the ledger never anchored, before any batch
+// anchored after the due date, leaves nothing concluded; the same log with
+// an earlier due date (the batch after it) still concludes.
+func TestUnanchoredBatch(t *testing.T) {
+	s, o := seededMonth(t, 1)
+	before := s.report(o)
+	if !before.Complete {
+		t.Fatalf("not complete: %v", before.Missing)
+	}
+	last := before.LastBatch
+	s.anchoredBy(before.Workers[0].Wages[0].GSeq) // the gateway's proof cache holds every anchor now
+	// Stop the ledger, store a record and cut its batch: it cannot be
+	// anchored.
+	s.node.Stop()
+	s.feed(time.Date(2026, 12, 2, 0, 0, 0, 0, sim.SiteZone), func(sim.Reading) bool { return true })
+	sb, err := s.an.Batcher.CutNow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb.Seq != last+1 {
+		t.Fatalf("cut batch %d, want %d", sb.Seq, last+1)
+	}
+	late := o
+	late.Due = time.Now().Add(time.Hour)
+	r := s.report(late)
+	if r.Complete || !strings.Contains(strings.Join(r.Missing, "\n"), fmt.Sprintf("batch %d (gseq from %d) is not anchored", sb.Seq, sb.First)) {
+		t.Fatalf("unanchored batch: complete %v, missing %v", r.Complete, r.Missing)
+	}
+	for _, w := range r.Workers {
+		if w.Status != StatusCannotConclude {
+			t.Errorf("worker %s is %s with batch %d unanchored", w.Ref, w.Status, sb.Seq)
+		}
+	}
+	// With the original due date the unanchored batch comes after the
+	// closing batch: conclusions hold, it is listed as later.
+	r = s.report(o)
+	if !r.Complete || len(r.Later) == 0 {
+		t.Fatalf("original due date: complete %v missing %v later %v", r.Complete, r.Missing, r.Later)
+	}
+}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/internal/testutil"
+	"github.com/edgeanchor/edgeanchor/wages"
+)
+
+// TestWagesCommand runs `edgeanchor wages` against a real gateway and
+// ledger: usage errors exit 2 naming the flag; a due date after the newest
+// anchor exits 1 (the log cannot be complete through it yet) naming what
+// is missing; once a batch is anchored after the due date the report is
+// complete and exits 0, in each format.
+func TestWagesCommand(t *testing.T) {
+	e := newAuditEnv(t)
+	e.addBurst(3)
+	e.batch()
+	dir := t.TempDir()
+	trust, err := e.client.ExportTrust(t.Context(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trustPath := filepath.Join(dir, "trust.json")
+	if err := anchor.WriteTrustFile(trustPath, trust); err != nil {
+		t.Fatal(err)
+	}
+	// Last month: due dates come after the period's end.
+	period := time.Now().UTC().AddDate(0, 0, -time.Now().UTC().Day()).Format("2006-01")
+	base := []string{"wages", "--gateway", string(e.lgw.DID()), "--api", "http://" + e.g.HTTPAddr(), "--trust", trustPath, "--period", period, "--zone", "UTC"}
+
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"wages", "--gateway", string(e.lgw.DID())}, "--api, --trust, --period required"},
+		{append(append([]string{}, base...), "--format", "xml"), `--format "xml"`},
+		{append(append([]string{}, base...), "--zone", "Mars/Olympus"), "--zone"},
+		{append(append([]string{}, base[:len(base)-4]...), "--period", "2026-13"), `period "2026-13"`},
+		{append(append([]string{}, base...), "--salt-file", "x"), "--salt-file and --ids go together"},
+	} {
+		out, code := runCLI(t, c.args...)
+		if code != 2 || !strings.Contains(out, c.want) {
+			t.Errorf("%v: exit %d, want 2 naming %q:\n%s", c.args[1:], code, c.want, out)
+		}
+	}
+
+	due := time.Now().UTC().Add(time.Second)
+	// Wait until the due date has passed, then anchor a batch after it.
+	out, code := runCLI(t, append(append([]string{}, base...), "--due", due.Format(time.RFC3339Nano))...)
+	if code != 1 || !strings.Contains(out, "no batch anchored after the due date") {
+		t.Fatalf("due date ahead of the log: exit %d\n%s", code, out)
+	}
+	testutil.WaitUntil(t, 5*time.Second, "the due date to pass", func() bool { return time.Now().After(due) })
+	e.addBurst(1)
+	e.batch()
+	args := append(append([]string{}, base...), "--due", due.Format(time.RFC3339Nano))
+	out, code = runCLI(t, args...)
+	if code != 0 || !strings.Contains(out, "complete through the due date") {
+		t.Fatalf("complete log: exit %d\n%s", code, out)
+	}
+	out, code = runCLI(t, append(args, "--format", "json")...)
+	var rep wages.Report
+	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || !rep.Complete || rep.Checked.Records != 8 || rep.Checked.PayrollRecords != 0 {
+		t.Fatalf("json: exit %d %+v\n%s", code, rep.Checked, out)
+	}
+	out, code = runCLI(t, append(args, "--format", "csv")...)
+	if code != 0 || strings.TrimSpace(out) != strings.Join(wages.CSVHeader, ",") {
+		t.Fatalf("csv of a site without payroll records: exit %d\n%s", code, out)
+	}
+	// A salt that is not hex is a usage error; the ID list is read locally.
+	salt, ids := filepath.Join(dir, "salt"), filepath.Join(dir, "ids.csv")
+	if err := os.WriteFile(salt, []byte("not hex\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(ids, []byte("110105199001011234,Zhang San\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, code = runCLI(t, append(args, "--salt-file", salt, "--ids", ids)...)
+	if code != 2 || !strings.Contains(out, "want the salt in hex") {
+		t.Fatalf("bad salt: exit %d\n%s", code, out)
+	}
+}

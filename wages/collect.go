@@ -137,6 +137,10 @@ type Evidence struct {
 	Checked Counts
 	// devices: registration of each payroll device seen.
 	devices map[device.DID]*deviceInfo
+	// raw: the records of Batches[rawFrom:], as the gateway served them,
+	// for evidence packs.
+	raw     []wireRecord
+	rawFrom int
 }
 
 // Counts are the verification figures of a report.
@@ -380,6 +384,7 @@ func (c *collector) records(ctx context.Context) error {
 	if start, _, _, _ := c.o.Window(); len(bs) > 0 && bs[0].AnchoredBy.Before(start) {
 		from = 1
 	}
+	c.ev.rawFrom = from
 	var payroll []checked
 	for i := from; i < len(bs); i++ {
 		h := bs[i].Header
@@ -393,6 +398,7 @@ func (c *collector) records(ctx context.Context) error {
 			recs = append(recs, rs...)
 		}
 		c.ev.Checked.Batches++
+		c.ev.raw = append(c.ev.raw, recs...)
 		got, ok := c.batchRecords(i, h, recs)
 		if ok {
 			payroll = append(payroll, got...)
@@ -550,26 +556,40 @@ func (c *collector) registration(b *anchor.Bundle) (*deviceInfo, error) {
 	if b.Gateway.DID != c.o.Gateway {
 		return nil, fmt.Errorf("registered by %s, not %s", b.Gateway.DID, c.o.Gateway)
 	}
-	tx, err := anchor.DecodeTx(b.Device.Tx)
-	if err != nil {
-		return nil, err
-	}
-	body, err := anchor.DecodeBody(tx.Body)
-	if err != nil {
-		return nil, err
-	}
-	rd, ok := body.(*anchor.RegisterDeviceBody)
-	if !ok {
-		return nil, fmt.Errorf("registration tx is a %s", tx.Type())
-	}
-	reg, pub, err := anchor.ParseDeviceRegistration(rd.Registration)
+	di, site, err := parseRegistration(b.Device.Tx)
 	if err != nil {
 		return nil, err
 	}
 	if c.ev.Site == "" {
-		c.ev.Site = reg.Site
+		c.ev.Site = site
 	}
-	return &deviceInfo{pub: pub, kind: reg.Kind, bundle: b}, nil
+	di.bundle = b
+	return di, nil
+}
+
+// parseRegistration reads the device key, kind and site of a
+// RegisterDevice tx (verified by the caller).
+func parseRegistration(regTx []byte) (*deviceInfo, string, error) {
+	tx, err := anchor.DecodeTx(regTx)
+	if err != nil {
+		return nil, "", err
+	}
+	body, err := anchor.DecodeBody(tx.Body)
+	if err != nil {
+		return nil, "", err
+	}
+	rd, ok := body.(*anchor.RegisterDeviceBody)
+	if !ok {
+		return nil, "", fmt.Errorf("registration tx is a %s", tx.Type())
+	}
+	reg, pub, err := anchor.ParseDeviceRegistration(rd.Registration)
+	if err != nil {
+		return nil, "", err
+	}
+	if !device.VerifySignature(pub, rd.Registration, rd.DeviceSig) {
+		return nil, "", errors.New("the device's proof-of-possession signature does not verify")
+	}
+	return &deviceInfo{pub: pub, kind: reg.Kind}, reg.Site, nil
 }
 
 // decode reads a verified payroll record's data.
@@ -617,4 +637,30 @@ func decode(r checked, devKind string) (Record, error) {
 // sortRecords orders records by gseq.
 func sortRecords(rs []Record) {
 	sort.Slice(rs, func(a, b int) bool { return rs[a].GSeq < rs[b].GSeq })
+}
+
+// ParseZone reads a site time zone: an IANA name (Asia/Shanghai) or a
+// fixed offset from UTC (+08:00).
+func ParseZone(s string) (*time.Location, error) {
+	if len(s) == 6 && (s[0] == '+' || s[0] == '-') && s[3] == ':' {
+		t, err := time.Parse("-07:00", s)
+		if err == nil {
+			_, off := t.Zone()
+			return time.FixedZone(s, off), nil
+		}
+	}
+	loc, err := time.LoadLocation(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: time zone %q: want an IANA name or ±hh:mm", ErrOptions, s)
+	}
+	return loc, nil
+}
+
+// ZoneName names loc so that ParseZone reads it back: its IANA name, or
+// its fixed offset.
+func ZoneName(loc *time.Location) string {
+	if l, err := time.LoadLocation(loc.String()); err == nil && l.String() == loc.String() && loc.String() != "Local" {
+		return loc.String()
+	}
+	return time.Date(2000, 1, 1, 0, 0, 0, 0, loc).Format("-07:00")
 }

@@ -82,7 +82,7 @@ func Build(ev *Evidence, o Options, names map[string]string) (*Report, error) {
 		return nil, err
 	}
 	r := &Report{
-		Gateway: ev.Gateway, Site: ev.Site, Period: o.Period, Zone: o.Zone.String(),
+		Gateway: ev.Gateway, Site: ev.Site, Period: o.Period, Zone: ZoneName(o.Zone),
 		PeriodStart: anchor.FormatTime(start), PeriodEnd: anchor.FormatTime(end), Due: anchor.FormatTime(due),
 		FloorFen: o.FloorFen, Complete: len(ev.Missing) == 0,
 		Missing: append([]string{}, ev.Missing...), Later: append([]string{}, ev.Later...),

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/csv"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -407,5 +408,98 @@ func TestUnanchoredBatch(t *testing.T) {
 	r = s.report(o)
 	if !r.Complete || len(r.Later) == 0 {
 		t.Fatalf("original due date: complete %v missing %v later %v", r.Complete, r.Missing, r.Later)
+	}
+}
+
+// TestEvidencePack: the pack of an unpaid worker and of a worker paid on
+// time verify offline and conclude what the report says; removing a
+// record, altering a byte of a record, or headers of another span are
+// refused naming the step.
+func TestEvidencePack(t *testing.T) {
+	s, o := seededMonth(t, 1)
+	ev, err := Collect(context.Background(), s.api(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Build(ev, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byStatus := map[string]Worker{}
+	for _, w := range r.Workers {
+		byStatus[w.Status] = w
+	}
+	pack := func(w Worker) []byte {
+		p, err := MakePack(ev, o, w.Ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := p.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	unpaid := byStatus[StatusUnpaid]
+	data := pack(unpaid)
+	began := time.Now()
+	res, err := VerifyPack(data, s.trust, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("pack of %d bytes verified in %s: %s", len(data), time.Since(began), res.Conclusion)
+	want := fmt.Sprintf("worker %s attended %d day(s) in 2026-10; no wage record for 2026-10 was anchored by %s", unpaid.Ref, unpaid.Days, anchor.FormatTime(o.Due))
+	if res.Conclusion != want {
+		t.Fatalf("conclusion %q\nwant %q", res.Conclusion, want)
+	}
+	paid := byStatus[StatusPaidOnTime]
+	res, err = VerifyPack(pack(paid), s.trust, nil)
+	if err != nil || res.Days != paid.Days || len(res.OnTime) != 1 || res.OnTime[0].AmountFen != paid.PaidFen {
+		t.Fatalf("paid worker's pack: %v %+v", err, res)
+	}
+
+	var p Pack
+	if err := json.Unmarshal(data, &p); err != nil {
+		t.Fatal(err)
+	}
+	enc := func(p Pack) []byte {
+		b, err := p.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	// The record holding the worker's wage would be the one to remove;
+	// any record will do: the roots and the gseqs miss it.
+	removed := p
+	removed.Records = append(append([]PackRecord{}, p.Records[:len(p.Records)/2]...), p.Records[len(p.Records)/2+1:]...)
+	swapped := p
+	swapped.Batches = append([]PackBatch{}, p.Batches...)
+	swapped.Batches[len(swapped.Batches)-1] = p.Batches[0] // the closing batch replaced by one from before the period
+	early := p
+	early.Batches = p.Batches[:len(p.Batches)-1] // no batch anchored after the due date
+	altered := bytes.Clone(data)
+	i := bytes.Index(altered, []byte(`"env":"`)) + 20
+	altered[i] ^= 1
+	if altered[i] == '"' || altered[i] == '\\' {
+		altered[i] ^= 3
+	}
+	for _, c := range []struct {
+		name string
+		data []byte
+		step string
+	}{
+		{"removed record", enc(removed), PackStepRecords},
+		{"closing batch swapped", enc(swapped), PackStepChain},
+		{"headers short of the due date", enc(early), PackStepChain},
+		{"altered byte", altered, PackStepRecords},
+		{"altered worker", bytes.Replace(data, []byte(unpaid.Ref), []byte(strings.Repeat("0", 64)), 1), PackStepWorker},
+		{"not a pack", []byte(`{"type":"ProofBundle"}`), PackStepFormat},
+	} {
+		_, err := VerifyPack(c.data, s.trust, nil)
+		var pe *PackError
+		if !errors.As(err, &pe) || pe.Step != c.step {
+			t.Errorf("%s: %v, want a failure of step %q", c.name, err, c.step)
+		}
 	}
 }

@@ -58,7 +58,7 @@ through the due date, 2 usage or I/O.`,
 			if err != nil {
 				return usageErr(fmt.Errorf("wages: --gateway: %w", err))
 			}
-			loc, err := time.LoadLocation(zone)
+			loc, err := wages.ParseZone(zone)
 			if err != nil {
 				return usageErr(fmt.Errorf("wages: --zone %q: %w", zone, err))
 			}
@@ -132,7 +132,7 @@ through the due date, 2 usage or I/O.`,
 	f.StringVar(&api, "api", "", "gateway HTTP API base URL (http://host:8480)")
 	f.StringVar(&trustPath, "trust", "", "trust file (ledger export-trust) every record is verified against")
 	f.StringVar(&period, "period", "", "pay period, YYYY-MM")
-	f.StringVar(&zone, "zone", "Asia/Shanghai", "the site's time zone (IANA name): days attended are its local dates")
+	f.StringVar(&zone, "zone", "Asia/Shanghai", "the site's time zone (IANA name or ±hh:mm): days attended are its local dates")
 	f.IntVar(&dueDays, "due-days", wages.DefaultDueDays, "wages are due at 00:00 site time this many days after the period's last day")
 	f.StringVar(&due, "due", "", "the due date itself (RFC 3339; overrides --due-days)")
 	f.Int64Var(&floor, "floor-fen", 0, "daily floor in fen: paid less than this per day attended is below_floor (0: no floor)")

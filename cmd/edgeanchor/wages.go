@@ -12,13 +12,17 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/internal/safetext"
 	"github.com/edgeanchor/edgeanchor/wages"
 )
 
-func init() { register(newWagesCmd) }
+func init() {
+	register(newWagesCmd)
+	register(newVerifyPackCmd)
+}
 
 func newWagesCmd() *cobra.Command {
-	var gw, api, trustPath, period, zone, due, format, saltFile, idsFile string
+	var gw, api, trustPath, period, zone, due, format, saltFile, idsFile, packWorker, packOut string
 	var dueDays int
 	var floor int64
 	cmd := &cobra.Command{
@@ -81,6 +85,9 @@ through the due date, 2 usage or I/O.`,
 			if (saltFile == "") != (idsFile == "") {
 				return usageErr(errors.New("wages: --salt-file and --ids go together"))
 			}
+			if (packWorker == "") != (packOut == "") {
+				return usageErr(errors.New("wages: --pack-worker and --pack-out go together"))
+			}
 			if saltFile != "" {
 				salt, err := os.ReadFile(saltFile)
 				if err != nil {
@@ -108,6 +115,21 @@ through the due date, 2 usage or I/O.`,
 			rep, err := wages.Build(ev, o, names)
 			if err != nil {
 				return usageErr(err)
+			}
+			if packWorker != "" {
+				p, err := wages.MakePack(ev, o, packWorker)
+				if err != nil {
+					return checkFailed(err)
+				}
+				b, err := p.Encode()
+				if err != nil {
+					return ioErr(err)
+				}
+				if err := os.WriteFile(packOut, b, 0o600); err != nil {
+					return ioErr(fmt.Errorf("wages: --pack-out: %w", err))
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "evidence pack of %d bytes written to %s\n", len(b), packOut)
+				return nil
 			}
 			out := cmd.OutOrStdout()
 			switch format {
@@ -139,5 +161,56 @@ through the due date, 2 usage or I/O.`,
 	f.StringVar(&format, "format", "table", "table, json or csv")
 	f.StringVar(&saltFile, "salt-file", "", "file holding the site's salt in hex (local only; with --ids)")
 	f.StringVar(&idsFile, "ids", "", `"ID,name" lines whose references get names (local only; with --salt-file)`)
+	f.StringVar(&packWorker, "pack-worker", "", "write the evidence pack of this worker reference (with --pack-out) instead of the report")
+	f.StringVar(&packOut, "pack-out", "", "evidence pack file to write (mode 0600)")
+	return cmd
+}
+
+func newVerifyPackCmd() *cobra.Command {
+	var trustPath string
+	cmd := &cobra.Command{
+		Use:   "verify-pack PACK.json --trust TRUST.json",
+		Short: "Verify a wage evidence pack offline and print what it proves",
+		Long: `verify-pack checks a wage evidence pack (edgeanchor wages --pack-worker)
+offline against the trust file, step by step: the pack's form, the trust
+file, every batch header anchored in a block signed by the trusted
+validators, the header chain from before the period through the first batch
+anchored after the due date, every record of those batches (receipts,
+recomputed Merkle roots), every device's sequence without gaps, and the
+worker's records under their devices' registered keys. It prints the
+conclusion ("worker R attended 22 days in 2026-10; no wage record for
+2026-10 was anchored by …"). Exit status: 0 verified, 1 a step failed
+(named), 2 usage or I/O.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if trustPath == "" {
+				return usageErr(errors.New("verify-pack: --trust is required"))
+			}
+			trust, err := anchor.ReadTrustFile(trustPath)
+			if err != nil {
+				return ioErr(fmt.Errorf("verify-pack: --trust: %w", err))
+			}
+			data, err := os.ReadFile(args[0])
+			if err != nil {
+				return ioErr(fmt.Errorf("verify-pack: %w", err))
+			}
+			out := cmd.OutOrStdout()
+			n := 0
+			res, err := wages.VerifyPack(data, trust, func(step, detail string, err error) {
+				n++
+				if err != nil {
+					fmt.Fprintln(out, safetext.Sprintf("✗ %d. %s: %v", n, step, err))
+					return
+				}
+				fmt.Fprintln(out, safetext.Sprintf("✓ %d. %s: %s", n, step, detail))
+			})
+			if err != nil {
+				return checkFailed(fmt.Errorf("verify-pack: %w", err))
+			}
+			fmt.Fprintln(out, safetext.Sprintf("proven: %s", res.Conclusion))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&trustPath, "trust", "", "trust file (ledger export-trust)")
 	return cmd
 }

@@ -86,4 +86,27 @@ func TestWagesCommand(t *testing.T) {
 	if code != 2 || !strings.Contains(out, "want the salt in hex") {
 		t.Fatalf("bad salt: exit %d\n%s", code, out)
 	}
+
+	// A pack for a reference without records is refused; verify-pack
+	// names the step a non-pack fails.
+	packOut := filepath.Join(dir, "pack.json")
+	out, code = runCLI(t, append(args, "--pack-worker", strings.Repeat("ab", 32), "--pack-out", packOut)...)
+	if code != 1 || !strings.Contains(out, "no record of worker") {
+		t.Fatalf("pack of an unknown worker: exit %d\n%s", code, out)
+	}
+	out, code = runCLI(t, append(args, "--pack-worker", strings.Repeat("ab", 32))...)
+	if code != 2 || !strings.Contains(out, "--pack-worker and --pack-out go together") {
+		t.Fatalf("--pack-worker alone: exit %d\n%s", code, out)
+	}
+	if err := os.WriteFile(packOut, []byte(`{"type":"ProofBundle"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, code = runCLI(t, "verify-pack", packOut, "--trust", trustPath)
+	if code != 1 || !strings.Contains(out, "✗ 1. "+wages.PackStepFormat) {
+		t.Fatalf("verify-pack of a bundle: exit %d\n%s", code, out)
+	}
+	out, code = runCLI(t, "verify-pack", packOut)
+	if code != 2 || !strings.Contains(out, "--trust is required") {
+		t.Fatalf("verify-pack without --trust: exit %d\n%s", code, out)
+	}
 }

@@ -8,198 +8,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
-	"github.com/edgeanchor/edgeanchor/anchor/ledgertest"
-	"github.com/edgeanchor/edgeanchor/broker"
-	"github.com/edgeanchor/edgeanchor/device"
-	"github.com/edgeanchor/edgeanchor/gateway"
-	"github.com/edgeanchor/edgeanchor/internal/testutil"
 	"github.com/edgeanchor/edgeanchor/sim"
+	"github.com/edgeanchor/edgeanchor/wages/wagestest"
 )
 
-// site is a real single-node ledger and an in-process gateway with
-// anchoring, fed by simulated payroll terminals through the gateway's
-// store write path (the path MQTT ingest takes after verification).
-type site struct {
-	t      testing.TB
-	lgw    *ledgertest.Gateway
-	node   *ledgertest.Node
-	g      *gateway.Gateway
-	an     *gateway.Anchoring
-	trust  *anchor.Trust
-	devs   []*device.KeySigner
-	seqs   []uint64
-	gens   []sim.Generator
-	salt   []byte
-	cancel context.CancelFunc
-	done   chan error
-}
-
-func newSite(t testing.TB, devices int, arrears sim.Arrears, start time.Time) *site {
-	t.Helper()
-	lgw := ledgertest.NewGateway(t, "site-a")
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	node := ledgertest.Start(t, ledgertest.Options{Gateways: []*ledgertest.Gateway{lgw}, Logger: quiet})
-	client, err := anchor.NewClient(node.RPC, anchor.ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = client.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	trust, err := client.ExportTrust(ctx, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &site{t: t, lgw: lgw, node: node, trust: trust, salt: []byte("site-a wage test salt")}
-	reg := broker.NewStaticRegistry()
-	for i := range devices {
-		key, tx := lgw.NewDevice(t, "payroll")
-		if _, err := client.Submit(ctx, tx); err != nil {
-			t.Fatal(err)
-		}
-		reg.Put(broker.DeviceInfo{DID: key.DID(), Pub: key.Public(), Kind: "payroll", Site: "site-a"})
-		gen, err := sim.NewGenerator(sim.GenConfig{Kind: sim.KindPayroll, Seed: 17, Index: i, Site: "site-a", Salt: s.salt, Start: start, Arrears: arrears})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.devs, s.seqs, s.gens = append(s.devs, key), append(s.seqs, 0), append(s.gens, gen)
-	}
-	cfg := gateway.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.KeyPath = "unused"
-	cfg.MQTT = gateway.MQTTConfig{TCP: "127.0.0.1:0"}
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.LedgerRPC = node.RPC
-	cfg.BatchInterval = time.Hour // batches are cut by the test
-	prom := prometheus.NewRegistry()
-	g, err := gateway.New(cfg, gateway.Deps{Logger: quiet, Registerer: prom, Gatherer: prom, Signer: lgw.Signer, Registry: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.an, err = gateway.EnableAnchoring(g, client); err != nil {
-		t.Fatal(err)
-	}
-	s.g = g
-	rctx, rcancel := context.WithCancel(context.Background())
-	s.cancel, s.done = rcancel, make(chan error, 1)
-	go func() { s.done <- g.Run(rctx) }()
-	t.Cleanup(func() {
-		s.cancel()
-		if err := <-s.done; err != nil {
-			t.Errorf("gateway Run: %v", err)
-		}
-	})
-	return s
-}
-
-// feed stores each device's readings taken before until, those keep
-// selects, and returns how many it stored.
-func (s *site) feed(until time.Time, keep func(sim.Reading) bool) int {
-	s.t.Helper()
-	var waits []func() (*gateway.Record, bool, error)
-	for i, gen := range s.gens {
-		d := s.devs[i]
-		for {
-			r := gen.Next()
-			if !r.At.Before(until) {
-				// Put it back for the next feed.
-				s.gens[i] = &pushback{Generator: gen, r: r}
-				break
-			}
-			if !keep(r) {
-				continue
-			}
-			s.seqs[i]++
-			body, err := device.NewBody(d.DID(), s.seqs[i], r.At, r.Kind, r.Data)
-			if err != nil {
-				s.t.Fatal(err)
-			}
-			env, err := device.Seal(d, body)
-			if err != nil {
-				s.t.Fatal(err)
-			}
-			w, err := s.g.Store().Enqueue(context.Background(), gateway.Pending{DID: d.DID(), Seq: s.seqs[i], Kind: r.Kind, Envelope: env, EnvHash: anchor.SM3(env)})
-			if err != nil {
-				s.t.Fatal(err)
-			}
-			waits = append(waits, w)
-		}
-	}
-	for _, w := range waits {
-		if _, _, err := w(); err != nil {
-			s.t.Fatal(err)
-		}
-	}
-	return len(waits)
-}
-
-// pushback yields r before the rest of its generator's readings.
-type pushback struct {
-	sim.Generator
-	r    sim.Reading
-	used bool
-}
-
-func (p *pushback) Next() sim.Reading {
-	if !p.used {
-		p.used = true
-		return p.r
-	}
-	return p.Generator.Next()
-}
-
-// Seeded reaches through pushbacks to the generator's seeded cases.
-func (p *pushback) Seeded() []sim.SeededCase { return seededOf(p.Generator) }
-
-func seededOf(g sim.Generator) []sim.SeededCase {
-	if s, ok := g.(sim.Seeder); ok {
-		return s.Seeded()
-	}
-	return nil
-}
-
-// cut cuts batches of everything stored and waits until the last is
-// anchored.
-func (s *site) cut() *gateway.StoredBatch {
-	s.t.Helper()
-	var last *gateway.StoredBatch
-	for {
-		sb, err := s.an.Batcher.CutNow()
-		if errors.Is(err, gateway.ErrNoBatch) {
-			break
-		}
-		if err != nil {
-			s.t.Fatal(err)
-		}
-		last = sb
-	}
-	if last == nil {
-		s.t.Fatal("no batch to cut")
-	}
-	s.an.Anchorer.Wake()
-	testutil.WaitFor(s.t, 60*time.Second, fmt.Sprintf("batch %d anchored", last.Seq), func() (err error) {
-		got, err := s.an.Batches.Get(last.Seq)
-		if err == nil && got.Anchor == nil {
-			s.an.Anchorer.Wake()
-			err = errors.New("no anchor yet")
-		}
-		return err
-	})
-	return last
-}
-
-func (s *site) api() *Gateway { return &Gateway{API: "http://" + s.g.HTTPAddr()} }
+func (s *site) api() *Gateway { return &Gateway{API: s.API()} }
 
 // anchoredBy verifies the bundle of gseq and returns its anchored-by time.
 func (s *site) anchoredBy(gseq uint64) time.Time {
@@ -208,7 +29,7 @@ func (s *site) anchoredBy(gseq uint64) time.Time {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	v, err := b.Verify(s.trust, nil)
+	v, err := b.Verify(s.Trust, nil)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -219,21 +40,17 @@ func (s *site) anchoredBy(gseq uint64) time.Time {
 	return by
 }
 
-// seededMonth builds a site whose terminals recorded October 2026 with
-// arrears seeded, the wage run anchored, then late wages anchored after
-// the due date. It returns the site and the report options.
+// seededMonth builds wagestest's seeded month and the report options.
 func seededMonth(t testing.TB, devices int) (*site, Options) {
-	start := time.Date(2026, 10, 1, 0, 0, 0, 0, sim.SiteZone)
-	s := newSite(t, devices, sim.Arrears{Unpaid: 2, Late: 1, BelowFloor: 1, Ghost: 1}, start)
-	all := func(sim.Reading) bool { return true }
-	s.feed(start.AddDate(0, 1, 0), all) // October, its wage run included
-	b1 := s.cut()
-	due := s.anchoredBy(b1.Last)
-	// Late wages come 20 days after the run; November's attendance is not
-	// needed for October's report.
-	s.feed(start.AddDate(0, 2, 0), func(r sim.Reading) bool { return r.Kind == device.KindWage })
-	s.cut()
-	return s, Options{Gateway: s.lgw.DID(), Period: "2026-10", Zone: sim.SiteZone, Due: due, FloorFen: 20_000, Trust: s.trust}
+	ws, due := wagestest.SeededMonth(t, devices)
+	s := &site{Site: ws, t: t}
+	return s, Options{Gateway: ws.LGW.DID(), Period: wagestest.Period, Zone: sim.SiteZone, Due: due, FloorFen: wagestest.FloorFen, Trust: ws.Trust}
+}
+
+// site adds the package's own views to a wagestest.Site.
+type site struct {
+	*wagestest.Site
+	t testing.TB
 }
 
 func (s *site) report(o Options) *Report {
@@ -270,8 +87,8 @@ func TestSeededMonth(t *testing.T) {
 	}
 	want := map[string]string{}
 	days := map[string]int{}
-	for _, g := range s.gens {
-		for _, c := range seededOf(g) {
+	for _, g := range s.Gens {
+		for _, c := range wagestest.SeededOf(g) {
 			if c.Period == "2026-10" {
 				want[c.Worker] = caseStatus[c.Case]
 				days[c.Worker] = c.Days
@@ -350,7 +167,7 @@ func TestSeededMonth(t *testing.T) {
 			break
 		}
 	}
-	st := s.g.Store()
+	st := s.G.Store()
 	if err := st.DB().Update(func(txn *badger.Txn) error {
 		return txn.Delete(binary.BigEndian.AppendUint64([]byte("r/"), gone.GSeq))
 	}); err != nil {
@@ -383,9 +200,9 @@ func TestUnanchoredBatch(t *testing.T) {
 	s.anchoredBy(before.Workers[0].Wages[0].GSeq) // the gateway's proof cache holds every anchor now
 	// Stop the ledger, store a record and cut its batch: it cannot be
 	// anchored.
-	s.node.Stop()
-	s.feed(time.Date(2026, 12, 2, 0, 0, 0, 0, sim.SiteZone), func(sim.Reading) bool { return true })
-	sb, err := s.an.Batcher.CutNow()
+	s.Node.Stop()
+	s.Feed(time.Date(2026, 12, 2, 0, 0, 0, 0, sim.SiteZone), func(sim.Reading) bool { return true })
+	sb, err := s.An.Batcher.CutNow()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -443,7 +260,7 @@ func TestEvidencePack(t *testing.T) {
 	unpaid := byStatus[StatusUnpaid]
 	data := pack(unpaid)
 	began := time.Now()
-	res, err := VerifyPack(data, s.trust, nil)
+	res, err := VerifyPack(data, s.Trust, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -453,7 +270,7 @@ func TestEvidencePack(t *testing.T) {
 		t.Fatalf("conclusion %q\nwant %q", res.Conclusion, want)
 	}
 	paid := byStatus[StatusPaidOnTime]
-	res, err = VerifyPack(pack(paid), s.trust, nil)
+	res, err = VerifyPack(pack(paid), s.Trust, nil)
 	if err != nil || res.Days != paid.Days || len(res.OnTime) != 1 || res.OnTime[0].AmountFen != paid.PaidFen {
 		t.Fatalf("paid worker's pack: %v %+v", err, res)
 	}
@@ -496,7 +313,7 @@ func TestEvidencePack(t *testing.T) {
 		{"altered worker", bytes.Replace(data, []byte(unpaid.Ref), []byte(strings.Repeat("0", 64)), 1), PackStepWorker},
 		{"not a pack", []byte(`{"type":"ProofBundle"}`), PackStepFormat},
 	} {
-		_, err := VerifyPack(c.data, s.trust, nil)
+		_, err := VerifyPack(c.data, s.Trust, nil)
 		var pe *PackError
 		if !errors.As(err, &pe) || pe.Step != c.step {
 			t.Errorf("%s: %v, want a failure of step %q", c.name, err, c.step)

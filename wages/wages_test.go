@@ -319,4 +319,19 @@ func TestEvidencePack(t *testing.T) {
 			t.Errorf("%s: %v, want a failure of step %q", c.name, err, c.step)
 		}
 	}
+
+	// A device sequence gap still open when the log is read: nothing is
+	// concluded, the gap is named.
+	s.SkipSeq(0)
+	s.Feed(time.Date(2026, 12, 2, 0, 0, 0, 0, sim.SiteZone), func(sim.Reading) bool { return true })
+	s.Cut()
+	r = s.report(o)
+	if r.Complete || !strings.Contains(strings.Join(r.Missing, "\n"), "(an open sequence gap)") {
+		t.Fatalf("sequence gap: complete %v, missing %v", r.Complete, r.Missing)
+	}
+	for _, w := range r.Workers {
+		if w.Status != StatusCannotConclude {
+			t.Errorf("worker %s is %s with a sequence gap open", w.Ref, w.Status)
+		}
+	}
 }

@@ -247,3 +247,7 @@ const (
 	Period   = "2026-10"
 	FloorFen = 20_000
 )
+
+// SkipSeq makes device i's next stored reading jump one seq, leaving a
+// gap no later record fills.
+func (s *Site) SkipSeq(i int) { s.seqs[i]++ }

@@ -1,7 +1,11 @@
 package sim
 
 import (
+	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,5 +102,43 @@ func TestPayrollArrears(t *testing.T) {
 		if !reflect.DeepEqual(ws[0].Data, wages[w][0].Data) || ws[0].Kind != device.KindWage {
 			t.Errorf("worker %s: %v, without arrears %v", w, ws, wages[w])
 		}
+	}
+}
+
+// TestFleetArrearsKept: a fleet opened with arrears keeps the plan in
+// fleet.json (reopened without it, its payroll terminals still seed), and
+// Fleet.Seeded reports the cases of the wage runs generated.
+func TestFleetArrearsKept(t *testing.T) {
+	cfg := testConfig(t, "127.0.0.1:1", nil)
+	cfg.Profile, cfg.Seed, cfg.Start = KindPayroll, 9, time.Date(2026, 10, 30, 0, 0, 0, 0, SiteZone)
+	cfg.Arrears = Arrears{Unpaid: 1, Ghost: 1}
+	f, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(cfg.StateDir, "fleet.json"))
+	if err != nil || !strings.Contains(string(b), `"arrears": {`) {
+		t.Fatalf("fleet.json without the arrears plan: %v\n%s", err, b)
+	}
+	cfg.Arrears = Arrears{}
+	g, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fl := range []*Fleet{f, g} {
+		for _, d := range fl.devices {
+			for r := d.gen.Next(); r.At.Before(time.Date(2026, 11, 1, 0, 0, 0, 0, SiteZone)); r = d.gen.Next() {
+			}
+		}
+	}
+	// Two terminals' October runs: one unpaid worker and one ghost each.
+	for i, fl := range []*Fleet{f, g} {
+		if n := len(fl.Seeded()); n != 2*cfg.Devices {
+			t.Errorf("fleet %d: %d cases seeded, want %d", i, n, 2*cfg.Devices)
+		}
+	}
+	cfg.Arrears.Late = -1
+	if _, err := Open(cfg); !errors.Is(err, ErrConfig) {
+		t.Errorf("negative arrears: %v, want ErrConfig", err)
 	}
 }

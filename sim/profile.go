@@ -77,16 +77,16 @@ type GenConfig struct {
 // to find (docs/wages.md). The workers are drawn from those who attended;
 // a generator that seeds cases records them (Seeded).
 type Arrears struct {
-	Unpaid     int // no wage record for the month
-	Late       int // the wage record comes LateBy after the month's end
-	BelowFloor int // paid BelowFloorFen a day attended
-	Ghost      int // a wage record for a reference that never attended
+	Unpaid     int `json:"unpaid,omitempty"`      // no wage record for the month
+	Late       int `json:"late,omitempty"`        // the wage record comes LateBy after the month's end
+	BelowFloor int `json:"below_floor,omitempty"` // paid BelowFloorFen a day attended
+	Ghost      int `json:"ghost,omitempty"`       // a wage record for a reference that never attended
 	// LateBy is how long after the wage run a late wage is recorded
 	// (default 20 days).
-	LateBy time.Duration
+	LateBy time.Duration `json:"late_by,omitempty"`
 	// BelowFloorFen is the daily rate of a below-floor payment (default
 	// 10,000 fen; regular rates are 22,000 fen and up).
-	BelowFloorFen int64
+	BelowFloorFen int64 `json:"below_floor_fen,omitempty"`
 }
 
 // Seeded cases (SeededCase.Case).

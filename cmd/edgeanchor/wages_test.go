@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
 	"github.com/edgeanchor/edgeanchor/wages"
+	"github.com/edgeanchor/edgeanchor/wages/wagestest"
 )
 
 // TestWagesCommand runs `edgeanchor wages` against a real gateway and
@@ -108,5 +111,68 @@ func TestWagesCommand(t *testing.T) {
 	out, code = runCLI(t, "verify-pack", packOut)
 	if code != 2 || !strings.Contains(out, "--trust is required") {
 		t.Fatalf("verify-pack without --trust: exit %d\n%s", code, out)
+	}
+}
+
+// TestWagesPackCommand: on a seeded month, `wages` finds the unpaid
+// worker, `wages --pack-worker` writes the worker's pack, `verify-pack`
+// proves the conclusion offline, and refuses the pack with a record's byte
+// altered, naming the step.
+func TestWagesPackCommand(t *testing.T) {
+	s, due := wagestest.SeededMonth(t, 1)
+	dir := t.TempDir()
+	trustPath := filepath.Join(dir, "trust.json")
+	if err := anchor.WriteTrustFile(trustPath, s.Trust); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"wages", "--gateway", string(s.LGW.DID()), "--api", s.API(), "--trust", trustPath, "--period", wagestest.Period,
+		"--zone", "+08:00", "--due", due.Format(time.RFC3339Nano), "--floor-fen", fmt.Sprint(wagestest.FloorFen)}
+	out, code := runCLI(t, append(args, "--format", "json")...)
+	var rep wages.Report
+	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil {
+		t.Fatalf("wages: exit %d\n%.2000s", code, out)
+	}
+	var unpaid *wages.Worker
+	for i, w := range rep.Workers {
+		if w.Status == wages.StatusUnpaid {
+			unpaid = &rep.Workers[i]
+		}
+	}
+	if unpaid == nil || rep.Counts[wages.StatusUnpaid] != 2 {
+		t.Fatalf("counts %v", rep.Counts)
+	}
+	pack := filepath.Join(dir, "pack.json")
+	if out, code = runCLI(t, append(args, "--pack-worker", unpaid.Ref, "--pack-out", pack)...); code != 0 {
+		t.Fatalf("pack: exit %d\n%s", code, out)
+	}
+	if st, err := os.Stat(pack); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("pack file: %v %v", st, err)
+	}
+	out, code = runCLI(t, "verify-pack", pack, "--trust", trustPath)
+	want := fmt.Sprintf("proven: worker %s attended %d day(s) in %s; no wage record for %s was anchored by %s",
+		unpaid.Ref, unpaid.Days, wagestest.Period, wagestest.Period, anchor.FormatTime(due))
+	if code != 0 || !strings.Contains(out, want) {
+		t.Fatalf("verify-pack: exit %d\n%s\nwant %s", code, out, want)
+	}
+	for i, step := range wages.PackSteps {
+		if !strings.Contains(out, fmt.Sprintf("✓ %d. %s", i+1, step)) {
+			t.Errorf("verify-pack does not print step %d %q:\n%s", i+1, step, out)
+		}
+	}
+	data, err := os.ReadFile(pack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(data, []byte(`"receipt":"`)) + 30
+	data[i] ^= 1
+	if data[i] == '"' || data[i] == '\\' {
+		data[i] ^= 3
+	}
+	if err := os.WriteFile(pack, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, code = runCLI(t, "verify-pack", pack, "--trust", trustPath)
+	if code != 1 || !strings.Contains(out, "✗ 5. "+wages.PackStepRecords) {
+		t.Fatalf("altered pack: exit %d\n%s", code, out)
 	}
 }

@@ -463,11 +463,35 @@ func (c *collector) batchRecords(i int, h *anchor.BatchHeader, recs []wireRecord
 // its device's registered key (in parallel), decodes its data and checks
 // each payroll device's sequence.
 func (c *collector) verifyPayroll(ctx context.Context, recs []checked) error {
+	// One proof bundle per device, fetched in parallel (the gateway asks
+	// the ledger for each registration proof), checked in order.
+	type fetched struct {
+		r   checked
+		b   *anchor.Bundle
+		err error
+	}
+	var todo []*fetched
+	seen := map[device.DID]bool{}
 	for _, r := range recs {
-		if _, ok := c.ev.devices[r.r.DID]; ok {
-			continue
+		if !seen[r.r.DID] {
+			seen[r.r.DID] = true
+			todo = append(todo, &fetched{r: r})
 		}
-		b, err := c.gw.deviceBundle(ctx, r.r.DID, r.r.Seq)
+	}
+	var fw sync.WaitGroup
+	sem := make(chan struct{}, 4)
+	for _, f := range todo {
+		fw.Add(1)
+		go func() {
+			defer fw.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			f.b, f.err = c.gw.deviceBundle(ctx, f.r.r.DID, f.r.r.Seq)
+		}()
+	}
+	fw.Wait()
+	for _, f := range todo {
+		r, b, err := f.r, f.b, f.err
 		if err != nil {
 			if errors.Is(err, ErrNotAnchored) || errors.Is(err, ErrNotFound) || errors.Is(err, anchor.ErrMalformedBundle) {
 				c.ev.devices[r.r.DID] = nil

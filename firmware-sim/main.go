@@ -32,6 +32,7 @@ func main() {
 type options struct {
 	cfg      sim.Config
 	start    string
+	arrears  string
 	logLevel string
 	stats    time.Duration
 }
@@ -88,6 +89,7 @@ Each token enrolls one device once; which device used which is kept in
 	fl.StringVar(&o.start, "start", "", "simulated start time, RFC 3339 (default: 2 days before last month's end; kept in the state)")
 	fl.IntVar(&o.cfg.SpoolMax, "spool-max", sim.DefaultSpoolMax, "readings kept per device while the gateway is unreachable; the oldest go first")
 	fl.IntVar(&o.cfg.Window, "window", 1, "unacknowledged publishes per device")
+	fl.StringVar(&o.arrears, "arrears", "", "seed wage arrears per payroll terminal and month: UNPAID,LATE,BELOW_FLOOR,GHOST worker counts (kept in the state; docs/wages.md)")
 	fl.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.DurationVar(&o.stats, "stats", 10*time.Second, "interval of the progress log line (0: none)")
 	root.AddCommand(o.newLoadCmd())
@@ -106,6 +108,14 @@ func (o *options) open(cmd *cobra.Command) (*sim.Fleet, *slog.Logger, error) {
 			return nil, nil, fmt.Errorf("--start: %w", err)
 		}
 		o.cfg.Start = t
+	}
+	if o.arrears != "" {
+		var a sim.Arrears
+		n, err := fmt.Sscanf(o.arrears, "%d,%d,%d,%d", &a.Unpaid, &a.Late, &a.BelowFloor, &a.Ghost)
+		if err != nil || n != 4 || fmt.Sprintf("%d,%d,%d,%d", a.Unpaid, a.Late, a.BelowFloor, a.Ghost) != o.arrears {
+			return nil, nil, fmt.Errorf("--arrears %q: want four counts UNPAID,LATE,BELOW_FLOOR,GHOST (e.g. 2,1,1,1)", o.arrears)
+		}
+		o.cfg.Arrears = a
 	}
 	o.cfg.Logger = log
 	f, err := sim.Open(o.cfg)

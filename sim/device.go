@@ -38,10 +38,14 @@ type simDevice struct {
 }
 
 func (f *Fleet) newDevice(id *identity) (*simDevice, error) {
-	gen, err := NewGenerator(GenConfig{
+	gc := GenConfig{
 		Kind: id.state.Kind, Seed: f.state.Seed, Index: id.state.Index,
 		Site: id.state.Site, Salt: f.salt, Start: f.state.Start,
-	})
+	}
+	if f.state.Arrears != nil {
+		gc.Arrears = *f.state.Arrears
+	}
+	gen, err := NewGenerator(gc)
 	if err != nil {
 		return nil, err
 	}

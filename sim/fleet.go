@@ -35,8 +35,11 @@ type Config struct {
 	Site       string    // site name in registrations (default site-a)
 	Seed       uint64    // 0: random the first time; kept in {StateDir}/fleet.json
 	Start      time.Time // zero: kept in fleet.json, or DefaultStart the first time
-	SpoolMax   int       // readings kept per device while offline (DefaultSpoolMax)
-	Window     int       // unacknowledged publishes per device (default 1)
+	// Arrears seeds wage-arrears cases into payroll terminals' wage runs
+	// (kept in fleet.json the first time: a fleet's readings depend on it).
+	Arrears  Arrears
+	SpoolMax int // readings kept per device while offline (DefaultSpoolMax)
+	Window   int // unacknowledged publishes per device (default 1)
 
 	ConnectTimeout time.Duration // per attempt (default 30 s; an enrollment waits for a block)
 	AckTimeout     time.Duration // PUBACK wait before the connection is restarted (default 15 s)
@@ -88,6 +91,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: spool max %d must be >= 0 (0 = %d)", ErrConfig, c.SpoolMax, DefaultSpoolMax)
 	case c.Window < 0 || c.Window > 1000:
 		return fmt.Errorf("%w: window %d must be between 0 and 1000 (0 = 1)", ErrConfig, c.Window)
+	case c.Arrears.Unpaid < 0 || c.Arrears.Late < 0 || c.Arrears.BelowFloor < 0 || c.Arrears.Ghost < 0 ||
+		c.Arrears.Unpaid > 1000 || c.Arrears.Late > 1000 || c.Arrears.BelowFloor > 1000 || c.Arrears.Ghost > 1000:
+		return fmt.Errorf("%w: arrears %+v: each count must be between 0 and 1000", ErrConfig, c.Arrears)
 	}
 	if _, err := KindFor(c.Profile, 0); err != nil {
 		return fmt.Errorf("%w: profile: %w", ErrConfig, err)
@@ -131,6 +137,8 @@ type fleetState struct {
 	Seed  uint64    `json:"seed"`
 	Site  string    `json:"site"`
 	Start time.Time `json:"start"`
+	// Arrears is the plan of seeded wage-arrears cases (absent: none).
+	Arrears *Arrears `json:"arrears,omitempty"`
 }
 
 // Stats counts what the fleet did since Open (Dropped: over the spools' lives).
@@ -252,6 +260,10 @@ func (f *Fleet) loadState() error {
 		return fmt.Errorf("sim: %w", err)
 	}
 	f.state = fleetState{Seed: f.cfg.Seed, Site: f.cfg.Site, Start: f.cfg.Start}
+	if f.cfg.Arrears != (Arrears{}) {
+		a := f.cfg.Arrears
+		f.state.Arrears = &a
+	}
 	if f.state.Seed == 0 {
 		var b [8]byte
 		rand.Read(b[:])
@@ -263,6 +275,20 @@ func (f *Fleet) loadState() error {
 	f.state.Start = f.state.Start.UTC()
 	out, _ := json.MarshalIndent(f.state, "", "  ")
 	return writeFileSync(path, append(out, '\n'), 0o600)
+}
+
+// Seeded returns the wage-arrears cases the fleet's payroll terminals
+// seeded in the wage runs generated so far (fleet.json holds the plan; the
+// cases follow from it and the seed). Call it while the fleet is not
+// running.
+func (f *Fleet) Seeded() []SeededCase {
+	var out []SeededCase
+	for _, d := range f.devices {
+		if s, ok := d.gen.(Seeder); ok {
+			out = append(out, s.Seeded()...)
+		}
+	}
+	return out
 }
 
 // Seed is the fleet's seed (as given, or drawn the first time and kept).

@@ -67,6 +67,50 @@ type GenConfig struct {
 	Site  string    // site name, used in project, gate and parcel names
 	Salt  []byte    // the site's secret salt for device.PersonRef
 	Start time.Time // the simulated clock starts here
+	// Arrears seeds wage-arrears cases into the payroll profile's month-end
+	// wage runs (zero: every worker who attended is paid in full on time).
+	Arrears Arrears
+}
+
+// Arrears says how many workers of each payroll terminal the month-end
+// wage run treats wrongly, each month, so that wage supervision has cases
+// to find (docs/wages.md). The workers are drawn from those who attended;
+// a generator that seeds cases records them (Seeded).
+type Arrears struct {
+	Unpaid     int `json:"unpaid,omitempty"`      // no wage record for the month
+	Late       int `json:"late,omitempty"`        // the wage record comes LateBy after the month's end
+	BelowFloor int `json:"below_floor,omitempty"` // paid BelowFloorFen a day attended
+	Ghost      int `json:"ghost,omitempty"`       // a wage record for a reference that never attended
+	// LateBy is how long after the wage run a late wage is recorded
+	// (default 20 days).
+	LateBy time.Duration `json:"late_by,omitempty"`
+	// BelowFloorFen is the daily rate of a below-floor payment (default
+	// 10,000 fen; regular rates are 22,000 fen and up).
+	BelowFloorFen int64 `json:"below_floor_fen,omitempty"`
+}
+
+// Seeded cases (SeededCase.Case).
+const (
+	CaseUnpaid     = "unpaid"
+	CaseLate       = "late"
+	CaseBelowFloor = "below_floor"
+	CaseGhost      = "ghost"
+)
+
+// SeededCase is one arrears case a generator seeded: the worker's
+// reference, the pay period (YYYY-MM), the case, and the days the worker
+// attended that month as the generator counted them.
+type SeededCase struct {
+	Worker string `json:"worker"`
+	Period string `json:"period"`
+	Case   string `json:"case"`
+	Days   int    `json:"days"`
+}
+
+// Seeder is implemented by generators that seed arrears: Seeded returns
+// the cases of every wage run generated so far.
+type Seeder interface {
+	Seeded() []SeededCase
 }
 
 // NewGenerator returns the generator for c.Kind.
@@ -163,7 +207,16 @@ type payrollGen struct {
 	day     time.Time
 	start   time.Time
 	queue   []Reading
+	arrears Arrears
+	salt    []byte
+	name    string    // site and device index, for ghost references
+	later   []Reading // late wages, recorded when their day comes
+	seeded  []SeededCase
 }
+
+var _ Seeder = (*payrollGen)(nil)
+
+func (g *payrollGen) Seeded() []SeededCase { return append([]SeededCase(nil), g.seeded...) }
 
 func newPayrollGen(c GenConfig, rng *rand.Rand) *payrollGen {
 	g := &payrollGen{
@@ -174,6 +227,15 @@ func newPayrollGen(c GenConfig, rng *rand.Rand) *payrollGen {
 		payer:   fmt.Sprintf("%s-labour-subcontractor-%d", c.Site, c.Index%5+1),
 		day:     localDay(c.Start),
 		start:   c.Start,
+		arrears: c.Arrears,
+		salt:    c.Salt,
+		name:    fmt.Sprintf("%s:%d", c.Site, c.Index),
+	}
+	if g.arrears.LateBy <= 0 {
+		g.arrears.LateBy = 20 * 24 * time.Hour
+	}
+	if g.arrears.BelowFloorFen <= 0 {
+		g.arrears.BelowFloorFen = 10_000
 	}
 	n := 20 + rng.IntN(41) // 20–60 workers pass this terminal
 	for i := range n {
@@ -245,27 +307,89 @@ func (g *payrollGen) genDay() {
 		}
 		sort.SliceStable(rs, func(a, b int) bool { return rs[a].At.Before(rs[b].At) })
 	}
+	next := day.AddDate(0, 0, 1)
+	var keep []Reading
+	for _, r := range g.later {
+		if r.At.Before(next) {
+			rs = append(rs, r)
+		} else {
+			keep = append(keep, r)
+		}
+	}
+	g.later = keep
 	if lastDayOfMonth(day) {
 		period := day.Format("2006-01")
 		at := day.Add(wageRunAt)
+		cases := g.drawCases(period)
 		for i, w := range g.workers {
 			if g.days[i] == 0 {
 				continue
 			}
-			rs = append(rs, Reading{At: at, Kind: device.KindWage, Data: Wage{
-				Worker: w.ref, Period: period, AmountFen: int64(g.days[i]) * w.dailyFen,
-				Payer: g.payer, Account: w.account,
-			}})
+			wage := Wage{Worker: w.ref, Period: period, AmountFen: int64(g.days[i]) * w.dailyFen, Payer: g.payer, Account: w.account}
+			switch cases[i] {
+			case CaseUnpaid:
+				g.days[i] = 0
+				continue
+			case CaseLate:
+				g.later = append(g.later, Reading{At: at.Add(g.arrears.LateBy), Kind: device.KindWage, Data: wage})
+				g.days[i] = 0
+				continue
+			case CaseBelowFloor:
+				wage.AmountFen = int64(g.days[i]) * g.arrears.BelowFloorFen
+			}
+			rs = append(rs, Reading{At: at, Kind: device.KindWage, Data: wage})
 			at = at.Add(time.Duration(2+g.rng.IntN(4)) * time.Second)
 			g.days[i] = 0
 		}
+		for n := range g.arrears.Ghost {
+			ref := device.PersonRef(g.salt, fmt.Sprintf("ghost:%s:%s:%d", g.name, period, n))
+			acct := device.PersonRef(g.salt, fmt.Sprintf("account:ghost:%s:%s:%d", g.name, period, n))
+			rs = append(rs, Reading{At: at, Kind: device.KindWage, Data: Wage{
+				Worker: ref, Period: period, AmountFen: 22 * 30_000, Payer: g.payer, Account: acct}})
+			at = at.Add(3 * time.Second)
+			g.seeded = append(g.seeded, SeededCase{Worker: ref, Period: period, Case: CaseGhost})
+		}
 	}
+	sort.SliceStable(rs, func(a, b int) bool { return rs[a].At.Before(rs[b].At) })
 	for _, r := range rs {
 		if r.At.Before(g.start) {
 			continue
 		}
 		g.queue = append(g.queue, r)
 	}
+}
+
+// drawCases picks, among the workers who attended this month, those whose
+// wage the run treats wrongly, and records them. Without arrears it draws
+// nothing from the random source, so unseeded fleets keep their readings.
+func (g *payrollGen) drawCases(period string) map[int]string {
+	a := g.arrears
+	if a.Unpaid+a.Late+a.BelowFloor == 0 {
+		return nil
+	}
+	var attended []int
+	for i := range g.workers {
+		if g.days[i] > 0 {
+			attended = append(attended, i)
+		}
+	}
+	g.rng.Shuffle(len(attended), func(i, j int) { attended[i], attended[j] = attended[j], attended[i] })
+	cases := map[int]string{}
+	for _, c := range []struct {
+		n    int
+		name string
+	}{{a.Unpaid, CaseUnpaid}, {a.Late, CaseLate}, {a.BelowFloor, CaseBelowFloor}} {
+		for range c.n {
+			if len(attended) == 0 {
+				return cases
+			}
+			i := attended[0]
+			attended = attended[1:]
+			cases[i] = c.name
+			g.seeded = append(g.seeded, SeededCase{Worker: g.workers[i].ref, Period: period, Case: c.name, Days: g.days[i]})
+		}
+	}
+	return cases
 }
 
 func (g *payrollGen) pass(w worker, dir string) Attendance {

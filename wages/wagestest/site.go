@@ -16,11 +16,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
-	"github.com/edgeanchor/edgeanchor/anchor/ledgertest"
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
+	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 	"github.com/edgeanchor/edgeanchor/sim"
 )
 
@@ -47,7 +48,7 @@ func NewSite(t testing.TB, devices int, arrears sim.Arrears, start time.Time) *S
 	lgw := ledgertest.NewGateway(t, "site-a")
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	node := ledgertest.Start(t, ledgertest.Options{Gateways: []*ledgertest.Gateway{lgw}, Logger: quiet})
-	client, err := anchor.NewClient(node.RPC, anchor.ClientOptions{})
+	client, err := ledgerclient.NewClient(node.RPC, ledgerclient.ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,13 +81,11 @@ func NewSite(t testing.TB, devices int, arrears sim.Arrears, start time.Time) *S
 	cfg.LedgerRPC = node.RPC
 	cfg.BatchInterval = time.Hour // batches are cut by the test
 	prom := prometheus.NewRegistry()
-	g, err := gateway.New(cfg, gateway.Deps{Logger: quiet, Registerer: prom, Gatherer: prom, Signer: lgw.Signer, Registry: reg})
+	g, err := gateway.New(cfg, gateway.Deps{Logger: quiet, Registerer: prom, Gatherer: prom, Signer: lgw.Signer, Registry: reg, Ledger: client})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.An, err = gateway.EnableAnchoring(g, client); err != nil {
-		t.Fatal(err)
-	}
+	s.An = g.Anchoring()
 	s.G = g
 	rctx, rcancel := context.WithCancel(context.Background())
 	s.cancel, s.done = rcancel, make(chan error, 1)

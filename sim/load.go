@@ -26,8 +26,7 @@ type LoadDevice struct {
 	Kind   string
 	Site   string
 	Token  string
-	// Envelopes are the pre-signed messages to publish, in order (see
-	// PreSign).
+	// Envelopes are the pre-signed messages to publish, in order.
 	Envelopes [][]byte
 }
 
@@ -78,15 +77,10 @@ func (r LoadResult) Rate() float64 {
 // error says which device and why.
 var ErrLoad = errors.New("sim: load run incomplete")
 
-// PreSign makes n signed envelopes of realistic readings for signer's kind
-// with sequence numbers first, first+1, …, from a generator seeded with
-// seed and index, starting at start. Signing is done here, before the clock
-// of a load run starts.
-func PreSign(signer device.Signer, kind string, first uint64, n int, seed uint64, index int, start time.Time) ([][]byte, error) {
-	gen, err := NewGenerator(GenConfig{Kind: kind, Seed: seed, Index: index, Site: "load", Salt: []byte("load"), Start: start})
-	if err != nil {
-		return nil, err
-	}
+// sealReadings signs the next n readings of gen as envelopes of signer
+// with sequence numbers first, first+1, …: the messages of a load run,
+// signed before its clock starts.
+func sealReadings(signer device.Signer, gen Generator, first uint64, n int) ([][]byte, error) {
 	out := make([][]byte, n)
 	for i := range n {
 		r := gen.Next()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/anchor/ledgertest"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/credential"
 )
 
 // registerDevices registers n new env devices of the gateway under test on
@@ -95,7 +96,7 @@ func TestRevocationCutsDeviceOff(t *testing.T) {
 		t.Fatalf(`auth_failures_total{reason="revoked"} = %v, want 1`, v)
 	}
 	// Enrolling again does not bring it back either.
-	pw, err := MakeEnrollCredential(victim, strings.Repeat("a", 64), "env", "site-a", time.Now())
+	pw, err := credential.MakeEnroll(victim, strings.Repeat("a", 64), "env", "site-a", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +171,7 @@ func TestIdentitySurvivesLedgerOutage(t *testing.T) {
 	}
 	priv, _ := device.GenerateKey()
 	newDev := device.NewKeySigner(priv)
-	pw, err := MakeEnrollCredential(newDev, toks[0], "env", "site-a", time.Now())
+	pw, err := credential.MakeEnroll(newDev, toks[0], "env", "site-a", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,17 +1,11 @@
 package sim
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/edgeanchor/edgeanchor/device"
 )
 
 func TestIdentityPersistsKeyAndSeq(t *testing.T) {
@@ -114,61 +108,6 @@ func TestReadTokensAndAssignOncePerDevice(t *testing.T) {
 	re, _ := loadIdentity(filepath.Join(root, deviceName(1)), 1, KindPayroll, "site-a")
 	if re.state.Token != tokenHex('b') {
 		t.Fatalf("token after reload %q", re.state.Token)
-	}
-}
-
-func TestCredentials(t *testing.T) {
-	priv, err := device.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := device.NewKeySigner(priv)
-	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
-	pw, err := ConnectPassword(s, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	parts := strings.Split(pw, ".")
-	if len(parts) != 4 || parts[0] != "ea1" || parts[1] != strconv.FormatInt(now.Unix(), 10) || len(parts[2]) != 32 {
-		t.Fatalf("password %q not ea1.{unix}.{nonce}.{sig}", pw)
-	}
-	sig, err := base64.StdEncoding.DecodeString(parts[3])
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg := "edgeanchor-connect-v1\n" + string(s.DID()) + "\n" + parts[1] + "\n" + parts[2]
-	if !device.VerifySignature(s.Public(), []byte(msg), sig) {
-		t.Fatal("connect signature does not verify")
-	}
-	pw2, _ := ConnectPassword(s, now)
-	if strings.Split(pw2, ".")[2] == parts[2] {
-		t.Fatal("nonce repeated between connects")
-	}
-
-	epw, err := EnrollPassword(s, tokenHex('e'), KindEnv, "site-a", now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ep := strings.Split(epw, ".")
-	if len(ep) != 4 || ep[0] != "ea1-enroll" || ep[1] != tokenHex('e') {
-		t.Fatalf("enroll password %q", epw)
-	}
-	body, _ := base64.StdEncoding.DecodeString(ep[2])
-	esig, _ := base64.StdEncoding.DecodeString(ep[3])
-	if !device.VerifySignature(s.Public(), body, esig) {
-		t.Fatal("registration signature does not verify")
-	}
-	var reg map[string]any
-	if err := json.Unmarshal(body, &reg); err != nil {
-		t.Fatal(err)
-	}
-	if reg["type"] != "DeviceRegistration" || reg["did"] != string(s.DID()) || reg["kind"] != "env" || reg["site"] != "site-a" || reg["ts"] != "2026-11-25T10:00:00Z" {
-		t.Fatalf("registration body %s", body)
-	}
-	der, _ := base64.StdEncoding.DecodeString(reg["pub"].(string))
-	pub, err := device.ParsePublicKeyDER(der)
-	if err != nil || !s.DID().Matches(pub) {
-		t.Fatalf("registration pub does not match the DID: %v", err)
 	}
 }
 

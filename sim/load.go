@@ -17,6 +17,7 @@ import (
 	"github.com/eclipse/paho.golang/paho/session/state"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/credential"
 )
 
 // LoadDevice is one device of a load run: its signer, its kind and site,
@@ -284,9 +285,9 @@ func loadConnect(cfg LoadConfig, d LoadDevice) (*loadClient, error) {
 	})
 	var pw string
 	if d.Token != "" {
-		pw, err = EnrollPassword(d.Signer, d.Token, d.Kind, d.Site, cfg.Now())
+		pw, err = credential.MakeEnroll(d.Signer, d.Token, d.Kind, d.Site, cfg.Now())
 	} else {
-		pw, err = ConnectPassword(d.Signer, cfg.Now())
+		pw, err = credential.MakeConnect(d.Signer, cfg.Now())
 	}
 	if err != nil {
 		_ = conn.Close()

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/edgeanchor/edgeanchor/device/refusal"
 )
 
 func TestIdentityPersistsKeyAndSeq(t *testing.T) {
@@ -129,5 +131,28 @@ func TestTokensNeeded(t *testing.T) {
 	need, _ = TokensNeeded(dir, "mixed", 8)
 	if need[KindPayroll] != 3 || need[KindEnv] != 1 || need[KindSurvey] != 2 {
 		t.Fatalf("after one token and one enrollment: %v", need)
+	}
+}
+
+// refusalNote explains a reason string only when the refusal table holds
+// that reason at the stage with the code the gateway sent.
+func TestRefusalNote(t *testing.T) {
+	for _, tc := range []struct {
+		code   byte
+		reason string
+		stages []refusal.Stage
+		want   string
+	}{
+		{0x97, "rate_limited", []refusal.Stage{refusal.Publish}, "; over the device's rate (the same may be sent again later)"},
+		{0x87, "signature", []refusal.Stage{refusal.Publish}, "; the envelope's signature does not verify"},
+		{0x99, "signature", []refusal.Stage{refusal.Publish}, ""},
+		{0x87, "no_such_reason", []refusal.Stage{refusal.Publish}, ""},
+		{0x87, "stale: credential time 2026-11-25T10:00:00Z is outside the window", []refusal.Stage{refusal.Admit, refusal.Connect},
+			"; the credential's time is outside the credential window around the gateway's clock"},
+		{0x89, "max_connections", []refusal.Stage{refusal.Admit, refusal.Enroll}, "; the gateway holds limits.max_connections connections (the same may be sent again later)"},
+	} {
+		if got := refusalNote(tc.code, tc.reason, tc.stages...); got != tc.want {
+			t.Errorf("refusalNote(0x%02x, %q) = %q, want %q", tc.code, tc.reason, got, tc.want)
+		}
 	}
 }

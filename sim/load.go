@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/credential"
+	"github.com/edgeanchor/edgeanchor/device/refusal"
 )
 
 // LoadDevice is one device of a load run: its signer, its kind and site,
@@ -261,6 +262,33 @@ func printable(s string) string {
 	return s
 }
 
+// refusalNote is what device/refusal's table says of the reason a
+// refusing CONNACK or PUBACK gave (its reason string, up to a ':', with its
+// code) at one of stages: "; {meaning}", with "(the same may be sent again
+// later)" for a reason the device may retry, or "" for a reason or code the
+// table does not hold.
+func refusalNote(code byte, reasonString string, stages ...refusal.Stage) string {
+	name, _, _ := strings.Cut(reasonString, ":")
+	for _, s := range stages {
+		r, ok := refusal.Lookup(s, name)
+		if !ok || r.Code != code {
+			continue
+		}
+		if r.Retry {
+			return "; " + r.Meaning + " (the same may be sent again later)"
+		}
+		return "; " + r.Meaning
+	}
+	return ""
+}
+
+func reasonString(p *packets.Properties) string {
+	if p == nil {
+		return ""
+	}
+	return p.ReasonString
+}
+
 func loadConnect(cfg LoadConfig, d LoadDevice) (*loadClient, error) {
 	did := string(d.Signer.DID())
 	addr := strings.TrimPrefix(cfg.Broker, "tcp://")
@@ -305,7 +333,15 @@ func loadConnect(cfg LoadConfig, d LoadDevice) (*loadClient, error) {
 			if ca.Properties != nil && ca.Properties.ReasonString != "" {
 				msg += ": " + printable(ca.Properties.ReasonString)
 			}
-			return nil, errors.New(msg + ")")
+			stage := refusal.Connect
+			if d.Token != "" {
+				stage = refusal.Enroll
+			}
+			var rs string
+			if ca.Properties != nil {
+				rs = ca.Properties.ReasonString
+			}
+			return nil, errors.New(msg + ")" + refusalNote(ca.ReasonCode, rs, refusal.Admit, stage))
 		}
 		return nil, err
 	}
@@ -352,8 +388,8 @@ func loadSend(ctx context.Context, cfg LoadConfig, l *loadClient, d LoadDevice, 
 			if ack.Properties != nil && ack.Properties.ReasonString != "" {
 				reason = printable(ack.Properties.ReasonString)
 			}
-			return fmt.Errorf("%w: %s: message %d of %d refused by the gateway: %s (PUBACK reason code 0x%02x)",
-				ErrLoad, d.Signer.DID(), p.index+1, len(d.Envelopes), reason, ack.ReasonCode)
+			return fmt.Errorf("%w: %s: message %d of %d refused by the gateway: %s (PUBACK reason code 0x%02x)%s",
+				ErrLoad, d.Signer.DID(), p.index+1, len(d.Envelopes), reason, ack.ReasonCode, refusalNote(ack.ReasonCode, reasonString(ack.Properties), refusal.Publish))
 		}
 		prog.Acked.Add(1)
 		return nil

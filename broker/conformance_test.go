@@ -132,17 +132,18 @@ func TestMaximumPacketSize(t *testing.T) {
 		t.Fatalf("CONNACK maximum packet size = %+v, want %d", ca.Properties, want)
 	}
 
-	for _, v := range []byte{4, 5} {
+	for i, v := range []byte{4, 5} {
 		before := testutil.ToFloat64(tb.b.Metrics().PacketsTooLarge)
 		rc, _ := rawConnect(t, tb.b.Addr("tcp"), v, string(d.DID()), connectPassword(t, d), true)
 		rc.publish1(UpTopic(d.DID()), 1, bytes.Repeat([]byte("a"), int(want)))
 		if _, err := rc.untilClosed(10 * time.Second); err != nil {
 			t.Fatalf("v%d: oversized packet: %v", v, err)
 		}
-		// The count and the log line come from the connection's goroutine
-		// once it has closed: wait for them.
-		eatest.WaitUntil(t, 10*time.Second, "the oversized packet counted", func() bool {
-			return testutil.ToFloat64(tb.b.Metrics().PacketsTooLarge) >= before+1
+		// The count and then the log line come from the connection's
+		// goroutine once it has closed: wait for both.
+		eatest.WaitUntil(t, 10*time.Second, "the oversized packet counted and logged", func() bool {
+			return testutil.ToFloat64(tb.b.Metrics().PacketsTooLarge) >= before+1 &&
+				strings.Count(logs.String(), "packet too large") >= i+1
 		})
 		if got := testutil.ToFloat64(tb.b.Metrics().PacketsTooLarge); got != before+1 {
 			t.Fatalf("v%d: packets_too_large = %v, want %v", v, got, before+1)

@@ -12,6 +12,7 @@ import (
 	cmttypes "github.com/cometbft/cometbft/types"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/credential"
 )
 
 // BundleType and BundleVersion name the proof bundle format
@@ -354,7 +355,7 @@ type verifier struct {
 
 	devicePub  *ecdsa.PublicKey
 	devTx      *Tx
-	reg        *DeviceRegistration
+	reg        *credential.DeviceRegistration
 	opened     *device.Opened
 	gatewayPub *ecdsa.PublicKey
 	rcpt       *Receipt
@@ -418,7 +419,7 @@ func (v *verifier) envelope() (string, error) {
 	if !ok {
 		return "", fmt.Errorf("registration tx is a %s, not a %s", tx.Type(), TypeRegisterDevice)
 	}
-	reg, pub, err := ParseDeviceRegistration(rd.Registration)
+	reg, pub, err := credential.ParseRegistration(rd.Registration)
 	if err != nil {
 		return "", fmt.Errorf("registration: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/cometbft/cometbft/types"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/credential"
 )
 
 // testdata/bundle.json (a record whose receipt is in a commit group of 3+
@@ -145,7 +146,7 @@ func TestTamperedBundles(t *testing.T) {
 		}, nil, StepEnvelope},
 		{"device key swapped with a forged registration", func(t *testing.T, b *Bundle) {
 			k := newKey(t)
-			reg, err := NewDeviceRegistration(k.Public(), DeviceKindEnv, "site-a", time.Now(), "")
+			reg, err := credential.NewRegistration(k.Public(), credential.KindEnv, "site-a", time.Now(), "")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -3,9 +3,7 @@ package anchor
 import (
 	"bytes"
 	"crypto/ecdsa"
-	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,17 +17,9 @@ import (
 // Body types: the "type" member of every signed JSON document the ledger
 // takes (docs/internals.md, "Ledger transactions").
 const (
-	TypeRegisterDevice     = "RegisterDevice"
-	TypeRevokeDevice       = "RevokeDevice"
-	TypeAnchorBatch        = "AnchorBatch"
-	TypeDeviceRegistration = "DeviceRegistration"
-)
-
-// Device kinds a device may be registered with.
-const (
-	DeviceKindPayroll = "payroll"
-	DeviceKindSurvey  = "survey"
-	DeviceKindEnv     = "env"
+	TypeRegisterDevice = "RegisterDevice"
+	TypeRevokeDevice   = "RevokeDevice"
+	TypeAnchorBatch    = "AnchorBatch"
 )
 
 // Limits on what the ledger stores.
@@ -38,8 +28,6 @@ const (
 	MaxTxBytes = 16 << 10
 	// MaxTextLen bounds free-text members (site, name, reason).
 	MaxTextLen = 128
-	// RegistrationVersion is the only device registration version.
-	RegistrationVersion = 1
 )
 
 // Errors of decoding. Each is wrapped with detail; test with errors.Is.
@@ -50,9 +38,6 @@ var (
 	// ErrUnknownTxType means the body's "type" names no transaction this
 	// ledger knows; the submitter speaks a newer protocol.
 	ErrUnknownTxType = errors.New("anchor: unknown transaction type")
-	// ErrMalformedRegistration means a device registration body is not
-	// well-formed (docs/internals.md, "Enrollment credential").
-	ErrMalformedRegistration = errors.New("anchor: malformed device registration")
 )
 
 // Tx is a ledger transaction: a body, the DID of its signer and the signer's
@@ -217,8 +202,9 @@ func BodyType(body []byte) (string, error) {
 }
 
 // RegisterDeviceBody registers a device. Signed by the member gateway named
-// in Gateway; Registration holds the device-made DeviceRegistration bytes and
-// DeviceSig the device's signature over them (proof of possession).
+// in Gateway; Registration holds the device-made registration bytes
+// (credential.DeviceRegistration, made and parsed by package
+// device/credential) and DeviceSig the device's signature over them (proof of possession).
 type RegisterDeviceBody struct {
 	Type         string     `json:"type"`
 	Gateway      device.DID `json:"gateway"`
@@ -236,20 +222,6 @@ type RevokeDeviceBody struct {
 	TS     string     `json:"ts"`
 }
 
-// DeviceRegistration is the device-made registration body:
-//
-//	{"type":"DeviceRegistration","v":1,"did":"did:ea:…","pub":"<b64 SPKI DER>","kind":"payroll","site":"site-a","ts":"…Z","nonce":"<hex>"}
-type DeviceRegistration struct {
-	Type  string     `json:"type"`
-	V     int        `json:"v"`
-	DID   device.DID `json:"did"`
-	Pub   []byte     `json:"pub"`
-	Kind  string     `json:"kind"`
-	Site  string     `json:"site"`
-	TS    string     `json:"ts"`
-	Nonce string     `json:"nonce"`
-}
-
 // NewRegisterDeviceBody returns the body bytes a gateway signs to register a
 // device, given the device's registration bytes and its signature over them.
 func NewRegisterDeviceBody(gateway device.DID, registration, deviceSig []byte, ts time.Time) ([]byte, error) {
@@ -263,30 +235,6 @@ func NewRegisterDeviceBody(gateway device.DID, registration, deviceSig []byte, t
 // revoke a device.
 func NewRevokeDeviceBody(did device.DID, reason string, ts time.Time) ([]byte, error) {
 	return encodeBody(&RevokeDeviceBody{Type: TypeRevokeDevice, DID: did, Reason: reason, TS: FormatTime(ts)})
-}
-
-// NewDeviceRegistration returns the registration bytes a device signs (with
-// its own key) to prove possession. An empty nonce gets 16 random bytes.
-func NewDeviceRegistration(pub *ecdsa.PublicKey, kind, site string, ts time.Time, nonce string) ([]byte, error) {
-	der, err := device.MarshalPublicKeyDER(pub)
-	if err != nil {
-		return nil, err
-	}
-	if nonce == "" {
-		var n [16]byte
-		if _, err := rand.Read(n[:]); err != nil {
-			return nil, fmt.Errorf("anchor: nonce: %w", err)
-		}
-		nonce = hex.EncodeToString(n[:])
-	}
-	reg := &DeviceRegistration{
-		Type: TypeDeviceRegistration, V: RegistrationVersion, DID: device.DIDFromPublicKey(pub),
-		Pub: der, Kind: kind, Site: site, TS: FormatTime(ts), Nonce: nonce,
-	}
-	if _, err := reg.validate(); err != nil {
-		return nil, err
-	}
-	return json.Marshal(reg)
 }
 
 func encodeBody(v interface{ validate() error }) ([]byte, error) {
@@ -362,62 +310,6 @@ func (b *RevokeDeviceBody) validate() error {
 		return err
 	}
 	return checkTS(b.TS)
-}
-
-// ParseDeviceRegistration decodes device registration bytes strictly and
-// checks their members: type, version, the DID is that of pub, a known
-// device kind, a site, an RFC 3339 UTC ts and a 16–64 hex digit nonce. It
-// returns the parsed public key too. The signature is not checked here.
-func ParseDeviceRegistration(b []byte) (*DeviceRegistration, *ecdsa.PublicKey, error) {
-	if len(b) > MaxTxBytes {
-		return nil, nil, fmt.Errorf("%w: %d bytes", ErrMalformedRegistration, len(b))
-	}
-	var reg DeviceRegistration
-	if err := decodeStrict(b, &reg); err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrMalformedRegistration, err)
-	}
-	pub, err := reg.validate()
-	if err != nil {
-		return nil, nil, err
-	}
-	return &reg, pub, nil
-}
-
-func (r *DeviceRegistration) validate() (*ecdsa.PublicKey, error) {
-	if r.Type != TypeDeviceRegistration {
-		return nil, fmt.Errorf("%w: type %q, want %q", ErrMalformedRegistration, r.Type, TypeDeviceRegistration)
-	}
-	if r.V != RegistrationVersion {
-		return nil, fmt.Errorf("%w: version %d, want %d", ErrMalformedRegistration, r.V, RegistrationVersion)
-	}
-	if _, err := device.ParseDID(string(r.DID)); err != nil {
-		return nil, fmt.Errorf("%w: did: %v", ErrMalformedRegistration, err)
-	}
-	pub, err := device.ParsePublicKeyDER(r.Pub)
-	if err != nil {
-		return nil, fmt.Errorf("%w: pub: %v", ErrMalformedRegistration, err)
-	}
-	if !r.DID.Matches(pub) {
-		return nil, fmt.Errorf("%w: did %s is not the DID of pub (%s)", ErrMalformedRegistration, r.DID, device.DIDFromPublicKey(pub))
-	}
-	if !ValidDeviceKind(r.Kind) {
-		return nil, fmt.Errorf("%w: kind %q (want payroll, survey or env)", ErrMalformedRegistration, r.Kind)
-	}
-	if err := checkText("site", r.Site, true); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformedRegistration, err)
-	}
-	if err := checkTS(r.TS); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformedRegistration, err)
-	}
-	if n := len(r.Nonce); n < 16 || n > 64 || strings.Trim(r.Nonce, "0123456789abcdef") != "" {
-		return nil, fmt.Errorf("%w: nonce must be 16-64 lowercase hex digits", ErrMalformedRegistration)
-	}
-	return pub, nil
-}
-
-// ValidDeviceKind reports whether kind is payroll, survey or env.
-func ValidDeviceKind(kind string) bool {
-	return kind == DeviceKindPayroll || kind == DeviceKindSurvey || kind == DeviceKindEnv
 }
 
 func checkText(name, s string, required bool) error {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/credential"
 )
 
 func newSigner(t testing.TB) *device.KeySigner {
@@ -26,7 +27,7 @@ var ts0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 func TestEncodeDecodeTx(t *testing.T) {
 	gw := newSigner(t)
 	dev := newSigner(t)
-	reg, err := NewDeviceRegistration(dev.Public(), "payroll", "site-a", ts0, "")
+	reg, err := credential.NewRegistration(dev.Public(), "payroll", "site-a", ts0, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +85,7 @@ func TestEncodeDecodeTx(t *testing.T) {
 			}
 			switch b := v.(type) {
 			case *RegisterDeviceBody:
-				r, pub, err := ParseDeviceRegistration(b.Registration)
+				r, pub, err := credential.ParseRegistration(b.Registration)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -187,51 +188,6 @@ func TestDecodeBodyRefuses(t *testing.T) {
 				t.Fatalf("DecodeBody(%s) error = %v, want ErrMalformedTx", in, err)
 			}
 		})
-	}
-}
-
-func TestParseDeviceRegistration(t *testing.T) {
-	dev := newSigner(t)
-	other := newSigner(t)
-	der, _ := device.MarshalPublicKeyDER(dev.Public())
-	good := DeviceRegistration{Type: TypeDeviceRegistration, V: 1, DID: dev.DID(), Pub: der, Kind: "survey", Site: "site-a", TS: "2026-11-25T10:00:00Z", Nonce: "0123456789abcdef"}
-	raw, _ := json.Marshal(good)
-	// The documented member order.
-	want := `{"type":"DeviceRegistration","v":1,"did":"` + dev.DID().String() + `","pub":"` + base64.StdEncoding.EncodeToString(der) +
-		`","kind":"survey","site":"site-a","ts":"2026-11-25T10:00:00Z","nonce":"0123456789abcdef"}`
-	if string(raw) != want {
-		t.Fatalf("registration encoding:\n got %s\nwant %s", raw, want)
-	}
-	r, pub, err := ParseDeviceRegistration(raw)
-	if err != nil || r.Kind != "survey" || !r.DID.Matches(pub) {
-		t.Fatalf("ParseDeviceRegistration = %+v, %v", r, err)
-	}
-	mut := func(f func(r *DeviceRegistration)) []byte {
-		c := good
-		f(&c)
-		b, _ := json.Marshal(c)
-		return b
-	}
-	bad := map[string][]byte{
-		"did mismatch": mut(func(r *DeviceRegistration) { r.DID = other.DID() }),
-		"kind":         mut(func(r *DeviceRegistration) { r.Kind = "payroll.wage" }),
-		"version":      mut(func(r *DeviceRegistration) { r.V = 2 }),
-		"type":         mut(func(r *DeviceRegistration) { r.Type = "RegisterDevice" }),
-		"no site":      mut(func(r *DeviceRegistration) { r.Site = "" }),
-		"short nonce":  mut(func(r *DeviceRegistration) { r.Nonce = "abc" }),
-		"upper nonce":  mut(func(r *DeviceRegistration) { r.Nonce = "0123456789ABCDEF" }),
-		"ts":           mut(func(r *DeviceRegistration) { r.TS = "yesterday" }),
-		"not json":     []byte("nope"),
-	}
-	for name, in := range bad {
-		t.Run(name, func(t *testing.T) {
-			if _, _, err := ParseDeviceRegistration(in); !errors.Is(err, ErrMalformedRegistration) {
-				t.Fatalf("error = %v, want ErrMalformedRegistration", err)
-			}
-		})
-	}
-	if _, err := NewDeviceRegistration(dev.Public(), "robot", "s", ts0, ""); !errors.Is(err, ErrMalformedRegistration) {
-		t.Fatalf("NewDeviceRegistration with a bad kind: %v", err)
 	}
 }
 

@@ -8,15 +8,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
-)
 
-// Reasons a CONNECT is refused before it is authenticated (log "reason"
-// and MQTT 5 reason string); they are counted in
-// edgeanchor_mqtt_connections_refused_total and
-// edgeanchor_mqtt_connect_throttled_total, not in auth_failures_total.
-const (
-	ReasonMaxConnections   = "max_connections"
-	ReasonConnectThrottled = "connect_throttled"
+	"github.com/edgeanchor/edgeanchor/device/refusal"
 )
 
 // admitConnect runs before a CONNECT is authenticated: a connection over
@@ -27,17 +20,17 @@ const (
 func (b *Broker) admitConnect(cl *mqtt.Client) error {
 	now := time.Now()
 	if tc := trackedOf(cl.Net.Conn); tc != nil && tc.over {
-		b.metrics.Conn.Refused.WithLabelValues(ReasonMaxConnections).Inc()
+		b.metrics.Conn.Refused.WithLabelValues(refusal.MaxConnections).Inc()
 		b.guard.sample.log(b.log, slog.LevelWarn, "refused/busy", "connect refused", now,
-			"client", cl.ID, "remote", cl.Net.Remote, "reason", ReasonMaxConnections, "limit", b.guard.max)
-		b.refuseConnect(cl, packets.ErrServerBusy, ReasonMaxConnections)
+			"client", cl.ID, "remote", cl.Net.Remote, "reason", refusal.MaxConnections, "limit", b.guard.max)
+		b.refuseConnect(cl, packets.ErrServerBusy, refusal.MaxConnections)
 		return packets.ErrServerBusy
 	}
 	if scope := b.guard.failures.check(sourceOfRemote(cl.Net.Remote), now); scope != "" {
 		b.metrics.Conn.Throttled.WithLabelValues(scope, LimitAuthFailures).Inc()
 		b.guard.sample.log(b.log, slog.LevelInfo, "throttle-auth/"+scope, "connect refused", now,
-			"client", cl.ID, "remote", cl.Net.Remote, "reason", ReasonConnectThrottled, "scope", scope, "limit", LimitAuthFailures)
-		b.refuseConnect(cl, packets.ErrConnectionRateExceeded, ReasonConnectThrottled)
+			"client", cl.ID, "remote", cl.Net.Remote, "reason", refusal.ConnectThrottled, "scope", scope, "limit", LimitAuthFailures)
+		b.refuseConnect(cl, packets.ErrConnectionRateExceeded, refusal.ConnectThrottled)
 		return packets.ErrConnectionRateExceeded
 	}
 	return nil
@@ -81,7 +74,7 @@ func connectRefusalString(err error) string {
 func staleCredential(unix int64, now time.Time, window time.Duration) *AuthError {
 	ct := time.Unix(unix, 0)
 	d := now.Sub(ct)
-	return &AuthError{Reason: ReasonStale,
+	return &AuthError{Reason: refusal.Stale,
 		Err: fmt.Errorf("credential time is %s away from the gateway's clock (window %s)", d.Round(time.Second), window),
 		Hint: fmt.Sprintf("stale: credential time %s is outside the window of %s around the gateway's time %s",
 			ct.UTC().Format(time.RFC3339), window, now.UTC().Format(time.RFC3339))}

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/refusal"
 )
 
 // Ingester turns one device publish into a stored record. Ingest is called
@@ -422,7 +423,7 @@ func (b *Broker) sweepRevoked(ctx context.Context) {
 			if info, ok := reg.Lookup(s.dev.DID); ok && info.Revoked {
 				cl := k.(*mqtt.Client)
 				if !cl.Closed() {
-					b.log.Info("device disconnected", "did", s.dev.DID, "reason", ReasonRevoked)
+					b.log.Info("device disconnected", "did", s.dev.DID, "reason", refusal.Revoked)
 					b.kick(cl)
 				}
 			}

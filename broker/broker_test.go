@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,66 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/credential"
+	"github.com/edgeanchor/edgeanchor/device/refusal"
 )
-
-func TestParseCredential(t *testing.T) {
-	good := "ea1.1764064800.0123456789abcdef.MEUCIQ=="
-	cases := []struct {
-		name, pw string
-		ok       bool
-	}{
-		{"good", good, true},
-		{"long nonce", "ea1.1764064800." + strings.Repeat("a", 64) + ".MEUCIQ==", true},
-		{"no prefix", "ea2.1764064800.0123456789abcdef.MEUCIQ==", false},
-		{"three parts", "ea1.1764064800.0123456789abcdef", false},
-		{"five parts", good + ".x", false},
-		{"signed unix", "ea1.+1764064800.0123456789abcdef.MEUCIQ==", false},
-		{"unix not number", "ea1.17640648x0.0123456789abcdef.MEUCIQ==", false},
-		{"short nonce", "ea1.1764064800.0123456789abcde.MEUCIQ==", false},
-		{"long nonce", "ea1.1764064800." + strings.Repeat("a", 65) + ".MEUCIQ==", false},
-		{"upper nonce", "ea1.1764064800.0123456789ABCDEF.MEUCIQ==", false},
-		{"sig not base64", "ea1.1764064800.0123456789abcdef.!!!", false},
-		{"empty sig", "ea1.1764064800.0123456789abcdef.", false},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			c, err := ParseCredential(tc.pw)
-			if (err == nil) != tc.ok {
-				t.Fatalf("ParseCredential(%q) = %+v, %v; want ok=%v", tc.pw, c, err, tc.ok)
-			}
-			if tc.ok && (c.Unix != 1764064800 || len(c.Sig) == 0) {
-				t.Fatalf("parsed %+v", c)
-			}
-		})
-	}
-}
-
-func TestMakeCredentialVerifies(t *testing.T) {
-	priv, err := device.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := device.NewKeySigner(priv)
-	now := time.Unix(1764064800, 0)
-	pw, err := MakeCredential(s, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := ParseCredential(pw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.Unix != now.Unix() {
-		t.Fatalf("unix = %d", c.Unix)
-	}
-	msg := ConnectMessage(s.DID(), c.Unix, c.Nonce)
-	if want := "edgeanchor-connect-v1\n" + string(s.DID()) + "\n1764064800\n" + c.Nonce; string(msg) != want {
-		t.Fatalf("message = %q, want %q", msg, want)
-	}
-	if !device.VerifySignature(s.Public(), msg, c.Sig) {
-		t.Fatal("credential signature does not verify")
-	}
-}
 
 func TestNonceCache(t *testing.T) {
 	var c nonceCache
@@ -201,7 +143,7 @@ func (tb *testBroker) connect5(t *testing.T, s *device.KeySigner) *paho5.Client 
 		t.Fatal(err)
 	}
 	c := paho5.NewClient(paho5.ClientConfig{Conn: conn})
-	pw, err := MakeCredential(s, time.Now())
+	pw, err := credential.MakeConnect(s, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +189,7 @@ func TestInFlightLimit(t *testing.T) {
 	if err := <-first; err != nil {
 		t.Fatalf("first publish: %v", err)
 	}
-	if got := testutil.ToFloat64(tb.b.Metrics().Refused.WithLabelValues(ReasonInFlightExceeded, "")); got != 1 {
+	if got := testutil.ToFloat64(tb.b.Metrics().Refused.WithLabelValues(refusal.InFlightExceeded, "")); got != 1 {
 		t.Fatalf("refused{inflight_exceeded} = %v", got)
 	}
 	if len(entered) != 0 {
@@ -276,8 +218,8 @@ func TestRevokedAtPublish(t *testing.T) {
 	if pr == nil || pr.ReasonCode != 0x87 {
 		t.Fatalf("publish after revocation: %+v, want 0x87", pr)
 	}
-	if pr.Properties == nil || pr.Properties.ReasonString != ReasonRevoked {
-		t.Fatalf("reason string = %+v, want %q", pr.Properties, ReasonRevoked)
+	if pr.Properties == nil || pr.Properties.ReasonString != refusal.Revoked {
+		t.Fatalf("reason string = %+v, want %q", pr.Properties, refusal.Revoked)
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -307,20 +249,4 @@ func TestQoS2RefusalIsPubrec(t *testing.T) {
 	if got := testutil.ToFloat64(tb.b.Metrics().Refused.WithLabelValues("signature", "env.dust")); got != 1 {
 		t.Fatalf("refused{signature} = %v", got)
 	}
-}
-
-func FuzzParseCredential(f *testing.F) {
-	f.Add("ea1.1764064800.0123456789abcdef.MEUCIQ==")
-	f.Add("ea1..." + strings.Repeat("a", 70))
-	f.Add("ea1-enroll.x.y.z")
-	f.Fuzz(func(t *testing.T, pw string) {
-		c, err := ParseCredential(pw)
-		if err != nil {
-			return
-		}
-		// Whatever parses has the documented shape.
-		if len(c.Nonce) < 16 || len(c.Nonce) > 64 || len(c.Sig) == 0 || c.Unix < 0 {
-			t.Fatalf("parsed %q into %+v", pw, c)
-		}
-	})
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/credential"
+	"github.com/edgeanchor/edgeanchor/device/refusal"
 	eatest "github.com/edgeanchor/edgeanchor/internal/testutil"
 )
 
@@ -29,9 +31,9 @@ func receiptIngester() funcIngester {
 	}}
 }
 
-func credential(t *testing.T, d *device.KeySigner) string {
+func connectPassword(t *testing.T, d *device.KeySigner) string {
 	t.Helper()
-	pw, err := MakeCredential(d, time.Now())
+	pw, err := credential.MakeConnect(d, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +49,7 @@ func TestV3CutOffWithoutDisconnectPacket(t *testing.T) {
 	d := tb.device(t)
 	did := string(d.DID())
 
-	rc, _ := rawConnect(t, tb.b.Addr("tcp"), 4, did, credential(t, d), true)
+	rc, _ := rawConnect(t, tb.b.Addr("tcp"), 4, did, connectPassword(t, d), true)
 	rc.publish1("ea/v1/dev/"+did+"/elsewhere", 1, []byte("x"))
 	got, err := rc.untilClosed(10 * time.Second)
 	if err != nil {
@@ -56,12 +58,12 @@ func TestV3CutOffWithoutDisconnectPacket(t *testing.T) {
 	if len(got) != 0 {
 		t.Fatalf("foreign-topic publish: the broker wrote %d packets before closing (first %#x %x), want none", len(got), got[0].header, got[0].body)
 	}
-	if v := testutil.ToFloat64(tb.b.Metrics().Refused.WithLabelValues(ReasonForeignTopic, "")); v != 1 {
+	if v := testutil.ToFloat64(tb.b.Metrics().Refused.WithLabelValues(refusal.ForeignTopic, "")); v != 1 {
 		t.Fatalf("refused{foreign_topic} = %v, want 1", v)
 	}
 
-	first, _ := rawConnect(t, tb.b.Addr("tcp"), 4, did, credential(t, d), true)
-	second, ack := rawConnect(t, tb.b.Addr("tcp"), 4, did, credential(t, d), true)
+	first, _ := rawConnect(t, tb.b.Addr("tcp"), 4, did, connectPassword(t, d), true)
+	second, ack := rawConnect(t, tb.b.Addr("tcp"), 4, did, connectPassword(t, d), true)
 	if ack.body[1] != 0 {
 		t.Fatalf("second connection refused: CONNACK %x", ack.body)
 	}
@@ -90,7 +92,7 @@ func TestV3ForeignTopicMosquittoPub(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, bin, "-h", host, "-p", port, "-V", "mqttv311", "-i", string(d.DID()),
-		"-u", string(d.DID()), "-P", credential(t, d), "-q", "1", "-t", "ea/v1/dev/"+string(d.DID())+"/other",
+		"-u", string(d.DID()), "-P", connectPassword(t, d), "-q", "1", "-t", "ea/v1/dev/"+string(d.DID())+"/other",
 		"-m", "x", "-d").CombinedOutput()
 	if err == nil {
 		t.Fatalf("mosquitto_pub on a foreign topic succeeded:\n%s", out)
@@ -99,7 +101,7 @@ func TestV3ForeignTopicMosquittoPub(t *testing.T) {
 		!strings.Contains(string(out), "connection was lost") {
 		t.Fatalf("mosquitto_pub did not just lose its connection (a DISCONNECT or protocol error?):\n%s", out)
 	}
-	if v := testutil.ToFloat64(tb.b.Metrics().Refused.WithLabelValues(ReasonForeignTopic, "")); v != 1 {
+	if v := testutil.ToFloat64(tb.b.Metrics().Refused.WithLabelValues(refusal.ForeignTopic, "")); v != 1 {
 		t.Fatalf("refused{foreign_topic} = %v, want 1\n%s", v, out)
 	}
 }
@@ -121,7 +123,7 @@ func TestMaximumPacketSize(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ca, err := c.Connect(ctx, &paho5.Connect{ClientID: string(d.DID()), Username: string(d.DID()), UsernameFlag: true,
-		Password: []byte(credential(t, d)), PasswordFlag: true, KeepAlive: 30, CleanStart: true})
+		Password: []byte(connectPassword(t, d)), PasswordFlag: true, KeepAlive: 30, CleanStart: true})
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
@@ -130,17 +132,18 @@ func TestMaximumPacketSize(t *testing.T) {
 		t.Fatalf("CONNACK maximum packet size = %+v, want %d", ca.Properties, want)
 	}
 
-	for _, v := range []byte{4, 5} {
+	for i, v := range []byte{4, 5} {
 		before := testutil.ToFloat64(tb.b.Metrics().PacketsTooLarge)
-		rc, _ := rawConnect(t, tb.b.Addr("tcp"), v, string(d.DID()), credential(t, d), true)
+		rc, _ := rawConnect(t, tb.b.Addr("tcp"), v, string(d.DID()), connectPassword(t, d), true)
 		rc.publish1(UpTopic(d.DID()), 1, bytes.Repeat([]byte("a"), int(want)))
 		if _, err := rc.untilClosed(10 * time.Second); err != nil {
 			t.Fatalf("v%d: oversized packet: %v", v, err)
 		}
-		// The count and the log line come from the connection's goroutine
-		// once it has closed: wait for them.
-		eatest.WaitUntil(t, 10*time.Second, "the oversized packet counted", func() bool {
-			return testutil.ToFloat64(tb.b.Metrics().PacketsTooLarge) >= before+1
+		// The count and then the log line come from the connection's
+		// goroutine once it has closed: wait for both.
+		eatest.WaitUntil(t, 10*time.Second, "the oversized packet counted and logged", func() bool {
+			return testutil.ToFloat64(tb.b.Metrics().PacketsTooLarge) >= before+1 &&
+				strings.Count(logs.String(), "packet too large") >= i+1
 		})
 		if got := testutil.ToFloat64(tb.b.Metrics().PacketsTooLarge); got != before+1 {
 			t.Fatalf("v%d: packets_too_large = %v, want %v", v, got, before+1)
@@ -173,7 +176,7 @@ func (tb *testBroker) persistent5(t *testing.T, d *device.KeySigner, clean bool)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ca, err := c.Connect(ctx, &paho5.Connect{ClientID: string(d.DID()), Username: string(d.DID()), UsernameFlag: true,
-		Password: []byte(credential(t, d)), PasswordFlag: true, KeepAlive: 30, CleanStart: clean,
+		Password: []byte(connectPassword(t, d)), PasswordFlag: true, KeepAlive: 30, CleanStart: clean,
 		Properties: &paho5.ConnectProperties{SessionExpiryInterval: &expiry}})
 	if err != nil {
 		t.Fatalf("connect: %v", err)
@@ -247,7 +250,7 @@ func TestClientPacketIDsIndependentV3(t *testing.T) {
 	tb := startBroker(t, Options{Ingester: receiptIngester()})
 	d := tb.device(t)
 	did := string(d.DID())
-	a, _ := rawConnect(t, tb.b.Addr("tcp"), 4, did, credential(t, d), false)
+	a, _ := rawConnect(t, tb.b.Addr("tcp"), 4, did, connectPassword(t, d), false)
 	a.subscribe1(string(ReceiptTopic(d.DID())), 1)
 	if ack, _ := a.expect(9, 1); !bytes.Equal(ack.subackCodes(4), []byte{1}) {
 		t.Fatalf("first SUBACK codes %x", ack.subackCodes(4))
@@ -282,7 +285,7 @@ func TestClientPacketIDsIndependentV3(t *testing.T) {
 	_ = a.c.Close()
 	tb.waitGone(t, d)
 
-	b, ca := rawConnect(t, tb.b.Addr("tcp"), 4, did, credential(t, d), false)
+	b, ca := rawConnect(t, tb.b.Addr("tcp"), 4, did, connectPassword(t, d), false)
 	if ca.body[0]&1 != 1 {
 		t.Fatal("session not present")
 	}

@@ -1,13 +1,7 @@
 package broker
 
 import (
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -16,37 +10,10 @@ import (
 	"github.com/edgeanchor/edgeanchor/device"
 )
 
-// Connect credential (docs/protocol.md): the MQTT password
-//
-//	ea1.{unix}.{nonce}.{sig}
-//
-// where sig is base64 (std) of the device's SM2 signature over
-//
-//	edgeanchor-connect-v1\n{did}\n{unix}\n{nonce}
-const (
-	CredentialPrefix = "ea1."
-	EnrollPrefix     = "ea1-enroll."
-	connectContext   = "edgeanchor-connect-v1"
-)
-
-// Reasons a CONNECT is refused: the values of the auth_failures_total
-// "reason" label.
-const (
-	ReasonMalformed        = "malformed"
-	ReasonUnknownDevice    = "unknown_device"
-	ReasonRevoked          = "revoked"
-	ReasonStale            = "stale"
-	ReasonReplayed         = "replayed"
-	ReasonBadSignature     = "bad_signature"
-	ReasonClientIDMismatch = "client_id_mismatch"
-	ReasonUnknownAccount   = "unknown_account"
-	ReasonBadPassword      = "bad_password"
-	ReasonEnrollDisabled   = "enrollment_disabled"
-)
-
-// AuthError is a refused CONNECT. Reason is the metric label; Err the detail
-// for the log. An Enroller returns one to refuse (with its own reasons, e.g.
-// token_used, ledger_unavailable).
+// AuthError is a refused CONNECT. Reason is the metric label, a name of
+// device/refusal's Connect or Enroll table; Err the detail for the log. An
+// Enroller returns one to refuse (with the Enroll reasons, e.g. token_used,
+// ledger_unavailable).
 type AuthError struct {
 	Reason string
 	Err    error
@@ -66,71 +33,6 @@ func (e *AuthError) Unwrap() error { return e.Err }
 
 func authErr(reason, format string, args ...any) *AuthError {
 	return &AuthError{Reason: reason, Err: fmt.Errorf(format, args...)}
-}
-
-// Credential is a parsed connect credential.
-type Credential struct {
-	Unix  int64
-	Nonce string
-	Sig   []byte
-}
-
-// ConnectMessage returns the bytes a device signs to connect.
-func ConnectMessage(did device.DID, unix int64, nonce string) []byte {
-	return []byte(connectContext + "\n" + string(did) + "\n" + strconv.FormatInt(unix, 10) + "\n" + nonce)
-}
-
-// MakeCredential signs a fresh connect credential for s at now with a
-// random 16-byte nonce.
-func MakeCredential(s device.Signer, now time.Time) (string, error) {
-	var nb [16]byte
-	if _, err := rand.Read(nb[:]); err != nil {
-		return "", err
-	}
-	nonce := hex.EncodeToString(nb[:])
-	unix := now.Unix()
-	sig, err := s.Sign(ConnectMessage(s.DID(), unix, nonce))
-	if err != nil {
-		return "", err
-	}
-	return CredentialPrefix + strconv.FormatInt(unix, 10) + "." + nonce + "." + base64.StdEncoding.EncodeToString(sig), nil
-}
-
-// ParseCredential checks the form of a connect credential.
-func ParseCredential(pw string) (Credential, error) {
-	var c Credential
-	rest, ok := strings.CutPrefix(pw, CredentialPrefix)
-	if !ok {
-		return c, errors.New("password does not start with " + CredentialPrefix)
-	}
-	parts := strings.Split(rest, ".")
-	if len(parts) != 3 {
-		return c, fmt.Errorf("want 4 dot-separated parts, got %d", len(parts)+1)
-	}
-	if len(parts[0]) == 0 || len(parts[0]) > 12 || parts[0][0] == '+' || parts[0][0] == '-' {
-		return c, errors.New("unix time is not a decimal number of seconds")
-	}
-	unix, err := strconv.ParseInt(parts[0], 10, 64)
-	if err != nil {
-		return c, errors.New("unix time is not a decimal number of seconds")
-	}
-	nonce := parts[1]
-	if len(nonce) < 16 || len(nonce) > 64 {
-		return c, fmt.Errorf("nonce has %d characters, want 16 to 64", len(nonce))
-	}
-	for i := 0; i < len(nonce); i++ {
-		if ch := nonce[i]; !('0' <= ch && ch <= '9' || 'a' <= ch && ch <= 'f') {
-			return c, errors.New("nonce is not lowercase hex")
-		}
-	}
-	if len(parts[2]) > 200 {
-		return c, errors.New("signature too long")
-	}
-	sig, err := base64.StdEncoding.Strict().DecodeString(parts[2])
-	if err != nil || len(sig) == 0 {
-		return c, errors.New("signature is not base64")
-	}
-	return Credential{Unix: unix, Nonce: nonce, Sig: sig}, nil
 }
 
 // nonceCache remembers (did, nonce) pairs for the credential window, so a

@@ -14,15 +14,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/edgeanchor/edgeanchor/device"
-)
-
-// Reasons a publish is refused before the ingest pipeline sees it (the
-// pipeline adds its own: malformed, signature, replay, store_error, ...).
-const (
-	ReasonForeignTopic     = "foreign_topic"
-	ReasonRateLimited      = "rate_limited"
-	ReasonInFlightExceeded = "inflight_exceeded"
-	ReasonTooLarge         = "too_large"
+	"github.com/edgeanchor/edgeanchor/device/credential"
+	"github.com/edgeanchor/edgeanchor/device/refusal"
 )
 
 // session is what the broker knows of one connected client.
@@ -94,7 +87,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	}
 	s, err := b.authenticate(cl, pk)
 	if err != nil {
-		reason := "malformed"
+		reason := refusal.Malformed
 		var ae *AuthError
 		if errors.As(err, &ae) {
 			reason = ae.Reason
@@ -219,13 +212,13 @@ func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (*session, err
 	}
 	did, err := device.ParseDID(user)
 	if err != nil {
-		return nil, authErr(ReasonMalformed, "username: %v", err)
+		return nil, authErr(refusal.Malformed, "username: %v", err)
 	}
 	if cl.ID != user {
-		return nil, authErr(ReasonClientIDMismatch, "client id %q is not the username", cl.ID)
+		return nil, authErr(refusal.ClientIDMismatch, "client id %q is not the username", cl.ID)
 	}
 	var info DeviceInfo
-	if strings.HasPrefix(pw, EnrollPrefix) {
+	if strings.HasPrefix(pw, credential.EnrollPrefix) {
 		info, err = b.enroll(cl, did, pw)
 	} else {
 		info, err = b.checkCredential(did, pw)
@@ -237,29 +230,29 @@ func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (*session, err
 }
 
 func (b *Broker) checkCredential(did device.DID, pw string) (DeviceInfo, error) {
-	cred, err := ParseCredential(pw)
+	cred, err := credential.ParseConnect(pw)
 	if err != nil {
-		return DeviceInfo{}, authErr(ReasonMalformed, "credential: %v", err)
+		return DeviceInfo{}, authErr(refusal.Malformed, "credential: %v", err)
 	}
 	info, ok := b.reg().Lookup(did)
 	if !ok || info.Pub == nil {
-		return info, authErr(ReasonUnknownDevice, "not registered")
+		return info, authErr(refusal.UnknownDevice, "not registered")
 	}
 	if info.Site != b.opts.Site {
-		return info, authErr(ReasonUnknownDevice, "registered for site %q", info.Site)
+		return info, authErr(refusal.UnknownDevice, "registered for site %q", info.Site)
 	}
 	if info.Revoked {
-		return info, authErr(ReasonRevoked, "revoked on the ledger")
+		return info, authErr(refusal.Revoked, "revoked on the ledger")
 	}
 	now := b.opts.Now()
 	if d := now.Sub(time.Unix(cred.Unix, 0)); d > b.opts.CredentialWindow || d < -b.opts.CredentialWindow {
 		return info, staleCredential(cred.Unix, now, b.opts.CredentialWindow)
 	}
-	if !device.VerifySignature(info.Pub, ConnectMessage(did, cred.Unix, cred.Nonce), cred.Sig) {
-		return info, authErr(ReasonBadSignature, "credential signature does not verify")
+	if !device.VerifySignature(info.Pub, credential.ConnectMessage(did, cred.Unix, cred.Nonce), cred.Sig) {
+		return info, authErr(refusal.BadSignature, "credential signature does not verify")
 	}
 	if !b.nonces.use(did, cred.Nonce, now, b.opts.CredentialWindow) {
-		return info, authErr(ReasonReplayed, "nonce already used")
+		return info, authErr(refusal.Replayed, "nonce already used")
 	}
 	return info, nil
 }
@@ -269,21 +262,21 @@ func (b *Broker) enroll(cl *mqtt.Client, did device.DID, pw string) (DeviceInfo,
 	enroller := b.enroller
 	b.mu.RUnlock()
 	if enroller == nil {
-		b.metrics.Enrollments.WithLabelValues(ReasonEnrollDisabled).Inc()
-		return DeviceInfo{}, authErr(ReasonEnrollDisabled, "this gateway does not enroll devices")
+		b.metrics.Enrollments.WithLabelValues(refusal.EnrollmentDisabled).Inc()
+		return DeviceInfo{}, authErr(refusal.EnrollmentDisabled, "this gateway does not enroll devices")
 	}
 	info, err := enroller(b.ctx, EnrollRequest{DID: did, Password: pw, Remote: cl.Net.Remote})
 	if err != nil {
 		var ae *AuthError
 		if !errors.As(err, &ae) {
-			ae = &AuthError{Reason: "enroll_error", Err: err}
+			ae = &AuthError{Reason: refusal.EnrollError, Err: err}
 		}
 		b.metrics.Enrollments.WithLabelValues(ae.Reason).Inc()
 		return DeviceInfo{}, ae
 	}
 	if info.DID != did || info.Pub == nil || info.Site != b.opts.Site {
-		b.metrics.Enrollments.WithLabelValues("enroll_error").Inc()
-		return DeviceInfo{}, authErr("enroll_error", "enroller returned device %s of site %q", info.DID, info.Site)
+		b.metrics.Enrollments.WithLabelValues(refusal.EnrollError).Inc()
+		return DeviceInfo{}, authErr(refusal.EnrollError, "enroller returned device %s of site %q", info.DID, info.Site)
 	}
 	b.metrics.Enrollments.WithLabelValues("ok").Inc()
 	b.log.Info("device enrolled", "did", did, "kind", info.Kind, "remote", cl.Net.Remote)
@@ -293,10 +286,10 @@ func (b *Broker) enroll(cl *mqtt.Client, did device.DID, pw string) (DeviceInfo,
 func (b *Broker) authenticateAccount(user, pw string) (*session, error) {
 	a, ok := b.accounts[user]
 	if !ok {
-		return nil, authErr(ReasonUnknownAccount, "no account %q", user)
+		return nil, authErr(refusal.UnknownAccount, "no account %q", user)
 	}
 	if err := bcrypt.CompareHashAndPassword([]byte(a.PasswordHash), []byte(pw)); err != nil {
-		return nil, authErr(ReasonBadPassword, "account %q", user)
+		return nil, authErr(refusal.BadPassword, "account %q", user)
 	}
 	return &session{account: a}, nil
 }
@@ -316,15 +309,15 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 				return true
 			}
 			b.metrics.Received.Inc()
-			b.metrics.Refused.WithLabelValues(ReasonForeignTopic, "").Inc()
-			b.log.Info("publish refused", "did", s.dev.DID, "reason", ReasonForeignTopic, "topic", topic)
+			b.metrics.Refused.WithLabelValues(refusal.ForeignTopic, "").Inc()
+			b.log.Info("publish refused", "did", s.dev.DID, "reason", refusal.ForeignTopic, "topic", topic)
 			return false
 		}
 		return topic == s.receipt
 	}
 	if write {
-		b.metrics.Refused.WithLabelValues(ReasonForeignTopic, "").Inc()
-		b.log.Info("publish refused", "username", s.account.Username, "reason", ReasonForeignTopic, "topic", topic)
+		b.metrics.Refused.WithLabelValues(refusal.ForeignTopic, "").Inc()
+		b.log.Info("publish refused", "username", s.account.Username, "reason", refusal.ForeignTopic, "topic", topic)
 		return false
 	}
 	for _, p := range s.account.Topics {
@@ -431,28 +424,28 @@ func (b *Broker) accepted(s *session, acc Accepted, start time.Time) {
 // On success it holds one in-flight slot, released by finish.
 func (b *Broker) begin(s *session, pk packets.Packet) (func() (Accepted, error), *Refusal) {
 	if pk.TopicName != s.up { // the ACL already refuses this; belt and braces
-		return nil, &Refusal{Reason: ReasonForeignTopic}
+		return nil, &Refusal{Reason: refusal.ForeignTopic}
 	}
 	dev := s.dev
 	if info, ok := b.reg().Lookup(dev.DID); ok {
 		dev = info
 	}
 	if dev.Revoked {
-		return nil, &Refusal{Reason: ReasonRevoked}
+		return nil, &Refusal{Reason: refusal.Revoked}
 	}
 	if dev.Pub == nil {
-		return nil, &Refusal{Reason: ReasonUnknownDevice, Err: errors.New("registry holds no key")}
+		return nil, &Refusal{Reason: refusal.UnknownDevice, Err: errors.New("registry holds no key")}
 	}
 	if !b.limiter.allow(dev.DID, time.Now()) {
-		return nil, &Refusal{Reason: ReasonRateLimited}
+		return nil, &Refusal{Reason: refusal.RateLimited}
 	}
 	if len(pk.Payload) > b.opts.MaxPayload {
-		return nil, &Refusal{Reason: ReasonTooLarge, Err: errors.New("payload over limits.max_payload")}
+		return nil, &Refusal{Reason: refusal.TooLarge, Err: errors.New("payload over limits.max_payload")}
 	}
 	n := b.inflight.Add(1)
 	if b.opts.MaxInFlight > 0 && n > int64(b.opts.MaxInFlight) {
 		b.inflight.Add(-1)
-		return nil, &Refusal{Reason: ReasonInFlightExceeded}
+		return nil, &Refusal{Reason: refusal.InFlightExceeded}
 	}
 	b.metrics.InFlight.Set(float64(n))
 	wait, err := b.opts.Ingester.Ingest(b.ctx, dev, pk.Payload)
@@ -476,28 +469,9 @@ func (b *Broker) finish(wait func() (Accepted, error)) (Accepted, *Refusal) {
 func asRefusal(err error) *Refusal {
 	var ref *Refusal
 	if !errors.As(err, &ref) {
-		ref = &Refusal{Reason: "store_error", Err: err}
+		ref = &Refusal{Reason: refusal.StoreError, Err: err}
 	}
 	return ref
-}
-
-// refusalCode maps a refusal reason to an MQTT 5 PUBACK/PUBREC reason code.
-// The reason label itself travels as the reason string.
-func refusalCode(reason string) byte {
-	switch reason {
-	case "malformed", "version", "algorithm", "timestamp", "future_timestamp", "schema", ReasonTooLarge:
-		return packets.ErrPayloadFormatInvalid.Code // 0x99
-	case ReasonRateLimited, ReasonInFlightExceeded:
-		return packets.ErrQuotaExceeded.Code // 0x97
-	case "replay":
-		return packets.ErrImplementationSpecificError.Code // 0x83
-	case "store_error":
-		return packets.ErrUnspecifiedError.Code // 0x80
-	case "disk_full": // the gateway's disk is below its floor: send again later
-		return packets.ErrQuotaExceeded.Code // 0x97
-	default: // foreign_topic, signature, did_mismatch, kind_not_allowed, unknown_device, revoked
-		return packets.ErrNotAuthorized.Code // 0x87
-	}
 }
 
 // refuse counts and logs a refused publish and answers it: MQTT 5 gets a
@@ -507,10 +481,10 @@ func refusalCode(reason string) byte {
 func (b *Broker) refuse(cl *mqtt.Client, s *session, qos byte, packetID uint16, ref *Refusal) {
 	b.metrics.Refused.WithLabelValues(ref.Reason, ref.Kind).Inc()
 	level := slogInfo
-	if ref.Reason == ReasonRateLimited || ref.Reason == ReasonInFlightExceeded {
+	if ref.Reason == refusal.RateLimited || ref.Reason == refusal.InFlightExceeded {
 		level = slogDebug
 	}
-	if ref.Reason == "disk_full" { // the store logs the state once
+	if ref.Reason == refusal.DiskFull { // the store logs the state once
 		level = slogDebug
 	}
 	b.log.Log(b.ctx, level, "publish refused", "did", s.dev.DID, "reason", ref.Reason, "kind", ref.Kind,
@@ -524,7 +498,7 @@ func (b *Broker) refuse(cl *mqtt.Client, s *session, qos byte, packetID uint16, 
 			_ = cl.WritePacket(packets.Packet{
 				FixedHeader: packets.FixedHeader{Type: ackType},
 				PacketID:    packetID,
-				ReasonCode:  refusalCode(ref.Reason),
+				ReasonCode:  refusal.Code(refusal.Publish, ref.Reason),
 				Properties:  packets.Properties{ReasonString: ref.Reason},
 			})
 		}

@@ -15,6 +15,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeanchor/edgeanchor/device/refusal"
 )
 
 // Accept back-off: after a failed accept (out of descriptors, a connection
@@ -84,7 +86,7 @@ func newConnMetrics(reg prometheus.Registerer, g *connGuard) *ConnMetrics {
 	reg.MustRegister(m.AcceptErrors, m.Refused, m.ConnectTimeouts, m.Throttled, m.Open, m.Pending, m.Limit)
 	// Every known label value has a series from the start, so a quiet
 	// site's dashboard shows 0, not "No data".
-	m.Refused.WithLabelValues(ReasonMaxConnections)
+	m.Refused.WithLabelValues(refusal.MaxConnections)
 	for _, scope := range []string{ScopeSource, ScopeGlobal} {
 		for _, limit := range []string{LimitAttempts, LimitAuthFailures} {
 			m.Throttled.WithLabelValues(scope, limit)
@@ -296,7 +298,7 @@ func (l *connListener) serveConn(c net.Conn, establish listeners.EstablishFn) {
 	if n > g.max+busyMargin {
 		g.open.Add(-1)
 		_ = c.Close()
-		b.metrics.Conn.Refused.WithLabelValues(ReasonMaxConnections).Inc()
+		b.metrics.Conn.Refused.WithLabelValues(refusal.MaxConnections).Inc()
 		g.sample.log(b.log, slog.LevelWarn, "refused/max", "connection refused", now,
 			"listener", l.id, "remote", c.RemoteAddr().String(), "reason", "max_connections", "limit", g.max)
 		return

@@ -17,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/credential"
+	"github.com/edgeanchor/edgeanchor/device/refusal"
 	itest "github.com/edgeanchor/edgeanchor/internal/testutil"
 )
 
@@ -129,7 +131,7 @@ func TestPendingCountsAgainstMaxConnections(t *testing.T) {
 	if err == nil || ca == nil || ca.ReasonCode != packets.ErrServerBusy.Code {
 		t.Fatalf("connect over the limit: %v %+v, want CONNACK server busy", err, ca)
 	}
-	if got := testutil.ToFloat64(tb.b.Metrics().Conn.Refused.WithLabelValues(ReasonMaxConnections)); got != 1 {
+	if got := testutil.ToFloat64(tb.b.Metrics().Conn.Refused.WithLabelValues(refusal.MaxConnections)); got != 1 {
 		t.Fatalf("refused{max_connections} = %g, want 1", got)
 	}
 	for _, c := range idle {
@@ -161,7 +163,7 @@ func dial5(tb *testBroker, s *device.KeySigner, local net.Addr, credTime time.Ti
 		return nil, nil, err
 	}
 	c := paho5.NewClient(paho5.ClientConfig{Conn: conn})
-	pw, err := MakeCredential(s, credTime)
+	pw, err := credential.MakeConnect(s, credTime)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -233,7 +235,7 @@ func TestConnectFloodFromOneSource(t *testing.T) {
 	m := tb.b.Metrics()
 	srcAttempts := testutil.ToFloat64(m.Conn.Throttled.WithLabelValues(ScopeSource, LimitAttempts))
 	srcAuth := testutil.ToFloat64(m.Conn.Throttled.WithLabelValues(ScopeSource, LimitAuthFailures))
-	failures := testutil.ToFloat64(m.AuthFailures.WithLabelValues(ReasonMalformed)) + testutil.ToFloat64(m.AuthFailures.WithLabelValues(ReasonStale))
+	failures := testutil.ToFloat64(m.AuthFailures.WithLabelValues(refusal.Malformed)) + testutil.ToFloat64(m.AuthFailures.WithLabelValues(refusal.Stale))
 	t.Logf("flood: %d connections, %d answered; throttled source/attempts %g, source/auth_failures %g; auth failures %g",
 		sent, answered, srcAttempts, srcAuth, failures)
 	if srcAttempts == 0 || srcAuth == 0 {

@@ -12,6 +12,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/credential"
 )
 
 // slowCleanup holds the first session cleanup inside mochi's
@@ -53,7 +54,7 @@ func (tb *testBroker) receiver(t *testing.T, d *device.KeySigner) (*paho5.Client
 			}
 			return true, nil
 		}}})
-	pw, err := MakeCredential(d, time.Now())
+	pw, err := credential.MakeConnect(d, time.Now())
 	if err != nil {
 		t.Error(err)
 		return nil, got

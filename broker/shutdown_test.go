@@ -7,6 +7,8 @@ import (
 	"time"
 
 	eatest "github.com/edgeanchor/edgeanchor/internal/testutil"
+
+	"github.com/edgeanchor/edgeanchor/device/credential"
 )
 
 // Close returns promptly while a device is in the middle of connecting
@@ -27,7 +29,7 @@ func TestCloseWhileDeviceConnects(t *testing.T) {
 	d := tb.device(t)
 	info, _ = tb.reg.Lookup(d.DID())
 	// The enrollment credential is not checked by this Enroller.
-	rc := rawSendConnect(t, tb.b.Addr("tcp"), 5, string(d.DID()), EnrollPrefix+"x.y.z", true)
+	rc := rawSendConnect(t, tb.b.Addr("tcp"), 5, string(d.DID()), credential.EnrollPrefix+"x.y.z", true)
 	select {
 	case <-entered:
 	case <-time.After(10 * time.Second):

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/edgeanchor/edgeanchor/device/refusal"
 )
 
 // Envelope constants: the only version and algorithm this code speaks, and the
@@ -283,27 +285,28 @@ func Verify(raw []byte, pub *ecdsa.PublicKey, maxBody int) (*Opened, error) {
 	return o, nil
 }
 
-// Reason names the way err failed for logs and metric labels: one of
+// Reason names the way err failed for logs and metric labels (a Publish
+// reason of device/refusal): one of
 // malformed, version, algorithm, too_large, timestamp, did_mismatch,
 // signature, schema, or "other".
 func Reason(err error) string {
 	switch {
 	case errors.Is(err, ErrMalformed):
-		return "malformed"
+		return refusal.Malformed
 	case errors.Is(err, ErrVersion):
-		return "version"
+		return refusal.Version
 	case errors.Is(err, ErrAlgorithm):
-		return "algorithm"
+		return refusal.Algorithm
 	case errors.Is(err, ErrTooLarge):
-		return "too_large"
+		return refusal.TooLarge
 	case errors.Is(err, ErrTimestamp):
-		return "timestamp"
+		return refusal.Timestamp
 	case errors.Is(err, ErrDIDMismatch):
-		return "did_mismatch"
+		return refusal.DIDMismatch
 	case errors.Is(err, ErrSignature):
-		return "signature"
+		return refusal.Signature
 	case errors.Is(err, ErrSchema):
-		return "schema"
+		return refusal.Schema
 	default:
 		return "other"
 	}

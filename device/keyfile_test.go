@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/edgeanchor/edgeanchor/device/refusal"
 )
 
 // A private key file its group or others can read is refused, as ssh does,
@@ -56,19 +58,13 @@ func TestReadPrivateKeyFileMode(t *testing.T) {
 	}
 }
 
-// Reasons lists each reason Reason gives, once.
-func TestReasons(t *testing.T) {
-	got := Reasons()
-	seen := map[string]bool{}
-	for _, r := range got {
-		if seen[r] {
-			t.Errorf("Reasons() lists %q twice", r)
-		}
-		seen[r] = true
-	}
-	for _, err := range []error{ErrSignature, ErrMalformed, ErrSchema, errors.New("other")} {
-		if !seen[Reason(err)] {
-			t.Errorf("Reasons() lacks %q", Reason(err))
+// Every reason Reason gives for an envelope error is a Publish reason of
+// the refusal table, so it has its MQTT 5 code and its series at 0.
+func TestReasonsInRefusalTable(t *testing.T) {
+	for _, err := range []error{ErrMalformed, ErrVersion, ErrAlgorithm, ErrTooLarge, ErrTimestamp,
+		ErrDIDMismatch, ErrSignature, &FieldError{Kind: "k", Field: "f", Reason: "r"}} {
+		if _, ok := refusal.Lookup(refusal.Publish, Reason(err)); !ok {
+			t.Errorf("Reason(%v) = %q is not a Publish reason of device/refusal", err, Reason(err))
 		}
 	}
 }

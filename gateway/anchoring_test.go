@@ -25,6 +25,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/credential"
 	"github.com/edgeanchor/edgeanchor/ledger"
 	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
@@ -143,7 +144,7 @@ func (e *anEnv) stop() {
 
 func (e *anEnv) connect(d *anDevice) {
 	e.t.Helper()
-	pw, err := broker.MakeCredential(d.key, time.Now())
+	pw, err := credential.MakeConnect(d.key, time.Now())
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/refusal"
 	itest "github.com/edgeanchor/edgeanchor/internal/testutil"
 )
 
@@ -311,7 +312,7 @@ func TestFutureTimestamp(t *testing.T) {
 			t.Errorf("%s: code %#x %v, want %#x", tc.name, code, err, tc.want)
 		}
 	}
-	if got := testutil.ToFloat64(e.g.Broker().Metrics().Refused.WithLabelValues(ReasonFutureTimestamp, device.KindDust)); got != 3 {
+	if got := testutil.ToFloat64(e.g.Broker().Metrics().Refused.WithLabelValues(refusal.FutureTimestamp, device.KindDust)); got != 3 {
 		t.Errorf("refused{future_timestamp} = %g, want 3", got)
 	}
 	if last := e.g.Store().LastGSeq(); last != 3 {

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/refusal"
 	tu "github.com/edgeanchor/edgeanchor/internal/testutil"
 )
 
@@ -40,7 +41,7 @@ func TestDiskFloorRefusesAndResumes(t *testing.T) {
 	if code, _ := publish5(c, d, "", env2); code != 0x97 {
 		t.Fatalf("publish below the floor: code %#x, want 0x97", code)
 	}
-	if got := testutil.ToFloat64(e.g.Broker().Metrics().Refused.WithLabelValues(ReasonDiskFull, device.KindDust)); got != 1 {
+	if got := testutil.ToFloat64(e.g.Broker().Metrics().Refused.WithLabelValues(refusal.DiskFull, device.KindDust)); got != 1 {
 		t.Fatalf("refused{disk_full} = %v", got)
 	}
 	if got := st.LastGSeq(); got != 1 {

@@ -15,8 +15,8 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/credential"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
 )
@@ -202,7 +202,7 @@ func (g *gwProc) deviceRecords(did device.DID) []RecordView {
 // e2eConnect connects a paho (MQTT 3.1.1) client as dev with a fresh
 // connect credential; onLost (if set) is called when the connection drops.
 func e2eConnect(addr string, dev device.Signer, onLost func()) (paho.Client, error) {
-	pw, err := broker.MakeCredential(dev, time.Now())
+	pw, err := credential.MakeConnect(dev, time.Now())
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/refusal"
 )
 
 // DeviceRecordKinds maps a device kind to the record kinds it may publish
@@ -29,23 +30,12 @@ func KindAllowed(deviceKind, recordKind string) bool {
 	return slices.Contains(DeviceRecordKinds[deviceKind], recordKind)
 }
 
-// Refusal reasons the ingest pipeline adds to device.Reason's (malformed,
-// version, algorithm, too_large, timestamp, did_mismatch, signature, schema).
-const (
-	ReasonKindNotAllowed = "kind_not_allowed"
-	ReasonReplay         = "replay"
-	ReasonStoreError     = "store_error"
-	// ReasonDiskFull: the store's disk is below store.min_free_mb; the
-	// device keeps the reading and sends it again later.
-	ReasonDiskFull = "disk_full"
-)
-
 // storeRefusal names a store error's refusal reason.
 func storeRefusal(kind string, err error) error {
 	if errors.Is(err, ErrDiskFull) {
-		return refuse(ReasonDiskFull, kind, err)
+		return refuse(refusal.DiskFull, kind, err)
 	}
-	return refuse(ReasonStoreError, kind, err)
+	return refuse(refusal.StoreError, kind, err)
 }
 
 // Ingest is the ingest pipeline behind the broker's publish hook:
@@ -93,7 +83,7 @@ func (g *Ingest) Ingest(ctx context.Context, dev broker.DeviceInfo, payload []by
 	select {
 	case g.cpu <- struct{}{}:
 	case <-ctx.Done():
-		return nil, refuse(ReasonStoreError, "", ctx.Err())
+		return nil, refuse(refusal.StoreError, "", ctx.Err())
 	}
 	o, dup, err := g.check(dev, payload)
 	<-g.cpu
@@ -117,7 +107,7 @@ func (g *Ingest) Ingest(ctx context.Context, dev broker.DeviceInfo, payload []by
 		rec, isDup, err := waitRec()
 		switch {
 		case errors.Is(err, ErrReplay):
-			return broker.Accepted{}, refuse(ReasonReplay, kind, err)
+			return broker.Accepted{}, refuse(refusal.Replay, kind, err)
 		case err != nil:
 			return broker.Accepted{}, storeRefusal(kind, err)
 		case isDup:
@@ -151,17 +141,17 @@ func (g *Ingest) check(dev broker.DeviceInfo, payload []byte) (*device.Opened, *
 		return nil, nil, err
 	}
 	if err := device.ValidateData(o.Body.Kind, o.Body.Data); err != nil {
-		return nil, nil, refuse("schema", kind, err)
+		return nil, nil, refuse(refusal.Schema, kind, err)
 	}
 	if !KindAllowed(dev.Kind, o.Body.Kind) {
-		return nil, nil, refuse(ReasonKindNotAllowed, kind,
+		return nil, nil, refuse(refusal.KindNotAllowed, kind,
 			fmt.Errorf("a %s device may not publish %s", dev.Kind, o.Body.Kind))
 	}
 	if o.Body.DID != dev.DID {
-		return nil, nil, refuse("did_mismatch", kind, fmt.Errorf("body names %s", o.Body.DID))
+		return nil, nil, refuse(refusal.DIDMismatch, kind, fmt.Errorf("body names %s", o.Body.DID))
 	}
 	if !device.VerifySignature(dev.Pub, o.Envelope.Body, o.Envelope.Sig) {
-		return nil, nil, refuse("signature", kind, device.ErrSignature)
+		return nil, nil, refuse(refusal.Signature, kind, device.ErrSignature)
 	}
 	return o, nil, nil
 }

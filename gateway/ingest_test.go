@@ -26,6 +26,8 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/credential"
+	"github.com/edgeanchor/edgeanchor/device/refusal"
 )
 
 // itEnv is a real gateway (mochi broker, Badger in t.TempDir, HTTP API) on
@@ -156,7 +158,7 @@ func (d *itDevice) envelope(t testing.TB, seq uint64) []byte {
 
 func (d *itDevice) credential(t testing.TB) string {
 	t.Helper()
-	c, err := broker.MakeCredential(d.key, time.Now())
+	c, err := credential.MakeConnect(d.key, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,15 +377,15 @@ func TestIngestRefusalsV5(t *testing.T) {
 		{"not json", "malformed", "", "", []byte("{nope"), 0x99},
 		{"version", "version", "", "", rawEnv(2, device.AlgSM2SM3, okBody, okSig), 0x99},
 		{"algorithm", "algorithm", "", "", rawEnv(1, "ECDSA", okBody, okSig), 0x99},
-		{"too large", broker.ReasonTooLarge, "", "", []byte(`{"v":1,"pad":"` + strings.Repeat("x", 5000) + `"}`), 0x99},
+		{"too large", refusal.TooLarge, "", "", []byte(`{"v":1,"pad":"` + strings.Repeat("x", 5000) + `"}`), 0x99},
 		{"timestamp", "timestamp", "", "", rawEnv(1, device.AlgSM2SM3, badTS, okSig), 0x99},
 		{"did mismatch", "did_mismatch", device.KindDust, "", seal(body(other.did, 6, device.KindDust, sampleData(device.KindDust)), other.key), 0x87},
 		{"signature", "signature", device.KindDust, "", rawEnv(1, device.AlgSM2SM3, tampered, okSig), 0x87},
 		{"schema", "schema", device.KindDust, "", seal(body(d.did, 6, device.KindDust, map[string]any{"pm25_ugm3": -1, "pm10_ugm3": 1, "noise_dba": 50}), d.key), 0x99},
-		{"kind not allowed", ReasonKindNotAllowed, device.KindAttendance, "", seal(body(d.did, 6, device.KindAttendance, sampleData(device.KindAttendance)), d.key), 0x87},
-		{"replay same seq", ReasonReplay, device.KindDust, "", d.envelope(t, 5), 0x83},
-		{"replay older", ReasonReplay, device.KindDust, "", d.envelope(t, 4), 0x83},
-		{"foreign topic", broker.ReasonForeignTopic, "", broker.UpTopic(other.did), d.envelope(t, 6), 0x87},
+		{"kind not allowed", refusal.KindNotAllowed, device.KindAttendance, "", seal(body(d.did, 6, device.KindAttendance, sampleData(device.KindAttendance)), d.key), 0x87},
+		{"replay same seq", refusal.Replay, device.KindDust, "", d.envelope(t, 5), 0x83},
+		{"replay older", refusal.Replay, device.KindDust, "", d.envelope(t, 4), 0x83},
+		{"foreign topic", refusal.ForeignTopic, "", broker.UpTopic(other.did), d.envelope(t, 6), 0x87},
 	}
 	m := e.g.Broker().Metrics()
 	for _, tc := range cases {
@@ -455,7 +457,7 @@ func TestIngestRateLimited(t *testing.T) {
 	if code, _ := publish5(c, d, "", d.envelope(t, 3)); code != 0x97 {
 		t.Fatalf("publish over the rate: code %#x, want 0x97", code)
 	}
-	if got := testutil.ToFloat64(e.g.Broker().Metrics().Refused.WithLabelValues(broker.ReasonRateLimited, "")); got != 1 {
+	if got := testutil.ToFloat64(e.g.Broker().Metrics().Refused.WithLabelValues(refusal.RateLimited, "")); got != 1 {
 		t.Fatalf("refused{rate_limited} = %v", got)
 	}
 	if got := e.g.Store().LastGSeq(); got != 2 {
@@ -476,7 +478,7 @@ func TestIngestStoreErrorRefuses(t *testing.T) {
 	if code, _ := publish5(c, d, "", d.envelope(t, 1)); code != 0x80 {
 		t.Fatalf("publish with the store closed: code %#x, want 0x80", code)
 	}
-	if got := testutil.ToFloat64(e.g.Broker().Metrics().Refused.WithLabelValues(ReasonStoreError, device.KindDust)); got != 1 {
+	if got := testutil.ToFloat64(e.g.Broker().Metrics().Refused.WithLabelValues(refusal.StoreError, device.KindDust)); got != 1 {
 		t.Fatalf("refused{store_error} = %v", got)
 	}
 }
@@ -526,7 +528,7 @@ func TestConnectRefusals(t *testing.T) {
 		t.Fatalf("first use of a credential: %v", err)
 	}
 	staleCred := func() string {
-		c, err := broker.MakeCredential(d.key, time.Now().Add(-10*time.Minute))
+		c, err := credential.MakeConnect(d.key, time.Now().Add(-10*time.Minute))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -542,12 +544,12 @@ func TestConnectRefusals(t *testing.T) {
 		dev          *itDevice
 		password     string
 	}{
-		{"unknown device", broker.ReasonUnknownDevice, stranger, stranger.credential(t)},
-		{"revoked", broker.ReasonRevoked, revoked, revoked.credential(t)},
-		{"stale", broker.ReasonStale, d, staleCred},
-		{"replayed", broker.ReasonReplayed, d, reused},
-		{"bad signature", broker.ReasonBadSignature, d, otherSig},
-		{"malformed", broker.ReasonMalformed, d, "hunter2"},
+		{"unknown device", refusal.UnknownDevice, stranger, stranger.credential(t)},
+		{"revoked", refusal.Revoked, revoked, revoked.credential(t)},
+		{"stale", refusal.Stale, d, staleCred},
+		{"replayed", refusal.Replayed, d, reused},
+		{"bad signature", refusal.BadSignature, d, otherSig},
+		{"malformed", refusal.Malformed, d, "hunter2"},
 	}
 	m := e.g.Broker().Metrics()
 	for _, tc := range cases {
@@ -561,12 +563,12 @@ func TestConnectRefusals(t *testing.T) {
 				t.Errorf("auth_failures{%s} grew by %v", tc.reason, got)
 			}
 		})
-		if tc.reason == broker.ReasonReplayed {
+		if tc.reason == refusal.Replayed {
 			continue // the credential was used up above
 		}
 		t.Run(tc.name+"/v5", func(t *testing.T) {
 			pw := tc.password
-			if tc.reason == broker.ReasonStale || tc.reason == broker.ReasonMalformed || tc.reason == broker.ReasonBadSignature {
+			if tc.reason == refusal.Stale || tc.reason == refusal.Malformed || tc.reason == refusal.BadSignature {
 				// same credential again is fine: it was refused before its nonce was recorded
 			} else {
 				pw = tc.dev.credential(t)
@@ -590,7 +592,7 @@ func TestConnectRefusals(t *testing.T) {
 		if !errors.Is(tok.Error(), pahopk.ErrorRefusedNotAuthorised) {
 			t.Errorf("connect error = %v", tok.Error())
 		}
-		if got := testutil.ToFloat64(m.AuthFailures.WithLabelValues(broker.ReasonClientIDMismatch)); got != 1 {
+		if got := testutil.ToFloat64(m.AuthFailures.WithLabelValues(refusal.ClientIDMismatch)); got != 1 {
 			t.Errorf("auth_failures{client_id_mismatch} = %v", got)
 		}
 	})
@@ -773,9 +775,9 @@ func TestApplicationAccount(t *testing.T) {
 		t.Fatalf("republished receipt: %v", err)
 	}
 	// The application may not publish (paho 3.1.1: the broker disconnects it).
-	before := testutil.ToFloat64(e.g.Broker().Metrics().Refused.WithLabelValues(broker.ReasonForeignTopic, ""))
+	before := testutil.ToFloat64(e.g.Broker().Metrics().Refused.WithLabelValues(refusal.ForeignTopic, ""))
 	app.Publish("ea/v1/site/site-a/records/env.dust", 1, false, env).WaitTimeout(2 * time.Second)
-	if got := testutil.ToFloat64(e.g.Broker().Metrics().Refused.WithLabelValues(broker.ReasonForeignTopic, "")) - before; got != 1 {
+	if got := testutil.ToFloat64(e.g.Broker().Metrics().Refused.WithLabelValues(refusal.ForeignTopic, "")) - before; got != 1 {
 		t.Errorf("refused{foreign_topic} for an application publish grew by %v", got)
 	}
 	if e.g.Store().LastGSeq() != 1 {
@@ -912,7 +914,7 @@ func TestIngestV3RefusalsBeforeDisconnect(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("not disconnected at the second refusal")
 	}
-	if got := testutil.ToFloat64(e.g.Broker().Metrics().Refused.WithLabelValues(ReasonReplay, device.KindDust)); got != 2 {
+	if got := testutil.ToFloat64(e.g.Broker().Metrics().Refused.WithLabelValues(refusal.Replay, device.KindDust)); got != 2 {
 		t.Fatalf("refused{replay} = %v, want 2", got)
 	}
 	if e.g.Store().LastGSeq() != 2 {
@@ -1003,7 +1005,7 @@ func TestIngestResendV3(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a replay with other bytes was not refused")
 	}
-	if got := testutil.ToFloat64(e.g.Broker().Metrics().Refused.WithLabelValues(ReasonReplay, device.KindDust)); got != 1 {
+	if got := testutil.ToFloat64(e.g.Broker().Metrics().Refused.WithLabelValues(refusal.Replay, device.KindDust)); got != 1 {
 		t.Fatalf("refused{replay} = %v, want 1", got)
 	}
 	if got := e.g.Store().LastGSeq(); got != 1 {

@@ -11,8 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
-	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/refusal"
 	"github.com/edgeanchor/edgeanchor/gateway/identity"
 )
 
@@ -49,7 +49,7 @@ func attachLedgerIdentity(g *Gateway, ledger *ledgerclient.Client) (*identity.Id
 		return nil, nil, err
 	}
 	b := g.Broker()
-	cache.OnRevoke(func(did device.DID) { b.DisconnectDevice(did, broker.ReasonRevoked) })
+	cache.OnRevoke(func(did device.DID) { b.DisconnectDevice(did, refusal.Revoked) })
 	b.SetRegistry(cache)
 	enr := identity.NewEnroller(identity.EnrollerOptions{Gateway: g.Signer(), Window: cfg.CredentialWindow,
 		Logger: log.With("component", "enroll")}, tokens, cache, ledger)

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgeanchor/edgeanchor/broker"
+	"github.com/edgeanchor/edgeanchor/device/credential"
 )
 
 // A device with a persistent session that disconnects right after its
@@ -24,7 +25,7 @@ func TestAnchorNoticeReachesPersistentSession(t *testing.T) {
 	did := d.key.DID()
 	msgs := make(chan []byte, 16)
 	connect := func() paho.Client {
-		pw, err := broker.MakeCredential(d.key, time.Now())
+		pw, err := credential.MakeConnect(d.key, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}

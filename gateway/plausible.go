@@ -5,17 +5,12 @@ import (
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/refusal"
 )
 
 // DefaultFutureTolerance is future_tolerance's default: how far ahead of
 // the gateway's clock a record's timestamp may be.
 const DefaultFutureTolerance = 5 * time.Minute
-
-// ReasonFutureTimestamp refuses a record whose "ts" is more than
-// future_tolerance ahead of the gateway's clock (a device clock set wrong,
-// or a forged date such as 9999-12-31). Old timestamps are accepted: a
-// device's spool may hold readings from days ago.
-const ReasonFutureTimestamp = "future_timestamp"
 
 // SetClock sets the clock the timestamp plausibility rule reads and its
 // tolerance; call before the gateway runs. Defaults: time.Now and
@@ -37,7 +32,7 @@ func (g *Ingest) checkPlausibleTime(b *device.Body, kind string) error {
 	n := now()
 	ts := b.Time()
 	if ahead := ts.Sub(n); ahead > tol {
-		return refuse(ReasonFutureTimestamp, kind, fmt.Errorf("ts %s is %s ahead of the gateway's clock %s (future_tolerance %s)",
+		return refuse(refusal.FutureTimestamp, kind, fmt.Errorf("ts %s is %s ahead of the gateway's clock %s (future_tolerance %s)",
 			b.TS, ahead.Round(time.Second), n.UTC().Format(time.RFC3339), tol))
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/credential"
 	"github.com/edgeanchor/edgeanchor/gateway/identity"
 	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
@@ -96,7 +97,7 @@ func TestRevocationCutsDeviceOff(t *testing.T) {
 		t.Fatalf(`auth_failures_total{reason="revoked"} = %v, want 1`, v)
 	}
 	// Enrolling again does not bring it back either.
-	pw, err := identity.MakeEnrollCredential(victim, strings.Repeat("a", 64), "env", "site-a", time.Now())
+	pw, err := credential.MakeEnroll(victim, strings.Repeat("a", 64), "env", "site-a", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +172,7 @@ func TestIdentitySurvivesLedgerOutage(t *testing.T) {
 	}
 	priv, _ := device.GenerateKey()
 	newDev := device.NewKeySigner(priv)
-	pw, err := identity.MakeEnrollCredential(newDev, toks[0], "env", "site-a", time.Now())
+	pw, err := credential.MakeEnroll(newDev, toks[0], "env", "site-a", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/credential"
 )
 
 // AppVersion is the application protocol version reported by Info.
@@ -384,7 +385,7 @@ func (a *App) registerDevice(st *overlay, tx *anchor.Tx, b *anchor.RegisterDevic
 	if len(b.DeviceSig) == 0 {
 		return nil, refuse(CodeDeviceSigMissing, "")
 	}
-	reg, devPub, err := anchor.ParseDeviceRegistration(b.Registration)
+	reg, devPub, err := credential.ParseRegistration(b.Registration)
 	if err != nil {
 		return nil, refuse(CodeRegistrationInvalid, err.Error())
 	}

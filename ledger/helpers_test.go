@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/credential"
 )
 
 // freePort asks the kernel for a free 127.0.0.1 port.
@@ -261,7 +262,7 @@ func approvalTx(t testing.TB, member device.Signer, id anchor.Hash) []byte {
 
 func registration(t testing.TB, dev device.Signer, kind, site string) (reg, sig []byte) {
 	t.Helper()
-	reg, err := anchor.NewDeviceRegistration(dev.Public(), kind, site, nextTS(), "")
+	reg, err := credential.NewRegistration(dev.Public(), kind, site, nextTS(), "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/credential"
 )
 
 // UpTopic is the topic a device publishes its envelopes on.
@@ -169,9 +170,9 @@ func (d *simDevice) connect() (mqtt.Client, <-chan struct{}, bool, error) {
 			var pw string
 			var err error
 			if enrolling {
-				pw, err = EnrollPassword(d.id.signer, d.id.state.Token, d.id.state.Kind, d.id.state.Site, cfg.Now())
+				pw, err = credential.MakeEnroll(d.id.signer, d.id.state.Token, d.id.state.Kind, d.id.state.Site, cfg.Now())
 			} else {
-				pw, err = ConnectPassword(d.id.signer, cfg.Now())
+				pw, err = credential.MakeConnect(d.id.signer, cfg.Now())
 			}
 			if err != nil {
 				d.log.Warn("credential not made", "error", err)

@@ -387,18 +387,11 @@ func (f *Fleet) Load(ctx context.Context, n int, rate float64, window int) (Load
 		if err != nil {
 			return LoadResult{}, err
 		}
-		for j := range n {
-			r := d.gen.Next()
-			body, err := device.NewBody(d.id.signer.DID(), first+uint64(j), r.At, r.Kind, r.Data)
-			if err != nil {
-				return LoadResult{}, err
-			}
-			env, err := device.Seal(d.id.signer, body)
-			if err != nil {
-				return LoadResult{}, err
-			}
-			envs = append(envs, env)
+		signed, err := sealReadings(d.id.signer, d.gen, first, n)
+		if err != nil {
+			return LoadResult{}, err
 		}
+		envs = append(envs, signed...)
 		ld := LoadDevice{Signer: d.id.signer, Kind: d.id.state.Kind, Site: d.id.state.Site, Envelopes: envs}
 		if !d.id.enrolled() {
 			ld.Token = d.id.state.Token

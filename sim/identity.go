@@ -2,9 +2,6 @@ package sim
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/edgeanchor/edgeanchor/device"
 )
@@ -154,61 +150,6 @@ func (id *identity) enrolled() bool {
 	id.mu.Lock()
 	defer id.mu.Unlock()
 	return id.state.Enrolled
-}
-
-func randomNonce() string {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		panic("sim: crypto/rand: " + err.Error())
-	}
-	return hex.EncodeToString(b)
-}
-
-// ConnectPassword makes the ea1 connect credential of docs/internals.md for
-// signer at now, with a fresh random nonce.
-func ConnectPassword(signer device.Signer, now time.Time) (string, error) {
-	unix := strconv.FormatInt(now.Unix(), 10)
-	nonce := randomNonce()
-	msg := "edgeanchor-connect-v1\n" + string(signer.DID()) + "\n" + unix + "\n" + nonce
-	sig, err := signer.Sign([]byte(msg))
-	if err != nil {
-		return "", err
-	}
-	return "ea1." + unix + "." + nonce + "." + base64.StdEncoding.EncodeToString(sig), nil
-}
-
-// Registration is the device-made registration body of an enrollment.
-type Registration struct {
-	Type  string     `json:"type"`
-	V     int        `json:"v"`
-	DID   device.DID `json:"did"`
-	Pub   string     `json:"pub"`
-	Kind  string     `json:"kind"`
-	Site  string     `json:"site"`
-	TS    string     `json:"ts"`
-	Nonce string     `json:"nonce"`
-}
-
-// EnrollPassword makes the ea1-enroll credential of docs/internals.md: the
-// token, the device's registration body for kind at site, and its signature.
-func EnrollPassword(signer device.Signer, token, kind, site string, now time.Time) (string, error) {
-	der, err := device.MarshalPublicKeyDER(signer.Public())
-	if err != nil {
-		return "", err
-	}
-	body, err := json.Marshal(Registration{
-		Type: "DeviceRegistration", V: 1, DID: signer.DID(),
-		Pub: base64.StdEncoding.EncodeToString(der), Kind: kind, Site: site,
-		TS: now.UTC().Format(time.RFC3339), Nonce: randomNonce(),
-	})
-	if err != nil {
-		return "", fmt.Errorf("sim: %w", err)
-	}
-	sig, err := signer.Sign(body)
-	if err != nil {
-		return "", err
-	}
-	return "ea1-enroll." + token + "." + base64.StdEncoding.EncodeToString(body) + "." + base64.StdEncoding.EncodeToString(sig), nil
 }
 
 // ---- tokens ----

@@ -1,17 +1,13 @@
 package sim
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/refusal"
 )
 
 func TestIdentityPersistsKeyAndSeq(t *testing.T) {
@@ -117,61 +113,6 @@ func TestReadTokensAndAssignOncePerDevice(t *testing.T) {
 	}
 }
 
-func TestCredentials(t *testing.T) {
-	priv, err := device.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := device.NewKeySigner(priv)
-	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
-	pw, err := ConnectPassword(s, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	parts := strings.Split(pw, ".")
-	if len(parts) != 4 || parts[0] != "ea1" || parts[1] != strconv.FormatInt(now.Unix(), 10) || len(parts[2]) != 32 {
-		t.Fatalf("password %q not ea1.{unix}.{nonce}.{sig}", pw)
-	}
-	sig, err := base64.StdEncoding.DecodeString(parts[3])
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg := "edgeanchor-connect-v1\n" + string(s.DID()) + "\n" + parts[1] + "\n" + parts[2]
-	if !device.VerifySignature(s.Public(), []byte(msg), sig) {
-		t.Fatal("connect signature does not verify")
-	}
-	pw2, _ := ConnectPassword(s, now)
-	if strings.Split(pw2, ".")[2] == parts[2] {
-		t.Fatal("nonce repeated between connects")
-	}
-
-	epw, err := EnrollPassword(s, tokenHex('e'), KindEnv, "site-a", now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ep := strings.Split(epw, ".")
-	if len(ep) != 4 || ep[0] != "ea1-enroll" || ep[1] != tokenHex('e') {
-		t.Fatalf("enroll password %q", epw)
-	}
-	body, _ := base64.StdEncoding.DecodeString(ep[2])
-	esig, _ := base64.StdEncoding.DecodeString(ep[3])
-	if !device.VerifySignature(s.Public(), body, esig) {
-		t.Fatal("registration signature does not verify")
-	}
-	var reg map[string]any
-	if err := json.Unmarshal(body, &reg); err != nil {
-		t.Fatal(err)
-	}
-	if reg["type"] != "DeviceRegistration" || reg["did"] != string(s.DID()) || reg["kind"] != "env" || reg["site"] != "site-a" || reg["ts"] != "2026-11-25T10:00:00Z" {
-		t.Fatalf("registration body %s", body)
-	}
-	der, _ := base64.StdEncoding.DecodeString(reg["pub"].(string))
-	pub, err := device.ParsePublicKeyDER(der)
-	if err != nil || !s.DID().Matches(pub) {
-		t.Fatalf("registration pub does not match the DID: %v", err)
-	}
-}
-
 func TestTokensNeeded(t *testing.T) {
 	dir := t.TempDir()
 	need, err := TokensNeeded(dir, "mixed", 8)
@@ -190,5 +131,28 @@ func TestTokensNeeded(t *testing.T) {
 	need, _ = TokensNeeded(dir, "mixed", 8)
 	if need[KindPayroll] != 3 || need[KindEnv] != 1 || need[KindSurvey] != 2 {
 		t.Fatalf("after one token and one enrollment: %v", need)
+	}
+}
+
+// refusalNote explains a reason string only when the refusal table holds
+// that reason at the stage with the code the gateway sent.
+func TestRefusalNote(t *testing.T) {
+	for _, tc := range []struct {
+		code   byte
+		reason string
+		stages []refusal.Stage
+		want   string
+	}{
+		{0x97, "rate_limited", []refusal.Stage{refusal.Publish}, "; over the device's rate (the same may be sent again later)"},
+		{0x87, "signature", []refusal.Stage{refusal.Publish}, "; the envelope's signature does not verify"},
+		{0x99, "signature", []refusal.Stage{refusal.Publish}, ""},
+		{0x87, "no_such_reason", []refusal.Stage{refusal.Publish}, ""},
+		{0x87, "stale: credential time 2026-11-25T10:00:00Z is outside the window", []refusal.Stage{refusal.Admit, refusal.Connect},
+			"; the credential's time is outside the credential window around the gateway's clock"},
+		{0x89, "max_connections", []refusal.Stage{refusal.Admit, refusal.Enroll}, "; the gateway holds limits.max_connections connections (the same may be sent again later)"},
+	} {
+		if got := refusalNote(tc.code, tc.reason, tc.stages...); got != tc.want {
+			t.Errorf("refusalNote(0x%02x, %q) = %q, want %q", tc.code, tc.reason, got, tc.want)
+		}
 	}
 }

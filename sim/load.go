@@ -17,6 +17,8 @@ import (
 	"github.com/eclipse/paho.golang/paho/session/state"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/credential"
+	"github.com/edgeanchor/edgeanchor/device/refusal"
 )
 
 // LoadDevice is one device of a load run: its signer, its kind and site,
@@ -26,8 +28,7 @@ type LoadDevice struct {
 	Kind   string
 	Site   string
 	Token  string
-	// Envelopes are the pre-signed messages to publish, in order (see
-	// PreSign).
+	// Envelopes are the pre-signed messages to publish, in order.
 	Envelopes [][]byte
 }
 
@@ -78,15 +79,10 @@ func (r LoadResult) Rate() float64 {
 // error says which device and why.
 var ErrLoad = errors.New("sim: load run incomplete")
 
-// PreSign makes n signed envelopes of realistic readings for signer's kind
-// with sequence numbers first, first+1, …, from a generator seeded with
-// seed and index, starting at start. Signing is done here, before the clock
-// of a load run starts.
-func PreSign(signer device.Signer, kind string, first uint64, n int, seed uint64, index int, start time.Time) ([][]byte, error) {
-	gen, err := NewGenerator(GenConfig{Kind: kind, Seed: seed, Index: index, Site: "load", Salt: []byte("load"), Start: start})
-	if err != nil {
-		return nil, err
-	}
+// sealReadings signs the next n readings of gen as envelopes of signer
+// with sequence numbers first, first+1, …: the messages of a load run,
+// signed before its clock starts.
+func sealReadings(signer device.Signer, gen Generator, first uint64, n int) ([][]byte, error) {
 	out := make([][]byte, n)
 	for i := range n {
 		r := gen.Next()
@@ -266,6 +262,33 @@ func printable(s string) string {
 	return s
 }
 
+// refusalNote is what device/refusal's table says of the reason a
+// refusing CONNACK or PUBACK gave (its reason string, up to a ':', with its
+// code) at one of stages: "; {meaning}", with "(the same may be sent again
+// later)" for a reason the device may retry, or "" for a reason or code the
+// table does not hold.
+func refusalNote(code byte, reasonString string, stages ...refusal.Stage) string {
+	name, _, _ := strings.Cut(reasonString, ":")
+	for _, s := range stages {
+		r, ok := refusal.Lookup(s, name)
+		if !ok || r.Code != code {
+			continue
+		}
+		if r.Retry {
+			return "; " + r.Meaning + " (the same may be sent again later)"
+		}
+		return "; " + r.Meaning
+	}
+	return ""
+}
+
+func reasonString(p *packets.Properties) string {
+	if p == nil {
+		return ""
+	}
+	return p.ReasonString
+}
+
 func loadConnect(cfg LoadConfig, d LoadDevice) (*loadClient, error) {
 	did := string(d.Signer.DID())
 	addr := strings.TrimPrefix(cfg.Broker, "tcp://")
@@ -290,9 +313,9 @@ func loadConnect(cfg LoadConfig, d LoadDevice) (*loadClient, error) {
 	})
 	var pw string
 	if d.Token != "" {
-		pw, err = EnrollPassword(d.Signer, d.Token, d.Kind, d.Site, cfg.Now())
+		pw, err = credential.MakeEnroll(d.Signer, d.Token, d.Kind, d.Site, cfg.Now())
 	} else {
-		pw, err = ConnectPassword(d.Signer, cfg.Now())
+		pw, err = credential.MakeConnect(d.Signer, cfg.Now())
 	}
 	if err != nil {
 		_ = conn.Close()
@@ -310,7 +333,15 @@ func loadConnect(cfg LoadConfig, d LoadDevice) (*loadClient, error) {
 			if ca.Properties != nil && ca.Properties.ReasonString != "" {
 				msg += ": " + printable(ca.Properties.ReasonString)
 			}
-			return nil, errors.New(msg + ")")
+			stage := refusal.Connect
+			if d.Token != "" {
+				stage = refusal.Enroll
+			}
+			var rs string
+			if ca.Properties != nil {
+				rs = ca.Properties.ReasonString
+			}
+			return nil, errors.New(msg + ")" + refusalNote(ca.ReasonCode, rs, refusal.Admit, stage))
 		}
 		return nil, err
 	}
@@ -357,8 +388,8 @@ func loadSend(ctx context.Context, cfg LoadConfig, l *loadClient, d LoadDevice, 
 			if ack.Properties != nil && ack.Properties.ReasonString != "" {
 				reason = printable(ack.Properties.ReasonString)
 			}
-			return fmt.Errorf("%w: %s: message %d of %d refused by the gateway: %s (PUBACK reason code 0x%02x)",
-				ErrLoad, d.Signer.DID(), p.index+1, len(d.Envelopes), reason, ack.ReasonCode)
+			return fmt.Errorf("%w: %s: message %d of %d refused by the gateway: %s (PUBACK reason code 0x%02x)%s",
+				ErrLoad, d.Signer.DID(), p.index+1, len(d.Envelopes), reason, ack.ReasonCode, refusalNote(ack.ReasonCode, reasonString(ack.Properties), refusal.Publish))
 		}
 		prog.Acked.Add(1)
 		return nil

@@ -422,11 +422,9 @@ var instruments = []struct {
 // (central meridian 117°E), so eastings are 39,xxx,xxx m; northings around
 // 4,420 km (about 40°N).
 const (
-	gkZone       = 39
-	gkFalseEast  = 500_000
-	gkNorthing   = 4_420_000
-	surveyLegMin = 12.0 // metres between consecutive boundary points
-	surveyLegMax = 140.0
+	gkZone      = 39
+	gkFalseEast = 500_000
+	gkNorthing  = 4_420_000
 )
 
 type surveyGen struct {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/credential"
 )
 
 // ErrOptions means the report options are invalid; the error names the
@@ -606,7 +607,7 @@ func parseRegistration(regTx []byte) (*deviceInfo, string, error) {
 	if !ok {
 		return nil, "", fmt.Errorf("registration tx is a %s", tx.Type())
 	}
-	reg, pub, err := anchor.ParseDeviceRegistration(rd.Registration)
+	reg, pub, err := credential.ParseRegistration(rd.Registration)
 	if err != nil {
 		return nil, "", err
 	}

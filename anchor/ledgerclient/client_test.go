@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
+	"github.com/edgeanchor/edgeanchor/device/credential"
 	"github.com/edgeanchor/edgeanchor/ledger"
 	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
@@ -220,7 +221,7 @@ func TestWatchBlocksSeesDeviceEvents(t *testing.T) {
 		})
 	}()
 
-	dev, regTx := gw.NewDevice(t, anchor.DeviceKindPayroll)
+	dev, regTx := gw.NewDevice(t, credential.KindPayroll)
 	submitted := time.Now()
 	submit(t, c, regTx)
 	revTx := ledgertest.RevokeDeviceTx(t, gw.Signer, dev.DID(), "lost")

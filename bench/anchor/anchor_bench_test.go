@@ -34,6 +34,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/credential"
 	"github.com/edgeanchor/edgeanchor/gateway"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
 	"github.com/edgeanchor/edgeanchor/ledger"
@@ -151,7 +152,7 @@ func runAnchorBench(b *testing.B) {
 	testutil.WaitUntil(b, 10*time.Second, "broker up", g.Broker().Up)
 
 	for _, d := range devs {
-		pw, err := broker.MakeCredential(d.key, time.Now())
+		pw, err := credential.MakeConnect(d.key, time.Now())
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/credential"
 )
 
 const benchSite = "site-a"
@@ -75,7 +76,7 @@ func (f *fleet) gatewayDevices(limit int) []*loadDevice {
 	for i, s := range f.signers {
 		out[i] = &loadDevice{
 			id: string(s.DID()), user: string(s.DID()), topic: broker.UpTopic(s.DID()),
-			pass: func() (string, error) { return broker.MakeCredential(s, time.Now()) },
+			pass: func() (string, error) { return credential.MakeConnect(s, time.Now()) },
 			envs: f.envs[i][:min(limit, len(f.envs[i]))],
 		}
 	}

@@ -3,11 +3,9 @@ package identity
 import (
 	"context"
 	"crypto/ecdsa"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -15,13 +13,8 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
-)
-
-// Enrollment refusal reasons (docs/internals.md, "Enrollment credential"),
-// besides the token reasons of TokenReason and the connect reasons of broker.
-const (
-	ReasonLedgerRefused     = "ledger_refused"
-	ReasonLedgerUnavailable = "ledger_unavailable"
+	"github.com/edgeanchor/edgeanchor/device/credential"
+	"github.com/edgeanchor/edgeanchor/device/refusal"
 )
 
 // EnrollLedger is what enrollment needs of the ledger client
@@ -82,87 +75,39 @@ func NewEnroller(opts EnrollerOptions, tokens *TokenStore, cache *IdentityCache,
 
 var _ broker.Enroller = (*Enroller)(nil).Enroll
 
-// EnrollCredential is a parsed enrollment password
-// ea1-enroll.{token}.{reg}.{sig}.
-type EnrollCredential struct {
-	Token        string
-	Registration []byte
-	Sig          []byte
-}
-
-// ParseEnrollCredential checks the form of an enrollment password.
-func ParseEnrollCredential(pw string) (EnrollCredential, error) {
-	var c EnrollCredential
-	rest, ok := strings.CutPrefix(pw, broker.EnrollPrefix)
-	if !ok {
-		return c, fmt.Errorf("password does not start with %s", broker.EnrollPrefix)
-	}
-	parts := strings.Split(rest, ".")
-	if len(parts) != 3 {
-		return c, fmt.Errorf("want 4 dot-separated parts, got %d", len(parts)+1)
-	}
-	tok := parts[0]
-	if len(tok) < 16 || len(tok) > 128 || strings.Trim(tok, "0123456789abcdef") != "" {
-		return c, errors.New("token is not 16-128 lowercase hex digits")
-	}
-	reg, err := base64.StdEncoding.Strict().DecodeString(parts[1])
-	if err != nil || len(reg) == 0 || len(reg) > anchor.MaxTxBytes {
-		return c, errors.New("registration is not base64 of at most 16 KiB")
-	}
-	sig, err := base64.StdEncoding.Strict().DecodeString(parts[2])
-	if err != nil || len(sig) == 0 || len(sig) > 128 {
-		return c, errors.New("signature is not base64 of a DER signature")
-	}
-	return EnrollCredential{Token: tok, Registration: reg, Sig: sig}, nil
-}
-
-// MakeEnrollCredential is what a device does to enroll: sign a fresh
-// registration for (kind, site) and pack it with the token.
-func MakeEnrollCredential(s device.Signer, token, kind, site string, now time.Time) (string, error) {
-	reg, err := anchor.NewDeviceRegistration(s.Public(), kind, site, now, "")
-	if err != nil {
-		return "", err
-	}
-	sig, err := s.Sign(reg)
-	if err != nil {
-		return "", err
-	}
-	return broker.EnrollPrefix + token + "." + base64.StdEncoding.EncodeToString(reg) + "." + base64.StdEncoding.EncodeToString(sig), nil
-}
-
 func enrollRefuse(reason string, err error) error { return &broker.AuthError{Reason: reason, Err: err} }
 
 // Enroll implements broker.Enroller.
 func (e *Enroller) Enroll(ctx context.Context, req broker.EnrollRequest) (broker.DeviceInfo, error) {
 	now := e.opts.Now()
-	cred, err := ParseEnrollCredential(req.Password)
+	cred, err := credential.ParseEnroll(req.Password)
 	if err != nil {
-		return broker.DeviceInfo{}, enrollRefuse(broker.ReasonMalformed, err)
+		return broker.DeviceInfo{}, enrollRefuse(refusal.Malformed, err)
 	}
-	reg, pub, err := anchor.ParseDeviceRegistration(cred.Registration)
+	reg, pub, err := credential.ParseRegistration(cred.Registration)
 	if err != nil {
-		return broker.DeviceInfo{}, enrollRefuse(broker.ReasonMalformed, err)
+		return broker.DeviceInfo{}, enrollRefuse(refusal.Malformed, err)
 	}
 	if reg.DID != req.DID {
-		return broker.DeviceInfo{}, enrollRefuse(broker.ReasonClientIDMismatch,
+		return broker.DeviceInfo{}, enrollRefuse(refusal.ClientIDMismatch,
 			fmt.Errorf("registration names %s, client is %s", reg.DID, req.DID))
 	}
 	if !device.VerifySignature(pub, cred.Registration, cred.Sig) {
-		return broker.DeviceInfo{}, enrollRefuse(broker.ReasonBadSignature, errors.New("registration signature does not verify"))
+		return broker.DeviceInfo{}, enrollRefuse(refusal.BadSignature, errors.New("registration signature does not verify"))
 	}
 	ts, _ := time.Parse(time.RFC3339Nano, reg.TS)
 	if d := now.Sub(ts); d > e.opts.Window || d < -e.opts.Window {
-		return broker.DeviceInfo{}, enrollRefuse(broker.ReasonStale, fmt.Errorf("registration ts %s is %s from now (window %s)", reg.TS, d.Round(time.Second), e.opts.Window))
+		return broker.DeviceInfo{}, enrollRefuse(refusal.Stale, fmt.Errorf("registration ts %s is %s from now (window %s)", reg.TS, d.Round(time.Second), e.opts.Window))
 	}
 	if !e.useNonce(reg.DID, reg.Nonce, now) {
-		return broker.DeviceInfo{}, enrollRefuse(broker.ReasonReplayed, errors.New("registration nonce already used"))
+		return broker.DeviceInfo{}, enrollRefuse(refusal.Replayed, errors.New("registration nonce already used"))
 	}
 	info := broker.DeviceInfo{DID: reg.DID, Pub: pub, Kind: reg.Kind, Site: reg.Site}
 
 	// Already ours with this key: admit without spending the token.
 	if d, ok := e.cache.Lookup(reg.DID); ok {
 		if d.Revoked {
-			return broker.DeviceInfo{}, enrollRefuse(broker.ReasonRevoked, errors.New("device is revoked on the ledger"))
+			return broker.DeviceInfo{}, enrollRefuse(refusal.Revoked, errors.New("device is revoked on the ledger"))
 		}
 		if d.Pub != nil && d.Pub.Equal(pub) {
 			e.log.Info("enrollment of a registered device: admitted without token", "did", reg.DID)
@@ -187,7 +132,7 @@ func (e *Enroller) Enroll(ctx context.Context, req broker.EnrollRequest) (broker
 			return broker.DeviceInfo{}, enrollRefuse(r, err)
 		}
 		e.log.Error("token store failed", "error", err)
-		return broker.DeviceInfo{}, enrollRefuse(ReasonLedgerUnavailable, err)
+		return broker.DeviceInfo{}, enrollRefuse(refusal.LedgerUnavailable, err)
 	}
 
 	err = e.register(ctx, cred, now)
@@ -204,11 +149,11 @@ func (e *Enroller) Enroll(ctx context.Context, req broker.EnrollRequest) (broker
 		if rerr := e.tokens.Release(cred.Token, reg.DID); rerr != nil {
 			e.log.Error("token release failed", "error", rerr)
 		}
-		return broker.DeviceInfo{}, enrollRefuse(ReasonLedgerRefused, err)
+		return broker.DeviceInfo{}, enrollRefuse(refusal.LedgerRefused, err)
 	default:
 		// Unknown outcome: keep the token claimed by this device, which may
 		// retry with it; nobody else can use it.
-		return broker.DeviceInfo{}, enrollRefuse(ReasonLedgerUnavailable, err)
+		return broker.DeviceInfo{}, enrollRefuse(refusal.LedgerUnavailable, err)
 	}
 	if err := e.tokens.Confirm(cred.Token, reg.DID); err != nil {
 		e.log.Error("token confirm failed", "did", reg.DID, "error", err)
@@ -216,14 +161,14 @@ func (e *Enroller) Enroll(ctx context.Context, req broker.EnrollRequest) (broker
 	e.cache.Put(info)
 	got, _ := e.cache.Lookup(reg.DID)
 	if got.Revoked {
-		return broker.DeviceInfo{}, enrollRefuse(broker.ReasonRevoked, errors.New("device is revoked on the ledger"))
+		return broker.DeviceInfo{}, enrollRefuse(refusal.Revoked, errors.New("device is revoked on the ledger"))
 	}
 	e.log.Info("device enrolled", "did", reg.DID, "kind", reg.Kind, "site", reg.Site)
 	return got, nil
 }
 
 // register submits RegisterDevice signed by the gateway and waits for commit.
-func (e *Enroller) register(ctx context.Context, cred EnrollCredential, now time.Time) error {
+func (e *Enroller) register(ctx context.Context, cred credential.Enroll, now time.Time) error {
 	body, err := anchor.NewRegisterDeviceBody(e.opts.Gateway.DID(), cred.Registration, cred.Sig, now)
 	if err != nil {
 		return fmt.Errorf("gateway: register body: %w", err)

@@ -14,6 +14,8 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/credential"
+	"github.com/edgeanchor/edgeanchor/device/refusal"
 )
 
 type enrollEnv struct {
@@ -56,7 +58,7 @@ func (e *enrollEnv) token(t *testing.T, site, kind string, ttl time.Duration, at
 
 func enrollReq(t *testing.T, dev device.Signer, token, kind, site string, at time.Time) broker.EnrollRequest {
 	t.Helper()
-	pw, err := MakeEnrollCredential(dev, token, kind, site, at)
+	pw, err := credential.MakeEnroll(dev, token, kind, site, at)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,27 +195,27 @@ func TestEnrollRefusals(t *testing.T) {
 		{"wrong kind", func(d *device.KeySigner) broker.EnrollRequest { return enrollReq(t, d, payroll, "env", "site-a", now) }, "token_wrong_kind"},
 		{"stale registration", func(d *device.KeySigner) broker.EnrollRequest {
 			return enrollReq(t, d, good, "env", "site-a", now.Add(-10*time.Minute))
-		}, broker.ReasonStale},
+		}, refusal.Stale},
 		{"bad signature", func(d *device.KeySigner) broker.EnrollRequest {
 			other := newEnrollDevice(t)
 			r := enrollReq(t, d, good, "env", "site-a", now)
 			o := enrollReq(t, other, good, "env", "site-a", now)
 			return tamper(r, func(p []string) { p[3] = strings.Split(o.Password, ".")[3] })
-		}, broker.ReasonBadSignature},
+		}, refusal.BadSignature},
 		{"registration of another DID", func(d *device.KeySigner) broker.EnrollRequest {
 			r := enrollReq(t, newEnrollDevice(t), good, "env", "site-a", now)
 			r.DID = d.DID()
 			return r
-		}, broker.ReasonClientIDMismatch},
+		}, refusal.ClientIDMismatch},
 		{"not base64", func(d *device.KeySigner) broker.EnrollRequest {
 			return tamper(enrollReq(t, d, good, "env", "site-a", now), func(p []string) { p[2] = "!!" })
-		}, broker.ReasonMalformed},
+		}, refusal.Malformed},
 		{"registration not JSON", func(d *device.KeySigner) broker.EnrollRequest {
 			return tamper(enrollReq(t, d, good, "env", "site-a", now), func(p []string) {
 				p[2] = base64.StdEncoding.EncodeToString([]byte("{"))
 			})
-		}, broker.ReasonMalformed},
-		{"replayed credential", func(*device.KeySigner) broker.EnrollRequest { return replayReq }, broker.ReasonReplayed},
+		}, refusal.Malformed},
+		{"replayed credential", func(*device.KeySigner) broker.EnrollRequest { return replayReq }, refusal.Replayed},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -293,8 +295,8 @@ func TestEnrollLedgerRefused(t *testing.T) {
 	tok := e.token(t, "site-b", "env", time.Hour, now)
 	dev := newEnrollDevice(t)
 	_, err := e.enr.Enroll(context.Background(), enrollReq(t, dev, tok, "env", "site-b", now))
-	if reasonOf(err) != ReasonLedgerRefused {
-		t.Fatalf("got %v, want %s", err, ReasonLedgerRefused)
+	if reasonOf(err) != refusal.LedgerRefused {
+		t.Fatalf("got %v, want %s", err, refusal.LedgerRefused)
 	}
 	var refused *ledgerclient.RefusedError
 	if !errors.As(err, &refused) {
@@ -335,8 +337,8 @@ func TestEnrollLedgerUnavailable(t *testing.T) {
 	}
 	dev, thief := newEnrollDevice(t), newEnrollDevice(t)
 	_, err = enr.Enroll(context.Background(), enrollReq(t, dev, toks[0], "env", "site-a", time.Now()))
-	if reasonOf(err) != ReasonLedgerUnavailable {
-		t.Fatalf("got %v, want %s", err, ReasonLedgerUnavailable)
+	if reasonOf(err) != refusal.LedgerUnavailable {
+		t.Fatalf("got %v, want %s", err, refusal.LedgerUnavailable)
 	}
 	if _, ok := cache.Lookup(dev.DID()); ok {
 		t.Fatal("device cached though the ledger never answered")
@@ -344,7 +346,7 @@ func TestEnrollLedgerUnavailable(t *testing.T) {
 	if _, err := enr.Enroll(context.Background(), enrollReq(t, thief, toks[0], "env", "site-a", time.Now())); reasonOf(err) != "token_used" {
 		t.Fatalf("another device with the reserved token: %v", err)
 	}
-	if _, err := enr.Enroll(context.Background(), enrollReq(t, dev, toks[0], "env", "site-a", time.Now())); reasonOf(err) != ReasonLedgerUnavailable {
+	if _, err := enr.Enroll(context.Background(), enrollReq(t, dev, toks[0], "env", "site-a", time.Now())); reasonOf(err) != refusal.LedgerUnavailable {
 		t.Fatalf("retry by the same device: %v, want to reach the ledger again", err)
 	}
 }

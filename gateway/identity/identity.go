@@ -15,6 +15,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/credential"
 )
 
 // IdentityLedger is what the identity cache needs of the ledger client
@@ -231,7 +232,7 @@ func (c *IdentityCache) apply(b *ledgerclient.Block) {
 			if v.Gateway != c.gateway {
 				continue
 			}
-			reg, pub, err := anchor.ParseDeviceRegistration(v.Registration)
+			reg, pub, err := credential.ParseRegistration(v.Registration)
 			if err != nil {
 				continue
 			}

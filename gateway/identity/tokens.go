@@ -18,6 +18,7 @@ import (
 	"github.com/emmansun/gmsm/sm3"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/refusal"
 )
 
 // Enrollment tokens live in a small JSON file next to the gateway's Badger
@@ -75,15 +76,15 @@ var (
 func TokenReason(err error) string {
 	switch {
 	case errors.Is(err, ErrTokenUnknown):
-		return "token_unknown"
+		return refusal.TokenUnknown
 	case errors.Is(err, ErrTokenUsed):
-		return "token_used"
+		return refusal.TokenUsed
 	case errors.Is(err, ErrTokenExpired):
-		return "token_expired"
+		return refusal.TokenExpired
 	case errors.Is(err, ErrTokenWrongSite):
-		return "token_wrong_site"
+		return refusal.TokenWrongSite
 	case errors.Is(err, ErrTokenWrongKind):
-		return "token_wrong_kind"
+		return refusal.TokenWrongKind
 	}
 	return ""
 }

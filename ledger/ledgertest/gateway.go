@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/device/credential"
 )
 
 // Gateway is a test gateway: its key, its site and the state of its batch
@@ -145,7 +146,7 @@ func (g *Gateway) NewDevice(t testing.TB, kind string) (*device.KeySigner, []byt
 // RegisterDeviceTx returns the RegisterDevice tx by which g registers dev.
 func (g *Gateway) RegisterDeviceTx(t testing.TB, dev device.Signer, kind string) []byte {
 	t.Helper()
-	reg, err := anchor.NewDeviceRegistration(dev.Public(), kind, g.Site, time.Now(), "")
+	reg, err := credential.NewRegistration(dev.Public(), kind, g.Site, time.Now(), "")
 	if err != nil {
 		t.Fatalf("ledgertest: registration: %v", err)
 	}

@@ -1,0 +1,169 @@
+package portal
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/edgeanchor/edgeanchor/anchor"
+)
+
+// TestPortal drives the portal in a real Chromium against a real ledger
+// node and a real gateway: one browser, one ledger and one gateway for all
+// of its subtests (they run in order: the audit's tampering comes last).
+func TestPortal(t *testing.T) {
+	e := newEnv(t)
+	// Five batches: 2+2+2+2+1 records of two kinds.
+	var gseqs []uint64
+	for i := range 5 {
+		gseqs = append(gseqs, e.add(0, ""))
+		if i < 4 {
+			gseqs = append(gseqs, e.add(1, ""))
+		}
+		e.batch()
+	}
+	b := newBrowser(t)
+	s := e.startPortal(t, nil)
+	base := s.URL()
+	b.use(base)
+
+	t.Run("verify", func(t *testing.T) {
+		genuine := e.bundle(gseqs[0])
+		dir := t.TempDir()
+		write := func(name string, data []byte) string {
+			p := filepath.Join(dir, name)
+			if err := os.WriteFile(p, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}
+		upload := func(path string) []string {
+			b.open(t, base+"/verify", "#verify-form")
+			b.do(t, chromedp.SetUploadFiles(chromedp.CSS("#bundle"), []string{path}),
+				chromedp.Click(chromedp.CSS("#verify")), chromedp.WaitVisible(chromedp.CSS("#verdict")))
+			return eval[[]string](t, b, `Array.from(document.querySelectorAll('#steps li')).map(li => li.textContent)`)
+		}
+
+		steps := upload(write("genuine.json", genuine))
+		if len(steps) != 10 {
+			t.Fatalf("genuine bundle: %d steps, want the trust check and 9: %q", len(steps), steps)
+		}
+		for _, st := range steps {
+			if !strings.HasPrefix(st, "✓") {
+				t.Fatalf("genuine bundle: step %q is not ✓ (all: %q)", st, steps)
+			}
+		}
+		if v := b.text(t, "#verdict"); !strings.HasPrefix(v, "OK: record") {
+			t.Fatalf("genuine bundle: verdict %q", v)
+		}
+		b.screenshot(t, "verify")
+		b.clean(t)
+
+		// One changed byte in the envelope: ✗ at step 1.
+		bd, err := anchor.ParseBundle(genuine)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bd.Envelope[len(bd.Envelope)/2] ^= 1
+		tampered, err := bd.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		steps = upload(write("tampered.json", tampered))
+		if len(steps) != 2 || !strings.HasPrefix(steps[0], "✓") || !strings.HasPrefix(steps[1], "✗ 1. "+anchor.StepEnvelope) {
+			t.Fatalf("tampered envelope: steps %q, want ✓ trust then ✗ at step 1", steps)
+		}
+		b.screenshot(t, "verify-tampered")
+		b.clean(t)
+
+		// A bundle of another chain (the package anchor's golden one) is
+		// refused at the trust step, before any numbered step.
+		other, err := os.ReadFile("../anchor/testdata/bundle.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		steps = upload(write("other.json", other))
+		if len(steps) != 1 || !strings.HasPrefix(steps[0], "✗ "+anchor.StepTrustFile) {
+			t.Fatalf("bundle of another chain: steps %q, want ✗ at the trust file check", steps)
+		}
+		b.clean(t)
+
+		// Markup and control characters in a bundle's string show as text.
+		var m map[string]any
+		if err := json.Unmarshal(genuine, &m); err != nil {
+			t.Fatal(err)
+		}
+		const evil = "<script>window.__pwned=1</script>\n✓ OK: forged<img src=x onerror=window.__pwned=2>"
+		m["record"].(map[string]any)["did"] = evil
+		hostile, _ := json.Marshal(m)
+		steps = upload(write("hostile.json", hostile))
+		if len(steps) != 1 || !strings.HasPrefix(steps[0], "✗ bundle file") || !strings.Contains(steps[0], "<script>window.__pwned=1</script>") || !strings.Contains(steps[0], `\n✓ OK: forged`) {
+			t.Fatalf("hostile bundle: steps %q, want its strings as text", steps)
+		}
+		if n := eval[int](t, b, `document.querySelectorAll('main script, main img').length`); n != 0 {
+			t.Fatalf("hostile bundle: %d script or img elements in the page", n)
+		}
+		if pwned := eval[bool](t, b, `window.__pwned !== undefined`); pwned {
+			t.Fatal("hostile bundle: its script ran")
+		}
+
+		// Pasted text verifies too.
+		b.open(t, base+"/verify", "#verify-form")
+		b.do(t, chromedp.SetValue(chromedp.CSS("#text"), string(genuine)), chromedp.Click(chromedp.CSS("#verify")), chromedp.WaitVisible(chromedp.CSS("#verdict")))
+		if v := b.text(t, "#verdict"); !strings.HasPrefix(v, "OK: record") {
+			t.Fatalf("pasted bundle: verdict %q", v)
+		}
+		b.clean(t)
+	})
+
+	t.Run("consortium", func(t *testing.T) {
+		b.open(t, base+"/consortium", "#members")
+		vals := eval[[]string](t, b, `Array.from(document.querySelectorAll('#validators tr')).slice(1).map(r => r.textContent)`)
+		if len(vals) != 1 || !strings.Contains(vals[0], "up") {
+			t.Fatalf("validators %q, want one, up", vals)
+		}
+		members := eval[[]string](t, b, `Array.from(document.querySelectorAll('#members tr')).slice(1).map(r => r.textContent)`)
+		if len(members) != 1 || !strings.Contains(members[0], string(e.lgw.DID())) || !strings.Contains(members[0], "site-a") {
+			t.Fatalf("members %q, want the gateway", members)
+		}
+		if n := eval[int](t, b, `document.querySelectorAll('#blocks tr').length - 1`); n < 5 {
+			t.Fatalf("%d recent blocks shown", n)
+		}
+		b.screenshot(t, "consortium")
+		b.clean(t)
+	})
+
+	t.Run("gateway", func(t *testing.T) {
+		b.open(t, base+"/consortium", "#members")
+		b.do(t, chromedp.Click(chromedp.CSS("#members a")), chromedp.WaitVisible(chromedp.CSS("#headers")))
+		rows := func() []string {
+			return eval[[]string](t, b, `Array.from(document.querySelectorAll('#headers tr')).slice(1).map(r => r.dataset.seq + " " + r.querySelector('.sig').textContent + r.querySelector('.prev').textContent)`)
+		}
+		// Page size 3: batches 5, 4, 3, then 2, 1.
+		if got, want := strings.Join(rows(), ","), "5 ✓✓,4 ✓✓,3 ✓✓"; got != want {
+			t.Fatalf("first page %q, want %q", got, want)
+		}
+		b.screenshot(t, "gateway")
+		b.do(t, chromedp.Click(chromedp.CSS("#older")), chromedp.WaitVisible(chromedp.CSS("#newer")))
+		if got, want := strings.Join(rows(), ","), "2 ✓✓,1 ✓✓"; got != want {
+			t.Fatalf("second page %q, want %q", got, want)
+		}
+		b.do(t, chromedp.Click(chromedp.CSS(`#headers tr[data-seq="1"] a`)), chromedp.WaitVisible(chromedp.CSS("#records")))
+		recs := eval[[]string](t, b, `Array.from(document.querySelectorAll('#records tr')).slice(1).map(r => r.cells[0].textContent + " " + r.cells[3].textContent)`)
+		if got, want := strings.Join(recs, ","), fmt.Sprintf("%d env.dust,%d survey.point", gseqs[0], gseqs[1]); got != want {
+			t.Fatalf("batch 1 records %q, want %q", got, want)
+		}
+		// The proof link gives the record's bundle.
+		proof := get(t, b, chromedp.Evaluate[string](`fetch(document.querySelector('#records a').href).then(r => r.text())`, chromedp.EvalAwaitPromise))
+		if pb, err := anchor.ParseBundle([]byte(proof)); err != nil || pb.Record.GSeq != gseqs[0] {
+			t.Fatalf("proof link: %v, %.200s", err, proof)
+		}
+		b.screenshot(t, "batch")
+		b.clean(t)
+	})
+}

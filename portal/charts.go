@@ -297,10 +297,15 @@ func (s *Server) refusalChart(ctx context.Context, did device.DID) (chart, error
 	}
 	sort.Strings(reasons)
 	var cols []column
+	total := 0.0
 	for _, r := range reasons {
 		cols = append(cols, column{Label: r, Values: []float64{byReason[r]}})
+		total += byReason[r]
 	}
-	return barChart("refusals", title, "refused", []string{"refused"}, cols, "The gateway reports no refusal counters."), nil
+	if total == 0 {
+		return barChart("refusals", title, "refused", nil, nil, "No publish refused since the gateway started."), nil
+	}
+	return barChart("refusals", title, "refused", []string{"refused"}, cols, ""), nil
 }
 
 // blockCharts reads the ledger's latest blocks: transactions per block and

@@ -269,7 +269,9 @@ func (b *browser) event(ev any) {
 		}
 	case *network.EventRequestWillBeSent:
 		u := ev.Request.URL
-		if b.origin != "" && !hasOrigin(u, b.origin) && u != "about:blank" {
+		// data: URLs are inline (the browser's own icons of form
+		// controls): no request leaves the machine.
+		if b.origin != "" && !hasOrigin(u, b.origin) && u != "about:blank" && !strings.HasPrefix(u, "data:") {
 			b.foreign = append(b.foreign, u)
 		}
 	}

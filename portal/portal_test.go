@@ -166,4 +166,71 @@ func TestPortal(t *testing.T) {
 		b.screenshot(t, "batch")
 		b.clean(t)
 	})
+
+	t.Run("charts", func(t *testing.T) {
+		b.open(t, base+"/charts", "#chart-txs")
+		if n := eval[int](t, b, `document.querySelectorAll('#chart-records rect').length`); n < 2 {
+			t.Fatalf("records chart: %d bars, want the two kinds", n)
+		}
+		legend := b.text(t, ".legend")
+		if !strings.Contains(legend, "env.dust") || !strings.Contains(legend, "survey.point") {
+			t.Fatalf("records chart legend %q", legend)
+		}
+		if n := eval[int](t, b, `document.querySelectorAll('#chart-latency rect').length`); n != 5 {
+			t.Fatalf("latency chart: %d bars, want one per batch (5)", n)
+		}
+		if n := eval[int](t, b, `document.querySelectorAll('#chart-txs rect').length`); n < 5 {
+			t.Fatalf("transactions chart: %d bars, want a bar per block with txs", n)
+		}
+		if n := eval[int](t, b, `document.querySelectorAll('#chart-refusals, #chart-blocktime').length`); n != 2 {
+			t.Fatalf("%d of the refusals and block-interval charts", n)
+		}
+		b.screenshot(t, "charts")
+		b.clean(t)
+	})
+
+	t.Run("audit", func(t *testing.T) {
+		run := func() string {
+			b.open(t, base+"/audit", "#audit-form")
+			b.do(t, chromedp.Click(chromedp.CSS("#run")), chromedp.WaitVisible(chromedp.CSS("#audit-result")))
+			return b.text(t, "#audit-verdict")
+		}
+		if v := run(); !strings.Contains(v, "No findings") {
+			t.Fatalf("clean history: %q", v)
+		}
+		if bar := eval[string](t, b, `document.getElementById('bar').value + "/" + document.getElementById('bar').max`); bar != "5/5" {
+			t.Fatalf("progress bar at the end: %s", bar)
+		}
+		b.clean(t)
+
+		// Delete the first record of batch 2 from the gateway's store.
+		e.deleteRecord(gseqs[2])
+		if v := run(); !strings.Contains(v, "finding") {
+			t.Fatalf("deleted record: verdict %q", v)
+		}
+		rows := eval[[]string](t, b, `Array.from(document.querySelectorAll('#findings tr')).slice(1).map(r => r.cells[0].textContent + ": " + r.cells[1].textContent)`)
+		found := false
+		for _, r := range rows {
+			found = found || strings.HasPrefix(r, "missing_records: batch 2:")
+		}
+		if !found {
+			t.Fatalf("deleted record: findings %q, want missing_records of batch 2", rows)
+		}
+		b.screenshot(t, "audit")
+		fetch := func(sel string) string {
+			return get(t, b, chromedp.Evaluate[string](`fetch(document.querySelector('`+sel+`').href).then(r => r.text())`, chromedp.EvalAwaitPromise))
+		}
+		var rep auditReport
+		if err := json.Unmarshal([]byte(fetch("#json")), &rep); err != nil {
+			t.Fatal(err)
+		}
+		if rep.Gateway != e.lgw.DID() || len(rep.Findings) != len(rows) || rep.Findings[0].Kind != "missing_records" {
+			t.Fatalf("JSON report %+v, findings on the page %q", rep, rows)
+		}
+		csv := fetch("#csv")
+		if !strings.HasPrefix(csv, "gateway,kind,detail\n") || !strings.Contains(csv, string(e.lgw.DID())+",missing_records,batch 2:") {
+			t.Fatalf("CSV report %q", csv)
+		}
+		b.clean(t)
+	})
 }

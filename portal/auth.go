@@ -83,9 +83,30 @@ func sessionOf(r *http.Request) *session {
 	return s
 }
 
+// cookieName is the session cookie's name: with TLS it has the __Host-
+// prefix, which browsers only accept Secure, for the whole site and from
+// this host alone.
+func (s *Server) cookieName() string {
+	if s.cfg.TLSCert != "" {
+		return "__Host-" + sessionCookie
+	}
+	return sessionCookie
+}
+
 func (s *Server) setCookie(w http.ResponseWriter, sess *session) {
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: sess.id, Path: "/", HttpOnly: true,
+	http.SetCookie(w, &http.Cookie{Name: s.cookieName(), Value: sess.id, Path: "/", HttpOnly: true,
 		Secure: s.cfg.TLSCert != "", SameSite: http.SameSiteStrictMode, MaxAge: int(sessionTTL / time.Second)})
+}
+
+// session finds the request's session. Cookies do not name a port: a
+// browser may send the cookie of another portal on the same host too.
+func (s *Server) session(r *http.Request) *session {
+	for _, c := range r.CookiesNamed(s.cookieName()) {
+		if sess := s.sessions.get(c.Value); sess != nil {
+			return sess
+		}
+	}
+	return nil
 }
 
 // secure gives every request a session, asks for a login where accounts
@@ -105,10 +126,7 @@ func (s *Server) secure(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		var sess *session
-		if c, err := r.Cookie(sessionCookie); err == nil {
-			sess = s.sessions.get(c.Value)
-		}
+		sess := s.session(r)
 		if sess == nil {
 			sess = s.sessions.create("")
 			s.setCookie(w, sess)
@@ -177,7 +195,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	if sess := sessionOf(r); sess != nil {
 		s.sessions.drop(sess.id)
 	}
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.cfg.TLSCert != "", SameSite: http.SameSiteStrictMode})
+	http.SetCookie(w, &http.Cookie{Name: s.cookieName(), Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.cfg.TLSCert != "", SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }
 

@@ -303,6 +303,26 @@ func (b *browser) clean(t *testing.T) {
 	b.errs, b.foreign = nil, nil
 }
 
+// cleanBut is clean, but console entries that contain one of allowed
+// (the log lines of answers the test asked for) are not errors.
+func (b *browser) cleanBut(t *testing.T, allowed ...string) {
+	t.Helper()
+	b.mu.Lock()
+	var keep []string
+	for _, e := range b.errs {
+		ok := false
+		for _, a := range allowed {
+			ok = ok || strings.Contains(e, a)
+		}
+		if !ok {
+			keep = append(keep, e)
+		}
+	}
+	b.errs = keep
+	b.mu.Unlock()
+	b.clean(t)
+}
+
 func (b *browser) do(t *testing.T, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, 60*time.Second)
@@ -316,6 +336,19 @@ func (b *browser) do(t *testing.T, actions ...chromedp.Action[chromedp.Void]) {
 func (b *browser) open(t *testing.T, url, sel string) {
 	t.Helper()
 	b.do(t, chromedp.Navigate(url), chromedp.WaitVisible(chromedp.CSS(sel)))
+}
+
+// submit clicks sel and waits for the next page: the old one is marked
+// first, so a node that both pages have does not stand for the new one.
+func submit(sel string) chromedp.Action[chromedp.Void] {
+	return chromedp.Steps(
+		chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+			_, err := chromedp.Evaluate[bool](`document.body.dataset.stale = "1", true`)(ctx, t)
+			return err
+		}),
+		chromedp.Click(chromedp.CSS(sel)),
+		chromedp.WaitReady(chromedp.CSS("body:not([data-stale])")),
+	)
 }
 
 // text is the text of the node sel.

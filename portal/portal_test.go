@@ -233,4 +233,6 @@ func TestPortal(t *testing.T) {
 		}
 		b.clean(t)
 	})
+
+	t.Run("accounts", func(t *testing.T) { testAccounts(t, e, b) })
 }

@@ -153,7 +153,7 @@ func testAccounts(t *testing.T, e *env, b *browser) {
 type cookieJar struct{ c []*http.Cookie }
 
 func (j *cookieJar) SetCookies(_ *url.URL, c []*http.Cookie) { j.c = append(j.c, c...) }
-func (j *cookieJar) Cookies(*url.URL) []*http.Cookie      { return j.c }
+func (j *cookieJar) Cookies(*url.URL) []*http.Cookie         { return j.c }
 
 func TestConfigRefusesNonLoopbackWithoutTLSAndAccounts(t *testing.T) {
 	base := DefaultConfig()

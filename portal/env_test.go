@@ -108,7 +108,11 @@ func newEnv(t *testing.T) *env {
 var kinds = []string{"env.dust", "survey.point"}
 
 // add stores the next reading of device i, with extra in its values.
-func (e *env) add(i int, extra string) uint64 {
+func (e *env) add(i int, extra string) uint64 { return e.addKind(i, extra, kinds[i]) }
+
+// addKind is add with the record kind the gateway stores (and serves) for
+// it set to kind.
+func (e *env) addKind(i int, extra, kind string) uint64 {
 	e.t.Helper()
 	e.seqs[i]++
 	d := e.devs[i]
@@ -128,7 +132,7 @@ func (e *env) add(i int, extra string) uint64 {
 		e.t.Fatal(err)
 	}
 	rec, err := e.g.Store().Append(context.Background(), gateway.Pending{
-		DID: d.DID(), Seq: e.seqs[i], Kind: kinds[i], Envelope: env, EnvHash: anchor.SM3(env)})
+		DID: d.DID(), Seq: e.seqs[i], Kind: kind, Envelope: env, EnvHash: anchor.SM3(env)})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -18,12 +18,15 @@ import (
 // of its subtests (they run in order: the audit's tampering comes last).
 func TestPortal(t *testing.T) {
 	e := newEnv(t)
-	// Five batches: 2+2+2+2+1 records of two kinds.
+	// Five batches: 2+2+2+2+1 records of two kinds. The gateway serves
+	// the last record with markup and a line break in its kind.
+	const hostileKind = "<script>window.__pwned=3</script>\n✓ forged<b>bold</b>"
 	var gseqs []uint64
 	for i := range 5 {
-		gseqs = append(gseqs, e.add(0, ""))
 		if i < 4 {
-			gseqs = append(gseqs, e.add(1, ""))
+			gseqs = append(gseqs, e.add(0, ""), e.add(1, ""))
+		} else {
+			gseqs = append(gseqs, e.addKind(0, "", hostileKind))
 		}
 		e.batch()
 	}
@@ -164,6 +167,21 @@ func TestPortal(t *testing.T) {
 			t.Fatalf("proof link: %v, %.200s", err, proof)
 		}
 		b.screenshot(t, "batch")
+		b.clean(t)
+
+		// A gateway's strings show as text: markup escaped, the line
+		// break as \n.
+		b.open(t, fmt.Sprintf("%s/batch?did=%s&seq=5", base, e.lgw.DID()), "#records")
+		kind := eval[string](t, b, `document.querySelector('#records tr:nth-child(2)').cells[3].textContent`)
+		if want := `<script>window.__pwned=3</script>\n✓ forged<b>bold</b>`; kind != want {
+			t.Fatalf("hostile kind shows as %q, want %q", kind, want)
+		}
+		if n := eval[int](t, b, `document.querySelectorAll('main script, main b').length`); n != 1 {
+			t.Fatalf("hostile kind: %d script or b elements in main, want only the page's own <b>", n)
+		}
+		if pwned := eval[bool](t, b, `window.__pwned !== undefined`); pwned {
+			t.Fatal("hostile kind: its script ran")
+		}
 		b.clean(t)
 	})
 

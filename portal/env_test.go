@@ -34,6 +34,7 @@ import (
 type env struct {
 	t      *testing.T
 	lgw    *ledgertest.Gateway
+	lgw2   *ledgertest.Gateway // a second member, anchored by the test (no gateway runs it)
 	node   *ledgertest.Node
 	client *anchor.Client
 	g      *gateway.Gateway
@@ -45,15 +46,15 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	lgw := ledgertest.NewGateway(t, "site-a")
+	lgw, lgw2 := ledgertest.NewGateway(t, "site-a"), ledgertest.NewGateway(t, "site-b")
 	quiet := slog.New(slog.DiscardHandler)
-	node := ledgertest.Start(t, ledgertest.Options{Gateways: []*ledgertest.Gateway{lgw}, Logger: quiet})
+	node := ledgertest.Start(t, ledgertest.Options{Gateways: []*ledgertest.Gateway{lgw, lgw2}, Logger: quiet})
 	client, err := anchor.NewClient(node.RPC, anchor.ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = client.Close() })
-	e := &env{t: t, lgw: lgw, node: node, client: client}
+	e := &env{t: t, lgw: lgw, lgw2: lgw2, node: node, client: client}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	reg := broker.NewStaticRegistry()

@@ -131,8 +131,8 @@ func TestPortal(t *testing.T) {
 			t.Fatalf("validators %q, want one, up", vals)
 		}
 		members := eval[[]string](t, b, `Array.from(document.querySelectorAll('#members tr')).slice(1).map(r => r.textContent)`)
-		if len(members) != 1 || !strings.Contains(members[0], string(e.lgw.DID())) || !strings.Contains(members[0], "site-a") {
-			t.Fatalf("members %q, want the gateway", members)
+		if len(members) != 2 || !strings.Contains(strings.Join(members, "|"), string(e.lgw.DID())) || !strings.Contains(strings.Join(members, "|"), "site-b") {
+			t.Fatalf("members %q, want the two gateways", members)
 		}
 		if n := eval[int](t, b, `document.querySelectorAll('#blocks tr').length - 1`); n < 5 {
 			t.Fatalf("%d recent blocks shown", n)
@@ -143,7 +143,10 @@ func TestPortal(t *testing.T) {
 
 	t.Run("gateway", func(t *testing.T) {
 		b.open(t, base+"/consortium", "#members")
-		b.do(t, chromedp.Click(chromedp.CSS("#members a")), chromedp.WaitVisible(chromedp.CSS("#headers")))
+		if !eval[bool](t, b, `(a => a ? (a.click(), true) : false)(Array.from(document.querySelectorAll('#members a')).find(a => a.textContent === "`+string(e.lgw.DID())+`"))`) {
+			t.Fatal("no link to the gateway on the Consortium page")
+		}
+		b.do(t, chromedp.WaitVisible(chromedp.CSS("#headers")))
 		rows := func() []string {
 			return eval[[]string](t, b, `Array.from(document.querySelectorAll('#headers tr')).slice(1).map(r => r.dataset.seq + " " + r.querySelector('.sig').textContent + r.querySelector('.prev').textContent)`)
 		}
@@ -253,4 +256,6 @@ func TestPortal(t *testing.T) {
 	})
 
 	t.Run("accounts", func(t *testing.T) { testAccounts(t, e, b) })
+
+	t.Run("paging", func(t *testing.T) { testPagingCost(t, e) })
 }

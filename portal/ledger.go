@@ -62,7 +62,9 @@ type consortiumView struct {
 	Trusted    bool
 }
 
-func (s *Server) rpc() (*rpchttp.HTTP, error) { return rpchttp.New(s.cfg.LedgerRPC, "/websocket") }
+// rpc is the CometBFT RPC client for what anchor.Client does not ask
+// (commits, block metas, headers); made once, in New.
+func (s *Server) rpc() (*rpchttp.HTTP, error) { return s.cometRPC, s.cometErr }
 
 func (s *Server) consortiumPage(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)

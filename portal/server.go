@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
+
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/internal/safetext"
@@ -29,6 +31,8 @@ type Server struct {
 	log      *slog.Logger
 	trust    *anchor.Trust
 	ledger   *anchor.Client
+	cometRPC *rpchttp.HTTP
+	cometErr error
 	accounts map[string][]byte
 	gateways map[device.DID]string
 	pages    map[string]*template.Template
@@ -81,6 +85,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if s.ledger, err = anchor.NewClient(cfg.LedgerRPC, anchor.ClientOptions{Retries: 1}); err != nil {
 		return nil, fmt.Errorf("portal: ledger: %w", err)
 	}
+	s.cometRPC, s.cometErr = rpchttp.New(cfg.LedgerRPC, "/websocket")
 	if err := s.parseTemplates(); err != nil {
 		s.ledger.Close()
 		return nil, err

@@ -8,11 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -436,29 +434,5 @@ func TestAuditLateFill(t *testing.T) {
 	out, code = runCLI(t, "verify", bundle, "--trust", trustPath)
 	if code != 0 || !strings.Contains(out, fmt.Sprintf("gseq %d", fill.GSeq)) {
 		t.Fatalf("verify the late fill's bundle: exit %d\n%s", code, out)
-	}
-}
-
-func TestSeqSet(t *testing.T) {
-	var s seqSet
-	for _, seq := range []uint64{5, 1, 3, 2, 9, 4, 10, math.MaxUint64, 0} {
-		if !s.add(seq) {
-			t.Fatalf("add(%d): already there", seq)
-		}
-	}
-	for _, seq := range []uint64{1, 5, 9, 10, math.MaxUint64, 0} {
-		if s.add(seq) {
-			t.Fatalf("add(%d) again: not reported", seq)
-		}
-	}
-	want := []seqRun{{0, 5}, {9, 10}, {math.MaxUint64, math.MaxUint64}}
-	if !slices.Equal(s.runs, want) {
-		t.Fatalf("runs %v, want %v", s.runs, want)
-	}
-	s.add(7)
-	s.add(8)
-	s.add(6)
-	if want := []seqRun{{0, 10}, {math.MaxUint64, math.MaxUint64}}; !slices.Equal(s.runs, want) {
-		t.Fatalf("runs %v, want %v", s.runs, want)
 	}
 }

@@ -28,7 +28,8 @@ func newDemoCmd() *cobra.Command {
      gateway registered in its genesis; trust file DIR/trust.json),
   2. a gateway (DIR/gateway): MQTT broker, HTTP record API, /metrics,
   3. enrollment tokens for the fleet (first start only),
-  4. simulated devices (DIR/sim) that enroll, then publish signed readings.
+  4. simulated devices (DIR/sim) that enroll, then publish signed readings,
+  5. the regulator's web portal (docs/portal.md) on the ledger and the gateway.
 
 It prints where to look and one live progress line; Ctrl-C stops everything
 in reverse order. A second run reuses DIR; remove it (make clean) to start
@@ -68,6 +69,7 @@ over. Logs go to DIR/demo.log. Every port is checked before anything starts.`,
 	f.IntVar(&o.P2PPort, "p2p-port", o.P2PPort, "ledger p2p port (used when DIR/ledger is made)")
 	f.IntVar(&o.RPCPort, "rpc-port", o.RPCPort, "ledger RPC port (used when DIR/ledger is made)")
 	f.IntVar(&o.PromPort, "ledger-metrics-port", o.PromPort, "ledger Prometheus port, its own /metrics (used when DIR/ledger is made)")
+	f.IntVar(&o.PortalPort, "portal-port", o.PortalPort, "the regulator's web portal port on 127.0.0.1 (0: no portal)")
 	f.StringVar(&logLevel, "log-level", "info", "level of DIR/demo.log: debug, info, warn, error")
 	return cmd
 }

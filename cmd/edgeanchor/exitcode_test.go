@@ -183,18 +183,6 @@ func TestExitCodes(t *testing.T) {
 	}
 }
 
-// TestAuditFindingEscaped: a finding quotes what a gateway or the ledger
-// said (a DID, a kind, an error); a line break and a made-up line in it
-// print escaped on the finding's own line.
-func TestAuditFindingEscaped(t *testing.T) {
-	var out bytes.Buffer
-	a := &auditor{o: auditOptions{Out: &out}}
-	a.find("record", "gseq %d: kind %s", 7, "env.dust\n✓ no findings")
-	if got, want := out.String(), "✗ record: gseq 7: kind env.dust\\n✓ no findings\n"; got != want {
-		t.Fatalf("finding printed %q, want %q", got, want)
-	}
-}
-
 // TestErrorLineEscaped: the error main prints is escaped too: a trust
 // file's chain id with a line break stays on the error's line.
 func TestErrorLineEscaped(t *testing.T) {

@@ -25,6 +25,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/gateway"
 	"github.com/edgeanchor/edgeanchor/gateway/identity"
 	"github.com/edgeanchor/edgeanchor/ledger"
+	"github.com/edgeanchor/edgeanchor/portal"
 	"github.com/edgeanchor/edgeanchor/sim"
 )
 
@@ -46,6 +47,8 @@ type Options struct {
 	// PromPort is the ledger's own Prometheus listener (CometBFT's and the
 	// ledger application's metrics), used when the ledger home is made.
 	PromPort int
+	// PortalPort is the regulator's portal (package portal), on 127.0.0.1.
+	PortalPort int
 
 	// Progress receives the start banner and the live progress line.
 	Progress io.Writer
@@ -77,7 +80,7 @@ func DefaultOptions() Options {
 	return Options{
 		Dir: "./var", Devices: 20, Profile: "mixed", Rate: 3, Site: "site-a",
 		MQTTPort: 1883, WSPort: 8083, HTTPPort: 8480, P2PPort: ledger.DefaultP2PPort, RPCPort: ledger.DefaultRPCPort,
-		PromPort: ledger.DefaultPrometheusPort,
+		PromPort: ledger.DefaultPrometheusPort, PortalPort: 8490,
 	}
 }
 
@@ -156,6 +159,7 @@ func prepare(o Options) (*system, error) {
 		{"the ledger's p2p listener", ledgerFlag("--p2p-port"), s.p2p},
 		{"the ledger's RPC", ledgerFlag("--rpc-port"), s.rpc},
 		{"the ledger's Prometheus listener", ledgerFlag("--ledger-metrics-port"), s.prom},
+		{"the regulator's portal", "--portal-port", o.PortalPort},
 	}
 	for _, pt := range ports {
 		if pt.port == 0 {
@@ -315,8 +319,49 @@ func (s *system) banner() string {
   verify one:  curl -s %s/v1/records/1/proof > proof.json && bin/edgeanchor verify proof.json --trust %s
   ledger RPC:  http://%s:%d
   ledger metrics: %s
+  portal:      %s
 Ctrl-C stops everything.
-`, s.o.Devices, s.p.dir, s.p.log, base, base, base, s.p.trust, host, s.rpc, s.ledgerMetrics())
+`, s.o.Devices, s.p.dir, s.p.log, base, base, base, s.p.trust, host, s.rpc, s.ledgerMetrics(), s.portalURL())
+}
+
+// portalURL is the portal's address, or "off".
+func (s *system) portalURL() string {
+	if s.o.PortalPort == 0 {
+		return "off"
+	}
+	return "http://" + net.JoinHostPort(host, strconv.Itoa(s.o.PortalPort)) + "/"
+}
+
+// startPortal starts the portal (unless its port is 0); the func it
+// returns stops it.
+func (s *system) startPortal(ctx context.Context) (func(), error) {
+	if s.o.PortalPort == 0 {
+		return func() {}, nil
+	}
+	cfg := portal.DefaultConfig()
+	cfg.Listen = net.JoinHostPort(host, strconv.Itoa(s.o.PortalPort))
+	cfg.LedgerRPC = fmt.Sprintf("http://%s:%d", host, s.rpc)
+	cfg.TrustPath = s.p.trust
+	cfg.Gateways = []portal.GatewayAPI{{DID: s.signer.DID(), URL: "http://" + net.JoinHostPort(host, strconv.Itoa(s.o.HTTPPort))}}
+	srv, err := portal.New(cfg, portal.Deps{Logger: s.log.With("component", "portal")})
+	if err != nil {
+		return nil, fmt.Errorf("demo: start portal: %w", err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		_ = srv.Close()
+		return nil, fmt.Errorf("demo: start portal: %w", err)
+	}
+	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(pctx, ln) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			s.log.Warn("portal stop failed", "error", err)
+		}
+		_ = srv.Close()
+	}, nil
 }
 
 // Run runs the demo until ctx ends, then stops the fleet, the gateway and
@@ -376,6 +421,16 @@ func Run(ctx context.Context, o Options) error {
 	wg.Add(1)
 	var fleetErr error
 	go func() { defer wg.Done(); fleetErr = fleet.Run(fleetCtx) }()
+
+	// 5. the regulator's portal, on the ledger, the trust file and the
+	// gateway's record API.
+	stopPortal, err := s.startPortal(ctx)
+	if err != nil {
+		fleetCancel()
+		wg.Wait()
+		return err
+	}
+	defer stopPortal()
 
 	fmt.Fprint(o.Progress, s.banner())
 

@@ -25,9 +25,10 @@ func testOptions(t *testing.T, dir string) Options {
 	o.Dir = dir
 	o.Devices = 6
 	o.Rate = 2
-	ports := testutil.FreePorts(t, 6)
+	ports := testutil.FreePorts(t, 7)
 	o.MQTTPort, o.WSPort, o.HTTPPort = ports[0], ports[1], ports[2]
 	o.P2PPort, o.RPCPort, o.PromPort = ports[3], ports[4], ports[5]
+	o.PortalPort = ports[6]
 	o.Interval = 200 * time.Millisecond
 	o.LineEvery = time.Second
 	return o
@@ -141,6 +142,19 @@ func TestRunAnchorsABatch(t *testing.T) {
 			t.Fatalf("edgeanchor verify: %v\n%s", err, out)
 		}
 		t.Logf("edgeanchor verify:\n%s", out)
+
+		// The portal the banner names shows the demo's gateway.
+		portalURL := fmt.Sprintf("http://127.0.0.1:%d/", o.PortalPort)
+		if !strings.Contains(progress.String(), "portal:      "+portalURL) {
+			t.Errorf("the banner does not name the portal %s:\n%s", portalURL, progress.String())
+		}
+		page, err := testutil.HTTPGet(portalURL + "consortium")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(page), "site-a") || !strings.Contains(string(page), "<td>member</td>") {
+			t.Errorf("the portal's consortium page lacks the gateway:\n%.2000s", page)
+		}
 
 		// The ledger's metrics are on its own listener, not on the
 		// gateway's /metrics.

@@ -1,0 +1,321 @@
+package portal
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/edgeanchor/edgeanchor/audit"
+	"github.com/edgeanchor/edgeanchor/device"
+)
+
+// maxAudits bounds the audits kept (finished ones are dropped oldest
+// first) and maxRunning those running at once.
+const (
+	maxAudits  = 50
+	maxRunning = 2
+)
+
+// auditJob is one audit run.
+type auditJob struct {
+	ID       string
+	Gateway  device.DID
+	From, To time.Time
+	Started  time.Time
+
+	mu       sync.Mutex
+	done     uint64
+	total    uint64
+	finished bool
+	findings []audit.Finding
+	err      error
+	ended    time.Time
+}
+
+type auditStatus struct {
+	Done     uint64 `json:"done"`
+	Total    uint64 `json:"total"`
+	Finished bool   `json:"finished"`
+}
+
+func (j *auditJob) status() auditStatus {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return auditStatus{Done: j.done, Total: j.total, Finished: j.finished}
+}
+
+type audits struct {
+	mu      sync.Mutex
+	m       map[string]*auditJob
+	running int
+	wg      sync.WaitGroup
+}
+
+func newAudits() *audits { return &audits{m: map[string]*auditJob{}} }
+
+func (a *audits) get(id string) *auditJob {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.m[id]
+}
+
+// start runs o in the background under ctx.
+func (a *audits) start(ctx context.Context, j *auditJob, o audit.Options) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.running >= maxRunning {
+		return fmt.Errorf("%d audits are running: wait for one to finish", a.running)
+	}
+	if len(a.m) >= maxAudits {
+		var oldest *auditJob
+		for _, x := range a.m {
+			if x.status().Finished && (oldest == nil || x.Started.Before(oldest.Started)) {
+				oldest = x
+			}
+		}
+		if oldest != nil {
+			delete(a.m, oldest.ID)
+		}
+	}
+	a.m[j.ID] = j
+	a.running++
+	a.wg.Add(1)
+	o.Progress = func(done, total uint64) {
+		j.mu.Lock()
+		j.done, j.total = done, total
+		j.mu.Unlock()
+	}
+	go func() {
+		defer a.wg.Done()
+		f, err := audit.Run(ctx, o)
+		j.mu.Lock()
+		j.findings, j.err, j.finished, j.ended = f, err, true, time.Now()
+		j.mu.Unlock()
+		a.mu.Lock()
+		a.running--
+		a.mu.Unlock()
+	}()
+	return nil
+}
+
+func (a *audits) wait() { a.wg.Wait() }
+
+type gatewayChoice struct {
+	DID, Name, Site string
+}
+
+type auditFormView struct {
+	Gateways []gatewayChoice
+}
+
+func (s *Server) auditPage(w http.ResponseWriter, r *http.Request) {
+	s.render(w, r, "audit", page{Title: "Audit a gateway", Nav: "audit", Data: s.auditForm(r.Context())})
+}
+
+func (s *Server) auditForm(ctx context.Context) auditFormView {
+	var v auditFormView
+	for _, g := range s.cfg.Gateways {
+		c := gatewayChoice{DID: string(g.DID)}
+		if gr, err := s.ledger.Gateway(ctx, g.DID); err == nil {
+			c.Name, c.Site = gr.Name, gr.Site
+		}
+		v.Gateways = append(v.Gateways, c)
+	}
+	sort.Slice(v.Gateways, func(i, j int) bool {
+		return v.Gateways[i].Site+v.Gateways[i].Name < v.Gateways[j].Site+v.Gateways[j].Name
+	})
+	return v
+}
+
+// formTime parses an <input type="datetime-local"> value as UTC (or
+// RFC 3339); "" is the zero time.
+func formTime(name, v string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	for _, layout := range []string{"2006-01-02T15:04", "2006-01-02T15:04:05", time.RFC3339} {
+		if t, err := time.ParseInLocation(layout, v, time.UTC); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%s %q: want a date and time (UTC)", name, v)
+}
+
+func (s *Server) auditPost(w http.ResponseWriter, r *http.Request) {
+	fail := func(err error) {
+		w.WriteHeader(http.StatusBadRequest)
+		s.render(w, r, "audit", page{Title: "Audit a gateway", Nav: "audit", Err: err.Error(), Data: s.auditForm(r.Context())})
+	}
+	did, err := device.ParseDID(r.PostFormValue("gateway"))
+	if err != nil {
+		fail(fmt.Errorf("gateway: %w", err))
+		return
+	}
+	api, ok := s.gateways[did]
+	if !ok {
+		fail(fmt.Errorf("gateway %s: no record API configured for it", did))
+		return
+	}
+	from, err := formTime("from", r.PostFormValue("from"))
+	if err != nil {
+		fail(err)
+		return
+	}
+	to, err := formTime("to", r.PostFormValue("to"))
+	if err != nil {
+		fail(err)
+		return
+	}
+	if !from.IsZero() && !to.IsZero() && to.Before(from) {
+		fail(fmt.Errorf("to %s is before from %s", to.Format(time.RFC3339), from.Format(time.RFC3339)))
+		return
+	}
+	j := &auditJob{ID: randomHex(12), Gateway: did, From: from, To: to, Started: time.Now()}
+	o := audit.Options{Gateway: did, Ledger: s.cfg.LedgerRPC, API: api, From: from, To: to}
+	if err := s.audits.start(s.baseCtx(r), j, o); err != nil {
+		w.WriteHeader(http.StatusTooManyRequests)
+		s.render(w, r, "audit", page{Title: "Audit a gateway", Nav: "audit", Err: err.Error(), Data: s.auditForm(r.Context())})
+		return
+	}
+	s.log.Info("portal audit started", "gateway", did, "id", j.ID)
+	http.Redirect(w, r, "/audit/"+j.ID, http.StatusSeeOther)
+}
+
+type auditRunView struct {
+	ID       string
+	Gateway  string
+	Period   string
+	Status   auditStatus
+	Findings []audit.Finding
+	Err      string
+	Took     string
+}
+
+func (s *Server) job(w http.ResponseWriter, r *http.Request) *auditJob {
+	j := s.audits.get(r.PathValue("id"))
+	if j == nil {
+		http.Error(w, "no such audit (the portal keeps the last 50)", http.StatusNotFound)
+	}
+	return j
+}
+
+func period(from, to time.Time) string {
+	f, t := "batch 1", "the last batch"
+	if !from.IsZero() {
+		f = from.UTC().Format(time.RFC3339)
+	}
+	if !to.IsZero() {
+		t = to.UTC().Format(time.RFC3339)
+	}
+	return f + " – " + t
+}
+
+func (s *Server) auditRunPage(w http.ResponseWriter, r *http.Request) {
+	j := s.job(w, r)
+	if j == nil {
+		return
+	}
+	v := auditRunView{ID: j.ID, Gateway: string(j.Gateway), Period: period(j.From, j.To), Status: j.status()}
+	j.mu.Lock()
+	v.Findings = j.findings
+	if j.err != nil {
+		v.Err = j.err.Error()
+	}
+	if j.finished {
+		v.Took = j.ended.Sub(j.Started).Round(time.Millisecond).String()
+	}
+	j.mu.Unlock()
+	s.render(w, r, "auditrun", page{Title: "Audit", Nav: "audit", Data: v})
+}
+
+func (s *Server) auditStatus(w http.ResponseWriter, r *http.Request) {
+	j := s.job(w, r)
+	if j == nil {
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(j.status())
+}
+
+// auditReport is the downloadable report.
+type auditReport struct {
+	Gateway  device.DID      `json:"gateway"`
+	From     *time.Time      `json:"from,omitempty"`
+	To       *time.Time      `json:"to,omitempty"`
+	Started  time.Time       `json:"started"`
+	Ended    time.Time       `json:"ended"`
+	Batches  uint64          `json:"batches"`
+	Error    string          `json:"error,omitempty"`
+	Findings []audit.Finding `json:"findings"`
+}
+
+func (s *Server) report(w http.ResponseWriter, r *http.Request) *auditReport {
+	j := s.job(w, r)
+	if j == nil {
+		return nil
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if !j.finished {
+		http.Error(w, "the audit is still running", http.StatusConflict)
+		return nil
+	}
+	rep := &auditReport{Gateway: j.Gateway, Started: j.Started.UTC(), Ended: j.ended.UTC(), Batches: j.total, Findings: j.findings}
+	if rep.Findings == nil {
+		rep.Findings = []audit.Finding{}
+	}
+	if !j.From.IsZero() {
+		rep.From = &j.From
+	}
+	if !j.To.IsZero() {
+		rep.To = &j.To
+	}
+	if j.err != nil {
+		rep.Error = j.err.Error()
+	}
+	return rep
+}
+
+func (s *Server) auditJSON(w http.ResponseWriter, r *http.Request) {
+	rep := s.report(w, r)
+	if rep == nil {
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="audit-%s.json"`, r.PathValue("id")))
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(rep)
+}
+
+func (s *Server) auditCSV(w http.ResponseWriter, r *http.Request) {
+	rep := s.report(w, r)
+	if rep == nil {
+		return
+	}
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="audit-%s.csv"`, r.PathValue("id")))
+	cw := csv.NewWriter(w)
+	_ = cw.Write([]string{"gateway", "kind", "detail"})
+	for _, f := range rep.Findings {
+		// A leading =, +, - or @ would be a formula to a spreadsheet.
+		_ = cw.Write([]string{string(rep.Gateway), csvCell(f.Kind), csvCell(f.Detail)})
+	}
+	if rep.Error != "" {
+		_ = cw.Write([]string{string(rep.Gateway), "error", csvCell(rep.Error)})
+	}
+	cw.Flush()
+}
+
+func csvCell(s string) string {
+	if s != "" && (s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@') {
+		return "'" + s
+	}
+	return s
+}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	cfg "github.com/cometbft/cometbft/config"
 	"github.com/cometbft/cometbft/types"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
@@ -138,6 +139,19 @@ func TestTwoValidators(t *testing.T) {
 	}
 	var nodes []*testNode
 	for _, h := range homes {
+		// CometBFT v0.38's consensus reactor can wake from a sleep inside
+		// queryMaj23Routine after Stop has closed the block store, load a
+		// commit and panic ("leveldb: closed"), taking this test binary down
+		// (seen under load). Two nodes in one process are the only peers
+		// in this package's tests; their maj23 query pause outlasts the
+		// binary, so none wakes after Stop. Nodes in their own processes
+		// (ledgertest clusters, production) exit after Stop.
+		conf, err := LoadConfig(h.Dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf.Consensus.PeerQueryMaj23SleepDuration = time.Hour
+		cfg.WriteConfigFile(filepath.Join(h.Dir, "config", "config.toml"), conf)
 		n, err := StartNode(context.Background(), h.Dir, NodeOptions{Logger: testLogger()})
 		if err != nil {
 			t.Fatal(err)

@@ -44,7 +44,11 @@ func (s *Server) verifyPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) trustLine() string {
-	return fmt.Sprintf("chain %s, %d validators (hash %X)", s.trust.ChainID, s.trust.Validators.Size(), s.trust.Validators.Hash())
+	n, noun := s.trust.Validators.Size(), "validators"
+	if n == 1 {
+		noun = "validator"
+	}
+	return fmt.Sprintf("chain %s, %d %s (hash %X)", s.trust.ChainID, n, noun, s.trust.Validators.Hash())
 }
 
 // verifyPost verifies the uploaded or pasted bundle here, in the portal's

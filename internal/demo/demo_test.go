@@ -25,7 +25,10 @@ func testOptions(t *testing.T, dir string) Options {
 	o.Dir = dir
 	o.Devices = 6
 	o.Rate = 2
-	ports := testutil.FreePorts(t, 7)
+	// The demo is started again on the same ports (TestRunAnchorsABatch's
+	// second start, TestGatewayOutage's restart): ports that no outgoing
+	// connection can take in between.
+	ports := testutil.StablePorts(t, 7)
 	o.MQTTPort, o.WSPort, o.HTTPPort = ports[0], ports[1], ports[2]
 	o.P2PPort, o.RPCPort, o.PromPort = ports[3], ports[4], ports[5]
 	o.PortalPort = ports[6]

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -39,6 +40,35 @@ func FreePorts(t testing.TB, n int) []int {
 		}
 		defer l.Close()
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
+}
+
+// StablePorts returns n distinct 127.0.0.1 TCP ports, free at the time of
+// the call, chosen below the kernel's ephemeral range (32768 and up by
+// default). Use them for a server that a test stops and starts again on the
+// same port: a port from the ephemeral range (FreePorts) can be taken in
+// between by any outgoing connection or ":0" listener on the machine, such
+// as another test run beside this one.
+func StablePorts(t testing.TB, n int) []int {
+	t.Helper()
+	ports := make([]int, 0, n)
+	seen := map[int]bool{}
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 1000 {
+			t.Fatalf("testutil: no %d free ports below the ephemeral range", n)
+		}
+		p := 20000 + rand.IntN(12000)
+		if seen[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			continue
+		}
+		defer l.Close()
+		seen[p] = true
+		ports = append(ports, p)
 	}
 	return ports
 }

@@ -108,3 +108,19 @@ func TestProcessStop(t *testing.T) {
 		t.Fatalf("Stop of a process ignoring SIGTERM = %v", err)
 	}
 }
+
+func TestStablePorts(t *testing.T) {
+	ports := StablePorts(t, 5)
+	seen := map[int]bool{}
+	for _, p := range ports {
+		if p < 20000 || p >= 32000 || seen[p] {
+			t.Fatalf("ports %v: want 5 distinct ports in [20000, 32000)", ports)
+		}
+		seen[p] = true
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			t.Fatalf("port %d is not free after the call: %v", p, err)
+		}
+		l.Close()
+	}
+}

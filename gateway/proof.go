@@ -221,27 +221,36 @@ func (p *ProofAPI) proofByGSeq(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *ProofAPI) proofByDevice(w http.ResponseWriter, r *http.Request) {
+	if rec := p.deviceRecord(w, r); rec != nil {
+		p.serveBundle(w, r, rec.GSeq)
+	}
+}
+
+// deviceRecord is the stored record named by the path's {did} and {seq},
+// or nil once it has answered the request with what is wrong (400 for a bad
+// DID or seq, 404 for no such record, 500 for a failed lookup).
+func (p *ProofAPI) deviceRecord(w http.ResponseWriter, r *http.Request) *Record {
 	did, err := device.ParseDID(r.PathValue("did"))
 	if err != nil {
 		proofError(w, http.StatusBadRequest, err.Error())
-		return
+		return nil
 	}
 	seq, err := strconv.ParseUint(r.PathValue("seq"), 10, 64)
 	if err != nil || seq == 0 {
 		proofError(w, http.StatusBadRequest, "seq must be a positive integer")
-		return
+		return nil
 	}
 	recs, err := p.store.DeviceRecords(did, seq, seq, 1)
 	if err != nil {
 		p.log.Error("device record lookup failed", "did", did, "seq", seq, "error", err)
 		proofError(w, http.StatusInternalServerError, "record lookup failed")
-		return
+		return nil
 	}
 	if len(recs) == 0 {
 		proofError(w, http.StatusNotFound, "no such record")
-		return
+		return nil
 	}
-	p.serveBundle(w, r, recs[0].GSeq)
+	return recs[0]
 }
 
 // proofTimeout bounds the ledger queries of one bundle (the anchor proof

@@ -49,6 +49,9 @@ func (st seqState) inGap(seq uint64) bool {
 // the gap st.last+1..seq-1. dropped holds the gaps closed for good to stay
 // within max.
 func (st seqState) advance(seq uint64, max int) (next seqState, dropped []seqRange) {
+	if len(st.gaps) == 0 && seq == st.last+1 {
+		return seqState{last: seq}, nil // the usual case: no gap, nothing to copy
+	}
 	next.last = seq
 	next.gaps = append(make([]seqRange, 0, len(st.gaps)+1), st.gaps...)
 	if seq > st.last+1 {

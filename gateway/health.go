@@ -125,10 +125,16 @@ func (h *Health) allChecked() bool {
 	return true
 }
 
+// loop runs c every h.Interval while it passes. A failing check is run
+// again sooner, after a pause growing from 10 ms to h.Interval, so that a
+// part that comes up (the identity cache's first load at start, a ledger
+// that returns) is reported ready within milliseconds, not a whole interval
+// later.
 func (h *Health) loop(ctx context.Context, c *healthCheck, wg *sync.WaitGroup) {
 	defer wg.Done()
-	t := time.NewTicker(h.Interval)
+	t := time.NewTimer(h.Interval)
 	defer t.Stop()
+	retry := 10 * time.Millisecond
 	for {
 		cctx, cancel := context.WithTimeout(ctx, h.Timeout)
 		err := c.fn(cctx)
@@ -139,6 +145,13 @@ func (h *Health) loop(ctx context.Context, c *healthCheck, wg *sync.WaitGroup) {
 		c.mu.Lock()
 		c.done, c.err, c.at = true, err, time.Now()
 		c.mu.Unlock()
+		pause := h.Interval
+		if err != nil {
+			pause, retry = min(retry, h.Interval), min(2*retry, h.Interval)
+		} else {
+			retry = 10 * time.Millisecond
+		}
+		t.Reset(pause)
 		select {
 		case <-ctx.Done():
 			return

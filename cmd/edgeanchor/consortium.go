@@ -447,6 +447,17 @@ func newApproveCmd() *cobra.Command {
 }
 
 // query runs one read command against the node.
+// queryJSON is query for a command that prints one ledger answer as JSON.
+func queryJSON(cmd *cobra.Command, l *ledgerFlags, fetch func(ctx context.Context, c *ledgerclient.Client) (any, error)) error {
+	return query(cmd, l, func(ctx context.Context, c *ledgerclient.Client) error {
+		v, err := fetch(ctx, c)
+		if err != nil {
+			return err
+		}
+		return printJSON(cmd.OutOrStdout(), v)
+	})
+}
+
 func query(cmd *cobra.Command, l *ledgerFlags, fn func(ctx context.Context, c *ledgerclient.Client) error) error {
 	c, err := l.client()
 	if err != nil {
@@ -538,13 +549,7 @@ func newProposalShowCmd() *cobra.Command {
 			if err != nil {
 				return usageError("proposal ID: %v", err)
 			}
-			return query(cmd, &l, func(ctx context.Context, c *ledgerclient.Client) error {
-				p, err := c.Proposal(ctx, id)
-				if err != nil {
-					return err
-				}
-				return printJSON(cmd.OutOrStdout(), p)
-			})
+			return queryJSON(cmd, &l, func(ctx context.Context, c *ledgerclient.Client) (any, error) { return c.Proposal(ctx, id) })
 		},
 	}
 	l.add(cmd)
@@ -599,13 +604,7 @@ once the revocation commits.`,
 			if err != nil {
 				return usageError("%v", err)
 			}
-			return query(cmd, &ls, func(ctx context.Context, c *ledgerclient.Client) error {
-				r, err := c.Device(ctx, d)
-				if err != nil {
-					return err
-				}
-				return printJSON(cmd.OutOrStdout(), r)
-			})
+			return queryJSON(cmd, &ls, func(ctx context.Context, c *ledgerclient.Client) (any, error) { return c.Device(ctx, d) })
 		},
 	}
 	ls.add(show)

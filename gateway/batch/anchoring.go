@@ -1,4 +1,4 @@
-package gateway
+package batch
 
 import "github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 

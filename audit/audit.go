@@ -22,7 +22,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
-	"github.com/edgeanchor/edgeanchor/gateway"
+	"github.com/edgeanchor/edgeanchor/gateway/httpapi"
 	"github.com/edgeanchor/edgeanchor/internal/safetext"
 )
 
@@ -160,8 +160,8 @@ func (a *auditor) checkBatch(ctx context.Context, h *anchor.BatchHeader) (uint64
 	var leaves []anchor.Hash
 	var got uint64
 	want := h.First
-	for from := h.First; from <= h.Last; from += gateway.MaxRangeRecords {
-		to := min(h.Last, from+gateway.MaxRangeRecords-1)
+	for from := h.First; from <= h.Last; from += httpapi.MaxRangeRecords {
+		to := min(h.Last, from+httpapi.MaxRangeRecords-1)
 		ans, err := a.fetch(ctx, from, to)
 		if err != nil {
 			return got, err
@@ -195,7 +195,7 @@ func (a *auditor) checkBatch(ctx context.Context, h *anchor.BatchHeader) (uint64
 
 // checkRecord checks one record's receipt and envelope and its device's
 // sequence.
-func (a *auditor) checkRecord(ctx context.Context, h *anchor.BatchHeader, r *gateway.RangeRecord) {
+func (a *auditor) checkRecord(ctx context.Context, h *anchor.BatchHeader, r *httpapi.RangeRecord) {
 	bad := func(format string, args ...any) {
 		a.find("record", "batch %d gseq %d: %s", h.Seq, r.GSeq, fmt.Sprintf(format, args...))
 	}
@@ -306,7 +306,7 @@ func (a *auditor) deviceKey(ctx context.Context, did device.DID) (*ecdsa.PublicK
 	return pub, nil
 }
 
-func (a *auditor) fetch(ctx context.Context, from, to uint64) (*gateway.RangeAnswer, error) {
+func (a *auditor) fetch(ctx context.Context, from, to uint64) (*httpapi.RangeAnswer, error) {
 	u := strings.TrimRight(a.o.API, "/") + "/v1/records?" + url.Values{
 		"from_gseq": {fmt.Sprint(from)}, "to_gseq": {fmt.Sprint(to)},
 	}.Encode()
@@ -323,7 +323,7 @@ func (a *auditor) fetch(ctx context.Context, from, to uint64) (*gateway.RangeAns
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return nil, fmt.Errorf("audit: gateway API %s: %s %s", u, resp.Status, strings.TrimSpace(string(b)))
 	}
-	var ans gateway.RangeAnswer
+	var ans httpapi.RangeAnswer
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<30)).Decode(&ans); err != nil {
 		return nil, fmt.Errorf("audit: gateway API answer: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -26,6 +27,9 @@ import (
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/credential"
+	"github.com/edgeanchor/edgeanchor/gateway/batch"
+	"github.com/edgeanchor/edgeanchor/gateway/httpapi"
+	"github.com/edgeanchor/edgeanchor/gateway/store"
 	"github.com/edgeanchor/edgeanchor/ledger"
 	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
@@ -42,7 +46,7 @@ type anEnv struct {
 	lgw     *ledgertest.Gateway
 	client  *ledgerclient.Client
 	g       *Gateway
-	an      *Anchoring
+	an      *batch.Anchoring
 	devs    []*anDevice
 	cancel  context.CancelFunc
 	done    chan error
@@ -54,7 +58,7 @@ type anDevice struct {
 	seq uint64
 
 	mu       sync.Mutex
-	receipts []ReceiptMessage
+	receipts []store.ReceiptMessage
 }
 
 // anStart starts the ledger (in process, or with validators > 0 as that
@@ -69,7 +73,7 @@ func anStart(t *testing.T, ndev int, interval time.Duration, validators int) *an
 		e.cluster = ledgertest.StartCluster(t, validators)
 		e.home, e.rpc = e.cluster.Homes[0], e.cluster.RPC(0)
 	} else {
-		node := ledgertest.Start(t, ledgertest.Options{Gateways: []*ledgertest.Gateway{lgw}, Logger: discardLog()})
+		node := ledgertest.Start(t, ledgertest.Options{Gateways: []*ledgertest.Gateway{lgw}, Logger: slog.New(slog.DiscardHandler)})
 		e.home, e.rpc = node.Home, node.RPC
 	}
 	client, err := ledgerclient.NewClient(e.rpc, ledgerclient.ClientOptions{Retries: 2, Backoff: 50 * time.Millisecond, RequestTimeout: 2 * time.Second, CommitTimeout: 10 * time.Second})
@@ -155,7 +159,7 @@ func (e *anEnv) connect(d *anDevice) {
 		e.t.Fatalf("connect %s: %v", d.key.DID(), tok.Error())
 	}
 	tok := c.Subscribe(broker.ReceiptTopic(d.key.DID()), 1, func(_ paho.Client, m paho.Message) {
-		var rm ReceiptMessage
+		var rm store.ReceiptMessage
 		if json.Unmarshal(m.Payload(), &rm) == nil {
 			d.mu.Lock()
 			d.receipts = append(d.receipts, rm)
@@ -258,7 +262,7 @@ func (e *anEnv) checkLedgerChain() int {
 	n := 0
 	for seq := uint64(1); ; seq++ {
 		sb, err := e.an.Batches.Get(seq)
-		if errors.Is(err, ErrNoBatch) {
+		if errors.Is(err, batch.ErrNotFound) {
 			break
 		}
 		if err != nil {
@@ -299,7 +303,7 @@ func TestEndToEndBundleVerifiesOffline(t *testing.T) {
 		t.Fatalf("stored %d records, want %d", e.g.Store().LastGSeq(), total)
 	}
 	nb := e.checkLedgerChain()
-	checkChain(t, &batchEnv{store: e.g.Store(), blog: e.an.Batches, gw: e.lgw.Signer})
+	checkChain(t, e.g.Store(), e.an.Batches, e.lgw.Signer)
 
 	// Every device gets the receipt of each of its records, then the
 	// anchored notice; every message verifies under the gateway's key.
@@ -324,7 +328,7 @@ func TestEndToEndBundleVerifiesOffline(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r, err := VerifyReceipt(msg, e.lgw.Signer.Public())
+			r, err := store.VerifyReceipt(msg, e.lgw.Signer.Public())
 			if err != nil || r.DID != d.key.DID() || m.Group == nil {
 				t.Fatalf("receipt message %s: %+v, %v", msg, r, err)
 			}
@@ -418,7 +422,7 @@ func TestEndToEndBundleVerifiesOffline(t *testing.T) {
 		}
 	}
 	code, body = e.get(fmt.Sprintf("/v1/records?from_gseq=1&to_gseq=%d", total))
-	var ra RangeAnswer
+	var ra httpapi.RangeAnswer
 	if code != http.StatusOK || json.Unmarshal(body, &ra) != nil || len(ra.Records) != total || ra.LastGSeq != total {
 		t.Fatalf("range: %d %s", code, body)
 	}
@@ -540,7 +544,7 @@ func TestLedgerOutageUnderLoad(t *testing.T) {
 	if got := e.g.Store().LastGSeq(); got != total {
 		t.Fatalf("last gseq %d, %d readings acknowledged", got, total)
 	}
-	chain := checkChain(t, &batchEnv{store: e.g.Store(), blog: e.an.Batches, gw: e.lgw.Signer})
+	chain := checkChain(t, e.g.Store(), e.an.Batches, e.lgw.Signer)
 	if n := e.checkLedgerChain(); n != len(chain) {
 		t.Fatalf("ledger has %d batches, store %d", n, len(chain))
 	}
@@ -553,91 +557,6 @@ func TestLedgerOutageUnderLoad(t *testing.T) {
 func prometheusValue(t testing.TB, c prometheus.Collector) float64 {
 	t.Helper()
 	return testutil.ToFloat64(c)
-}
-
-// TestAnchorerResumesOnRealLedger: a gateway that stopped after the ledger
-// committed its header but before it stored the receipt finds the header on
-// the ledger at restart (LastBatch/Batch), records it without submitting it
-// again, and anchors the rest of its outbox, on a real CometBFT node.
-func TestAnchorerResumesOnRealLedger(t *testing.T) {
-	lgw := ledgertest.NewGateway(t, "site-a")
-	node := ledgertest.Start(t, ledgertest.Options{Gateways: []*ledgertest.Gateway{lgw}, Logger: discardLog()})
-	client, err := ledgerclient.NewClient(node.RPC, ledgerclient.ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = client.Close() })
-	e := &batchEnv{dir: t.TempDir(), gw: lgw.Signer, dev: testKey(t)}
-	e.open(t)
-	b, _ := e.batcher(t, time.Hour, 3, nil)
-	e.add(t, 8)
-	for range 3 {
-		if _, err := b.CutNow(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// The "crash": batch 1 committed, its receipt never stored.
-	sb1, _ := e.blog.Get(1)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	r1, err := client.Submit(ctx, sb1.Tx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.reopen(t) // the gateway restarts
-	counting := &countingLedger{Client: client}
-	a, m := e.anchorer(t, counting, nil)
-	stop := runAnchorer(t, a)
-	waitFor(t, 30*time.Second, "3 anchored", func() bool { s, _ := e.blog.AnchoredSeq(); return s == 3 })
-	stop()
-	got, _ := e.blog.Get(1)
-	if got.Anchor == nil || got.Anchor.Height != r1.Height || got.Anchor.TxHash != r1.TxHash {
-		t.Fatalf("batch 1 receipt %+v, want the ledger's %+v", got.Anchor, r1)
-	}
-	if n := testutil.CollectAndCount(m.SubmitTime); n != 1 {
-		t.Fatalf("submit histogram series %d", n)
-	}
-	if errs := testutil.ToFloat64(m.SubmitErrors.WithLabelValues("refused")); errs != 0 {
-		t.Fatalf("%v refusals", errs)
-	}
-	if got := counting.submitted(); len(got) != 2 || got[0] != 2 || got[1] != 3 {
-		t.Fatalf("submitted batches %v, want [2 3]: batch 1 must be found, not resubmitted", got)
-	}
-	last, err := client.LastBatch(ctx, lgw.DID())
-	if err != nil || last.Seq != 3 {
-		t.Fatalf("ledger's last batch %v %v, want 3", last, err)
-	}
-	for seq := uint64(1); seq <= 3; seq++ {
-		sb, _ := e.blog.Get(seq)
-		br, err := client.Batch(ctx, lgw.DID(), seq)
-		if err != nil || br.Hash != sb.Hash || br.Height != sb.Anchor.Height {
-			t.Fatalf("batch %d: ledger %+v %v, stored %s %+v", seq, br, err, sb.Hash, sb.Anchor)
-		}
-	}
-}
-
-// countingLedger is the real client, noting which batch seqs were submitted.
-type countingLedger struct {
-	*ledgerclient.Client
-	mu   sync.Mutex
-	seqs []uint64
-}
-
-func (c *countingLedger) Submit(ctx context.Context, tx []byte) (ledgerclient.TxCommit, error) {
-	if t, err := anchor.DecodeTx(tx); err == nil {
-		if h, err := anchor.ParseHeader(t.Body); err == nil {
-			c.mu.Lock()
-			c.seqs = append(c.seqs, h.Seq)
-			c.mu.Unlock()
-		}
-	}
-	return c.Client.Submit(ctx, tx)
-}
-
-func (c *countingLedger) submitted() []uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]uint64(nil), c.seqs...)
 }
 
 // TestAnchoringSurvivesLostValidator: with four validators, losing one
@@ -728,4 +647,50 @@ func TestGoldenBundleCopies(t *testing.T) {
 			t.Errorf("anchor/testdata/%s differs from gateway/%s/%s: run make golden (or copy it over)", file, goldenBundles, file)
 		}
 	}
+}
+
+// checkChain checks the batch log of a gateway's store: each batch
+// continues the previous one, its header is signed by gw and is its
+// transaction's body, and its root is that of its records; it returns the
+// batches.
+func checkChain(t testing.TB, st *store.Store, blog *batch.Log, gw device.Signer) []*batch.Batch {
+	t.Helper()
+	var out []*batch.Batch
+	prev, next := anchor.ZeroHash, uint64(1)
+	for seq := uint64(1); ; seq++ {
+		sb, err := blog.Get(seq)
+		if errors.Is(err, batch.ErrNotFound) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := sb.ParsedHeader()
+		if err != nil {
+			t.Fatalf("batch %d: %v", seq, err)
+		}
+		if h.Seq != seq || h.Prev != prev || h.First != next || h.Count == 0 {
+			t.Fatalf("batch %d: seq %d prev %s first %d count %d; want prev %s first %d", seq, h.Seq, h.Prev, h.First, h.Count, prev, next)
+		}
+		if !device.VerifySignature(gw.Public(), sb.Header, sb.Sig) {
+			t.Fatalf("batch %d: header signature does not verify", seq)
+		}
+		tx, err := anchor.DecodeTx(sb.Tx)
+		if err != nil || string(tx.Body) != string(sb.Header) || string(tx.Sig) != string(sb.Sig) || tx.Signer != gw.DID() {
+			t.Fatalf("batch %d: tx is not the signed header (%v)", seq, err)
+		}
+		var leaves []anchor.Hash
+		if err := st.Range(h.First, h.Last, func(r *store.Record) error {
+			leaves = append(leaves, anchor.LeafHash(r.Salt, r.Receipt))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if uint64(len(leaves)) != h.Count || anchor.MerkleRoot(leaves) != h.Root {
+			t.Fatalf("batch %d: root does not match its %d records", seq, len(leaves))
+		}
+		prev, next = h.Hash(), h.Last+1
+		out = append(out, sb)
+	}
+	return out
 }

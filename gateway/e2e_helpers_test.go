@@ -14,9 +14,12 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/credential"
+	"github.com/edgeanchor/edgeanchor/gateway/httpapi"
+	"github.com/edgeanchor/edgeanchor/gateway/store"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
 )
@@ -177,16 +180,16 @@ func (g *gwProc) metric(sample string) float64 {
 
 // deviceRecords returns the device's stored records over the HTTP API,
 // paging through /v1/devices/{did}/records.
-func (g *gwProc) deviceRecords(did device.DID) []RecordView {
+func (g *gwProc) deviceRecords(did device.DID) []store.RecordView {
 	g.t.Helper()
-	var out []RecordView
+	var out []store.RecordView
 	from := uint64(1)
 	for range 10000 {
 		code, b := g.get(fmt.Sprintf("/v1/devices/%s/records?from_seq=%d", did, from))
 		if code != http.StatusOK {
 			g.t.Fatalf("records of %s: HTTP %d %s", did, code, b)
 		}
-		var page DeviceRecordsPage
+		var page httpapi.DeviceRecordsPage
 		if err := json.Unmarshal(b, &page); err != nil {
 			g.t.Fatalf("records of %s: %v: %s", did, err, b)
 		}
@@ -252,3 +255,25 @@ func e2eEnvelope(t testing.TB, dev device.Signer, seq uint64) []byte {
 // goroutines is every goroutine's stack, for a test that timed out waiting
 // for the gateway to stop.
 func goroutines() string { return testutil.Goroutines() }
+
+// waitFor is testutil.WaitUntil.
+func waitFor(t testing.TB, d time.Duration, what string, f func() bool) {
+	t.Helper()
+	testutil.WaitUntil(t, d, what, f)
+}
+
+// gatherValue is testutil.GatherValue.
+func gatherValue(t *testing.T, g prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	return testutil.GatherValue(t, g, name)
+}
+
+// newSigner makes a fresh SM2 key.
+func newSigner(t testing.TB) *device.KeySigner {
+	t.Helper()
+	priv, err := device.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return device.NewKeySigner(priv)
+}

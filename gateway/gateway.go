@@ -62,7 +62,10 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway/batch"
+	"github.com/edgeanchor/edgeanchor/gateway/httpapi"
 	"github.com/edgeanchor/edgeanchor/gateway/identity"
+	"github.com/edgeanchor/edgeanchor/gateway/store"
 )
 
 // Deps are what the gateway is given rather than builds.
@@ -100,17 +103,17 @@ type Gateway struct {
 	reg    prometheus.Registerer
 	gather prometheus.Gatherer
 	signer device.Signer
-	store  *Store
+	store  *store.Store
 	broker *broker.Broker
 	mux    *http.ServeMux
 	httpLn net.Listener
 	ping   func(ctx context.Context) error
 	svcs   []service
-	health *Health
+	health *httpapi.Health
 	// Set by New when Deps.Ledger is given.
 	identity  *identity.IdentityCache
 	enroller  *identity.Enroller
-	anchoring *Anchoring
+	anchoring *batch.Anchoring
 	closeMu   sync.Mutex
 	closed    bool
 	ran       bool
@@ -123,7 +126,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, log: deps.Logger, reg: deps.Registerer, gather: deps.Gatherer, signer: deps.Signer,
-		mux: http.NewServeMux(), ping: deps.LedgerPing, health: NewHealth(healthInterval, healthTimeout)}
+		mux: http.NewServeMux(), ping: deps.LedgerPing, health: httpapi.NewHealth(healthInterval, healthTimeout)}
 	if g.ping == nil && deps.Ledger != nil {
 		ledger := deps.Ledger
 		g.ping = func(ctx context.Context) error { _, err := ledger.Height(ctx); return err }
@@ -153,23 +156,23 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		g.signer = s
 	}
 	dir := filepath.Join(cfg.DataDir, "records")
-	store, err := OpenStore(dir, StoreOptions{
-		Config: cfg.Store, Signer: g.signer, Logger: g.log, Metrics: NewStoreMetrics(g.reg, dir),
-		MaxPending: cfg.Limits.MaxInFlight, Claims: BatchClaims(),
+	st, err := store.Open(dir, store.Options{
+		Config: cfg.Store, Signer: g.signer, Logger: g.log, Metrics: store.NewMetrics(g.reg, dir),
+		MaxPending: cfg.Limits.MaxInFlight, Claims: batch.Claims(),
 	})
 	if err != nil {
 		return nil, err
 	}
-	g.store = store
+	g.store = st
 	if err := writeDataDirInfo(cfg.DataDir, g.signer.DID(), cfg.Site); err != nil {
-		_ = store.Close()
+		_ = st.Close()
 		return nil, err
 	}
 	var tlsConf *tls.Config
 	if cfg.MQTT.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.MQTT.TLSCert, cfg.MQTT.TLSKey)
 		if err != nil {
-			_ = store.Close()
+			_ = st.Close()
 			return nil, fmt.Errorf("gateway: load TLS certificate: %w", err)
 		}
 		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
@@ -179,7 +182,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		accounts[i] = broker.Account{Username: a.Username, PasswordHash: a.PasswordHash, Topics: a.Topics}
 	}
 	connPerSource, connGlobal, failPerSource, failGlobal := cfg.Limits.connectLimits()
-	ingest := NewIngest(store, cfg.Limits.MaxPayload)
+	ingest := NewIngest(st, cfg.Limits.MaxPayload)
 	ingest.SetClock(time.Now, cfg.FutureTolerance)
 	g.broker, err = broker.New(broker.Options{
 		Site: cfg.Site, Registry: deps.Registry, Ingester: ingest,
@@ -195,7 +198,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		Logger: g.log.With("component", "broker"), Registerer: g.reg,
 	})
 	if err != nil {
-		_ = store.Close()
+		_ = st.Close()
 		return nil, err
 	}
 	// The refusal series exist at 0 from the start (dashboards show 0,
@@ -204,19 +207,20 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	g.httpLn, err = net.Listen("tcp", cfg.HTTP.Addr)
 	if err != nil {
 		_ = g.broker.Close()
-		_ = store.Close()
+		_ = st.Close()
 		return nil, fmt.Errorf("gateway: listen http on %s: %w", cfg.HTTP.Addr, err)
 	}
-	g.routes()
-	g.health.Add("broker", Critical, func(context.Context) error {
+	httpapi.Routes(g.mux, httpapi.Options{Store: g.store, Health: g.health, Gatherer: g.gather,
+		MaxPage: cfg.HTTP.MaxPage, Log: g.log})
+	g.health.Add("broker", httpapi.Critical, func(context.Context) error {
 		if !g.broker.Up() {
 			return errors.New("not serving")
 		}
 		return g.broker.ListenerHealth() // nil while every MQTT listener accepts
 	})
-	g.health.Add("store", Critical, func(context.Context) error { return g.store.Healthy() })
+	g.health.Add("store", httpapi.Critical, func(context.Context) error { return g.store.Healthy() })
 	if g.ping != nil {
-		g.health.Add("ledger", Degraded, func(ctx context.Context) error {
+		g.health.Add("ledger", httpapi.Degraded, func(ctx context.Context) error {
 			if err := g.ping(ctx); err != nil {
 				return fmt.Errorf("unreachable (anchoring and enrollment wait; ingest goes on): %w", err)
 			}
@@ -246,7 +250,7 @@ const (
 )
 
 // Store returns the record store.
-func (g *Gateway) Store() *Store { return g.store }
+func (g *Gateway) Store() *store.Store { return g.store }
 
 // Identity returns the ledger-following identity cache; nil without
 // Deps.Ledger or with Deps.Registry.
@@ -257,7 +261,7 @@ func (g *Gateway) Enroller() *identity.Enroller { return g.enroller }
 
 // Anchoring returns the batcher, anchorer and proof API; nil without
 // Deps.Ledger.
-func (g *Gateway) Anchoring() *Anchoring { return g.anchoring }
+func (g *Gateway) Anchoring() *batch.Anchoring { return g.anchoring }
 
 // Broker returns the MQTT broker.
 func (g *Gateway) Broker() *broker.Broker { return g.broker }
@@ -289,18 +293,18 @@ func (g *Gateway) Go(name string, run func(ctx context.Context) error) {
 // answers 503 (devices cannot be served). It runs in the background (see
 // Health.Add); call before or during Run.
 func (g *Gateway) AddReadyCheck(name string, check func(ctx context.Context) error) {
-	g.health.Add(name, Critical, check)
+	g.health.Add(name, httpapi.Critical, check)
 }
 
 // AddDegradedCheck adds a /readyz check that only degrades: while it fails
 // /readyz still answers 200, with "status":"degraded" and the check's
 // error under its name.
 func (g *Gateway) AddDegradedCheck(name string, check func(ctx context.Context) error) {
-	g.health.Add(name, Degraded, check)
+	g.health.Add(name, httpapi.Degraded, check)
 }
 
 // Health returns the readiness state behind /readyz.
-func (g *Gateway) Health() *Health { return g.health }
+func (g *Gateway) Health() *httpapi.Health { return g.health }
 
 // Run starts the services, the broker and the HTTP API, and blocks until
 // ctx ends or one of them fails; it then stops them in reverse order and

@@ -15,6 +15,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/refusal"
+	"github.com/edgeanchor/edgeanchor/gateway/store"
 )
 
 // DeviceRecordKinds maps a device kind to the record kinds it may publish
@@ -32,7 +33,7 @@ func KindAllowed(deviceKind, recordKind string) bool {
 
 // storeRefusal names a store error's refusal reason.
 func storeRefusal(kind string, err error) error {
-	if errors.Is(err, ErrDiskFull) {
+	if errors.Is(err, store.ErrDiskFull) {
 		return refuse(refusal.DiskFull, kind, err)
 	}
 	return refuse(refusal.StoreError, kind, err)
@@ -41,7 +42,7 @@ func storeRefusal(kind string, err error) error {
 // Ingest is the ingest pipeline behind the broker's publish hook:
 // decode → schema → kind → signature (once) → sequence and durable write.
 type Ingest struct {
-	store      *Store
+	store      *store.Store
 	maxPayload int
 	// cpu bounds the connections decoding and verifying at once to the
 	// number of cores: with a thousand connections busy, the store's
@@ -58,8 +59,8 @@ var _ broker.Ingester = (*Ingest)(nil)
 
 // NewIngest returns the pipeline writing to store; envelopes whose body
 // exceeds maxPayload bytes are refused as too_large.
-func NewIngest(store *Store, maxPayload int) *Ingest {
-	return &Ingest{store: store, maxPayload: maxPayload, cpu: make(chan struct{}, runtime.GOMAXPROCS(0))}
+func NewIngest(st *store.Store, maxPayload int) *Ingest {
+	return &Ingest{store: st, maxPayload: maxPayload, cpu: make(chan struct{}, runtime.GOMAXPROCS(0))}
 }
 
 // kindLabel keeps metric label values to the known kinds.
@@ -96,7 +97,7 @@ func (g *Ingest) Ingest(ctx context.Context, dev broker.DeviceInfo, payload []by
 	}
 	kind := kindLabel(o.Body.Kind)
 	sum := sm3.Sum(payload)
-	waitRec, err := g.store.Enqueue(ctx, Pending{
+	waitRec, err := g.store.Enqueue(ctx, store.Pending{
 		DID: dev.DID, Seq: o.Body.Seq, Kind: o.Body.Kind, Envelope: payload, EnvHash: anchor.Hash(sum),
 	})
 	if err != nil {
@@ -106,7 +107,7 @@ func (g *Ingest) Ingest(ctx context.Context, dev broker.DeviceInfo, payload []by
 	return func() (broker.Accepted, error) {
 		rec, isDup, err := waitRec()
 		switch {
-		case errors.Is(err, ErrReplay):
+		case errors.Is(err, store.ErrReplay):
 			return broker.Accepted{}, refuse(refusal.Replay, kind, err)
 		case err != nil:
 			return broker.Accepted{}, storeRefusal(kind, err)
@@ -115,7 +116,7 @@ func (g *Ingest) Ingest(ctx context.Context, dev broker.DeviceInfo, payload []by
 		}
 		return broker.Accepted{GSeq: rec.GSeq, Kind: rec.Kind, Receipt: rec.ReceiptMessage,
 			Record: func() []byte {
-				view, err := json.Marshal(newRecordView(rec, &body))
+				view, err := json.Marshal(store.NewRecordView(rec, &body))
 				if err != nil {
 					return nil // the record is stored; republishing is best effort
 				}
@@ -128,7 +129,7 @@ func (g *Ingest) Ingest(ctx context.Context, dev broker.DeviceInfo, payload []by
 // of a stored record (same device and seq, byte-identical envelope: a
 // device whose PUBACK was lost) returns that record instead, before the
 // signature check: the stored envelope was verified when it was stored.
-func (g *Ingest) check(dev broker.DeviceInfo, payload []byte) (*device.Opened, *Record, error) {
+func (g *Ingest) check(dev broker.DeviceInfo, payload []byte) (*device.Opened, *store.Record, error) {
 	o, err := device.Open(payload, g.maxPayload)
 	if err != nil {
 		return nil, nil, refuse(device.Reason(err), "", err)
@@ -154,38 +155,4 @@ func (g *Ingest) check(dev broker.DeviceInfo, payload []byte) (*device.Opened, *
 		return nil, nil, refuse(refusal.Signature, kind, device.ErrSignature)
 	}
 	return o, nil, nil
-}
-
-// RecordView is a stored record as the HTTP API serves it and as it is
-// republished to site applications: the verified body fields, the envelope
-// exactly as received (so anyone can check the device signature) and the
-// gateway's receipt.
-type RecordView struct {
-	GSeq     uint64          `json:"gseq"`
-	DID      device.DID      `json:"did"`
-	Seq      uint64          `json:"seq"`
-	Kind     string          `json:"kind"`
-	TS       string          `json:"ts"`
-	Recv     string          `json:"recv"`
-	Gap      uint64          `json:"gap,omitempty"`
-	Data     json.RawMessage `json:"data"`
-	Envelope json.RawMessage `json:"envelope"`
-	Receipt  ReceiptMessage  `json:"receipt"`
-}
-
-func newRecordView(r *Record, b *device.Body) RecordView {
-	return RecordView{
-		GSeq: r.GSeq, DID: r.DID, Seq: r.Seq, Kind: r.Kind, TS: b.TS,
-		Recv: r.Recv.UTC().Format(time.RFC3339Nano), Gap: r.Gap, Data: b.Data,
-		Envelope: r.Envelope, Receipt: r.receiptMessage(),
-	}
-}
-
-// ViewRecord builds the RecordView of a stored record.
-func ViewRecord(r *Record) (RecordView, error) {
-	o, err := device.Open(r.Envelope, len(r.Envelope)+1)
-	if err != nil {
-		return RecordView{}, fmt.Errorf("gateway: stored record %d: %w", r.GSeq, err)
-	}
-	return newRecordView(r, &o.Body), nil
 }

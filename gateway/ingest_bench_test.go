@@ -11,6 +11,8 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway/batch"
+	"github.com/edgeanchor/edgeanchor/gateway/store"
 )
 
 // BenchmarkIngestPipeline measures the ingest pipeline without MQTT:
@@ -30,7 +32,10 @@ func benchIngestPipeline(b *testing.B, devices int) {
 	const window = 16
 	dir := b.TempDir()
 	reg := prometheus.NewRegistry()
-	st := openTestStore(b, dir, storeSigner(b), NewStoreMetrics(reg, dir))
+	st, err := store.Open(dir, store.Options{Signer: newSigner(b), Metrics: store.NewMetrics(reg, dir), Claims: batch.Claims()})
+	if err != nil {
+		b.Fatal(err)
+	}
 	defer st.Close()
 	ing := NewIngest(st, DefaultConfig().Limits.MaxPayload)
 	per := (b.N + devices - 1) / devices
@@ -41,7 +46,7 @@ func benchIngestPipeline(b *testing.B, devices int) {
 	devs := make([]dev, devices)
 	data := sampleData(device.KindDust)
 	for i := range devs {
-		k := storeSigner(b)
+		k := newSigner(b)
 		devs[i].info = broker.DeviceInfo{DID: k.DID(), Pub: k.Public(), Kind: "env", Site: "site-a"}
 		for seq := 1; seq <= per; seq++ {
 			body, err := device.NewBody(k.DID(), uint64(seq), time.Now(), device.KindDust, data)

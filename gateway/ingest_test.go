@@ -28,6 +28,8 @@ import (
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/credential"
 	"github.com/edgeanchor/edgeanchor/device/refusal"
+	"github.com/edgeanchor/edgeanchor/gateway/httpapi"
+	"github.com/edgeanchor/edgeanchor/gateway/store"
 )
 
 // itEnv is a real gateway (mochi broker, Badger in t.TempDir, HTTP API) on
@@ -235,7 +237,7 @@ func publish5(c *paho5.Client, d *itDevice, topic string, payload []byte) (byte,
 
 func (e *itEnv) checkReceipt(msg []byte, d *itDevice, seq uint64, env []byte) *anchor.Receipt {
 	e.t.Helper()
-	r, err := VerifyReceipt(msg, e.gwKey.Public())
+	r, err := store.VerifyReceipt(msg, e.gwKey.Public())
 	if err != nil {
 		e.t.Fatalf("receipt: %v", err)
 	}
@@ -418,25 +420,6 @@ func TestIngestRefusalsV5(t *testing.T) {
 	if v := gatherValue(t, e.prom, "edgeanchor_sequence_gaps_total"); v != 2 { // seq 4 as first record, then 9 after 5
 		t.Fatalf("sequence_gaps_total = %v, want 2", v)
 	}
-}
-
-func gatherValue(t *testing.T, g prometheus.Gatherer, name string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			var sum float64
-			for _, m := range mf.GetMetric() {
-				sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-			}
-			return sum
-		}
-	}
-	t.Fatalf("metric %s not found", name)
-	return 0
 }
 
 func TestIngestRateLimited(t *testing.T) {
@@ -663,7 +646,7 @@ func TestConcurrentPublishers(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	var next uint64 = 1
-	err := e.g.Store().Range(1, devices*perDevice, func(r *Record) error {
+	err := e.g.Store().Range(1, devices*perDevice, func(r *store.Record) error {
 		if r.GSeq != next {
 			return fmt.Errorf("gseq %d where %d expected", r.GSeq, next)
 		}
@@ -764,14 +747,14 @@ func TestApplicationAccount(t *testing.T) {
 	if tok := c.Publish(broker.UpTopic(d.did), 1, false, env); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("publish: %v", tok.Error())
 	}
-	var view RecordView
+	var view store.RecordView
 	if err := json.Unmarshal(waitMsg(t, got), &view); err != nil {
 		t.Fatal(err)
 	}
 	if view.GSeq != 1 || view.DID != d.did || string(view.Envelope) != string(env) || view.Kind != device.KindDust {
 		t.Fatalf("republished record = %+v", view)
 	}
-	if _, err := VerifyReceipt(mustJSON(t, view.Receipt), e.gwKey.Public()); err != nil {
+	if _, err := store.VerifyReceipt(mustJSON(t, view.Receipt), e.gwKey.Public()); err != nil {
 		t.Fatalf("republished receipt: %v", err)
 	}
 	// The application may not publish (paho 3.1.1: the broker disconnects it).
@@ -843,12 +826,12 @@ func TestHTTPAPI(t *testing.T) {
 	if ready["broker"] != "ok" || ready["store"] != "ok" {
 		t.Fatalf("readyz = %v", ready)
 	}
-	var rv RecordView
+	var rv store.RecordView
 	get("/v1/records/2", 200, &rv)
 	if rv.GSeq != 2 || rv.Seq != 2 || rv.DID != d.did || rv.Kind != device.KindSurvey {
 		t.Fatalf("record 2 = %+v", rv)
 	}
-	if _, err := VerifyReceipt(mustJSON(t, rv.Receipt), e.gwKey.Public()); err != nil {
+	if _, err := store.VerifyReceipt(mustJSON(t, rv.Receipt), e.gwKey.Public()); err != nil {
 		t.Fatalf("served receipt: %v", err)
 	}
 	if _, err := device.Verify(rv.Envelope, d.key.Public(), 0); err != nil {
@@ -856,12 +839,12 @@ func TestHTTPAPI(t *testing.T) {
 	}
 	get("/v1/records/99", 404, nil)
 	get("/v1/records/abc", 400, nil)
-	var page DeviceRecordsPage
+	var page httpapi.DeviceRecordsPage
 	get("/v1/devices/"+string(d.did)+"/records?from_seq=1", 200, &page)
 	if len(page.Records) != 2 || page.Records[0].Seq != 1 || page.NextFromSeq != 3 {
 		t.Fatalf("page 1 = %d records, next %d", len(page.Records), page.NextFromSeq)
 	}
-	page = DeviceRecordsPage{}
+	page = httpapi.DeviceRecordsPage{}
 	get("/v1/devices/"+string(d.did)+"/records?from_seq=3&to_seq=10", 200, &page)
 	if len(page.Records) != 1 || page.Records[0].Seq != 3 || page.NextFromSeq != 0 {
 		t.Fatalf("page 2 = %+v", page)
@@ -1099,7 +1082,7 @@ func TestRepublishBestEffort(t *testing.T) {
 		}
 	}
 	seqOf := func(msg []byte) uint64 {
-		var v RecordView
+		var v store.RecordView
 		if err := json.Unmarshal(msg, &v); err != nil {
 			t.Fatalf("republished record: %v", err)
 		}

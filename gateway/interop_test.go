@@ -20,6 +20,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway/identity"
+	"github.com/edgeanchor/edgeanchor/gateway/store"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
 )
 
@@ -161,7 +162,7 @@ func TestInteropOpensslMosquitto(t *testing.T) {
 			t.Fatalf("record %d: %+v", i, r)
 		}
 		msg, _ := json.Marshal(r.Receipt)
-		rc, err := VerifyReceipt(msg, env.gw.Signer.Public())
+		rc, err := store.VerifyReceipt(msg, env.gw.Signer.Public())
 		if err != nil {
 			t.Fatalf("receipt of seq %d: %v", r.Seq, err)
 		}

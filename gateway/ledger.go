@@ -13,6 +13,8 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/refusal"
+	"github.com/edgeanchor/edgeanchor/gateway/batch"
+	"github.com/edgeanchor/edgeanchor/gateway/httpapi"
 	"github.com/edgeanchor/edgeanchor/gateway/identity"
 )
 
@@ -69,4 +71,27 @@ func attachLedgerIdentity(g *Gateway, ledger *ledgerclient.Client) (*identity.Id
 		return nil
 	})
 	return cache, enr, nil
+}
+
+// enableAnchoring wires batching, anchoring and the proof API into g before
+// Run: the batcher cuts batches of g's store every Config.BatchInterval or
+// Config.BatchSize records, the anchorer submits them through ledger and
+// publishes the anchored receipts on each device's receipt topic, and the
+// proof routes are mounted on g.Mux(). Both loops run as g's services.
+func enableAnchoring(g *Gateway, ledger *ledgerclient.Client) (*batch.Anchoring, error) {
+	cfg := g.Config()
+	an, err := batch.NewAnchoring(g.Store(), ledger, batch.AnchoringConfig{
+		Interval: cfg.BatchInterval, MaxRecords: cfg.BatchSize, Signer: g.Signer(),
+		Publish: func(topic string, payload []byte) error {
+			return g.Broker().Server().Publish(topic, payload, false, 1)
+		},
+		Log: g.Logger(), Registerer: g.Registerer(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	httpapi.NewProofAPI(g.Store(), an.Batches, an.Proofs, g.Logger().With("component", "proofs")).Routes(g.Mux())
+	g.Go("batcher", an.Batcher.Run)
+	g.Go("anchorer", an.Anchorer.Run)
+	return an, nil
 }

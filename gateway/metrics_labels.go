@@ -12,7 +12,3 @@ func initMetricLabels(m *broker.Metrics) {
 		m.Accepted.WithLabelValues(k)
 	}
 }
-
-// anchorSubmitErrorKinds are the kind labels of
-// edgeanchor_ledger_submit_errors_total (errorKind, and "chain").
-var anchorSubmitErrorKinds = []string{"refused", "unreachable", "timeout", "other", "chain"}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device/credential"
+	"github.com/edgeanchor/edgeanchor/gateway/store"
 )
 
 // A device with a persistent session that disconnects right after its
@@ -56,11 +57,11 @@ func TestAnchorNoticeReachesPersistentSession(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("GET receipt: %d %s", code, fetched)
 	}
-	var fm ReceiptMessage
+	var fm store.ReceiptMessage
 	if err := json.Unmarshal(fetched, &fm); err != nil || fm.Batch == 0 || fm.Height == 0 || fm.TX == "" {
 		t.Fatalf("fetched receipt %s is not an anchor notice: %v", fetched, err)
 	}
-	if _, err := VerifyReceipt(fetched, e.g.Signer().Public()); err != nil {
+	if _, err := store.VerifyReceipt(fetched, e.g.Signer().Public()); err != nil {
 		t.Fatalf("fetched receipt: %v", err)
 	}
 

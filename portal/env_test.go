@@ -26,6 +26,8 @@ import (
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway"
+	"github.com/edgeanchor/edgeanchor/gateway/batch"
+	"github.com/edgeanchor/edgeanchor/gateway/store"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
 	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
@@ -39,7 +41,7 @@ type env struct {
 	node   *ledgertest.Node
 	client *ledgerclient.Client
 	g      *gateway.Gateway
-	an     *gateway.Anchoring
+	an     *batch.Anchoring
 	devs   []*device.KeySigner
 	seqs   []uint64
 	trust  string // trust file path
@@ -131,7 +133,7 @@ func (e *env) addKind(i int, extra, kind string) uint64 {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	rec, err := e.g.Store().Append(context.Background(), gateway.Pending{
+	rec, err := e.g.Store().Append(context.Background(), store.Pending{
 		DID: d.DID(), Seq: e.seqs[i], Kind: kind, Envelope: env, EnvHash: anchor.SM3(env)})
 	if err != nil {
 		e.t.Fatal(err)
@@ -140,7 +142,7 @@ func (e *env) addKind(i int, extra, kind string) uint64 {
 }
 
 // batch cuts a batch of what waits and waits until it is anchored.
-func (e *env) batch() *gateway.StoredBatch {
+func (e *env) batch() *batch.Batch {
 	e.t.Helper()
 	e.an.Batcher.Notify()
 	sb, err := e.an.Batcher.CutNow()
@@ -148,7 +150,7 @@ func (e *env) batch() *gateway.StoredBatch {
 		e.t.Fatal(err)
 	}
 	e.an.Anchorer.Wake()
-	var got *gateway.StoredBatch
+	var got *batch.Batch
 	testutil.WaitFor(e.t, 30*time.Second, fmt.Sprintf("batch %d anchored", sb.Seq), func() (err error) {
 		if got, err = e.an.Batches.Get(sb.Seq); err == nil && got.Anchor == nil {
 			err = errors.New("no anchor yet")

@@ -17,7 +17,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
-	"github.com/edgeanchor/edgeanchor/gateway"
+	"github.com/edgeanchor/edgeanchor/gateway/httpapi"
 )
 
 // signedWindow is how many recent blocks the Consortium page looks at for
@@ -373,7 +373,7 @@ func (s *Server) batch(r *http.Request) (*batchView, int, error) {
 }
 
 // records asks the gateway's API for records from..to.
-func (s *Server) records(ctx context.Context, did device.DID, from, to uint64) (*gateway.RangeAnswer, error) {
+func (s *Server) records(ctx context.Context, did device.DID, from, to uint64) (*httpapi.RangeAnswer, error) {
 	base, ok := s.gateways[did]
 	if !ok {
 		return nil, fmt.Errorf("no record API configured for gateway %s (portal gateways)", did)
@@ -383,7 +383,7 @@ func (s *Server) records(ctx context.Context, did device.DID, from, to uint64) (
 	if err != nil {
 		return nil, err
 	}
-	var ans gateway.RangeAnswer
+	var ans httpapi.RangeAnswer
 	if err := json.Unmarshal(body, &ans); err != nil {
 		return nil, fmt.Errorf("gateway API answer: %w", err)
 	}

@@ -36,6 +36,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/credential"
 	"github.com/edgeanchor/edgeanchor/gateway"
+	"github.com/edgeanchor/edgeanchor/gateway/store"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
 	"github.com/edgeanchor/edgeanchor/ledger"
 	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
@@ -165,7 +166,7 @@ func runAnchorBench(b *testing.B) {
 		d := d
 		tok := d.c.Subscribe(broker.ReceiptTopic(d.key.DID()), 1, func(_ paho.Client, m paho.Message) {
 			now := time.Now()
-			var rm gateway.ReceiptMessage
+			var rm store.ReceiptMessage
 			if json.Unmarshal(m.Payload(), &rm) != nil || rm.Batch == 0 {
 				return
 			}

@@ -23,6 +23,8 @@ import (
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway"
+	"github.com/edgeanchor/edgeanchor/gateway/batch"
+	"github.com/edgeanchor/edgeanchor/gateway/store"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
 	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
@@ -38,7 +40,7 @@ type auditEnv struct {
 	devs   []*device.KeySigner
 	seqs   []uint64
 	g      *gateway.Gateway
-	an     *gateway.Anchoring
+	an     *batch.Anchoring
 	client *ledgerclient.Client
 	cancel context.CancelFunc
 	done   chan error
@@ -118,7 +120,7 @@ func (e *auditEnv) add(i int, skip uint64) uint64 {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	rec, err := e.g.Store().Append(context.Background(), gateway.Pending{
+	rec, err := e.g.Store().Append(context.Background(), store.Pending{
 		DID: d.DID(), Seq: e.seqs[i], Kind: "env.dust", Envelope: env, EnvHash: anchor.SM3(env)})
 	if err != nil {
 		e.t.Fatal(err)
@@ -131,7 +133,7 @@ func (e *auditEnv) add(i int, skip uint64) uint64 {
 // group), then waits for them all.
 func (e *auditEnv) addBurst(n int) {
 	e.t.Helper()
-	var waits []func() (*gateway.Record, bool, error)
+	var waits []func() (*store.Record, bool, error)
 	for range n {
 		for i, d := range e.devs {
 			e.seqs[i]++
@@ -143,7 +145,7 @@ func (e *auditEnv) addBurst(n int) {
 			if err != nil {
 				e.t.Fatal(err)
 			}
-			w, err := e.g.Store().Enqueue(context.Background(), gateway.Pending{
+			w, err := e.g.Store().Enqueue(context.Background(), store.Pending{
 				DID: d.DID(), Seq: e.seqs[i], Kind: "env.dust", Envelope: env, EnvHash: anchor.SM3(env)})
 			if err != nil {
 				e.t.Fatal(err)
@@ -159,7 +161,7 @@ func (e *auditEnv) addBurst(n int) {
 }
 
 // batch cuts a batch of what waits and waits until it is anchored.
-func (e *auditEnv) batch() *gateway.StoredBatch {
+func (e *auditEnv) batch() *batch.Batch {
 	e.t.Helper()
 	e.an.Batcher.Notify()
 	sb, err := e.an.Batcher.CutNow()
@@ -167,7 +169,7 @@ func (e *auditEnv) batch() *gateway.StoredBatch {
 		e.t.Fatal(err)
 	}
 	e.an.Anchorer.Wake()
-	var got *gateway.StoredBatch
+	var got *batch.Batch
 	testutil.WaitFor(e.t, 30*time.Second, fmt.Sprintf("batch %d anchored", sb.Seq), func() (err error) {
 		if got, err = e.an.Batches.Get(sb.Seq); err == nil && got.Anchor == nil {
 			err = errors.New("no anchor yet")
@@ -217,7 +219,7 @@ func TestAuditFindsDeletedBatchChangedRecordAndGap(t *testing.T) {
 	}
 	// Each commit group's statement signature is verified once.
 	groups := map[string]bool{}
-	if err := e.g.Store().Range(1, 10, func(r *gateway.Record) error {
+	if err := e.g.Store().Range(1, 10, func(r *store.Record) error {
 		groups[string(r.Group)] = true
 		return nil
 	}); err != nil {
@@ -397,7 +399,7 @@ func TestAuditLateFill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fill, err := e.g.Store().Append(context.Background(), gateway.Pending{
+	fill, err := e.g.Store().Append(context.Background(), store.Pending{
 		DID: d.DID(), Seq: 2, Kind: "env.dust", Envelope: env, EnvHash: anchor.SM3(env)})
 	if err != nil {
 		t.Fatalf("late fill: %v", err)

@@ -10,7 +10,8 @@ import (
 	"testing"
 
 	"github.com/edgeanchor/edgeanchor/device"
-	"github.com/edgeanchor/edgeanchor/gateway"
+	"github.com/edgeanchor/edgeanchor/gateway/batch"
+	"github.com/edgeanchor/edgeanchor/gateway/store"
 )
 
 // `gateway repair` on a store whose newest value log lost its last 100
@@ -19,20 +20,20 @@ import (
 // store, and the repaired store opens again.
 func TestGatewayRepairCommand(t *testing.T) {
 	dir := t.TempDir()
-	store := filepath.Join(dir, "data", "records")
+	storeDir := filepath.Join(dir, "data", "records")
 	priv, err := device.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
 	gw := device.NewKeySigner(priv)
-	st, err := gateway.OpenStore(store, gateway.StoreOptions{Signer: gw, Claims: gateway.BatchClaims()})
+	st, err := store.Open(storeDir, store.Options{Signer: gw, Claims: batch.Claims()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	did := device.DID("did:ea:0000000000000000000000000000000a")
 	for seq := uint64(1); seq <= 50; seq++ {
 		env := []byte(fmt.Sprintf(`{"v":1,"did":%q,"seq":%d,"pad":"%s"}`, did, seq, strings.Repeat("x", 600)))
-		if _, err := st.Append(context.Background(), gateway.Pending{DID: did, Seq: seq, Kind: device.KindDust, Envelope: env}); err != nil {
+		if _, err := st.Append(context.Background(), store.Pending{DID: did, Seq: seq, Kind: device.KindDust, Envelope: env}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -42,7 +43,7 @@ func TestGatewayRepairCommand(t *testing.T) {
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
-	vlogs, _ := filepath.Glob(filepath.Join(store, "*.vlog"))
+	vlogs, _ := filepath.Glob(filepath.Join(storeDir, "*.vlog"))
 	sort.Strings(vlogs)
 	var victim string
 	for _, p := range vlogs {
@@ -57,7 +58,7 @@ func TestGatewayRepairCommand(t *testing.T) {
 	if err := os.Truncate(victim, fi.Size()-100); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := gateway.OpenStore(store, gateway.StoreOptions{Signer: gw, Claims: gateway.BatchClaims()}); err == nil || !strings.Contains(err.Error(), "record store damaged") {
+	if _, err := store.Open(storeDir, store.Options{Signer: gw, Claims: batch.Claims()}); err == nil || !strings.Contains(err.Error(), "record store damaged") {
 		t.Fatalf("damaged store opened: %v", err)
 	}
 
@@ -68,10 +69,10 @@ func TestGatewayRepairCommand(t *testing.T) {
 			t.Fatalf("repair output lacks %q:\n%s", want, out)
 		}
 	}
-	if copies, _ := filepath.Glob(store + ".damaged-*"); len(copies) != 1 {
+	if copies, _ := filepath.Glob(storeDir + ".damaged-*"); len(copies) != 1 {
 		t.Fatalf("copies of the damaged store: %v", copies)
 	}
-	st, err = gateway.OpenStore(store, gateway.StoreOptions{Signer: gw, Claims: gateway.BatchClaims()})
+	st, err = store.Open(storeDir, store.Options{Signer: gw, Claims: batch.Claims()})
 	if err != nil {
 		t.Fatalf("repaired store: %v", err)
 	}
@@ -89,7 +90,7 @@ func TestGatewayRepairCommand(t *testing.T) {
 // and `gateway repair` gets every record back from the value log.
 func TestGatewayDamagedTable(t *testing.T) {
 	dir := t.TempDir()
-	store := filepath.Join(dir, "data", "records")
+	storeDir := filepath.Join(dir, "data", "records")
 	priv, err := device.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
@@ -98,21 +99,21 @@ func TestGatewayDamagedTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	gw := device.NewKeySigner(priv)
-	st, err := gateway.OpenStore(store, gateway.StoreOptions{Signer: gw, Claims: gateway.BatchClaims()})
+	st, err := store.Open(storeDir, store.Options{Signer: gw, Claims: batch.Claims()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	did := device.DID("did:ea:0000000000000000000000000000000a")
 	for seq := uint64(1); seq <= 50; seq++ {
 		env := []byte(fmt.Sprintf(`{"v":1,"did":%q,"seq":%d,"pad":"%s"}`, did, seq, strings.Repeat("x", 600)))
-		if _, err := st.Append(context.Background(), gateway.Pending{DID: did, Seq: seq, Kind: device.KindDust, Envelope: env}); err != nil {
+		if _, err := st.Append(context.Background(), store.Pending{DID: did, Seq: seq, Kind: device.KindDust, Envelope: env}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
-	tables, _ := filepath.Glob(filepath.Join(store, "*.sst"))
+	tables, _ := filepath.Glob(filepath.Join(storeDir, "*.sst"))
 	if len(tables) == 0 {
 		t.Fatal("no table file after a clean stop")
 	}
@@ -140,7 +141,7 @@ func TestGatewayDamagedTable(t *testing.T) {
 			t.Fatalf("repair output lacks %q:\n%s", want, out)
 		}
 	}
-	st, err = gateway.OpenStore(store, gateway.StoreOptions{Signer: gw, Claims: gateway.BatchClaims()})
+	st, err = store.Open(storeDir, store.Options{Signer: gw, Claims: batch.Claims()})
 	if err != nil {
 		t.Fatalf("repaired store: %v", err)
 	}

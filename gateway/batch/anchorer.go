@@ -10,6 +10,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway/store"
 )
 
 // AnchorLedger is what the anchorer needs of the ledger client
@@ -43,7 +44,7 @@ type AnchorerConfig struct {
 	// Tick is how often metrics are refreshed while idle (1 s).
 	Tick    time.Duration
 	Log     *slog.Logger
-	Metrics *AnchorMetrics
+	Metrics *Metrics
 	Now     func() time.Time
 }
 
@@ -74,7 +75,7 @@ func (c *AnchorerConfig) defaults() {
 // log and edgeanchor_ledger_submit_errors_total{kind="refused"}) and is
 // retried, never skipped.
 type Anchorer struct {
-	blog   *BatchLog
+	blog   *Log
 	src    RecordSource
 	ledger AnchorLedger
 	cfg    AnchorerConfig
@@ -82,7 +83,7 @@ type Anchorer struct {
 }
 
 // NewAnchorer returns an anchorer; start it with Run.
-func NewAnchorer(blog *BatchLog, src RecordSource, ledger AnchorLedger, cfg AnchorerConfig) (*Anchorer, error) {
+func NewAnchorer(blog *Log, src RecordSource, ledger AnchorLedger, cfg AnchorerConfig) (*Anchorer, error) {
 	cfg.defaults()
 	if _, err := device.ParseDID(string(cfg.Gateway)); err != nil {
 		return nil, fmt.Errorf("%w: anchorer gateway: %v", ErrConfig, err)
@@ -158,7 +159,7 @@ func (a *Anchorer) Run(ctx context.Context) error {
 			return wrapErr(err, "anchorer")
 		}
 		sb, err := a.blog.Get(anchored + 1)
-		if errors.Is(err, ErrNoBatch) {
+		if errors.Is(err, ErrNotFound) {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -208,7 +209,7 @@ func errorKind(err error) string {
 }
 
 // submit sends one stored batch and records its receipt.
-func (a *Anchorer) submit(ctx context.Context, sb *StoredBatch) error {
+func (a *Anchorer) submit(ctx context.Context, sb *Batch) error {
 	start := a.cfg.Now()
 	r, err := a.ledger.Submit(ctx, sb.Tx)
 	if err == nil {
@@ -237,7 +238,7 @@ func (a *Anchorer) submit(ctx context.Context, sb *StoredBatch) error {
 
 // ledgerHas asks the ledger whether it holds batch sb.Seq of this gateway
 // with sb's header hash. It returns ErrChainDiverged if it holds another.
-func (a *Anchorer) ledgerHas(ctx context.Context, sb *StoredBatch) (ledgerclient.TxCommit, bool, error) {
+func (a *Anchorer) ledgerHas(ctx context.Context, sb *Batch) (ledgerclient.TxCommit, bool, error) {
 	br, err := a.ledger.Batch(ctx, a.cfg.Gateway, sb.Seq)
 	if errors.Is(err, ledgerclient.ErrNotFound) {
 		return ledgerclient.TxCommit{}, false, nil
@@ -272,7 +273,7 @@ func (a *Anchorer) reconcile(ctx context.Context) error {
 	}
 	for seq := anchored + 1; seq <= lh.Seq; seq++ {
 		sb, err := a.blog.Get(seq)
-		if errors.Is(err, ErrNoBatch) {
+		if errors.Is(err, ErrNotFound) {
 			return fmt.Errorf("%w: the ledger has batch %d, the store ends before it", ErrChainDiverged, seq)
 		}
 		if err != nil {
@@ -294,7 +295,7 @@ func (a *Anchorer) reconcile(ctx context.Context) error {
 }
 
 // record stores the receipt of sb and tells the devices.
-func (a *Anchorer) record(sb *StoredBatch, r ledgerclient.TxCommit) error {
+func (a *Anchorer) record(sb *Batch, r ledgerclient.TxCommit) error {
 	if _, err := a.blog.SetAnchored(sb.Seq, r, a.cfg.Now()); err != nil {
 		return fmt.Errorf("gateway: store anchor receipt of batch %d: %w", sb.Seq, err)
 	}
@@ -303,8 +304,8 @@ func (a *Anchorer) record(sb *StoredBatch, r ledgerclient.TxCommit) error {
 	if a.cfg.Publish == nil {
 		return nil
 	}
-	err := a.src.Range(sb.First, sb.Last, func(rec *Record) error {
-		m := rec.receiptMessage()
+	err := a.src.Range(sb.First, sb.Last, func(rec *store.Record) error {
+		m := rec.Message()
 		m.Batch, m.Height, m.TX = sb.Seq, r.Height, r.TxHash
 		msg, err := m.MarshalJSON()
 		if err != nil {
@@ -345,7 +346,7 @@ func (a *Anchorer) refreshMetrics() {
 		return
 	}
 	m.Unanchored.Set(float64(stored - anchoredLast))
-	_ = a.src.Range(anchoredLast+1, anchoredLast+1, func(r *Record) error {
+	_ = a.src.Range(anchoredLast+1, anchoredLast+1, func(r *store.Record) error {
 		m.AnchorLag.Set(max(0, a.cfg.Now().Sub(r.Recv).Seconds()))
 		return nil
 	})

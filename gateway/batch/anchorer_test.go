@@ -16,6 +16,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway/store"
 )
 
 // chainLedger is an in-memory stand-in for the ledger's batch rules (seq
@@ -89,26 +90,26 @@ func (l *chainLedger) count() int { l.mu.Lock(); defer l.mu.Unlock(); return len
 
 type published struct {
 	mu   sync.Mutex
-	msgs map[string][]ReceiptMessage
+	msgs map[string][]store.ReceiptMessage
 }
 
 func (p *published) publish(topic string, payload []byte) error {
-	var m ReceiptMessage
+	var m store.ReceiptMessage
 	if err := json.Unmarshal(payload, &m); err != nil {
 		return err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.msgs == nil {
-		p.msgs = map[string][]ReceiptMessage{}
+		p.msgs = map[string][]store.ReceiptMessage{}
 	}
 	p.msgs[topic] = append(p.msgs[topic], m)
 	return nil
 }
 
-func (e *batchEnv) anchorer(t testing.TB, l AnchorLedger, pub func(string, []byte) error) (*Anchorer, *AnchorMetrics) {
+func (e *batchEnv) anchorer(t testing.TB, l AnchorLedger, pub func(string, []byte) error) (*Anchorer, *Metrics) {
 	t.Helper()
-	m := NewAnchorMetrics(prometheus.NewRegistry())
+	m := NewMetrics(prometheus.NewRegistry())
 	a, err := NewAnchorer(e.blog, e.store, l, AnchorerConfig{
 		Gateway: e.gw.DID(), Publish: pub, Log: discardLog(), Metrics: m,
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, AlarmBackoff: 50 * time.Millisecond,
@@ -163,7 +164,7 @@ func TestAnchorerAnchorsInOrderAndNotifiesDevices(t *testing.T) {
 		t.Fatalf("%d anchored receipts published, want 7", len(msgs))
 	}
 	for i, msg := range msgs {
-		r, err := VerifyReceipt(baJSON(t, msg), e.gw.Public())
+		r, err := store.VerifyReceipt(baJSON(t, msg), e.gw.Public())
 		if err != nil || r.GSeq != uint64(i+1) || msg.Batch != uint64(i/3+1) || msg.Height == 0 || msg.TX == "" {
 			t.Fatalf("notice %d: %+v %v", i, msg, err)
 		}

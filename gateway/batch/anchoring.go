@@ -1,52 +1,64 @@
 package batch
 
-import "github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
+import (
+	"log/slog"
+	"time"
 
-// batchKeyPrefix is the Badger prefix of the batch log in the record
-// store's DB (reserved for the batcher and anchorer in store.go).
-const batchKeyPrefix = "b/"
+	"github.com/prometheus/client_golang/prometheus"
 
-// Anchoring is the batcher, the anchorer and the proof API of one gateway.
+	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
+	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway/store"
+)
+
+// keyPrefix is the Badger prefix of the batch log in the record store's
+// DB (reserved for the batcher and anchorer in package gateway/store).
+const keyPrefix = "b/"
+
+// Anchoring is the batcher, the anchorer and the proofs of one gateway.
 type Anchoring struct {
-	Batches  *BatchLog
+	Batches  *Log
 	Batcher  *Batcher
 	Anchorer *Anchorer
-	Proofs   *ProofAPI
-	Metrics  *AnchorMetrics
+	Proofs   *Proofs
+	Metrics  *Metrics
 }
 
-// enableAnchoring wires batching, anchoring and the proof API into g before
-// Run: the batcher cuts batches of g's store every Config.BatchInterval or
-// Config.BatchSize records, the anchorer submits them through ledger and
-// publishes the anchored receipts on each device's receipt topic, and the
-// proof routes are mounted on g.Mux(). Both loops run as g's services.
-func enableAnchoring(g *Gateway, ledger *ledgerclient.Client) (*Anchoring, error) {
-	cfg := g.Config()
-	log := g.Logger()
-	m := NewAnchorMetrics(g.Registerer())
-	blog := NewBatchLog(g.Store().DB(), batchKeyPrefix)
-	publish := func(topic string, payload []byte) error {
-		return g.Broker().Server().Publish(topic, payload, false, 1)
-	}
-	a, err := NewAnchorer(blog, g.Store(), ledger, AnchorerConfig{
-		Gateway: g.Signer().DID(), Publish: publish, Log: log.With("component", "anchorer"), Metrics: m,
+// AnchoringConfig configures NewAnchoring.
+type AnchoringConfig struct {
+	Interval   time.Duration // cut a batch at least this often (Config.BatchInterval)
+	MaxRecords int           // or once this many records wait (Config.BatchSize)
+	Signer     device.Signer // the gateway's key
+	// Publish sends an anchored receipt on a device's receipt topic.
+	Publish    func(topic string, payload []byte) error
+	Log        *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// NewAnchoring builds batching, anchoring and proofs over st: the batcher
+// cuts batches of st every cfg.Interval or cfg.MaxRecords records, the
+// anchorer submits them through ledger and publishes the anchored
+// receipts, and Proofs assembles bundles. Run the Batcher's and the
+// Anchorer's Run loops; serve Proofs with package gateway/httpapi.
+func NewAnchoring(st *store.Store, ledger *ledgerclient.Client, cfg AnchoringConfig) (*Anchoring, error) {
+	m := NewMetrics(cfg.Registerer)
+	blog := NewLog(st.DB(), keyPrefix)
+	a, err := NewAnchorer(blog, st, ledger, AnchorerConfig{
+		Gateway: cfg.Signer.DID(), Publish: cfg.Publish, Log: cfg.Log.With("component", "anchorer"), Metrics: m,
 	})
 	if err != nil {
 		return nil, err
 	}
-	b, err := NewBatcher(g.Store(), blog, BatcherConfig{
-		Interval: cfg.BatchInterval, MaxRecords: cfg.BatchSize, Signer: g.Signer(),
-		OnBatch: func(*StoredBatch) { a.Wake() }, Log: log.With("component", "batcher"), Metrics: m,
+	b, err := NewBatcher(st, blog, BatcherConfig{
+		Interval: cfg.Interval, MaxRecords: cfg.MaxRecords, Signer: cfg.Signer,
+		OnBatch: func(*Batch) { a.Wake() }, Log: cfg.Log.With("component", "batcher"), Metrics: m,
 	})
 	if err != nil {
 		return nil, err // NewBatcher's errors name the batcher
 	}
-	p, err := NewProofAPI(g.Store(), blog, ledger, g.Signer(), log.With("component", "proofs"))
+	p, err := NewProofs(st, blog, ledger, cfg.Signer, cfg.Log.With("component", "proofs"))
 	if err != nil {
 		return nil, err
 	}
-	p.Routes(g.Mux())
-	g.Go("batcher", b.Run)
-	g.Go("anchorer", a.Run)
 	return &Anchoring{Batches: blog, Batcher: b, Anchorer: a, Proofs: p, Metrics: m}, nil
 }

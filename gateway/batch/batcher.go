@@ -12,6 +12,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway/store"
 )
 
 // RecordSource is what the batcher, the anchorer and the proof API read of
@@ -24,14 +25,14 @@ type RecordSource interface {
 	Changed() <-chan struct{}
 	// Range calls fn for each record with from <= gseq <= to, in gseq
 	// order, stopping at the first error fn returns.
-	Range(from, to uint64, fn func(*Record) error) error
+	Range(from, to uint64, fn func(*store.Record) error) error
 }
 
-var _ RecordSource = (*Store)(nil)
+var _ RecordSource = (*store.Store)(nil)
 
-// AnchorMetrics are the batcher's and anchorer's metrics
+// Metrics are the batcher's and anchorer's metrics
 // (docs/internals.md, "Metric names").
-type AnchorMetrics struct {
+type Metrics struct {
 	Batches      prometheus.Counter
 	BatchRecords prometheus.Histogram
 	Unanchored   prometheus.Gauge
@@ -41,9 +42,13 @@ type AnchorMetrics struct {
 	SubmitErrors *prometheus.CounterVec // kind: unreachable, timeout, refused, chain, other
 }
 
-// NewAnchorMetrics registers the metrics on reg.
-func NewAnchorMetrics(reg prometheus.Registerer) *AnchorMetrics {
-	m := &AnchorMetrics{
+// submitErrorKinds are the kind labels of
+// edgeanchor_ledger_submit_errors_total (errorKind, and "chain").
+var submitErrorKinds = []string{"refused", "unreachable", "timeout", "other", "chain"}
+
+// NewMetrics registers the metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
 		Batches: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgeanchor_batches_total", Help: "Batches cut and stored by the batcher.",
 		}),
@@ -69,7 +74,7 @@ func NewAnchorMetrics(reg prometheus.Registerer) *AnchorMetrics {
 		}, []string{"kind"}),
 	}
 	reg.MustRegister(m.Batches, m.BatchRecords, m.Unanchored, m.AnchorLag, m.OutboxDepth, m.SubmitTime, m.SubmitErrors)
-	for _, k := range anchorSubmitErrorKinds {
+	for _, k := range submitErrorKinds {
 		m.SubmitErrors.WithLabelValues(k) // at 0 until the first error
 	}
 	return m
@@ -77,8 +82,8 @@ func NewAnchorMetrics(reg prometheus.Registerer) *AnchorMetrics {
 
 // Batcher defaults (issue 6).
 const (
-	DefaultBatchInterval = time.Second
-	DefaultBatchSize     = 10_000
+	DefaultInterval   = time.Second
+	DefaultMaxRecords = 10_000
 )
 
 // BatcherConfig configures a Batcher.
@@ -92,9 +97,9 @@ type BatcherConfig struct {
 	Signer device.Signer
 	// OnBatch is called (from the batcher's goroutine) after each batch is
 	// stored; the gateway wakes the anchorer with it.
-	OnBatch func(*StoredBatch)
+	OnBatch func(*Batch)
 	Log     *slog.Logger
-	Metrics *AnchorMetrics
+	Metrics *Metrics
 	// Now is the clock (time.Now if nil).
 	Now func() time.Time
 }
@@ -121,7 +126,7 @@ func (c *BatcherConfig) Validate() error {
 // the last stored header: records after its last gseq go in the next batch.
 type Batcher struct {
 	src  RecordSource
-	log  *BatchLog
+	log  *Log
 	cfg  BatcherConfig
 	wake chan struct{}
 
@@ -133,7 +138,7 @@ type Batcher struct {
 }
 
 // NewBatcher resumes the chain stored in blog.
-func NewBatcher(src RecordSource, blog *BatchLog, cfg BatcherConfig) (*Batcher, error) {
+func NewBatcher(src RecordSource, blog *Log, cfg BatcherConfig) (*Batcher, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -143,7 +148,7 @@ func NewBatcher(src RecordSource, blog *BatchLog, cfg BatcherConfig) (*Batcher, 
 	b := &Batcher{src: src, log: blog, cfg: cfg, wake: make(chan struct{}, 1), nextFirst: 1}
 	last, err := blog.Last()
 	switch {
-	case errors.Is(err, ErrNoBatch):
+	case errors.Is(err, ErrNotFound):
 	case err != nil:
 		return nil, wrapErr(err, "batcher")
 	default:
@@ -212,26 +217,26 @@ func (b *Batcher) cutWaiting(timed bool) bool {
 }
 
 // CutNow cuts one batch of everything waiting (up to MaxRecords) and
-// returns it, or ErrNoBatch if no record waits. It is safe to call while Run
+// returns it, or ErrNotFound if no record waits. It is safe to call while Run
 // runs (a flush on demand).
-func (b *Batcher) CutNow() (*StoredBatch, error) {
+func (b *Batcher) CutNow() (*Batch, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	avail := b.src.LastGSeq()
 	if avail < b.nextFirst {
-		return nil, ErrNoBatch
+		return nil, ErrNotFound
 	}
 	return b.cut(min(avail, b.nextFirst+uint64(b.cfg.MaxRecords)-1))
 }
 
 // cut builds, signs and stores the batch of records nextFirst..last;
 // b.mu is held.
-func (b *Batcher) cut(last uint64) (*StoredBatch, error) {
+func (b *Batcher) cut(last uint64) (*Batch, error) {
 	first := b.nextFirst
 	leaves := make([]anchor.Hash, 0, last-first+1)
 	var from, to time.Time
 	want := first
-	err := b.src.Range(first, last, func(r *Record) error {
+	err := b.src.Range(first, last, func(r *store.Record) error {
 		if r.GSeq != want {
 			return fmt.Errorf("record store skipped gseq %d (got %d)", want, r.GSeq)
 		}
@@ -268,7 +273,7 @@ func (b *Batcher) cut(last uint64) (*StoredBatch, error) {
 	if err != nil {
 		return nil, err
 	}
-	sb := &StoredBatch{
+	sb := &Batch{
 		Seq: h.Seq, First: first, Last: last, Header: hb, Sig: sig, Hash: anchor.SM3(hb),
 		Tx:     (&anchor.Tx{Body: hb, Signer: h.Gateway, Sig: sig}).Encode(),
 		Stored: b.cfg.Now().UTC(),

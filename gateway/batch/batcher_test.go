@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway/store"
 )
 
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -33,8 +34,8 @@ func testKey(t testing.TB) *device.KeySigner {
 type batchEnv struct {
 	dir   string
 	gw    *device.KeySigner
-	store *Store
-	blog  *BatchLog
+	store *store.Store
+	blog  *Log
 	dev   *device.KeySigner
 	seq   uint64
 }
@@ -48,12 +49,12 @@ func newBatchEnv(t testing.TB) *batchEnv {
 
 func (e *batchEnv) open(t testing.TB) {
 	t.Helper()
-	s, err := OpenStore(e.dir, StoreOptions{Signer: e.gw, Logger: discardLog(), Claims: BatchClaims()})
+	s, err := store.Open(e.dir, store.Options{Signer: e.gw, Logger: discardLog(), Claims: Claims()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.store = s
-	e.blog = NewBatchLog(s.DB(), "b/")
+	e.blog = NewLog(s.DB(), "b/")
 	t.Cleanup(func() { _ = s.Close() })
 }
 
@@ -78,7 +79,7 @@ func (e *batchEnv) add(t testing.TB, n int) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := e.store.Append(context.Background(), Pending{
+		if _, err := e.store.Append(context.Background(), store.Pending{
 			DID: e.dev.DID(), Seq: e.seq, Kind: "env.dust", Envelope: env, EnvHash: anchor.SM3(env),
 		}); err != nil {
 			t.Fatal(err)
@@ -86,9 +87,9 @@ func (e *batchEnv) add(t testing.TB, n int) {
 	}
 }
 
-func (e *batchEnv) batcher(t testing.TB, interval time.Duration, size int, onBatch func(*StoredBatch)) (*Batcher, *AnchorMetrics) {
+func (e *batchEnv) batcher(t testing.TB, interval time.Duration, size int, onBatch func(*Batch)) (*Batcher, *Metrics) {
 	t.Helper()
-	m := NewAnchorMetrics(prometheus.NewRegistry())
+	m := NewMetrics(prometheus.NewRegistry())
 	b, err := NewBatcher(e.store, e.blog, BatcherConfig{
 		Interval: interval, MaxRecords: size, Signer: e.gw, OnBatch: onBatch, Log: discardLog(), Metrics: m,
 	})
@@ -100,13 +101,13 @@ func (e *batchEnv) batcher(t testing.TB, interval time.Duration, size int, onBat
 
 // checkChain verifies every stored batch: contiguous gseq from 1, chained
 // prev hashes, signature, root recomputed from the records.
-func checkChain(t testing.TB, e *batchEnv) []*StoredBatch {
+func checkChain(t testing.TB, e *batchEnv) []*Batch {
 	t.Helper()
-	var out []*StoredBatch
+	var out []*Batch
 	prev, next := anchor.ZeroHash, uint64(1)
 	for seq := uint64(1); ; seq++ {
 		sb, err := e.blog.Get(seq)
-		if errors.Is(err, ErrNoBatch) {
+		if errors.Is(err, ErrNotFound) {
 			break
 		}
 		if err != nil {
@@ -127,7 +128,7 @@ func checkChain(t testing.TB, e *batchEnv) []*StoredBatch {
 			t.Fatalf("batch %d: tx is not the signed header (%v)", seq, err)
 		}
 		var leaves []anchor.Hash
-		if err := e.store.Range(h.First, h.Last, func(r *Record) error {
+		if err := e.store.Range(h.First, h.Last, func(r *store.Record) error {
 			leaves = append(leaves, anchor.LeafHash(r.Salt, r.Receipt))
 			return nil
 		}); err != nil {
@@ -145,8 +146,8 @@ func checkChain(t testing.TB, e *batchEnv) []*StoredBatch {
 func TestBatcherCutsBySizeAndNeverEmpty(t *testing.T) {
 	e := newBatchEnv(t)
 	b, m := e.batcher(t, time.Hour, 10, nil)
-	if _, err := b.CutNow(); !errors.Is(err, ErrNoBatch) {
-		t.Fatalf("empty store: CutNow = %v, want ErrNoBatch", err)
+	if _, err := b.CutNow(); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("empty store: CutNow = %v, want ErrNotFound", err)
 	}
 	e.add(t, 25)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -167,16 +168,16 @@ func TestBatcherCutsBySizeAndNeverEmpty(t *testing.T) {
 	if len(chain) != 3 || chain[1].Last != 20 || chain[2].First != 21 || chain[2].Last != 30 {
 		t.Fatalf("got batches %v, want 1..10, 11..20, 21..30", chain)
 	}
-	if _, err := b.CutNow(); !errors.Is(err, ErrNoBatch) {
-		t.Fatalf("nothing waiting: CutNow = %v, want ErrNoBatch", err)
+	if _, err := b.CutNow(); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("nothing waiting: CutNow = %v, want ErrNotFound", err)
 	}
 	e.add(t, 5)
 	sb, err := b.CutNow()
 	if err != nil || sb.First != 31 || sb.Last != 35 {
 		t.Fatalf("CutNow = %+v, %v; want 31..35", sb, err)
 	}
-	if _, err := b.CutNow(); !errors.Is(err, ErrNoBatch) {
-		t.Fatalf("nothing waiting: CutNow = %v, want ErrNoBatch", err)
+	if _, err := b.CutNow(); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("nothing waiting: CutNow = %v, want ErrNotFound", err)
 	}
 	if got := testutil.ToFloat64(m.Batches); got != 4 {
 		t.Errorf("edgeanchor_batches_total = %v, want 4", got)
@@ -197,12 +198,12 @@ func (c *countingSource) LastGSeq() uint64 { c.calls.Add(1); return c.RecordSour
 func TestBatcherCutsByTime(t *testing.T) {
 	e := newBatchEnv(t)
 	var mu sync.Mutex
-	var got []*StoredBatch
+	var got []*Batch
 	src := &countingSource{RecordSource: e.store}
 	b, err := NewBatcher(src, e.blog, BatcherConfig{
 		Interval: 100 * time.Millisecond, MaxRecords: 10_000, Signer: e.gw, Log: discardLog(),
-		Metrics: NewAnchorMetrics(prometheus.NewRegistry()),
-		OnBatch: func(sb *StoredBatch) {
+		Metrics: NewMetrics(prometheus.NewRegistry()),
+		OnBatch: func(sb *Batch) {
 			mu.Lock()
 			got = append(got, sb)
 			mu.Unlock()
@@ -266,8 +267,8 @@ func TestBatcherResumesAfterRestart(t *testing.T) {
 	if err != nil || got.Seq != 2 {
 		t.Fatalf("ByGSeq(9) = %v, %v; want batch 2", got, err)
 	}
-	if _, err := e.blog.ByGSeq(12); !errors.Is(err, ErrNoBatch) {
-		t.Fatalf("ByGSeq(12) = %v, want ErrNoBatch", err)
+	if _, err := e.blog.ByGSeq(12); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("ByGSeq(12) = %v, want ErrNotFound", err)
 	}
 }
 
@@ -280,21 +281,21 @@ func TestBatchLogRefusesBrokenChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	h, _ := first.ParsedHeader()
-	mk := func(mut func(h *anchor.BatchHeader)) *StoredBatch {
+	mk := func(mut func(h *anchor.BatchHeader)) *Batch {
 		nh := *h
 		nh.Seq, nh.Prev, nh.First, nh.Last, nh.Count = 2, first.Hash, 3, 4, 2
 		mut(&nh)
 		hb := nh.Encode()
 		sig, _ := e.gw.Sign(hb)
-		return &StoredBatch{Seq: nh.Seq, First: nh.First, Last: nh.Last, Header: hb, Sig: sig, Hash: anchor.SM3(hb)}
+		return &Batch{Seq: nh.Seq, First: nh.First, Last: nh.Last, Header: hb, Sig: sig, Hash: anchor.SM3(hb)}
 	}
 	for name, mut := range map[string]func(h *anchor.BatchHeader){
 		"seq skips":  func(h *anchor.BatchHeader) { h.Seq = 3 },
 		"wrong prev": func(h *anchor.BatchHeader) { h.Prev = anchor.SM3([]byte("x")) },
 		"gseq gap":   func(h *anchor.BatchHeader) { h.First, h.Count = 4, 1 },
 	} {
-		if err := e.blog.Append(mk(mut)); !errors.Is(err, ErrBatchChain) {
-			t.Errorf("%s: Append = %v, want ErrBatchChain", name, err)
+		if err := e.blog.Append(mk(mut)); !errors.Is(err, ErrChain) {
+			t.Errorf("%s: Append = %v, want ErrChain", name, err)
 		}
 	}
 	if last, _ := e.blog.Last(); last.Seq != 1 {

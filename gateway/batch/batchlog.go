@@ -11,19 +11,20 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
+	"github.com/edgeanchor/edgeanchor/gateway/store"
 )
 
-// ErrNoBatch means no stored batch has that sequence number or covers that
+// ErrNotFound means no stored batch has that sequence number or covers that
 // gseq (yet): the record has not been batched, or the number is too high.
-var ErrNoBatch = errors.New("gateway: no such batch")
+var ErrNotFound = errors.New("gateway: no such batch")
 
-// ErrBatchChain means a batch does not continue the stored chain (sequence,
+// ErrChain means a batch does not continue the stored chain (sequence,
 // prev hash or first gseq). It is a bug in the caller; nothing was stored.
-var ErrBatchChain = errors.New("gateway: batch does not continue the chain")
+var ErrChain = errors.New("gateway: batch does not continue the chain")
 
-// StoredBatch is a batch header as the gateway keeps it: the signed header,
+// Batch is a batch header as the gateway keeps it: the signed header,
 // the ready-to-submit AnchorBatch tx, and, once committed, where.
-type StoredBatch struct {
+type Batch struct {
 	Seq    uint64      `json:"seq"`
 	First  uint64      `json:"first"`
 	Last   uint64      `json:"last"`
@@ -38,46 +39,46 @@ type StoredBatch struct {
 }
 
 // String names the batch and its records, for logs and test failures.
-func (b *StoredBatch) String() string { return fmt.Sprintf("#%d[%d..%d]", b.Seq, b.First, b.Last) }
+func (b *Batch) String() string { return fmt.Sprintf("#%d[%d..%d]", b.Seq, b.First, b.Last) }
 
 // ParsedHeader decodes the stored header.
-func (b *StoredBatch) ParsedHeader() (*anchor.BatchHeader, error) {
+func (b *Batch) ParsedHeader() (*anchor.BatchHeader, error) {
 	return anchor.ParseHeader(b.Header)
 }
 
-// BatchLog keeps the gateway's batch chain and its outbox in Badger, under
+// Log keeps the gateway's batch chain and its outbox in Badger, under
 // its own key prefix (it may share the record store's DB):
 //
-//	{p}h/{seq}   → StoredBatch JSON (header, sig, tx, anchor receipt)
+//	{p}h/{seq}   → Batch JSON (header, sig, tx, anchor receipt)
 //	{p}l/{last}  → seq (find the batch of a gseq with one seek)
 //	{p}m/anchored → the highest seq whose anchor receipt is stored
 //
 // The outbox is every batch after m/anchored, submitted in order.
-type BatchLog struct {
+type Log struct {
 	db     *badger.DB
 	prefix string
 }
 
-// NewBatchLog uses db under prefix (the gateway's is batchKeyPrefix, "b/").
-func NewBatchLog(db *badger.DB, prefix string) *BatchLog {
-	return &BatchLog{db: db, prefix: prefix}
+// NewLog uses db under prefix (the gateway's is keyPrefix, "b/").
+func NewLog(db *badger.DB, prefix string) *Log {
+	return &Log{db: db, prefix: prefix}
 }
 
-func (l *BatchLog) key(kind string, v uint64) []byte {
+func (l *Log) key(kind string, v uint64) []byte {
 	return append([]byte(l.prefix+kind), u64(v)...)
 }
 
-func (l *BatchLog) anchoredKey() []byte { return []byte(l.prefix + "m/anchored") }
+func (l *Log) anchoredKey() []byte { return []byte(l.prefix + "m/anchored") }
 
-func getBatch(txn *badger.Txn, key []byte) (*StoredBatch, error) {
+func getBatch(txn *badger.Txn, key []byte) (*Batch, error) {
 	it, err := txn.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, ErrNoBatch
+		return nil, ErrNotFound
 	}
 	if err != nil {
 		return nil, err
 	}
-	var b StoredBatch
+	var b Batch
 	n := 0
 	err = it.Value(func(v []byte) error { n = len(v); return json.Unmarshal(v, &b) })
 	if err != nil {
@@ -87,9 +88,9 @@ func getBatch(txn *badger.Txn, key []byte) (*StoredBatch, error) {
 	return &b, nil
 }
 
-// Get returns batch seq, or ErrNoBatch.
-func (l *BatchLog) Get(seq uint64) (*StoredBatch, error) {
-	var b *StoredBatch
+// Get returns batch seq, or ErrNotFound.
+func (l *Log) Get(seq uint64) (*Batch, error) {
+	var b *Batch
 	err := l.db.View(func(txn *badger.Txn) error {
 		var err error
 		b, err = getBatch(txn, l.key("h/", seq))
@@ -98,9 +99,9 @@ func (l *BatchLog) Get(seq uint64) (*StoredBatch, error) {
 	return b, err
 }
 
-// Last returns the last stored batch, or ErrNoBatch before the first.
-func (l *BatchLog) Last() (*StoredBatch, error) {
-	var b *StoredBatch
+// Last returns the last stored batch, or ErrNotFound before the first.
+func (l *Log) Last() (*Batch, error) {
+	var b *Batch
 	err := l.db.View(func(txn *badger.Txn) error {
 		var err error
 		b, err = l.lastIn(txn)
@@ -109,7 +110,7 @@ func (l *BatchLog) Last() (*StoredBatch, error) {
 	return b, err
 }
 
-func (l *BatchLog) lastIn(txn *badger.Txn) (*StoredBatch, error) {
+func (l *Log) lastIn(txn *badger.Txn) (*Batch, error) {
 	opts := badger.DefaultIteratorOptions
 	opts.Reverse = true
 	opts.PrefetchValues = false
@@ -118,14 +119,14 @@ func (l *BatchLog) lastIn(txn *badger.Txn) (*StoredBatch, error) {
 	defer it.Close()
 	it.Seek(append([]byte(l.prefix+"h/"), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff))
 	if !it.Valid() {
-		return nil, ErrNoBatch
+		return nil, ErrNotFound
 	}
 	return getBatch(txn, it.Item().KeyCopy(nil))
 }
 
-// ByGSeq returns the batch that covers gseq, or ErrNoBatch.
-func (l *BatchLog) ByGSeq(gseq uint64) (*StoredBatch, error) {
-	var b *StoredBatch
+// ByGSeq returns the batch that covers gseq, or ErrNotFound.
+func (l *Log) ByGSeq(gseq uint64) (*Batch, error) {
+	var b *Batch
 	err := l.db.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
 		opts.Prefix = []byte(l.prefix + "l/")
@@ -133,7 +134,7 @@ func (l *BatchLog) ByGSeq(gseq uint64) (*StoredBatch, error) {
 		defer it.Close()
 		it.Seek(l.key("l/", gseq))
 		if !it.Valid() {
-			return ErrNoBatch
+			return ErrNotFound
 		}
 		var seq uint64
 		if err := it.Item().Value(func(v []byte) error {
@@ -150,7 +151,7 @@ func (l *BatchLog) ByGSeq(gseq uint64) (*StoredBatch, error) {
 			return err
 		}
 		if gseq < b.First {
-			return ErrNoBatch
+			return ErrNotFound
 		}
 		return nil
 	})
@@ -160,13 +161,13 @@ func (l *BatchLog) ByGSeq(gseq uint64) (*StoredBatch, error) {
 // Append stores the next batch of the chain: its seq must follow the last
 // stored one, its header's prev must be the last header's hash and its first
 // gseq must follow the last one's last. Nothing is stored on error.
-func (l *BatchLog) Append(b *StoredBatch) error {
+func (l *Log) Append(b *Batch) error {
 	h, err := anchor.ParseHeader(b.Header)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrBatchChain, err)
+		return fmt.Errorf("%w: %v", ErrChain, err)
 	}
 	if h.Seq != b.Seq || h.First != b.First || h.Last != b.Last || h.Hash() != b.Hash {
-		return fmt.Errorf("%w: stored fields disagree with the header", ErrBatchChain)
+		return fmt.Errorf("%w: stored fields disagree with the header", ErrChain)
 	}
 	val, err := json.Marshal(b)
 	if err != nil {
@@ -175,15 +176,15 @@ func (l *BatchLog) Append(b *StoredBatch) error {
 	return l.db.Update(func(txn *badger.Txn) error {
 		last, err := l.lastIn(txn)
 		switch {
-		case errors.Is(err, ErrNoBatch):
+		case errors.Is(err, ErrNotFound):
 			if h.Seq != 1 || !h.Prev.IsZero() {
-				return fmt.Errorf("%w: first batch must be seq 1 with a zero prev", ErrBatchChain)
+				return fmt.Errorf("%w: first batch must be seq 1 with a zero prev", ErrChain)
 			}
 		case err != nil:
 			return err
 		case h.Seq != last.Seq+1 || h.Prev != last.Hash || h.First != last.Last+1:
 			return fmt.Errorf("%w: seq %d prev %s first %d after seq %d hash %s last %d",
-				ErrBatchChain, h.Seq, h.Prev, h.First, last.Seq, last.Hash, last.Last)
+				ErrChain, h.Seq, h.Prev, h.First, last.Seq, last.Hash, last.Last)
 		}
 		if err := txn.Set(l.key("h/", b.Seq), val); err != nil {
 			return err
@@ -194,7 +195,7 @@ func (l *BatchLog) Append(b *StoredBatch) error {
 
 // AnchoredSeq returns the highest seq whose anchor receipt is stored (0
 // before the first).
-func (l *BatchLog) AnchoredSeq() (uint64, error) {
+func (l *Log) AnchoredSeq() (uint64, error) {
 	var seq uint64
 	err := l.db.View(func(txn *badger.Txn) error {
 		it, err := txn.Get(l.anchoredKey())
@@ -217,8 +218,8 @@ func (l *BatchLog) AnchoredSeq() (uint64, error) {
 
 // SetAnchored stores the anchor tx's commit of batch seq, which must be the
 // next one after AnchoredSeq (batches are anchored in order).
-func (l *BatchLog) SetAnchored(seq uint64, r ledgerclient.TxCommit, at time.Time) (*StoredBatch, error) {
-	var out *StoredBatch
+func (l *Log) SetAnchored(seq uint64, r ledgerclient.TxCommit, at time.Time) (*Batch, error) {
+	var out *Batch
 	err := l.db.Update(func(txn *badger.Txn) error {
 		var anchored uint64
 		it, err := txn.Get(l.anchoredKey())
@@ -232,7 +233,7 @@ func (l *BatchLog) SetAnchored(seq uint64, r ledgerclient.TxCommit, at time.Time
 			}
 		}
 		if seq != anchored+1 {
-			return fmt.Errorf("%w: anchoring seq %d after %d", ErrBatchChain, seq, anchored)
+			return fmt.Errorf("%w: anchoring seq %d after %d", ErrChain, seq, anchored)
 		}
 		b, err := getBatch(txn, l.key("h/", seq))
 		if err != nil {
@@ -252,17 +253,17 @@ func (l *BatchLog) SetAnchored(seq uint64, r ledgerclient.TxCommit, at time.Time
 	return out, err
 }
 
-// BatchClaims is the batch log's hold on the record store (StoreOptions.
+// Claims is the batch log's hold on the record store (StoreOptions.
 // Claims): the records it has batched, and its newest writes to read at
 // open.
-func BatchClaims() RecordClaims { return batchClaims{prefix: batchKeyPrefix} }
+func Claims() store.RecordClaims { return batchClaims{prefix: keyPrefix} }
 
 type batchClaims struct{ prefix string }
 
 // ClaimedThrough returns the last gseq of the newest batch (0: none).
 func (c batchClaims) ClaimedThrough(db *badger.DB) (uint64, error) {
-	b, err := NewBatchLog(db, c.prefix).Last()
-	if errors.Is(err, ErrNoBatch) {
+	b, err := NewLog(db, c.prefix).Last()
+	if errors.Is(err, ErrNotFound) {
 		return 0, nil
 	}
 	if err != nil {
@@ -274,9 +275,9 @@ func (c batchClaims) ClaimedThrough(db *badger.DB) (uint64, error) {
 // CheckTail reads the newest batch writes: the batches cut last, and the
 // newest anchored one (its ledger receipt rewrites it).
 func (c batchClaims) CheckTail(db *badger.DB) (string, error) {
-	blog := NewBatchLog(db, c.prefix)
+	blog := NewLog(db, c.prefix)
 	last, err := blog.Last()
-	if errors.Is(err, ErrNoBatch) {
+	if errors.Is(err, ErrNotFound) {
 		return "", nil
 	}
 	if err != nil {
@@ -300,3 +301,5 @@ func (c batchClaims) CheckTail(db *badger.DB) (string, error) {
 	}
 	return "", nil
 }
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

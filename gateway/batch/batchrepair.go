@@ -6,18 +6,64 @@ import (
 	"strings"
 
 	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/edgeanchor/edgeanchor/gateway/store"
 )
 
-// repairBatches keeps the batch chain 1..k up to its first unreadable or
-// missing batch, rebuilds the b/l index and lowers the anchored mark to k.
-func repairBatches(db *badger.DB, vbatches map[uint64][]byte, rep *RepairReport) error {
-	blog := NewBatchLog(db, batchKeyPrefix)
+// ChainRepair says what the batch log's repair kept.
+type ChainRepair struct {
+	Batches      uint64   // batches kept (1..Batches)
+	DroppedBatch []uint64 // batch seqs removed: unreadable, or after one
+	Anchored     uint64   // batches 1..Anchored have their anchor commit
+}
+
+// Repairer is the batch log's part of store.Repair (a store.ClaimsRepair):
+// it keeps the batch chain 1..k up to its first unreadable or missing
+// batch, read back from the value logs where the tree lost it, rebuilds the
+// b/l index and lowers the anchored mark to k. Report holds the result.
+type Repairer struct {
+	Report ChainRepair
+	found  map[uint64]versioned // the newest value log version of each batch
+}
+
+type versioned struct {
+	version uint64
+	val     []byte
+}
+
+var _ store.ClaimsRepair = (*Repairer)(nil)
+
+// NewRepairer returns a Repairer for one store.Repair.
+func NewRepairer() *Repairer { return &Repairer{found: map[uint64]versioned{}} }
+
+// ValueLogEntry keeps the newest version of each batch found in the value
+// logs.
+func (r *Repairer) ValueLogEntry(key, val []byte, version uint64) {
+	seq, ok := valueLogBatch(key, val)
+	if !ok {
+		return
+	}
+	if b, ok := r.found[seq]; !ok || version >= b.version {
+		r.found[seq] = versioned{version, append([]byte(nil), val...)}
+	}
+}
+
+// Repair repairs the batch log in db; it returns the highest gseq the kept
+// batches cover.
+func (r *Repairer) Repair(db *badger.DB) (uint64, error) {
+	var highest uint64
+	err := repairBatches(db, r.found, &r.Report, &highest)
+	return highest, err
+}
+
+func repairBatches(db *badger.DB, vbatches map[uint64]versioned, rep *ChainRepair, highest *uint64) error {
+	blog := NewLog(db, keyPrefix)
 	// Batches from the value logs where the tree lost or cannot read them.
 	wb := db.NewWriteBatch()
 	err := db.View(func(txn *badger.Txn) error {
 		for seq, v := range vbatches {
 			if b, err := getBatch(txn, blog.key("h/", seq)); err != nil || b.Seq != seq {
-				if err := wb.Set(blog.key("h/", seq), v); err != nil {
+				if err := wb.Set(blog.key("h/", seq), v.val); err != nil {
 					return err
 				}
 			}
@@ -32,17 +78,17 @@ func repairBatches(db *badger.DB, vbatches map[uint64][]byte, rep *RepairReport)
 	if err != nil {
 		return err
 	}
-	var keep []*StoredBatch
+	var keep []*Batch
 	var drop [][]byte
 	err = db.View(func(txn *badger.Txn) error {
-		prefix := []byte(batchKeyPrefix + "h/")
+		prefix := []byte(keyPrefix + "h/")
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
 		broken := false
 		for it.Rewind(); it.Valid(); it.Next() {
 			k := it.Item().KeyCopy(nil)
 			seq := binary.BigEndian.Uint64(k[len(prefix):])
-			var b *StoredBatch
+			var b *Batch
 			if !broken {
 				var err error
 				b, err = getBatch(txn, k)
@@ -69,7 +115,7 @@ func repairBatches(db *badger.DB, vbatches map[uint64][]byte, rep *RepairReport)
 		}
 		rep.Anchored++
 	}
-	if err := db.DropPrefix([]byte(batchKeyPrefix + "l/")); err != nil {
+	if err := db.DropPrefix([]byte(keyPrefix + "l/")); err != nil {
 		return err
 	}
 	wb = db.NewWriteBatch()
@@ -84,7 +130,7 @@ func repairBatches(db *badger.DB, vbatches map[uint64][]byte, rep *RepairReport)
 			wb.Cancel()
 			return err
 		}
-		rep.Highest = max(rep.Highest, b.Last)
+		*highest = max(*highest, b.Last)
 	}
 	if err := wb.Set(blog.anchoredKey(), u64(rep.Anchored)); err != nil {
 		wb.Cancel()
@@ -96,12 +142,12 @@ func repairBatches(db *badger.DB, vbatches map[uint64][]byte, rep *RepairReport)
 // valueLogBatch returns the seq of a value log entry that is a batch
 // decoding as the batch of that seq.
 func valueLogBatch(key, val []byte) (uint64, bool) {
-	prefix := batchKeyPrefix + "h/"
+	prefix := keyPrefix + "h/"
 	if len(key) != len(prefix)+8 || !strings.HasPrefix(string(key), prefix) {
 		return 0, false
 	}
 	seq := binary.BigEndian.Uint64(key[len(prefix):])
-	var sb StoredBatch
+	var sb Batch
 	if json.Unmarshal(val, &sb) != nil || sb.Seq != seq {
 		return 0, false
 	}

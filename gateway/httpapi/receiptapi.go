@@ -3,6 +3,8 @@ package httpapi
 import (
 	"errors"
 	"net/http"
+
+	"github.com/edgeanchor/edgeanchor/gateway/batch"
 )
 
 // receiptByDevice answers GET /v1/devices/{did}/records/{seq}/receipt with
@@ -16,10 +18,10 @@ func (p *ProofAPI) receiptByDevice(w http.ResponseWriter, r *http.Request) {
 	if rec == nil {
 		return
 	}
-	m := rec.receiptMessage()
+	m := rec.Message()
 	sb, err := p.blog.ByGSeq(rec.GSeq)
 	switch {
-	case errors.Is(err, ErrNoBatch):
+	case errors.Is(err, batch.ErrNotFound):
 	case err != nil:
 		p.log.Error("batch lookup failed", "gseq", rec.GSeq, "error", err)
 		proofError(w, http.StatusInternalServerError, "batch lookup failed")

@@ -14,12 +14,12 @@ import (
 	"github.com/dgraph-io/ristretto/v2/z"
 )
 
-// ErrStoreDamaged means that a file of the record store is damaged (cut short or
+// ErrDamaged means that a file of the record store is damaged (cut short or
 // overwritten), so the store cannot be opened as it is. The error names
 // the file or the record. Stop the gateway, copy the store aside, and run
 // `edgeanchor gateway repair` (docs/operations.md, "A damaged record
 // store"): it keeps every intact record and lists the gseqs it lost.
-var ErrStoreDamaged = errors.New("gateway: record store damaged")
+var ErrDamaged = errors.New("gateway: record store damaged")
 
 // DamagedTableError names a Badger table file that cannot be read.
 type DamagedTableError struct {
@@ -28,10 +28,10 @@ type DamagedTableError struct {
 }
 
 func (e *DamagedTableError) Error() string {
-	return fmt.Sprintf("%v: table file %s cannot be read (%s)", ErrStoreDamaged, e.Path, e.Err)
+	return fmt.Sprintf("%v: table file %s cannot be read (%s)", ErrDamaged, e.Path, e.Err)
 }
 
-func (e *DamagedTableError) Unwrap() error { return ErrStoreDamaged }
+func (e *DamagedTableError) Unwrap() error { return ErrDamaged }
 
 // checkTables opens every table file listed in the store's MANIFEST (in
 // dir), as Badger does at open, and returns the damaged ones. Badger opens
@@ -121,12 +121,12 @@ func cutVlogs(before, after map[string]int64) string {
 }
 
 // openBadger is badger.Open with a panic in its own goroutine turned into
-// an ErrStoreDamaged error naming the directory.
+// an ErrDamaged error naming the directory.
 func openBadger(opts badger.Options) (db *badger.DB, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			msg := strings.TrimSpace(strings.SplitN(fmt.Sprint(r), "\n", 2)[0])
-			db, err = nil, fmt.Errorf("%w: %s: Badger failed to open it: %s", ErrStoreDamaged, opts.Dir, msg)
+			db, err = nil, fmt.Errorf("%w: %s: Badger failed to open it: %s", ErrDamaged, opts.Dir, msg)
 		}
 	}()
 	return badger.Open(opts)
@@ -141,7 +141,7 @@ func damagedTablesError(dir string, bad []*DamagedTableError) error {
 	for i, b := range bad {
 		names[i] = b.Path + " (" + b.Err + ")"
 	}
-	return fmt.Errorf("%w: %s: %d table files cannot be read: %s", ErrStoreDamaged, dir, len(bad), strings.Join(names, "; "))
+	return fmt.Errorf("%w: %s: %d table files cannot be read: %s", ErrDamaged, dir, len(bad), strings.Join(names, "; "))
 }
 
 // checkTail reads what was written last, which a cut value log loses
@@ -152,7 +152,7 @@ func damagedTablesError(dir string, bad []*DamagedTableError) error {
 // check the damage surfaced later as "unexpected end of JSON input".
 func (s *Store) checkTail(dir, cut string) error {
 	damaged := func(what string, err error) error {
-		msg := fmt.Sprintf("%v: %s: %s unreadable (%s)", ErrStoreDamaged, dir, what,
+		msg := fmt.Sprintf("%v: %s: %s unreadable (%s)", ErrDamaged, dir, what,
 			strings.TrimPrefix(err.Error(), "gateway: "))
 		if cut != "" {
 			msg += "; value log " + cut
@@ -175,22 +175,4 @@ func (s *Store) checkTail(dir, cut string) error {
 type storeDamagedError struct{ msg string }
 
 func (e *storeDamagedError) Error() string { return e.msg }
-func (e *storeDamagedError) Unwrap() error { return ErrStoreDamaged }
-
-// wrapErr adds context to err ("gateway: CONTEXT: err") without repeating
-// the "gateway: " prefix that err may carry already; errors.Is and As see
-// err.
-func wrapErr(err error, format string, args ...any) error {
-	return &wrappedErr{ctx: fmt.Sprintf(format, args...), err: err}
-}
-
-type wrappedErr struct {
-	ctx string
-	err error
-}
-
-func (e *wrappedErr) Error() string {
-	return "gateway: " + e.ctx + ": " + strings.TrimPrefix(e.err.Error(), "gateway: ")
-}
-
-func (e *wrappedErr) Unwrap() error { return e.err }
+func (e *storeDamagedError) Unwrap() error { return ErrDamaged }

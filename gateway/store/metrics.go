@@ -8,8 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// StoreMetrics are the record store's metrics (docs/internals.md names).
-type StoreMetrics struct {
+// Metrics are the record store's metrics (docs/internals.md names).
+type Metrics struct {
 	WriteSeconds prometheus.Histogram
 	GroupRecords prometheus.Histogram
 	SequenceGaps prometheus.Counter
@@ -28,10 +28,10 @@ type StoreMetrics struct {
 	GapsDropped   prometheus.Counter
 }
 
-// NewStoreMetrics registers the store's metrics on reg. dir is the store's
+// NewMetrics registers the store's metrics on reg. dir is the store's
 // directory, measured at scrape time for size and free space.
-func NewStoreMetrics(reg prometheus.Registerer, dir string) *StoreMetrics {
-	m := &StoreMetrics{
+func NewMetrics(reg prometheus.Registerer, dir string) *Metrics {
+	m := &Metrics{
 		WriteSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "edgeanchor_store_write_seconds", Help: "Duration of one group-commit write (synced Badger transactions).",
 			Buckets: []float64{.0005, .001, .002, .004, .008, .016, .032, .064, .128, .256, .512, 1}}),
@@ -55,7 +55,7 @@ func NewStoreMetrics(reg prometheus.Registerer, dir string) *StoreMetrics {
 	size := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "edgeanchor_store_size_bytes", Help: "Bytes on disk of the record store."}, func() float64 { return float64(dirSize(dir)) })
 	free := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "edgeanchor_store_disk_free_bytes", Help: "Free bytes on the record store's file system."}, func() float64 { return float64(diskFree(dir)) })
+		Name: "edgeanchor_store_disk_free_bytes", Help: "Free bytes on the record store's file system."}, func() float64 { return float64(DiskFree(dir)) })
 	reg.MustRegister(m.WriteSeconds, m.GroupRecords, m.SequenceGaps, m.HolesKept, m.RepairDeleted, size, free)
 	reg.MustRegister(m.DiskLow)
 	return m
@@ -75,7 +75,9 @@ func dirSize(dir string) int64 {
 	return n
 }
 
-func diskFree(dir string) int64 {
+// DiskFree returns the bytes of dir's file system that the gateway may
+// still fill (free to unprivileged users); 0 when it cannot tell.
+func DiskFree(dir string) int64 {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
 		return 0

@@ -45,11 +45,22 @@ type RepairReport struct {
 	FromValueLog  uint64 // of them, read back from the value logs
 	Highest       uint64 // highest gseq the damaged store knew of
 	Lost          []GSeqRange
-	Batches       uint64   // batches kept (1..Batches)
-	DroppedBatch  []uint64 // batch seqs removed: unreadable, or after one
-	Anchored      uint64   // batches 1..Anchored have their anchor commit
 
 	kept []uint64
+}
+
+// ClaimsRepair is the claims owner's part of Repair (see RecordClaims):
+// the batch log's repair, which keeps its own key prefix in the store's
+// database. The store shows it the value log and knows nothing else of it.
+type ClaimsRepair interface {
+	// ValueLogEntry is called with each intact value log entry that is not
+	// a record, in file order (newer versions later); it keeps a copy of
+	// those it owns.
+	ValueLogEntry(key, val []byte, version uint64)
+	// Repair runs on the open database once the records are repaired. It
+	// returns the highest gseq its kept claims refer to: every gseq up to
+	// it that the store does not hold is reported lost.
+	Repair(db *badger.DB) (highest uint64, err error)
 }
 
 // LostCount is the number of gseqs in r.Lost.
@@ -61,14 +72,14 @@ func (r *RepairReport) LostCount() uint64 {
 	return n
 }
 
-// RepairStore repairs the record store in dir (the gateway must be
-// stopped): it first copies dir to dir.damaged-TIME (kept), drops table
-// files that cannot be read, reads back from the value logs every record
-// whose key was lost with them, then keeps every record whose value is
-// intact, deletes the others, rebuilds the device indexes (d/, l/) from
-// what is kept, keeps the batch chain up to its first unreadable batch,
-// and returns what it kept and the gseq ranges it lost.
-func RepairStore(dir string, now time.Time, log *slog.Logger) (*RepairReport, error) {
+// Repair repairs the record store in dir (the gateway must be stopped):
+// it first copies dir to dir.damaged-TIME (kept), drops table files that
+// cannot be read, reads back from the value logs every record whose key
+// was lost with them, then keeps every record whose value is intact,
+// deletes the others, rebuilds the device indexes (d/, l/) from what is
+// kept, lets claims (nil: none) repair what it owns, and returns what it
+// kept and the gseq ranges it lost.
+func Repair(dir string, now time.Time, log *slog.Logger, claims ClaimsRepair) (*RepairReport, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -82,7 +93,7 @@ func RepairStore(dir string, now time.Time, log *slog.Logger) (*RepairReport, er
 	if err := copyDir(dir, rep.Backup); err != nil {
 		return nil, fmt.Errorf("gateway: repair: copy %s to %s: %w", dir, rep.Backup, err)
 	}
-	opts := badgerOptions(dir, DefaultConfig().Store, log)
+	opts := badgerOptions(dir, DefaultConfig(), log)
 	bad, err := checkTables(dir, opts)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: repair: %w", err)
@@ -93,12 +104,12 @@ func RepairStore(dir string, now time.Time, log *slog.Logger) (*RepairReport, er
 		}
 		rep.DroppedTables = append(rep.DroppedTables, b.Path)
 	}
-	vrecs, vbatches := newestValues{}, newestValues{}
+	vrecs := newestValues{}
 	err = scanValueLogs(dir, func(key, val []byte, version uint64) {
 		if g, ok := valueLogRecord(key, val); ok {
 			vrecs.put(g, version, val)
-		} else if seq, ok := valueLogBatch(key, val); ok {
-			vbatches.put(seq, version, val)
+		} else if claims != nil {
+			claims.ValueLogEntry(key, val, version)
 		}
 	})
 	if err != nil {
@@ -112,10 +123,14 @@ func RepairStore(dir string, now time.Time, log *slog.Logger) (*RepairReport, er
 	if err := repairRecords(db, vrecs.values(), rep); err != nil {
 		return nil, fmt.Errorf("gateway: repair %s: %w", dir, err)
 	}
-	if err := repairBatches(db, vbatches.values(), rep); err != nil {
-		return nil, fmt.Errorf("gateway: repair %s: %w", dir, err)
+	if claims != nil {
+		highest, err := claims.Repair(db)
+		if err != nil {
+			return nil, fmt.Errorf("gateway: repair %s: %w", dir, err)
+		}
+		rep.Highest = max(rep.Highest, highest)
 	}
-	// Batched gseqs above the kept records are lost too.
+	// Claimed gseqs above the kept records are lost too.
 	rep.Lost = missing(rep.kept, rep.Highest)
 	if err := db.Close(); err != nil {
 		return nil, fmt.Errorf("gateway: repair: close %s: %w", dir, err)

@@ -21,7 +21,7 @@ type seqRange struct{ from, to uint64 }
 // stored since. A seq inside an open gap is accepted once, as a late fill
 // (a reading refused for a retryable reason, such as rate_limited, while
 // later ones of the same in-flight window were stored). The gaps are
-// ascending and disjoint; there are at most StoreConfig.MaxOpenGaps of
+// ascending and disjoint; there are at most Config.MaxOpenGaps of
 // them, and past that bound the lowest is closed for good.
 //
 // A seqState is a value: every change returns a new one (its gaps slice

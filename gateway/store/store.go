@@ -31,7 +31,7 @@ import (
 //	                     at Close; see repairTail)
 //
 // Prefix b/ belongs to the batch log (batchlog.go: b/h/, b/l/,
-// b/m/anchored); the store hears of it only through StoreOptions.Claims;
+// b/m/anchored); the store hears of it only through Options.Claims;
 // other prefixes are free for new owners who document them here.
 const (
 	// valueThreshold: record values (~1 KiB and up) go to Badger's value
@@ -51,11 +51,11 @@ var (
 	// accepted from that device, nor in one of its open gaps (a late fill,
 	// seqstate.go). The device must not resend it.
 	ErrReplay = errors.New("gateway: replayed or out-of-order sequence")
-	// ErrStoreFailed: a write to disk failed; the store refuses every
+	// ErrFailed: a write to disk failed; the store refuses every
 	// further write until the gateway is restarted (gseq stays contiguous).
-	ErrStoreFailed = errors.New("gateway: record store failed")
-	// ErrStoreClosed: the store is closed.
-	ErrStoreClosed = errors.New("gateway: record store closed")
+	ErrFailed = errors.New("gateway: record store failed")
+	// ErrClosed: the store is closed.
+	ErrClosed = errors.New("gateway: record store closed")
 	// ErrNotFound: no record with that key.
 	ErrNotFound = errors.New("gateway: record not found")
 )
@@ -88,11 +88,13 @@ func (r *Record) LeafData() []byte {
 
 // ReceiptMessage returns the JSON published on the device's receipt topic.
 func (r *Record) ReceiptMessage() []byte {
-	b, _ := r.receiptMessage().MarshalJSON()
+	b, _ := r.Message().MarshalJSON()
 	return b
 }
 
-func (r *Record) receiptMessage() ReceiptMessage {
+// Message is the receipt message of r before its batch is anchored
+// (ReceiptMessage encodes it).
+func (r *Record) Message() ReceiptMessage {
 	return ReceiptMessage{Receipt: r.Receipt, Group: r.Group, Path: r.Path, Sig: r.ReceiptSig}
 }
 
@@ -105,12 +107,12 @@ type Pending struct {
 	EnvHash  anchor.Hash // SM3 of Envelope
 }
 
-// StoreOptions configure OpenStore.
-type StoreOptions struct {
-	Config  StoreConfig
+// Options configure Open.
+type Options struct {
+	Config  Config
 	Signer  device.Signer // signs receipts
 	Logger  *slog.Logger
-	Metrics *StoreMetrics // nil: not exported
+	Metrics *Metrics // nil: not exported
 	// MaxPending bounds Appends waiting for the writer (default 4096).
 	MaxPending int
 	// Claims is what the batch log holds of the records (BatchClaims);
@@ -170,8 +172,8 @@ type Store struct {
 	log     *slog.Logger
 	signer  device.Signer
 	gw      device.DID
-	cfg     StoreConfig
-	metrics *StoreMetrics
+	cfg     Config
+	metrics *Metrics
 	disk    *diskGuard
 	claims  RecordClaims // nil: none
 
@@ -203,8 +205,8 @@ type Store struct {
 	closeMu   sync.RWMutex // Append holds R while queueing; Close holds W
 }
 
-// OpenStore opens (or creates) the Badger store in dir and starts its writer.
-func OpenStore(dir string, o StoreOptions) (*Store, error) {
+// Open opens (or creates) the Badger store in dir and starts its writer.
+func Open(dir string, o Options) (*Store, error) {
 	if o.Signer == nil {
 		return nil, errors.New("gateway: store needs a receipt signer")
 	}
@@ -212,7 +214,7 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Config.MemTableMB == 0 {
-		o.Config = DefaultConfig().Store
+		o.Config = DefaultConfig()
 	}
 	if o.MaxPending <= 0 {
 		o.MaxPending = 4096
@@ -234,7 +236,7 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 	vlogsBefore := vlogSizes(dir)
 	db, err := openBadger(opts)
 	if err != nil {
-		if errors.Is(err, ErrStoreDamaged) {
+		if errors.Is(err, ErrDamaged) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("gateway: open record store %s: %w", dir, err)
@@ -289,7 +291,7 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 }
 
 // badgerOptions are the Badger options of a record store in dir.
-func badgerOptions(dir string, c StoreConfig, log *slog.Logger) badger.Options {
+func badgerOptions(dir string, c Config, log *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithSyncWrites(true).
 		WithDetectConflicts(false).
@@ -325,7 +327,7 @@ func (s *Store) Changed() <-chan struct{} {
 // Healthy returns nil while the store accepts writes.
 func (s *Store) Healthy() error {
 	if s.closed.Load() {
-		return ErrStoreClosed
+		return ErrClosed
 	}
 	if e := s.failed.Load(); e != nil {
 		return *e
@@ -368,7 +370,7 @@ func (s *Store) Enqueue(ctx context.Context, p Pending) (func() (rec *Record, du
 	s.closeMu.RLock()
 	if s.closed.Load() {
 		s.closeMu.RUnlock()
-		return nil, ErrStoreClosed
+		return nil, ErrClosed
 	}
 	select {
 	case s.in <- req:
@@ -497,7 +499,7 @@ func (s *Store) prepLoop(ctx context.Context) {
 		case s.prepped <- group:
 		case <-ctx.Done():
 			for _, r := range group {
-				r.done <- appendRes{err: ErrStoreClosed}
+				r.done <- appendRes{err: ErrClosed}
 			}
 			return
 		}
@@ -548,13 +550,13 @@ func (s *Store) prepare(group []*appendReq) {
 	salts := make([]byte, 16*len(group))
 	if _, err := rand.Read(salts); err != nil {
 		for _, r := range group {
-			r.err = fmt.Errorf("%w: salt: %v", ErrStoreFailed, err)
+			r.err = fmt.Errorf("%w: salt: %v", ErrFailed, err)
 		}
 		return
 	}
 	for i, r := range group {
 		if s.failed.Load() != nil {
-			r.err = ErrStoreFailed
+			r.err = ErrFailed
 			continue
 		}
 		st, err := s.seqStateLocked(r.p.DID)
@@ -594,7 +596,7 @@ func (s *Store) prepare(group []*appendReq) {
 		}
 		rec.Receipt, err = encodeReceipt(s.gw, rec.GSeq, rec.DID, rec.Seq, rec.Recv, r.p.EnvHash)
 		if err != nil {
-			r.err = fmt.Errorf("%w: receipt: %v", ErrStoreFailed, err)
+			r.err = fmt.Errorf("%w: receipt: %v", ErrFailed, err)
 			continue
 		}
 		s.nextG++
@@ -635,7 +637,7 @@ func (s *Store) signGroup(recs []*appendReq) {
 		// The group's gseqs are assigned: storing the records after them
 		// would leave a hole. The store fails rather than store a record
 		// without its receipt; a restart assigns from the last stored gseq.
-		err = fmt.Errorf("%w: sign receipts: %v", ErrStoreFailed, err)
+		err = fmt.Errorf("%w: sign receipts: %v", ErrFailed, err)
 		s.fail("receipt signing failed; refusing writes until restart", err)
 		for _, r := range recs {
 			r.err = err
@@ -707,7 +709,7 @@ func (s *Store) readSeqState(did device.DID) (seqState, error) {
 		})
 	})
 	if err != nil {
-		return seqState{}, fmt.Errorf("%w: read last seq of %s: %v", ErrStoreFailed, did, err)
+		return seqState{}, fmt.Errorf("%w: read last seq of %s: %v", ErrFailed, did, err)
 	}
 	return v, nil
 }
@@ -751,7 +753,7 @@ func (s *Store) submit(group []*appendReq) *pendingGroup {
 		return pg
 	}
 	if s.failed.Load() != nil {
-		pg.err = ErrStoreFailed
+		pg.err = ErrFailed
 		return pg
 	}
 	pg.results = make(chan error, len(pg.ok)+1)
@@ -773,15 +775,15 @@ func (s *Store) ackLoop() {
 		}
 		if len(pg.ok) > 0 {
 			if err == nil && s.failed.Load() != nil {
-				err = ErrStoreFailed
+				err = ErrFailed
 			}
 			if s.metrics != nil {
 				s.metrics.WriteSeconds.Observe(time.Since(pg.start).Seconds())
 				s.metrics.GroupRecords.Observe(float64(len(pg.ok)))
 			}
 			if err != nil {
-				if !errors.Is(err, ErrStoreFailed) {
-					err = fmt.Errorf("%w: %v", ErrStoreFailed, err)
+				if !errors.Is(err, ErrFailed) {
+					err = fmt.Errorf("%w: %v", ErrFailed, err)
 				}
 				s.fail("record store write failed; refusing writes until restart", err)
 				for _, r := range pg.ok {
@@ -1158,7 +1160,7 @@ func (s *Store) DeviceRecords(did device.DID, fromSeq, toSeq uint64, limit int) 
 	return out, err
 }
 
-// Close stops the writer (answering queued appends with ErrStoreClosed) and
+// Close stops the writer (answering queued appends with ErrClosed) and
 // closes Badger.
 func (s *Store) Close() error {
 	var err error
@@ -1172,7 +1174,7 @@ func (s *Store) Close() error {
 		for {
 			select {
 			case r := <-s.in:
-				r.done <- appendRes{err: ErrStoreClosed}
+				r.done <- appendRes{err: ErrClosed}
 				continue
 			default:
 			}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/internal/testutil"
 )
 
 // countingSigner counts signatures; with fail set it refuses to sign.
@@ -160,14 +161,14 @@ func TestStoreGroupSignatureFailure(t *testing.T) {
 	gw.fail.Store(true)
 	res := runGroup(t, st, []Pending{pending(a, 2), pending(a, 3)})
 	for i, r := range res {
-		if !errors.Is(r.err, ErrStoreFailed) {
-			t.Fatalf("request %d: %+v, want ErrStoreFailed", i, r)
+		if !errors.Is(r.err, ErrFailed) {
+			t.Fatalf("request %d: %+v, want ErrFailed", i, r)
 		}
 	}
-	if !errors.Is(st.Healthy(), ErrStoreFailed) {
+	if !errors.Is(st.Healthy(), ErrFailed) {
 		t.Fatalf("Healthy = %v after a failed signature", st.Healthy())
 	}
-	if _, err := st.Append(context.Background(), pending(a, 4)); !errors.Is(err, ErrStoreFailed) {
+	if _, err := st.Append(context.Background(), pending(a, 4)); !errors.Is(err, ErrFailed) {
 		t.Fatalf("append after the failure: %v", err)
 	}
 	if err := st.Close(); err != nil {
@@ -309,7 +310,7 @@ func TestVerifyReceiptMessageTampered(t *testing.T) {
 	}
 	res := runGroup(t, st, ps)
 	rec := res[2].rec
-	good := rec.receiptMessage()
+	good := rec.Message()
 	if _, err := VerifyReceipt(rec.ReceiptMessage(), gw.Public()); err != nil {
 		t.Fatal(err)
 	}
@@ -338,9 +339,9 @@ func TestVerifyReceiptMessageTampered(t *testing.T) {
 // lone record on an idle store is committed without waiting.
 func TestStoreGroupLinger(t *testing.T) {
 	open := func(linger time.Duration) *Store {
-		cfg := DefaultConfig().Store
+		cfg := DefaultConfig()
 		cfg.GroupLinger = linger
-		st, err := OpenStore(t.TempDir(), StoreOptions{Signer: storeSigner(t), Config: cfg})
+		st, err := Open(t.TempDir(), Options{Signer: storeSigner(t), Config: cfg})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -388,7 +389,7 @@ func TestStoreGroupLinger(t *testing.T) {
 	// burst's last group): it arrives after the group was started, and
 	// joins it only if the writer lingers.
 	queued.Wait()
-	waitFor(t, 10*time.Second, "the writer to take the burst", func() bool { return len(st.in) == 0 })
+	testutil.WaitUntil(t, 10*time.Second, "the writer to take the burst", func() bool { return len(st.in) == 0 })
 	var err error
 	if recs[burst], err = st.Append(ctx, pending(storeSigner(t).DID(), 1)); err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/internal/testutil"
 )
 
 func storeSigner(t testing.TB) *device.KeySigner {
@@ -28,9 +28,9 @@ func storeSigner(t testing.TB) *device.KeySigner {
 	return device.NewKeySigner(priv)
 }
 
-func openTestStore(t testing.TB, dir string, s device.Signer, m *StoreMetrics) *Store {
+func openTestStore(t testing.TB, dir string, s device.Signer, m *Metrics) *Store {
 	t.Helper()
-	st, err := OpenStore(dir, StoreOptions{Signer: s, Metrics: m, Claims: BatchClaims()})
+	st, err := Open(dir, Options{Signer: s, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestStoreAppendReplayRestart(t *testing.T) {
 	dir := t.TempDir()
 	gw := storeSigner(t)
 	reg := prometheus.NewRegistry()
-	st := openTestStore(t, dir, gw, NewStoreMetrics(reg, dir))
+	st := openTestStore(t, dir, gw, NewMetrics(reg, dir))
 	ctx := context.Background()
 	a, b := device.DID("did:ea:0000000000000000000000000000000a"), device.DID("did:ea:0000000000000000000000000000000b")
 	steps := []struct {
@@ -104,7 +104,7 @@ func TestStoreAppendReplayRestart(t *testing.T) {
 			t.Fatalf("step %d: receipt %+v, %v", i, r, err)
 		}
 	}
-	if got := gatherValue(t, reg, "edgeanchor_sequence_gaps_total"); got != 1 {
+	if got := testutil.GatherValue(t, reg, "edgeanchor_sequence_gaps_total"); got != 1 {
 		t.Fatalf("sequence_gaps_total = %v, want 1", got)
 	}
 	recs, err := st.DeviceRecords(a, 1, 10, 10)
@@ -114,7 +114,7 @@ func TestStoreAppendReplayRestart(t *testing.T) {
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Append(ctx, pending(a, 9)); !errors.Is(err, ErrStoreClosed) {
+	if _, err := st.Append(ctx, pending(a, 9)); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Append after Close: %v", err)
 	}
 
@@ -256,7 +256,7 @@ func TestStoreResendInFlight(t *testing.T) {
 func TestStoreGroupCommitAcksAfterDisk(t *testing.T) {
 	dir := t.TempDir()
 	gw := storeSigner(t)
-	st, err := OpenStore(dir, StoreOptions{Signer: gw, Config: StoreConfig{MemTableMB: 4, BlockCacheMB: 1, IndexCacheMB: 1,
+	st, err := Open(dir, Options{Signer: gw, Config: Config{MemTableMB: 4, BlockCacheMB: 1, IndexCacheMB: 1,
 		ValueLogFileMB: 8, MaxGroupRecords: 7}})
 	if err != nil {
 		t.Fatal(err)
@@ -348,15 +348,15 @@ func TestStoreChangedSignals(t *testing.T) {
 }
 
 func TestStoreOpenErrors(t *testing.T) {
-	if _, err := OpenStore(t.TempDir(), StoreOptions{}); err == nil {
-		t.Fatal("OpenStore without a signer succeeded")
+	if _, err := Open(t.TempDir(), Options{}); err == nil {
+		t.Fatal("Open without a signer succeeded")
 	}
 	f := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenStore(f, StoreOptions{Signer: storeSigner(t)}); err == nil {
-		t.Fatal("OpenStore on a regular file succeeded")
+	if _, err := Open(f, Options{Signer: storeSigner(t)}); err == nil {
+		t.Fatal("Open on a regular file succeeded")
 	}
 }
 
@@ -366,7 +366,7 @@ func TestStoreOpenErrors(t *testing.T) {
 func BenchmarkStoreAppend(b *testing.B) {
 	dir := b.TempDir()
 	reg := prometheus.NewRegistry()
-	st := openTestStore(b, dir, storeSigner(b), NewStoreMetrics(reg, dir))
+	st := openTestStore(b, dir, storeSigner(b), NewMetrics(reg, dir))
 	defer st.Close()
 	env := make([]byte, 900)
 	b.ResetTimer()
@@ -405,10 +405,11 @@ func BenchmarkStoreAppend(b *testing.B) {
 // repairEnv is a real store with records of two devices, reopened with
 // metrics after a test changed its files.
 type repairEnv struct {
-	dir  string
-	gw   *device.KeySigner
-	st   *Store
-	a, b device.DID
+	dir    string
+	gw     *device.KeySigner
+	st     *Store
+	a, b   device.DID
+	claims RecordClaims // given to the store at reopen
 }
 
 // newRepairEnv appends n records alternating between devices a and b
@@ -441,7 +442,11 @@ func (e *repairEnv) reopen(t *testing.T) (holes, deleted float64) {
 		}
 	}
 	reg := prometheus.NewRegistry()
-	e.st = openTestStore(t, e.dir, e.gw, NewStoreMetrics(reg, e.dir))
+	st, err := Open(e.dir, Options{Signer: e.gw, Metrics: NewMetrics(reg, e.dir), Claims: e.claims})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.st = st
 	t.Cleanup(func() { _ = e.st.Close() })
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -574,20 +579,20 @@ func TestStoreKeepsRecordsAroundDeletedRecord(t *testing.T) {
 	}
 }
 
+// claimsThrough is a RecordClaims that refers to gseqs 1..n, as the batch
+// log does once it holds a batch ending at n (its side of the contract is
+// tested in gateway/batch).
+type claimsThrough uint64
+
+func (c claimsThrough) ClaimedThrough(*badger.DB) (uint64, error) { return uint64(c), nil }
+func (c claimsThrough) CheckTail(*badger.DB) (string, error)      { return "", nil }
+
 // TestStoreKeepsBatchedRecordsAboveHole: even with the acknowledged mark
 // rewound (a crash right after a write), records covered by a stored batch
-// are never deleted.
+// (claimed) are never deleted.
 func TestStoreKeepsBatchedRecordsAboveHole(t *testing.T) {
 	e := newRepairEnv(t, 6)
-	blog := NewBatchLog(e.st.DB(), batchKeyPrefix)
-	bt, err := NewBatcher(e.st, blog, BatcherConfig{Interval: time.Hour, MaxRecords: 100, Signer: e.gw,
-		Log: slog.New(slog.DiscardHandler), Metrics: NewAnchorMetrics(prometheus.NewRegistry())})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b, err := bt.CutNow(); err != nil || b.Last != 6 {
-		t.Fatalf("CutNow: %v, %v", b, err)
-	}
+	e.claims = claimsThrough(6)
 	e.deleteKeys(t, recordKey(4), devSeqKey(e.b, 2))
 	if err := e.st.Close(); err != nil {
 		t.Fatal(err)
@@ -732,7 +737,7 @@ func FuzzDecodeRecord(f *testing.F) {
 func BenchmarkStorePipelined(b *testing.B) {
 	dir := b.TempDir()
 	reg := prometheus.NewRegistry()
-	st := openTestStore(b, dir, storeSigner(b), NewStoreMetrics(reg, dir))
+	st := openTestStore(b, dir, storeSigner(b), NewMetrics(reg, dir))
 	defer st.Close()
 	env := make([]byte, 900)
 	waits := make(chan func() (*Record, bool, error), 4096)

@@ -24,7 +24,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
-	"github.com/edgeanchor/edgeanchor/gateway"
+	"github.com/edgeanchor/edgeanchor/gateway/httpapi"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
 	"github.com/edgeanchor/edgeanchor/sim"
@@ -224,7 +224,7 @@ func (s *stack) lastGSeq() (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	var ans gateway.RangeAnswer
+	var ans httpapi.RangeAnswer
 	if err := json.Unmarshal(b, &ans); err != nil {
 		return 0, err
 	}
@@ -448,12 +448,12 @@ func TestChaos(t *testing.T) {
 	// Every stored record, in gseq order.
 	var next uint64 = 1
 	for next <= last {
-		to := min(last, next+gateway.MaxRangeRecords-1)
+		to := min(last, next+httpapi.MaxRangeRecords-1)
 		b, err := testutil.HTTPGet(fmt.Sprintf("%s/v1/records?from_gseq=%d&to_gseq=%d", s.gwHTTP, next, to))
 		if err != nil {
 			t.Fatal(err)
 		}
-		var ans gateway.RangeAnswer
+		var ans httpapi.RangeAnswer
 		if err := json.Unmarshal(b, &ans); err != nil {
 			t.Fatal(err)
 		}

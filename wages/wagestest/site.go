@@ -20,6 +20,8 @@ import (
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway"
+	"github.com/edgeanchor/edgeanchor/gateway/batch"
+	"github.com/edgeanchor/edgeanchor/gateway/store"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
 	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 	"github.com/edgeanchor/edgeanchor/sim"
@@ -33,7 +35,7 @@ type Site struct {
 	LGW    *ledgertest.Gateway
 	Node   *ledgertest.Node
 	G      *gateway.Gateway
-	An     *gateway.Anchoring
+	An     *batch.Anchoring
 	Trust  *anchor.Trust
 	devs   []*device.KeySigner
 	seqs   []uint64
@@ -103,7 +105,7 @@ func NewSite(t testing.TB, devices int, arrears sim.Arrears, start time.Time) *S
 // selects, and returns how many it stored.
 func (s *Site) Feed(until time.Time, keep func(sim.Reading) bool) int {
 	s.t.Helper()
-	var waits []func() (*gateway.Record, bool, error)
+	var waits []func() (*store.Record, bool, error)
 	for i, gen := range s.Gens {
 		d := s.devs[i]
 		for {
@@ -125,7 +127,7 @@ func (s *Site) Feed(until time.Time, keep func(sim.Reading) bool) int {
 			if err != nil {
 				s.t.Fatal(err)
 			}
-			w, err := s.G.Store().Enqueue(context.Background(), gateway.Pending{DID: d.DID(), Seq: s.seqs[i], Kind: r.Kind, Envelope: env, EnvHash: anchor.SM3(env)})
+			w, err := s.G.Store().Enqueue(context.Background(), store.Pending{DID: d.DID(), Seq: s.seqs[i], Kind: r.Kind, Envelope: env, EnvHash: anchor.SM3(env)})
 			if err != nil {
 				s.t.Fatal(err)
 			}
@@ -167,12 +169,12 @@ func SeededOf(g sim.Generator) []sim.SeededCase {
 
 // Cut cuts batches of everything stored and waits until the last is
 // anchored.
-func (s *Site) Cut() *gateway.StoredBatch {
+func (s *Site) Cut() *batch.Batch {
 	s.t.Helper()
-	var last *gateway.StoredBatch
+	var last *batch.Batch
 	for {
 		sb, err := s.An.Batcher.CutNow()
-		if errors.Is(err, gateway.ErrNoBatch) {
+		if errors.Is(err, batch.ErrNotFound) {
 			break
 		}
 		if err != nil {

@@ -1,4 +1,4 @@
-package store
+package gateway
 
 import (
 	"net/http"
@@ -11,6 +11,8 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/refusal"
+	"github.com/edgeanchor/edgeanchor/gateway/httpapi"
+	"github.com/edgeanchor/edgeanchor/gateway/store"
 	tu "github.com/edgeanchor/edgeanchor/internal/testutil"
 )
 
@@ -35,7 +37,7 @@ func TestDiskFloorRefusesAndResumes(t *testing.T) {
 	}
 	e.checkReceipt(waitMsg(t, receipts), d, 1, env1)
 
-	free := diskFree(filepath.Join(e.cfg.DataDir, "records"))
+	free := store.DiskFree(filepath.Join(e.cfg.DataDir, "records"))
 	st.SetMinFree(free + 1<<30)
 	env2 := d.envelope(t, 2)
 	if code, _ := publish5(c, d, "", env2); code != 0x97 {
@@ -50,7 +52,7 @@ func TestDiskFloorRefusesAndResumes(t *testing.T) {
 	assertMetric(t, e, "edgeanchor_store_disk_low", 1)
 	tu.WaitUntil(t, 10*time.Second, "/readyz to say the store is below its floor", func() bool {
 		code, body, _ := readyz(t, e.g.HTTPAddr())
-		return code == http.StatusServiceUnavailable && body["status"] == StatusNotReady &&
+		return code == http.StatusServiceUnavailable && body["status"] == httpapi.StatusNotReady &&
 			strings.Contains(body["store"], "store.min_free_mb")
 	})
 

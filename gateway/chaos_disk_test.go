@@ -20,6 +20,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
+	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
 
 // chaosDev publishes its readings in seq order, QoS 1, MQTT 3.1.1, and
@@ -105,7 +106,7 @@ func TestChaosFullDiskTmpfs(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	env := newLedgerEnv(t, "site-a")
+	env := ledgertest.StartMember(t, "site-a")
 	const ndev = 8
 	devs := registerDevices(t, env, ndev)
 	g := startGatewayProcAt(t, env, filepath.Join(mnt, "data"),

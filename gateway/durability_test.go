@@ -10,6 +10,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
 
 // Durability bounds: 50 clients, at most 2,000 publishes each, ~3 s of
@@ -100,7 +101,7 @@ func durEnvelope(dev *device.KeySigner, seq uint64) []byte {
 // after the restart with their next seqs.
 func TestDurabilitySIGKILL(t *testing.T) {
 	t.Parallel()
-	env := newLedgerEnv(t, "site-a")
+	env := ledgertest.StartMember(t, "site-a")
 	devs := registerDevices(t, env, durClients)
 	g := startGatewayProc(t, env, "")
 

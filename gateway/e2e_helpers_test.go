@@ -22,6 +22,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/gateway/store"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
+	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
 
 // End-to-end helpers: the gateway as a real OS process (bin/edgeanchor
@@ -44,20 +45,20 @@ type gwProc struct {
 
 // startGatewayProc writes a config for a gateway whose key is gw (already a
 // ledger member at site) and starts it.
-func startGatewayProc(t *testing.T, env *ledgerEnv, extra string) *gwProc {
+func startGatewayProc(t *testing.T, env *ledgertest.Member, extra string) *gwProc {
 	t.Helper()
 	return startGatewayProcAt(t, env, "", extra)
 }
 
 // startGatewayProcAt is startGatewayProc with the data directory at
 // dataDir ("": in the test's temporary directory).
-func startGatewayProcAt(t *testing.T, env *ledgerEnv, dataDir, extra string) *gwProc {
+func startGatewayProcAt(t *testing.T, env *ledgertest.Member, dataDir, extra string) *gwProc {
 	t.Helper()
 	dir := t.TempDir()
 	if dataDir == "" {
 		dataDir = filepath.Join(dir, "data")
 	}
-	key, err := device.MarshalPrivateKeyPEM(env.gwKey)
+	key, err := device.MarshalPrivateKeyPEM(env.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +85,7 @@ http:
   addr: %s
   admin_token_file: %s
 batch_interval: 500ms
-%s`, dataDir, filepath.Join(dir, "gateway.key"), env.gw.Site, env.node.RPC,
+%s`, dataDir, filepath.Join(dir, "gateway.key"), env.Gateway.Site, env.Node.RPC,
 		g.mqtt, g.http, filepath.Join(dir, "admin.token"), extra)
 	g.config = filepath.Join(dir, "gateway.yaml")
 	if err := os.WriteFile(g.config, []byte(cfg), 0o600); err != nil {

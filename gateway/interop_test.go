@@ -22,6 +22,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/gateway/identity"
 	"github.com/edgeanchor/edgeanchor/gateway/store"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
+	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
 
 // lookTool finds a CLI the interop tests need; a missing one fails the test
@@ -136,7 +137,7 @@ func createTokenAPI(t *testing.T, g *gwProc, site, kind, ttl string) string {
 // that verify against the gateway's key, and the device is on the ledger.
 func TestInteropOpensslMosquitto(t *testing.T) {
 	t.Parallel()
-	env := newLedgerEnv(t, "site-a")
+	env := ledgertest.StartMember(t, "site-a")
 	g := startGatewayProc(t, env, "")
 	tok := createTokenCLI(t, g, "site-a", "env", "10m") // while the gateway runs
 
@@ -162,7 +163,7 @@ func TestInteropOpensslMosquitto(t *testing.T) {
 			t.Fatalf("record %d: %+v", i, r)
 		}
 		msg, _ := json.Marshal(r.Receipt)
-		rc, err := store.VerifyReceipt(msg, env.gw.Signer.Public())
+		rc, err := store.VerifyReceipt(msg, env.Gateway.Signer.Public())
 		if err != nil {
 			t.Fatalf("receipt of seq %d: %v", r.Seq, err)
 		}
@@ -176,8 +177,8 @@ func TestInteropOpensslMosquitto(t *testing.T) {
 			t.Fatalf("/v1/records/%d: %d %s", r.GSeq, code, b)
 		}
 	}
-	rec, err := env.client.Device(context.Background(), did)
-	if err != nil || rec.Status != "active" || rec.Gateway != env.gw.DID() {
+	rec, err := env.Client.Device(context.Background(), did)
+	if err != nil || rec.Status != "active" || rec.Gateway != env.Gateway.DID() {
 		t.Fatalf("ledger record of the openssl device: %+v %v", rec, err)
 	}
 	if v := g.metric(`edgeanchor_enrollments_total{result="ok"}`); v != 1 {
@@ -200,7 +201,7 @@ func TestInteropOpensslMosquitto(t *testing.T) {
 // with their reasons; nothing is registered on the ledger or stored.
 func TestInteropTokenRefusals(t *testing.T) {
 	t.Parallel()
-	env := newLedgerEnv(t, "site-a")
+	env := ledgertest.StartMember(t, "site-a")
 	g := startGatewayProc(t, env, "")
 	good := createTokenCLI(t, g, "site-a", "env", "10m")
 	wrongSite := createTokenCLI(t, g, "site-b", "env", "10m")
@@ -244,7 +245,7 @@ func TestInteropTokenRefusals(t *testing.T) {
 			if after := g.metric(`edgeanchor_enrollments_total{result="` + tc.reason + `"}`); after != before+1 {
 				t.Fatalf("enrollments{result=%q} went %v -> %v, want +1", tc.reason, before, after)
 			}
-			if _, err := env.client.Device(context.Background(), did); !errors.Is(err, ledgerclient.ErrNotFound) {
+			if _, err := env.Client.Device(context.Background(), did); !errors.Is(err, ledgerclient.ErrNotFound) {
 				t.Fatalf("refused device is on the ledger (err %v)", err)
 			}
 			if recs := g.deviceRecords(did); len(recs) != 0 {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
 	"github.com/edgeanchor/edgeanchor/ledger"
+	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
 
 // TestRevokeFromCLI: `edgeanchor device revoke` (the real binary, signed
@@ -18,7 +19,7 @@ import (
 func TestRevokeFromCLI(t *testing.T) {
 	t.Parallel()
 	bin := testbin.Path(t, "./cmd/edgeanchor")
-	env := newLedgerEnv(t, "site-a")
+	env := ledgertest.StartMember(t, "site-a")
 	victim := registerDevices(t, env, 1)[0]
 	g := startGatewayProc(t, env, "")
 	lost := make(chan time.Time, 1)
@@ -30,7 +31,7 @@ func TestRevokeFromCLI(t *testing.T) {
 
 	start := time.Now()
 	out, err := exec.Command(bin, "device", "revoke", "--did", string(victim.DID()), "--reason", "stolen",
-		"--key", filepath.Join(env.node.Home, ledger.RegulatorKeyFile), "--rpc", env.node.RPC).CombinedOutput()
+		"--key", filepath.Join(env.Node.Home, ledger.RegulatorKeyFile), "--rpc", env.Node.RPC).CombinedOutput()
 	returned := time.Now()
 	if err != nil {
 		t.Fatalf("device revoke: %v\n%s", err, out)
@@ -59,10 +60,10 @@ func TestRevokeFromCLI(t *testing.T) {
 		want []string
 	}{
 		{[]string{"device", "show", string(victim.DID())}, []string{`"status": "revoked"`, `"revoke_reason": "stolen"`}},
-		{[]string{"device", "list", "--gateway", string(env.gw.DID())}, []string{string(victim.DID()), "revoked"}},
-		{[]string{"gateway", "list"}, []string{string(env.gw.DID()), "member"}},
+		{[]string{"device", "list", "--gateway", string(env.Gateway.DID())}, []string{string(victim.DID()), "revoked"}},
+		{[]string{"gateway", "list"}, []string{string(env.Gateway.DID()), "member"}},
 	} {
-		out, err := exec.Command(bin, append(q.args, "--rpc", env.node.RPC)...).CombinedOutput()
+		out, err := exec.Command(bin, append(q.args, "--rpc", env.Node.RPC)...).CombinedOutput()
 		for _, w := range q.want {
 			if err != nil || !strings.Contains(string(out), w) {
 				t.Fatalf("edgeanchor %s: %v, want %q in\n%s", strings.Join(q.args, " "), err, w, out)
@@ -73,11 +74,11 @@ func TestRevokeFromCLI(t *testing.T) {
 	// refused by the ledger: exit 1 with its reason.
 	txFile := filepath.Join(t.TempDir(), "revoke.json")
 	out, err = exec.Command(bin, "device", "revoke", "--did", string(victim.DID()), "--reason", "again",
-		"--key", filepath.Join(env.node.Home, ledger.RegulatorKeyFile), "--sign-only", "--out", txFile).CombinedOutput()
+		"--key", filepath.Join(env.Node.Home, ledger.RegulatorKeyFile), "--sign-only", "--out", txFile).CombinedOutput()
 	if err != nil {
 		t.Fatalf("revoke --sign-only: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "ledger", "submit", txFile, "--rpc", env.node.RPC)
+	cmd := exec.Command(bin, "ledger", "submit", txFile, "--rpc", env.Node.RPC)
 	out, err = cmd.CombinedOutput()
 	if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "device_revoked") {
 		t.Fatalf("second revoke: exit %d (%v)\n%s", cmd.ProcessState.ExitCode(), err, out)

@@ -16,12 +16,12 @@ import (
 
 // registerDevices registers n new env devices of the gateway under test on
 // the ledger, concurrently (they commit in one or two blocks).
-func registerDevices(t *testing.T, env *ledgerEnv, n int) []*device.KeySigner {
+func registerDevices(t *testing.T, env *ledgertest.Member, n int) []*device.KeySigner {
 	t.Helper()
 	devs := make([]*device.KeySigner, n)
 	txs := make([][]byte, n)
 	for i := range devs {
-		devs[i], txs[i] = env.gw.NewDevice(t, "env")
+		devs[i], txs[i] = env.Gateway.NewDevice(t, "env")
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, n)
@@ -31,7 +31,7 @@ func registerDevices(t *testing.T, env *ledgerEnv, n int) []*device.KeySigner {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			_, errs[i] = env.client.Submit(ctx, txs[i])
+			_, errs[i] = env.Client.Submit(ctx, txs[i])
 		}()
 	}
 	wg.Wait()
@@ -48,7 +48,7 @@ func registerDevices(t *testing.T, env *ledgerEnv, n int) []*device.KeySigner {
 // and a device that was not revoked carries on.
 func TestRevocationCutsDeviceOff(t *testing.T) {
 	t.Parallel()
-	env := newLedgerEnv(t, "site-a")
+	env := ledgertest.StartMember(t, "site-a")
 	devs := registerDevices(t, env, 2)
 	victim, bystander := devs[0], devs[1]
 	g := startGatewayProc(t, env, "")
@@ -71,7 +71,7 @@ func TestRevocationCutsDeviceOff(t *testing.T) {
 	submitted := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	r, err := env.client.Submit(ctx, ledgertest.RevokeDeviceTx(t, env.node.Regulator, victim.DID(), "stolen"))
+	r, err := env.Client.Submit(ctx, ledgertest.RevokeDeviceTx(t, env.Node.Regulator, victim.DID(), "stolen"))
 	if err != nil {
 		t.Fatalf("revoke: %v", err)
 	}
@@ -124,12 +124,12 @@ func TestRevocationCutsDeviceOff(t *testing.T) {
 // retry-and-resume side is TestIdentityCacheSurvivesOutage).
 func TestIdentitySurvivesLedgerOutage(t *testing.T) {
 	t.Parallel()
-	env := newLedgerEnv(t, "site-a")
+	env := ledgertest.StartMember(t, "site-a")
 	devs := registerDevices(t, env, 1)
 	a := devs[0]
 	g := startGatewayProc(t, env, "")
 
-	env.node.Stop()
+	env.Node.Stop()
 	// Ledger down while ingest is healthy: degraded, still 200 for devices,
 	// the ledger named, answered from the background state at once.
 	waitFor(t, 20*time.Second, "/readyz to report the ledger down", func() bool {

@@ -16,10 +16,11 @@ import (
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/credential"
 	"github.com/edgeanchor/edgeanchor/device/refusal"
+	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
 
 type enrollEnv struct {
-	*ledgerEnv
+	*ledgertest.Member
 	tokens *TokenStore
 	cache  *IdentityCache
 	enr    *Enroller
@@ -27,15 +28,15 @@ type enrollEnv struct {
 
 func newEnrollEnv(t *testing.T) *enrollEnv {
 	t.Helper()
-	e := newLedgerEnv(t, "site-a")
+	e := ledgertest.StartMember(t, "site-a")
 	ts, err := OpenTokenStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache, _ := startCache(t, e.gw.DID(), e.client)
+	cache, _ := startCache(t, e.Gateway.DID(), e.Client)
 	idWaitFor(t, "cache load", 20*time.Second, cache.Loaded)
-	enr := NewEnroller(EnrollerOptions{Gateway: e.gw.Signer, Logger: slog.New(slog.DiscardHandler)}, ts, cache, e.client)
-	return &enrollEnv{ledgerEnv: e, tokens: ts, cache: cache, enr: enr}
+	enr := NewEnroller(EnrollerOptions{Gateway: e.Gateway.Signer, Logger: slog.New(slog.DiscardHandler)}, ts, cache, e.Client)
+	return &enrollEnv{Member: e, tokens: ts, cache: cache, enr: enr}
 }
 
 func newEnrollDevice(t *testing.T) *device.KeySigner {
@@ -76,7 +77,7 @@ func reasonOf(err error) string {
 // onLedger reports whether did is registered on the ledger.
 func (e *enrollEnv) onLedger(t *testing.T, did device.DID) bool {
 	t.Helper()
-	_, err := e.client.Device(context.Background(), did)
+	_, err := e.Client.Device(context.Background(), did)
 	if errors.Is(err, ledgerclient.ErrNotFound) {
 		return false
 	}
@@ -101,11 +102,11 @@ func TestEnrollRegistersOnLedger(t *testing.T) {
 	if info.DID != dev.DID() || info.Kind != "payroll" || info.Site != "site-a" || !info.Pub.Equal(dev.Public()) {
 		t.Fatalf("device info %+v", info)
 	}
-	rec, err := e.client.Device(ctx, dev.DID())
+	rec, err := e.Client.Device(ctx, dev.DID())
 	if err != nil {
 		t.Fatalf("ledger has no record of the enrolled device: %v", err)
 	}
-	if rec.Status != "active" || rec.Gateway != e.gw.DID() || rec.Kind != "payroll" {
+	if rec.Status != "active" || rec.Gateway != e.Gateway.DID() || rec.Kind != "payroll" {
 		t.Fatalf("ledger record %+v", rec)
 	}
 	if c, ok := e.cache.Lookup(dev.DID()); !ok || c.Pub != info.Pub {
@@ -125,8 +126,8 @@ func TestEnrollRegistersOnLedger(t *testing.T) {
 
 	// A gateway whose cache has not loaded yet (just started) asks the
 	// ledger: the registered device is admitted and a fresh token not spent.
-	cold := NewIdentityCache(e.gw.DID(), e.client, slog.New(slog.DiscardHandler))
-	enr2 := NewEnroller(EnrollerOptions{Gateway: e.gw.Signer}, e.tokens, cold, e.client)
+	cold := NewIdentityCache(e.Gateway.DID(), e.Client, slog.New(slog.DiscardHandler))
+	enr2 := NewEnroller(EnrollerOptions{Gateway: e.Gateway.Signer}, e.tokens, cold, e.Client)
 	fresh := e.token(t, "site-a", "payroll", time.Hour, time.Now())
 	if got, err := enr2.Enroll(ctx, enrollReq(t, dev, fresh, "payroll", "site-a", time.Now())); err != nil || got.DID != dev.DID() {
 		t.Fatalf("registered device at a cold gateway: %+v %v", got, err)

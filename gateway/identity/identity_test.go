@@ -9,50 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emmansun/gmsm/sm2"
-
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
-
-// ledgerEnv is a real single-validator ledger with one member gateway.
-type ledgerEnv struct {
-	node   *ledgertest.Node
-	client *ledgerclient.Client
-	gw     *ledgertest.Gateway
-	gwKey  *sm2.PrivateKey
-}
-
-func newLedgerEnv(t *testing.T, site string) *ledgerEnv {
-	t.Helper()
-	n := ledgertest.StartSingle(t)
-	c, err := ledgerclient.NewClient(n.RPC, ledgerclient.ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	priv, err := device.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &ledgerEnv{node: n, client: c, gwKey: priv,
-		gw: &ledgertest.Gateway{Signer: device.NewKeySigner(priv), Site: site, Name: "gw-under-test"}}
-	e.submit(t, e.gw.RegisterTx(t, n.Committee))
-	return e
-}
-
-func (e *ledgerEnv) submit(t *testing.T, tx []byte) ledgerclient.TxCommit {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	r, err := e.client.Submit(ctx, tx)
-	if err != nil {
-		t.Fatalf("submit: %v", err)
-	}
-	return r
-}
 
 func startCache(t *testing.T, gw device.DID, l IdentityLedger) (*IdentityCache, chan device.DID) {
 	t.Helper()
@@ -83,16 +44,16 @@ func idWaitFor(t *testing.T, what string, limit time.Duration, cond func() bool)
 // out one key pointer per device.
 func TestIdentityCacheFollowsLedger(t *testing.T) {
 	t.Parallel()
-	e := newLedgerEnv(t, "site-a")
+	e := ledgertest.StartMember(t, "site-a")
 	other := ledgertest.NewGateway(t, "site-b")
-	e.submit(t, other.RegisterTx(t, e.node.Committee))
+	e.Submit(t, other.RegisterTx(t, e.Node.Committee))
 
-	devA, txA := e.gw.NewDevice(t, "payroll")
-	e.submit(t, txA)
+	devA, txA := e.Gateway.NewDevice(t, "payroll")
+	e.Submit(t, txA)
 	devX, txX := other.NewDevice(t, "env")
-	e.submit(t, txX)
+	e.Submit(t, txX)
 
-	c, revoked := startCache(t, e.gw.DID(), e.client)
+	c, revoked := startCache(t, e.Gateway.DID(), e.Client)
 	idWaitFor(t, "load", 20*time.Second, c.Loaded)
 	a, ok := c.Lookup(devA.DID())
 	if !ok || a.Revoked || a.Kind != "payroll" || a.Site != "site-a" || !a.Pub.Equal(devA.Public()) {
@@ -105,13 +66,13 @@ func TestIdentityCacheFollowsLedger(t *testing.T) {
 		t.Fatal("another gateway's device is in the cache")
 	}
 
-	devB, txB := e.gw.NewDevice(t, "survey")
-	e.submit(t, txB)
+	devB, txB := e.Gateway.NewDevice(t, "survey")
+	e.Submit(t, txB)
 	idWaitFor(t, "registration followed", 5*time.Second, func() bool { _, ok := c.Lookup(devB.DID()); return ok })
 
 	// A regulator revokes A: the cache marks it and calls OnRevoke.
 	start := time.Now()
-	e.submit(t, ledgertest.RevokeDeviceTx(t, e.node.Regulator, devA.DID(), "key compromised"))
+	e.Submit(t, ledgertest.RevokeDeviceTx(t, e.Node.Regulator, devA.DID(), "key compromised"))
 	select {
 	case d := <-revoked:
 		if d != devA.DID() {
@@ -134,7 +95,7 @@ func TestIdentityCacheFollowsLedger(t *testing.T) {
 	}
 
 	// A fresh cache (a gateway restart) loads A as revoked.
-	c2, _ := startCache(t, e.gw.DID(), e.client)
+	c2, _ := startCache(t, e.Gateway.DID(), e.Client)
 	idWaitFor(t, "reload", 20*time.Second, c2.Loaded)
 	if a, ok := c2.Lookup(devA.DID()); !ok || !a.Revoked {
 		t.Fatalf("after restart A = %+v %v, want revoked", a, ok)

@@ -84,7 +84,7 @@ func testAccounts(t *testing.T, e *env, b *browser) {
 		t.Fatalf("portal URL %s, want https", base)
 	}
 	b.use(base)
-	did := url.QueryEscape(string(e.lgw.DID()))
+	did := url.QueryEscape(string(e.LGW.DID()))
 	for _, p := range []string{"/", "/consortium", "/gateway?did=" + did, "/batch?did=" + did + "&seq=1",
 		"/proof?did=" + did + "&gseq=1", "/verify", "/audit", "/audit/0123/status", "/charts"} {
 		b.do(t, chromedp.Navigate(base+p), chromedp.WaitVisible(chromedp.CSS("#login")))

@@ -3,7 +3,6 @@ package portal
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,58 +18,32 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/dgraph-io/badger/v4"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
-	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
-	"github.com/edgeanchor/edgeanchor/broker"
-	"github.com/edgeanchor/edgeanchor/device"
-	"github.com/edgeanchor/edgeanchor/gateway"
-	"github.com/edgeanchor/edgeanchor/gateway/batch"
-	"github.com/edgeanchor/edgeanchor/gateway/store"
+	"github.com/edgeanchor/edgeanchor/gateway/gatewaytest"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
 	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
 
-// env is a real ledger node and an in-process gateway with anchoring whose
-// batches are cut by the test, as the audit command's tests have them.
+// env is a real site (gatewaytest: ledger node, an env and a survey
+// device, an in-process gateway with anchoring whose batches are cut by the
+// test, as the audit command's tests have them) and a second member of the
+// consortium that no gateway runs.
 type env struct {
-	t      *testing.T
-	lgw    *ledgertest.Gateway
-	lgw2   *ledgertest.Gateway // a second member, anchored by the test (no gateway runs it)
-	node   *ledgertest.Node
-	client *ledgerclient.Client
-	g      *gateway.Gateway
-	an     *batch.Anchoring
-	devs   []*device.KeySigner
-	seqs   []uint64
-	trust  string // trust file path
+	*gatewaytest.Site
+	t     *testing.T
+	lgw2  *ledgertest.Gateway // a second member, anchored by the test (no gateway runs it)
+	trust string              // trust file path
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	lgw, lgw2 := ledgertest.NewGateway(t, "site-a"), ledgertest.NewGateway(t, "site-b")
-	quiet := slog.New(slog.DiscardHandler)
-	node := ledgertest.Start(t, ledgertest.Options{Gateways: []*ledgertest.Gateway{lgw, lgw2}, Logger: quiet})
-	client, err := ledgerclient.NewClient(node.RPC, ledgerclient.ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = client.Close() })
-	e := &env{t: t, lgw: lgw, lgw2: lgw2, node: node, client: client}
+	lgw2 := ledgertest.NewGateway(t, "site-b")
+	s := gatewaytest.Start(t, gatewaytest.Options{Devices: []string{"env", "survey"}, Members: []*ledgertest.Gateway{lgw2}})
+	e := &env{Site: s, t: t, lgw2: lgw2}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	reg := broker.NewStaticRegistry()
-	for _, kind := range []string{"env", "survey"} {
-		key, tx := lgw.NewDevice(t, kind)
-		if _, err := client.Submit(ctx, tx); err != nil {
-			t.Fatal(err)
-		}
-		reg.Put(broker.DeviceInfo{DID: key.DID(), Pub: key.Public(), Kind: kind, Site: "site-a"})
-		e.devs = append(e.devs, key)
-		e.seqs = append(e.seqs, 0)
-	}
-	tr, err := client.ExportTrust(ctx, 0)
+	tr, err := s.Client.ExportTrust(ctx, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,32 +51,6 @@ func newEnv(t *testing.T) *env {
 	if err := anchor.WriteTrustFile(e.trust, tr); err != nil {
 		t.Fatal(err)
 	}
-	cfg := gateway.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.KeyPath = "unused"
-	cfg.MQTT = gateway.MQTTConfig{TCP: "127.0.0.1:0"}
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.LedgerRPC = node.RPC
-	cfg.BatchInterval = time.Hour // batches are cut by the test
-	prom := prometheus.NewRegistry()
-	g, err := gateway.New(cfg, gateway.Deps{Logger: quiet, Registerer: prom, Gatherer: prom, Signer: lgw.Signer, Registry: reg, Ledger: client})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.an = g.Anchoring()
-	e.g = g
-	gctx, gcancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(gctx) }()
-	t.Cleanup(func() {
-		gcancel()
-		if err := <-done; err != nil {
-			t.Errorf("gateway Run: %v", err)
-		}
-	})
-	testutil.WaitFor(t, 30*time.Second, "gateway HTTP API", func() error {
-		return testutil.WaitHTTP(time.Second, "http://"+g.HTTPAddr()+"/healthz")
-	})
 	return e
 }
 
@@ -116,8 +63,6 @@ func (e *env) add(i int, extra string) uint64 { return e.addKind(i, extra, kinds
 // it set to kind.
 func (e *env) addKind(i int, extra, kind string) uint64 {
 	e.t.Helper()
-	e.seqs[i]++
-	d := e.devs[i]
 	vals := map[string]any{"pm25_ugm3": 10.5, "pm10_ugm3": 30.0}
 	if i == 1 {
 		vals = map[string]any{"point": "P1", "h_m": 12.5}
@@ -125,39 +70,9 @@ func (e *env) addKind(i int, extra, kind string) uint64 {
 	if extra != "" {
 		vals["note"] = extra
 	}
-	body, err := device.NewBody(d.DID(), e.seqs[i], time.Now(), kinds[i], vals)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	env, err := device.Seal(d, body)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	rec, err := e.g.Store().Append(context.Background(), store.Pending{
-		DID: d.DID(), Seq: e.seqs[i], Kind: kind, Envelope: env, EnvHash: anchor.SM3(env)})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return rec.GSeq
-}
-
-// batch cuts a batch of what waits and waits until it is anchored.
-func (e *env) batch() *batch.Batch {
-	e.t.Helper()
-	e.an.Batcher.Notify()
-	sb, err := e.an.Batcher.CutNow()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.an.Anchorer.Wake()
-	var got *batch.Batch
-	testutil.WaitFor(e.t, 30*time.Second, fmt.Sprintf("batch %d anchored", sb.Seq), func() (err error) {
-		if got, err = e.an.Batches.Get(sb.Seq); err == nil && got.Anchor == nil {
-			err = errors.New("no anchor yet")
-		}
-		return err
-	})
-	return got
+	p := e.Next(i, 0, time.Now(), kinds[i], vals)
+	p.Kind = kind
+	return e.Append(p).GSeq
 }
 
 // bundle fetches record gseq's proof bundle from the gateway's API.
@@ -165,7 +80,7 @@ func (e *env) bundle(gseq uint64) []byte {
 	e.t.Helper()
 	var b []byte
 	testutil.WaitFor(e.t, 30*time.Second, fmt.Sprintf("proof of gseq %d", gseq), func() (err error) {
-		b, err = testutil.HTTPGet(fmt.Sprintf("http://%s/v1/records/%d/proof", e.g.HTTPAddr(), gseq))
+		b, err = testutil.HTTPGet(fmt.Sprintf("http://%s/v1/records/%d/proof", e.G.HTTPAddr(), gseq))
 		return err
 	})
 	return b
@@ -175,7 +90,7 @@ func (e *env) bundle(gseq uint64) []byte {
 // running gateway's back.
 func (e *env) deleteRecord(gseq uint64) {
 	e.t.Helper()
-	err := e.g.Store().DB().Update(func(txn *badger.Txn) error {
+	err := e.G.Store().DB().Update(func(txn *badger.Txn) error {
 		return txn.Delete(binary.BigEndian.AppendUint64([]byte("r/"), gseq))
 	})
 	if err != nil {
@@ -189,9 +104,9 @@ func (e *env) startPortal(t *testing.T, edit func(*Config)) *Server {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
-	cfg.LedgerRPC = e.node.RPC
+	cfg.LedgerRPC = e.Node.RPC
 	cfg.TrustPath = e.trust
-	cfg.Gateways = []GatewayAPI{{DID: e.lgw.DID(), URL: "http://" + e.g.HTTPAddr()}}
+	cfg.Gateways = []GatewayAPI{{DID: e.LGW.DID(), URL: "http://" + e.G.HTTPAddr()}}
 	cfg.PageSize = 3
 	if edit != nil {
 		edit(&cfg)

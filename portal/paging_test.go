@@ -25,7 +25,7 @@ func testPagingCost(t *testing.T, e *env) {
 	defer cancel()
 	for i := range long {
 		tx, _ := e.lgw2.NextAnchor(t, 1)
-		p, err := e.client.Broadcast(ctx, tx)
+		p, err := e.Client.Broadcast(ctx, tx)
 		if err != nil {
 			t.Fatalf("anchor %d: %v", i+1, err)
 		}
@@ -37,7 +37,7 @@ func testPagingCost(t *testing.T, e *env) {
 			p.Discard()
 		}
 	}
-	target, err := url.Parse(e.node.RPC)
+	target, err := url.Parse(e.Node.RPC)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func testPagingCost(t *testing.T, e *env) {
 		}
 		return requests.Load() - n0, took
 	}
-	short, tShort := cost(string(e.lgw.DID()), "")
+	short, tShort := cost(string(e.LGW.DID()), "")
 	longFirst, tLong := cost(string(e.lgw2.DID()), "")
 	longDeep, tDeep := cost(string(e.lgw2.DID()), "61")
 	t.Logf("ledger requests for a Gateway page: 5 batches %d (%s), %d batches first page %d (%s), page at seq 60 %d (%s)",

@@ -28,7 +28,7 @@ func TestPortal(t *testing.T) {
 		} else {
 			gseqs = append(gseqs, e.addKind(0, "", hostileKind))
 		}
-		e.batch()
+		e.Cut()
 	}
 	b := newBrowser(t)
 	s := e.startPortal(t, nil)
@@ -131,7 +131,7 @@ func TestPortal(t *testing.T) {
 			t.Fatalf("validators %q, want one, up", vals)
 		}
 		members := eval[[]string](t, b, `Array.from(document.querySelectorAll('#members tr')).slice(1).map(r => r.textContent)`)
-		if len(members) != 2 || !strings.Contains(strings.Join(members, "|"), string(e.lgw.DID())) || !strings.Contains(strings.Join(members, "|"), "site-b") {
+		if len(members) != 2 || !strings.Contains(strings.Join(members, "|"), string(e.LGW.DID())) || !strings.Contains(strings.Join(members, "|"), "site-b") {
 			t.Fatalf("members %q, want the two gateways", members)
 		}
 		if n := eval[int](t, b, `document.querySelectorAll('#blocks tr').length - 1`); n < 5 {
@@ -143,7 +143,7 @@ func TestPortal(t *testing.T) {
 
 	t.Run("gateway", func(t *testing.T) {
 		b.open(t, base+"/consortium", "#members")
-		if !eval[bool](t, b, `(a => a ? (a.click(), true) : false)(Array.from(document.querySelectorAll('#members a')).find(a => a.textContent === "`+string(e.lgw.DID())+`"))`) {
+		if !eval[bool](t, b, `(a => a ? (a.click(), true) : false)(Array.from(document.querySelectorAll('#members a')).find(a => a.textContent === "`+string(e.LGW.DID())+`"))`) {
 			t.Fatal("no link to the gateway on the Consortium page")
 		}
 		b.do(t, chromedp.WaitVisible(chromedp.CSS("#headers")))
@@ -174,7 +174,7 @@ func TestPortal(t *testing.T) {
 
 		// A gateway's strings show as text: markup escaped, the line
 		// break as \n.
-		b.open(t, fmt.Sprintf("%s/batch?did=%s&seq=5", base, e.lgw.DID()), "#records")
+		b.open(t, fmt.Sprintf("%s/batch?did=%s&seq=5", base, e.LGW.DID()), "#records")
 		kind := eval[string](t, b, `document.querySelector('#records tr:nth-child(2)').cells[3].textContent`)
 		if want := `<script>window.__pwned=3</script>\n✓ forged<b>bold</b>`; kind != want {
 			t.Fatalf("hostile kind shows as %q, want %q", kind, want)
@@ -245,11 +245,11 @@ func TestPortal(t *testing.T) {
 		if err := json.Unmarshal([]byte(fetch("#json")), &rep); err != nil {
 			t.Fatal(err)
 		}
-		if rep.Gateway != e.lgw.DID() || len(rep.Findings) != len(rows) || rep.Findings[0].Kind != "missing_records" {
+		if rep.Gateway != e.LGW.DID() || len(rep.Findings) != len(rows) || rep.Findings[0].Kind != "missing_records" {
 			t.Fatalf("JSON report %+v, findings on the page %q", rep, rows)
 		}
 		csv := fetch("#csv")
-		if !strings.HasPrefix(csv, "gateway,kind,detail\n") || !strings.Contains(csv, string(e.lgw.DID())+",missing_records,batch 2:") {
+		if !strings.HasPrefix(csv, "gateway,kind,detail\n") || !strings.Contains(csv, string(e.LGW.DID())+",missing_records,batch 2:") {
 			t.Fatalf("CSV report %q", csv)
 		}
 		b.clean(t)

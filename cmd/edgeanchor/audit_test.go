@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,116 +15,37 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
-	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
-	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
-	"github.com/edgeanchor/edgeanchor/gateway"
-	"github.com/edgeanchor/edgeanchor/gateway/batch"
+	"github.com/edgeanchor/edgeanchor/gateway/gatewaytest"
 	"github.com/edgeanchor/edgeanchor/gateway/store"
-	"github.com/edgeanchor/edgeanchor/internal/testutil"
 	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
 
-// auditEnv is a real ledger node and an in-process gateway with anchoring
-// whose store can be stopped, tampered with and served again.
+// auditEnv is a real site (gatewaytest: ledger node, two env devices, an
+// in-process gateway with anchoring) whose store can be stopped, tampered
+// with and served again.
 type auditEnv struct {
-	t      *testing.T
-	lgw    *ledgertest.Gateway
-	node   *ledgertest.Node
-	cfg    gateway.Config
-	reg    *broker.StaticRegistry
-	devs   []*device.KeySigner
-	seqs   []uint64
-	g      *gateway.Gateway
-	an     *batch.Anchoring
-	client *ledgerclient.Client
-	cancel context.CancelFunc
-	done   chan error
+	*gatewaytest.Site
+	t *testing.T
 }
 
 func newAuditEnv(t *testing.T) *auditEnv {
 	t.Helper()
-	lgw := ledgertest.NewGateway(t, "site-a")
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	node := ledgertest.Start(t, ledgertest.Options{Gateways: []*ledgertest.Gateway{lgw}, Logger: quiet})
-	client, err := ledgerclient.NewClient(node.RPC, ledgerclient.ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = client.Close() })
-	e := &auditEnv{t: t, lgw: lgw, node: node, client: client, reg: broker.NewStaticRegistry()}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for range 2 {
-		key, tx := lgw.NewDevice(t, "env")
-		if _, err := client.Submit(ctx, tx); err != nil {
-			t.Fatal(err)
-		}
-		e.reg.Put(broker.DeviceInfo{DID: key.DID(), Pub: key.Public(), Kind: "env", Site: "site-a"})
-		e.devs = append(e.devs, key)
-		e.seqs = append(e.seqs, 0)
-	}
-	e.cfg = gateway.DefaultConfig()
-	e.cfg.DataDir = t.TempDir()
-	e.cfg.KeyPath = "unused"
-	e.cfg.MQTT = gateway.MQTTConfig{TCP: "127.0.0.1:0"}
-	e.cfg.HTTP.Addr = "127.0.0.1:0"
-	e.cfg.LedgerRPC = node.RPC
-	e.cfg.BatchInterval = time.Hour // batches are cut by the test
-	e.start()
-	t.Cleanup(e.stop)
-	return e
-}
-
-func (e *auditEnv) start() {
-	e.t.Helper()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	prom := prometheus.NewRegistry()
-	g, err := gateway.New(e.cfg, gateway.Deps{Logger: quiet, Registerer: prom, Gatherer: prom, Signer: e.lgw.Signer, Registry: e.reg, Ledger: e.client})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.an = g.Anchoring()
-	e.g = g
-	ctx, cancel := context.WithCancel(context.Background())
-	e.cancel, e.done = cancel, make(chan error, 1)
-	go func() { e.done <- g.Run(ctx) }()
-}
-
-func (e *auditEnv) stop() {
-	if e.cancel == nil {
-		return
-	}
-	e.cancel()
-	e.cancel = nil
-	if err := <-e.done; err != nil {
-		e.t.Errorf("gateway Run: %v", err)
-	}
+	return &auditEnv{Site: gatewaytest.Start(t, gatewaytest.Options{Devices: []string{"env", "env"}}), t: t}
 }
 
 // add stores the next reading of device i (skip jumps its sequence) and
 // returns its gseq.
 func (e *auditEnv) add(i int, skip uint64) uint64 {
 	e.t.Helper()
-	e.seqs[i] += 1 + skip
-	d := e.devs[i]
-	body, err := device.NewBody(d.DID(), e.seqs[i], time.Now(), "env.dust", map[string]any{"pm25_ugm3": 10.5, "pm10_ugm3": 30.0, "noise_dba": 55.0})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	env, err := device.Seal(d, body)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	rec, err := e.g.Store().Append(context.Background(), store.Pending{
-		DID: d.DID(), Seq: e.seqs[i], Kind: "env.dust", Envelope: env, EnvHash: anchor.SM3(env)})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return rec.GSeq
+	return e.Append(e.Next(i, skip, time.Now(), "env.dust", dustValues())).GSeq
+}
+
+// dustValues are the values of every env.dust reading the tests store.
+func dustValues() map[string]any {
+	return map[string]any{"pm25_ugm3": 10.5, "pm10_ugm3": 30.0, "noise_dba": 55.0}
 }
 
 // addBurst queues n readings of each device one after the other without
@@ -135,18 +55,8 @@ func (e *auditEnv) addBurst(n int) {
 	e.t.Helper()
 	var waits []func() (*store.Record, bool, error)
 	for range n {
-		for i, d := range e.devs {
-			e.seqs[i]++
-			body, err := device.NewBody(d.DID(), e.seqs[i], time.Now(), "env.dust", map[string]any{"pm25_ugm3": 10.5, "pm10_ugm3": 30.0, "noise_dba": 55.0})
-			if err != nil {
-				e.t.Fatal(err)
-			}
-			env, err := device.Seal(d, body)
-			if err != nil {
-				e.t.Fatal(err)
-			}
-			w, err := e.g.Store().Enqueue(context.Background(), store.Pending{
-				DID: d.DID(), Seq: e.seqs[i], Kind: "env.dust", Envelope: env, EnvHash: anchor.SM3(env)})
+		for i := range e.Devices {
+			w, err := e.G.Store().Enqueue(context.Background(), e.Next(i, 0, time.Now(), "env.dust", dustValues()))
 			if err != nil {
 				e.t.Fatal(err)
 			}
@@ -160,37 +70,18 @@ func (e *auditEnv) addBurst(n int) {
 	}
 }
 
-// batch cuts a batch of what waits and waits until it is anchored.
-func (e *auditEnv) batch() *batch.Batch {
-	e.t.Helper()
-	e.an.Batcher.Notify()
-	sb, err := e.an.Batcher.CutNow()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.an.Anchorer.Wake()
-	var got *batch.Batch
-	testutil.WaitFor(e.t, 30*time.Second, fmt.Sprintf("batch %d anchored", sb.Seq), func() (err error) {
-		if got, err = e.an.Batches.Get(sb.Seq); err == nil && got.Anchor == nil {
-			err = errors.New("no anchor yet")
-		}
-		return err
-	})
-	return got
-}
-
 func (e *auditEnv) audit(args ...string) (string, int, []auditFinding) {
 	e.t.Helper()
 	var out bytes.Buffer
 	findings, err := runAudit(context.Background(), auditOptions{
-		Gateway: e.lgw.DID(), Ledger: e.node.RPC, API: "http://" + e.g.HTTPAddr(), Out: &out, Progress: io.Discard,
+		Gateway: e.LGW.DID(), Ledger: e.Node.RPC, API: "http://" + e.G.HTTPAddr(), Out: &out, Progress: io.Discard,
 	})
 	if err != nil {
 		e.t.Fatalf("audit: %v\n%s", err, out.String())
 	}
 	// The command itself, for its flags and exit code.
-	cliOut, code := runCLI(e.t, append([]string{"audit", "--gateway", string(e.lgw.DID()), "--ledger", e.node.RPC,
-		"--api", "http://" + e.g.HTTPAddr()}, args...)...)
+	cliOut, code := runCLI(e.t, append([]string{"audit", "--gateway", string(e.LGW.DID()), "--ledger", e.Node.RPC,
+		"--api", "http://" + e.G.HTTPAddr()}, args...)...)
 	return out.String() + cliOut, code, findings
 }
 
@@ -209,9 +100,9 @@ func TestAuditFindsDeletedBatchChangedRecordAndGap(t *testing.T) {
 		e.add(0, 0)
 		e.add(1, 0)
 	}
-	b1 := e.batch()
+	b1 := e.Cut()
 	e.addBurst(2)
-	b2 := e.batch()
+	b2 := e.Cut()
 
 	out, code, fs := e.audit()
 	if code != 0 || len(fs) != 0 || !strings.Contains(out, "checked 2 batches, 10 records, 2 devices") {
@@ -219,7 +110,7 @@ func TestAuditFindsDeletedBatchChangedRecordAndGap(t *testing.T) {
 	}
 	// Each commit group's statement signature is verified once.
 	groups := map[string]bool{}
-	if err := e.g.Store().Range(1, 10, func(r *store.Record) error {
+	if err := e.G.Store().Range(1, 10, func(r *store.Record) error {
 		groups[string(r.Group)] = true
 		return nil
 	}); err != nil {
@@ -234,16 +125,16 @@ func TestAuditFindsDeletedBatchChangedRecordAndGap(t *testing.T) {
 	// by the audit once anchored.
 	e.add(1, 1)
 	e.add(0, 0)
-	e.batch()
+	e.Cut()
 	out, code, fs = e.audit()
-	if code != 1 || len(fs) != 1 || fs[0].Kind != "sequence_gap" || !strings.Contains(fs[0].Detail, string(e.devs[1].DID())+": seq jumps from 5 to 7") {
+	if code != 1 || len(fs) != 1 || fs[0].Kind != "sequence_gap" || !strings.Contains(fs[0].Detail, string(e.Devices[1].DID())+": seq jumps from 5 to 7") {
 		t.Fatalf("gap: exit %d, findings %v\n%s", code, fs, out)
 	}
 
 	// Delete batch 1's records from the gateway's store and change one
 	// record of batch 2, behind the running gateway's back (at its next
 	// start the store would take a hole for a failed write and repair it).
-	s := e.g.Store()
+	s := e.G.Store()
 	err := s.DB().Update(func(txn *badger.Txn) error {
 		key := func(g uint64) []byte { return binary.BigEndian.AppendUint64([]byte("r/"), g) }
 		for g := b1.First; g <= b1.Last; g++ {
@@ -319,7 +210,7 @@ func TestAuditFindsDeletedBatchChangedRecordAndGap(t *testing.T) {
 	// --from after batch 2's window: only batch 3 is checked, which holds
 	// the gap but nothing deleted or changed; no sequence baseline, so no
 	// finding.
-	h3, _ := e.an.Batches.Get(3)
+	h3, _ := e.An.Batches.Get(3)
 	hdr, _ := h3.ParsedHeader()
 	out, code, _ = e.audit("--from", hdr.From.Format(time.RFC3339Nano))
 	if code != 0 { // code is the CLI run's, the one with --from
@@ -328,7 +219,7 @@ func TestAuditFindsDeletedBatchChangedRecordAndGap(t *testing.T) {
 	if !strings.Contains(out, "checked 1 batches, 2 records") {
 		t.Fatalf("--from did not limit the audit:\n%s", out)
 	}
-	if _, code := runCLI(t, "audit", "--gateway", "nope", "--ledger", e.node.RPC, "--api", "x"); code != 2 {
+	if _, code := runCLI(t, "audit", "--gateway", "nope", "--ledger", e.Node.RPC, "--api", "x"); code != 2 {
 		t.Errorf("bad --gateway: exit %d, want 2", code)
 	}
 }
@@ -337,7 +228,7 @@ func TestAuditFindsDeletedBatchChangedRecordAndGap(t *testing.T) {
 // pass, and a revocation after the anchor is reported but does not fail.
 func (e *auditEnv) verifyLive() {
 	t := e.t
-	resp, err := http.Get("http://" + e.g.HTTPAddr() + "/v1/records/1/proof")
+	resp, err := http.Get("http://" + e.G.HTTPAddr() + "/v1/records/1/proof")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +239,7 @@ func (e *auditEnv) verifyLive() {
 	}
 	dir := t.TempDir()
 	bundle, trustPath := filepath.Join(dir, "b.json"), filepath.Join(dir, "trust.json")
-	trust, err := anchor.ExportTrustFromHome(e.node.Home)
+	trust, err := anchor.ExportTrustFromHome(e.Node.Home)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,16 +249,16 @@ func (e *auditEnv) verifyLive() {
 	if err := os.WriteFile(bundle, raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, code := runCLI(t, "verify", bundle, "--trust", trustPath, "--ledger", e.node.RPC)
+	out, code := runCLI(t, "verify", bundle, "--trust", trustPath, "--ledger", e.Node.RPC)
 	if code != 0 || !strings.Contains(out, "✓ live: device status: active") || !strings.Contains(out, "✓ live: batch on the ledger") {
 		t.Fatalf("verify --ledger: exit %d\n%s", code, out)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := e.client.Submit(ctx, ledgertest.RevokeDeviceTx(t, e.lgw.Signer, e.devs[0].DID(), "stolen")); err != nil {
+	if _, err := e.Client.Submit(ctx, ledgertest.RevokeDeviceTx(t, e.LGW.Signer, e.Devices[0].DID(), "stolen")); err != nil {
 		t.Fatal(err)
 	}
-	out, code = runCLI(t, "verify", bundle, "--trust", trustPath, "--ledger", e.node.RPC)
+	out, code = runCLI(t, "verify", bundle, "--trust", trustPath, "--ledger", e.Node.RPC)
 	if code != 0 || !strings.Contains(out, "! live: device status: revoked at height") {
 		t.Fatalf("verify --ledger after a later revocation: exit %d\n%s", code, out)
 	}
@@ -383,14 +274,14 @@ func TestAuditLateFill(t *testing.T) {
 	e.add(0, 0)
 	e.add(1, 0)
 	e.add(1, 1) // device 1: seq 3, seq 2 missing (refused for the rate, say)
-	e.batch()
+	e.Cut()
 	out, code, fs := e.audit()
-	if code != 1 || len(fs) != 1 || fs[0].Kind != "sequence_gap" || !strings.Contains(fs[0].Detail, string(e.devs[1].DID())+": seq jumps from 1 to 3") {
+	if code != 1 || len(fs) != 1 || fs[0].Kind != "sequence_gap" || !strings.Contains(fs[0].Detail, string(e.Devices[1].DID())+": seq jumps from 1 to 3") {
 		t.Fatalf("open gap: exit %d, findings %v\n%s", code, fs, out)
 	}
 
 	// Device 1 sends seq 2 again: stored as a late fill, after seq 3.
-	d := e.devs[1]
+	d := e.Devices[1]
 	body, err := device.NewBody(d.DID(), 2, time.Now(), "env.dust", map[string]any{"pm25_ugm3": 10.5, "pm10_ugm3": 30.0, "noise_dba": 55.0})
 	if err != nil {
 		t.Fatal(err)
@@ -399,20 +290,20 @@ func TestAuditLateFill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fill, err := e.g.Store().Append(context.Background(), store.Pending{
+	fill, err := e.G.Store().Append(context.Background(), store.Pending{
 		DID: d.DID(), Seq: 2, Kind: "env.dust", Envelope: env, EnvHash: anchor.SM3(env)})
 	if err != nil {
 		t.Fatalf("late fill: %v", err)
 	}
 	e.add(0, 0)
-	e.batch()
+	e.Cut()
 	out, code, fs = e.audit()
 	if code != 0 || len(fs) != 0 || !strings.Contains(out, "checked 2 batches, 5 records, 2 devices") {
 		t.Fatalf("after the late fill (gseq %d): exit %d, findings %v\n%s", fill.GSeq, code, fs, out)
 	}
 
 	// Its proof bundle, fetched by device and seq, verifies offline.
-	resp, err := http.Get(fmt.Sprintf("http://%s/v1/devices/%s/records/2/proof", e.g.HTTPAddr(), d.DID()))
+	resp, err := http.Get(fmt.Sprintf("http://%s/v1/devices/%s/records/2/proof", e.G.HTTPAddr(), d.DID()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,7 +314,7 @@ func TestAuditLateFill(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bundle, trustPath := filepath.Join(dir, "b.json"), filepath.Join(dir, "trust.json")
-	trust, err := anchor.ExportTrustFromHome(e.node.Home)
+	trust, err := anchor.ExportTrustFromHome(e.Node.Home)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,9 +33,9 @@ import (
 func TestTrustFollowsValidatorChanges(t *testing.T) {
 	e := newAuditEnv(t)
 	dir := t.TempDir()
-	rpc := e.node.RPC
+	rpc := e.Node.RPC
 	genTrust, hdrTrust := filepath.Join(dir, "genesis-trust.json"), filepath.Join(dir, "header-trust.json")
-	devMustRun(t, dir, nil, "ledger", "export-trust", "--home", e.node.Home, "--out", genTrust)
+	devMustRun(t, dir, nil, "ledger", "export-trust", "--home", e.Node.Home, "--out", genTrust)
 	devMustRun(t, dir, nil, "ledger", "export-trust", "--rpc", rpc, "--out", hdrTrust)
 	oldTrust := filepath.Join(dir, "old-trust.json")
 	copyFile(t, genTrust, oldTrust)
@@ -46,7 +46,7 @@ func TestTrustFollowsValidatorChanges(t *testing.T) {
 	// validator of power 1: 10 of 11 still commit without it.
 	newVal := ed25519.GenPrivKey().PubKey()
 	devMustRun(t, dir, nil, "consortium", "propose", "add-validator", "--rpc", rpc,
-		"--key", filepath.Join(e.node.Home, "keys", "committee.pem"),
+		"--key", filepath.Join(e.Node.Home, "keys", "committee.pem"),
 		"--validator-pub", base64.StdEncoding.EncodeToString(newVal.Bytes()), "--power", "1", "--name", "org-e")
 	cli, err := rpchttp.New(rpc, "/websocket")
 	if err != nil {
@@ -151,8 +151,8 @@ func TestTrustFollowsValidatorChanges(t *testing.T) {
 // anchored and writes it to dir/name.
 func (e *auditEnv) bundle(dir, name string, gseq uint64) string {
 	e.t.Helper()
-	e.batch()
-	resp, err := http.Get(fmt.Sprintf("http://%s/v1/records/%d/proof", e.g.HTTPAddr(), gseq))
+	e.Cut()
+	resp, err := http.Get(fmt.Sprintf("http://%s/v1/records/%d/proof", e.G.HTTPAddr(), gseq))
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -24,9 +24,9 @@ import (
 func TestWagesCommand(t *testing.T) {
 	e := newAuditEnv(t)
 	e.addBurst(3)
-	e.batch()
+	e.Cut()
 	dir := t.TempDir()
-	trust, err := e.client.ExportTrust(t.Context(), 0)
+	trust, err := e.Client.ExportTrust(t.Context(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,13 +36,13 @@ func TestWagesCommand(t *testing.T) {
 	}
 	// Last month: due dates come after the period's end.
 	period := time.Now().UTC().AddDate(0, 0, -time.Now().UTC().Day()).Format("2006-01")
-	base := []string{"wages", "--gateway", string(e.lgw.DID()), "--api", "http://" + e.g.HTTPAddr(), "--trust", trustPath, "--period", period, "--zone", "UTC"}
+	base := []string{"wages", "--gateway", string(e.LGW.DID()), "--api", "http://" + e.G.HTTPAddr(), "--trust", trustPath, "--period", period, "--zone", "UTC"}
 
 	for _, c := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"wages", "--gateway", string(e.lgw.DID())}, "--api, --trust, --period required"},
+		{[]string{"wages", "--gateway", string(e.LGW.DID())}, "--api, --trust, --period required"},
 		{append(append([]string{}, base...), "--format", "xml"), `--format "xml"`},
 		{append(append([]string{}, base...), "--zone", "Mars/Olympus"), "--zone"},
 		{append(append([]string{}, base[:len(base)-4]...), "--period", "2026-13"), `period "2026-13"`},
@@ -62,7 +62,7 @@ func TestWagesCommand(t *testing.T) {
 	}
 	testutil.WaitUntil(t, 5*time.Second, "the due date to pass", func() bool { return time.Now().After(due) })
 	e.addBurst(1)
-	e.batch()
+	e.Cut()
 	args := append(append([]string{}, base...), "--due", due.Format(time.RFC3339Nano))
 	out, code = runCLI(t, args...)
 	if code != 0 || !strings.Contains(out, "complete through the due date") {

@@ -6,98 +6,51 @@ package wagestest
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/edgeanchor/edgeanchor/anchor"
-	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
-	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
-	"github.com/edgeanchor/edgeanchor/gateway"
-	"github.com/edgeanchor/edgeanchor/gateway/batch"
+	"github.com/edgeanchor/edgeanchor/gateway/gatewaytest"
 	"github.com/edgeanchor/edgeanchor/gateway/store"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
-	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 	"github.com/edgeanchor/edgeanchor/sim"
 )
 
-// Site is a real single-node ledger and an in-process gateway with
-// anchoring, fed by simulated payroll terminals through the gateway's
-// store write path (the path MQTT ingest takes after verification).
+// Site is a real site (gatewaytest: single-node ledger, payroll terminals
+// registered on it, an in-process gateway with anchoring) fed by simulated
+// payroll terminals through the gateway's store write path (the path MQTT
+// ingest takes after verification).
 type Site struct {
-	t      testing.TB
-	LGW    *ledgertest.Gateway
-	Node   *ledgertest.Node
-	G      *gateway.Gateway
-	An     *batch.Anchoring
-	Trust  *anchor.Trust
-	devs   []*device.KeySigner
-	seqs   []uint64
-	Gens   []sim.Generator
-	Salt   []byte
-	cancel context.CancelFunc
-	done   chan error
+	*gatewaytest.Site
+	t     testing.TB
+	Trust *anchor.Trust
+	Gens  []sim.Generator
+	Salt  []byte
 }
 
 func NewSite(t testing.TB, devices int, arrears sim.Arrears, start time.Time) *Site {
 	t.Helper()
-	lgw := ledgertest.NewGateway(t, "site-a")
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	node := ledgertest.Start(t, ledgertest.Options{Gateways: []*ledgertest.Gateway{lgw}, Logger: quiet})
-	client, err := ledgerclient.NewClient(node.RPC, ledgerclient.ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
+	kinds := make([]string, devices)
+	for i := range kinds {
+		kinds[i] = "payroll"
 	}
-	t.Cleanup(func() { _ = client.Close() })
+	gs := gatewaytest.Start(t, gatewaytest.Options{Devices: kinds})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	trust, err := client.ExportTrust(ctx, 0)
+	trust, err := gs.Client.ExportTrust(ctx, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Site{t: t, LGW: lgw, Node: node, Trust: trust, Salt: []byte("site-a wage test salt")}
-	reg := broker.NewStaticRegistry()
+	s := &Site{Site: gs, t: t, Trust: trust, Salt: []byte("site-a wage test salt")}
 	for i := range devices {
-		key, tx := lgw.NewDevice(t, "payroll")
-		if _, err := client.Submit(ctx, tx); err != nil {
-			t.Fatal(err)
-		}
-		reg.Put(broker.DeviceInfo{DID: key.DID(), Pub: key.Public(), Kind: "payroll", Site: "site-a"})
 		gen, err := sim.NewGenerator(sim.GenConfig{Kind: sim.KindPayroll, Seed: 17, Index: i, Site: "site-a", Salt: s.Salt, Start: start, Arrears: arrears})
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.devs, s.seqs, s.Gens = append(s.devs, key), append(s.seqs, 0), append(s.Gens, gen)
+		s.Gens = append(s.Gens, gen)
 	}
-	cfg := gateway.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.KeyPath = "unused"
-	cfg.MQTT = gateway.MQTTConfig{TCP: "127.0.0.1:0"}
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.LedgerRPC = node.RPC
-	cfg.BatchInterval = time.Hour // batches are cut by the test
-	prom := prometheus.NewRegistry()
-	g, err := gateway.New(cfg, gateway.Deps{Logger: quiet, Registerer: prom, Gatherer: prom, Signer: lgw.Signer, Registry: reg, Ledger: client})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.An = g.Anchoring()
-	s.G = g
-	rctx, rcancel := context.WithCancel(context.Background())
-	s.cancel, s.done = rcancel, make(chan error, 1)
-	go func() { s.done <- g.Run(rctx) }()
-	t.Cleanup(func() {
-		s.cancel()
-		if err := <-s.done; err != nil {
-			t.Errorf("gateway Run: %v", err)
-		}
-	})
 	return s
 }
 
@@ -107,7 +60,6 @@ func (s *Site) Feed(until time.Time, keep func(sim.Reading) bool) int {
 	s.t.Helper()
 	var waits []func() (*store.Record, bool, error)
 	for i, gen := range s.Gens {
-		d := s.devs[i]
 		for {
 			r := gen.Next()
 			if !r.At.Before(until) {
@@ -118,16 +70,7 @@ func (s *Site) Feed(until time.Time, keep func(sim.Reading) bool) int {
 			if !keep(r) {
 				continue
 			}
-			s.seqs[i]++
-			body, err := device.NewBody(d.DID(), s.seqs[i], r.At, r.Kind, r.Data)
-			if err != nil {
-				s.t.Fatal(err)
-			}
-			env, err := device.Seal(d, body)
-			if err != nil {
-				s.t.Fatal(err)
-			}
-			w, err := s.G.Store().Enqueue(context.Background(), store.Pending{DID: d.DID(), Seq: s.seqs[i], Kind: r.Kind, Envelope: env, EnvHash: anchor.SM3(env)})
+			w, err := s.G.Store().Enqueue(context.Background(), s.Next(i, 0, r.At, r.Kind, r.Data))
 			if err != nil {
 				s.t.Fatal(err)
 			}
@@ -165,36 +108,6 @@ func SeededOf(g sim.Generator) []sim.SeededCase {
 		return s.Seeded()
 	}
 	return nil
-}
-
-// Cut cuts batches of everything stored and waits until the last is
-// anchored.
-func (s *Site) Cut() *batch.Batch {
-	s.t.Helper()
-	var last *batch.Batch
-	for {
-		sb, err := s.An.Batcher.CutNow()
-		if errors.Is(err, batch.ErrNotFound) {
-			break
-		}
-		if err != nil {
-			s.t.Fatal(err)
-		}
-		last = sb
-	}
-	if last == nil {
-		s.t.Fatal("no batch to cut")
-	}
-	s.An.Anchorer.Wake()
-	testutil.WaitFor(s.t, 60*time.Second, fmt.Sprintf("batch %d anchored", last.Seq), func() (err error) {
-		got, err := s.An.Batches.Get(last.Seq)
-		if err == nil && got.Anchor == nil {
-			s.An.Anchorer.Wake()
-			err = errors.New("no anchor yet")
-		}
-		return err
-	})
-	return last
 }
 
 // SeededMonth builds a site whose terminals recorded October 2026 with
@@ -251,4 +164,4 @@ const (
 
 // SkipSeq makes device i's next stored reading jump one seq, leaving a
 // gap no later record fills.
-func (s *Site) SkipSeq(i int) { s.seqs[i]++ }
+func (s *Site) SkipSeq(i int) { s.Seqs[i]++ }

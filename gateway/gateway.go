@@ -1,7 +1,10 @@
-// Package gateway is the edge gateway daemon: configuration, the durable
-// record store, the ingest pipeline behind the MQTT broker, receipts, the
-// batcher and anchorer, and the HTTP API; New assembles them with the
-// identity cache, enrollment and tokens of package gateway/identity.
+// Package gateway is the edge gateway daemon as a composition of packages
+// with one job each: it holds the configuration (Config, its keys) and the
+// ingest pipeline between the MQTT broker and the record store (Ingest),
+// and New assembles the record store (gateway/store), the broker, the HTTP
+// API (gateway/httpapi) and, with a ledger, the identity cache, enrollment
+// and tokens (gateway/identity) and batching, anchoring and proofs
+// (gateway/batch).
 package gateway
 
 // API for the others (enrollment/identity, batcher/anchorer, cmd):
@@ -11,7 +14,7 @@ package gateway
 //	        Signer, Registry, Enroller, LedgerPing, Ledger})
 //	    the one constructor: with Deps.Ledger it also attaches the
 //	    ledger identity (unless Registry is given) and anchoring
-//	g.Store()      *Store: the record store (Badger, group commit)
+//	g.Store()      *store.Store: the record store (Badger, group commit)
 //	    .LastGSeq() / .Changed() (closed at the next commit) / .Get(gseq)
 //	    .Range(from, to, fn) (the batcher's RecordSource)
 //	    .DeviceRecords(did, fromSeq, toSeq, limit) / .LastSeq(did)
@@ -20,9 +23,11 @@ package gateway
 //	    record (Enqueue's wait says dup) and stores nothing
 //	    .StoredDuplicate(did, seq, env): that check before the verify
 //	    .DB() *badger.DB: keep your own key prefix; r/, d/, l/ are the
-//	    store's (see store.go), and s/acked; SyncWrites is on. At open
+//	    store's (see gateway/store), and s/acked; SyncWrites is on. At open
 //	    a gseq hole deletes nothing unless it is a failed write's tail.
 //	    Record.LeafData() = salt ‖ receipt body (the Merkle leaf data).
+//	g.Anchoring()  *batch.Anchoring: batch log, batcher, anchorer, proofs
+//	    (nil without Deps.Ledger).
 //	g.Broker()     *broker.Broker: SetRegistry / SetEnroller before Run,
 //	    DisconnectDevice(did, reason); it also sweeps the Registry every
 //	    second and disconnects revoked devices by itself.
@@ -34,12 +39,12 @@ package gateway
 //	    devices cannot be served); g.AddDegradedCheck(name, fn) one that
 //	    only degrades (200, "status":"degraded"). fn(ctx) error runs in
 //	    the background every second (2 s timeout); /readyz answers from
-//	    the last results (health.go).
+//	    the last results (gateway/httpapi, health.go).
 //	g.Signer()     the gateway's SM2 key (receipts, batch headers, txs).
 //	g.Registerer() the metrics registerer (register your own metrics there).
 //	g.Run(ctx)     blocks until ctx ends or a component fails; g.Close()
 //	    releases everything if Run was never called.
-//	Metrics: the broker's (broker/metrics.go) and the store's (metrics.go)
+//	Metrics: the broker's (broker/metrics.go) and the store's (store.Metrics)
 //	    are registered by New; edgeanchor_store_write_seconds is one group
 //	    commit from submit to fsync'd, edgeanchor_store_group_records its size.
 
@@ -242,7 +247,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	return g, nil
 }
 
-// Readiness probing (health.go): each check runs every healthInterval, at
+// Readiness probing (httpapi.Health): each check runs every healthInterval, at
 // most healthTimeout each.
 const (
 	healthInterval = time.Second

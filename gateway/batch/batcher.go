@@ -16,7 +16,7 @@ import (
 )
 
 // RecordSource is what the batcher, the anchorer and the proof API read of
-// the record store (*Store implements it). LastGSeq counts only records
+// the record store (*store.Store implements it). LastGSeq counts only records
 // that are durable with no gap below them.
 type RecordSource interface {
 	// LastGSeq returns the highest gseq stored (0 when empty).

@@ -253,7 +253,7 @@ func (l *Log) SetAnchored(seq uint64, r ledgerclient.TxCommit, at time.Time) (*B
 	return out, err
 }
 
-// Claims is the batch log's hold on the record store (StoreOptions.
+// Claims is the batch log's hold on the record store (store.Options.
 // Claims): the records it has batched, and its newest writes to read at
 // open.
 func Claims() store.RecordClaims { return batchClaims{prefix: keyPrefix} }
@@ -302,4 +302,5 @@ func (c batchClaims) CheckTail(db *badger.DB) (string, error) {
 	return "", nil
 }
 
+// u64 encodes v as 8 bytes big-endian, as the store encodes its numbers.
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

@@ -33,7 +33,7 @@ func (r GSeqRange) String() string {
 	return fmt.Sprintf("%d-%d", r.From, r.To)
 }
 
-// RepairReport says what RepairStore kept and what it could not.
+// RepairReport says what Repair kept of the records and what it could not.
 type RepairReport struct {
 	Dir    string // the repaired store
 	Backup string // the damaged store as it was, copied before any change

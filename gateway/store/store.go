@@ -30,7 +30,7 @@ import (
 //	                     acknowledged (written with each transaction, and
 //	                     at Close; see repairTail)
 //
-// Prefix b/ belongs to the batch log (batchlog.go: b/h/, b/l/,
+// Prefix b/ belongs to the batch log (package gateway/batch: b/h/, b/l/,
 // b/m/anchored); the store hears of it only through Options.Claims;
 // other prefixes are free for new owners who document them here.
 const (
@@ -115,7 +115,7 @@ type Options struct {
 	Metrics *Metrics // nil: not exported
 	// MaxPending bounds Appends waiting for the writer (default 4096).
 	MaxPending int
-	// Claims is what the batch log holds of the records (BatchClaims);
+	// Claims is what the batch log holds of the records (batch.Claims);
 	// nil: nothing outside the store refers to a gseq.
 	Claims RecordClaims
 }
@@ -1303,7 +1303,7 @@ func lastSeqKey(did device.DID) []byte {
 	return append([]byte(prefixLastSeq), did...)
 }
 
-// u64 encodes v as 8 bytes big-endian (shared with batchlog.go).
+// u64 encodes v as 8 bytes big-endian.
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
 // badgerLogger sends Badger's logs to slog: errors and warnings as such,

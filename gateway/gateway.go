@@ -116,7 +116,7 @@ type Gateway struct {
 	svcs   []service
 	health *httpapi.Health
 	// Set by New when Deps.Ledger is given.
-	identity  *identity.IdentityCache
+	identity  *identity.Cache
 	enroller  *identity.Enroller
 	anchoring *batch.Anchoring
 	closeMu   sync.Mutex
@@ -259,7 +259,7 @@ func (g *Gateway) Store() *store.Store { return g.store }
 
 // Identity returns the ledger-following identity cache; nil without
 // Deps.Ledger or with Deps.Registry.
-func (g *Gateway) Identity() *identity.IdentityCache { return g.identity }
+func (g *Gateway) Identity() *identity.Cache { return g.identity }
 
 // Enroller returns the enrollment check; nil when Identity is nil.
 func (g *Gateway) Enroller() *identity.Enroller { return g.enroller }

@@ -28,7 +28,7 @@ const IdentitySnapshotFile = "identity.json"
 // devices disconnected at once), the Enroller for enrollment credentials,
 // and the token admin API on g's mux (bearer token from
 // http.admin_token_file; none configured turns the API off).
-func attachLedgerIdentity(g *Gateway, ledger *ledgerclient.Client) (*identity.IdentityCache, *identity.Enroller, error) {
+func attachLedgerIdentity(g *Gateway, ledger *ledgerclient.Client) (*identity.Cache, *identity.Enroller, error) {
 	cfg := g.Config()
 	log := g.Logger()
 	tokens, err := identity.OpenTokenStore(cfg.DataDir)
@@ -46,7 +46,7 @@ func attachLedgerIdentity(g *Gateway, ledger *ledgerclient.Client) (*identity.Id
 			return nil, nil, fmt.Errorf("%w: http.admin_token_file holds %d characters, want at least 16", ErrConfig, len(bearer))
 		}
 	}
-	cache := identity.NewIdentityCache(g.Signer().DID(), ledger, log.With("component", "identity"))
+	cache := identity.NewCache(g.Signer().DID(), ledger, log.With("component", "identity"))
 	if err := cache.UseSnapshot(filepath.Join(cfg.DataDir, IdentitySnapshotFile)); err != nil {
 		return nil, nil, err
 	}

@@ -121,7 +121,7 @@ func TestRevocationCutsDeviceOff(t *testing.T) {
 
 // While the ledger is down the gateway keeps its identity cache: /readyz
 // reports the ledger as degraded (200, within 100 ms), and known devices still connect and publish (the
-// retry-and-resume side is TestIdentityCacheSurvivesOutage).
+// retry-and-resume side is TestCacheSurvivesOutage).
 func TestIdentitySurvivesLedgerOutage(t *testing.T) {
 	t.Parallel()
 	env := ledgertest.StartMember(t, "site-a")

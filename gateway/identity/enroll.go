@@ -47,7 +47,7 @@ type EnrollerOptions struct {
 type Enroller struct {
 	opts   EnrollerOptions
 	tokens *TokenStore
-	cache  *IdentityCache
+	cache  *Cache
 	ledger EnrollLedger
 	log    *slog.Logger
 
@@ -57,7 +57,7 @@ type Enroller struct {
 
 // NewEnroller returns an Enroller; its Enroll method is the broker's
 // broker.Enroller.
-func NewEnroller(opts EnrollerOptions, tokens *TokenStore, cache *IdentityCache, ledger EnrollLedger) *Enroller {
+func NewEnroller(opts EnrollerOptions, tokens *TokenStore, cache *Cache, ledger EnrollLedger) *Enroller {
 	if opts.Window <= 0 {
 		opts.Window = 120 * time.Second
 	}

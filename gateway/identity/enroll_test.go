@@ -22,7 +22,7 @@ import (
 type enrollEnv struct {
 	*ledgertest.Member
 	tokens *TokenStore
-	cache  *IdentityCache
+	cache  *Cache
 	enr    *Enroller
 }
 
@@ -126,7 +126,7 @@ func TestEnrollRegistersOnLedger(t *testing.T) {
 
 	// A gateway whose cache has not loaded yet (just started) asks the
 	// ledger: the registered device is admitted and a fresh token not spent.
-	cold := NewIdentityCache(e.Gateway.DID(), e.Client, slog.New(slog.DiscardHandler))
+	cold := NewCache(e.Gateway.DID(), e.Client, slog.New(slog.DiscardHandler))
 	enr2 := NewEnroller(EnrollerOptions{Gateway: e.Gateway.Signer}, e.tokens, cold, e.Client)
 	fresh := e.token(t, "site-a", "payroll", time.Hour, time.Now())
 	if got, err := enr2.Enroll(ctx, enrollReq(t, dev, fresh, "payroll", "site-a", time.Now())); err != nil || got.DID != dev.DID() {
@@ -330,7 +330,7 @@ func TestEnrollLedgerUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 	gw := newEnrollDevice(t)
-	cache := NewIdentityCache(gw.DID(), c, slog.New(slog.DiscardHandler))
+	cache := NewCache(gw.DID(), c, slog.New(slog.DiscardHandler))
 	enr := NewEnroller(EnrollerOptions{Gateway: gw, Timeout: 3 * time.Second}, ts, cache, c)
 	toks, _, err := ts.Create(TokenRequest{Site: "site-a", Kind: "env", Count: 1, TTL: time.Hour}, time.Now())
 	if err != nil {

@@ -18,26 +18,26 @@ import (
 	"github.com/edgeanchor/edgeanchor/device/credential"
 )
 
-// IdentityLedger is what the identity cache needs of the ledger client
+// Ledger is what the identity cache needs of the ledger client
 // (*ledgerclient.Client implements it).
-type IdentityLedger interface {
+type Ledger interface {
 	Height(ctx context.Context) (int64, error)
 	GatewayDevices(ctx context.Context, did device.DID) ([]anchor.DeviceRecord, error)
 	WatchBlocks(ctx context.Context, from int64, fn func(*ledgerclient.Block) error) error
 }
 
-var _ IdentityLedger = (*ledgerclient.Client)(nil)
+var _ Ledger = (*ledgerclient.Client)(nil)
 
-// IdentityCache is the gateway's view of its devices on the ledger. It
+// Cache is the gateway's view of its devices on the ledger. It
 // implements broker.Registry: lookups are served from memory (one parsed
 // public key per device, the same pointer every time), and the cache follows
 // the ledger block by block so that a RevokeDevice committed on the ledger
 // marks the device revoked and disconnects it at once (within the block
 // follower's poll interval). When the ledger is unreachable the cache keeps
 // what it has and retries; Loaded reports whether the first load is done.
-type IdentityCache struct {
+type Cache struct {
 	gateway device.DID
-	ledger  IdentityLedger
+	ledger  Ledger
 	log     *slog.Logger
 
 	mu       sync.RWMutex
@@ -50,25 +50,25 @@ type IdentityCache struct {
 	height atomic.Int64
 }
 
-var _ broker.Registry = (*IdentityCache)(nil)
+var _ broker.Registry = (*Cache)(nil)
 
-// NewIdentityCache returns an empty cache of the devices registered through
+// NewCache returns an empty cache of the devices registered through
 // gateway. Start it with Run.
-func NewIdentityCache(gateway device.DID, ledger IdentityLedger, log *slog.Logger) *IdentityCache {
-	return &IdentityCache{gateway: gateway, ledger: ledger, log: log, m: map[device.DID]broker.DeviceInfo{}}
+func NewCache(gateway device.DID, ledger Ledger, log *slog.Logger) *Cache {
+	return &Cache{gateway: gateway, ledger: ledger, log: log, m: map[device.DID]broker.DeviceInfo{}}
 }
 
 // OnRevoke sets the function called (outside the cache's lock) with the DID
 // of each cached device whose revocation the ledger commits; the gateway
 // passes one that disconnects the device (broker.Broker.DisconnectDevice). Set it before Run.
-func (c *IdentityCache) OnRevoke(f func(device.DID)) {
+func (c *Cache) OnRevoke(f func(device.DID)) {
 	c.mu.Lock()
 	c.onRevoke = f
 	c.mu.Unlock()
 }
 
 // Lookup implements broker.Registry.
-func (c *IdentityCache) Lookup(did device.DID) (broker.DeviceInfo, bool) {
+func (c *Cache) Lookup(did device.DID) (broker.DeviceInfo, bool) {
 	c.mu.RLock()
 	d, ok := c.m[did]
 	c.mu.RUnlock()
@@ -79,14 +79,14 @@ func (c *IdentityCache) Lookup(did device.DID) (broker.DeviceInfo, bool) {
 // enroller calls it once the registration committed, so that the device is
 // admitted without waiting for the block follower). A revoked entry is never
 // brought back, and an entry with the same key keeps its key pointer.
-func (c *IdentityCache) Put(d broker.DeviceInfo) {
+func (c *Cache) Put(d broker.DeviceInfo) {
 	c.mu.Lock()
 	c.putLocked(d)
 	c.mu.Unlock()
 	c.save()
 }
 
-func (c *IdentityCache) putLocked(d broker.DeviceInfo) {
+func (c *Cache) putLocked(d broker.DeviceInfo) {
 	old, ok := c.m[d.DID]
 	if ok && old.Revoked {
 		return
@@ -99,13 +99,13 @@ func (c *IdentityCache) putLocked(d broker.DeviceInfo) {
 
 // Loaded reports whether the cache has loaded the gateway's devices from the
 // ledger at least once.
-func (c *IdentityCache) Loaded() bool { return c.loaded.Load() }
+func (c *Cache) Loaded() bool { return c.loaded.Load() }
 
 // Height is the last ledger block the cache has applied.
-func (c *IdentityCache) Height() int64 { return c.height.Load() }
+func (c *Cache) Height() int64 { return c.height.Load() }
 
 // Len returns the number of cached devices, revoked ones included.
-func (c *IdentityCache) Len() int {
+func (c *Cache) Len() int {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return len(c.m)
@@ -114,7 +114,7 @@ func (c *IdentityCache) Len() int {
 // Run loads the gateway's devices from the ledger (retrying while it is
 // unreachable) and then follows new blocks until ctx is done. It returns
 // ctx's error.
-func (c *IdentityCache) Run(ctx context.Context) error {
+func (c *Cache) Run(ctx context.Context) error {
 	from, err := c.load(ctx)
 	if err != nil {
 		return err
@@ -138,7 +138,7 @@ func (c *IdentityCache) Run(ctx context.Context) error {
 // load fetches the device list, retrying with backoff, and returns the first
 // height to follow. The height is read before the list so that no block
 // between the two is missed (applying a block twice is harmless).
-func (c *IdentityCache) load(ctx context.Context) (int64, error) {
+func (c *Cache) load(ctx context.Context) (int64, error) {
 	delay := 200 * time.Millisecond
 	for {
 		h, err := c.ledger.Height(ctx)
@@ -164,7 +164,7 @@ func (c *IdentityCache) load(ctx context.Context) (int64, error) {
 	}
 }
 
-func (c *IdentityCache) loadRecords(devs []anchor.DeviceRecord) int {
+func (c *Cache) loadRecords(devs []anchor.DeviceRecord) int {
 	var revoked []device.DID
 	c.mu.Lock()
 	n := 0
@@ -206,7 +206,7 @@ func deviceInfoFromRecord(r anchor.DeviceRecord) (broker.DeviceInfo, error) {
 // through this gateway adds the device, RevokeDevice of a cached device
 // marks it revoked and disconnects it. The transactions themselves are read
 // (not the events), since their format is the ledger's contract.
-func (c *IdentityCache) apply(b *ledgerclient.Block) {
+func (c *Cache) apply(b *ledgerclient.Block) {
 	var revoked []device.DID
 	changed := false
 	c.mu.Lock()
@@ -274,7 +274,7 @@ type snapshotDevice struct {
 // gateway restarted while the ledger is unreachable then still knows its
 // devices (and its revocations); Loaded stays false until the ledger
 // answers. Call before Run.
-func (c *IdentityCache) UseSnapshot(path string) error {
+func (c *Cache) UseSnapshot(path string) error {
 	c.snapshot = path
 	raw, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -303,7 +303,7 @@ func (c *IdentityCache) UseSnapshot(path string) error {
 
 // save writes the snapshot (if configured); a failure is logged, never
 // fatal: the ledger stays the source of truth.
-func (c *IdentityCache) save() {
+func (c *Cache) save() {
 	if c.snapshot == "" {
 		return
 	}
@@ -328,7 +328,7 @@ func (c *IdentityCache) save() {
 	}
 }
 
-func (c *IdentityCache) notify(cb func(device.DID), dids []device.DID) {
+func (c *Cache) notify(cb func(device.DID), dids []device.DID) {
 	if cb == nil {
 		return
 	}

@@ -15,9 +15,9 @@ import (
 	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
 
-func startCache(t *testing.T, gw device.DID, l IdentityLedger) (*IdentityCache, chan device.DID) {
+func startCache(t *testing.T, gw device.DID, l Ledger) (*Cache, chan device.DID) {
 	t.Helper()
-	c := NewIdentityCache(gw, l, slog.New(slog.DiscardHandler))
+	c := NewCache(gw, l, slog.New(slog.DiscardHandler))
 	revoked := make(chan device.DID, 16)
 	c.OnRevoke(func(d device.DID) { revoked <- d })
 	ctx, cancel := context.WithCancel(context.Background())
@@ -42,7 +42,7 @@ func idWaitFor(t *testing.T, what string, limit time.Duration, cond func() bool)
 // The cache loads this gateway's devices at start, follows registrations
 // and revocations block by block, ignores other gateways' devices, and hands
 // out one key pointer per device.
-func TestIdentityCacheFollowsLedger(t *testing.T) {
+func TestCacheFollowsLedger(t *testing.T) {
 	t.Parallel()
 	e := ledgertest.StartMember(t, "site-a")
 	other := ledgertest.NewGateway(t, "site-b")
@@ -105,7 +105,7 @@ func TestIdentityCacheFollowsLedger(t *testing.T) {
 	}
 }
 
-// fakeLedger is a unit-level IdentityLedger of function fields (used only
+// fakeLedger is a unit-level Ledger of function fields (used only
 // for the outage test; the real node cannot be made unreachable and back).
 type fakeLedger struct {
 	height  func(context.Context) (int64, error)
@@ -124,7 +124,7 @@ func (f fakeLedger) WatchBlocks(ctx context.Context, from int64, fn func(*ledger
 // While the ledger is unreachable the cache is not Loaded and retries; once
 // it answers, the cache loads and follows from the height read before the
 // list.
-func TestIdentityCacheSurvivesOutage(t *testing.T) {
+func TestCacheSurvivesOutage(t *testing.T) {
 	priv, _ := device.GenerateKey()
 	dev := device.NewKeySigner(priv)
 	der, _ := device.MarshalPublicKeyDER(dev.Public())
@@ -199,7 +199,7 @@ func TestIdentitySnapshot(t *testing.T) {
 			return ctx.Err()
 		},
 	}
-	c1 := NewIdentityCache(gw, up, slog.New(slog.DiscardHandler))
+	c1 := NewCache(gw, up, slog.New(slog.DiscardHandler))
 	if err := c1.UseSnapshot(path); err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func TestIdentitySnapshot(t *testing.T) {
 			return ctx.Err()
 		},
 	}
-	c2 := NewIdentityCache(gw, down, slog.New(slog.DiscardHandler))
+	c2 := NewCache(gw, down, slog.New(slog.DiscardHandler))
 	if err := c2.UseSnapshot(path); err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +241,7 @@ func TestIdentitySnapshot(t *testing.T) {
 	}
 }
 
-func startCacheRunning(t *testing.T, c *IdentityCache) {
+func startCacheRunning(t *testing.T, c *Cache) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

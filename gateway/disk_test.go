@@ -12,7 +12,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/refusal"
 	"github.com/edgeanchor/edgeanchor/gateway/httpapi"
-	"github.com/edgeanchor/edgeanchor/gateway/store"
+	"github.com/edgeanchor/edgeanchor/gateway/store/diskfloor"
 	tu "github.com/edgeanchor/edgeanchor/internal/testutil"
 )
 
@@ -37,7 +37,7 @@ func TestDiskFloorRefusesAndResumes(t *testing.T) {
 	}
 	e.checkReceipt(waitMsg(t, receipts), d, 1, env1)
 
-	free := store.DiskFree(filepath.Join(e.cfg.DataDir, "records"))
+	free := diskfloor.Free(filepath.Join(e.cfg.DataDir, "records"))
 	st.SetMinFree(free + 1<<30)
 	env2 := d.envelope(t, 2)
 	if code, _ := publish5(c, d, "", env2); code != 0x97 {

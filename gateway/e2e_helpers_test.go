@@ -19,7 +19,6 @@ import (
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/credential"
 	"github.com/edgeanchor/edgeanchor/gateway/httpapi"
-	"github.com/edgeanchor/edgeanchor/gateway/store"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
 	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
@@ -181,9 +180,9 @@ func (g *gwProc) metric(sample string) float64 {
 
 // deviceRecords returns the device's stored records over the HTTP API,
 // paging through /v1/devices/{did}/records.
-func (g *gwProc) deviceRecords(did device.DID) []store.RecordView {
+func (g *gwProc) deviceRecords(did device.DID) []httpapi.RecordView {
 	g.t.Helper()
-	var out []store.RecordView
+	var out []httpapi.RecordView
 	from := uint64(1)
 	for range 10000 {
 		code, b := g.get(fmt.Sprintf("/v1/devices/%s/records?from_seq=%d", did, from))

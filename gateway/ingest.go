@@ -15,6 +15,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/refusal"
+	"github.com/edgeanchor/edgeanchor/gateway/httpapi"
 	"github.com/edgeanchor/edgeanchor/gateway/store"
 )
 
@@ -116,7 +117,7 @@ func (g *Ingest) Ingest(ctx context.Context, dev broker.DeviceInfo, payload []by
 		}
 		return broker.Accepted{GSeq: rec.GSeq, Kind: rec.Kind, Receipt: rec.ReceiptMessage,
 			Record: func() []byte {
-				view, err := json.Marshal(store.NewRecordView(rec, &body))
+				view, err := json.Marshal(httpapi.NewRecordView(rec, &body))
 				if err != nil {
 					return nil // the record is stored; republishing is best effort
 				}

@@ -747,7 +747,7 @@ func TestApplicationAccount(t *testing.T) {
 	if tok := c.Publish(broker.UpTopic(d.did), 1, false, env); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("publish: %v", tok.Error())
 	}
-	var view store.RecordView
+	var view httpapi.RecordView
 	if err := json.Unmarshal(waitMsg(t, got), &view); err != nil {
 		t.Fatal(err)
 	}
@@ -826,7 +826,7 @@ func TestHTTPAPI(t *testing.T) {
 	if ready["broker"] != "ok" || ready["store"] != "ok" {
 		t.Fatalf("readyz = %v", ready)
 	}
-	var rv store.RecordView
+	var rv httpapi.RecordView
 	get("/v1/records/2", 200, &rv)
 	if rv.GSeq != 2 || rv.Seq != 2 || rv.DID != d.did || rv.Kind != device.KindSurvey {
 		t.Fatalf("record 2 = %+v", rv)
@@ -1082,7 +1082,7 @@ func TestRepublishBestEffort(t *testing.T) {
 		}
 	}
 	seqOf := func(msg []byte) uint64 {
-		var v store.RecordView
+		var v httpapi.RecordView
 		if err := json.Unmarshal(msg, &v); err != nil {
 			t.Fatalf("republished record: %v", err)
 		}

@@ -38,7 +38,7 @@ type api struct {
 //	GET /readyz                                     from the background checks (health.go): 503 when a
 //	                                                critical part fails, 200 "ready" or "degraded"
 //	GET /metrics                                    Prometheus
-//	GET /v1/records/{gseq}                          one record (store.RecordView)
+//	GET /v1/records/{gseq}                          one record (RecordView)
 //	GET /v1/devices/{did}/records?from_seq=&to_seq=&limit=
 //	                                                a page of a device's records in seq order
 //
@@ -88,7 +88,7 @@ func (g *api) getRecord(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusInternalServerError, apiError{"store error"})
 		return
 	}
-	view, err := store.ViewRecord(rec)
+	view, err := ViewRecord(rec)
 	if err != nil {
 		g.log.Error("read record failed", "gseq", gseq, "error", err)
 		writeJSON(w, http.StatusInternalServerError, apiError{"store error"})
@@ -100,9 +100,9 @@ func (g *api) getRecord(w http.ResponseWriter, r *http.Request) {
 // DeviceRecordsPage is the answer of /v1/devices/{did}/records. NextFromSeq
 // is set when more records may follow: ask again with from_seq=NextFromSeq.
 type DeviceRecordsPage struct {
-	DID         device.DID         `json:"did"`
-	Records     []store.RecordView `json:"records"`
-	NextFromSeq uint64             `json:"next_from_seq,omitempty"`
+	DID         device.DID   `json:"did"`
+	Records     []RecordView `json:"records"`
+	NextFromSeq uint64       `json:"next_from_seq,omitempty"`
 }
 
 func (g *api) deviceRecords(w http.ResponseWriter, r *http.Request) {
@@ -147,9 +147,9 @@ func (g *api) deviceRecords(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusInternalServerError, apiError{"store error"})
 		return
 	}
-	page := DeviceRecordsPage{DID: did, Records: make([]store.RecordView, 0, len(recs))}
+	page := DeviceRecordsPage{DID: did, Records: make([]RecordView, 0, len(recs))}
 	for _, rec := range recs {
-		v, err := store.ViewRecord(rec)
+		v, err := ViewRecord(rec)
 		if err != nil {
 			g.log.Error("read device records failed", "did", did, "error", err)
 			writeJSON(w, http.StatusInternalServerError, apiError{"store error"})

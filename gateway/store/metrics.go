@@ -1,11 +1,9 @@
 package store
 
 import (
-	"io/fs"
-	"path/filepath"
-	"syscall"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeanchor/edgeanchor/gateway/store/diskfloor"
 )
 
 // Metrics are the record store's metrics (docs/internals.md names).
@@ -53,34 +51,10 @@ func NewMetrics(reg prometheus.Registerer, dir string) *Metrics {
 		Name: "edgeanchor_sequence_gaps_dropped_total", Help: "Open sequence gaps closed for good because a device had more than store.max_open_gaps; their seqs are refused as replay."})
 	reg.MustRegister(m.SequenceFills, m.GapsDropped)
 	size := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "edgeanchor_store_size_bytes", Help: "Bytes on disk of the record store."}, func() float64 { return float64(dirSize(dir)) })
+		Name: "edgeanchor_store_size_bytes", Help: "Bytes on disk of the record store."}, func() float64 { return float64(diskfloor.DirSize(dir)) })
 	free := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "edgeanchor_store_disk_free_bytes", Help: "Free bytes on the record store's file system."}, func() float64 { return float64(DiskFree(dir)) })
+		Name: "edgeanchor_store_disk_free_bytes", Help: "Free bytes on the record store's file system."}, func() float64 { return float64(diskfloor.Free(dir)) })
 	reg.MustRegister(m.WriteSeconds, m.GroupRecords, m.SequenceGaps, m.HolesKept, m.RepairDeleted, size, free)
 	reg.MustRegister(m.DiskLow)
 	return m
-}
-
-func dirSize(dir string) int64 {
-	var n int64
-	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return nil
-		}
-		if info, err := d.Info(); err == nil {
-			n += info.Size()
-		}
-		return nil
-	})
-	return n
-}
-
-// DiskFree returns the bytes of dir's file system that the gateway may
-// still fill (free to unprivileged users); 0 when it cannot tell.
-func DiskFree(dir string) int64 {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0
-	}
-	return int64(st.Bavail) * int64(st.Bsize)
 }

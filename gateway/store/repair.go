@@ -3,24 +3,15 @@ package store
 import (
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
-	"io"
 	"log/slog"
-	"math"
 	"os"
-	"path/filepath"
-	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
-	"github.com/dgraph-io/badger/v4/pb"
-	"github.com/dgraph-io/badger/v4/table"
-	"github.com/dgraph-io/badger/v4/y"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway/store/badgerfile"
 )
 
 // GSeqRange is gseq From..To, both included.
@@ -86,11 +77,11 @@ func Repair(dir string, now time.Time, log *slog.Logger, claims ClaimsRepair) (*
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		return nil, fmt.Errorf("gateway: repair: %s is not a record store directory: %v", dir, err)
 	}
-	if err := checkUnlocked(dir); err != nil {
+	if err := badgerfile.CheckUnlocked(dir); err != nil {
 		return nil, err
 	}
 	rep := &RepairReport{Dir: dir, Backup: dir + ".damaged-" + now.UTC().Format("20060102T150405Z")}
-	if err := copyDir(dir, rep.Backup); err != nil {
+	if err := badgerfile.CopyDir(dir, rep.Backup); err != nil {
 		return nil, fmt.Errorf("gateway: repair: copy %s to %s: %w", dir, rep.Backup, err)
 	}
 	opts := badgerOptions(dir, DefaultConfig(), log)
@@ -99,13 +90,13 @@ func Repair(dir string, now time.Time, log *slog.Logger, claims ClaimsRepair) (*
 		return nil, fmt.Errorf("gateway: repair: %w", err)
 	}
 	for _, b := range bad {
-		if err := dropTable(dir, b.Path); err != nil {
+		if err := badgerfile.DropTable(dir, b.Path); err != nil {
 			return nil, fmt.Errorf("gateway: repair: drop table %s: %w", b.Path, err)
 		}
 		rep.DroppedTables = append(rep.DroppedTables, b.Path)
 	}
 	vrecs := newestValues{}
-	err = scanValueLogs(dir, func(key, val []byte, version uint64) {
+	err = badgerfile.ScanValueLogs(dir, func(key, val []byte, version uint64) {
 		if g, ok := valueLogRecord(key, val); ok {
 			vrecs.put(g, version, val)
 		} else if claims != nil {
@@ -266,57 +257,6 @@ func missing(kept []uint64, highest uint64) []GSeqRange {
 	return out
 }
 
-// scanValueLogs reads every value log in dir directly (entry by entry,
-// each checked against its CRC, stopping at the first bad one of a file)
-// and calls fn with each live entry's key, value and version, in file
-// name order. Record values are always in the value log (they are above the
-// value threshold), each with its key, so a record whose key was lost with
-// a table is still found here. fn must copy val to keep it.
-func scanValueLogs(dir string, fn func(key, val []byte, version uint64)) error {
-	paths, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
-	if err != nil {
-		return err
-	}
-	sort.Strings(paths)
-	for _, p := range paths {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		const vlogHeader = 20 // Badger's value log file header
-		for off := vlogHeader; off+2 < len(data); {
-			h := data[off:]
-			meta, i := h[0], 2
-			var f [3]uint64
-			ok := true
-			for j := range f {
-				v, n := binary.Uvarint(h[i:])
-				if n <= 0 {
-					ok = false
-					break
-				}
-				f[j], i = v, i+n
-			}
-			klen, vlen := f[0], f[1]
-			if !ok || klen < 8 || klen > 1<<16 || vlen > 1<<30 || uint64(len(h)-i) < klen+vlen+4 {
-				break
-			}
-			end := i + int(klen+vlen)
-			if crc32.Checksum(h[:end], y.CastagnoliCrcTable) != binary.BigEndian.Uint32(h[end:end+4]) {
-				break
-			}
-			off += end + 4
-			key := h[i : i+int(klen)-8]
-			version := math.MaxUint64 - binary.BigEndian.Uint64(h[i+int(klen)-8:i+int(klen)])
-			if meta&1 != 0 {
-				continue
-			}
-			fn(key, h[i+int(klen):end], version)
-		}
-	}
-	return nil
-}
-
 // valueLogRecord returns the gseq of a value log entry that is a record
 // decoding as the record of that gseq.
 func valueLogRecord(key, val []byte) (uint64, bool) {
@@ -352,92 +292,4 @@ func (n newestValues) values() map[uint64][]byte {
 		out[k] = b.val
 	}
 	return out
-}
-
-// dropTable removes a table from the store: a DELETE change appended to
-// the MANIFEST (Badger's own format: length, CRC32-C, the change set),
-// then the file.
-func dropTable(dir, path string) error {
-	id, ok := table.ParseFileID(filepath.Base(path))
-	if !ok {
-		return fmt.Errorf("%s is not a table file name", path)
-	}
-	buf, err := proto.Marshal(&pb.ManifestChangeSet{Changes: []*pb.ManifestChange{{Id: id, Op: pb.ManifestChange_DELETE}}})
-	if err != nil {
-		return err
-	}
-	var hdr [8]byte
-	binary.BigEndian.PutUint32(hdr[0:4], uint32(len(buf)))
-	binary.BigEndian.PutUint32(hdr[4:8], crc32.Checksum(buf, y.CastagnoliCrcTable))
-	f, err := os.OpenFile(filepath.Join(dir, badger.ManifestFilename), os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(append(hdr[:], buf...)); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Remove(path)
-}
-
-// checkUnlocked fails when a process (a running gateway) holds the
-// store's Badger directory lock (flock on the directory itself).
-func checkUnlocked(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return fmt.Errorf("gateway: repair: %s is in use (stop the gateway first): %w", dir, err)
-	}
-	return syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-}
-
-// copyDir copies the regular files of src into a new directory dst.
-func copyDir(src, dst string) error {
-	if err := os.Mkdir(dst, 0o700); err != nil {
-		return err
-	}
-	ents, err := os.ReadDir(src)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		if !e.Type().IsRegular() {
-			continue
-		}
-		if err := copyFile(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }

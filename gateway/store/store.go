@@ -16,6 +16,8 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway/store/badgerfile"
+	"github.com/edgeanchor/edgeanchor/gateway/store/diskfloor"
 )
 
 // Badger key layout. Every key starts with a one-letter prefix and a slash;
@@ -174,7 +176,7 @@ type Store struct {
 	gw      device.DID
 	cfg     Config
 	metrics *Metrics
-	disk    *diskGuard
+	disk    *diskfloor.Guard
 	claims  RecordClaims // nil: none
 
 	in      chan *appendReq
@@ -233,7 +235,7 @@ func Open(dir string, o Options) (*Store, error) {
 	if len(bad) > 0 {
 		return nil, damagedTablesError(dir, bad)
 	}
-	vlogsBefore := vlogSizes(dir)
+	vlogsBefore := badgerfile.VlogSizes(dir)
 	db, err := openBadger(opts)
 	if err != nil {
 		if errors.Is(err, ErrDamaged) {
@@ -254,7 +256,7 @@ func Open(dir string, o Options) (*Store, error) {
 	if o.Metrics != nil {
 		lowGauge = o.Metrics.DiskLow
 	}
-	s.disk = newDiskGuard(dir, int64(c.MinFreeMB)<<20, o.Logger, lowGauge)
+	s.disk = diskfloor.New(dir, int64(c.MinFreeMB)<<20, o.Logger, lowGauge)
 	last, err := s.repairTail()
 	if err != nil {
 		_ = db.Close()
@@ -262,7 +264,7 @@ func Open(dir string, o Options) (*Store, error) {
 	}
 	s.lastG.Store(last)
 	s.nextG = last + 1
-	if err := s.checkTail(dir, cutVlogs(vlogsBefore, vlogSizes(dir))); err != nil {
+	if err := s.checkTail(dir, badgerfile.CutVlogs(vlogsBefore, badgerfile.VlogSizes(dir))); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
@@ -283,7 +285,7 @@ func Open(dir string, o Options) (*Store, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.wg.Add(4)
-	go func() { defer s.wg.Done(); s.disk.run(ctx) }()
+	go func() { defer s.wg.Done(); s.disk.Run(ctx) }()
 	go s.prepLoop(ctx)
 	go s.commitLoop(ctx)
 	go s.ackLoop()
@@ -332,13 +334,13 @@ func (s *Store) Healthy() error {
 	if e := s.failed.Load(); e != nil {
 		return *e
 	}
-	return s.disk.err()
+	return s.disk.Err()
 }
 
 // SetMinFree changes the free-space floor below which the store refuses
 // writes (bytes; 0 turns it off) and measures the disk at once.
 func (s *Store) SetMinFree(bytes int64) {
-	s.disk.setFloor(bytes)
+	s.disk.SetFloor(bytes)
 }
 
 // Append stores p durably and returns the stored record with its gseq and
@@ -538,8 +540,8 @@ func (s *Store) prepare(group []*appendReq) {
 	for _, r := range group {
 		est += int64(len(r.p.Envelope)) + 1024 // record value, keys, receipt
 	}
-	s.disk.wrote(est)
-	if err := s.disk.err(); err != nil {
+	s.disk.Wrote(est)
+	if err := s.disk.Err(); err != nil {
 		for _, r := range group {
 			r.err = err
 		}

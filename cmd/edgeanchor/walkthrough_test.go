@@ -499,6 +499,13 @@ func TestOperationsWalkthrough(t *testing.T) {
 			for _, h := range []string{"org-a", "org-b", "org-c", "org-d"} {
 				waitHeight(h, 3)
 			}
+			testutil.WaitFor(t, long, "org-b connected to the three others", func() error {
+				ni, err := comet("org-b").NetInfo(ctx)
+				if err == nil && ni.NPeers != 3 {
+					err = fmt.Errorf("%d peers", ni.NPeers)
+				}
+				return err
+			})
 		},
 		"tokens": func() {
 			testutil.WaitFor(t, long, "the gateway ready", func() error {

@@ -471,7 +471,7 @@ func TestOperationsWalkthrough(t *testing.T) {
 		}
 		return strconv.ParseFloat(string(m[1]), 64)
 	}
-	var genesisHash, revokedDID string
+	var genesisHash, revokedDID, gatewayKeyDID string
 	var changedAt int64 // first height signed by the new validator set
 	genesisHashOf := func(out string) string {
 		m := regexp.MustCompile(`(?m)^sha256\s+([0-9a-f]{64})$`).FindStringSubmatch(out)
@@ -587,6 +587,18 @@ func TestOperationsWalkthrough(t *testing.T) {
 		"install-e": func(_, out string) {
 			if h := genesisHashOf(out); h != genesisHash {
 				t.Fatalf("org-e's genesis hash %s, assembled %s", h, genesisHash)
+			}
+		},
+		"gateway-key": func(_, out string) {
+			gatewayKeyDID = regexp.MustCompile(`(?m)^did:ea:[0-9a-f]{32}$`).FindString(out)
+			if gatewayKeyDID != string(gatewayDID()) {
+				t.Fatalf("keygen printed %q, the key's DID is %s", gatewayKeyDID, gatewayDID())
+			}
+		},
+		"propose-gateway": func(_, out string) {
+			// The DID org-b reads out on the phone is the one the site's keygen printed.
+			if first, _, _ := strings.Cut(out, "\n"); first != gatewayKeyDID {
+				t.Fatalf("org-b's did --pub printed %q, the site's keygen %q", first, gatewayKeyDID)
 			}
 		},
 		"approve-offline": func(_, _ string) {

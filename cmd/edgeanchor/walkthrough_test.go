@@ -472,7 +472,8 @@ func TestOperationsWalkthrough(t *testing.T) {
 		return strconv.ParseFloat(string(m[1]), 64)
 	}
 	var genesisHash, revokedDID, gatewayKeyDID string
-	var changedAt int64 // first height signed by the new validator set
+	consortiumLists := map[string]string{} // final-check's consortium list, by host
+	var changedAt int64                    // first height signed by the new validator set
 	genesisHashOf := func(out string) string {
 		m := regexp.MustCompile(`(?m)^sha256\s+([0-9a-f]{64})$`).FindStringSubmatch(out)
 		if m == nil {
@@ -674,6 +675,18 @@ func TestOperationsWalkthrough(t *testing.T) {
 				t.Fatalf("the application's validators %v, want a, b, c and e %v", got, want)
 			}
 		},
+		"final-check": func(host, out string) {
+			list, _, ok := strings.Cut(out, "\nDID ")
+			if !ok {
+				t.Fatalf("final check on %s: no gateway list:\n%s", host, out)
+			}
+			consortiumLists[host] = list
+			for h, l := range consortiumLists {
+				if l != list {
+					t.Fatalf("the consortium as %s's node has it:\n%s\ndiffers from %s's:\n%s", host, list, h, l)
+				}
+			}
+		},
 		"verify-both": func(_, out string) {
 			if strings.Count(out, "OK: record") != 2 {
 				t.Fatalf("verify:\n%s", out)
@@ -721,6 +734,9 @@ func TestOperationsWalkthrough(t *testing.T) {
 	}
 	if _, ok := s.services["start-d@org-d"]; !ok {
 		t.Error("the walkthrough starts no validator start-d on org-d")
+	}
+	if len(consortiumLists) != 4 {
+		t.Errorf("the final check ran on %d members, want the 4 validators' organisations", len(consortiumLists))
 	}
 	checkSentFiles(t, s)
 }

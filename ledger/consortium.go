@@ -74,6 +74,11 @@ type MemberOptions struct {
 	NoPrometheus                bool
 	Power                       int64 // DefaultPower when zero
 	Regulator                   bool  // also make a regulator key
+
+	// RPCListenHost is the address the RPC listener binds (127.0.0.1 when
+	// empty): a member whose node serves gateways or verifiers on other
+	// hosts opens it to them (0.0.0.0, behind its firewall).
+	RPCListenHost string
 }
 
 // ErrNoGenesis means a member home has no genesis yet: install the one the
@@ -128,7 +133,14 @@ func InitMember(dir string, opts MemberOptions) (*Home, *MemberFile, error) {
 	c.Moniker = opts.Org
 	c.P2P.ListenAddress = "tcp://" + net.JoinHostPort(host, strconv.Itoa(ps.p2p))
 	c.P2P.ExternalAddress = ext
-	c.RPC.ListenAddress = fmt.Sprintf("tcp://127.0.0.1:%d", ps.rpc)
+	rpcHost := opts.RPCListenHost
+	if rpcHost == "" {
+		rpcHost = "127.0.0.1"
+	}
+	if err := checkHostPort(net.JoinHostPort(rpcHost, strconv.Itoa(ps.rpc))); err != nil || strings.ContainsAny(rpcHost, "/ ") {
+		return nil, nil, fmt.Errorf("ledger: RPC listen host %q: want an IP address or a host name", rpcHost)
+	}
+	c.RPC.ListenAddress = "tcp://" + net.JoinHostPort(rpcHost, strconv.Itoa(ps.rpc))
 	c.Instrumentation.PrometheusListenAddr = fmt.Sprintf("127.0.0.1:%d", ps.prom)
 	c.Instrumentation.Prometheus = !opts.NoPrometheus
 	if err := c.ValidateBasic(); err != nil {
@@ -151,6 +163,9 @@ func InitMember(dir string, opts MemberOptions) (*Home, *MemberFile, error) {
 		Dir: dir, NodeID: m.NodeID, P2PAddr: ext,
 		RPCURL:       fmt.Sprintf("http://127.0.0.1:%d", ps.rpc),
 		CommitteeKey: filepath.Join(dir, CommitteeKeyFile),
+	}
+	if ip := net.ParseIP(rpcHost); ip == nil || !ip.IsUnspecified() {
+		home.RPCURL = "http://" + net.JoinHostPort(rpcHost, strconv.Itoa(ps.rpc))
 	}
 	if !opts.NoPrometheus {
 		home.PrometheusURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", ps.prom)

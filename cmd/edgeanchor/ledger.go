@@ -142,6 +142,7 @@ file DIR/member.json to send to the coordinator (ledger genesis assemble).`,
 	f.Int64Var(&member.Power, "power", ledger.DefaultPower, "with --org: the validator's voting power")
 	f.StringVar(&member.ListenHost, "listen-host", "127.0.0.1", "with --org: address the p2p listener binds")
 	f.StringVar(&member.ExternalAddress, "external-address", "", "with --org: host:port the other members dial (default listen-host:p2p-port)")
+	f.StringVar(&member.RPCListenHost, "rpc-listen-host", "127.0.0.1", "with --org: address the RPC listener binds (0.0.0.0 to serve gateways on other hosts; firewall it to them)")
 	return cmd
 }
 

@@ -233,7 +233,7 @@ func (s *Server) wageJob(w http.ResponseWriter, r *http.Request) *wageJob {
 	return j
 }
 
-// finished returns j's report and evidence, or answers 409 while it runs
+// result returns j's report and evidence, or answers 409 while it runs
 // and 502 when it failed.
 func (j *wageJob) result(w http.ResponseWriter) (*wages.Report, *wages.Evidence) {
 	j.mu.Lock()

@@ -105,7 +105,15 @@ func TestPortalWages(t *testing.T) {
 	cfg.Listen = "127.0.0.1:0"
 	cfg.LedgerRPC = ws.Node.RPC
 	cfg.TrustPath = trustPath
-	cfg.Gateways = []GatewayAPI{{DID: ws.LGW.DID(), URL: ws.API()}}
+	// A second gateway whose API answers markup: what it says is shown as
+	// text.
+	hostile := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = io.WriteString(w, `<script>window.__pwned=1</script><b>bold</b>`)
+	}))
+	t.Cleanup(hostile.Close)
+	hostileDID := device.DID("did:ea:0123456789abcdef0123456789abcdef")
+	cfg.Gateways = []GatewayAPI{{DID: ws.LGW.DID(), URL: ws.API()}, {DID: hostileDID, URL: hostile.URL}}
 	cfg.WageZone = "+08:00" // the simulator's site zone
 	cfg.WageFloorFen = wagestest.FloorFen
 	logs := &syncBuffer{}
@@ -156,9 +164,10 @@ func TestPortalWages(t *testing.T) {
 		if v := eval[string](t, b, `document.getElementById('floor_fen').value + " " + document.getElementById('zone').value + " " + document.getElementById('due_days').value`); v != "20000 +08:00 15" {
 			t.Fatalf("form defaults %q, want the portal config's", v)
 		}
-		b.do(t, chromedp.SetValue(chromedp.CSS("#period"), wagestest.Period),
+		b.do(t, chromedp.SetValue(chromedp.CSS("#gateway"), string(ws.LGW.DID())),
+			chromedp.SetValue(chromedp.CSS("#period"), wagestest.Period),
 			chromedp.SetValue(chromedp.CSS("#due"), anchor.FormatTime(due)),
-			chromedp.Click(chromedp.CSS("#run")), chromedp.WaitVisible(chromedp.CSS("#wage-result")))
+			chromedp.Click(chromedp.CSS("#run")), chromedp.WaitVisible(chromedp.CSS("#wage-result")), wagesReady)
 		return get(t, b, chromedp.Location())
 	}
 	runURL := run()
@@ -217,6 +226,7 @@ func TestPortalWages(t *testing.T) {
 		t.Fatalf("filtered to unpaid: %q", shown)
 	}
 	b.open(t, runURL+"?status="+wages.StatusPaidLate, "#workers")
+	b.do(t, wagesReady)
 	shown = eval[[]string](t, b, `Array.from(document.querySelectorAll('#workers tr[data-ref]')).map(r => r.dataset.status)`)
 	if len(shown) != wantCases[wages.StatusPaidLate] || shown[0] != wages.StatusPaidLate {
 		t.Fatalf("?status=paid_late: %q", shown)
@@ -225,6 +235,7 @@ func TestPortalWages(t *testing.T) {
 
 	// Downloads: the JSON and CSV report, and an unpaid worker's pack.
 	b.open(t, runURL, "#workers")
+	b.do(t, wagesReady)
 	fetch := func(sel string) string {
 		return get(t, b, chromedp.Evaluate[string](`fetch(document.querySelector('`+sel+`').href).then(r => r.text())`, chromedp.EvalAwaitPromise))
 	}
@@ -327,6 +338,18 @@ func TestPortalWages(t *testing.T) {
 	}
 	b.clean(t) // and no request left the portal's origin
 
+	// The hostile gateway's answer shows as text; its markup does nothing.
+	b.open(t, base+"/wages", "#wages-form")
+	b.do(t, chromedp.SetValue(chromedp.CSS("#gateway"), string(hostileDID)), chromedp.SetValue(chromedp.CSS("#period"), wagestest.Period),
+		chromedp.Click(chromedp.CSS("#run")), chromedp.WaitVisible(chromedp.CSS("#wage-result")))
+	if msg := b.text(t, "#wage-error"); !strings.Contains(msg, `<script>window.__pwned=1</script><b>bold</b>`) {
+		t.Fatalf("hostile gateway: %q", msg)
+	}
+	if ran := eval[bool](t, b, `window.__pwned !== undefined || document.querySelector('#wage-error b, #wage-error script') !== null`); ran {
+		t.Fatal("the gateway's markup was rendered")
+	}
+	b.clean(t)
+
 	// A record deleted from the gateway's store: every worker
 	// cannot_conclude, the missing gseq named, no pack.
 	var gone uint64
@@ -372,6 +395,9 @@ func TestPortalWages(t *testing.T) {
 	}
 	b.clean(t)
 }
+
+// wagesReady waits until the Wages page's script has set up its handlers.
+var wagesReady = chromedp.WaitReady(chromedp.CSS("body[data-wages-ready]"))
 
 // TestWageStatusMeaningsMatchDocs: the page explains each status in the
 // words of docs/wages.md's table.

@@ -145,4 +145,5 @@ document.addEventListener("DOMContentLoaded", function () {
       }
     });
   }
+  document.body.dataset.wagesReady = "1";
 });

@@ -174,6 +174,7 @@ func TestPortalWages(t *testing.T) {
 	if !regexp.MustCompile(`/wages/[0-9a-f]{24}$`).MatchString(runURL) {
 		t.Fatalf("report at %s", runURL)
 	}
+	t.Logf("on the page: %s", b.text(t, "#wage-result .card"))
 	if v := b.text(t, "#complete"); !strings.HasPrefix(v, "✓") {
 		t.Fatalf("log not complete: %q", b.text(t, "#wage-result"))
 	}

@@ -86,7 +86,8 @@ func testAccounts(t *testing.T, e *env, b *browser) {
 	b.use(base)
 	did := url.QueryEscape(string(e.LGW.DID()))
 	for _, p := range []string{"/", "/consortium", "/gateway?did=" + did, "/batch?did=" + did + "&seq=1",
-		"/proof?did=" + did + "&gseq=1", "/verify", "/audit", "/audit/0123/status", "/charts"} {
+		"/proof?did=" + did + "&gseq=1", "/verify", "/audit", "/audit/0123/status", "/charts",
+		"/wages", "/wages/0123", "/wages/0123/status", "/wages/0123/report.csv", "/wages/0123/pack?worker=" + strings.Repeat("ab", 32)} {
 		b.do(t, chromedp.Navigate(base+p), chromedp.WaitVisible(chromedp.CSS("#login")))
 		if loc := get(t, b, chromedp.Location()); loc != base+"/login" {
 			t.Fatalf("%s: at %s, want the login", p, loc)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/wages"
 )
 
 // DefaultListen is the portal's default address: loopback only.
@@ -49,6 +50,13 @@ type Config struct {
 	// with each further failure (up to 64 times).
 	LoginFailures int           `yaml:"login_failures"`
 	LoginBackoff  time.Duration `yaml:"login_backoff"`
+	// WageZone, WageDueDays and WageFloorFen are the Wages page's
+	// defaults: the sites' time zone (IANA name or ±hh:mm), the days after
+	// a period's end at which wages are due, the daily floor in fen (0: no
+	// floor). The inspector may change them for one report.
+	WageZone     string `yaml:"wage_zone"`
+	WageDueDays  int    `yaml:"wage_due_days"`
+	WageFloorFen int64  `yaml:"wage_floor_fen"`
 }
 
 // GatewayAPI names one gateway's record API.
@@ -60,13 +68,17 @@ type GatewayAPI struct {
 // DefaultConfig returns the defaults: loopback, pages of 20 rows.
 func DefaultConfig() Config {
 	return Config{Listen: DefaultListen, PageSize: 20, Refresh: 10 * time.Second,
-		LoginFailures: 3, LoginBackoff: 2 * time.Second}
+		LoginFailures: 3, LoginBackoff: 2 * time.Second,
+		WageZone: "Asia/Shanghai", WageDueDays: wages.DefaultDueDays}
 }
 
 // ErrNotLoopback is returned by Validate for a listen address other than a
 // loopback one without TLS and accounts: the portal would otherwise show
 // the evidence, and take passwords, in the clear to the network.
 var ErrNotLoopback = errors.New("portal: refusing a non-loopback listen address without TLS and accounts")
+
+// maxFloorFen bounds a daily floor (one million yuan).
+const maxFloorFen = 100_000_000
 
 // Validate checks the config, naming the key and the bound.
 func (c *Config) Validate() error {
@@ -111,6 +123,15 @@ func (c *Config) Validate() error {
 	}
 	if c.LoginBackoff < 100*time.Millisecond || c.LoginBackoff > time.Hour {
 		return fmt.Errorf("portal: login_backoff %s: want 100ms..1h", c.LoginBackoff)
+	}
+	if _, err := wages.ParseZone(c.WageZone); err != nil {
+		return fmt.Errorf("portal: wage_zone %q: want an IANA name or ±hh:mm", c.WageZone)
+	}
+	if c.WageDueDays < 1 || c.WageDueDays > 366 {
+		return fmt.Errorf("portal: wage_due_days %d: want 1..366", c.WageDueDays)
+	}
+	if c.WageFloorFen < 0 || c.WageFloorFen > maxFloorFen {
+		return fmt.Errorf("portal: wage_floor_fen %d: want 0..%d", c.WageFloorFen, maxFloorFen)
 	}
 	return nil
 }

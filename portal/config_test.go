@@ -35,6 +35,9 @@ func TestConfigValidateNamesKey(t *testing.T) {
 		{func(c *Config) { c.Refresh = 10 * time.Millisecond }, "refresh 10ms: want 1s..1h"},
 		{func(c *Config) { c.LoginFailures = 0 }, "login_failures 0: want 1..100"},
 		{func(c *Config) { c.LoginBackoff = 0 }, "login_backoff 0s: want 100ms..1h"},
+		{func(c *Config) { c.WageZone = "Mars/Olympus" }, `wage_zone "Mars/Olympus": want an IANA name or ±hh:mm`},
+		{func(c *Config) { c.WageDueDays = 0 }, "wage_due_days 0: want 1..366"},
+		{func(c *Config) { c.WageFloorFen = -1 }, "wage_floor_fen -1: want 0..100000000"},
 	} {
 		c := good
 		tc.edit(&c)

@@ -43,6 +43,7 @@ type Server struct {
 	sessions *sessions
 	logins   *loginLimiter
 	audits   *audits
+	wageRuns *wageRuns
 
 	// ctx is cancelled by Close: it ends the audits running in the
 	// background.
@@ -75,6 +76,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, trust: trust, gateways: map[device.DID]string{},
 		http: &http.Client{Timeout: 30 * time.Second}, sessions: newSessions(),
 		logins: newLoginLimiter(cfg.LoginFailures, cfg.LoginBackoff), audits: newAudits()}
+	s.wageRuns = newWageRuns()
 	if cfg.AccountsPath != "" {
 		if s.accounts, err = ReadAccounts(cfg.AccountsPath); err != nil {
 			return nil, err
@@ -101,6 +103,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 func (s *Server) Close() error {
 	s.cancel()
 	s.audits.wait()
+	s.wageRuns.wait()
 	return s.ledger.Close()
 }
 
@@ -184,6 +187,13 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /audit/{id}/report.json", s.auditJSON)
 	m.HandleFunc("GET /audit/{id}/report.csv", s.auditCSV)
 	m.HandleFunc("GET /charts", s.chartsPage)
+	m.HandleFunc("GET /wages", s.wagesPage)
+	m.HandleFunc("POST /wages", s.wagesPost)
+	m.HandleFunc("GET /wages/{id}", s.wageRunPage)
+	m.HandleFunc("GET /wages/{id}/status", s.wageStatus)
+	m.HandleFunc("GET /wages/{id}/report.json", s.wageJSON)
+	m.HandleFunc("GET /wages/{id}/report.csv", s.wageCSV)
+	m.HandleFunc("GET /wages/{id}/pack", s.wagePack)
 	s.mux = m
 }
 

@@ -55,6 +55,24 @@ type Options struct {
 	// Trust is the inspector's trust file: every record is verified
 	// against it.
 	Trust *anchor.Trust
+	// Progress, when set, is called by Collect (on its own goroutine) as
+	// it goes: phase is ProgressBatches, ProgressRecords or
+	// ProgressSignatures, done of total in that phase.
+	Progress func(phase string, done, total int)
+}
+
+// Phases of Options.Progress.
+const (
+	ProgressBatches    = "batches"    // batch anchors verified
+	ProgressRecords    = "records"    // batches whose records were fetched and checked
+	ProgressSignatures = "signatures" // payroll device signatures verified
+)
+
+// progress reports through o.Progress, if set.
+func (o *Options) progress(phase string, done, total int) {
+	if o.Progress != nil {
+		o.Progress(phase, done, total)
+	}
 }
 
 // Window returns the period's first instant, the instant after its last
@@ -335,6 +353,7 @@ func (c *collector) walk(ctx context.Context, start, due time.Time) error {
 		}
 	}
 	for seq := b + 1; seq <= last; seq++ {
+		c.o.progress(ProgressBatches, int(seq-b-1), int(last-b))
 		i := len(c.ev.Batches)
 		vb, err := c.verifyBatch(ctx, seq)
 		if errors.Is(err, ErrNotAnchored) {
@@ -360,6 +379,7 @@ func (c *collector) walk(ctx context.Context, start, due time.Time) error {
 		}
 		prevHash, prevLast = vb.Hash, h.Last
 	}
+	c.o.progress(ProgressBatches, int(last-b), int(last-b))
 	if c.ev.Closing < 0 {
 		c.problem(-1, "no batch anchored after the due date %s yet (the newest, %d, was anchored by %s)",
 			anchor.FormatTime(due), last, anchor.FormatTime(c.ev.Batches[len(c.ev.Batches)-1].AnchoredBy))
@@ -388,6 +408,7 @@ func (c *collector) records(ctx context.Context) error {
 	c.ev.rawFrom = from
 	var payroll []checked
 	for i := from; i < len(bs); i++ {
+		c.o.progress(ProgressRecords, i-from, len(bs)-from)
 		h := bs[i].Header
 		var recs []wireRecord
 		for f := h.First; f <= h.Last; f += maxRange {
@@ -405,6 +426,7 @@ func (c *collector) records(ctx context.Context) error {
 			payroll = append(payroll, got...)
 		}
 	}
+	c.o.progress(ProgressRecords, len(bs)-from, len(bs)-from)
 	return c.verifyPayroll(ctx, payroll)
 }
 
@@ -525,10 +547,14 @@ func (c *collector) verifyPayroll(ctx context.Context, recs []checked) error {
 		}()
 	}
 	for j := range recs {
+		if j%256 == 0 {
+			c.o.progress(ProgressSignatures, j, len(recs))
+		}
 		next <- j
 	}
 	close(next)
 	wg.Wait()
+	c.o.progress(ProgressSignatures, len(recs), len(recs))
 	seqs := map[device.DID][]uint64{}
 	for j, r := range recs {
 		di := c.ev.devices[r.r.DID]

@@ -42,7 +42,8 @@ makes one). With accounts every page needs a login.
 
 Flags override the YAML file given with --config (keys: listen, ledger,
 trust, gateways: [{did, url}], tls_cert, tls_key, accounts, page_size,
-refresh, login_failures, login_backoff).
+refresh, login_failures, login_backoff, wage_zone, wage_due_days,
+wage_floor_fen).
 
 Exit status: 0 stopped by a signal; 2 bad configuration or I/O error.`,
 		Example: `  edgeanchor portal --ledger http://127.0.0.1:26657 --trust trust.json \
@@ -78,6 +79,13 @@ Exit status: 0 stopped by a signal; 2 bad configuration or I/O error.`,
 				}
 				if !fl.Changed("refresh") {
 					cfg.Refresh = file.Refresh
+				}
+				merge("wage-zone", &cfg.WageZone, file.WageZone)
+				if !fl.Changed("wage-due-days") {
+					cfg.WageDueDays = file.WageDueDays
+				}
+				if !fl.Changed("wage-floor-fen") {
+					cfg.WageFloorFen = file.WageFloorFen
 				}
 				cfg.LoginFailures, cfg.LoginBackoff = file.LoginFailures, file.LoginBackoff
 				cfg.Gateways = file.Gateways
@@ -128,6 +136,9 @@ Exit status: 0 stopped by a signal; 2 bad configuration or I/O error.`,
 	f.StringVar(&cfg.AccountsPath, "accounts", "", `accounts file, lines "user:bcrypt-hash" (every page then needs a login)`)
 	f.IntVar(&cfg.PageSize, "page-size", cfg.PageSize, "rows per page of a paged list (1..500)")
 	f.DurationVar(&cfg.Refresh, "refresh", cfg.Refresh, "auto-refresh interval of the Consortium page")
+	f.StringVar(&cfg.WageZone, "wage-zone", cfg.WageZone, "Wages page default: the sites' time zone (IANA name or ±hh:mm)")
+	f.IntVar(&cfg.WageDueDays, "wage-due-days", cfg.WageDueDays, "Wages page default: wages are due this many days after the period's end (1..366)")
+	f.Int64Var(&cfg.WageFloorFen, "wage-floor-fen", cfg.WageFloorFen, "Wages page default: the daily floor in fen (0: none)")
 	cmd.AddCommand(newPortalPasswdCmd())
 	return cmd
 }

@@ -135,10 +135,13 @@ func (s *Site) API() string { return "http://" + s.G.HTTPAddr() }
 // returns its anchored-by time.
 func (s *Site) AnchoredBy(gseq uint64) time.Time {
 	s.t.Helper()
-	body, err := testutil.HTTPGet(fmt.Sprintf("%s/v1/records/%d/proof", s.API(), gseq))
-	if err != nil {
-		s.t.Fatal(err)
-	}
+	// The first proof of a batch of thousands of records can take more
+	// than one GET's 5 s on a loaded machine: ask again until it comes.
+	var body []byte
+	testutil.WaitFor(s.t, 60*time.Second, fmt.Sprintf("proof of gseq %d", gseq), func() (err error) {
+		body, err = testutil.HTTPGet(fmt.Sprintf("%s/v1/records/%d/proof", s.API(), gseq))
+		return err
+	})
 	b, err := anchor.ParseBundle(body)
 	if err != nil {
 		s.t.Fatal(err)

@@ -1,0 +1,375 @@
+package portal
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/wages"
+)
+
+// Bounds of the Wages page: runs kept (finished ones are dropped oldest
+// first; each holds its verified evidence, for packs), runs at once, and
+// how long one may take.
+const (
+	maxWageRuns    = 8
+	maxWageRunning = 2
+	wageTimeout    = 10 * time.Minute
+)
+
+// statusMeaning explains each status as docs/wages.md does (a test holds
+// the two to the same words).
+var statusMeaning = map[string]string{
+	wages.StatusPaidOnTime:     "attended at least one day; wage records for the period anchored by the due date sum to at least the floor times the days attended",
+	wages.StatusBelowFloor:     "paid by the due date, but less than `--floor-fen` per day attended",
+	wages.StatusPaidLate:       "attended; no wage record anchored by the due date, at least one after it",
+	wages.StatusUnpaid:         "attended; no wage record for the period anchored by the due date nor after it, up to the newest anchored batch",
+	wages.StatusNoAttendance:   "wage records for the period, no day attended",
+	wages.StatusCannotConclude: "the anchored log is not complete through the due date; the report names what is missing",
+}
+
+// meaning is statusMeaning for the page (the flag's name is the form's
+// field there).
+func meaning(status string) string {
+	return strings.ReplaceAll(statusMeaning[status], "`--floor-fen`", "the daily floor")
+}
+
+// wageJob is one wage report run.
+type wageJob struct {
+	ID      string
+	Gateway device.DID
+	Opts    wages.Options
+	Started time.Time
+
+	mu       sync.Mutex
+	phase    string
+	done     int
+	total    int
+	finished bool
+	ev       *wages.Evidence
+	rep      *wages.Report
+	err      error
+	ended    time.Time
+}
+
+type wageStatus struct {
+	Phase    string `json:"phase"`
+	Done     int    `json:"done"`
+	Total    int    `json:"total"`
+	Finished bool   `json:"finished"`
+}
+
+func (j *wageJob) status() wageStatus {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return wageStatus{Phase: j.phase, Done: j.done, Total: j.total, Finished: j.finished}
+}
+
+type wageRuns struct {
+	mu      sync.Mutex
+	m       map[string]*wageJob
+	running int
+	wg      sync.WaitGroup
+}
+
+func newWageRuns() *wageRuns { return &wageRuns{m: map[string]*wageJob{}} }
+
+func (a *wageRuns) get(id string) *wageJob {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.m[id]
+}
+
+// start runs the report of j in the background under ctx.
+func (a *wageRuns) start(ctx context.Context, j *wageJob, gw *wages.Gateway) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.running >= maxWageRunning {
+		return fmt.Errorf("%d wage reports are running: wait for one to finish", a.running)
+	}
+	for len(a.m) >= maxWageRuns {
+		var oldest *wageJob
+		for _, x := range a.m {
+			if x.status().Finished && (oldest == nil || x.Started.Before(oldest.Started)) {
+				oldest = x
+			}
+		}
+		if oldest == nil {
+			break
+		}
+		delete(a.m, oldest.ID)
+	}
+	a.m[j.ID] = j
+	a.running++
+	a.wg.Add(1)
+	o := j.Opts
+	o.Progress = func(phase string, done, total int) {
+		j.mu.Lock()
+		j.phase, j.done, j.total = phase, done, total
+		j.mu.Unlock()
+	}
+	go func() {
+		defer a.wg.Done()
+		rctx, cancel := context.WithTimeout(ctx, wageTimeout)
+		defer cancel()
+		ev, err := wages.Collect(rctx, gw, o)
+		var rep *wages.Report
+		if err == nil {
+			rep, err = wages.Build(ev, o, nil)
+		}
+		j.mu.Lock()
+		j.ev, j.rep, j.err, j.finished, j.ended = ev, rep, err, true, time.Now()
+		j.mu.Unlock()
+		a.mu.Lock()
+		a.running--
+		a.mu.Unlock()
+	}()
+	return nil
+}
+
+func (a *wageRuns) wait() { a.wg.Wait() }
+
+// wageFormView is the Wages form with its defaults.
+type wageFormView struct {
+	Gateways []gatewayChoice
+	Period   string
+	Zone     string
+	DueDays  int
+	Due      string
+	FloorFen int64
+}
+
+func (s *Server) wageForm(ctx context.Context, r *http.Request) wageFormView {
+	v := wageFormView{Gateways: s.auditForm(ctx).Gateways, Zone: s.cfg.WageZone, DueDays: s.cfg.WageDueDays, FloorFen: s.cfg.WageFloorFen}
+	loc, err := wages.ParseZone(s.cfg.WageZone)
+	if err != nil {
+		loc = time.UTC
+	}
+	now := time.Now().In(loc)
+	v.Period = time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, loc).AddDate(0, -1, 0).Format("2006-01")
+	if r.Method == http.MethodPost { // a refused form shows what was entered
+		v.Period, v.Zone, v.Due = r.PostFormValue("period"), r.PostFormValue("zone"), r.PostFormValue("due")
+		if n, err := strconv.Atoi(r.PostFormValue("due_days")); err == nil {
+			v.DueDays = n
+		}
+		if n, err := strconv.ParseInt(r.PostFormValue("floor_fen"), 10, 64); err == nil {
+			v.FloorFen = n
+		}
+	}
+	return v
+}
+
+func (s *Server) wagesPage(w http.ResponseWriter, r *http.Request) {
+	s.render(w, r, "wages", page{Title: "Wages", Nav: "wages", Data: s.wageForm(r.Context(), r)})
+}
+
+// wageOptions reads the form into report options (the trust is the
+// portal's).
+func (s *Server) wageOptions(r *http.Request) (wages.Options, string, error) {
+	var o wages.Options
+	did, err := device.ParseDID(r.PostFormValue("gateway"))
+	if err != nil {
+		return o, "", fmt.Errorf("gateway: %w", err)
+	}
+	api, ok := s.gateways[did]
+	if !ok {
+		return o, "", fmt.Errorf("gateway %s: no record API configured for it", did)
+	}
+	o.Gateway, o.Period, o.Trust = did, strings.TrimSpace(r.PostFormValue("period")), s.trust
+	zone := strings.TrimSpace(r.PostFormValue("zone"))
+	if o.Zone, err = wages.ParseZone(zone); err != nil {
+		return o, "", fmt.Errorf("time zone %q: want an IANA name (Asia/Shanghai) or ±hh:mm", zone)
+	}
+	dd := strings.TrimSpace(r.PostFormValue("due_days"))
+	if o.DueDays, err = strconv.Atoi(dd); err != nil || o.DueDays < 1 || o.DueDays > 366 {
+		return o, "", fmt.Errorf("due days %q: want a whole number 1..366", dd)
+	}
+	if due := strings.TrimSpace(r.PostFormValue("due")); due != "" {
+		if o.Due, err = time.Parse(time.RFC3339Nano, due); err != nil {
+			return o, "", fmt.Errorf("due date %q: want RFC 3339, e.g. 2026-11-15T16:00:00Z", due)
+		}
+	}
+	ff := strings.TrimSpace(r.PostFormValue("floor_fen"))
+	if o.FloorFen, err = strconv.ParseInt(ff, 10, 64); err != nil || o.FloorFen < 0 || o.FloorFen > maxFloorFen {
+		return o, "", fmt.Errorf("daily floor %q: want a whole number of fen 0..%d", ff, maxFloorFen)
+	}
+	if _, _, _, err := o.Window(); err != nil {
+		return o, "", err
+	}
+	return o, api, nil
+}
+
+func (s *Server) wagesPost(w http.ResponseWriter, r *http.Request) {
+	fail := func(code int, err error) {
+		w.WriteHeader(code)
+		s.render(w, r, "wages", page{Title: "Wages", Nav: "wages", Err: err.Error(), Data: s.wageForm(r.Context(), r)})
+	}
+	o, api, err := s.wageOptions(r)
+	if err != nil {
+		fail(http.StatusBadRequest, err)
+		return
+	}
+	j := &wageJob{ID: randomHex(12), Gateway: o.Gateway, Opts: o, Started: time.Now()}
+	if err := s.wageRuns.start(s.baseCtx(r), j, &wages.Gateway{API: api}); err != nil {
+		fail(http.StatusTooManyRequests, err)
+		return
+	}
+	s.log.Info("portal wage report started", "gateway", o.Gateway, "period", o.Period, "id", j.ID)
+	http.Redirect(w, r, "/wages/"+j.ID, http.StatusSeeOther)
+}
+
+func (s *Server) wageJob(w http.ResponseWriter, r *http.Request) *wageJob {
+	j := s.wageRuns.get(r.PathValue("id"))
+	if j == nil {
+		http.Error(w, fmt.Sprintf("no such wage report (the portal keeps the last %d)", maxWageRuns), http.StatusNotFound)
+	}
+	return j
+}
+
+// result returns j's report and evidence, or answers 409 while it runs
+// and 502 when it failed.
+func (j *wageJob) result(w http.ResponseWriter) (*wages.Report, *wages.Evidence) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	switch {
+	case !j.finished:
+		http.Error(w, "the wage report is still running", http.StatusConflict)
+	case j.err != nil:
+		http.Error(w, "the wage report could not run: "+j.err.Error(), http.StatusBadGateway)
+	default:
+		return j.rep, j.ev
+	}
+	return nil, nil
+}
+
+type statusCount struct {
+	Status  string
+	Count   int
+	Meaning string
+}
+
+type wageRunView struct {
+	ID, Gateway, Period, Zone, Due string
+	DueDays                        int
+	FloorFen                       int64
+	Status                         wageStatus
+	Err                            string
+	Took                           string
+	Report                         *wages.Report
+	Counts                         []statusCount
+	Filter                         string
+	Rows                           []wages.Worker
+}
+
+var refPattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+func (s *Server) wageRunPage(w http.ResponseWriter, r *http.Request) {
+	j := s.wageJob(w, r)
+	if j == nil {
+		return
+	}
+	filter := r.URL.Query().Get("status")
+	if _, ok := statusMeaning[filter]; filter != "" && !ok {
+		http.Error(w, fmt.Sprintf("status %q: want one of %s", filter, strings.Join(wages.Statuses, ", ")), http.StatusBadRequest)
+		return
+	}
+	_, _, due, _ := j.Opts.Window()
+	v := wageRunView{ID: j.ID, Gateway: string(j.Gateway), Period: j.Opts.Period, Zone: wages.ZoneName(j.Opts.Zone),
+		Due: due.UTC().Format(time.RFC3339Nano), DueDays: j.Opts.DueDays, FloorFen: j.Opts.FloorFen, Status: j.status(), Filter: filter}
+	j.mu.Lock()
+	if j.err != nil {
+		v.Err = j.err.Error()
+	}
+	if j.finished {
+		v.Took = j.ended.Sub(j.Started).Round(time.Millisecond).String()
+	}
+	v.Report = j.rep
+	j.mu.Unlock()
+	if v.Report != nil {
+		for _, st := range wages.Statuses {
+			v.Counts = append(v.Counts, statusCount{Status: st, Count: v.Report.Counts[st], Meaning: meaning(st)})
+		}
+		for _, wk := range v.Report.Workers {
+			if filter == "" || wk.Status == filter {
+				v.Rows = append(v.Rows, wk)
+			}
+		}
+	}
+	s.render(w, r, "wagesrun", page{Title: "Wage report", Nav: "wages", Data: v})
+}
+
+func (s *Server) wageStatus(w http.ResponseWriter, r *http.Request) {
+	j := s.wageJob(w, r)
+	if j == nil {
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(j.status())
+}
+
+func (s *Server) wageJSON(w http.ResponseWriter, r *http.Request) {
+	j := s.wageJob(w, r)
+	if j == nil {
+		return
+	}
+	rep, _ := j.result(w)
+	if rep == nil {
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="wages-%s-%s.json"`, rep.Period, j.ID))
+	_ = rep.WriteJSON(w)
+}
+
+func (s *Server) wageCSV(w http.ResponseWriter, r *http.Request) {
+	j := s.wageJob(w, r)
+	if j == nil {
+		return
+	}
+	rep, _ := j.result(w)
+	if rep == nil {
+		return
+	}
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="wages-%s-%s.csv"`, rep.Period, j.ID))
+	_ = rep.WriteCSV(w)
+}
+
+// wagePack answers the evidence pack of ?worker=REF: the bytes
+// `edgeanchor wages --pack-worker REF` writes for the same report.
+func (s *Server) wagePack(w http.ResponseWriter, r *http.Request) {
+	j := s.wageJob(w, r)
+	if j == nil {
+		return
+	}
+	worker := r.URL.Query().Get("worker")
+	if !refPattern.MatchString(worker) {
+		http.Error(w, "worker: want a worker reference, 64 lowercase hex digits", http.StatusBadRequest)
+		return
+	}
+	rep, ev := j.result(w)
+	if rep == nil {
+		return
+	}
+	p, err := wages.MakePack(ev, j.Opts, worker)
+	var b []byte
+	if err == nil {
+		b, err = p.Encode()
+	}
+	if err != nil {
+		http.Error(w, "no evidence pack: "+err.Error(), http.StatusConflict)
+		return
+	}
+	s.log.Info("portal wage pack", "id", j.ID, "worker", worker, "bytes", len(b))
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="wage-pack-%s-%s.json"`, rep.Period, worker[:16]))
+	_, _ = w.Write(b)
+}

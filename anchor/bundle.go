@@ -236,7 +236,7 @@ func ParseBundle(data []byte) (*Bundle, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&b); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformedBundle, locateBase64Error(data, err))
+		return nil, fmt.Errorf("%w: %v", ErrMalformedBundle, LocateBase64Error(data, err))
 	}
 	if dec.More() {
 		return nil, fmt.Errorf("%w: trailing data", ErrMalformedBundle)
@@ -249,7 +249,7 @@ func ParseBundle(data []byte) (*Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformedBundle, err)
 	}
-	if err := checkCanonical(data, canonical); err != nil {
+	if err := CheckCanonical(data, canonical); err != nil {
 		return nil, fmt.Errorf("%w: not in canonical form: %v", ErrMalformedBundle, err)
 	}
 	switch {

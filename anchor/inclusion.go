@@ -155,7 +155,7 @@ func (p *AnchorProof) UnmarshalJSON(data []byte) (err error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&w); err != nil {
-		return &VerifyError{Step: StepDecode, Err: locateBase64Error(data, err)}
+		return &VerifyError{Step: StepDecode, Err: LocateBase64Error(data, err)}
 	}
 	if w.Version != AnchorProofVersion {
 		return stepErr(StepDecode, "version %d (want %d)", w.Version, AnchorProofVersion)
@@ -200,7 +200,7 @@ func (p *AnchorProof) UnmarshalJSON(data []byte) (err error) {
 	if err != nil {
 		return &VerifyError{Step: StepDecode, Err: err}
 	}
-	if err := checkCanonical(data, canonical); err != nil {
+	if err := CheckCanonical(data, canonical); err != nil {
 		return stepErr(StepDecode, "not in canonical form: %v", err)
 	}
 	*p = out

@@ -26,6 +26,42 @@ func (b *Base64) UnmarshalText(t []byte) error {
 	return nil
 }
 
+// HexBytes travels in JSON as lowercase hex.
+type HexBytes []byte
+
+// MarshalText encodes b as lowercase hex.
+func (b HexBytes) MarshalText() ([]byte, error) {
+	return fmt.Appendf(nil, "%x", []byte(b)), nil
+}
+
+// UnmarshalText decodes lowercase hex.
+func (b *HexBytes) UnmarshalText(t []byte) error {
+	out := make([]byte, len(t)/2)
+	if len(t)%2 != 0 {
+		return fmt.Errorf("hex of odd length %d", len(t))
+	}
+	for i := 0; i < len(t); i += 2 {
+		hi, ok1 := unhex(t[i])
+		lo, ok2 := unhex(t[i+1])
+		if !ok1 || !ok2 {
+			return fmt.Errorf("want lowercase hex digits")
+		}
+		out[i/2] = hi<<4 | lo
+	}
+	*b = out
+	return nil
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}
+
 // base64Error is a Base64 member that is not canonical base64.
 // encoding/json does not say which member a TextUnmarshaler failed on;
 // LocateBase64Error finds it.

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
@@ -73,7 +74,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e.trust = filepath.Join(t.TempDir(), "trust.json")
-	if err := anchor.WriteTrustFile(e.trust, tr); err != nil {
+	if err := evidence.WriteTrustFile(e.trust, tr); err != nil {
 		t.Fatal(err)
 	}
 	cfg := gateway.DefaultConfig()

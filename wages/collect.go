@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/credential"
 )
@@ -54,7 +55,7 @@ type Options struct {
 	FloorFen int64
 	// Trust is the inspector's trust file: every record is verified
 	// against it.
-	Trust *anchor.Trust
+	Trust *evidence.Trust
 }
 
 // Window returns the period's first instant, the instant after its last
@@ -111,7 +112,7 @@ type Batch struct {
 	Hash       anchor.Hash
 	Height     int64
 	AnchoredBy time.Time
-	bundle     *anchor.Bundle // the verified bundle of its first record
+	bundle     *evidence.Bundle // the verified bundle of its first record
 }
 
 // Evidence is what Collect verified, and what it found missing.
@@ -156,7 +157,7 @@ type Counts struct {
 type deviceInfo struct {
 	pub    *ecdsa.PublicKey
 	kind   string
-	bundle *anchor.Bundle
+	bundle *evidence.Bundle
 }
 
 // Collect reads the gateway's anchored log from the last batch anchored
@@ -468,7 +469,7 @@ func (c *collector) verifyPayroll(ctx context.Context, recs []checked) error {
 	// the ledger for each registration proof), checked in order.
 	type fetched struct {
 		r   checked
-		b   *anchor.Bundle
+		b   *evidence.Bundle
 		err error
 	}
 	var todo []*fetched
@@ -494,7 +495,7 @@ func (c *collector) verifyPayroll(ctx context.Context, recs []checked) error {
 	for _, f := range todo {
 		r, b, err := f.r, f.b, f.err
 		if err != nil {
-			if errors.Is(err, ErrNotAnchored) || errors.Is(err, ErrNotFound) || errors.Is(err, anchor.ErrMalformedBundle) {
+			if errors.Is(err, ErrNotAnchored) || errors.Is(err, ErrNotFound) || errors.Is(err, evidence.ErrMalformedBundle) {
 				c.ev.devices[r.r.DID] = nil
 				c.problem(r.batch, "device %s: no registration proof: %v", r.r.DID, err)
 				continue
@@ -574,7 +575,7 @@ func (c *collector) verifyPayroll(ctx context.Context, recs []checked) error {
 
 // registration verifies a device's proof bundle and returns its registered
 // key and kind.
-func (c *collector) registration(b *anchor.Bundle) (*deviceInfo, error) {
+func (c *collector) registration(b *evidence.Bundle) (*deviceInfo, error) {
 	if _, err := b.Verify(c.o.Trust, nil); err != nil {
 		return nil, fmt.Errorf("proof bundle: %w", err)
 	}

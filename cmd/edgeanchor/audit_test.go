@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
@@ -346,11 +347,11 @@ func (e *auditEnv) verifyLive() {
 	}
 	dir := t.TempDir()
 	bundle, trustPath := filepath.Join(dir, "b.json"), filepath.Join(dir, "trust.json")
-	trust, err := anchor.ExportTrustFromHome(e.node.Home)
+	trust, err := evidence.ExportTrustFromHome(e.node.Home)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := anchor.WriteTrustFile(trustPath, trust); err != nil {
+	if err := evidence.WriteTrustFile(trustPath, trust); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(bundle, raw, 0o644); err != nil {
@@ -421,11 +422,11 @@ func TestAuditLateFill(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bundle, trustPath := filepath.Join(dir, "b.json"), filepath.Join(dir, "trust.json")
-	trust, err := anchor.ExportTrustFromHome(e.node.Home)
+	trust, err := evidence.ExportTrustFromHome(e.node.Home)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := anchor.WriteTrustFile(trustPath, trust); err != nil {
+	if err := evidence.WriteTrustFile(trustPath, trust); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(bundle, raw, 0o644); err != nil {

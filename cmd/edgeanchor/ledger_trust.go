@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/internal/safetext"
 )
@@ -41,14 +41,14 @@ accepted when +2/3 of that set signed it.`,
 				return &exitError{code: 2, err: errors.New("ledger export-trust: --out is required")}
 			}
 			var (
-				t   *anchor.Trust
+				t   *evidence.Trust
 				err error
 			)
 			if home != "" {
 				if height != 0 {
 					return &exitError{code: 2, err: errors.New("ledger export-trust: --height needs --rpc")}
 				}
-				t, err = anchor.ExportTrustFromHome(home)
+				t, err = evidence.ExportTrustFromHome(home)
 			} else {
 				ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 				defer cancel()
@@ -57,7 +57,7 @@ accepted when +2/3 of that set signed it.`,
 			if err != nil {
 				return err
 			}
-			if err := anchor.WriteTrustFile(out, t); err != nil {
+			if err := evidence.WriteTrustFile(out, t); err != nil {
 				return err
 			}
 			n := t.Validators.Size()

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway"
 	"github.com/edgeanchor/edgeanchor/gateway/identity"
@@ -222,11 +223,11 @@ func (s *system) makeOnce() error {
 		return err
 	}
 	if _, err := os.Stat(s.p.trust); os.IsNotExist(err) {
-		t, err := anchor.ExportTrustFromHome(s.p.ledger)
+		t, err := evidence.ExportTrustFromHome(s.p.ledger)
 		if err != nil {
 			return err
 		}
-		if err := anchor.WriteTrustFile(s.p.trust, t); err != nil {
+		if err := evidence.WriteTrustFile(s.p.trust, t); err != nil {
 			return err
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
@@ -34,7 +35,7 @@ type Site struct {
 	Node   *ledgertest.Node
 	G      *gateway.Gateway
 	An     *gateway.Anchoring
-	Trust  *anchor.Trust
+	Trust  *evidence.Trust
 	devs   []*device.KeySigner
 	seqs   []uint64
 	Gens   []sim.Generator
@@ -224,7 +225,7 @@ func (s *Site) AnchoredBy(gseq uint64) time.Time {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	b, err := anchor.ParseBundle(body)
+	b, err := evidence.ParseBundle(body)
 	if err != nil {
 		s.t.Fatal(err)
 	}

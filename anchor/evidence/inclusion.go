@@ -24,7 +24,7 @@ const (
 	StepTrust      = "trust"       // the trust itself is invalid
 	StepDecode     = "decode"      // the proof is incomplete or malformed
 	StepTxMatch    = "tx-match"    // the proof is about other tx bytes than the caller's
-	StepHeader     = "header"      // the block header is not signed by the trusted validators (light client)
+	StepHeader     = "header"      // the block header is not signed by the trusted validators
 	StepTxProof    = "tx-proof"    // the tx is not in the block (Merkle proof against DataHash)
 	StepNextHeader = "next-header" // the next header does not follow the block (light client, adjacent)
 	StepResult     = "result"      // the tx result is not under the next header's LastResultsHash
@@ -60,8 +60,8 @@ func stepErr(step string, format string, a ...any) error {
 // AnchorProof shows, offline, that a tx committed at Height in a block signed
 // by the trusted consortium and that the ledger executed it with code 0:
 //
-//   - Header (and Validators) is verified against a Trust with CometBFT's
-//     light client rules;
+//   - Header (and Validators) is verified against a Trust: signed by +2/3
+//     of exactly the validator set the trust names for its height;
 //   - TxProof proves Tx is in that block (against Header.DataHash);
 //   - NextHeader (Height+1, with NextValidators) is verified as the adjacent
 //     header of Header;

@@ -5,45 +5,18 @@ import (
 	"fmt"
 	"time"
 
-	cmtmath "github.com/cometbft/cometbft/libs/math"
 	"github.com/cometbft/cometbft/types"
 )
 
-// The light client rules by which a header above a trusted header is
-// accepted (CometBFT's light client specification), written out here over
-// the validator set's own commit checks (types.ValidatorSet.VerifyCommitLight
-// and VerifyCommitLightTrusting). CometBFT's light package is not imported:
-// it links its RPC client and providers, which a program that only checks
-// proof bundles has no use for.
-
-// skipTrustLevel is the share of the trusted set's voting power that must
-// have signed a header reached by skipping (not adjacent to the trusted
-// header): one third, CometBFT's default, so that at least one honest
-// validator of the trusted set vouches for the new one.
-var skipTrustLevel = cmtmath.Fraction{Numerator: 1, Denominator: 3}
-
-// verifyFrom checks that the untrusted header, signed by untrustedVals,
-// follows the trusted header (signed by trustedVals): adjacently (height+1:
-// its validator set is the one the trusted header named as next) or by
-// skipping (a third of the trusted set signed it too). Both need +2/3 of
-// the header's own set.
-func verifyFrom(trusted *types.SignedHeader, trustedVals *types.ValidatorSet,
-	untrusted *types.SignedHeader, untrustedVals *types.ValidatorSet, period time.Duration, now time.Time,
-) error {
-	if untrusted.Height == trusted.Height+1 {
-		return verifyAdjacent(trusted, untrusted, untrustedVals, period, now)
-	}
-	if err := checkNewHeader(trusted, untrusted, untrustedVals, period, now); err != nil {
-		return err
-	}
-	if err := trustedVals.VerifyCommitLightTrusting(trusted.ChainID, untrusted.Commit, skipTrustLevel); err != nil {
-		return fmt.Errorf("header %d is not signed by a third of the trusted validators of block %d: %w", untrusted.Height, trusted.Height, err)
-	}
-	if err := untrustedVals.VerifyCommitLight(trusted.ChainID, untrusted.Commit.BlockID, untrusted.Height, untrusted.Commit); err != nil {
-		return fmt.Errorf("header %d: %w", untrusted.Height, err)
-	}
-	return nil
-}
+// The light client rule by which the header after a block is accepted
+// (CometBFT's light client specification, adjacent verification), written
+// out here over the validator set's own commit check
+// (types.ValidatorSet.VerifyCommitLight). CometBFT's light package is not
+// imported: it links its RPC client and providers, which a program that only
+// checks proof bundles has no use for. Every other header is checked against
+// exactly one validator set the trust file names (verifyHeader), and a
+// checkpoint against the set before it (Trust.checkCheckpoint); nothing
+// skips ahead from a trusted header.
 
 // verifyAdjacent checks that next (height+1, signed by nextVals) follows
 // trusted: its validator set is the one trusted named as next, and +2/3 of
@@ -65,10 +38,9 @@ func verifyAdjacent(trusted, next *types.SignedHeader, nextVals *types.Validator
 	return nil
 }
 
-// checkNewHeader holds the checks common to both ways: the trusted header
-// is within its trusting period; the new header is well formed, of the same
-// chain, later in height and time, not from the future, and vals is the set
-// it names.
+// checkNewHeader holds the checks on the new header h: the trusted header
+// is within its trusting period; h is well formed, of the same chain, later
+// in height and time, not from the future, and vals is the set it names.
 func checkNewHeader(trusted, h *types.SignedHeader, vals *types.ValidatorSet, period time.Duration, now time.Time) error {
 	if expires := trusted.Time.Add(period); !expires.After(now) {
 		return fmt.Errorf("the trust file's trusting period expired at %s (now %s): use a trust file with a longer trusting_period",

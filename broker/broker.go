@@ -163,9 +163,9 @@ type Broker struct {
 	inflight atomic.Int64
 	addrs    map[string]listeners.Listener
 	up       atomic.Bool
-	// guard counts and rate-limits the connections of connListeners.
-	guard         *connGuard
-	connListeners []*connListener
+	// guard counts and rate-limits the connections of connListeners (its Listeners).
+	guard         *Guard
+	connListeners []*Listener
 
 	mu       sync.RWMutex // guards registry and enroller (set before Start)
 	registry Registry
@@ -176,6 +176,15 @@ type Broker struct {
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
+
+// DefaultConnectTimeout is how long a new connection may take to send its
+// CONNECT (TLS handshake included) before it is closed.
+const DefaultConnectTimeout = 5 * time.Second
+
+// DefaultFDHeadroom is how many file descriptors the connection limit
+// leaves to the rest of the process (Badger's files, HTTP, the ledger
+// client) below RLIMIT_NOFILE.
+const DefaultFDHeadroom = 512
 
 // ErrNoIngester means Options.Ingester was nil.
 var ErrNoIngester = errors.New("broker: an Ingester is required")
@@ -215,7 +224,7 @@ func New(opts Options) (*Broker, error) {
 	if opts.ConnectTimeout <= 0 {
 		opts.ConnectTimeout = DefaultConnectTimeout
 	}
-	limit, nofile, err := connLimit(opts.MaxConnections, opts.FDHeadroom)
+	limit, nofile, err := ConnLimit(opts.MaxConnections, opts.FDHeadroom)
 	if err != nil {
 		return nil, err
 	}
@@ -232,9 +241,6 @@ func New(opts Options) (*Broker, error) {
 		addrs:    map[string]listeners.Listener{},
 		registry: opts.Registry,
 		enroller: opts.Enroller,
-		guard: &connGuard{max: int64(limit), timeout: opts.ConnectTimeout, sample: newSampledLog(10 * time.Second),
-			attempts: newSourceLimiter(opts.ConnectPerSource, opts.ConnectGlobal, opts.Now()),
-			failures: newSourceLimiter(opts.AuthFailuresPerSource, opts.AuthFailuresGlobal, opts.Now())},
 	}
 	for i := range opts.Accounts {
 		a := opts.Accounts[i]
@@ -262,7 +268,11 @@ func New(opts Options) (*Broker, error) {
 		Logger:       slog.New(minLevel{opts.Logger.Handler(), slog.LevelError}).With("component", "mochi"),
 	})
 	b.metrics = NewMetrics(opts.Registerer, func() float64 { return float64(atomic.LoadInt64(&b.srv.Info.ClientsConnected)) })
-	b.metrics.Conn = newConnMetrics(opts.Registerer, b.guard)
+	b.guard = NewGuard(GuardOptions{MaxConnections: limit, ConnectTimeout: opts.ConnectTimeout,
+		ConnectPerSource: opts.ConnectPerSource, ConnectGlobal: opts.ConnectGlobal,
+		AuthFailuresPerSource: opts.AuthFailuresPerSource, AuthFailuresGlobal: opts.AuthFailuresGlobal,
+		Now: opts.Now(), Logger: opts.Logger, Registerer: opts.Registerer})
+	b.metrics.Conn = b.guard.Metrics()
 	if err := b.srv.AddHook(&hook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("broker: add hook: %w", err)
 	}
@@ -275,17 +285,17 @@ func New(opts Options) (*Broker, error) {
 		return nil
 	}
 	if opts.TCPAddr != "" {
-		if err := b.addListener(add, newConnListener(b, "tcp", opts.TCPAddr, nil)); err != nil {
+		if err := b.addListener(add, NewListener(b.guard, b.srv, "tcp", opts.TCPAddr, nil)); err != nil {
 			return nil, err
 		}
 	}
 	if opts.TLSAddr != "" && opts.TLSConfig != nil {
-		if err := b.addListener(add, newConnListener(b, "tls", opts.TLSAddr, opts.TLSConfig)); err != nil {
+		if err := b.addListener(add, NewListener(b.guard, b.srv, "tls", opts.TLSAddr, opts.TLSConfig)); err != nil {
 			return nil, err
 		}
 	}
 	if opts.WSAddr != "" {
-		if err := b.addListener(add, newWSListener(b, "ws", opts.WSAddr)); err != nil {
+		if err := b.addListener(add, NewWebSocket(b.guard, b.srv, "ws", opts.WSAddr)); err != nil {
 			return nil, err
 		}
 	}
@@ -430,4 +440,38 @@ func (b *Broker) sweepRevoked(ctx context.Context) {
 			return true
 		})
 	}
+}
+
+// ListenerHealth is nil while the broker serves and every listener
+// accepts connections; otherwise it says which does not and why
+// (for /readyz). A listener that failed to accept (out of descriptors)
+// is reported for a few seconds after its last failure, until an accept
+// succeeds.
+func (b *Broker) ListenerHealth() error {
+	if !b.Up() {
+		return errors.New("broker not serving")
+	}
+	now := time.Now()
+	var errs []error
+	for _, l := range b.connListeners {
+		if err := l.Health(now); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ConnectionLimit is the effective limit on open MQTT connections.
+func (b *Broker) ConnectionLimit() int { return b.guard.Max() }
+
+// addListener adds a connListener through add (New's helper).
+func (b *Broker) addListener(add func(string, listeners.Listener) error, l *Listener) error {
+	if err := add(l.id, l); err != nil {
+		return err
+	}
+	b.connListeners = append(b.connListeners, l)
+	for _, e := range acceptErrorLabels {
+		b.metrics.Conn.AcceptErrors.WithLabelValues(l.id, e)
+	}
+	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgeanchor/edgeanchor/broker/listener"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/refusal"
 )
@@ -123,8 +124,8 @@ type Options struct {
 	// ConnectPerSource and ConnectGlobal limit new connections per source
 	// address and in all; AuthFailuresPerSource and AuthFailuresGlobal the
 	// CONNECTs refused by authentication. Zero rates turn a limit off.
-	ConnectPerSource, ConnectGlobal           RateLimit
-	AuthFailuresPerSource, AuthFailuresGlobal RateLimit
+	ConnectPerSource, ConnectGlobal           listener.RateLimit
+	AuthFailuresPerSource, AuthFailuresGlobal listener.RateLimit
 	// MaxInFlight bounds publishes inside Ingest at once (inflight_exceeded).
 	MaxInFlight int
 	// V3RefusalsBeforeDisconnect (default 1): MQTT 3.1.1 clients cannot be
@@ -164,8 +165,8 @@ type Broker struct {
 	addrs    map[string]listeners.Listener
 	up       atomic.Bool
 	// guard counts and rate-limits the connections of connListeners (its Listeners).
-	guard         *Guard
-	connListeners []*Listener
+	guard         *listener.Guard
+	connListeners []*listener.Listener
 
 	mu       sync.RWMutex // guards registry and enroller (set before Start)
 	registry Registry
@@ -224,7 +225,7 @@ func New(opts Options) (*Broker, error) {
 	if opts.ConnectTimeout <= 0 {
 		opts.ConnectTimeout = DefaultConnectTimeout
 	}
-	limit, nofile, err := ConnLimit(opts.MaxConnections, opts.FDHeadroom)
+	limit, nofile, err := listener.ConnLimit(opts.MaxConnections, opts.FDHeadroom)
 	if err != nil {
 		return nil, err
 	}
@@ -268,7 +269,7 @@ func New(opts Options) (*Broker, error) {
 		Logger:       slog.New(minLevel{opts.Logger.Handler(), slog.LevelError}).With("component", "mochi"),
 	})
 	b.metrics = NewMetrics(opts.Registerer, func() float64 { return float64(atomic.LoadInt64(&b.srv.Info.ClientsConnected)) })
-	b.guard = NewGuard(GuardOptions{MaxConnections: limit, ConnectTimeout: opts.ConnectTimeout,
+	b.guard = listener.NewGuard(listener.GuardOptions{MaxConnections: limit, ConnectTimeout: opts.ConnectTimeout,
 		ConnectPerSource: opts.ConnectPerSource, ConnectGlobal: opts.ConnectGlobal,
 		AuthFailuresPerSource: opts.AuthFailuresPerSource, AuthFailuresGlobal: opts.AuthFailuresGlobal,
 		Now: opts.Now(), Logger: opts.Logger, Registerer: opts.Registerer})
@@ -285,17 +286,17 @@ func New(opts Options) (*Broker, error) {
 		return nil
 	}
 	if opts.TCPAddr != "" {
-		if err := b.addListener(add, NewListener(b.guard, b.srv, "tcp", opts.TCPAddr, nil)); err != nil {
+		if err := b.addListener(add, listener.NewListener(b.guard, b.srv, "tcp", opts.TCPAddr, nil)); err != nil {
 			return nil, err
 		}
 	}
 	if opts.TLSAddr != "" && opts.TLSConfig != nil {
-		if err := b.addListener(add, NewListener(b.guard, b.srv, "tls", opts.TLSAddr, opts.TLSConfig)); err != nil {
+		if err := b.addListener(add, listener.NewListener(b.guard, b.srv, "tls", opts.TLSAddr, opts.TLSConfig)); err != nil {
 			return nil, err
 		}
 	}
 	if opts.WSAddr != "" {
-		if err := b.addListener(add, NewWebSocket(b.guard, b.srv, "ws", opts.WSAddr)); err != nil {
+		if err := b.addListener(add, listener.NewWebSocket(b.guard, b.srv, "ws", opts.WSAddr)); err != nil {
 			return nil, err
 		}
 	}
@@ -464,14 +465,11 @@ func (b *Broker) ListenerHealth() error {
 // ConnectionLimit is the effective limit on open MQTT connections.
 func (b *Broker) ConnectionLimit() int { return b.guard.Max() }
 
-// addListener adds a connListener through add (New's helper).
-func (b *Broker) addListener(add func(string, listeners.Listener) error, l *Listener) error {
-	if err := add(l.id, l); err != nil {
+// addListener adds a Listener through add (New's helper).
+func (b *Broker) addListener(add func(string, listeners.Listener) error, l *listener.Listener) error {
+	if err := add(l.ID(), l); err != nil {
 		return err
 	}
 	b.connListeners = append(b.connListeners, l)
-	for _, e := range acceptErrorLabels {
-		b.metrics.Conn.AcceptErrors.WithLabelValues(l.id, e)
-	}
 	return nil
 }

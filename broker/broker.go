@@ -164,7 +164,7 @@ type Broker struct {
 	inflight atomic.Int64
 	addrs    map[string]listeners.Listener
 	up       atomic.Bool
-	// guard counts and rate-limits the connections of connListeners (its Listeners).
+	// guard counts and rate-limits the connections of connListeners.
 	guard         *listener.Guard
 	connListeners []*listener.Listener
 
@@ -286,12 +286,12 @@ func New(opts Options) (*Broker, error) {
 		return nil
 	}
 	if opts.TCPAddr != "" {
-		if err := b.addListener(add, listener.NewListener(b.guard, b.srv, "tcp", opts.TCPAddr, nil)); err != nil {
+		if err := b.addListener(add, listener.New(b.guard, b.srv, "tcp", opts.TCPAddr, nil)); err != nil {
 			return nil, err
 		}
 	}
 	if opts.TLSAddr != "" && opts.TLSConfig != nil {
-		if err := b.addListener(add, listener.NewListener(b.guard, b.srv, "tls", opts.TLSAddr, opts.TLSConfig)); err != nil {
+		if err := b.addListener(add, listener.New(b.guard, b.srv, "tls", opts.TLSAddr, opts.TLSConfig)); err != nil {
 			return nil, err
 		}
 	}

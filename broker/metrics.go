@@ -24,7 +24,7 @@ type Metrics struct {
 	PacketsTooLarge  prometheus.Counter
 	InFlight         prometheus.Gauge
 	ClientsConnected prometheus.GaugeFunc
-	Conn             *listener.ConnMetrics // connections before CONNECT (listener.go)
+	Conn             *listener.ConnMetrics // connections before CONNECT (package broker/listener)
 }
 
 // NewMetrics registers the broker's metrics on reg. clients reports the

@@ -193,10 +193,10 @@ type Listener struct {
 
 var _ listeners.Listener = (*Listener)(nil)
 
-// NewListener is a listener for MQTT over TCP (TLS with tlsConf) on
+// New is a listener for MQTT over TCP (TLS with tlsConf) on
 // address, its connections counted and limited by g; srv is the mochi
 // server it is added to.
-func NewListener(g *Guard, srv *mqtt.Server, id, address string, tlsConf *tls.Config) *Listener {
+func New(g *Guard, srv *mqtt.Server, id, address string, tlsConf *tls.Config) *Listener {
 	for _, e := range acceptErrorLabels {
 		g.metrics.AcceptErrors.WithLabelValues(id, e)
 	}

@@ -29,9 +29,9 @@ type wsServer struct {
 }
 
 // NewWebSocket is a listener for MQTT over WebSocket on address (see
-// NewListener).
+// New).
 func NewWebSocket(g *Guard, srv *mqtt.Server, id, address string) *Listener {
-	l := NewListener(g, srv, id, address, nil)
+	l := New(g, srv, id, address, nil)
 	l.ws = &wsServer{l: l, conns: make(chan net.Conn),
 		upgrader: websocket.Upgrader{
 			Subprotocols: []string{"mqtt"},

@@ -28,6 +28,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/ledger"
 	"github.com/edgeanchor/edgeanchor/portal"
 	"github.com/edgeanchor/edgeanchor/sim"
+	"github.com/edgeanchor/edgeanchor/sim/profile"
 )
 
 // ErrPortTaken means a port the demo needs on 127.0.0.1 is in use. Stop
@@ -261,7 +262,7 @@ func (s *system) fleetConfig() (sim.Config, error) {
 		if err != nil {
 			return sim.Config{}, err
 		}
-		for _, kind := range []string{sim.KindPayroll, sim.KindSurvey, sim.KindEnv} {
+		for _, kind := range []string{profile.KindPayroll, profile.KindSurvey, profile.KindEnv} {
 			if need[kind] == 0 {
 				continue
 			}

@@ -37,7 +37,7 @@ over. Logs go to DIR/demo.log. Every port is checked before anything starts.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
-				return &exitError{code: 2, err: fmt.Errorf("--log-level: %w", err)}
+				return usageErr(fmt.Errorf("--log-level: %w", err))
 			}
 			o.Progress = cmd.ErrOrStderr()
 			if f, ok := o.Progress.(*os.File); ok {
@@ -49,10 +49,10 @@ over. Logs go to DIR/demo.log. Every port is checked before anything starts.`,
 			defer stop()
 			err := demo.Run(ctx, o)
 			if errors.Is(err, demo.ErrPortTaken) {
-				return &exitError{code: 1, err: err}
+				return checkFailed(err)
 			}
 			if errors.Is(err, demo.ErrOptions) {
-				return &exitError{code: 2, err: err}
+				return usageErr(err)
 			}
 			return err
 		},

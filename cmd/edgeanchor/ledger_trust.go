@@ -35,10 +35,10 @@ accepted when +2/3 of that set signed it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if (home == "") == (rpc == "") {
-				return &exitError{code: 2, err: errors.New("ledger export-trust: give exactly one of --home and --rpc")}
+				return usageErr(errors.New("ledger export-trust: give exactly one of --home and --rpc"))
 			}
 			if out == "" {
-				return &exitError{code: 2, err: errors.New("ledger export-trust: --out is required")}
+				return usageErr(errors.New("ledger export-trust: --out is required"))
 			}
 			var (
 				t   *evidence.Trust
@@ -46,7 +46,7 @@ accepted when +2/3 of that set signed it.`,
 			)
 			if home != "" {
 				if height != 0 {
-					return &exitError{code: 2, err: errors.New("ledger export-trust: --height needs --rpc")}
+					return usageErr(errors.New("ledger export-trust: --height needs --rpc"))
 				}
 				t, err = evidence.ExportTrustFromHome(home)
 			} else {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
+	"github.com/edgeanchor/edgeanchor/cmd/edgeanchor/internal/ledgercmd"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway"
 )
@@ -149,7 +150,7 @@ in order: HTTP API, broker, services, record store.`,
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	cmd.AddCommand(newGatewayInitCmd(), newGatewayPasswdCmd(), newGatewayRepairCmd())
-	for _, c := range gatewaySubcommands {
+	for _, c := range ledgercmd.GatewayCommands() {
 		cmd.AddCommand(c())
 	}
 	return cmd

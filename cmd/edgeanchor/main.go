@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/edgeanchor/edgeanchor/cmd/edgeanchor/internal/cli"
+	"github.com/edgeanchor/edgeanchor/cmd/edgeanchor/internal/ledgercmd"
 	"github.com/edgeanchor/edgeanchor/internal/safetext"
 )
 
@@ -34,7 +35,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	for _, c := range commands {
+	for _, c := range append(commands, ledgercmd.Commands()...) {
 		root.AddCommand(c())
 	}
 	typeUsageErrors(root)
@@ -100,14 +101,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "edgeanchor:", safetext.Escape(err.Error()))
 	}
 	return cli.ExitCode(err)
-}
-
-// plural is one or many, as n asks.
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
 }
 
 func main() {

@@ -48,9 +48,9 @@ clean: ## remove binaries and the demo state in ./var
 	rm -rf $(BIN) var
 
 .PHONY: golden
-golden: ## regenerate every golden file (EDGEANCHOR_UPDATE_GOLDEN=1), then refresh anchor's copies
+golden: ## regenerate every golden file (EDGEANCHOR_UPDATE_GOLDEN=1), then refresh anchor/evidence's copies
 	EDGEANCHOR_UPDATE_GOLDEN=1 $(GO) test -count=1 -run '^TestGolden$$' ./device
 	EDGEANCHOR_UPDATE_GOLDEN=1 $(GO) test -count=1 -run '^TestAnchorProof$$' ./anchor/ledgerclient
 	EDGEANCHOR_UPDATE_GOLDEN=1 $(GO) test -count=1 -run '^TestEndToEndBundleVerifiesOffline$$' ./gateway
-	cp anchor/ledgerclient/testdata/anchorproof/proof.json anchor/ledgerclient/testdata/anchorproof/trust.json anchor/testdata/anchorproof/
-	cp gateway/testdata/bundles/bundle.json gateway/testdata/bundles/bundle-other-device.json gateway/testdata/bundles/trust.json anchor/testdata/
+	cp anchor/ledgerclient/testdata/anchorproof/proof.json anchor/ledgerclient/testdata/anchorproof/trust.json anchor/evidence/testdata/anchorproof/
+	cp gateway/testdata/bundles/bundle.json gateway/testdata/bundles/bundle-other-device.json gateway/testdata/bundles/trust.json anchor/evidence/testdata/

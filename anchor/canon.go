@@ -26,9 +26,45 @@ func (b *Base64) UnmarshalText(t []byte) error {
 	return nil
 }
 
+// HexBytes travels in JSON as lowercase hex.
+type HexBytes []byte
+
+// MarshalText encodes b as lowercase hex.
+func (b HexBytes) MarshalText() ([]byte, error) {
+	return fmt.Appendf(nil, "%x", []byte(b)), nil
+}
+
+// UnmarshalText decodes lowercase hex.
+func (b *HexBytes) UnmarshalText(t []byte) error {
+	out := make([]byte, len(t)/2)
+	if len(t)%2 != 0 {
+		return fmt.Errorf("hex of odd length %d", len(t))
+	}
+	for i := 0; i < len(t); i += 2 {
+		hi, ok1 := unhex(t[i])
+		lo, ok2 := unhex(t[i+1])
+		if !ok1 || !ok2 {
+			return fmt.Errorf("want lowercase hex digits")
+		}
+		out[i/2] = hi<<4 | lo
+	}
+	*b = out
+	return nil
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}
+
 // base64Error is a Base64 member that is not canonical base64.
 // encoding/json does not say which member a TextUnmarshaler failed on;
-// locateBase64Error finds it.
+// LocateBase64Error finds it.
 type base64Error struct {
 	value string
 	err   error
@@ -37,10 +73,10 @@ type base64Error struct {
 func (e *base64Error) Error() string { return "base64: " + e.err.Error() }
 func (e *base64Error) Unwrap() error { return e.err }
 
-// locateBase64Error names the member of data that holds the value a
+// LocateBase64Error names the member of data that holds the value a
 // *base64Error in err is about: "anchor.tx: base64: line break in base64".
 // Other errors are returned as they are.
-func locateBase64Error(data []byte, err error) error {
+func LocateBase64Error(data []byte, err error) error {
 	var be *base64Error
 	if !errors.As(err, &be) {
 		return err
@@ -78,14 +114,14 @@ func findString(path string, v any, s string) string {
 	return ""
 }
 
-// checkCanonical reports the first place where the JSON value got differs
+// CheckCanonical reports the first place where the JSON value got differs
 // from canonical, the encoding of what got decoded to: a member that the
 // format does not have (or does not write when empty), a missing one, or a
 // value written in another form than its one encoding (a number such as
 // -0, hex in the other case, a time, base64 or a number string written
 // another way). Member names are compared exactly; white space and member
 // order are not significant, nor are JSON string escapes.
-func checkCanonical(got, canonical []byte) error {
+func CheckCanonical(got, canonical []byte) error {
 	g, err := decodeGeneric(got)
 	if err != nil {
 		return err

@@ -89,7 +89,7 @@ func TestReceiptGroupTreeIsRFC6962(t *testing.T) {
 }
 
 func TestReceiptGroupVerifies(t *testing.T) {
-	gw := newKey(t)
+	gw := newSigner(t)
 	for _, n := range []int{1, 2, 7, 12} {
 		g := signGroup(t, gw, 40, n)
 		c := &ReceiptChecker{Pub: gw.Public()}
@@ -114,7 +114,7 @@ func TestReceiptGroupVerifies(t *testing.T) {
 
 // TestReceiptSingleChanges changes one thing of a valid receipt at a time.
 func TestReceiptSingleChanges(t *testing.T) {
-	gw := newKey(t)
+	gw := newSigner(t)
 	g := signGroup(t, gw, 40, 7)
 	other := signGroup(t, gw, 47, 7) // the next group, validly signed
 	const i = 2                      // gseq 42
@@ -186,7 +186,7 @@ func TestReceiptSingleChanges(t *testing.T) {
 			r.group, r.path, r.sig = other.group, other.paths[i], other.sig
 		}, "outside the group"},
 		{"statement of another gateway", func(t *testing.T, r *receipt) {
-			k := newKey(t)
+			k := newSigner(t)
 			s, _ := ParseReceiptGroup(r.group)
 			r.group = NewReceiptGroup(k.DID(), s.First, s.Count, s.Root)
 			r.sig, _ = k.Sign(r.group)
@@ -221,7 +221,7 @@ func TestReceiptSingleChanges(t *testing.T) {
 		})
 	}
 	// Under another gateway's key nothing verifies.
-	if _, err := VerifyReceipt(g.bodies[i], g.group, g.paths[i], g.sig, newKey(t).Public()); !errors.Is(err, ErrReceipt) {
+	if _, err := VerifyReceipt(g.bodies[i], g.group, g.paths[i], g.sig, newSigner(t).Public()); !errors.Is(err, ErrReceipt) {
 		t.Fatalf("another key: %v", err)
 	}
 }
@@ -229,7 +229,7 @@ func TestReceiptSingleChanges(t *testing.T) {
 // TestReceiptPerRecordForm: a receipt without a group statement is the older
 // form, signed alone, and still verifies.
 func TestReceiptPerRecordForm(t *testing.T) {
-	gw := newKey(t)
+	gw := newSigner(t)
 	body := receiptBody(t, gw.DID(), 9)
 	sig, err := gw.Sign(body)
 	if err != nil {
@@ -256,7 +256,7 @@ func TestReceiptPerRecordForm(t *testing.T) {
 // TestReceiptCheckerCache: a statement is verified once per signature; a
 // bad signature over a statement already seen still fails.
 func TestReceiptCheckerCache(t *testing.T) {
-	gw := newKey(t)
+	gw := newSigner(t)
 	g := signGroup(t, gw, 1, 5)
 	c := &ReceiptChecker{Pub: gw.Public()}
 	for i := range g.bodies {
@@ -283,7 +283,7 @@ func TestReceiptCheckerCache(t *testing.T) {
 }
 
 func TestParseReceiptGroupRejects(t *testing.T) {
-	gw := newKey(t)
+	gw := newSigner(t)
 	good := NewReceiptGroup(gw.DID(), 7, 12, SM3([]byte("x")))
 	if _, err := ParseReceiptGroup(good); err != nil {
 		t.Fatal(err)
@@ -309,7 +309,7 @@ func TestParseReceiptGroupRejects(t *testing.T) {
 // FuzzVerifyReceipt: whatever is changed, a receipt verifies only with the
 // gateway's own statement, and then names a gseq inside the group.
 func FuzzVerifyReceipt(f *testing.F) {
-	gw := newKey(f)
+	gw := newSigner(f)
 	g := signGroup(f, gw, 3, 5)
 	flat := func(p []Hash) []byte {
 		var out []byte
@@ -349,4 +349,12 @@ func FuzzVerifyReceipt(f *testing.F) {
 			t.Fatalf("verified gseq %d under statement %s", r.GSeq, group)
 		}
 	})
+}
+
+func mustReplace(t testing.TB, s []byte, old, new string) []byte {
+	t.Helper()
+	if !bytes.Contains(s, []byte(old)) {
+		t.Fatalf("%q not found in %s", old, s)
+	}
+	return bytes.Replace(s, []byte(old), []byte(new), 1)
 }

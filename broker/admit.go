@@ -3,7 +3,6 @@ package broker
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -18,18 +17,11 @@ import (
 // 3.1.1: "server unavailable" for both), without spending any work on its
 // credential.
 func (b *Broker) admitConnect(cl *mqtt.Client) error {
-	now := time.Now()
-	if tc := trackedOf(cl.Net.Conn); tc != nil && tc.over {
-		b.metrics.Conn.Refused.WithLabelValues(refusal.MaxConnections).Inc()
-		b.guard.sample.log(b.log, slog.LevelWarn, "refused/busy", "connect refused", now,
-			"client", cl.ID, "remote", cl.Net.Remote, "reason", refusal.MaxConnections, "limit", b.guard.max)
+	switch b.guard.Admit(cl.Net.Conn, cl.ID, cl.Net.Remote, time.Now()) {
+	case refusal.MaxConnections:
 		b.refuseConnect(cl, packets.ErrServerBusy, refusal.MaxConnections)
 		return packets.ErrServerBusy
-	}
-	if scope := b.guard.failures.check(sourceOfRemote(cl.Net.Remote), now); scope != "" {
-		b.metrics.Conn.Throttled.WithLabelValues(scope, LimitAuthFailures).Inc()
-		b.guard.sample.log(b.log, slog.LevelInfo, "throttle-auth/"+scope, "connect refused", now,
-			"client", cl.ID, "remote", cl.Net.Remote, "reason", refusal.ConnectThrottled, "scope", scope, "limit", LimitAuthFailures)
+	case refusal.ConnectThrottled:
 		b.refuseConnect(cl, packets.ErrConnectionRateExceeded, refusal.ConnectThrottled)
 		return packets.ErrConnectionRateExceeded
 	}
@@ -39,7 +31,7 @@ func (b *Broker) admitConnect(cl *mqtt.Client) error {
 // authFailed spends one token of the client's source's failed-
 // authentication budget.
 func (b *Broker) authFailed(cl *mqtt.Client) {
-	b.guard.failures.failed(sourceOfRemote(cl.Net.Remote), time.Now())
+	b.guard.AuthFailed(cl.Net.Remote, time.Now())
 }
 
 // refuseConnect writes a refusing CONNACK. MQTT 5 gets code and the reason

@@ -19,6 +19,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgeanchor/edgeanchor/broker/listener"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/refusal"
 )
@@ -123,8 +124,8 @@ type Options struct {
 	// ConnectPerSource and ConnectGlobal limit new connections per source
 	// address and in all; AuthFailuresPerSource and AuthFailuresGlobal the
 	// CONNECTs refused by authentication. Zero rates turn a limit off.
-	ConnectPerSource, ConnectGlobal           RateLimit
-	AuthFailuresPerSource, AuthFailuresGlobal RateLimit
+	ConnectPerSource, ConnectGlobal           listener.RateLimit
+	AuthFailuresPerSource, AuthFailuresGlobal listener.RateLimit
 	// MaxInFlight bounds publishes inside Ingest at once (inflight_exceeded).
 	MaxInFlight int
 	// V3RefusalsBeforeDisconnect (default 1): MQTT 3.1.1 clients cannot be
@@ -164,8 +165,8 @@ type Broker struct {
 	addrs    map[string]listeners.Listener
 	up       atomic.Bool
 	// guard counts and rate-limits the connections of connListeners.
-	guard         *connGuard
-	connListeners []*connListener
+	guard         *listener.Guard
+	connListeners []*listener.Listener
 
 	mu       sync.RWMutex // guards registry and enroller (set before Start)
 	registry Registry
@@ -176,6 +177,15 @@ type Broker struct {
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
+
+// DefaultConnectTimeout is how long a new connection may take to send its
+// CONNECT (TLS handshake included) before it is closed.
+const DefaultConnectTimeout = 5 * time.Second
+
+// DefaultFDHeadroom is how many file descriptors the connection limit
+// leaves to the rest of the process (Badger's files, HTTP, the ledger
+// client) below RLIMIT_NOFILE.
+const DefaultFDHeadroom = 512
 
 // ErrNoIngester means Options.Ingester was nil.
 var ErrNoIngester = errors.New("broker: an Ingester is required")
@@ -215,7 +225,7 @@ func New(opts Options) (*Broker, error) {
 	if opts.ConnectTimeout <= 0 {
 		opts.ConnectTimeout = DefaultConnectTimeout
 	}
-	limit, nofile, err := connLimit(opts.MaxConnections, opts.FDHeadroom)
+	limit, nofile, err := listener.ConnLimit(opts.MaxConnections, opts.FDHeadroom)
 	if err != nil {
 		return nil, err
 	}
@@ -232,9 +242,6 @@ func New(opts Options) (*Broker, error) {
 		addrs:    map[string]listeners.Listener{},
 		registry: opts.Registry,
 		enroller: opts.Enroller,
-		guard: &connGuard{max: int64(limit), timeout: opts.ConnectTimeout, sample: newSampledLog(10 * time.Second),
-			attempts: newSourceLimiter(opts.ConnectPerSource, opts.ConnectGlobal, opts.Now()),
-			failures: newSourceLimiter(opts.AuthFailuresPerSource, opts.AuthFailuresGlobal, opts.Now())},
 	}
 	for i := range opts.Accounts {
 		a := opts.Accounts[i]
@@ -262,7 +269,11 @@ func New(opts Options) (*Broker, error) {
 		Logger:       slog.New(minLevel{opts.Logger.Handler(), slog.LevelError}).With("component", "mochi"),
 	})
 	b.metrics = NewMetrics(opts.Registerer, func() float64 { return float64(atomic.LoadInt64(&b.srv.Info.ClientsConnected)) })
-	b.metrics.Conn = newConnMetrics(opts.Registerer, b.guard)
+	b.guard = listener.NewGuard(listener.GuardOptions{MaxConnections: limit, ConnectTimeout: opts.ConnectTimeout,
+		ConnectPerSource: opts.ConnectPerSource, ConnectGlobal: opts.ConnectGlobal,
+		AuthFailuresPerSource: opts.AuthFailuresPerSource, AuthFailuresGlobal: opts.AuthFailuresGlobal,
+		Now: opts.Now(), Logger: opts.Logger, Registerer: opts.Registerer})
+	b.metrics.Conn = b.guard.Metrics()
 	if err := b.srv.AddHook(&hook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("broker: add hook: %w", err)
 	}
@@ -275,17 +286,17 @@ func New(opts Options) (*Broker, error) {
 		return nil
 	}
 	if opts.TCPAddr != "" {
-		if err := b.addListener(add, newConnListener(b, "tcp", opts.TCPAddr, nil)); err != nil {
+		if err := b.addListener(add, listener.New(b.guard, b.srv, "tcp", opts.TCPAddr, nil)); err != nil {
 			return nil, err
 		}
 	}
 	if opts.TLSAddr != "" && opts.TLSConfig != nil {
-		if err := b.addListener(add, newConnListener(b, "tls", opts.TLSAddr, opts.TLSConfig)); err != nil {
+		if err := b.addListener(add, listener.New(b.guard, b.srv, "tls", opts.TLSAddr, opts.TLSConfig)); err != nil {
 			return nil, err
 		}
 	}
 	if opts.WSAddr != "" {
-		if err := b.addListener(add, newWSListener(b, "ws", opts.WSAddr)); err != nil {
+		if err := b.addListener(add, listener.NewWebSocket(b.guard, b.srv, "ws", opts.WSAddr)); err != nil {
 			return nil, err
 		}
 	}
@@ -430,4 +441,35 @@ func (b *Broker) sweepRevoked(ctx context.Context) {
 			return true
 		})
 	}
+}
+
+// ListenerHealth is nil while the broker serves and every listener
+// accepts connections; otherwise it says which does not and why
+// (for /readyz). A listener that failed to accept (out of descriptors)
+// is reported for a few seconds after its last failure, until an accept
+// succeeds.
+func (b *Broker) ListenerHealth() error {
+	if !b.Up() {
+		return errors.New("broker not serving")
+	}
+	now := time.Now()
+	var errs []error
+	for _, l := range b.connListeners {
+		if err := l.Health(now); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ConnectionLimit is the effective limit on open MQTT connections.
+func (b *Broker) ConnectionLimit() int { return b.guard.Max() }
+
+// addListener adds a Listener through add (New's helper).
+func (b *Broker) addListener(add func(string, listeners.Listener) error, l *listener.Listener) error {
+	if err := add(l.ID(), l); err != nil {
+		return err
+	}
+	b.connListeners = append(b.connListeners, l)
+	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/edgeanchor/edgeanchor/broker/listener"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/credential"
 	"github.com/edgeanchor/edgeanchor/device/refusal"
@@ -183,8 +184,8 @@ func dial5(tb *testBroker, s *device.KeySigner, local net.Addr, credTime time.Ti
 // device on 127.0.0.1 connects and publishes normally.
 func TestConnectFloodFromOneSource(t *testing.T) {
 	tb := startBroker(t, Options{
-		ConnectPerSource: RateLimit{Rate: 5, Burst: 10}, ConnectGlobal: RateLimit{Rate: 20, Burst: 20},
-		AuthFailuresPerSource: RateLimit{Rate: 1, Burst: 3}, AuthFailuresGlobal: RateLimit{Rate: 5, Burst: 5},
+		ConnectPerSource: listener.RateLimit{Rate: 5, Burst: 10}, ConnectGlobal: listener.RateLimit{Rate: 20, Burst: 20},
+		AuthFailuresPerSource: listener.RateLimit{Rate: 1, Burst: 3}, AuthFailuresGlobal: listener.RateLimit{Rate: 5, Burst: 5},
 		Ingester: funcIngester{func(context.Context, DeviceInfo, []byte) (Accepted, error) { return Accepted{Kind: "env.dust"}, nil }}})
 	victim := tb.device(t)
 	bad := tb.device(t) // registered, but the flood's credentials are not signed by it
@@ -233,8 +234,8 @@ func TestConnectFloodFromOneSource(t *testing.T) {
 	}
 	wg.Wait()
 	m := tb.b.Metrics()
-	srcAttempts := testutil.ToFloat64(m.Conn.Throttled.WithLabelValues(ScopeSource, LimitAttempts))
-	srcAuth := testutil.ToFloat64(m.Conn.Throttled.WithLabelValues(ScopeSource, LimitAuthFailures))
+	srcAttempts := testutil.ToFloat64(m.Conn.Throttled.WithLabelValues(listener.ScopeSource, listener.LimitAttempts))
+	srcAuth := testutil.ToFloat64(m.Conn.Throttled.WithLabelValues(listener.ScopeSource, listener.LimitAuthFailures))
 	failures := testutil.ToFloat64(m.AuthFailures.WithLabelValues(refusal.Malformed)) + testutil.ToFloat64(m.AuthFailures.WithLabelValues(refusal.Stale))
 	t.Logf("flood: %d connections, %d answered; throttled source/attempts %g, source/auth_failures %g; auth failures %g",
 		sent, answered, srcAttempts, srcAuth, failures)

@@ -1,6 +1,10 @@
 package broker
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeanchor/edgeanchor/broker/listener"
+)
 
 // Metrics are the broker's and the ingest pipeline's counters, named as in
 // docs/internals.md.
@@ -20,7 +24,7 @@ type Metrics struct {
 	PacketsTooLarge  prometheus.Counter
 	InFlight         prometheus.Gauge
 	ClientsConnected prometheus.GaugeFunc
-	Conn             *ConnMetrics // connections before CONNECT (listener.go)
+	Conn             *listener.ConnMetrics // connections before CONNECT (package broker/listener)
 }
 
 // NewMetrics registers the broker's metrics on reg. clients reports the

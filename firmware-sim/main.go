@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/edgeanchor/edgeanchor/sim"
+	"github.com/edgeanchor/edgeanchor/sim/profile"
 )
 
 func main() {
@@ -80,7 +81,7 @@ Each token enrolls one device once; which device used which is kept in
 	fl := root.PersistentFlags()
 	fl.StringVar(&o.cfg.Broker, "gateway", o.cfg.Broker, "the gateway's MQTT listener")
 	fl.IntVar(&o.cfg.Devices, "devices", o.cfg.Devices, "number of devices")
-	fl.StringVar(&o.cfg.Profile, "profile", o.cfg.Profile, "device kinds: "+strings.Join(sim.Profiles, ", "))
+	fl.StringVar(&o.cfg.Profile, "profile", o.cfg.Profile, "device kinds: "+strings.Join(profile.Profiles, ", "))
 	fl.Float64Var(&o.cfg.Rate, "rate", o.cfg.Rate, "readings per second per device while catching up with the wall clock")
 	fl.StringVar(&o.cfg.TokensFile, "tokens", "", "enrollment tokens file (needed until every device has enrolled)")
 	fl.StringVar(&o.cfg.StateDir, "state", o.cfg.StateDir, "state directory (keys, sequence counters, spools)")
@@ -110,7 +111,7 @@ func (o *options) open(cmd *cobra.Command) (*sim.Fleet, *slog.Logger, error) {
 		o.cfg.Start = t
 	}
 	if o.arrears != "" {
-		var a sim.Arrears
+		var a profile.Arrears
 		n, err := fmt.Sscanf(o.arrears, "%d,%d,%d,%d", &a.Unpaid, &a.Late, &a.BelowFloor, &a.Ghost)
 		if err != nil || n != 4 || fmt.Sprintf("%d,%d,%d,%d", a.Unpaid, a.Late, a.BelowFloor, a.Ghost) != o.arrears {
 			return nil, nil, fmt.Errorf("--arrears %q: want four counts UNPAID,LATE,BELOW_FLOOR,GHOST (e.g. 2,1,1,1)", o.arrears)

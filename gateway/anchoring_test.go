@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
@@ -230,9 +231,9 @@ func (e *anEnv) waitAnchored(d time.Duration) {
 	})
 }
 
-func (e *anEnv) trust() *anchor.Trust {
+func (e *anEnv) trust() *evidence.Trust {
 	e.t.Helper()
-	tr, err := anchor.ExportTrustFromHome(e.home)
+	tr, err := evidence.ExportTrustFromHome(e.home)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -346,7 +347,7 @@ func TestEndToEndBundleVerifiesOffline(t *testing.T) {
 		if code != http.StatusOK {
 			t.Fatalf("proof of %d: %d %s", gseq, code, body)
 		}
-		b, err := anchor.ParseBundle(body)
+		b, err := evidence.ParseBundle(body)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -359,8 +360,8 @@ func TestEndToEndBundleVerifiesOffline(t *testing.T) {
 		if err != nil {
 			t.Fatalf("bundle %d: %v", gseq, err)
 		}
-		if len(steps) != len(anchor.Steps)+1 || steps[0] != anchor.StepTrustFile {
-			t.Fatalf("bundle %d: steps passed %v, want the trust file and %d steps", gseq, steps, len(anchor.Steps))
+		if len(steps) != len(evidence.Steps)+1 || steps[0] != evidence.StepTrustFile {
+			t.Fatalf("bundle %d: steps passed %v, want the trust file and %d steps", gseq, steps, len(evidence.Steps))
 		}
 		if v.Record.GSeq != gseq || v.AnchorHeight == 0 || v.Header.Seq == 0 || v.Header.Seq > uint64(nb) {
 			t.Fatalf("bundle %d: verified %+v", gseq, v)
@@ -379,9 +380,9 @@ func TestEndToEndBundleVerifiesOffline(t *testing.T) {
 	t.Logf("first record in a commit group of 3+: gseq %d", grouped)
 	// EDGEANCHOR_UPDATE_GOLDEN=1 refreshes testdata/bundles: bundle.json is
 	// a record of a commit group of 3+ records, bundle-other-device.json
-	// gseq 1 (a group of one), trust.json the chain's trust. Package anchor
+	// gseq 1 (a group of one), trust.json the chain's trust. Package anchor/evidence
 	// (tampering, fuzzing) and the verify command's test use a copy of them
-	// in anchor/testdata, which TestGoldenBundleCopies keeps identical.
+	// in anchor/evidence/testdata, which TestGoldenBundleCopies keeps identical.
 	if os.Getenv("EDGEANCHOR_UPDATE_GOLDEN") != "" {
 		if grouped == 0 {
 			t.Fatal("no commit group of 3+ records formed: run again")
@@ -392,7 +393,7 @@ func TestEndToEndBundleVerifiesOffline(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := anchor.WriteTrustFile(filepath.Join(goldenBundles, "trust.json"), trust); err != nil {
+		if err := evidence.WriteTrustFile(filepath.Join(goldenBundles, "trust.json"), trust); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -402,7 +403,7 @@ func TestEndToEndBundleVerifiesOffline(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("proof by device: %d %s", code, body)
 	}
-	b, err := anchor.ParseBundle(body)
+	b, err := evidence.ParseBundle(body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -595,7 +596,7 @@ func TestAnchoringSurvivesLostValidator(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("proof: %d %s", code, body)
 	}
-	b, err := anchor.ParseBundle(body)
+	b, err := evidence.ParseBundle(body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -630,7 +631,7 @@ func TestAnchoringSurvivesLostValidator(t *testing.T) {
 // TestEndToEndBundleVerifiesOffline writes with EDGEANCHOR_UPDATE_GOLDEN=1.
 const goldenBundles = "testdata/bundles"
 
-// TestGoldenBundleCopies: package anchor checks a copy of the gateway's
+// TestGoldenBundleCopies: package anchor/evidence checks a copy of the gateway's
 // golden bundles offline (it cannot run a gateway); the copy must be these
 // bytes. After EDGEANCHOR_UPDATE_GOLDEN=1, `make golden` copies them over.
 func TestGoldenBundleCopies(t *testing.T) {
@@ -639,12 +640,12 @@ func TestGoldenBundleCopies(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		copied, err := os.ReadFile(filepath.Join("..", "anchor", "testdata", file))
+		copied, err := os.ReadFile(filepath.Join("..", "anchor", "evidence", "testdata", file))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(ours, copied) {
-			t.Errorf("anchor/testdata/%s differs from gateway/%s/%s: run make golden (or copy it over)", file, goldenBundles, file)
+			t.Errorf("anchor/evidence/testdata/%s differs from gateway/%s/%s: run make golden (or copy it over)", file, goldenBundles, file)
 		}
 	}
 }

@@ -3,7 +3,7 @@ package gateway
 import (
 	"fmt"
 
-	"github.com/edgeanchor/edgeanchor/broker"
+	"github.com/edgeanchor/edgeanchor/broker/listener"
 )
 
 // validateConnectLimits checks the connect and failed-authentication rate
@@ -38,9 +38,9 @@ func (l *LimitsConfig) validateConnectLimits() error {
 }
 
 // connectLimits converts the limits for broker.Options.
-func (l *LimitsConfig) connectLimits() (perSource, global, failPerSource, failGlobal broker.RateLimit) {
-	return broker.RateLimit{Rate: l.ConnectSourceRate, Burst: l.ConnectSourceBurst},
-		broker.RateLimit{Rate: l.ConnectRate, Burst: l.ConnectBurst},
-		broker.RateLimit{Rate: l.AuthFailureSourceRate, Burst: l.AuthFailureSourceBurst},
-		broker.RateLimit{Rate: l.AuthFailureRate, Burst: l.AuthFailureBurst}
+func (l *LimitsConfig) connectLimits() (perSource, global, failPerSource, failGlobal listener.RateLimit) {
+	return listener.RateLimit{Rate: l.ConnectSourceRate, Burst: l.ConnectSourceBurst},
+		listener.RateLimit{Rate: l.ConnectRate, Burst: l.ConnectBurst},
+		listener.RateLimit{Rate: l.AuthFailureSourceRate, Burst: l.AuthFailureSourceBurst},
+		listener.RateLimit{Rate: l.AuthFailureRate, Burst: l.AuthFailureBurst}
 }

@@ -19,7 +19,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/dgraph-io/badger/v4"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/gateway/gatewaytest"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
 	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
@@ -48,7 +48,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e.trust = filepath.Join(t.TempDir(), "trust.json")
-	if err := anchor.WriteTrustFile(e.trust, tr); err != nil {
+	if err := evidence.WriteTrustFile(e.trust, tr); err != nil {
 		t.Fatal(err)
 	}
 	return e

@@ -15,6 +15,7 @@ import (
 	"github.com/cometbft/cometbft/types"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway/httpapi"
@@ -432,12 +433,12 @@ func (s *Server) proofDownload(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no record API configured for this gateway", http.StatusNotFound)
 		return
 	}
-	body, err := s.get(r.Context(), fmt.Sprintf("%s/v1/records/%d/proof", base, gseq), anchor.MaxBundleBytes)
+	body, err := s.get(r.Context(), fmt.Sprintf("%s/v1/records/%d/proof", base, gseq), evidence.MaxBundleBytes)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
-	b, err := anchor.ParseBundle(body)
+	b, err := evidence.ParseBundle(body)
 	if err == nil && (b.Record.Gateway != did || b.Record.GSeq != gseq) {
 		err = fmt.Errorf("the gateway answered a bundle for gateway %s gseq %d", b.Record.Gateway, b.Record.GSeq)
 	}

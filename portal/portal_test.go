@@ -10,7 +10,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 )
 
 // TestPortal drives the portal in a real Chromium against a real ledger
@@ -68,7 +68,7 @@ func TestPortal(t *testing.T) {
 		b.clean(t)
 
 		// One changed byte in the envelope: ✗ at step 1.
-		bd, err := anchor.ParseBundle(genuine)
+		bd, err := evidence.ParseBundle(genuine)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -78,20 +78,20 @@ func TestPortal(t *testing.T) {
 			t.Fatal(err)
 		}
 		steps = upload(write("tampered.json", tampered))
-		if len(steps) != 2 || !strings.HasPrefix(steps[0], "✓") || !strings.HasPrefix(steps[1], "✗ 1. "+anchor.StepEnvelope) {
+		if len(steps) != 2 || !strings.HasPrefix(steps[0], "✓") || !strings.HasPrefix(steps[1], "✗ 1. "+evidence.StepEnvelope) {
 			t.Fatalf("tampered envelope: steps %q, want ✓ trust then ✗ at step 1", steps)
 		}
 		b.screenshot(t, "verify-tampered")
 		b.clean(t)
 
-		// A bundle of another chain (the package anchor's golden one) is
+		// A bundle of another chain (package anchor/evidence's golden one) is
 		// refused at the trust step, before any numbered step.
-		other, err := os.ReadFile("../anchor/testdata/bundle.json")
+		other, err := os.ReadFile("../anchor/evidence/testdata/bundle.json")
 		if err != nil {
 			t.Fatal(err)
 		}
 		steps = upload(write("other.json", other))
-		if len(steps) != 1 || !strings.HasPrefix(steps[0], "✗ "+anchor.StepTrustFile) {
+		if len(steps) != 1 || !strings.HasPrefix(steps[0], "✗ "+evidence.StepTrustFile) {
 			t.Fatalf("bundle of another chain: steps %q, want ✗ at the trust file check", steps)
 		}
 		b.clean(t)
@@ -166,7 +166,7 @@ func TestPortal(t *testing.T) {
 		}
 		// The proof link gives the record's bundle.
 		proof := get(t, b, chromedp.Evaluate[string](`fetch(document.querySelector('#records a').href).then(r => r.text())`, chromedp.EvalAwaitPromise))
-		if pb, err := anchor.ParseBundle([]byte(proof)); err != nil || pb.Record.GSeq != gseqs[0] {
+		if pb, err := evidence.ParseBundle([]byte(proof)); err != nil || pb.Record.GSeq != gseqs[0] {
 			t.Fatalf("proof link: %v, %.200s", err, proof)
 		}
 		b.screenshot(t, "batch")

@@ -17,7 +17,7 @@ import (
 
 	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/internal/safetext"
@@ -30,7 +30,7 @@ var webFS embed.FS
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
-	trust    *anchor.Trust
+	trust    *evidence.Trust
 	ledger   *ledgerclient.Client
 	cometRPC *rpchttp.HTTP
 	cometErr error
@@ -69,7 +69,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	trust, err := anchor.ReadTrustFile(cfg.TrustPath)
+	trust, err := evidence.ReadTrustFile(cfg.TrustPath)
 	if err != nil {
 		return nil, fmt.Errorf("portal: trust: %w", err)
 	}

@@ -5,11 +5,11 @@ import (
 	"io"
 	"net/http"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 )
 
 // maxUpload bounds a form: one bundle and the form's fields.
-const maxUpload = anchor.MaxBundleBytes + 1<<16
+const maxUpload = evidence.MaxBundleBytes + 1<<16
 
 // stepView is one verification step as the page shows it.
 type stepView struct {
@@ -31,7 +31,7 @@ type verifyView struct {
 }
 
 func stepNumber(step string) int {
-	for i, s := range anchor.Steps {
+	for i, s := range evidence.Steps {
 		if s == step {
 			return i + 1
 		}
@@ -59,9 +59,9 @@ func (s *Server) verifyPost(w http.ResponseWriter, r *http.Request) {
 	if err == nil && len(data) == 0 {
 		err = fmt.Errorf("choose a bundle file or paste a bundle")
 	}
-	var b *anchor.Bundle
+	var b *evidence.Bundle
 	if err == nil {
-		b, err = anchor.ParseBundle(data)
+		b, err = evidence.ParseBundle(data)
 	}
 	if err != nil {
 		v.Problem = err.Error()
@@ -91,15 +91,15 @@ func (s *Server) verifyPost(w http.ResponseWriter, r *http.Request) {
 func bundleFromForm(r *http.Request) ([]byte, error) {
 	if r.MultipartForm != nil {
 		if fh := r.MultipartForm.File["bundle"]; len(fh) > 0 && fh[0].Size > 0 {
-			if fh[0].Size > anchor.MaxBundleBytes {
-				return nil, fmt.Errorf("bundle file: %d bytes, more than %d", fh[0].Size, anchor.MaxBundleBytes)
+			if fh[0].Size > evidence.MaxBundleBytes {
+				return nil, fmt.Errorf("bundle file: %d bytes, more than %d", fh[0].Size, evidence.MaxBundleBytes)
 			}
 			f, err := fh[0].Open()
 			if err != nil {
 				return nil, fmt.Errorf("bundle file: %w", err)
 			}
 			defer f.Close()
-			return io.ReadAll(io.LimitReader(f, anchor.MaxBundleBytes+1))
+			return io.ReadAll(io.LimitReader(f, evidence.MaxBundleBytes+1))
 		}
 	}
 	return []byte(r.PostFormValue("text")), nil

@@ -26,8 +26,9 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/device"
-	"github.com/edgeanchor/edgeanchor/sim"
+	"github.com/edgeanchor/edgeanchor/sim/profile"
 	"github.com/edgeanchor/edgeanchor/wages"
 	"github.com/edgeanchor/edgeanchor/wages/wagestest"
 )
@@ -98,7 +99,7 @@ func TestPortalWages(t *testing.T) {
 	const devices = 2
 	ws, due := wagestest.SeededMonth(t, devices)
 	trustPath := filepath.Join(t.TempDir(), "trust.json")
-	if err := anchor.WriteTrustFile(trustPath, ws.Trust); err != nil {
+	if err := evidence.WriteTrustFile(trustPath, ws.Trust); err != nil {
 		t.Fatal(err)
 	}
 	cfg := DefaultConfig()
@@ -143,8 +144,8 @@ func TestPortalWages(t *testing.T) {
 	for _, g := range ws.Gens {
 		for _, c := range wagestest.SeededOf(g) {
 			if c.Period == wagestest.Period {
-				seeded[c.Worker] = map[string]string{sim.CaseUnpaid: wages.StatusUnpaid, sim.CaseLate: wages.StatusPaidLate,
-					sim.CaseBelowFloor: wages.StatusBelowFloor, sim.CaseGhost: wages.StatusNoAttendance}[c.Case]
+				seeded[c.Worker] = map[string]string{profile.CaseUnpaid: wages.StatusUnpaid, profile.CaseLate: wages.StatusPaidLate,
+					profile.CaseBelowFloor: wages.StatusBelowFloor, profile.CaseGhost: wages.StatusNoAttendance}[c.Case]
 			}
 		}
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/credential"
+	"github.com/edgeanchor/edgeanchor/sim/profile"
 )
 
 // UpTopic is the topic a device publishes its envelopes on.
@@ -24,7 +25,7 @@ func ReceiptTopic(did device.DID) string { return "ea/v1/dev/" + string(did) + "
 type simDevice struct {
 	f     *Fleet
 	id    *identity
-	gen   Generator
+	gen   profile.Generator
 	spool *Spool
 	wake  chan struct{}
 	log   interface {
@@ -32,21 +33,21 @@ type simDevice struct {
 		Warn(string, ...any)
 		Debug(string, ...any)
 	}
-	pending *Reading // generated but not taken yet
+	pending *profile.Reading // generated but not taken yet
 
 	missSeq uint64 // head reading that went unacknowledged
 	misses  int    // how many times in a row
 }
 
 func (f *Fleet) newDevice(id *identity) (*simDevice, error) {
-	gc := GenConfig{
+	gc := profile.GenConfig{
 		Kind: id.state.Kind, Seed: f.state.Seed, Index: id.state.Index,
 		Site: id.state.Site, Salt: f.salt, Start: f.state.Start,
 	}
 	if f.state.Arrears != nil {
 		gc.Arrears = *f.state.Arrears
 	}
-	gen, err := NewGenerator(gc)
+	gen, err := profile.NewGenerator(gc)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +115,7 @@ func (d *simDevice) takeLoop(ctx context.Context) error {
 }
 
 // take signs r with the next sequence number and spools it.
-func (d *simDevice) take(r Reading) error {
+func (d *simDevice) take(r profile.Reading) error {
 	seq, err := d.id.nextSeq()
 	if err != nil {
 		return err

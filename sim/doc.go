@@ -1,6 +1,7 @@
 // Package sim simulates a fleet of field devices for edgeanchor: attendance
 // terminals and the site payroll run, survey instruments walking traverses,
-// and dust/noise monitors. Each simulated device keeps its SM2 key and its
+// and dust/noise monitors, whose readings package sim/profile generates.
+// Each simulated device keeps its SM2 key and its
 // sequence number on disk, enrolls with a one-time token, connects with the
 // ea1 credential of docs/internals.md, signs every reading when it is taken
 // and keeps it in an on-disk spool until the gateway acknowledges it

@@ -18,6 +18,7 @@ import (
 	"github.com/emmansun/gmsm/sm3"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/sim/profile"
 )
 
 // ErrConfig means a Config field is outside its bounds; the error names it.
@@ -37,7 +38,7 @@ type Config struct {
 	Start      time.Time // zero: kept in fleet.json, or DefaultStart the first time
 	// Arrears seeds wage-arrears cases into payroll terminals' wage runs
 	// (kept in fleet.json the first time: a fleet's readings depend on it).
-	Arrears  Arrears
+	Arrears  profile.Arrears
 	SpoolMax int // readings kept per device while offline (DefaultSpoolMax)
 	Window   int // unacknowledged publishes per device (default 1)
 
@@ -95,7 +96,7 @@ func (c *Config) Validate() error {
 		c.Arrears.Unpaid > 1000 || c.Arrears.Late > 1000 || c.Arrears.BelowFloor > 1000 || c.Arrears.Ghost > 1000:
 		return fmt.Errorf("%w: arrears %+v: each count must be between 0 and 1000", ErrConfig, c.Arrears)
 	}
-	if _, err := KindFor(c.Profile, 0); err != nil {
+	if _, err := profile.KindFor(c.Profile, 0); err != nil {
 		return fmt.Errorf("%w: profile: %w", ErrConfig, err)
 	}
 	return nil
@@ -138,7 +139,7 @@ type fleetState struct {
 	Site  string    `json:"site"`
 	Start time.Time `json:"start"`
 	// Arrears is the plan of seeded wage-arrears cases (absent: none).
-	Arrears *Arrears `json:"arrears,omitempty"`
+	Arrears *profile.Arrears `json:"arrears,omitempty"`
 }
 
 // Stats counts what the fleet did since Open (Dropped: over the spools' lives).
@@ -198,7 +199,7 @@ func Open(cfg Config) (*Fleet, error) {
 
 	ids := make([]*identity, cfg.Devices)
 	for i := range cfg.Devices {
-		kind, _ := KindFor(cfg.Profile, i)
+		kind, _ := profile.KindFor(cfg.Profile, i)
 		id, err := loadIdentity(filepath.Join(cfg.StateDir, deviceName(i)), i, kind, f.state.Site)
 		if err != nil {
 			return nil, err
@@ -260,7 +261,7 @@ func (f *Fleet) loadState() error {
 		return fmt.Errorf("sim: %w", err)
 	}
 	f.state = fleetState{Seed: f.cfg.Seed, Site: f.cfg.Site, Start: f.cfg.Start}
-	if f.cfg.Arrears != (Arrears{}) {
+	if f.cfg.Arrears != (profile.Arrears{}) {
 		a := f.cfg.Arrears
 		f.state.Arrears = &a
 	}
@@ -270,7 +271,7 @@ func (f *Fleet) loadState() error {
 		f.state.Seed = binary.BigEndian.Uint64(b[:]) | 1
 	}
 	if f.state.Start.IsZero() {
-		f.state.Start = DefaultStart(f.cfg.Now())
+		f.state.Start = profile.DefaultStart(f.cfg.Now())
 	}
 	f.state.Start = f.state.Start.UTC()
 	out, _ := json.MarshalIndent(f.state, "", "  ")
@@ -281,10 +282,10 @@ func (f *Fleet) loadState() error {
 // seeded in the wage runs generated so far (fleet.json holds the plan; the
 // cases follow from it and the seed). Call it while the fleet is not
 // running.
-func (f *Fleet) Seeded() []SeededCase {
-	var out []SeededCase
+func (f *Fleet) Seeded() []profile.SeededCase {
+	var out []profile.SeededCase
 	for _, d := range f.devices {
-		if s, ok := d.gen.(Seeder); ok {
+		if s, ok := d.gen.(profile.Seeder); ok {
 			out = append(out, s.Seeded()...)
 		}
 	}

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
+	"github.com/edgeanchor/edgeanchor/sim/profile"
 )
 
 // arrival is one publish the broker received.
@@ -495,7 +497,7 @@ func TestOpenWithoutEnoughTokensWritesNothing(t *testing.T) {
 }
 
 func TestFleetReadingsReproducibleWithSeed(t *testing.T) {
-	start := time.Date(2026, 10, 30, 0, 0, 0, 0, SiteZone)
+	start := time.Date(2026, 10, 30, 0, 0, 0, 0, profile.SiteZone)
 	open := func(seed uint64) *Fleet {
 		cfg := testConfig(t, "127.0.0.1:1", nil)
 		cfg.Seed, cfg.Start = seed, start
@@ -508,7 +510,7 @@ func TestFleetReadingsReproducibleWithSeed(t *testing.T) {
 	readings := func(f *Fleet) []string {
 		var out []string
 		for _, d := range f.devices {
-			out = append(out, encode(t, []Reading{d.gen.Next(), d.gen.Next(), d.gen.Next()})...)
+			out = append(out, encode(t, []profile.Reading{d.gen.Next(), d.gen.Next(), d.gen.Next()})...)
 		}
 		return out
 	}
@@ -531,4 +533,18 @@ func TestFleetReadingsReproducibleWithSeed(t *testing.T) {
 	if same == len(ra) {
 		t.Fatal("another seed gave the same readings")
 	}
+}
+
+// encode writes readings as comparable lines.
+func encode(t *testing.T, rs []profile.Reading) []string {
+	t.Helper()
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		b, err := json.Marshal(r.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = r.At.UTC().Format(time.RFC3339Nano) + " " + r.Kind + " " + string(b)
+	}
+	return out
 }

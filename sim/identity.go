@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/sim/profile"
 )
 
 // ErrNoToken means a device that has not enrolled yet found no unused token
@@ -186,7 +187,7 @@ func ReadTokens(path string) ([]Token, error) {
 		if text == "" || strings.HasPrefix(text, "#") {
 			continue
 		}
-		if text == KindPayroll || text == KindSurvey || text == KindEnv {
+		if text == profile.KindPayroll || text == profile.KindSurvey || text == profile.KindEnv {
 			section = text
 			continue
 		}
@@ -196,7 +197,7 @@ func ReadTokens(path string) ([]Token, error) {
 			switch {
 			case tokenPattern.MatchString(w):
 				t.Value = w
-			case w == KindPayroll || w == KindSurvey || w == KindEnv:
+			case w == profile.KindPayroll || w == profile.KindSurvey || w == profile.KindEnv:
 				t.Kind = w
 			}
 		}
@@ -266,10 +267,10 @@ func assignTokens(ids []*identity, tokens []Token) error {
 
 // readStates reads the device states of a fleet as Open would make it,
 // without writing: a device not made yet gets a fresh state of its kind.
-func readStates(stateDir, profile string, devices int) ([]deviceState, error) {
+func readStates(stateDir, fleetProfile string, devices int) ([]deviceState, error) {
 	out := make([]deviceState, devices)
 	for i := range devices {
-		kind, err := KindFor(profile, i)
+		kind, err := profile.KindFor(fleetProfile, i)
 		if err != nil {
 			return nil, err
 		}
@@ -291,8 +292,8 @@ func readStates(stateDir, profile string, devices int) ([]deviceState, error) {
 // TokensNeeded counts, by device kind, the devices of a fleet (as Open
 // would make it in stateDir) that have neither enrolled nor been given a
 // token yet: the tokens a first start needs. It changes nothing on disk.
-func TokensNeeded(stateDir, profile string, devices int) (map[string]int, error) {
-	states, err := readStates(stateDir, profile, devices)
+func TokensNeeded(stateDir, fleetProfile string, devices int) (map[string]int, error) {
+	states, err := readStates(stateDir, fleetProfile, devices)
 	if err != nil {
 		return nil, err
 	}

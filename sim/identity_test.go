@@ -8,11 +8,12 @@ import (
 	"testing"
 
 	"github.com/edgeanchor/edgeanchor/device/refusal"
+	"github.com/edgeanchor/edgeanchor/sim/profile"
 )
 
 func TestIdentityPersistsKeyAndSeq(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "dev-0000")
-	id, err := loadIdentity(dir, 0, KindEnv, "site-a")
+	id, err := loadIdentity(dir, 0, profile.KindEnv, "site-a")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,11 +33,11 @@ func TestIdentityPersistsKeyAndSeq(t *testing.T) {
 	if err != nil || first != 4 {
 		t.Fatalf("reserveSeqs = %d, %v; want 4", first, err)
 	}
-	again, err := loadIdentity(dir, 0, KindPayroll, "other")
+	again, err := loadIdentity(dir, 0, profile.KindPayroll, "other")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again.signer.DID() != id.signer.DID() || again.state.Kind != KindEnv || again.state.Site != "site-a" {
+	if again.signer.DID() != id.signer.DID() || again.state.Kind != profile.KindEnv || again.state.Site != "site-a" {
 		t.Fatalf("reloaded %s %s %s, want %s env site-a", again.signer.DID(), again.state.Kind, again.state.Site, id.signer.DID())
 	}
 	if got, _ := again.nextSeq(); got != 14 {
@@ -44,7 +45,7 @@ func TestIdentityPersistsKeyAndSeq(t *testing.T) {
 	}
 	// A state file that names another key is refused.
 	os.Remove(filepath.Join(dir, "key.pem"))
-	if _, err := loadIdentity(dir, 0, KindEnv, "site-a"); !errors.Is(err, ErrState) {
+	if _, err := loadIdentity(dir, 0, profile.KindEnv, "site-a"); !errors.Is(err, ErrState) {
 		t.Fatalf("state of another key: err %v, want ErrState", err)
 	}
 }
@@ -84,7 +85,7 @@ func TestReadTokensAndAssignOncePerDevice(t *testing.T) {
 
 	root := t.TempDir()
 	var ids []*identity
-	for i, kind := range []string{KindEnv, KindPayroll, KindSurvey} {
+	for i, kind := range []string{profile.KindEnv, profile.KindPayroll, profile.KindSurvey} {
 		id, err := loadIdentity(filepath.Join(root, deviceName(i)), i, kind, "site-a")
 		if err != nil {
 			t.Fatal(err)
@@ -101,13 +102,13 @@ func TestReadTokensAndAssignOncePerDevice(t *testing.T) {
 		t.Fatalf("assigned %v", got)
 	}
 	// A fourth device of kind payroll finds no unused payroll token: 'c' and 'f' are env only.
-	id4, _ := loadIdentity(filepath.Join(root, deviceName(3)), 3, KindPayroll, "site-a")
+	id4, _ := loadIdentity(filepath.Join(root, deviceName(3)), 3, profile.KindPayroll, "site-a")
 	ids = append(ids, id4)
 	if err := assignTokens(ids, toks); !errors.Is(err, ErrNoToken) {
 		t.Fatalf("err %v, want ErrNoToken", err)
 	}
 	// Reloaded devices keep their tokens: nothing is reassigned or reused.
-	re, _ := loadIdentity(filepath.Join(root, deviceName(1)), 1, KindPayroll, "site-a")
+	re, _ := loadIdentity(filepath.Join(root, deviceName(1)), 1, profile.KindPayroll, "site-a")
 	if re.state.Token != tokenHex('b') {
 		t.Fatalf("token after reload %q", re.state.Token)
 	}
@@ -119,17 +120,17 @@ func TestTokensNeeded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if need[KindPayroll] != 4 || need[KindEnv] != 2 || need[KindSurvey] != 2 {
+	if need[profile.KindPayroll] != 4 || need[profile.KindEnv] != 2 || need[profile.KindSurvey] != 2 {
 		t.Fatalf("fresh fleet needs %v", need)
 	}
 	// Device 0 has a token already, device 2 has enrolled.
-	a, _ := loadIdentity(filepath.Join(dir, deviceName(0)), 0, KindPayroll, "site-a")
+	a, _ := loadIdentity(filepath.Join(dir, deviceName(0)), 0, profile.KindPayroll, "site-a")
 	a.state.Token = tokenHex('a')
 	a.saveState()
-	b, _ := loadIdentity(filepath.Join(dir, deviceName(2)), 2, KindEnv, "site-a")
+	b, _ := loadIdentity(filepath.Join(dir, deviceName(2)), 2, profile.KindEnv, "site-a")
 	b.setEnrolled()
 	need, _ = TokensNeeded(dir, "mixed", 8)
-	if need[KindPayroll] != 3 || need[KindEnv] != 1 || need[KindSurvey] != 2 {
+	if need[profile.KindPayroll] != 3 || need[profile.KindEnv] != 1 || need[profile.KindSurvey] != 2 {
 		t.Fatalf("after one token and one enrollment: %v", need)
 	}
 }

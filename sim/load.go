@@ -19,6 +19,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/credential"
 	"github.com/edgeanchor/edgeanchor/device/refusal"
+	"github.com/edgeanchor/edgeanchor/sim/profile"
 )
 
 // LoadDevice is one device of a load run: its signer, its kind and site,
@@ -82,7 +83,7 @@ var ErrLoad = errors.New("sim: load run incomplete")
 // sealReadings signs the next n readings of gen as envelopes of signer
 // with sequence numbers first, first+1, …: the messages of a load run,
 // signed before its clock starts.
-func sealReadings(signer device.Signer, gen Generator, first uint64, n int) ([][]byte, error) {
+func sealReadings(signer device.Signer, gen profile.Generator, first uint64, n int) ([][]byte, error) {
 	out := make([][]byte, n)
 	for i := range n {
 		r := gen.Next()

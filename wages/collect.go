@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/credential"
 )
@@ -54,7 +55,7 @@ type Options struct {
 	FloorFen int64
 	// Trust is the inspector's trust file: every record is verified
 	// against it.
-	Trust *anchor.Trust
+	Trust *evidence.Trust
 	// Progress, when set, is called by Collect (on its own goroutine) as
 	// it goes: phase is ProgressBatches, ProgressRecords or
 	// ProgressSignatures, done of total in that phase.
@@ -129,7 +130,7 @@ type Batch struct {
 	Hash       anchor.Hash
 	Height     int64
 	AnchoredBy time.Time
-	bundle     *anchor.Bundle // the verified bundle of its first record
+	bundle     *evidence.Bundle // the verified bundle of its first record
 }
 
 // Evidence is what Collect verified, and what it found missing.
@@ -174,7 +175,7 @@ type Counts struct {
 type deviceInfo struct {
 	pub    *ecdsa.PublicKey
 	kind   string
-	bundle *anchor.Bundle
+	bundle *evidence.Bundle
 }
 
 // Collect reads the gateway's anchored log from the last batch anchored
@@ -490,7 +491,7 @@ func (c *collector) verifyPayroll(ctx context.Context, recs []checked) error {
 	// the ledger for each registration proof), checked in order.
 	type fetched struct {
 		r   checked
-		b   *anchor.Bundle
+		b   *evidence.Bundle
 		err error
 	}
 	var todo []*fetched
@@ -516,7 +517,7 @@ func (c *collector) verifyPayroll(ctx context.Context, recs []checked) error {
 	for _, f := range todo {
 		r, b, err := f.r, f.b, f.err
 		if err != nil {
-			if errors.Is(err, ErrNotAnchored) || errors.Is(err, ErrNotFound) || errors.Is(err, anchor.ErrMalformedBundle) {
+			if errors.Is(err, ErrNotAnchored) || errors.Is(err, ErrNotFound) || errors.Is(err, evidence.ErrMalformedBundle) {
 				c.ev.devices[r.r.DID] = nil
 				c.problem(r.batch, "device %s: no registration proof: %v", r.r.DID, err)
 				continue
@@ -600,7 +601,7 @@ func (c *collector) verifyPayroll(ctx context.Context, recs []checked) error {
 
 // registration verifies a device's proof bundle and returns its registered
 // key and kind.
-func (c *collector) registration(b *anchor.Bundle) (*deviceInfo, error) {
+func (c *collector) registration(b *evidence.Bundle) (*deviceInfo, error) {
 	if _, err := b.Verify(c.o.Trust, nil); err != nil {
 		return nil, fmt.Errorf("proof bundle: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/device"
 )
 
@@ -70,17 +71,17 @@ type Pack struct {
 
 // PackDevice is a device's RegisterDevice tx and its proof.
 type PackDevice struct {
-	DID   device.DID          `json:"did"`
-	Tx    anchor.Base64       `json:"tx"`
-	Proof *anchor.AnchorProof `json:"proof"`
+	DID   device.DID            `json:"did"`
+	Tx    anchor.Base64         `json:"tx"`
+	Proof *evidence.AnchorProof `json:"proof"`
 }
 
 // PackBatch is a batch header, the gateway's signature and the anchor
 // proof of the AnchorBatch tx.
 type PackBatch struct {
-	Header anchor.Base64       `json:"header"`
-	Sig    anchor.Base64       `json:"sig"`
-	Anchor *anchor.AnchorProof `json:"anchor"`
+	Header anchor.Base64         `json:"header"`
+	Sig    anchor.Base64         `json:"sig"`
+	Anchor *evidence.AnchorProof `json:"anchor"`
 }
 
 // PackRecord is one record: salt and receipt body (the leaf preimage), the
@@ -159,7 +160,7 @@ type PackResult struct {
 
 // VerifyPack checks a pack offline against trust, step by step (report,
 // if not nil, is called after each step), and returns what it proves.
-func VerifyPack(data []byte, trust *anchor.Trust, report func(step, detail string, err error)) (*PackResult, error) {
+func VerifyPack(data []byte, trust *evidence.Trust, report func(step, detail string, err error)) (*PackResult, error) {
 	v := &packVerifier{trust: trust, data: data, res: &PackResult{}}
 	for _, s := range []struct {
 		name string
@@ -180,7 +181,7 @@ func VerifyPack(data []byte, trust *anchor.Trust, report func(step, detail strin
 }
 
 type packVerifier struct {
-	trust   *anchor.Trust
+	trust   *evidence.Trust
 	data    []byte
 	res     *PackResult
 	p       Pack

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/device"
 )
 
@@ -131,18 +132,18 @@ func (g *Gateway) records(ctx context.Context, from, to uint64) ([]wireRecord, e
 	return ans.Records, nil
 }
 
-func (g *Gateway) bundle(ctx context.Context, gseq uint64) (*anchor.Bundle, error) {
-	b, err := g.get(ctx, fmt.Sprintf("/v1/records/%d/proof", gseq), anchor.MaxBundleBytes)
+func (g *Gateway) bundle(ctx context.Context, gseq uint64) (*evidence.Bundle, error) {
+	b, err := g.get(ctx, fmt.Sprintf("/v1/records/%d/proof", gseq), evidence.MaxBundleBytes)
 	if err != nil {
 		return nil, err
 	}
-	return anchor.ParseBundle(b)
+	return evidence.ParseBundle(b)
 }
 
-func (g *Gateway) deviceBundle(ctx context.Context, did device.DID, seq uint64) (*anchor.Bundle, error) {
-	b, err := g.get(ctx, fmt.Sprintf("/v1/devices/%s/records/%d/proof", url.PathEscape(string(did)), seq), anchor.MaxBundleBytes)
+func (g *Gateway) deviceBundle(ctx context.Context, did device.DID, seq uint64) (*evidence.Bundle, error) {
+	b, err := g.get(ctx, fmt.Sprintf("/v1/devices/%s/records/%d/proof", url.PathEscape(string(did)), seq), evidence.MaxBundleBytes)
 	if err != nil {
 		return nil, err
 	}
-	return anchor.ParseBundle(b)
+	return evidence.ParseBundle(b)
 }

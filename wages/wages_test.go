@@ -16,7 +16,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
-	"github.com/edgeanchor/edgeanchor/sim"
+	"github.com/edgeanchor/edgeanchor/sim/profile"
 	"github.com/edgeanchor/edgeanchor/wages/wagestest"
 )
 
@@ -44,7 +44,7 @@ func (s *site) anchoredBy(gseq uint64) time.Time {
 func seededMonth(t testing.TB, devices int) (*site, Options) {
 	ws, due := wagestest.SeededMonth(t, devices)
 	s := &site{Site: ws, t: t}
-	return s, Options{Gateway: ws.LGW.DID(), Period: wagestest.Period, Zone: sim.SiteZone, Due: due, FloorFen: wagestest.FloorFen, Trust: ws.Trust}
+	return s, Options{Gateway: ws.LGW.DID(), Period: wagestest.Period, Zone: profile.SiteZone, Due: due, FloorFen: wagestest.FloorFen, Trust: ws.Trust}
 }
 
 // site adds the package's own views to a wagestest.Site.
@@ -69,7 +69,7 @@ func (s *site) report(o Options) *Report {
 }
 
 var caseStatus = map[string]string{
-	sim.CaseUnpaid: StatusUnpaid, sim.CaseLate: StatusPaidLate, sim.CaseBelowFloor: StatusBelowFloor, sim.CaseGhost: StatusNoAttendance,
+	profile.CaseUnpaid: StatusUnpaid, profile.CaseLate: StatusPaidLate, profile.CaseBelowFloor: StatusBelowFloor, profile.CaseGhost: StatusNoAttendance,
 }
 
 // TestSeededMonth: a month of a site of a few hundred workers, arrears
@@ -201,7 +201,7 @@ func TestUnanchoredBatch(t *testing.T) {
 	// Stop the ledger, store a record and cut its batch: it cannot be
 	// anchored.
 	s.Node.Stop()
-	s.Feed(time.Date(2026, 12, 2, 0, 0, 0, 0, sim.SiteZone), func(sim.Reading) bool { return true })
+	s.Feed(time.Date(2026, 12, 2, 0, 0, 0, 0, profile.SiteZone), func(profile.Reading) bool { return true })
 	sb, err := s.An.Batcher.CutNow()
 	if err != nil {
 		t.Fatal(err)
@@ -323,7 +323,7 @@ func TestEvidencePack(t *testing.T) {
 	// A device sequence gap still open when the log is read: nothing is
 	// concluded, the gap is named.
 	s.SkipSeq(0)
-	s.Feed(time.Date(2026, 12, 2, 0, 0, 0, 0, sim.SiteZone), func(sim.Reading) bool { return true })
+	s.Feed(time.Date(2026, 12, 2, 0, 0, 0, 0, profile.SiteZone), func(profile.Reading) bool { return true })
 	s.Cut()
 	r = s.report(o)
 	if r.Complete || !strings.Contains(strings.Join(r.Missing, "\n"), "(an open sequence gap)") {

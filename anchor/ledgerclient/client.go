@@ -2,7 +2,7 @@
 // talks to a ledger node's CometBFT RPC to submit transactions and wait for
 // their commits, follow blocks, query the application's records, build the
 // AnchorProof of a committed tx and export a trust file. What it fetches is
-// checked offline with package anchor, which imports neither this package
+// checked offline with package anchor/evidence, which imports neither this package
 // nor the RPC client.
 package ledgerclient
 

@@ -12,7 +12,7 @@ import (
 	ctypes "github.com/cometbft/cometbft/rpc/core/types"
 	"github.com/cometbft/cometbft/types"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 )
 
 // indexLag is how long ProveAnchor waits for the node's tx index to find a
@@ -22,7 +22,7 @@ const indexLag = 3 * time.Second
 // ProveAnchor builds the AnchorProof of a committed tx (given its bytes). It
 // waits (up to CommitTimeout) for the next block, whose header carries the
 // tx's result hash. It returns ErrNotFound if the tx did not commit.
-func (c *Client) ProveAnchor(ctx context.Context, tx []byte) (*anchor.AnchorProof, error) {
+func (c *Client) ProveAnchor(ctx context.Context, tx []byte) (*evidence.AnchorProof, error) {
 	hash := types.Tx(tx).Hash()
 	var res *ctypes.ResultTx
 	// The node indexes a block's txs shortly after committing it: a tx
@@ -90,7 +90,7 @@ func (c *Client) ProveAnchor(ctx context.Context, tx []byte) (*anchor.AnchorProo
 		return nil, fmt.Errorf("ledgerclient: tx index %d beyond %d results", res.Index, len(results))
 	}
 	r := results[res.Index]
-	p := &anchor.AnchorProof{
+	p := &evidence.AnchorProof{
 		ChainID: sh.ChainID, Height: h, Index: res.Index, Tx: tx, TxProof: res.Proof.Proof,
 		Header: sh, Validators: vals, NextHeader: next, NextValidators: nextVals,
 		Result:      abci.ExecTxResult{Code: r.Code, Data: r.Data, GasWanted: r.GasWanted, GasUsed: r.GasUsed},
@@ -125,7 +125,7 @@ func (c *Client) waitHeight(ctx context.Context, h int64) error {
 // ProveTxHash is ProveAnchor for a committed tx known only by its CometBFT
 // hash (hex): the gateway uses it for a device's RegisterDevice tx, whose
 // hash the ledger's device record names. ErrNotFound if it never committed.
-func (c *Client) ProveTxHash(ctx context.Context, txHash string) (*anchor.AnchorProof, error) {
+func (c *Client) ProveTxHash(ctx context.Context, txHash string) (*evidence.AnchorProof, error) {
 	h, err := hex.DecodeString(txHash)
 	if err != nil || len(h) != 32 {
 		return nil, fmt.Errorf("ledgerclient: tx hash %q: want 64 hex digits", txHash)
@@ -148,7 +148,7 @@ func (c *Client) ProveTxHash(ctx context.Context, txHash string) (*anchor.Anchor
 // ExportTrust builds a header-mode trust from a node's RPC: the signed header
 // and validator set at height (0 = the latest height), checked to be
 // consistent. Whoever runs it trusts that node at that moment.
-func ExportTrust(ctx context.Context, rpcURL string, height int64) (*anchor.Trust, error) {
+func ExportTrust(ctx context.Context, rpcURL string, height int64) (*evidence.Trust, error) {
 	c, err := NewClient(rpcURL, ClientOptions{})
 	if err != nil {
 		return nil, err
@@ -158,7 +158,7 @@ func ExportTrust(ctx context.Context, rpcURL string, height int64) (*anchor.Trus
 }
 
 // ExportTrust is ExportTrust over an existing client.
-func (c *Client) ExportTrust(ctx context.Context, height int64) (*anchor.Trust, error) {
+func (c *Client) ExportTrust(ctx context.Context, height int64) (*evidence.Trust, error) {
 	if height <= 0 {
 		h, err := c.Height(ctx)
 		if err != nil {
@@ -174,15 +174,15 @@ func (c *Client) ExportTrust(ctx context.Context, height int64) (*anchor.Trust, 
 	if err != nil {
 		return nil, err
 	}
-	t := &anchor.Trust{
-		Version:        anchor.TrustVersion,
-		Mode:           anchor.TrustModeHeader,
+	t := &evidence.Trust{
+		Version:        evidence.TrustVersion,
+		Mode:           evidence.TrustModeHeader,
 		ChainID:        sh.ChainID,
 		Height:         sh.Height,
 		HeaderHash:     sh.Hash(),
 		Header:         sh,
 		Validators:     vals,
-		TrustingPeriod: anchor.DefaultTrustingPeriod,
+		TrustingPeriod: evidence.DefaultTrustingPeriod,
 		Exported:       time.Now().UTC(),
 	}
 	if err := t.Validate(); err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/cometbft/cometbft/types"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
@@ -34,14 +35,14 @@ func roundTrip[T any](t *testing.T, v *T) *T {
 
 func wantStep(t *testing.T, err error, step string) {
 	t.Helper()
-	var ve *anchor.VerifyError
+	var ve *evidence.VerifyError
 	if !errors.As(err, &ve) {
 		t.Fatalf("err = %v, want *VerifyError at %s", err, step)
 	}
 	if ve.Step != step {
 		t.Fatalf("failed at step %q (%v), want %q", ve.Step, ve.Err, step)
 	}
-	if !errors.Is(err, anchor.ErrInvalidAnchorProof) {
+	if !errors.Is(err, evidence.ErrInvalidAnchorProof) {
 		t.Fatalf("errors.Is(%v, ErrInvalidAnchorProof) = false", err)
 	}
 }
@@ -62,7 +63,7 @@ func TestAnchorProof(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	genesis, err := anchor.ExportTrustFromHome(n.Home)
+	genesis, err := evidence.ExportTrustFromHome(n.Home)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,15 +91,15 @@ func TestAnchorProof(t *testing.T) {
 
 	// The trust file survives its file form.
 	path := filepath.Join(t.TempDir(), "trust.json")
-	if err := anchor.WriteTrustFile(path, before); err != nil {
+	if err := evidence.WriteTrustFile(path, before); err != nil {
 		t.Fatal(err)
 	}
-	fromFile, err := anchor.ReadTrustFile(path)
+	fromFile, err := evidence.ReadTrustFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	for name, tr := range map[string]*anchor.Trust{
+	for name, tr := range map[string]*evidence.Trust{
 		"trust before (file)": fromFile, "genesis trust": roundTrip(t, genesis), "trust after": roundTrip(t, after),
 	} {
 		t.Run("verifies/"+name, func(t *testing.T) {
@@ -125,48 +126,48 @@ func TestAnchorProof(t *testing.T) {
 	otherTx := gw.AnchorTx(t, &otherHdr)
 
 	otherVal := ed25519.GenPrivKey().PubKey()
-	foreign := &anchor.Trust{
-		Version: anchor.TrustVersion, Mode: anchor.TrustModeGenesis, ChainID: before.ChainID,
+	foreign := &evidence.Trust{
+		Version: evidence.TrustVersion, Mode: evidence.TrustModeGenesis, ChainID: before.ChainID,
 		Validators:     types.NewValidatorSet([]*types.Validator{types.NewValidator(otherVal, 10)}),
-		TrustingPeriod: anchor.DefaultTrustingPeriod,
+		TrustingPeriod: evidence.DefaultTrustingPeriod,
 	}
 
 	for _, tc := range []struct {
 		name   string
-		trust  *anchor.Trust
-		tamper func(p *anchor.AnchorProof)
+		trust  *evidence.Trust
+		tamper func(p *evidence.AnchorProof)
 		step   string
 	}{
-		{"tx with another root", before, func(p *anchor.AnchorProof) { p.Tx = otherTx }, anchor.StepTxProof},
-		{"tx byte flipped", before, func(p *anchor.AnchorProof) { p.Tx[len(p.Tx)/2] ^= 1 }, anchor.StepTxProof},
-		{"tx index", before, func(p *anchor.AnchorProof) { p.Index++ }, anchor.StepTxProof},
-		{"header data hash", before, func(p *anchor.AnchorProof) { h := anchor.SM3(otherTx); p.Header.DataHash = h[:] }, anchor.StepHeader},
-		{"header app hash", genesis, func(p *anchor.AnchorProof) { p.Header.AppHash[0] ^= 1 }, anchor.StepHeader},
-		{"header height", after, func(p *anchor.AnchorProof) { p.Header.Height++; p.Height++ }, anchor.StepHeader},
-		{"validator power", before, func(p *anchor.AnchorProof) { p.Validators.Validators[0].VotingPower++ }, anchor.StepHeader},
-		{"validator key", genesis, func(p *anchor.AnchorProof) {
+		{"tx with another root", before, func(p *evidence.AnchorProof) { p.Tx = otherTx }, evidence.StepTxProof},
+		{"tx byte flipped", before, func(p *evidence.AnchorProof) { p.Tx[len(p.Tx)/2] ^= 1 }, evidence.StepTxProof},
+		{"tx index", before, func(p *evidence.AnchorProof) { p.Index++ }, evidence.StepTxProof},
+		{"header data hash", before, func(p *evidence.AnchorProof) { h := anchor.SM3(otherTx); p.Header.DataHash = h[:] }, evidence.StepHeader},
+		{"header app hash", genesis, func(p *evidence.AnchorProof) { p.Header.AppHash[0] ^= 1 }, evidence.StepHeader},
+		{"header height", after, func(p *evidence.AnchorProof) { p.Header.Height++; p.Height++ }, evidence.StepHeader},
+		{"validator power", before, func(p *evidence.AnchorProof) { p.Validators.Validators[0].VotingPower++ }, evidence.StepHeader},
+		{"validator key", genesis, func(p *evidence.AnchorProof) {
 			p.Validators = types.NewValidatorSet([]*types.Validator{types.NewValidator(otherVal, 10)})
-		}, anchor.StepHeader},
-		{"commit signature", before, func(p *anchor.AnchorProof) { p.Header.Commit.Signatures[0].Signature[0] ^= 1 }, anchor.StepHeader},
-		{"untrusted validators", foreign, func(*anchor.AnchorProof) {}, anchor.StepTrust},
+		}, evidence.StepHeader},
+		{"commit signature", before, func(p *evidence.AnchorProof) { p.Header.Commit.Signatures[0].Signature[0] ^= 1 }, evidence.StepHeader},
+		{"untrusted validators", foreign, func(*evidence.AnchorProof) {}, evidence.StepTrust},
 		// The real validator plus an invented one of equal power: half the
 		// trusted power signed; the trusted set is not the chain's.
-		{"trusted set with an invented validator", func() *anchor.Trust {
+		{"trusted set with an invented validator", func() *evidence.Trust {
 			tr := *genesis
 			tr.Validators = types.NewValidatorSet(append(genesis.Validators.Copy().Validators, types.NewValidator(otherVal, genesis.Validators.Validators[0].VotingPower)))
 			return &tr
-		}(), func(*anchor.AnchorProof) {}, anchor.StepTrust},
-		{"chain id", before, func(p *anchor.AnchorProof) { p.ChainID = "other-chain" }, anchor.StepHeader},
-		{"next header results hash", before, func(p *anchor.AnchorProof) { p.NextHeader.LastResultsHash[0] ^= 1 }, anchor.StepNextHeader},
-		{"next header of another height", before, func(p *anchor.AnchorProof) { p.NextHeader = p.Header }, anchor.StepNextHeader},
-		{"result code", before, func(p *anchor.AnchorProof) { p.Result.Code = 6 }, anchor.StepResult},
-		{"result gas", before, func(p *anchor.AnchorProof) { p.Result.GasUsed++ }, anchor.StepResult},
-		{"result proof index", before, func(p *anchor.AnchorProof) { p.ResultProof.Index++ }, anchor.StepResult},
-		{"trust header", func() *anchor.Trust {
+		}(), func(*evidence.AnchorProof) {}, evidence.StepTrust},
+		{"chain id", before, func(p *evidence.AnchorProof) { p.ChainID = "other-chain" }, evidence.StepHeader},
+		{"next header results hash", before, func(p *evidence.AnchorProof) { p.NextHeader.LastResultsHash[0] ^= 1 }, evidence.StepNextHeader},
+		{"next header of another height", before, func(p *evidence.AnchorProof) { p.NextHeader = p.Header }, evidence.StepNextHeader},
+		{"result code", before, func(p *evidence.AnchorProof) { p.Result.Code = 6 }, evidence.StepResult},
+		{"result gas", before, func(p *evidence.AnchorProof) { p.Result.GasUsed++ }, evidence.StepResult},
+		{"result proof index", before, func(p *evidence.AnchorProof) { p.ResultProof.Index++ }, evidence.StepResult},
+		{"trust header", func() *evidence.Trust {
 			tr := roundTrip(t, before)
 			tr.Header.Time = tr.Header.Time.Add(time.Second)
 			return tr
-		}(), func(*anchor.AnchorProof) {}, anchor.StepTrust},
+		}(), func(*evidence.AnchorProof) {}, evidence.StepTrust},
 	} {
 		t.Run("refuses/"+tc.name, func(t *testing.T) {
 			q := roundTrip(t, p)
@@ -178,12 +179,12 @@ func TestAnchorProof(t *testing.T) {
 	}
 
 	t.Run("refuses/other tx bytes", func(t *testing.T) {
-		wantStep(t, roundTrip(t, p).VerifyTx(before, otherTx), anchor.StepTxMatch)
+		wantStep(t, roundTrip(t, p).VerifyTx(before, otherTx), evidence.StepTxMatch)
 	})
 	t.Run("missing parts", func(t *testing.T) {
-		var q anchor.AnchorProof
+		var q evidence.AnchorProof
 		err := json.Unmarshal([]byte(`{"version":1,"height":3}`), &q)
-		wantStep(t, err, anchor.StepDecode)
+		wantStep(t, err, evidence.StepDecode)
 	})
 	t.Run("not committed", func(t *testing.T) {
 		if _, err := c.ProveAnchor(ctx, otherTx); !errors.Is(err, ledgerclient.ErrNotFound) {
@@ -194,14 +195,14 @@ func TestAnchorProof(t *testing.T) {
 
 // Golden files: a real anchor proof and the trust exported before it, made
 // by `EDGEANCHOR_UPDATE_GOLDEN=1 go test -run TestAnchorProof ./anchor/ledgerclient`
-// against a single-validator ledger. Package anchor checks its copy of them
-// (anchor/testdata/anchorproof) offline, forever.
+// against a single-validator ledger. Package anchor/evidence checks its copy of
+// them (anchor/evidence/testdata/anchorproof) offline, forever.
 const (
 	goldenProof = "testdata/anchorproof/proof.json"
 	goldenTrust = "testdata/anchorproof/trust.json"
 )
 
-func writeGolden(t *testing.T, p *anchor.AnchorProof, tr *anchor.Trust) {
+func writeGolden(t *testing.T, p *evidence.AnchorProof, tr *evidence.Trust) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(goldenProof), 0o755); err != nil {
 		t.Fatal(err)
@@ -213,12 +214,12 @@ func writeGolden(t *testing.T, p *anchor.AnchorProof, tr *anchor.Trust) {
 	if err := os.WriteFile(goldenProof, append(b, '\n'), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := anchor.WriteTrustFile(goldenTrust, tr); err != nil {
+	if err := evidence.WriteTrustFile(goldenTrust, tr); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// TestGoldenCopies: package anchor checks a copy of this package's golden
+// TestGoldenCopies: package anchor/evidence checks a copy of this package's golden
 // proof offline (it cannot run a ledger); the copy must be these bytes.
 // After EDGEANCHOR_UPDATE_GOLDEN=1, `make golden` copies them over.
 func TestGoldenCopies(t *testing.T) {
@@ -227,12 +228,12 @@ func TestGoldenCopies(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		copied, err := os.ReadFile(filepath.Join("..", name))
+		copied, err := os.ReadFile(filepath.Join("..", "evidence", name))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(ours, copied) {
-			t.Errorf("anchor/%s differs from anchor/ledgerclient/%s: run make golden (or copy it over)", name, name)
+			t.Errorf("anchor/evidence/%s differs from anchor/ledgerclient/%s: run make golden (or copy it over)", name, name)
 		}
 	}
 }

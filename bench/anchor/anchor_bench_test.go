@@ -31,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
@@ -252,7 +253,7 @@ func runAnchorBench(b *testing.B) {
 	if resp.StatusCode != http.StatusOK {
 		b.Fatalf("proof: %s %s", resp.Status, raw)
 	}
-	trust, err := anchor.ExportTrustFromHome(cluster.Homes[0])
+	trust, err := evidence.ExportTrustFromHome(cluster.Homes[0])
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -260,7 +261,7 @@ func runAnchorBench(b *testing.B) {
 	var batchRecords uint64
 	for range 200 {
 		s := time.Now()
-		bundle, err := anchor.ParseBundle(raw)
+		bundle, err := evidence.ParseBundle(raw)
 		if err != nil {
 			b.Fatal(err)
 		}

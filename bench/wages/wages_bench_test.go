@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeanchor/edgeanchor/sim"
+	"github.com/edgeanchor/edgeanchor/sim/profile"
 	"github.com/edgeanchor/edgeanchor/wages"
 	"github.com/edgeanchor/edgeanchor/wages/wagestest"
 )
@@ -59,7 +59,7 @@ func cpuTime() time.Duration {
 func BenchmarkWages(b *testing.B) {
 	// Six terminals of the payroll profile make about 300 workers.
 	s, due := wagestest.SeededMonth(b, 6)
-	o := wages.Options{Gateway: s.LGW.DID(), Period: wagestest.Period, Zone: sim.SiteZone, Due: due, FloorFen: wagestest.FloorFen, Trust: s.Trust}
+	o := wages.Options{Gateway: s.LGW.DID(), Period: wagestest.Period, Zone: profile.SiteZone, Due: due, FloorFen: wagestest.FloorFen, Trust: s.Trust}
 	gw := &wages.Gateway{API: s.API()}
 	// The newest batch's anchor proof needs the block after its anchor;
 	// the ledger makes it within its commit timeout. A report run days

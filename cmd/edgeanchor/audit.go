@@ -61,12 +61,12 @@ walked from batch 1. Exit 1 on any finding.`,
 			switch len(missing) {
 			case 0:
 			case 1:
-				return &exitError{code: 2, err: fmt.Errorf("audit: %s is required (see audit --help)", missing[0])}
+				return usageErr(fmt.Errorf("audit: %s is required (see audit --help)", missing[0]))
 			default:
-				return &exitError{code: 2, err: fmt.Errorf("audit: %s are required (see audit --help)", strings.Join(missing, ", "))}
+				return usageErr(fmt.Errorf("audit: %s are required (see audit --help)", strings.Join(missing, ", ")))
 			}
 			if o.Gateway, err = device.ParseDID(gw); err != nil {
-				return &exitError{code: 2, err: fmt.Errorf("audit: --gateway: %w", err)}
+				return usageErr(fmt.Errorf("audit: --gateway: %w", err))
 			}
 			for _, f := range []struct {
 				s   string
@@ -77,7 +77,7 @@ walked from batch 1. Exit 1 on any finding.`,
 					continue
 				}
 				if *f.dst, err = time.Parse(time.RFC3339Nano, f.s); err != nil {
-					return &exitError{code: 2, err: fmt.Errorf("audit: %s: want RFC 3339: %w", f.n, err)}
+					return usageErr(fmt.Errorf("audit: %s: want RFC 3339: %w", f.n, err))
 				}
 			}
 			o.Out, o.Progress = cmd.OutOrStdout(), cmd.ErrOrStderr()
@@ -86,7 +86,7 @@ walked from batch 1. Exit 1 on any finding.`,
 				return failedOrIO(err)
 			}
 			if len(findings) > 0 {
-				return &exitError{code: 1, err: fmt.Errorf("audit: %d finding(s)", len(findings))}
+				return checkFailed(fmt.Errorf("audit: %d finding(s)", len(findings)))
 			}
 			return nil
 		},

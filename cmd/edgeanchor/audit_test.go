@@ -17,6 +17,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway/gatewaytest"
 	"github.com/edgeanchor/edgeanchor/gateway/store"
@@ -239,11 +240,11 @@ func (e *auditEnv) verifyLive() {
 	}
 	dir := t.TempDir()
 	bundle, trustPath := filepath.Join(dir, "b.json"), filepath.Join(dir, "trust.json")
-	trust, err := anchor.ExportTrustFromHome(e.Node.Home)
+	trust, err := evidence.ExportTrustFromHome(e.Node.Home)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := anchor.WriteTrustFile(trustPath, trust); err != nil {
+	if err := evidence.WriteTrustFile(trustPath, trust); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(bundle, raw, 0o644); err != nil {
@@ -314,11 +315,11 @@ func TestAuditLateFill(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bundle, trustPath := filepath.Join(dir, "b.json"), filepath.Join(dir, "trust.json")
-	trust, err := anchor.ExportTrustFromHome(e.Node.Home)
+	trust, err := evidence.ExportTrustFromHome(e.Node.Home)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := anchor.WriteTrustFile(trustPath, trust); err != nil {
+	if err := evidence.WriteTrustFile(trustPath, trust); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(bundle, raw, 0o644); err != nil {

@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/edgeanchor/edgeanchor/internal/demo"
-	"github.com/edgeanchor/edgeanchor/sim"
+	"github.com/edgeanchor/edgeanchor/sim/profile"
 )
 
 func init() { register(newDemoCmd) }
@@ -37,7 +37,7 @@ over. Logs go to DIR/demo.log. Every port is checked before anything starts.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
-				return &exitError{code: 2, err: fmt.Errorf("--log-level: %w", err)}
+				return usageErr(fmt.Errorf("--log-level: %w", err))
 			}
 			o.Progress = cmd.ErrOrStderr()
 			if f, ok := o.Progress.(*os.File); ok {
@@ -49,10 +49,10 @@ over. Logs go to DIR/demo.log. Every port is checked before anything starts.`,
 			defer stop()
 			err := demo.Run(ctx, o)
 			if errors.Is(err, demo.ErrPortTaken) {
-				return &exitError{code: 1, err: err}
+				return checkFailed(err)
 			}
 			if errors.Is(err, demo.ErrOptions) {
-				return &exitError{code: 2, err: err}
+				return usageErr(err)
 			}
 			return err
 		},
@@ -60,7 +60,7 @@ over. Logs go to DIR/demo.log. Every port is checked before anything starts.`,
 	f := cmd.Flags()
 	f.StringVar(&o.Dir, "dir", o.Dir, "state directory (ledger, gateway, devices, trust file, log)")
 	f.IntVar(&o.Devices, "devices", o.Devices, "simulated devices")
-	f.StringVar(&o.Profile, "profile", o.Profile, "device kinds: "+strings.Join(sim.Profiles, ", "))
+	f.StringVar(&o.Profile, "profile", o.Profile, "device kinds: "+strings.Join(profile.Profiles, ", "))
 	f.Float64Var(&o.Rate, "rate", o.Rate, "readings per second per device")
 	f.Uint64Var(&o.Seed, "seed", 0, "seed of the simulated readings (default: random, kept in DIR/sim)")
 	f.IntVar(&o.MQTTPort, "mqtt-port", o.MQTTPort, "gateway MQTT port")

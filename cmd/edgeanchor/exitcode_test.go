@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/device"
 )
 
@@ -49,7 +49,7 @@ func TestExitCodes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	b, err := anchor.ReadBundleFile(bundle)
+	b, err := evidence.ReadBundleFile(bundle)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/broker"
+	"github.com/edgeanchor/edgeanchor/cmd/edgeanchor/internal/ledgercmd"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway"
 )
@@ -149,7 +150,7 @@ in order: HTTP API, broker, services, record store.`,
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	cmd.AddCommand(newGatewayInitCmd(), newGatewayPasswdCmd(), newGatewayRepairCmd())
-	for _, c := range gatewaySubcommands {
+	for _, c := range ledgercmd.GatewayCommands() {
 		cmd.AddCommand(c())
 	}
 	return cmd
@@ -172,7 +173,7 @@ func loadGatewayConfig(cmd *cobra.Command, f gatewayFlags) (gateway.Config, erro
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, &exitError{code: 2, err: fmt.Errorf("--log-level %q: want debug, info, warn or error", level)}
+		return nil, usageErr(fmt.Errorf("--log-level %q: want debug, info, warn or error", level))
 	}
 	opts := &slog.HandlerOptions{Level: lv}
 	switch format {
@@ -181,13 +182,13 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
-	return nil, &exitError{code: 2, err: fmt.Errorf("--log-format %q: want text or json", format)}
+	return nil, usageErr(fmt.Errorf("--log-format %q: want text or json", format))
 }
 
 func runGateway(cmd *cobra.Command, f gatewayFlags) error {
 	cfg, err := loadGatewayConfig(cmd, f)
 	if err != nil {
-		return &exitError{code: 2, err: err}
+		return usageErr(err)
 	}
 	log, err := newLogger(cmd.ErrOrStderr(), f.logLevel, f.logFormat)
 	if err != nil {
@@ -199,7 +200,7 @@ func runGateway(cmd *cobra.Command, f gatewayFlags) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ledger, err := ledgerclient.NewClient(cfg.LedgerRPC, ledgerclient.ClientOptions{Logger: log.With("component", "ledger")})
 	if err != nil {
-		return &exitError{code: 2, err: err}
+		return usageErr(err)
 	}
 	defer ledger.Close()
 
@@ -220,7 +221,7 @@ func newGatewayInitCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dir == "" {
-				return &exitError{code: 2, err: errors.New("--dir is required")}
+				return usageErr(errors.New("--dir is required"))
 			}
 			if err := os.MkdirAll(dir, 0o700); err != nil {
 				return err
@@ -232,7 +233,7 @@ func newGatewayInitCmd() *cobra.Command {
 			keyPath := filepath.Join(abs, "gateway.key")
 			cfgPath := filepath.Join(abs, "gateway.yaml")
 			if _, err := os.Stat(cfgPath); err == nil {
-				return &exitError{code: 1, err: fmt.Errorf("%s exists; not overwriting", cfgPath)}
+				return checkFailed(fmt.Errorf("%s exists; not overwriting", cfgPath))
 			}
 			priv, err := device.GenerateKey()
 			if err != nil {
@@ -246,7 +247,7 @@ func newGatewayInitCmd() *cobra.Command {
 			cfg.KeyPath = keyPath
 			cfg.Site = site
 			if err := cfg.Validate(); err != nil {
-				return &exitError{code: 2, err: err}
+				return usageErr(err)
 			}
 			sample := "# edgeanchor gateway configuration (docs/protocol.md, docs/operations.md)\n" + cfg.Redacted() +
 				"# accounts:\n#   - username: dashboard\n#     password_hash: \"$2a$10$...\"   # edgeanchor gateway passwd\n" +
@@ -282,7 +283,7 @@ func newGatewayPasswdCmd() *cobra.Command {
 			}
 			pw := strings.TrimRight(string(b), "\r\n")
 			if len(pw) < 8 {
-				return &exitError{code: 1, err: errors.New("password must have at least 8 characters")}
+				return checkFailed(errors.New("password must have at least 8 characters"))
 			}
 			h, err := broker.HashPassword(pw)
 			if err != nil {

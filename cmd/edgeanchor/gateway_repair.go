@@ -35,19 +35,19 @@ docs/operations.md, "A damaged record store".`,
 			if config != "" {
 				cfg, err := gateway.LoadConfig(config)
 				if err != nil {
-					return &exitError{code: 2, err: err}
+					return usageErr(err)
 				}
 				if dir == "" {
 					dir = cfg.DataDir
 				}
 			}
 			if dir == "" {
-				return &exitError{code: 2, err: errors.New("--data-dir or --config is required")}
+				return usageErr(errors.New("--data-dir or --config is required"))
 			}
 			store := filepath.Join(dir, "records")
 			rep, err := gateway.RepairStore(store, time.Now(), slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn})))
 			if err != nil {
-				return &exitError{code: 1, err: err}
+				return checkFailed(err)
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "repaired record store %s\n", rep.Dir)

@@ -16,26 +16,26 @@ func init() {
 	register(newDIDCmd)
 }
 
-// usageError is exit code 2: the command line itself is wrong.
+// devUsageErr is exit code 2: the command line itself is wrong.
 func devUsageErr(format string, args ...any) error {
-	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
+	return usageErr(fmt.Errorf(format, args...))
 }
 
 // devFailed is exit code 1 (bad input or a failed check), or 2 for an I/O
 // error (failedOrIO).
 func devFailed(err error) error { return failedOrIO(err) }
 
-// flagUsageErrors makes cobra's flag-parsing errors exit with 2 too.
+// devFlagErrors makes cobra's flag-parsing errors exit with 2 too.
 func devFlagErrors(cmd *cobra.Command) *cobra.Command {
-	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: 2, err: err} })
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr(err) })
 	return cmd
 }
 
-// argsUsage wraps a cobra.PositionalArgs so its errors exit with 2.
+// devArgs wraps a cobra.PositionalArgs so its errors exit with 2.
 func devArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if err := check(cmd, args); err != nil {
-			return &exitError{code: 2, err: err}
+			return usageErr(err)
 		}
 		return nil
 	}

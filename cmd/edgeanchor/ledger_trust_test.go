@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
 )
@@ -30,11 +30,11 @@ func TestLedgerExportTrust(t *testing.T) {
 	if !strings.Contains(out, "genesis mode") {
 		t.Fatalf("output %q does not name the mode", out)
 	}
-	gen, err := anchor.ReadTrustFile(genPath)
+	gen, err := evidence.ReadTrustFile(genPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if gen.Mode != anchor.TrustModeGenesis || gen.ChainID != "trust-test" || gen.Validators.Size() != 1 {
+	if gen.Mode != evidence.TrustModeGenesis || gen.ChainID != "trust-test" || gen.Validators.Size() != 1 {
 		t.Fatalf("genesis trust = mode %s chain %s, %d validators", gen.Mode, gen.ChainID, gen.Validators.Size())
 	}
 
@@ -68,11 +68,11 @@ func TestLedgerExportTrust(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("export-trust --rpc: %v\nnode: %s", err, node.Output.String())
 	}
-	tr, err := anchor.ReadTrustFile(rpcPath)
+	tr, err := evidence.ReadTrustFile(rpcPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tr.Mode != anchor.TrustModeHeader || tr.ChainID != "trust-test" || tr.Height < 1 || tr.Header == nil {
+	if tr.Mode != evidence.TrustModeHeader || tr.ChainID != "trust-test" || tr.Height < 1 || tr.Header == nil {
 		t.Fatalf("rpc trust = mode %s chain %s height %d", tr.Mode, tr.ChainID, tr.Height)
 	}
 	if !bytes.Equal(tr.Validators.Hash(), gen.Validators.Hash()) {

@@ -3,17 +3,14 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"net"
-	"net/url"
 	"os"
 
 	"github.com/spf13/cobra"
 
-	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
+	"github.com/edgeanchor/edgeanchor/cmd/edgeanchor/internal/cli"
+	"github.com/edgeanchor/edgeanchor/cmd/edgeanchor/internal/ledgercmd"
 	"github.com/edgeanchor/edgeanchor/internal/safetext"
 )
 
@@ -23,71 +20,13 @@ var commands []func() *cobra.Command
 
 func register(c func() *cobra.Command) { commands = append(commands, c) }
 
-// Exit codes: one rule for every command (README, "Commands").
-const (
-	// exitFailed: the check failed (invalid evidence, findings, bad input
-	// content) or the ledger refused.
-	exitFailed = 1
-	// exitUsage: a usage error (unknown command or flag, wrong arguments,
-	// a required flag missing) or an I/O error (a file that cannot be read
-	// or written, a server that cannot be reached).
-	exitUsage = 2
+// The exit-code rule of package cli, by the short names the commands use.
+var (
+	usageErr    = cli.UsageErr
+	ioErr       = cli.IOErr
+	checkFailed = cli.CheckFailed
+	failedOrIO  = cli.FailedOrIO
 )
-
-// exitError carries a process exit code through cobra. Make one with
-// usageErr, ioErr or checkFailed; exitCode reads it.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
-
-// usageErr marks err as a usage error (exit 2).
-func usageErr(err error) error { return &exitError{code: exitUsage, err: err} }
-
-// ioErr marks err as an I/O error (exit 2): a file or a server could not be
-// read or written.
-func ioErr(err error) error { return &exitError{code: exitUsage, err: err} }
-
-// checkFailed marks err as a failed check or a ledger refusal (exit 1).
-func checkFailed(err error) error { return &exitError{code: exitFailed, err: err} }
-
-// failedOrIO is checkFailed, or ioErr when err is an I/O error (isIOError).
-func failedOrIO(err error) error {
-	if isIOError(err) {
-		return ioErr(err)
-	}
-	return checkFailed(err)
-}
-
-// isIOError reports whether err is about reading or writing a file or
-// reaching a server rather than about what was read.
-func isIOError(err error) bool {
-	var pe *fs.PathError
-	var ue *url.Error
-	var ne net.Error
-	return errors.As(err, &pe) || errors.As(err, &ue) || errors.As(err, &ne) ||
-		errors.Is(err, ledgerclient.ErrUnreachable)
-}
-
-// exitCode is the process exit code for what a command returned: 0 for
-// nil, the code of an *exitError, 2 for an untyped I/O error (isIOError),
-// otherwise 1.
-func exitCode(err error) int {
-	if err == nil {
-		return 0
-	}
-	var ee *exitError
-	if errors.As(err, &ee) {
-		return ee.code
-	}
-	if isIOError(err) {
-		return exitUsage
-	}
-	return exitFailed
-}
 
 func newRoot() *cobra.Command {
 	root := &cobra.Command{
@@ -96,7 +35,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	for _, c := range commands {
+	for _, c := range append(commands, ledgercmd.Commands()...) {
 		root.AddCommand(c())
 	}
 	typeUsageErrors(root)
@@ -123,8 +62,7 @@ func typeUsageErrors(root *cobra.Command) {
 		if check := c.Args; check != nil {
 			c.Args = func(c *cobra.Command, args []string) error {
 				err := check(c, args)
-				var ee *exitError
-				if err != nil && !errors.As(err, &ee) {
+				if err != nil && !cli.Marked(err) {
 					return usageErr(err)
 				}
 				return err
@@ -162,15 +100,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// An error can quote what a file, a bundle or a node said.
 		fmt.Fprintln(stderr, "edgeanchor:", safetext.Escape(err.Error()))
 	}
-	return exitCode(err)
-}
-
-// plural is one or many, as n asks.
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
+	return cli.ExitCode(err)
 }
 
 func main() {

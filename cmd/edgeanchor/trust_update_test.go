@@ -20,7 +20,7 @@ import (
 	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
 	"github.com/cometbft/cometbft/types"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
 )
 
@@ -64,7 +64,7 @@ func TestTrustFollowsValidatorChanges(t *testing.T) {
 	})
 
 	after := e.bundle(dir, "after.json", e.add(0, 0))
-	if b, err := anchor.ReadBundleFile(after); err != nil {
+	if b, err := evidence.ReadBundleFile(after); err != nil {
 		t.Fatal(err)
 	} else if n := b.Anchor.Validators.Size(); n != 2 {
 		t.Fatalf("the second record's block has %d validators, want 2", n)
@@ -90,7 +90,7 @@ func TestTrustFollowsValidatorChanges(t *testing.T) {
 		if !strings.Contains(out, "checkpoint 1: from height") || !strings.Contains(out, "1 checkpoint added") {
 			t.Fatalf("trust update of %s:\n%s", filepath.Base(tr), out)
 		}
-		got, err := anchor.ReadTrustFile(tr)
+		got, err := evidence.ReadTrustFile(tr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -184,7 +184,7 @@ func copyFile(t *testing.T, from, to string) {
 // one-validator set, and a commit that validator signed.
 func forgeCheckpoint(t *testing.T, in, out string) string {
 	t.Helper()
-	tr, err := anchor.ReadTrustFile(in)
+	tr, err := evidence.ReadTrustFile(in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func forgeCheckpoint(t *testing.T, in, out string) string {
 	if err := vs.VerifyCommitLight(tr.ChainID, bid, h.Height, commit); err != nil {
 		t.Fatalf("the forged header is not signed by its own set: %v", err)
 	}
-	tr.Checkpoints[0] = anchor.Checkpoint{Height: h.Height, HeaderHash: sh.Hash(), Header: sh, Validators: vs}
+	tr.Checkpoints[0] = evidence.Checkpoint{Height: h.Height, HeaderHash: sh.Hash(), Header: sh, Validators: vs}
 	b, err := json.MarshalIndent(tr, "", "  ")
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/internal/safetext"
 )
@@ -55,7 +56,7 @@ file that cannot be read, a node that cannot be reached).`,
 // stepNumber is the 1-based number of a verification step, 0 for the trust
 // file check that comes before them.
 func stepNumber(step string) int {
-	for i, s := range anchor.Steps {
+	for i, s := range evidence.Steps {
 		if s == step {
 			return i + 1
 		}
@@ -71,11 +72,11 @@ func runVerify(ctx context.Context, out io.Writer, bundlePath, trustPath, ledger
 		fmt.Fprintf(out, "✗ %s: %s\n", step, safetext.Escape(err.Error()))
 		return failedOrIO(fmt.Errorf("verify: %s: %w", step, err))
 	}
-	trust, err := anchor.ReadTrustFile(trustPath)
+	trust, err := evidence.ReadTrustFile(trustPath)
 	if err != nil {
-		return fail(anchor.StepTrustFile, err)
+		return fail(evidence.StepTrustFile, err)
 	}
-	b, err := anchor.ReadBundleFile(bundlePath)
+	b, err := evidence.ReadBundleFile(bundlePath)
 	if err != nil {
 		return fail("bundle file", err)
 	}
@@ -106,7 +107,7 @@ func runVerify(ctx context.Context, out io.Writer, bundlePath, trustPath, ledger
 }
 
 // verifyLive asks a live node what has happened since the bundle was made.
-func verifyLive(ctx context.Context, out io.Writer, v *anchor.Verified, url string) error {
+func verifyLive(ctx context.Context, out io.Writer, v *evidence.Verified, url string) error {
 	fail := func(step string, err error) error {
 		fmt.Fprintf(out, "✗ %s: %s\n", step, safetext.Escape(err.Error()))
 		return failedOrIO(fmt.Errorf("verify: %s: %w", step, err))

@@ -13,7 +13,7 @@ import (
 	"github.com/cometbft/cometbft/crypto/ed25519"
 	"github.com/cometbft/cometbft/types"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 )
 
 // runCLI runs the edgeanchor command in process, as main does, and returns
@@ -26,13 +26,13 @@ func runCLI(t *testing.T, args ...string) (string, int) {
 }
 
 func TestVerifyCommand(t *testing.T) {
-	bundle := filepath.Join("..", "..", "anchor", "testdata", "bundle.json")
-	trust := filepath.Join("..", "..", "anchor", "testdata", "trust.json")
+	bundle := filepath.Join("..", "..", "anchor", "evidence", "testdata", "bundle.json")
+	trust := filepath.Join("..", "..", "anchor", "evidence", "testdata", "trust.json")
 	out, code := runCLI(t, "verify", bundle, "--trust", trust)
 	if code != 0 {
 		t.Fatalf("verify of a good bundle: exit %d\n%s", code, out)
 	}
-	for i, step := range anchor.Steps {
+	for i, step := range evidence.Steps {
 		if !strings.Contains(out, "✓ "+string(rune('1'+i))+". "+step) {
 			t.Errorf("output lacks ✓ for step %d %q:\n%s", i+1, step, out)
 		}
@@ -46,7 +46,7 @@ func TestVerifyCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := anchor.ParseBundle(raw)
+	b, err := evidence.ParseBundle(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,23 +60,23 @@ func TestVerifyCommand(t *testing.T) {
 	if code != 1 {
 		t.Fatalf("tampered bundle: exit %d, want 1\n%s", code, out)
 	}
-	if !strings.Contains(out, "✗ 5. "+anchor.StepMerklePath) || strings.Contains(out, anchor.StepHeaderSig) {
+	if !strings.Contains(out, "✗ 5. "+evidence.StepMerklePath) || strings.Contains(out, evidence.StepHeaderSig) {
 		t.Fatalf("tampered bundle output:\n%s", out)
 	}
 
 	// One changed hash of the receipt's path in its commit group, then the
 	// commit group statement of another record: exit 1 at the receipt step.
-	for name, tamper := range map[string]func(b *anchor.Bundle){
-		"receipt path": func(b *anchor.Bundle) { b.Receipt.Path[0][0] ^= 1 },
-		"receipt group": func(b *anchor.Bundle) {
-			other, err := anchor.ReadBundleFile(filepath.Join("..", "..", "anchor", "testdata", "bundle-other-device.json"))
+	for name, tamper := range map[string]func(b *evidence.Bundle){
+		"receipt path": func(b *evidence.Bundle) { b.Receipt.Path[0][0] ^= 1 },
+		"receipt group": func(b *evidence.Bundle) {
+			other, err := evidence.ReadBundleFile(filepath.Join("..", "..", "anchor", "evidence", "testdata", "bundle-other-device.json"))
 			if err != nil {
 				t.Fatal(err)
 			}
 			b.Receipt.Group, b.Receipt.Sig = other.Receipt.Group, other.Receipt.Sig
 		},
 	} {
-		b, err := anchor.ParseBundle(raw)
+		b, err := evidence.ParseBundle(raw)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -86,14 +86,14 @@ func TestVerifyCommand(t *testing.T) {
 			t.Fatal(err)
 		}
 		out, code = runCLI(t, "verify", badPath, "--trust", trust)
-		if code != 1 || !strings.Contains(out, "✗ 3. "+anchor.StepReceipt) || strings.Contains(out, anchor.StepLeaf) {
+		if code != 1 || !strings.Contains(out, "✗ 3. "+evidence.StepReceipt) || strings.Contains(out, evidence.StepLeaf) {
 			t.Fatalf("%s tampered: exit %d\n%s", name, code, out)
 		}
 	}
 
 	// A bundle from before group signing (receipt signed per record).
-	old := filepath.Join("..", "..", "anchor", "testdata", "bundle-per-record.json")
-	oldTrust := filepath.Join("..", "..", "anchor", "testdata", "trust-per-record.json")
+	old := filepath.Join("..", "..", "anchor", "evidence", "testdata", "bundle-per-record.json")
+	oldTrust := filepath.Join("..", "..", "anchor", "evidence", "testdata", "trust-per-record.json")
 	if out, code := runCLI(t, "verify", old, "--trust", oldTrust); code != 0 || !strings.Contains(out, "per-record form") {
 		t.Fatalf("per-record bundle: exit %d\n%s", code, out)
 	}
@@ -117,9 +117,9 @@ func TestVerifyCommand(t *testing.T) {
 	}
 }
 
-// goldenPaths are the golden bundle and trust file of anchor/testdata.
+// goldenPaths are the golden bundle and trust file of anchor/evidence/testdata.
 func goldenPaths() (bundle, trust string) {
-	return filepath.Join("..", "..", "anchor", "testdata", "bundle.json"), filepath.Join("..", "..", "anchor", "testdata", "trust.json")
+	return filepath.Join("..", "..", "anchor", "evidence", "testdata", "bundle.json"), filepath.Join("..", "..", "anchor", "evidence", "testdata", "trust.json")
 }
 
 // writeTemp writes data to a new file in a test directory.
@@ -156,7 +156,7 @@ func TestVerifyRecordMembers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := anchor.ParseBundle(raw)
+	b, err := evidence.ParseBundle(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +217,7 @@ func TestVerifyEscapesTrustFile(t *testing.T) {
 // problem, before any numbered step, naming the invented validator.
 func TestVerifyTrustProblemIsTheTrustFiles(t *testing.T) {
 	bundle, trustPath := goldenPaths()
-	trust, err := anchor.ReadTrustFile(trustPath)
+	trust, err := evidence.ReadTrustFile(trustPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +261,7 @@ func TestVerifyWording(t *testing.T) {
 		t.Errorf("verify --help (exit %d) names a command that does not exist:\n%s", code, help)
 	}
 	// An expired trusting period is reported with RFC 3339 times.
-	tr, err := anchor.ReadTrustFile(trust)
+	tr, err := evidence.ReadTrustFile(trust)
 	if err != nil {
 		t.Fatal(err)
 	}

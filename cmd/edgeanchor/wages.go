@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/internal/safetext"
 	"github.com/edgeanchor/edgeanchor/wages"
@@ -78,7 +78,7 @@ through the due date, 2 usage or I/O.`,
 			if _, _, _, err := o.Window(); err != nil {
 				return usageErr(err)
 			}
-			if o.Trust, err = anchor.ReadTrustFile(trustPath); err != nil {
+			if o.Trust, err = evidence.ReadTrustFile(trustPath); err != nil {
 				return ioErr(fmt.Errorf("wages: --trust: %w", err))
 			}
 			var names map[string]string
@@ -186,7 +186,7 @@ conclusion ("worker R attended 22 days in 2026-10; no wage record for
 			if trustPath == "" {
 				return usageErr(errors.New("verify-pack: --trust is required"))
 			}
-			trust, err := anchor.ReadTrustFile(trustPath)
+			trust, err := evidence.ReadTrustFile(trustPath)
 			if err != nil {
 				return ioErr(fmt.Errorf("verify-pack: --trust: %w", err))
 			}

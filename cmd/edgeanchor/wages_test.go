@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
 	"github.com/edgeanchor/edgeanchor/wages"
 	"github.com/edgeanchor/edgeanchor/wages/wagestest"
@@ -31,7 +32,7 @@ func TestWagesCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	trustPath := filepath.Join(dir, "trust.json")
-	if err := anchor.WriteTrustFile(trustPath, trust); err != nil {
+	if err := evidence.WriteTrustFile(trustPath, trust); err != nil {
 		t.Fatal(err)
 	}
 	// Last month: due dates come after the period's end.
@@ -122,7 +123,7 @@ func TestWagesPackCommand(t *testing.T) {
 	s, due := wagestest.SeededMonth(t, 1)
 	dir := t.TempDir()
 	trustPath := filepath.Join(dir, "trust.json")
-	if err := anchor.WriteTrustFile(trustPath, s.Trust); err != nil {
+	if err := evidence.WriteTrustFile(trustPath, s.Trust); err != nil {
 		t.Fatal(err)
 	}
 	args := []string{"wages", "--gateway", string(s.LGW.DID()), "--api", s.API(), "--trust", trustPath, "--period", wagestest.Period,

@@ -25,6 +25,7 @@ import (
 	"github.com/cometbft/cometbft/types"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
@@ -695,7 +696,7 @@ func TestOperationsWalkthrough(t *testing.T) {
 				file  string
 				after bool
 			}{{"record-1.json", false}, {"record-new.json", true}} {
-				b, err := anchor.ReadBundleFile(filepath.Join(s.hostDir("org-a"), c.file))
+				b, err := evidence.ReadBundleFile(filepath.Join(s.hostDir("org-a"), c.file))
 				if err != nil {
 					t.Fatal(err)
 				}

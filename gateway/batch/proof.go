@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway/store"
@@ -16,8 +17,8 @@ import (
 // ProofLedger is what the proof API needs of the ledger client
 // (*ledgerclient.Client implements it).
 type ProofLedger interface {
-	ProveAnchor(ctx context.Context, tx []byte) (*anchor.AnchorProof, error)
-	ProveTxHash(ctx context.Context, txHash string) (*anchor.AnchorProof, error)
+	ProveAnchor(ctx context.Context, tx []byte) (*evidence.AnchorProof, error)
+	ProveTxHash(ctx context.Context, txHash string) (*evidence.AnchorProof, error)
 	Device(ctx context.Context, did device.DID) (*anchor.DeviceRecord, error)
 }
 
@@ -44,13 +45,13 @@ type Proofs struct {
 
 	mu      sync.Mutex
 	devices map[device.DID]*deviceProof // registration proofs, per device
-	anchors map[uint64]*anchor.AnchorProof
+	anchors map[uint64]*evidence.AnchorProof
 	leaves  map[uint64][]anchor.Hash // batch seq → leaf hashes
 }
 
 type deviceProof struct {
 	tx    []byte
-	proof *anchor.AnchorProof
+	proof *evidence.AnchorProof
 }
 
 // maxCachedAnchors bounds the anchor proofs kept in memory, and
@@ -70,13 +71,13 @@ func NewProofs(st *store.Store, blog *Log, ledger ProofLedger, signer device.Sig
 	}
 	return &Proofs{
 		store: st, blog: blog, ledger: ledger, gw: signer.DID(), gwPub: der, log: log,
-		devices: map[device.DID]*deviceProof{}, anchors: map[uint64]*anchor.AnchorProof{},
+		devices: map[device.DID]*deviceProof{}, anchors: map[uint64]*evidence.AnchorProof{},
 		leaves: map[uint64][]anchor.Hash{},
 	}, nil
 }
 
 // Bundle assembles the proof bundle of record gseq.
-func (p *Proofs) Bundle(ctx context.Context, gseq uint64) (*anchor.Bundle, error) {
+func (p *Proofs) Bundle(ctx context.Context, gseq uint64) (*evidence.Bundle, error) {
 	rec, err := p.store.Get(gseq)
 	if err != nil {
 		return nil, err
@@ -104,16 +105,16 @@ func (p *Proofs) Bundle(ctx context.Context, gseq uint64) (*anchor.Bundle, error
 	if err != nil {
 		return nil, err
 	}
-	return &anchor.Bundle{
-		Type: anchor.BundleType, V: anchor.BundleVersion,
-		Record:   anchor.BundleRecord{Gateway: p.gw, GSeq: rec.GSeq, DID: rec.DID, Seq: rec.Seq},
+	return &evidence.Bundle{
+		Type: evidence.BundleType, V: evidence.BundleVersion,
+		Record:   evidence.BundleRecord{Gateway: p.gw, GSeq: rec.GSeq, DID: rec.DID, Seq: rec.Seq},
 		Envelope: rec.Envelope,
-		Device:   anchor.BundleDevice{Tx: dev.tx, Proof: dev.proof},
-		Receipt:  anchor.BundleReceipt{Body: rec.Receipt, Group: rec.Group, Path: rec.Path, Sig: rec.ReceiptSig},
+		Device:   evidence.BundleDevice{Tx: dev.tx, Proof: dev.proof},
+		Receipt:  evidence.BundleReceipt{Body: rec.Receipt, Group: rec.Group, Path: rec.Path, Sig: rec.ReceiptSig},
 		Salt:     rec.Salt,
-		Merkle:   anchor.BundleMerkle{Index: gseq - sb.First, Size: uint64(len(leaves)), Path: path},
-		Batch:    anchor.BundleSigned{Body: sb.Header, Sig: sb.Sig},
-		Gateway:  anchor.BundleGateway{DID: p.gw, Pub: p.gwPub},
+		Merkle:   evidence.BundleMerkle{Index: gseq - sb.First, Size: uint64(len(leaves)), Path: path},
+		Batch:    evidence.BundleSigned{Body: sb.Header, Sig: sb.Sig},
+		Gateway:  evidence.BundleGateway{DID: p.gw, Pub: p.gwPub},
 		Anchor:   ap,
 	}, nil
 }
@@ -175,7 +176,7 @@ func (p *Proofs) deviceProof(ctx context.Context, did device.DID) (*deviceProof,
 	return d, nil
 }
 
-func (p *Proofs) anchorProof(ctx context.Context, sb *Batch) (*anchor.AnchorProof, error) {
+func (p *Proofs) anchorProof(ctx context.Context, sb *Batch) (*evidence.AnchorProof, error) {
 	p.mu.Lock()
 	ap, ok := p.anchors[sb.Seq]
 	p.mu.Unlock()

@@ -21,12 +21,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway"
 	"github.com/edgeanchor/edgeanchor/gateway/identity"
 	"github.com/edgeanchor/edgeanchor/ledger"
 	"github.com/edgeanchor/edgeanchor/portal"
 	"github.com/edgeanchor/edgeanchor/sim"
+	"github.com/edgeanchor/edgeanchor/sim/profile"
 )
 
 // ErrPortTaken means a port the demo needs on 127.0.0.1 is in use. Stop
@@ -222,11 +224,11 @@ func (s *system) makeOnce() error {
 		return err
 	}
 	if _, err := os.Stat(s.p.trust); os.IsNotExist(err) {
-		t, err := anchor.ExportTrustFromHome(s.p.ledger)
+		t, err := evidence.ExportTrustFromHome(s.p.ledger)
 		if err != nil {
 			return err
 		}
-		if err := anchor.WriteTrustFile(s.p.trust, t); err != nil {
+		if err := evidence.WriteTrustFile(s.p.trust, t); err != nil {
 			return err
 		}
 	}
@@ -260,7 +262,7 @@ func (s *system) fleetConfig() (sim.Config, error) {
 		if err != nil {
 			return sim.Config{}, err
 		}
-		for _, kind := range []string{sim.KindPayroll, sim.KindSurvey, sim.KindEnv} {
+		for _, kind := range []string{profile.KindPayroll, profile.KindSurvey, profile.KindEnv} {
 			if need[kind] == 0 {
 				continue
 			}

@@ -18,6 +18,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
 	"github.com/edgeanchor/edgeanchor/sim"
+	"github.com/edgeanchor/edgeanchor/sim/profile"
 )
 
 // gathered sums the samples of one metric family of g (0 if absent).
@@ -66,7 +67,7 @@ func TestRetryableRefusalsInWindow(t *testing.T) {
 	ea := testbin.Path(t, "./cmd/edgeanchor") // built before the clock starts
 	began := time.Now()
 	o := testOptions(t, t.TempDir())
-	o.Devices, o.Profile, o.Rate = 10, sim.KindEnv, 50
+	o.Devices, o.Profile, o.Rate = 10, profile.KindEnv, 50
 	ctx, s := startLedger(t, o, 180*time.Second)
 	gcfg := s.gatewayConfig()
 	gcfg.Limits.MaxInFlight = 4
@@ -91,7 +92,7 @@ func TestRetryableRefusalsInWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	const readings = 100 // per device: one a minute of simulated time, taken at once
-	scfg.Start = time.Now().Add(-readings*sim.EnvInterval - sim.EnvInterval/2)
+	scfg.Start = time.Now().Add(-readings*profile.EnvInterval - profile.EnvInterval/2)
 	scfg.Window = 4
 	scfg.AckRetries = 1 << 30 // a device keeps every reading until it is stored
 	scfg.BackoffMax = time.Second
@@ -239,7 +240,7 @@ func fleetDIDs(f *sim.Fleet) []device.DID {
 // gave up 198 of 240 readings here.)
 func TestV3RateLimitedDevicesKeepReadings(t *testing.T) {
 	o := testOptions(t, t.TempDir())
-	o.Devices, o.Profile, o.Rate = 4, sim.KindEnv, 50
+	o.Devices, o.Profile, o.Rate = 4, profile.KindEnv, 50
 	ctx, s := startLedger(t, o, 180*time.Second)
 	gcfg := s.gatewayConfig()
 	gcfg.Limits.DeviceRate, gcfg.Limits.DeviceBurst = 5, 5
@@ -261,7 +262,7 @@ func TestV3RateLimitedDevicesKeepReadings(t *testing.T) {
 		t.Fatal(err)
 	}
 	const readings = 60
-	scfg.Start = time.Now().Add(-readings*sim.EnvInterval - sim.EnvInterval/2)
+	scfg.Start = time.Now().Add(-readings*profile.EnvInterval - profile.EnvInterval/2)
 	scfg.Window = 4
 	fleet, err := sim.Open(scfg)
 	if err != nil {

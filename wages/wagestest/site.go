@@ -11,11 +11,12 @@ import (
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway/gatewaytest"
 	"github.com/edgeanchor/edgeanchor/gateway/store"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
-	"github.com/edgeanchor/edgeanchor/sim"
+	"github.com/edgeanchor/edgeanchor/sim/profile"
 )
 
 // Site is a real site (gatewaytest: single-node ledger, payroll terminals
@@ -25,12 +26,12 @@ import (
 type Site struct {
 	*gatewaytest.Site
 	t     testing.TB
-	Trust *anchor.Trust
-	Gens  []sim.Generator
+	Trust *evidence.Trust
+	Gens  []profile.Generator
 	Salt  []byte
 }
 
-func NewSite(t testing.TB, devices int, arrears sim.Arrears, start time.Time) *Site {
+func NewSite(t testing.TB, devices int, arrears profile.Arrears, start time.Time) *Site {
 	t.Helper()
 	kinds := make([]string, devices)
 	for i := range kinds {
@@ -45,7 +46,7 @@ func NewSite(t testing.TB, devices int, arrears sim.Arrears, start time.Time) *S
 	}
 	s := &Site{Site: gs, t: t, Trust: trust, Salt: []byte("site-a wage test salt")}
 	for i := range devices {
-		gen, err := sim.NewGenerator(sim.GenConfig{Kind: sim.KindPayroll, Seed: 17, Index: i, Site: "site-a", Salt: s.Salt, Start: start, Arrears: arrears})
+		gen, err := profile.NewGenerator(profile.GenConfig{Kind: profile.KindPayroll, Seed: 17, Index: i, Site: "site-a", Salt: s.Salt, Start: start, Arrears: arrears})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -56,7 +57,7 @@ func NewSite(t testing.TB, devices int, arrears sim.Arrears, start time.Time) *S
 
 // Feed stores each device's readings taken before until, those keep
 // selects, and returns how many it stored.
-func (s *Site) Feed(until time.Time, keep func(sim.Reading) bool) int {
+func (s *Site) Feed(until time.Time, keep func(profile.Reading) bool) int {
 	s.t.Helper()
 	var waits []func() (*store.Record, bool, error)
 	for i, gen := range s.Gens {
@@ -87,12 +88,12 @@ func (s *Site) Feed(until time.Time, keep func(sim.Reading) bool) int {
 
 // pushback yields r before the rest of its generator's readings.
 type pushback struct {
-	sim.Generator
-	r    sim.Reading
+	profile.Generator
+	r    profile.Reading
 	used bool
 }
 
-func (p *pushback) Next() sim.Reading {
+func (p *pushback) Next() profile.Reading {
 	if !p.used {
 		p.used = true
 		return p.r
@@ -101,10 +102,10 @@ func (p *pushback) Next() sim.Reading {
 }
 
 // Seeded reaches through pushbacks to the generator's seeded cases.
-func (p *pushback) Seeded() []sim.SeededCase { return SeededOf(p.Generator) }
+func (p *pushback) Seeded() []profile.SeededCase { return SeededOf(p.Generator) }
 
-func SeededOf(g sim.Generator) []sim.SeededCase {
-	if s, ok := g.(sim.Seeder); ok {
+func SeededOf(g profile.Generator) []profile.SeededCase {
+	if s, ok := g.(profile.Seeder); ok {
 		return s.Seeded()
 	}
 	return nil
@@ -115,15 +116,15 @@ func SeededOf(g sim.Generator) []sim.SeededCase {
 // the due date. It returns the site and the due date (the anchored-by
 // time of the wage run's batch).
 func SeededMonth(t testing.TB, devices int) (*Site, time.Time) {
-	start := time.Date(2026, 10, 1, 0, 0, 0, 0, sim.SiteZone)
-	s := NewSite(t, devices, sim.Arrears{Unpaid: 2, Late: 1, BelowFloor: 1, Ghost: 1}, start)
-	all := func(sim.Reading) bool { return true }
+	start := time.Date(2026, 10, 1, 0, 0, 0, 0, profile.SiteZone)
+	s := NewSite(t, devices, profile.Arrears{Unpaid: 2, Late: 1, BelowFloor: 1, Ghost: 1}, start)
+	all := func(profile.Reading) bool { return true }
 	s.Feed(start.AddDate(0, 1, 0), all) // October, its wage run included
 	b1 := s.Cut()
 	due := s.AnchoredBy(b1.Last)
 	// Late wages come 20 days after the run; November's attendance is not
 	// needed for October's report.
-	s.Feed(start.AddDate(0, 2, 0), func(r sim.Reading) bool { return r.Kind == device.KindWage })
+	s.Feed(start.AddDate(0, 2, 0), func(r profile.Reading) bool { return r.Kind == device.KindWage })
 	s.Cut()
 	return s, due
 }
@@ -142,7 +143,7 @@ func (s *Site) AnchoredBy(gseq uint64) time.Time {
 		body, err = testutil.HTTPGet(fmt.Sprintf("%s/v1/records/%d/proof", s.API(), gseq))
 		return err
 	})
-	b, err := anchor.ParseBundle(body)
+	b, err := evidence.ParseBundle(body)
 	if err != nil {
 		s.t.Fatal(err)
 	}

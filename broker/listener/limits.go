@@ -1,4 +1,4 @@
-package broker
+package listener
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/edgeanchor/edgeanchor/device/refusal"
 )
 
 // Scopes of a throttled CONNECT: the values of the connect_throttled_total
@@ -178,6 +180,33 @@ func (l *sourceLimiter) failed(src string, now time.Time) {
 		l.all.refill(l.global, now)
 		l.all.tokens = max(0, l.all.tokens-1)
 	}
+}
+
+// Admit decides, before a CONNECT is authenticated and without spending
+// any work on its credential, whether it is refused: refusal.MaxConnections
+// when its connection (conn, of client at remote) is over the connection
+// limit, refusal.ConnectThrottled when its source's failed-authentication
+// budget is spent; "" admits it. A refusal is counted and logged (sampled).
+func (g *Guard) Admit(conn net.Conn, client, remote string, now time.Time) string {
+	if tc := trackedOf(conn); tc != nil && tc.over {
+		g.metrics.Refused.WithLabelValues(refusal.MaxConnections).Inc()
+		g.sample.log(g.log, slog.LevelWarn, "refused/busy", "connect refused", now,
+			"client", client, "remote", remote, "reason", refusal.MaxConnections, "limit", g.max)
+		return refusal.MaxConnections
+	}
+	if scope := g.failures.check(sourceOfRemote(remote), now); scope != "" {
+		g.metrics.Throttled.WithLabelValues(scope, LimitAuthFailures).Inc()
+		g.sample.log(g.log, slog.LevelInfo, "throttle-auth/"+scope, "connect refused", now,
+			"client", client, "remote", remote, "reason", refusal.ConnectThrottled, "scope", scope, "limit", LimitAuthFailures)
+		return refusal.ConnectThrottled
+	}
+	return ""
+}
+
+// AuthFailed spends one token of the failed-authentication budget of the
+// source of remote (mochi's "host:port").
+func (g *Guard) AuthFailed(remote string, now time.Time) {
+	g.failures.failed(sourceOfRemote(remote), now)
 }
 
 // sourceOf is the address a connection comes from, without its port.

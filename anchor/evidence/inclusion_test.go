@@ -1,4 +1,4 @@
-package anchor_test
+package evidence_test
 
 import (
 	"encoding/json"
@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 )
 
 // roundTrip copies v through its JSON form (as a proof travels in a bundle).
@@ -25,14 +26,14 @@ func roundTrip[T any](t *testing.T, v *T) *T {
 
 func wantStep(t *testing.T, err error, step string) {
 	t.Helper()
-	var ve *anchor.VerifyError
+	var ve *evidence.VerifyError
 	if !errors.As(err, &ve) {
 		t.Fatalf("err = %v, want *VerifyError at %s", err, step)
 	}
 	if ve.Step != step {
 		t.Fatalf("failed at step %q (%v), want %q", ve.Step, ve.Err, step)
 	}
-	if !errors.Is(err, anchor.ErrInvalidAnchorProof) {
+	if !errors.Is(err, evidence.ErrInvalidAnchorProof) {
 		t.Fatalf("errors.Is(%v, ErrInvalidAnchorProof) = false", err)
 	}
 }
@@ -48,13 +49,13 @@ const (
 	goldenTrust = "testdata/anchorproof/trust.json"
 )
 
-func readGolden(t testing.TB) ([]byte, *anchor.Trust) {
+func readGolden(t testing.TB) ([]byte, *evidence.Trust) {
 	t.Helper()
 	b, err := os.ReadFile(goldenProof)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr, err := anchor.ReadTrustFile(goldenTrust)
+	tr, err := evidence.ReadTrustFile(goldenTrust)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +66,7 @@ func readGolden(t testing.TB) ([]byte, *anchor.Trust) {
 // once one byte of its tx changes.
 func TestAnchorProofGolden(t *testing.T) {
 	b, tr := readGolden(t)
-	var p anchor.AnchorProof
+	var p evidence.AnchorProof
 	if err := json.Unmarshal(b, &p); err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +77,7 @@ func TestAnchorProofGolden(t *testing.T) {
 		t.Fatalf("golden proof tx: %v", err)
 	}
 	p.Tx[len(p.Tx)-3] ^= 0x01
-	wantStep(t, p.Verify(tr), anchor.StepTxProof)
+	wantStep(t, p.Verify(tr), evidence.StepTxProof)
 }
 
 // FuzzAnchorProof: decoding and verifying arbitrary bytes never panics, and
@@ -87,12 +88,12 @@ func FuzzAnchorProof(f *testing.F) {
 	f.Add([]byte(`{"version":1}`))
 	f.Add([]byte(`{"version":1,"height":"1","validators":{"validators":[{"voting_power":"-1"}]}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var p anchor.AnchorProof
+		var p evidence.AnchorProof
 		if err := json.Unmarshal(data, &p); err != nil {
 			return
 		}
 		if err := p.Verify(tr); err == nil {
-			var golden anchor.AnchorProof
+			var golden evidence.AnchorProof
 			if json.Unmarshal(b, &golden) != nil {
 				t.Fatal("golden proof does not decode")
 			}
@@ -114,7 +115,7 @@ func FuzzTrust(f *testing.F) {
 	f.Add([]byte(`{"version":1,"mode":"genesis","chain_id":"x","trusting_period":"1h","validators":{"validators":[]}}`))
 	f.Add([]byte(`{"version":1,"mode":"header","height":1,"header_hash":"zz"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var tr anchor.Trust
+		var tr evidence.Trust
 		if err := json.Unmarshal(data, &tr); err != nil {
 			return
 		}

@@ -1,4 +1,4 @@
-package main
+package ledgercmd
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/internal/safetext"
 )
@@ -35,20 +35,20 @@ accepted when +2/3 of that set signed it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if (home == "") == (rpc == "") {
-				return &exitError{code: 2, err: errors.New("ledger export-trust: give exactly one of --home and --rpc")}
+				return usageErr(errors.New("ledger export-trust: give exactly one of --home and --rpc"))
 			}
 			if out == "" {
-				return &exitError{code: 2, err: errors.New("ledger export-trust: --out is required")}
+				return usageErr(errors.New("ledger export-trust: --out is required"))
 			}
 			var (
-				t   *anchor.Trust
+				t   *evidence.Trust
 				err error
 			)
 			if home != "" {
 				if height != 0 {
-					return &exitError{code: 2, err: errors.New("ledger export-trust: --height needs --rpc")}
+					return usageErr(errors.New("ledger export-trust: --height needs --rpc"))
 				}
-				t, err = anchor.ExportTrustFromHome(home)
+				t, err = evidence.ExportTrustFromHome(home)
 			} else {
 				ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 				defer cancel()
@@ -57,7 +57,7 @@ accepted when +2/3 of that set signed it.`,
 			if err != nil {
 				return err
 			}
-			if err := anchor.WriteTrustFile(out, t); err != nil {
+			if err := evidence.WriteTrustFile(out, t); err != nil {
 				return err
 			}
 			n := t.Validators.Size()

@@ -1,4 +1,4 @@
-package anchor
+package evidence
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	"github.com/cometbft/cometbft/crypto/ed25519"
 	"github.com/cometbft/cometbft/types"
 
+	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/credential"
 )
@@ -63,7 +64,7 @@ func TestGoldenBundleVerifies(t *testing.T) {
 			if b.Receipt.Group != nil || b.Receipt.Path != nil {
 				t.Fatalf("%s is not a per-record receipt", name)
 			}
-		} else if g, err := ParseReceiptGroup(b.Receipt.Group); err != nil || (name == "bundle.json" && (g.Count < 3 || len(b.Receipt.Path) < 2)) {
+		} else if g, err := anchor.ParseReceiptGroup(b.Receipt.Group); err != nil || (name == "bundle.json" && (g.Count < 3 || len(b.Receipt.Path) < 2)) {
 			t.Fatalf("%s: receipt group %+v (%v), path %v", name, g, err, b.Receipt.Path)
 		}
 		var passed []string
@@ -151,14 +152,14 @@ func TestTamperedBundles(t *testing.T) {
 				t.Fatal(err)
 			}
 			rsig, _ := k.Sign(reg)
-			body, err := NewRegisterDeviceBody(b.Gateway.DID, reg, rsig, time.Now())
+			body, err := anchor.NewRegisterDeviceBody(b.Gateway.DID, reg, rsig, time.Now())
 			if err != nil {
 				t.Fatal(err)
 			}
 			// Only the gateway could sign it; the forger signs as the
 			// gateway DID with its own key.
 			sig, _ := k.Sign(body)
-			b.Device.Tx = (&Tx{Body: body, Signer: b.Gateway.DID, Sig: sig}).Encode()
+			b.Device.Tx = (&anchor.Tx{Body: body, Signer: b.Gateway.DID, Sig: sig}).Encode()
 			envelopeEdit(t, b, func(e *device.Envelope) {
 				e.Body = mustReplace(t, e.Body, string(b.Record.DID), string(k.DID()))
 				e.Sig, _ = k.Sign(e.Body)
@@ -184,17 +185,17 @@ func TestTamperedBundles(t *testing.T) {
 			b.Receipt.Path = append(b.Receipt.Path, b.Receipt.Path[0])
 		}, nil, StepReceipt},
 		{"receipt group count", func(t *testing.T, b *Bundle) {
-			g, _ := ParseReceiptGroup(b.Receipt.Group)
-			b.Receipt.Group = NewReceiptGroup(g.Gateway, g.First, g.Count+1, g.Root)
+			g, _ := anchor.ParseReceiptGroup(b.Receipt.Group)
+			b.Receipt.Group = anchor.NewReceiptGroup(g.Gateway, g.First, g.Count+1, g.Root)
 		}, nil, StepReceipt},
 		{"receipt group first", func(t *testing.T, b *Bundle) {
-			g, _ := ParseReceiptGroup(b.Receipt.Group)
-			b.Receipt.Group = NewReceiptGroup(g.Gateway, g.First-1, g.Count, g.Root)
+			g, _ := anchor.ParseReceiptGroup(b.Receipt.Group)
+			b.Receipt.Group = anchor.NewReceiptGroup(g.Gateway, g.First-1, g.Count, g.Root)
 		}, nil, StepReceipt},
 		{"receipt group root", func(t *testing.T, b *Bundle) {
-			g, _ := ParseReceiptGroup(b.Receipt.Group)
+			g, _ := anchor.ParseReceiptGroup(b.Receipt.Group)
 			g.Root[31] ^= 1
-			b.Receipt.Group = NewReceiptGroup(g.Gateway, g.First, g.Count, g.Root)
+			b.Receipt.Group = anchor.NewReceiptGroup(g.Gateway, g.First, g.Count, g.Root)
 		}, nil, StepReceipt},
 		{"receipt group of another record, signed", func(t *testing.T, b *Bundle) {
 			b.Receipt.Group, b.Receipt.Sig = other.Receipt.Group, other.Receipt.Sig
@@ -208,12 +209,12 @@ func TestTamperedBundles(t *testing.T) {
 		{"Merkle index", func(t *testing.T, b *Bundle) { b.Merkle.Index++ }, nil, StepMerklePath},
 		{"Merkle size", func(t *testing.T, b *Bundle) { b.Merkle.Size++ }, nil, StepMerklePath},
 		{"batch header root", func(t *testing.T, b *Bundle) {
-			h, _ := ParseHeader(b.Batch.Body)
+			h, _ := anchor.ParseHeader(b.Batch.Body)
 			h.Root[0] ^= 1
 			b.Batch.Body = h.Encode()
 		}, nil, StepMerklePath},
 		{"batch header time window", func(t *testing.T, b *Bundle) {
-			h, _ := ParseHeader(b.Batch.Body)
+			h, _ := anchor.ParseHeader(b.Batch.Body)
 			h.To = h.To.Add(time.Second)
 			b.Batch.Body = h.Encode()
 		}, nil, StepHeaderSig},
@@ -311,7 +312,7 @@ func TestBundleReceiptJSON(t *testing.T) {
 	}{
 		{BundleReceipt{Body: []byte("b"), Sig: []byte("s")}, `{"body":"Yg==","sig":"cw=="}`},
 		{BundleReceipt{Body: []byte("b"), Group: []byte("g"), Sig: []byte("s")}, `{"body":"Yg==","group":"Zw==","path":[],"sig":"cw=="}`},
-		{BundleReceipt{Body: []byte("b"), Group: []byte("g"), Path: []Hash{{0xab}}, Sig: []byte("s")},
+		{BundleReceipt{Body: []byte("b"), Group: []byte("g"), Path: []anchor.Hash{{0xab}}, Sig: []byte("s")},
 			`{"body":"Yg==","group":"Zw==","path":["ab` + strings.Repeat("0", 62) + `"],"sig":"cw=="}`},
 	} {
 		got, err := json.Marshal(tc.r)

@@ -1,4 +1,4 @@
-package anchor_test
+package evidence_test
 
 // This test checks the golden bundles the way docs/proof-bundle.md
 // ("Checking the AnchorProof without CometBFT") tells an independent

@@ -1,4 +1,4 @@
-package main
+package ledgercmd
 
 import (
 	"errors"
@@ -44,7 +44,7 @@ the edgeanchor application in-process (docs/ledger.md).`,
 // --gateway-name flags, matched by position (no names: each is its site).
 func genesisGateways(pubs, sites, names []string) ([]anchor.GenesisGateway, error) {
 	if len(pubs) != len(sites) || (len(names) != 0 && len(names) != len(pubs)) {
-		return nil, &exitError{code: 2, err: errors.New("give one --gateway-site per --gateway-pub, and one --gateway-name each or none")}
+		return nil, usageErr(errors.New("give one --gateway-site per --gateway-pub, and one --gateway-name each or none"))
 	}
 	var out []anchor.GenesisGateway
 	for i, p := range pubs {
@@ -58,7 +58,7 @@ func genesisGateways(pubs, sites, names []string) ([]anchor.GenesisGateway, erro
 		}
 		gg, err := ledger.GenesisGatewayFromKey(pub, sites[i], name)
 		if err != nil {
-			return nil, &exitError{code: 1, err: err}
+			return nil, checkFailed(err)
 		}
 		out = append(out, gg)
 	}
@@ -97,11 +97,11 @@ file DIR/member.json to send to the coordinator (ledger genesis assemble).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if home == "" {
-				return &exitError{code: 2, err: errors.New("ledger init: --home is required")}
+				return usageErr(errors.New("ledger init: --home is required"))
 			}
 			if member.Org != "" {
 				if len(gwPubs) > 0 {
-					return &exitError{code: 2, err: errors.New("ledger init --org: genesis gateways go to ledger genesis assemble")}
+					return usageErr(errors.New("ledger init --org: genesis gateways go to ledger genesis assemble"))
 				}
 				member.P2PPort, member.RPCPort, member.PrometheusPort = opts.P2PPort, opts.RPCPort, opts.PrometheusPort
 				return runMemberInit(cmd, home, member)
@@ -113,7 +113,7 @@ file DIR/member.json to send to the coordinator (ledger genesis assemble).`,
 			opts.Gateways = gws
 			h, err := ledger.InitHome(home, opts)
 			if err != nil {
-				return &exitError{code: 1, err: err}
+				return checkFailed(err)
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "ledger home %s (node %s)\n", h.Dir, h.NodeID)
@@ -165,7 +165,7 @@ listens on p2p P+10k, RPC P+10k+1 and Prometheus P+10k+2. Start each with
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
-				return &exitError{code: 2, err: errors.New("ledger testnet: --out is required")}
+				return usageErr(errors.New("ledger testnet: --out is required"))
 			}
 			gws, err := genesisGateways(gwPubs, gwSites, gwNames)
 			if err != nil {
@@ -174,7 +174,7 @@ listens on p2p P+10k, RPC P+10k+1 and Prometheus P+10k+2. Start each with
 			opts.Gateways = gws
 			homes, err := ledger.Testnet(out, n, base, opts)
 			if err != nil {
-				return &exitError{code: 1, err: err}
+				return checkFailed(err)
 			}
 			w := cmd.OutOrStdout()
 			for _, h := range homes {
@@ -210,11 +210,11 @@ home is refused, naming that pid.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if home == "" {
-				return &exitError{code: 2, err: errors.New("ledger start: --home is required")}
+				return usageErr(errors.New("ledger start: --home is required"))
 			}
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-				return &exitError{code: 2, err: fmt.Errorf("ledger start: --log-level: %w", err)}
+				return usageErr(fmt.Errorf("ledger start: --log-level: %w", err))
 			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)

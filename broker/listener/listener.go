@@ -1,4 +1,4 @@
-package broker
+package listener
 
 import (
 	"crypto/tls"
@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,15 +36,6 @@ const (
 	busyMargin = 64
 )
 
-// DefaultConnectTimeout is how long a new connection may take to send its
-// CONNECT (TLS handshake included) before it is closed.
-const DefaultConnectTimeout = 5 * time.Second
-
-// DefaultFDHeadroom is how many file descriptors the connection limit
-// leaves to the rest of the process (Badger's files, HTTP, the ledger
-// client) below RLIMIT_NOFILE.
-const DefaultFDHeadroom = 512
-
 // ErrFDLimit means RLIMIT_NOFILE leaves no descriptors for MQTT
 // connections after the headroom: raise the limit (systemd LimitNOFILE,
 // ulimit -n) or lower the headroom.
@@ -60,7 +52,7 @@ type ConnMetrics struct {
 	Limit           prometheus.GaugeFunc
 }
 
-func newConnMetrics(reg prometheus.Registerer, g *connGuard) *ConnMetrics {
+func newConnMetrics(reg prometheus.Registerer, g *Guard) *ConnMetrics {
 	m := &ConnMetrics{
 		AcceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgeanchor_mqtt_accept_errors_total", Help: "Failed accepts of an MQTT listener (retried after a growing pause), by listener and error."},
@@ -98,20 +90,56 @@ func newConnMetrics(reg prometheus.Registerer, g *connGuard) *ConnMetrics {
 // acceptErrorLabels are the values acceptErrorLabel gives.
 var acceptErrorLabels = []string{"emfile", "enfile", "econnaborted", "enomem", "other"}
 
-// connGuard is shared by the broker's listeners: it counts
-// the open connections against the limit and rate-limits new ones.
-type connGuard struct {
+// Guard is shared by the broker's listeners: it counts the open
+// connections against the limit, rate-limits new ones, and decides before
+// authentication whether a CONNECT is refused (Admit).
+type Guard struct {
 	max           int64 // effective limit
 	open, pending atomic.Int64
 	attempts      *sourceLimiter
 	failures      *sourceLimiter
 	timeout       time.Duration
 	sample        *sampledLog
+	log           *slog.Logger
+	metrics       *ConnMetrics
 }
 
-// connLimit is the effective connection limit: maxConns (0: none) capped
+// GuardOptions configure a Guard.
+type GuardOptions struct {
+	// MaxConnections is the effective connection limit (ConnLimit's).
+	MaxConnections int
+	// ConnectTimeout: a connection that has not sent its CONNECT (TLS
+	// handshake included) this long after it was accepted is closed.
+	ConnectTimeout time.Duration
+	// ConnectPerSource and ConnectGlobal limit new connections per source
+	// address and in all; AuthFailuresPerSource and AuthFailuresGlobal the
+	// CONNECTs refused by authentication. Zero rates turn a limit off.
+	ConnectPerSource, ConnectGlobal           RateLimit
+	AuthFailuresPerSource, AuthFailuresGlobal RateLimit
+	Now                                       time.Time // the limiters' start
+	Logger                                    *slog.Logger
+	Registerer                                prometheus.Registerer
+}
+
+// NewGuard builds a Guard and registers its metrics on o.Registerer.
+func NewGuard(o GuardOptions) *Guard {
+	g := &Guard{max: int64(o.MaxConnections), timeout: o.ConnectTimeout, sample: newSampledLog(10 * time.Second),
+		attempts: newSourceLimiter(o.ConnectPerSource, o.ConnectGlobal, o.Now),
+		failures: newSourceLimiter(o.AuthFailuresPerSource, o.AuthFailuresGlobal, o.Now),
+		log:      o.Logger}
+	g.metrics = newConnMetrics(o.Registerer, g)
+	return g
+}
+
+// Metrics are the guard's and its listeners' metrics.
+func (g *Guard) Metrics() *ConnMetrics { return g.metrics }
+
+// Max is the effective limit on open connections.
+func (g *Guard) Max() int { return int(g.max) }
+
+// ConnLimit is the effective connection limit: maxConns (0: none) capped
 // at RLIMIT_NOFILE minus headroom and the busy margin.
-func connLimit(maxConns, headroom int) (limit int, nofile uint64, err error) {
+func ConnLimit(maxConns, headroom int) (limit int, nofile uint64, err error) {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
 		return 0, 0, fmt.Errorf("broker: read RLIMIT_NOFILE: %w", err)
@@ -131,18 +159,18 @@ func connLimit(maxConns, headroom int) (limit int, nofile uint64, err error) {
 	return maxConns, nofile, nil
 }
 
-// connListener is the broker's mochi Listener for MQTT over TCP, TLS and
+// Listener is the broker's mochi Listener for MQTT over TCP, TLS and
 // (with ws set) WebSocket.
 // Unlike mochi's listeners.TCP it keeps accepting after an error (with a
 // growing pause), reports whether it is accepting, caps the open
 // connections, rate-limits them per source address, gives each one
 // Options.ConnectTimeout to send its CONNECT, and closes the ones still
 // waiting for it at once when it is closed.
-type connListener struct {
+type Listener struct {
 	id, address string
 	tlsConf     *tls.Config
-	b           *Broker
-	g           *connGuard
+	srv         *mqtt.Server // whose clients Close disconnects
+	g           *Guard
 	ln          net.Listener
 	done        chan struct{}
 	end         atomic.Bool
@@ -163,16 +191,22 @@ type connListener struct {
 	failures int
 }
 
-var _ listeners.Listener = (*connListener)(nil)
+var _ listeners.Listener = (*Listener)(nil)
 
-func newConnListener(b *Broker, id, address string, tlsConf *tls.Config) *connListener {
-	return &connListener{id: id, address: address, tlsConf: tlsConf, b: b, g: b.guard,
+// New is a listener for MQTT over TCP (TLS with tlsConf) on
+// address, its connections counted and limited by g; srv is the mochi
+// server it is added to.
+func New(g *Guard, srv *mqtt.Server, id, address string, tlsConf *tls.Config) *Listener {
+	for _, e := range acceptErrorLabels {
+		g.metrics.AcceptErrors.WithLabelValues(id, e)
+	}
+	return &Listener{id: id, address: address, tlsConf: tlsConf, srv: srv, g: g,
 		done: make(chan struct{}), conns: map[*trackedConn]struct{}{}}
 }
 
-func (l *connListener) ID() string { return l.id }
+func (l *Listener) ID() string { return l.id }
 
-func (l *connListener) Protocol() string {
+func (l *Listener) Protocol() string {
 	if l.ws != nil {
 		return "ws"
 	}
@@ -182,7 +216,7 @@ func (l *connListener) Protocol() string {
 	return "tcp"
 }
 
-func (l *connListener) Address() string {
+func (l *Listener) Address() string {
 	if l.ln != nil {
 		return l.ln.Addr().String()
 	}
@@ -190,7 +224,7 @@ func (l *connListener) Address() string {
 }
 
 // Init binds the address.
-func (l *connListener) Init(*slog.Logger) error {
+func (l *Listener) Init(*slog.Logger) error {
 	ln, err := net.Listen("tcp", l.address)
 	if err != nil {
 		return err
@@ -200,7 +234,7 @@ func (l *connListener) Init(*slog.Logger) error {
 }
 
 // Serve accepts connections until Close; a failed accept is retried.
-func (l *connListener) Serve(establish listeners.EstablishFn) {
+func (l *Listener) Serve(establish listeners.EstablishFn) {
 	if l.ws != nil {
 		l.ws.start(establish)
 	}
@@ -245,7 +279,7 @@ func acceptErrorLabel(err error) string {
 	return "other"
 }
 
-func (l *connListener) acceptFailed(err error, retry time.Duration) {
+func (l *Listener) acceptFailed(err error, retry time.Duration) {
 	now := time.Now()
 	l.hmu.Lock()
 	first := l.failures == 0
@@ -253,24 +287,26 @@ func (l *connListener) acceptFailed(err error, retry time.Duration) {
 	n := l.failures
 	l.lastErr, l.errAt = err, now
 	l.hmu.Unlock()
-	l.b.metrics.Conn.AcceptErrors.WithLabelValues(l.id, acceptErrorLabel(err)).Inc()
+	l.g.metrics.AcceptErrors.WithLabelValues(l.id, acceptErrorLabel(err)).Inc()
 	if first || n%100 == 0 {
-		l.b.log.Warn("mqtt listener cannot accept; retrying", "listener", l.id, "error", err,
+		l.g.log.Warn("mqtt listener cannot accept; retrying", "listener", l.id, "error", err,
 			"retry_in", retry, "failures", n)
 	}
 }
 
-func (l *connListener) acceptRecovered() {
+func (l *Listener) acceptRecovered() {
 	l.hmu.Lock()
 	n, since := l.failures, l.errAt
 	l.failures = 0
 	l.okAt = time.Now()
 	l.hmu.Unlock()
-	l.b.log.Info("mqtt listener accepting again", "listener", l.id, "failures", n, "last_failure", since)
+	l.g.log.Info("mqtt listener accepting again", "listener", l.id, "failures", n, "last_failure", since)
 }
 
-// health is nil while the listener accepts, else why it does not.
-func (l *connListener) health(now time.Time) error {
+// Health is nil while the listener accepts, else why it does not. A
+// listener that failed to accept (out of descriptors) is reported for a
+// few seconds after its last failure, until an accept succeeds.
+func (l *Listener) Health(now time.Time) error {
 	if l.end.Load() {
 		return fmt.Errorf("mqtt listener %s closed", l.id)
 	}
@@ -283,14 +319,14 @@ func (l *connListener) health(now time.Time) error {
 }
 
 // serveConn admits one accepted connection and hands it to mochi.
-func (l *connListener) serveConn(c net.Conn, establish listeners.EstablishFn) {
-	b, g := l.b, l.g
+func (l *Listener) serveConn(c net.Conn, establish listeners.EstablishFn) {
+	g := l.g
 	now := time.Now()
 	src := sourceOf(c.RemoteAddr())
 	if scope := g.attempts.take(src, now); scope != "" {
 		_ = c.Close()
-		b.metrics.Conn.Throttled.WithLabelValues(scope, LimitAttempts).Inc()
-		g.sample.log(b.log, slog.LevelInfo, "throttle/"+scope, "connection throttled", now,
+		g.metrics.Throttled.WithLabelValues(scope, LimitAttempts).Inc()
+		g.sample.log(g.log, slog.LevelInfo, "throttle/"+scope, "connection throttled", now,
 			"listener", l.id, "remote", c.RemoteAddr().String(), "scope", scope, "limit", LimitAttempts)
 		return
 	}
@@ -298,8 +334,8 @@ func (l *connListener) serveConn(c net.Conn, establish listeners.EstablishFn) {
 	if n > g.max+busyMargin {
 		g.open.Add(-1)
 		_ = c.Close()
-		b.metrics.Conn.Refused.WithLabelValues(refusal.MaxConnections).Inc()
-		g.sample.log(b.log, slog.LevelWarn, "refused/max", "connection refused", now,
+		g.metrics.Refused.WithLabelValues(refusal.MaxConnections).Inc()
+		g.sample.log(g.log, slog.LevelWarn, "refused/max", "connection refused", now,
 			"listener", l.id, "remote", c.RemoteAddr().String(), "reason", "max_connections", "limit", g.max)
 		return
 	}
@@ -326,7 +362,7 @@ func (l *connListener) serveConn(c net.Conn, establish listeners.EstablishFn) {
 		conn = tls.Server(tc, l.tlsConf)
 	}
 	if err := l.establish(establish, conn); err != nil {
-		b.log.Debug("mqtt connection ended", "listener", l.id, "remote", c.RemoteAddr().String(), "error", err)
+		g.log.Debug("mqtt connection ended", "listener", l.id, "remote", c.RemoteAddr().String(), "error", err)
 	}
 	_ = conn.Close()
 }
@@ -334,7 +370,7 @@ func (l *connListener) serveConn(c net.Conn, establish listeners.EstablishFn) {
 // establish hands conn to mochi unless the listener is closed. Until
 // mochi first reads it (it has counted the client by then) or returns,
 // the hand-over is counted in l.starting.
-func (l *connListener) establish(establish listeners.EstablishFn, conn net.Conn) error {
+func (l *Listener) establish(establish listeners.EstablishFn, conn net.Conn) error {
 	l.mu.Lock()
 	if l.end.Load() {
 		l.mu.Unlock()
@@ -365,7 +401,7 @@ func (c *startingConn) Read(p []byte) (int, error) {
 // Close stops accepting, disconnects mochi's clients of the listener, then
 // closes every connection still open, those that never sent CONNECT
 // included.
-func (l *connListener) Close(_ listeners.CloseFn) {
+func (l *Listener) Close(_ listeners.CloseFn) {
 	// end is set under mu: a hand-over to mochi that took the lock before
 	// is counted in starting (waited for below), a later one sees end.
 	l.mu.Lock()
@@ -399,10 +435,10 @@ func (l *connListener) Close(_ listeners.CloseFn) {
 // (through Len) while holding it, so a client removing itself at that
 // moment (Delete, whose write lock waits for the first read lock and holds
 // back the second) deadlocks Close for ever.
-func (l *connListener) closeClients() {
-	for _, cl := range l.b.srv.Clients.GetAll() {
+func (l *Listener) closeClients() {
+	for _, cl := range l.srv.Clients.GetAll() {
 		if cl.Net.Listener == l.id && !cl.Closed() {
-			_ = l.b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+			_ = l.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
 		}
 	}
 }
@@ -414,7 +450,7 @@ func (l *connListener) closeClients() {
 // after arm counts.
 type trackedConn struct {
 	net.Conn
-	l         *connListener
+	l         *Listener
 	over      bool        // over the connection limit: answered "server busy"
 	unarmed   atomic.Bool // WebSocket: deadlines set before arm are not mochi's
 	connectBy time.Time   // the CONNECT deadline
@@ -428,8 +464,8 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 	if err != nil && c.pending.Load() && errors.Is(err, os.ErrDeadlineExceeded) && c.timedOut.CompareAndSwap(false, true) {
 		l := c.l
 		now := time.Now()
-		l.b.metrics.Conn.ConnectTimeouts.Inc()
-		l.g.sample.log(l.b.log, slog.LevelInfo, "connect_timeout", "connection closed", now,
+		l.g.metrics.ConnectTimeouts.Inc()
+		l.g.sample.log(l.g.log, slog.LevelInfo, "connect_timeout", "connection closed", now,
 			"listener", l.id, "remote", c.RemoteAddr().String(), "reason", "connect_timeout", "timeout", l.g.timeout)
 	}
 	return n, err
@@ -490,38 +526,4 @@ func trackedOf(c net.Conn) *trackedConn {
 	}
 	t, _ := c.(*trackedConn)
 	return t
-}
-
-// ListenerHealth is nil while the broker serves and every listener
-// accepts connections; otherwise it says which does not and why
-// (for /readyz). A listener that failed to accept (out of descriptors)
-// is reported for a few seconds after its last failure, until an accept
-// succeeds.
-func (b *Broker) ListenerHealth() error {
-	if !b.Up() {
-		return errors.New("broker not serving")
-	}
-	now := time.Now()
-	var errs []error
-	for _, l := range b.connListeners {
-		if err := l.health(now); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// ConnectionLimit is the effective limit on open MQTT connections.
-func (b *Broker) ConnectionLimit() int { return int(b.guard.max) }
-
-// addListener adds a connListener through add (New's helper).
-func (b *Broker) addListener(add func(string, listeners.Listener) error, l *connListener) error {
-	if err := add(l.id, l); err != nil {
-		return err
-	}
-	b.connListeners = append(b.connListeners, l)
-	for _, e := range acceptErrorLabels {
-		b.metrics.Conn.AcceptErrors.WithLabelValues(l.id, e)
-	}
-	return nil
 }

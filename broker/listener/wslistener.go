@@ -1,4 +1,4 @@
-package broker
+package listener
 
 import (
 	"errors"
@@ -10,16 +10,17 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 )
 
-// wsServer serves MQTT over WebSocket on a connListener's connections:
+// wsServer serves MQTT over WebSocket on a Listener's connections:
 // the listener accepts, limits and tracks them, then hands each to an HTTP
 // server (through a net.Listener fed by a channel) that upgrades it and
 // gives the WebSocket to mochi. The CONNECT deadline covers the HTTP
 // request, the upgrade and the CONNECT.
 type wsServer struct {
-	l        *connListener
+	l        *Listener
 	conns    chan net.Conn
 	upgrader websocket.Upgrader
 
@@ -27,8 +28,10 @@ type wsServer struct {
 	srv *http.Server // set by start, closed by close
 }
 
-func newWSListener(b *Broker, id, address string) *connListener {
-	l := newConnListener(b, id, address, nil)
+// NewWebSocket is a listener for MQTT over WebSocket on address (see
+// New).
+func NewWebSocket(g *Guard, srv *mqtt.Server, id, address string) *Listener {
+	l := New(g, srv, id, address, nil)
 	l.ws = &wsServer{l: l, conns: make(chan net.Conn),
 		upgrader: websocket.Upgrader{
 			Subprotocols: []string{"mqtt"},
@@ -44,7 +47,7 @@ func (w *wsServer) start(establish listeners.EstablishFn) {
 	srv := &http.Server{
 		Handler:           http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) { w.serve(rw, r, establish) }),
 		ReadHeaderTimeout: w.l.g.timeout,
-		ErrorLog:          slog.NewLogLogger(w.l.b.log.Handler(), slog.LevelDebug),
+		ErrorLog:          slog.NewLogLogger(w.l.g.log.Handler(), slog.LevelDebug),
 	}
 	srv.SetKeepAlivesEnabled(false) // one request per connection: the upgrade
 	w.mu.Lock()
@@ -88,7 +91,7 @@ func (w *wsServer) serve(rw http.ResponseWriter, r *http.Request, establish list
 		tc.unarmed.Store(false)
 	}
 	if err := w.l.establish(establish, &wsConn{Conn: ws.NetConn(), ws: ws}); err != nil {
-		w.l.b.log.Debug("mqtt connection ended", "listener", w.l.id, "remote", r.RemoteAddr, "error", err)
+		w.l.g.log.Debug("mqtt connection ended", "listener", w.l.id, "remote", r.RemoteAddr, "error", err)
 	}
 }
 
@@ -104,7 +107,7 @@ func (c chanListener) Accept() (net.Conn, error) {
 	}
 }
 
-func (c chanListener) Close() error   { return nil } // the connListener owns the socket
+func (c chanListener) Close() error   { return nil } // the Listener owns the socket
 func (c chanListener) Addr() net.Addr { return c.w.l.ln.Addr() }
 
 // wsConn is a WebSocket as the byte stream mochi reads: MQTT packets travel

@@ -1,4 +1,4 @@
-package main
+package ledgercmd
 
 import (
 	"bytes"
@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/internal/safetext"
 )
 
@@ -55,7 +56,7 @@ do not verify or do not explain the chain's current set (nothing written);
 			if trustPath == "" || rpc == "" {
 				return usageErr(errors.New("ledger trust update: --trust and --rpc are required"))
 			}
-			t, err := anchor.ReadTrustFile(trustPath)
+			t, err := evidence.ReadTrustFile(trustPath)
 			if err != nil {
 				return failedOrIO(err)
 			}
@@ -86,7 +87,7 @@ do not verify or do not explain the chain's current set (nothing written);
 }
 
 // printCheckpoints lists the checkpoints from index from on.
-func printCheckpoints(w io.Writer, t *anchor.Trust, from int) {
+func printCheckpoints(w io.Writer, t *evidence.Trust, from int) {
 	for i := from; i < len(t.Checkpoints); i++ {
 		c := t.Checkpoints[i]
 		n := c.Validators.Size()
@@ -108,7 +109,7 @@ var validatorKinds = map[string]bool{
 // is t's last set, block c names another), and the latest header must name
 // t's last set once the checkpoints are added. It returns how many it
 // added and the latest height. t is left as it was on error.
-func updateTrust(ctx context.Context, t *anchor.Trust, rpc string) (added int, latest int64, err error) {
+func updateTrust(ctx context.Context, t *evidence.Trust, rpc string) (added int, latest int64, err error) {
 	cli, err := rpchttp.New(rpc, "/websocket")
 	if err != nil {
 		return 0, 0, usageErr(fmt.Errorf("ledger trust update: --rpc: %w", err))
@@ -148,7 +149,7 @@ func updateTrust(ctx context.Context, t *anchor.Trust, rpc string) (added int, l
 	sort.Slice(candidates, func(i, j int) bool { return candidates[i] < candidates[j] })
 
 	work := *t
-	work.Checkpoints = append([]anchor.Checkpoint(nil), t.Checkpoints...)
+	work.Checkpoints = append([]evidence.Checkpoint(nil), t.Checkpoints...)
 	for _, c := range candidates {
 		sh, err := commitAt(ctx, cli, c)
 		if err != nil {
@@ -226,7 +227,7 @@ func validatorsAt(ctx context.Context, cli *rpchttp.HTTP, h int64) (vs *types.Va
 
 // writeTrustAtomic writes t to path through a temporary file in the same
 // directory, so a crash leaves the old file or the new one.
-func writeTrustAtomic(path string, t *anchor.Trust) error {
+func writeTrustAtomic(path string, t *evidence.Trust) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".trust-*.json")
 	if err != nil {
 		return err
@@ -234,7 +235,7 @@ func writeTrustAtomic(path string, t *anchor.Trust) error {
 	name := tmp.Name()
 	tmp.Close()
 	defer os.Remove(name)
-	if err := anchor.WriteTrustFile(name, t); err != nil {
+	if err := evidence.WriteTrustFile(name, t); err != nil {
 		return err
 	}
 	return os.Rename(name, path)

@@ -1,4 +1,4 @@
-package anchor
+package evidence
 
 import (
 	"encoding/json"

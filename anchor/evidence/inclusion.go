@@ -1,4 +1,4 @@
-package anchor
+package evidence
 
 import (
 	"bytes"
@@ -11,6 +11,8 @@ import (
 	"github.com/cometbft/cometbft/crypto/merkle"
 	cmtjson "github.com/cometbft/cometbft/libs/json"
 	"github.com/cometbft/cometbft/types"
+
+	"github.com/edgeanchor/edgeanchor/anchor"
 )
 
 // AnchorProofVersion is the version of the AnchorProof JSON form.
@@ -22,7 +24,7 @@ const (
 	StepTrust      = "trust"       // the trust itself is invalid
 	StepDecode     = "decode"      // the proof is incomplete or malformed
 	StepTxMatch    = "tx-match"    // the proof is about other tx bytes than the caller's
-	StepHeader     = "header"      // the block header is not signed by the trusted validators (light client)
+	StepHeader     = "header"      // the block header is not signed by the trusted validators
 	StepTxProof    = "tx-proof"    // the tx is not in the block (Merkle proof against DataHash)
 	StepNextHeader = "next-header" // the next header does not follow the block (light client, adjacent)
 	StepResult     = "result"      // the tx result is not under the next header's LastResultsHash
@@ -58,8 +60,8 @@ func stepErr(step string, format string, a ...any) error {
 // AnchorProof shows, offline, that a tx committed at Height in a block signed
 // by the trusted consortium and that the ledger executed it with code 0:
 //
-//   - Header (and Validators) is verified against a Trust with CometBFT's
-//     light client rules;
+//   - Header (and Validators) is verified against a Trust: signed by +2/3
+//     of exactly the validator set the trust names for its height;
 //   - TxProof proves Tx is in that block (against Header.DataHash);
 //   - NextHeader (Height+1, with NextValidators) is verified as the adjacent
 //     header of Header;
@@ -85,7 +87,7 @@ type anchorProofJSON struct {
 	ChainID        string          `json:"chain_id"`
 	Height         int64           `json:"height"`
 	Index          uint32          `json:"index"`
-	Tx             Base64          `json:"tx"`
+	Tx             anchor.Base64   `json:"tx"`
 	TxProof        json.RawMessage `json:"tx_proof"`
 	Header         json.RawMessage `json:"signed_header"`
 	Validators     json.RawMessage `json:"validators"`
@@ -96,10 +98,10 @@ type anchorProofJSON struct {
 }
 
 type resultJSON struct {
-	Code      uint32 `json:"code"`
-	Data      Base64 `json:"data,omitempty"`
-	GasWanted int64  `json:"gas_wanted"`
-	GasUsed   int64  `json:"gas_used"`
+	Code      uint32        `json:"code"`
+	Data      anchor.Base64 `json:"data,omitempty"`
+	GasWanted int64         `json:"gas_wanted"`
+	GasUsed   int64         `json:"gas_used"`
 }
 
 // MarshalJSON writes the proof as JSON; CometBFT structures (headers,
@@ -155,7 +157,7 @@ func (p *AnchorProof) UnmarshalJSON(data []byte) (err error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&w); err != nil {
-		return &VerifyError{Step: StepDecode, Err: locateBase64Error(data, err)}
+		return &VerifyError{Step: StepDecode, Err: anchor.LocateBase64Error(data, err)}
 	}
 	if w.Version != AnchorProofVersion {
 		return stepErr(StepDecode, "version %d (want %d)", w.Version, AnchorProofVersion)
@@ -200,7 +202,7 @@ func (p *AnchorProof) UnmarshalJSON(data []byte) (err error) {
 	if err != nil {
 		return &VerifyError{Step: StepDecode, Err: err}
 	}
-	if err := checkCanonical(data, canonical); err != nil {
+	if err := anchor.CheckCanonical(data, canonical); err != nil {
 		return stepErr(StepDecode, "not in canonical form: %v", err)
 	}
 	*p = out
@@ -349,9 +351,9 @@ func (p *AnchorProof) VerifyAt(trust *Trust, now time.Time) (err error) {
 	}
 	// The ledger's result data for an applied tx is the SM3 of its body
 	// (docs/ledger.md): the result names the tx it is about.
-	if tx, err := DecodeTx(p.Tx); err != nil {
+	if tx, err := anchor.DecodeTx(p.Tx); err != nil {
 		return &VerifyError{Step: StepResult, Err: fmt.Errorf("tx: %w", err)}
-	} else if h := SM3(tx.Body); !bytes.Equal(p.Result.Data, h[:]) {
+	} else if h := anchor.SM3(tx.Body); !bytes.Equal(p.Result.Data, h[:]) {
 		return stepErr(StepResult, "result data %X is not the SM3 of the tx body %X", p.Result.Data, h[:])
 	}
 	return nil

@@ -1,4 +1,4 @@
-package anchor
+package evidence
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 
 	cmttypes "github.com/cometbft/cometbft/types"
 
+	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/credential"
 )
@@ -79,7 +80,7 @@ type Bundle struct {
 	Record BundleRecord `json:"record"`
 
 	// Envelope is the device's envelope exactly as the gateway received it.
-	Envelope Base64 `json:"envelope"`
+	Envelope anchor.Base64 `json:"envelope"`
 
 	// Device is the device's RegisterDevice transaction and its proof.
 	Device BundleDevice `json:"device"`
@@ -89,7 +90,7 @@ type Bundle struct {
 	Receipt BundleReceipt `json:"receipt"`
 
 	// Salt is the record's 16-byte leaf salt (hex).
-	Salt HexBytes `json:"salt"`
+	Salt anchor.HexBytes `json:"salt"`
 
 	// Merkle is the record's inclusion proof in its batch tree.
 	Merkle BundleMerkle `json:"merkle"`
@@ -116,15 +117,15 @@ type BundleRecord struct {
 // BundleDevice holds the device's registration on the ledger.
 type BundleDevice struct {
 	// Tx is the RegisterDevice transaction bytes.
-	Tx Base64 `json:"tx"`
+	Tx anchor.Base64 `json:"tx"`
 	// Proof proves Tx committed with code 0 in a block the consortium signed.
 	Proof *AnchorProof `json:"proof"`
 }
 
 // BundleSigned is a signed document: its exact bytes and the DER signature.
 type BundleSigned struct {
-	Body Base64 `json:"body"`
-	Sig  Base64 `json:"sig"`
+	Body anchor.Base64 `json:"body"`
+	Sig  anchor.Base64 `json:"sig"`
 }
 
 // BundleReceipt is the gateway's receipt of the record (docs/internals.md,
@@ -134,10 +135,10 @@ type BundleSigned struct {
 // statement. Without Group it is the older per-record form: Sig is over
 // Body and there is no path.
 type BundleReceipt struct {
-	Body  Base64 `json:"body"`
-	Group Base64 `json:"group,omitempty"`
-	Path  []Hash `json:"path,omitempty"`
-	Sig   Base64 `json:"sig"`
+	Body  anchor.Base64 `json:"body"`
+	Group anchor.Base64 `json:"group,omitempty"`
+	Path  []anchor.Hash `json:"path,omitempty"`
+	Sig   anchor.Base64 `json:"sig"`
 }
 
 // MarshalJSON writes "path" (possibly []) whenever there is a group, and
@@ -149,13 +150,13 @@ func (r BundleReceipt) MarshalJSON() ([]byte, error) {
 	}
 	path := r.Path
 	if path == nil {
-		path = []Hash{}
+		path = []anchor.Hash{}
 	}
 	return json.Marshal(struct {
-		Body  Base64 `json:"body"`
-		Group Base64 `json:"group"`
-		Path  []Hash `json:"path"`
-		Sig   Base64 `json:"sig"`
+		Body  anchor.Base64 `json:"body"`
+		Group anchor.Base64 `json:"group"`
+		Path  []anchor.Hash `json:"path"`
+		Sig   anchor.Base64 `json:"sig"`
 	}{r.Body, r.Group, path, r.Sig})
 }
 
@@ -163,53 +164,17 @@ func (r BundleReceipt) MarshalJSON() ([]byte, error) {
 // first), the tree size (the header's count) and the sibling hashes from the
 // leaf up.
 type BundleMerkle struct {
-	Index uint64 `json:"index"`
-	Size  uint64 `json:"size"`
-	Path  []Hash `json:"path"`
+	Index uint64        `json:"index"`
+	Size  uint64        `json:"size"`
+	Path  []anchor.Hash `json:"path"`
 }
 
 // BundleGateway is the gateway's public key. The ledger accepted an
 // AnchorBatch and a RegisterDevice tx signed by this key only because the key
 // belonged to a member gateway, so steps 2 and 9 prove its membership.
 type BundleGateway struct {
-	DID device.DID `json:"did"`
-	Pub Base64     `json:"pub"`
-}
-
-// HexBytes travels in JSON as lowercase hex.
-type HexBytes []byte
-
-// MarshalText encodes b as lowercase hex.
-func (b HexBytes) MarshalText() ([]byte, error) {
-	return fmt.Appendf(nil, "%x", []byte(b)), nil
-}
-
-// UnmarshalText decodes lowercase hex.
-func (b *HexBytes) UnmarshalText(t []byte) error {
-	out := make([]byte, len(t)/2)
-	if len(t)%2 != 0 {
-		return fmt.Errorf("hex of odd length %d", len(t))
-	}
-	for i := 0; i < len(t); i += 2 {
-		hi, ok1 := unhex(t[i])
-		lo, ok2 := unhex(t[i+1])
-		if !ok1 || !ok2 {
-			return fmt.Errorf("want lowercase hex digits")
-		}
-		out[i/2] = hi<<4 | lo
-	}
-	*b = out
-	return nil
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	}
-	return 0, false
+	DID device.DID    `json:"did"`
+	Pub anchor.Base64 `json:"pub"`
 }
 
 // Encode returns the bundle as indented JSON.
@@ -236,7 +201,7 @@ func ParseBundle(data []byte) (*Bundle, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&b); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformedBundle, locateBase64Error(data, err))
+		return nil, fmt.Errorf("%w: %v", ErrMalformedBundle, anchor.LocateBase64Error(data, err))
 	}
 	if dec.More() {
 		return nil, fmt.Errorf("%w: trailing data", ErrMalformedBundle)
@@ -249,7 +214,7 @@ func ParseBundle(data []byte) (*Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformedBundle, err)
 	}
-	if err := checkCanonical(data, canonical); err != nil {
+	if err := anchor.CheckCanonical(data, canonical); err != nil {
 		return nil, fmt.Errorf("%w: not in canonical form: %v", ErrMalformedBundle, err)
 	}
 	switch {
@@ -298,8 +263,8 @@ type Verified struct {
 	Record         BundleRecord
 	Kind           string
 	DeviceTS       string
-	Header         *BatchHeader
-	HeaderHash     Hash
+	Header         *anchor.BatchHeader
+	HeaderHash     anchor.Hash
 	RegisterHeight int64
 	AnchorHeight   int64
 	AnchorTxHash   string
@@ -354,13 +319,13 @@ type verifier struct {
 	out   *Verified
 
 	devicePub  *ecdsa.PublicKey
-	devTx      *Tx
+	devTx      *anchor.Tx
 	reg        *credential.DeviceRegistration
 	opened     *device.Opened
 	gatewayPub *ecdsa.PublicKey
-	rcpt       *Receipt
-	leafHash   Hash
-	header     *BatchHeader
+	rcpt       *anchor.Receipt
+	leafHash   anchor.Hash
+	header     *anchor.BatchHeader
 	anchorErr  error
 }
 
@@ -407,17 +372,17 @@ func plural(n int, one, many string) string {
 // envelope: the envelope's signature verifies under the key that the
 // registration tx names for the envelope's DID.
 func (v *verifier) envelope() (string, error) {
-	tx, err := DecodeTx(v.b.Device.Tx)
+	tx, err := anchor.DecodeTx(v.b.Device.Tx)
 	if err != nil {
 		return "", fmt.Errorf("registration tx: %w", err)
 	}
-	body, err := DecodeBody(tx.Body)
+	body, err := anchor.DecodeBody(tx.Body)
 	if err != nil {
 		return "", fmt.Errorf("registration tx: %w", err)
 	}
-	rd, ok := body.(*RegisterDeviceBody)
+	rd, ok := body.(*anchor.RegisterDeviceBody)
 	if !ok {
-		return "", fmt.Errorf("registration tx is a %s, not a %s", tx.Type(), TypeRegisterDevice)
+		return "", fmt.Errorf("registration tx is a %s, not a %s", tx.Type(), anchor.TypeRegisterDevice)
 	}
 	reg, pub, err := credential.ParseRegistration(rd.Registration)
 	if err != nil {
@@ -471,14 +436,14 @@ func (v *verifier) deviceKey() (string, error) {
 // envelope's hash, DID and seq.
 func (v *verifier) receiptSig() (string, error) {
 	rb := v.b.Receipt
-	r, err := VerifyReceipt(rb.Body, rb.Group, rb.Path, rb.Sig, v.gatewayPub)
+	r, err := anchor.VerifyReceipt(rb.Body, rb.Group, rb.Path, rb.Sig, v.gatewayPub)
 	if err != nil {
 		return "", err
 	}
 	if r.Gateway != v.b.Gateway.DID {
 		return "", fmt.Errorf("receipt names gateway %s, bundle %s", r.Gateway, v.b.Gateway.DID)
 	}
-	if env := SM3(v.b.Envelope); r.Env != env {
+	if env := anchor.SM3(v.b.Envelope); r.Env != env {
 		return "", fmt.Errorf("receipt env %s, envelope hashes to %s", r.Env, env)
 	}
 	if r.DID != v.opened.Body.DID || r.Seq != v.opened.Body.Seq {
@@ -490,22 +455,22 @@ func (v *verifier) receiptSig() (string, error) {
 	}
 	v.rcpt = r
 	form := "signed alone (per-record form)"
-	if g, err := ParseReceiptGroup(rb.Group); err == nil {
+	if g, err := anchor.ParseReceiptGroup(rb.Group); err == nil {
 		form = fmt.Sprintf("in commit group %d..%d signed once", g.First, g.First+g.Count-1)
 	}
 	return fmt.Sprintf("gseq %d received %s by %s, %s", r.GSeq, r.Recv, r.Gateway, form), nil
 }
 
 func (v *verifier) leaf() (string, error) {
-	if len(v.b.Salt) != SaltSize {
-		return "", fmt.Errorf("salt of %d bytes, want %d", len(v.b.Salt), SaltSize)
+	if len(v.b.Salt) != anchor.SaltSize {
+		return "", fmt.Errorf("salt of %d bytes, want %d", len(v.b.Salt), anchor.SaltSize)
 	}
-	v.leafHash = LeafHash(v.b.Salt, v.b.Receipt.Body)
+	v.leafHash = anchor.LeafHash(v.b.Salt, v.b.Receipt.Body)
 	return "leaf " + v.leafHash.String(), nil
 }
 
 func (v *verifier) merklePath() (string, error) {
-	h, err := ParseHeader(v.b.Batch.Body)
+	h, err := anchor.ParseHeader(v.b.Batch.Body)
 	if err != nil {
 		return "", err
 	}
@@ -519,7 +484,7 @@ func (v *verifier) merklePath() (string, error) {
 	if m.Size != h.Count {
 		return "", fmt.Errorf("tree size %d, header count %d", m.Size, h.Count)
 	}
-	if err := VerifyInclusion(v.leafHash, m.Index, m.Size, m.Path, h.Root); err != nil {
+	if err := anchor.VerifyInclusion(v.leafHash, m.Index, m.Size, m.Path, h.Root); err != nil {
 		return "", err
 	}
 	v.header = h
@@ -542,7 +507,7 @@ func (v *verifier) anchorTx() (string, error) {
 	if v.b.Anchor == nil {
 		return "", errors.New("no anchor proof")
 	}
-	tx, err := DecodeTx(v.b.Anchor.Tx)
+	tx, err := anchor.DecodeTx(v.b.Anchor.Tx)
 	if err != nil {
 		return "", fmt.Errorf("anchor tx: %w", err)
 	}

@@ -1,4 +1,4 @@
-package sim
+package profile
 
 import (
 	"errors"
@@ -18,7 +18,7 @@ const (
 	KindEnv     = "env"
 )
 
-// Profiles accepted by Config.Profile: one device kind for the whole fleet,
+// Profiles accepted by sim.Config.Profile: one device kind for the whole fleet,
 // or "mixed" (half payroll terminals, a quarter each survey and env).
 var Profiles = []string{KindPayroll, KindSurvey, KindEnv, "mixed"}
 

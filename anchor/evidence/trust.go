@@ -1,4 +1,4 @@
-package anchor
+package evidence
 
 import (
 	"bytes"
@@ -21,9 +21,10 @@ const TrustVersion = 1
 // Trust modes: what the regulator decided to trust.
 const (
 	// TrustModeHeader trusts one signed header (at Height, hash HeaderHash) and
-	// the validator set that signed it. Later headers are verified with
-	// CometBFT's light client rules (lightclient.go) from that header; earlier
-	// ones must be signed by the trusted set.
+	// the validator set that signed it. A header at another height is
+	// accepted when +2/3 of exactly that set (or of the checkpoint's set that
+	// covers its height) signed it; one above the trusted header only within
+	// the trusting period from the trusted header's time.
 	TrustModeHeader = "header"
 	// TrustModeGenesis trusts the genesis validator set of ChainID and no
 	// header: a header is accepted when its validator set is exactly the

@@ -1,4 +1,4 @@
-package main
+package ledgercmd
 
 import (
 	"bytes"
@@ -19,6 +19,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
+	"github.com/edgeanchor/edgeanchor/cmd/edgeanchor/internal/cli"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/ledger"
 )
@@ -44,15 +45,14 @@ func init() {
 var gatewaySubcommands []func() *cobra.Command
 
 // refusedError marks an error as "the ledger refused" (exit 1); every other
-// error of these commands is usage or I/O (exit 2). Wire to the central
-// exit-code rule of main.go when it lands.
-func refusedError(err error) error { return &exitError{code: 1, err: err} }
+// error of these commands is usage or I/O (exit 2).
+func refusedError(err error) error { return checkFailed(err) }
 
 func usageError(format string, a ...any) error {
-	return &exitError{code: 2, err: fmt.Errorf(format, a...)}
+	return usageErr(fmt.Errorf(format, a...))
 }
 
-func ioError(err error) error { return &exitError{code: 2, err: err} }
+func ioError(err error) error { return ioErr(err) }
 
 // ledgerFlags are the flags of every command that talks to a node.
 type ledgerFlags struct {
@@ -471,8 +471,7 @@ func query(cmd *cobra.Command, l *ledgerFlags, fn func(ctx context.Context, c *l
 	case errors.Is(err, ledgerclient.ErrNotFound):
 		return refusedError(err)
 	case err != nil:
-		var ee *exitError
-		if errors.As(err, &ee) {
+		if cli.Marked(err) {
 			return err
 		}
 		return ioError(err)

@@ -228,6 +228,7 @@ func newProposeCmd() *cobra.Command {
 		threshold                          int
 		none                               bool
 	)
+	var succeeds string // add-gateway --succeeds: key rotation
 	mk := func(use, short string, build func() (string, any, error), flags func(*cobra.Command)) *cobra.Command {
 		var p proposeFlags
 		c := &cobra.Command{
@@ -308,7 +309,7 @@ func newProposeCmd() *cobra.Command {
 		return out, nil
 	}
 	cmd.AddCommand(
-		mk("add-gateway --pub PEM --site S [--name N] --key KEY", "Propose admitting a gateway", func() (string, any, error) {
+		mk("add-gateway --pub PEM --site S [--name N] [--succeeds OLD_DID] --key KEY", "Propose admitting a gateway, or a new key of one (--succeeds)", func() (string, any, error) {
 			k, err := device.ReadPublicKeyFile(pub)
 			if err != nil {
 				return "", nil, usageError("--pub: %v", err)
@@ -320,11 +321,17 @@ func newProposeCmd() *cobra.Command {
 			if err != nil {
 				return "", nil, usageError("%v", err)
 			}
+			if succeeds != "" {
+				if a.Succeeds, err = device.ParseDID(succeeds); err != nil {
+					return "", nil, usageError("--succeeds: %v", err)
+				}
+			}
 			return anchor.KindAddGateway, a, nil
 		}, func(c *cobra.Command) {
 			c.Flags().StringVar(&pub, "pub", "", "the gateway's public key PEM")
 			c.Flags().StringVar(&site, "site", "", "the gateway's site")
 			c.Flags().StringVar(&name, "name", "", "the gateway's name (default: the site)")
+			c.Flags().StringVar(&succeeds, "succeeds", "", "key rotation: the DID of the gateway this key succeeds (it continues that gateway's batch chain and serves its devices)")
 		}),
 		mk("remove-gateway --did D --key KEY", "Propose removing a gateway", func() (string, any, error) {
 			d, err := device.ParseDID(did)

@@ -41,6 +41,7 @@ func enableAnchoring(g *Gateway, ledger *ledgerclient.Client) (*Anchoring, error
 	if err != nil {
 		return nil, err // NewBatcher's errors name the batcher
 	}
+	a.cfg.Resign = b.ResignTail // key rotation: the old key's unanchored tail (rotation.go)
 	p, err := NewProofAPI(g.Store(), blog, ledger, g.Signer(), log.With("component", "proofs"))
 	if err != nil {
 		return nil, err

@@ -53,6 +53,7 @@ type ProofAPI struct {
 	devices map[device.DID]*deviceProof // registration proofs, per device
 	anchors map[uint64]*anchor.AnchorProof
 	leaves  map[uint64][]anchor.Hash // batch seq → leaf hashes
+	firsts  map[device.DID]uint64    // key rotation: first batch of each key's run (rotation.go)
 }
 
 type deviceProof struct {
@@ -120,7 +121,7 @@ func (p *ProofAPI) Bundle(ctx context.Context, gseq uint64) (*anchor.Bundle, err
 	if err != nil {
 		return nil, err
 	}
-	return &anchor.Bundle{
+	b := &anchor.Bundle{
 		Type: anchor.BundleType, V: anchor.BundleVersion,
 		Record:   anchor.BundleRecord{Gateway: p.gw, GSeq: rec.GSeq, DID: rec.DID, Seq: rec.Seq},
 		Envelope: rec.Envelope,
@@ -131,7 +132,11 @@ func (p *ProofAPI) Bundle(ctx context.Context, gseq uint64) (*anchor.Bundle, err
 		Batch:    anchor.BundleSigned{Body: sb.Header, Sig: sb.Sig},
 		Gateway:  anchor.BundleGateway{DID: p.gw, Pub: p.gwPub},
 		Anchor:   ap,
-	}, nil
+	}
+	if err := p.bundleKeys(ctx, b, sb, rec); err != nil { // key rotation (rotation.go)
+		return nil, err
+	}
+	return b, nil
 }
 
 // batchLeaves returns the leaf hashes of sb's records, checked against the

@@ -1,0 +1,158 @@
+package gateway
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/internal/testbin"
+	"github.com/edgeanchor/edgeanchor/internal/testutil"
+	"github.com/edgeanchor/edgeanchor/ledger"
+)
+
+// TestKeyRotationFromCLI runs docs/operations.md "Rotating a gateway key"
+// with the real binary: keygen, the committee's add-gateway --succeeds,
+// the gateway restarted with the new key on its data directory, then
+// remove-gateway of the old key. The device connected before the rotation
+// is served after it without enrolling again; the old key's anchor is
+// refused once succeeded (its batch is re-signed under the new key); a
+// record anchored before, one re-signed across the switch and one received
+// after all verify with `edgeanchor verify` and the regulator's trust file,
+// and `edgeanchor audit` of the new key finds nothing, also after the old
+// key is removed.
+func TestKeyRotationFromCLI(t *testing.T) {
+	t.Parallel()
+	bin := testbin.Path(t, "./cmd/edgeanchor")
+	env := newLedgerEnv(t, "site-a")
+	dev := registerDevices(t, env, 1)[0]
+	oldDID := env.gw.DID()
+	committee := filepath.Join(env.node.Home, ledger.CommitteeKeyFile)
+	dir := t.TempDir()
+	run := func(want int, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		out, err := cmd.CombinedOutput()
+		if code := cmd.ProcessState.ExitCode(); code != want {
+			t.Fatalf("edgeanchor %s: exit %d (%v), want %d\n%s", strings.Join(args, " "), code, err, want, out)
+		}
+		return string(out)
+	}
+	g := startGatewayProc(t, env, "")
+	seq := uint64(0)
+	send := func(g *gwProc) uint64 {
+		t.Helper()
+		c, err := e2eConnect(g.mqtt, dev, nil)
+		if err != nil {
+			t.Fatalf("device connect: %v", err)
+		}
+		defer c.Disconnect(0)
+		seq++
+		if tok := c.Publish("ea/v1/dev/"+string(dev.DID())+"/up", 1, false, e2eEnvelope(t, dev, seq)); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish seq %d: %v", seq, tok.Error())
+		}
+		return seq // one device: gseq = seq
+	}
+	bundle := func(g *gwProc, gseq uint64) string {
+		t.Helper()
+		var body []byte
+		testutil.WaitFor(t, 60*time.Second, fmt.Sprintf("proof of gseq %d", gseq), func() error {
+			code, b := g.get(fmt.Sprintf("/v1/records/%d/proof", gseq))
+			if code != http.StatusOK {
+				return fmt.Errorf("HTTP %d %s", code, b)
+			}
+			body = b
+			return nil
+		})
+		p := filepath.Join(dir, fmt.Sprintf("bundle-%d-%d.json", gseq, time.Now().UnixNano()))
+		if err := os.WriteFile(p, body, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	trust := filepath.Join(dir, "trust.json")
+	run(0, "ledger", "export-trust", "--rpc", env.node.RPC, "--out", trust)
+	verify := func(p, wantGateway string) {
+		t.Helper()
+		out := run(0, "verify", p, "--trust", trust)
+		if !strings.Contains(out, "OK: record") || !strings.Contains(out, "of gateway "+wantGateway) {
+			t.Fatalf("verify %s: not OK for gateway %s:\n%s", p, wantGateway, out)
+		}
+	}
+	audit := func(g *gwProc, did device.DID) {
+		t.Helper()
+		out := run(0, "audit", "--gateway", string(did), "--ledger", env.node.RPC, "--api", "http://"+g.http)
+		if !strings.Contains(out, "✓ no findings") {
+			t.Fatalf("audit of %s:\n%s", did, out)
+		}
+	}
+
+	// Before: one record anchored under the old key.
+	before := bundle(g, send(g))
+
+	// The new key, admitted by the committee as the old one's successor.
+	newKey := filepath.Join(dir, "gateway-2.pem")
+	kg := strings.Fields(run(0, "keygen", "--out", newKey)) // "wrote …" on stderr, the DID on stdout
+	newDID := device.DID(kg[len(kg)-1])
+	if _, err := device.ParseDID(string(newDID)); err != nil {
+		t.Fatalf("keygen printed %q: %v", kg, err)
+	}
+	out := run(0, "consortium", "propose", "add-gateway", "--pub", strings.TrimSuffix(newKey, ".pem")+".pub.pem",
+		"--site", "site-a", "--succeeds", string(oldDID), "--key", committee, "--rpc", env.node.RPC)
+	if !strings.Contains(out, "committed (code 0)") {
+		t.Fatalf("succession proposal:\n%s", out)
+	}
+	run(1, "consortium", "propose", "add-gateway", "--pub", strings.TrimSuffix(newKey, ".pem")+".pub.pem",
+		"--site", "site-a", "--succeeds", string(oldDID), "--key", committee, "--rpc", env.node.RPC)
+
+	// The old gateway, still running, takes one more record; the ledger
+	// refuses its batch (the old key is succeeded).
+	across := send(g)
+	testutil.WaitFor(t, 60*time.Second, "the old key's anchor refused", func() error {
+		if !strings.Contains(g.out.String(), "succeeded by "+string(newDID)) {
+			return fmt.Errorf("no refusal in the gateway's log yet")
+		}
+		return nil
+	})
+	g.stop()
+
+	// The gateway on the same data directory with the new key.
+	priv, err := device.ReadPrivateKeyFile(newKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.gwKey = priv
+	g2 := startGatewayProcAt(t, env, g.dataDir(), "")
+	after := send(g2) // connects with its own key: no enrollment
+	acrossBundle, afterBundle := bundle(g2, across), bundle(g2, after)
+	verify(before, string(oldDID))
+	verify(acrossBundle, string(newDID)) // received by the old key, batched under the new one
+	verify(afterBundle, string(newDID))
+	for _, p := range []string{acrossBundle, afterBundle} {
+		b, err := anchor.ReadBundleFile(p)
+		if err != nil || len(b.Line) != 1 || b.Line[0].Gateway.DID != oldDID {
+			t.Fatalf("bundle %s: key line %+v (%v), want one link to %s", p, b.Line, err, oldDID)
+		}
+	}
+	audit(g2, newDID)
+	if out := run(0, "device", "list", "--gateway", string(newDID), "--rpc", env.node.RPC); !strings.Contains(out, string(dev.DID())) {
+		t.Fatalf("device list of the new key lacks the device:\n%s", out)
+	}
+
+	// The old key removed: nothing moves.
+	run(0, "consortium", "propose", "remove-gateway", "--did", string(oldDID), "--key", committee, "--rpc", env.node.RPC)
+	last := bundle(g2, send(g2))
+	verify(before, string(oldDID))
+	verify(acrossBundle, string(newDID))
+	verify(last, string(newDID))
+	audit(g2, newDID)
+	if !strings.Contains(g2.out.String(), "unanchored batches re-signed under the new key") {
+		t.Fatalf("the new gateway did not re-sign the old key's tail")
+	}
+}

@@ -108,6 +108,10 @@ func TestKeyRotationFromCLI(t *testing.T) {
 	if !strings.Contains(out, "committed (code 0)") {
 		t.Fatalf("succession proposal:\n%s", out)
 	}
+	if out := run(0, "gateway", "list", "--rpc", env.node.RPC); !strings.Contains(out, "succeeded by "+string(newDID)) || !strings.Contains(out, "succeeds "+string(oldDID)) {
+		t.Fatalf("gateway list does not show the succession:\n%s", out)
+	}
+	// The same succession again is refused by the ledger: exit 1.
 	run(1, "consortium", "propose", "add-gateway", "--pub", strings.TrimSuffix(newKey, ".pem")+".pub.pem",
 		"--site", "site-a", "--succeeds", string(oldDID), "--key", committee, "--rpc", env.node.RPC)
 

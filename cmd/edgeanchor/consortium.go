@@ -660,9 +660,9 @@ func newGatewayListCmd() *cobra.Command {
 					return err
 				}
 				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "DID\tSITE\tNAME\tSTATUS\tLAST_SEQ\tHEIGHT")
+				fmt.Fprintln(tw, "DID\tSITE\tNAME\tSTATUS\tLAST_SEQ\tHEIGHT\tKEY_LINE")
 				for _, g := range gws {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", g.DID, quoteText(g.Site), quoteText(g.Name), g.Status, g.LastSeq, g.Height)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", g.DID, quoteText(g.Site), quoteText(g.Name), g.Status, g.LastSeq, g.Height, keyLineText(g))
 				}
 				return tw.Flush()
 			})
@@ -670,6 +670,22 @@ func newGatewayListCmd() *cobra.Command {
 	}
 	l.add(cmd)
 	return cmd
+}
+
+// keyLineText names a gateway's key rotations (ledger text, quoted like
+// the site and the name).
+func keyLineText(g anchor.GatewayRecord) string {
+	var parts []string
+	if g.Predecessor != "" {
+		parts = append(parts, "succeeds "+quoteText(string(g.Predecessor)))
+	}
+	if g.Successor != "" {
+		parts = append(parts, fmt.Sprintf("succeeded by %s at %d", quoteText(string(g.Successor)), g.SucceededHeight))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, "; ")
 }
 
 // quoteText prints ledger text (untrusted: a gateway chose it) without

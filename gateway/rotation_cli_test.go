@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -144,6 +145,7 @@ func TestKeyRotationFromCLI(t *testing.T) {
 			t.Fatalf("bundle %s: key line %+v (%v), want one link to %s", p, b.Line, err, oldDID)
 		}
 	}
+	checkLineRefusals(t, trust, acrossBundle, afterBundle)
 	audit(g2, newDID)
 	if out := run(0, "device", "list", "--gateway", string(newDID), "--rpc", env.node.RPC); !strings.Contains(out, string(dev.DID())) {
 		t.Fatalf("device list of the new key lacks the device:\n%s", out)
@@ -158,5 +160,53 @@ func TestKeyRotationFromCLI(t *testing.T) {
 	audit(g2, newDID)
 	if !strings.Contains(g2.out.String(), "unanchored batches re-signed under the new key") {
 		t.Fatalf("the new gateway did not re-sign the old key's tail")
+	}
+}
+
+// checkLineRefusals: a bundle across a key rotation verifies only with its
+// key line intact; each change to a link is refused at the step it breaks.
+func checkLineRefusals(t *testing.T, trustPath, acrossPath, afterPath string) {
+	t.Helper()
+	trust, err := anchor.ReadTrustFile(trustPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := func(p string) *anchor.Bundle {
+		b, err := anchor.ReadBundleFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	stranger, err := device.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	strangerDER, _ := device.MarshalPublicKeyDER(&stranger.PublicKey)
+	flip := func(b []byte) []byte { c := append([]byte(nil), b...); c[len(c)/2] ^= 1; return c }
+	for name, c := range map[string]struct {
+		path   string
+		change func(b *anchor.Bundle)
+		step   string
+		says   string
+	}{
+		"after: no line":                {afterPath, func(b *anchor.Bundle) { b.Line = nil }, anchor.StepDeviceKey, "not by the bundle's gateway"},
+		"across: no line":               {acrossPath, func(b *anchor.Bundle) { b.Line = nil }, anchor.StepDeviceKey, "not by the bundle's gateway"},
+		"another predecessor key":       {afterPath, func(b *anchor.Bundle) { b.Line[0].Gateway.Pub = strangerDER }, anchor.StepDeviceKey, "predecessor key is"},
+		"predecessor's header changed":  {afterPath, func(b *anchor.Bundle) { b.Line[0].Last = flip(b.Line[0].Last) }, anchor.StepDeviceKey, "key line link 1"},
+		"successor's signature changed": {afterPath, func(b *anchor.Bundle) { b.Line[0].Next.Sig = flip(b.Line[0].Next.Sig) }, anchor.StepDeviceKey, "key line link 1"},
+		"another anchor proof":          {afterPath, func(b *anchor.Bundle) { b.Line[0].Anchor = b.Anchor }, anchor.StepDeviceKey, "not the successor's first header"},
+		"anchor proof dropped":          {afterPath, func(b *anchor.Bundle) { b.Line[0].Anchor = nil }, anchor.StepDeviceKey, "no anchor proof"},
+	} {
+		b := load(c.path)
+		if _, err := b.Verify(trust, nil); err != nil {
+			t.Fatalf("%s: the unchanged bundle: %v", name, err)
+		}
+		c.change(b)
+		_, err := b.Verify(trust, nil)
+		var se *anchor.StepError
+		if !errors.As(err, &se) || se.Step != c.step || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("%s: %v, want a failure at %q saying %q", name, err, c.step, c.says)
+		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/ledger"
+	ledgerapp "github.com/edgeanchor/edgeanchor/ledger/app"
 )
 
 // The ledger's actions from the command line (docs/ledger.md, "Commands"):
@@ -159,7 +160,7 @@ func submitAndReport(cmd *cobra.Command, l *ledgerFlags, tx []byte) error {
 		if ref.Height > 0 {
 			fmt.Fprintf(w, "height  %d\n", ref.Height)
 		}
-		name := ledger.Code(ref.Code).Name()
+		name := ledgerapp.Code(ref.Code).Name()
 		fmt.Fprintf(w, "result  refused: code %d (%s)\n", ref.Code, name)
 		return refusedError(fmt.Errorf("the ledger refused the tx: code %d (%s): %s", ref.Code, name, ref.Log))
 	case err != nil:

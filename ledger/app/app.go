@@ -1,7 +1,8 @@
-// Package ledger is the consortium ledger: a CometBFT ABCI application that
-// keeps gateway membership, the device registry and gateways' batch anchors,
-// plus the in-process node runner and home generation (docs/ledger.md).
-package ledger
+// Package app is the consortium ledger's CometBFT ABCI application: it
+// keeps gateway membership, the device registry and gateways' batch
+// anchors (docs/ledger.md). The node that hosts it, ledger homes, member
+// files and genesis assembly are package ledger.
+package app
 
 import (
 	"context"

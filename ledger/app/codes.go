@@ -1,4 +1,4 @@
-package ledger
+package app
 
 // Code is an ABCI result code of the ledger application. 0 is success; every
 // other code is a refusal with one meaning, listed in docs/ledger.md. Codes

@@ -210,3 +210,100 @@ func checkLineRefusals(t *testing.T, trustPath, acrossPath, afterPath string) {
 		}
 	}
 }
+
+// TestKeyRotationStartedEarly: a gateway restarted with its new key before
+// the committee admitted it as the successor serves its devices but anchors
+// nothing: the old key's unanchored batch waits, not re-signed; once the
+// succession executes, it is re-signed under the new key and anchored, and
+// both records' bundles verify.
+func TestKeyRotationStartedEarly(t *testing.T) {
+	t.Parallel()
+	bin := testbin.Path(t, "./cmd/edgeanchor")
+	env := newLedgerEnv(t, "site-a")
+	dev := registerDevices(t, env, 1)[0]
+	oldDID := env.gw.DID()
+	dir := t.TempDir()
+	publish := func(g *gwProc, seq uint64) {
+		t.Helper()
+		c, err := e2eConnect(g.mqtt, dev, nil)
+		if err != nil {
+			t.Fatalf("device connect: %v", err)
+		}
+		defer c.Disconnect(0)
+		if tok := c.Publish("ea/v1/dev/"+string(dev.DID())+"/up", 1, false, e2eEnvelope(t, dev, seq)); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish seq %d: %v", seq, tok.Error())
+		}
+	}
+	g := startGatewayProc(t, env, "")
+	publish(g, 1) // anchored under the old key (a succession needs one)
+	testutil.WaitFor(t, 60*time.Second, "gseq 1 anchored", func() error {
+		if code, _ := g.get("/v1/records/1/proof"); code != http.StatusOK {
+			return fmt.Errorf("HTTP %d", code)
+		}
+		return nil
+	})
+	// The ledger down: the old key's next batch is cut and signed but stays
+	// in the outbox.
+	env.node.Stop()
+	publish(g, 2)
+	testutil.WaitFor(t, 60*time.Second, "the old key's batch in the outbox", func() error {
+		if d := g.metric("edgeanchor_outbox_depth"); d < 1 {
+			return fmt.Errorf("outbox depth %v", d)
+		}
+		return nil
+	})
+	g.stop()
+	env.node.Restart()
+
+	newKey := filepath.Join(dir, "gateway-2.pem")
+	if out, err := exec.Command(bin, "keygen", "--out", newKey).CombinedOutput(); err != nil {
+		t.Fatalf("keygen: %v\n%s", err, out)
+	}
+	priv, err := device.ReadPrivateKeyFile(newKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.gwKey = priv
+	g2 := startGatewayProcAt(t, env, g.dataDir(), "")
+	// The record received under the old key is batched (signed by the
+	// new key) but the ledger does not know the key: nothing anchors.
+	testutil.WaitFor(t, 60*time.Second, "the anchorer waiting for the succession", func() error {
+		if !strings.Contains(g2.out.String(), "anchoring waits for the key rotation") {
+			return errors.New("no wait logged yet")
+		}
+		return nil
+	})
+	if strings.Contains(g2.out.String(), "re-signed under the new key") {
+		t.Fatal("the old key's batch was re-signed before the ledger admitted the new key")
+	}
+	publish(g2, 3) // the device is served meanwhile
+
+	out, err := exec.Command(bin, "consortium", "propose", "add-gateway", "--pub", strings.TrimSuffix(newKey, ".pem")+".pub.pem",
+		"--site", "site-a", "--succeeds", string(oldDID), "--key", filepath.Join(env.node.Home, ledger.CommitteeKeyFile),
+		"--rpc", env.node.RPC).CombinedOutput()
+	if err != nil {
+		t.Fatalf("succession: %v\n%s", err, out)
+	}
+	trust := filepath.Join(dir, "trust.json")
+	if out, err := exec.Command(bin, "ledger", "export-trust", "--rpc", env.node.RPC, "--out", trust).CombinedOutput(); err != nil {
+		t.Fatalf("export-trust: %v\n%s", err, out)
+	}
+	for _, gseq := range []uint64{1, 2, 3} {
+		var body []byte
+		testutil.WaitFor(t, 90*time.Second, fmt.Sprintf("proof of gseq %d after the succession", gseq), func() error {
+			code, b := g2.get(fmt.Sprintf("/v1/records/%d/proof", gseq))
+			if code != http.StatusOK {
+				return fmt.Errorf("HTTP %d", code)
+			}
+			body = b
+			return nil
+		})
+		p := filepath.Join(dir, fmt.Sprintf("bundle-%d.json", gseq))
+		if err := os.WriteFile(p, body, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(bin, "verify", p, "--trust", trust).CombinedOutput(); err != nil || !strings.Contains(string(out), "OK: record") {
+			t.Fatalf("verify gseq %d: %v\n%s", gseq, err, out)
+		}
+	}
+}

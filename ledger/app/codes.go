@@ -42,6 +42,7 @@ const (
 	CodePredecessorUnknown  Code = 29 // add-gateway --succeeds names a gateway that is not a current member
 	CodeGatewaySucceeded    Code = 30 // the gateway's key was succeeded by another: it may not anchor, register, revoke, rejoin or be succeeded again
 	CodeSuccessorExists     Code = 31 // add-gateway --succeeds with a DID the ledger already knows
+	CodePredecessorEmpty    Code = 32 // add-gateway --succeeds names a gateway that has anchored no batch yet
 )
 
 var codeInfo = map[Code]struct{ name, msg string }{
@@ -77,6 +78,7 @@ var codeInfo = map[Code]struct{ name, msg string }{
 	CodePredecessorUnknown:  {"predecessor_unknown", "the gateway to succeed is not a current member"},
 	CodeGatewaySucceeded:    {"gateway_succeeded", "the gateway's key was succeeded by another key"},
 	CodeSuccessorExists:     {"successor_exists", "a successor must be a new gateway key"},
+	CodePredecessorEmpty:    {"predecessor_empty", "the gateway to succeed has anchored no batch yet"},
 }
 
 // Name is the code's short snake_case name (the metric label).

@@ -59,6 +59,11 @@ func (a *App) applySuccession(st *overlay, v *anchor.GatewayAction, pos position
 		return succeeded(&prev)
 	case prev.Status != StatusMember:
 		return refuse(CodePredecessorUnknown, fmt.Sprintf("%s was removed at height %d", prev.DID, prev.RemovedHeight))
+	case prev.LastSeq == 0:
+		// The successor's first header would start a chain of its own (seq
+		// 1, zero prev): nothing would prove offline that it took over this
+		// gateway's devices (docs/proof-bundle.md, "Key rotation").
+		return refuse(CodePredecessorEmpty, fmt.Sprintf("%s has anchored no batch; admit the new key as a new gateway", prev.DID))
 	case prev.Site != v.Site:
 		return refuse(CodeWrongSite, fmt.Sprintf("successor site %q, predecessor %s site %q", v.Site, prev.DID, prev.Site))
 	}

@@ -65,6 +65,7 @@ func TestGatewaySuccession(t *testing.T) {
 	f.want("succeeding an unknown gateway", signTx(t, f.members[0], successionBody(t, next, "site-a", newKey(t).DID()), nil), CodePredecessorUnknown)
 	f.wantLog("a successor that already exists", signTx(t, f.members[0], successionBody(t, other, "site-a", old.DID()), nil), CodeSuccessorExists, "must be a new key")
 	f.wantLog("a successor at another site", signTx(t, f.members[0], successionBody(t, next, "site-b", old.DID()), nil), CodeWrongSite, "predecessor")
+	f.wantLog("succeeding a gateway that anchored nothing", signTx(t, f.members[0], successionBody(t, next, "site-a", other.DID()), nil), CodePredecessorEmpty, "anchored no batch")
 	f.pass("remove the other gateway", signTxBody(t, removeGatewayTx(t, f.members[0], other.DID())))
 	f.wantLog("succeeding a removed gateway", signTx(t, f.members[0], successionBody(t, next, "site-a", other.DID()), nil), CodePredecessorUnknown, "removed at height")
 	if code := f.query("/gateway/"+next.DID().String(), nil); code != CodeNotFound {

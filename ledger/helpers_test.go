@@ -283,11 +283,6 @@ func removeGatewayTx(t testing.TB, committee device.Signer, gw device.DID) []byt
 	return signTx(t, committee, b, err)
 }
 
-func approvalTx(t testing.TB, member device.Signer, id anchor.Hash) []byte {
-	b, err := anchor.NewApprovalBody(id, nextTS())
-	return signTx(t, member, b, err)
-}
-
 func registration(t testing.TB, dev device.Signer, kind, site string) (reg, sig []byte) {
 	t.Helper()
 	reg, err := credential.NewRegistration(dev.Public(), kind, site, nextTS(), "")

@@ -3,7 +3,6 @@ package app
 import (
 	"crypto/ecdsa"
 	"log/slog"
-	"net"
 	"os"
 	"testing"
 	"time"
@@ -12,17 +11,6 @@ import (
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/credential"
 )
-
-// freePort asks the kernel for a free 127.0.0.1 port.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 func newKey(t testing.TB) *device.KeySigner {
 	t.Helper()

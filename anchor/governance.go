@@ -46,7 +46,7 @@ const (
 
 // ProposalBody proposes one change. Action is the kind's own JSON object:
 //
-//	add-gateway          {"did","pub","site","name"}   (GatewayAction)
+//	add-gateway          {"did","pub","site","name"[,"succeeds"]} (GatewayAction)
 //	remove-gateway       {"did"}                        (GatewayRefAction)
 //	add-validator        {"pub","power","name"}         (ValidatorAction; pub: 32-byte ed25519, base64)
 //	remove-validator     {"pub"}                        (ValidatorRefAction)
@@ -74,12 +74,16 @@ type ApprovalBody struct {
 	TS       string `json:"ts"`
 }
 
-// GatewayAction admits a gateway (add-gateway).
+// GatewayAction admits a gateway (add-gateway). With Succeeds it admits a
+// new key of an existing gateway (key rotation): the new DID continues the
+// predecessor's batch chain and serves its devices, and the predecessor may
+// no longer anchor (docs/ledger.md, "Gateway key rotation").
 type GatewayAction struct {
-	DID  device.DID `json:"did"`
-	Pub  []byte     `json:"pub"` // SPKI DER
-	Site string     `json:"site"`
-	Name string     `json:"name"`
+	DID      device.DID `json:"did"`
+	Pub      []byte     `json:"pub"` // SPKI DER
+	Site     string     `json:"site"`
+	Name     string     `json:"name"`
+	Succeeds device.DID `json:"succeeds,omitempty"`
 }
 
 // GatewayRefAction names a gateway (remove-gateway).
@@ -214,6 +218,14 @@ func (a *GatewayAction) validate() error {
 	}
 	if err := checkText("site", a.Site, true); err != nil {
 		return err
+	}
+	if a.Succeeds != "" {
+		if _, err := device.ParseDID(string(a.Succeeds)); err != nil {
+			return fmt.Errorf("%w: gateway succeeds: %v", ErrMalformedTx, err)
+		}
+		if a.Succeeds == a.DID {
+			return fmt.Errorf("%w: gateway %s cannot succeed itself", ErrMalformedTx, a.DID)
+		}
 	}
 	return checkText("name", a.Name, true)
 }

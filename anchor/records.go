@@ -38,6 +38,13 @@ type GatewayRecord struct {
 	LastSeq       uint64     `json:"last_seq"`
 	LastHash      Hash       `json:"last_hash"`
 	LastRecord    uint64     `json:"last_record"`
+	// Key rotation (docs/ledger.md): Predecessor is the gateway whose
+	// chain and devices this one took over; Successor the one that took
+	// over this gateway's, at SucceededHeight in tx SucceededTx.
+	Predecessor     device.DID `json:"predecessor,omitempty"`
+	Successor       device.DID `json:"successor,omitempty"`
+	SucceededHeight int64      `json:"succeeded_height,omitempty"`
+	SucceededTx     string     `json:"succeeded_tx,omitempty"`
 }
 
 // BatchRecord is the ledger's answer for /batch/…, /batch-by-root/… and

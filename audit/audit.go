@@ -50,7 +50,8 @@ type auditor struct {
 	ledger   *ledgerclient.Client
 	http     *http.Client
 	gwPub    *ecdsa.PublicKey
-	receipts *anchor.ReceiptChecker // verifies each commit group's signature once
+	receipts *anchor.ReceiptChecker  // verifies each commit group's signature once
+	line     map[device.DID]*lineKey // the gateway's key and its predecessors' (line.go)
 	devices  map[device.DID]*ecdsa.PublicKey
 	seqs     map[device.DID]*seqSet
 	findings []Finding
@@ -86,6 +87,9 @@ func Run(ctx context.Context, o Options) ([]Finding, error) {
 		return nil, fmt.Errorf("audit: gateway key: %w", err)
 	}
 	a.receipts = &anchor.ReceiptChecker{Pub: a.gwPub}
+	if err := a.loadLine(ctx, gr); err != nil {
+		return nil, err
+	}
 	var lastSeq uint64
 	last, err := c.LastBatch(ctx, o.Gateway)
 	switch {
@@ -120,9 +124,9 @@ func Run(ctx context.Context, o Options) ([]Finding, error) {
 			continue
 		}
 		switch {
-		case h.Gateway != o.Gateway || h.Seq != seq:
+		case a.line[h.Gateway] == nil || h.Seq != seq:
 			a.find("chain", "batch %d: header names gateway %s seq %d", seq, h.Gateway, h.Seq)
-		case !device.VerifySignature(a.gwPub, br.Header, br.Sig):
+		case !device.VerifySignature(a.line[h.Gateway].pub, br.Header, br.Sig):
 			a.find("chain", "batch %d: header signature does not verify under the gateway's key", seq)
 		case h.Prev != prev:
 			a.find("chain", "batch %d: prev %s, but batch %d hashes to %s", seq, h.Prev, seq-1, prev)
@@ -145,7 +149,7 @@ func Run(ctx context.Context, o Options) ([]Finding, error) {
 	}
 	a.checkSequences()
 	fmt.Fprintf(o.Out, "checked %d batches, %d records, %d devices (%d receipt signatures)\n",
-		batches, records, len(a.seqs), a.receipts.SignaturesVerified())
+		batches, records, len(a.seqs), a.signaturesVerified())
 	if len(a.findings) == 0 {
 		fmt.Fprintln(o.Out, "✓ no findings")
 	} else {
@@ -199,12 +203,12 @@ func (a *auditor) checkRecord(ctx context.Context, h *anchor.BatchHeader, r *htt
 	bad := func(format string, args ...any) {
 		a.find("record", "batch %d gseq %d: %s", h.Seq, r.GSeq, fmt.Sprintf(format, args...))
 	}
-	rc, err := a.receipts.Verify(r.Receipt, r.Group, r.Path, r.ReceiptSig)
+	rc, err := a.receiptChecker(r.Receipt).Verify(r.Receipt, r.Group, r.Path, r.ReceiptSig)
 	if err != nil {
 		bad("%v", err)
 		return
 	}
-	if rc.GSeq != r.GSeq || rc.Gateway != a.o.Gateway || rc.DID != r.DID || rc.Seq != r.Seq {
+	if rc.GSeq != r.GSeq || a.line[rc.Gateway] == nil || rc.DID != r.DID || rc.Seq != r.Seq {
 		bad("receipt is for gseq %d, %s seq %d", rc.GSeq, rc.DID, rc.Seq)
 		return
 	}

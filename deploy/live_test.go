@@ -24,7 +24,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/gateway"
 	"github.com/edgeanchor/edgeanchor/internal/testbin"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
-	"github.com/edgeanchor/edgeanchor/ledger"
+	ledgerapp "github.com/edgeanchor/edgeanchor/ledger/app"
 )
 
 // stack is a real ledger node and a real gateway on loopback.
@@ -248,7 +248,7 @@ func ledgerHeight(rpc string) (int64, error) {
 func declaredMetrics(t testing.TB, st *stack) metricSet {
 	t.Helper()
 	rec := newRecordingRegisterer()
-	if _, err := ledger.NewMetrics(rec); err != nil {
+	if _, err := ledgerapp.NewMetrics(rec); err != nil {
 		t.Fatal(err)
 	}
 	cfg := gateway.DefaultConfig()

@@ -11,7 +11,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway"
-	"github.com/edgeanchor/edgeanchor/ledger"
+	ledgerapp "github.com/edgeanchor/edgeanchor/ledger/app"
 )
 
 // fieldConfig is the part of a panel's fieldConfig that sets units.
@@ -155,7 +155,7 @@ func TestDashboardSeriesExistAtStart(t *testing.T) {
 	}
 	defer g.Close()
 	ledgerReg := prometheus.NewRegistry()
-	if _, err := ledger.NewMetrics(ledgerReg); err != nil {
+	if _, err := ledgerapp.NewMetrics(ledgerReg); err != nil {
 		t.Fatal(err)
 	}
 

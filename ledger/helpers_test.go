@@ -19,6 +19,8 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/credential"
+
+	"github.com/edgeanchor/edgeanchor/ledger/app"
 )
 
 // freePort asks the kernel for a free 127.0.0.1 port.
@@ -150,7 +152,7 @@ func (tn *testNode) waitHeight(h int64) {
 // result of a submission: the CheckTx code, or the FinalizeBlock code and
 // the height once committed.
 type result struct {
-	code   Code
+	code   app.Code
 	log    string
 	height int64
 	hash   string
@@ -167,13 +169,13 @@ func (tn *testNode) submit(tx []byte) result {
 		t.Fatalf("broadcast_tx_sync: %v", err)
 	}
 	if res.Code != 0 {
-		return result{code: Code(res.Code), log: res.Log}
+		return result{code: app.Code(res.Code), log: res.Log}
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		r, err := tn.cli.Tx(ctx, res.Hash, false)
 		if err == nil {
-			return result{code: Code(r.TxResult.Code), log: r.TxResult.Log, height: r.Height, hash: res.Hash.String()}
+			return result{code: app.Code(r.TxResult.Code), log: r.TxResult.Log, height: r.Height, hash: res.Hash.String()}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -184,14 +186,14 @@ func (tn *testNode) submit(tx []byte) result {
 func (tn *testNode) mustApply(tx []byte) result {
 	tn.t.Helper()
 	r := tn.submit(tx)
-	if r.code != CodeOK {
+	if r.code != app.CodeOK {
 		tn.t.Fatalf("tx refused: code %d (%s) %s", r.code, r.code.Name(), r.log)
 	}
 	return r
 }
 
 // query runs an ABCI query through the RPC and decodes its JSON answer.
-func (tn *testNode) query(path string, v any) Code {
+func (tn *testNode) query(path string, v any) app.Code {
 	tn.t.Helper()
 	res, err := tn.cli.ABCIQuery(context.Background(), path, nil)
 	if err != nil {
@@ -202,7 +204,33 @@ func (tn *testNode) query(path string, v any) Code {
 			tn.t.Fatalf("abci_query %s: %v", path, err)
 		}
 	}
-	return Code(res.Response.Code)
+	return app.Code(res.Response.Code)
+}
+
+// counter is the value of the application counter name (with label =
+// value, if label is not "") on the node's registry.
+func (tn *testNode) counter(name, label, value string) float64 {
+	tn.t.Helper()
+	mfs, err := tn.reg.Gather()
+	if err != nil {
+		tn.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if label == "" || (l.GetName() == label && l.GetValue() == value) {
+					return m.GetCounter().GetValue()
+				}
+			}
+			if label == "" {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }
 
 // Builders of signed transactions, failing the test on error.
@@ -253,11 +281,6 @@ func registerGatewayTx(t testing.TB, committee device.Signer, gw device.Signer, 
 func removeGatewayTx(t testing.TB, committee device.Signer, gw device.DID) []byte {
 	b, err := anchor.NewProposalBody(anchor.KindRemoveGateway, &anchor.GatewayRefAction{DID: gw}, farDeadline, nextTS())
 	return signTx(t, committee, b, err)
-}
-
-func approvalTx(t testing.TB, member device.Signer, id anchor.Hash) []byte {
-	b, err := anchor.NewApprovalBody(id, nextTS())
-	return signTx(t, member, b, err)
 }
 
 func registration(t testing.TB, dev device.Signer, kind, site string) (reg, sig []byte) {

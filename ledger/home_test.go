@@ -17,6 +17,8 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
+
+	"github.com/edgeanchor/edgeanchor/ledger/app"
 )
 
 // freeBase finds P such that P+10k+{0,1,2} are free for k < n.
@@ -167,7 +169,7 @@ func TestTwoValidators(t *testing.T) {
 	r2 := nodes[1].mustApply(anchorTx(t, gw, c.next(1)))
 	nodes[0].waitHeight(r2.height)
 	var g anchor.GatewayRecord
-	if code := nodes[0].query("/gateway/"+gw.DID().String(), &g); code != CodeOK || g.LastSeq != 1 || g.Height != r.height {
+	if code := nodes[0].query("/gateway/"+gw.DID().String(), &g); code != app.CodeOK || g.LastSeq != 1 || g.Height != r.height {
 		t.Fatalf("node0 view: code %d %+v", code, g)
 	}
 	blk, err := nodes[0].cli.Commit(context.Background(), &r2.height)

@@ -26,6 +26,8 @@ import (
 	"github.com/cometbft/cometbft/statesync"
 	"github.com/mitchellh/mapstructure"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeanchor/edgeanchor/ledger/app"
 )
 
 // AppDBName is the name of the application database under the home's data
@@ -50,7 +52,7 @@ type NodeOptions struct {
 // Node is a running CometBFT node with the ledger application in-process.
 type Node struct {
 	comet *nm.Node
-	app   *App
+	app   *app.App
 	db    dbm.DB
 	log   *slog.Logger
 
@@ -122,7 +124,7 @@ func StartNode(ctx context.Context, home string, opts NodeOptions) (*Node, error
 			lock.Close()
 		}
 	}()
-	metrics, err := NewMetrics(opts.Registerer)
+	metrics, err := app.NewMetrics(opts.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: metrics: %w", err)
 	}
@@ -130,7 +132,7 @@ func StartNode(ctx context.Context, home string, opts NodeOptions) (*Node, error
 	if err != nil {
 		return nil, fmt.Errorf("ledger: open application database: %w", err)
 	}
-	app, err := NewApp(db, logger, metrics)
+	application, err := app.NewApp(db, logger, metrics)
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -145,9 +147,9 @@ func StartNode(ctx context.Context, home string, opts NodeOptions) (*Node, error
 		db.Close()
 		return nil, err
 	}
-	n := &Node{app: app, db: db, log: logger, done: make(chan struct{}), lock: lock}
+	n := &Node{app: application, db: db, log: logger, done: make(chan struct{}), lock: lock}
 	comet, err := nm.NewNodeWithContext(ctx, conf, pv, nodeKey,
-		proxy.NewLocalClientCreator(app),
+		proxy.NewLocalClientCreator(application),
 		nm.DefaultGenesisDocProviderFunc(conf),
 		n.dbProvider,
 		metricsProvider(conf.Instrumentation),
@@ -181,7 +183,7 @@ func StartNode(ctx context.Context, home string, opts NodeOptions) (*Node, error
 		"prometheus_addr", conf.Instrumentation.PrometheusListenAddr,
 		"timeout_commit", conf.Consensus.TimeoutCommit, "timeout_propose", conf.Consensus.TimeoutPropose,
 		"create_empty_blocks_interval", conf.Consensus.CreateEmptyBlocksInterval,
-		"flush_throttle_timeout", conf.P2P.FlushThrottleTimeout, "height", app.Height())
+		"flush_throttle_timeout", conf.P2P.FlushThrottleTimeout, "height", application.Height())
 	started = true
 	return n, nil
 }
@@ -250,7 +252,7 @@ func (n *Node) closeDBs() error {
 func (n *Node) Done() <-chan struct{} { return n.done }
 
 // App returns the ledger application.
-func (n *Node) App() *App { return n.app }
+func (n *Node) App() *app.App { return n.app }
 
 // RPCURL returns the node's RPC address as an http URL.
 func (n *Node) RPCURL() string {

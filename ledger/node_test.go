@@ -15,6 +15,8 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
+
+	"github.com/edgeanchor/edgeanchor/ledger/app"
 )
 
 // TestOneNode drives a real single-validator CometBFT node over its RPC:
@@ -55,51 +57,51 @@ func TestOneNode(t *testing.T) {
 
 	// Queries.
 	var d anchor.DeviceRecord
-	if c := tn.query("/device/"+dev1.DID().String(), &d); c != CodeOK {
+	if c := tn.query("/device/"+dev1.DID().String(), &d); c != app.CodeOK {
 		t.Fatalf("/device: code %d", c)
 	}
-	if d.Status != StatusRevoked || d.Height != regDev1.height || d.Tx != strings.ToLower(regDev1.hash) ||
+	if d.Status != app.StatusRevoked || d.Height != regDev1.height || d.Tx != strings.ToLower(regDev1.hash) ||
 		d.RevokedHeight != rev1.height || d.Gateway != gwA.DID() || d.Kind != "payroll" || d.Site != "site-a" {
 		t.Fatalf("/device answer %+v; registered %+v revoked %+v", d, regDev1, rev1)
 	}
-	if c := tn.query("/device/"+dev3.DID().String(), &d); c != CodeOK || d.Status != StatusActive {
+	if c := tn.query("/device/"+dev3.DID().String(), &d); c != app.CodeOK || d.Status != app.StatusActive {
 		t.Fatalf("/device dev3: code %d %+v", c, d)
 	}
 	var g anchor.GatewayRecord
-	if c := tn.query("/gateway/"+gwB.DID().String(), &g); c != CodeOK || g.Status != StatusRemoved || g.Site != "site-b" || g.Height != regGW.height {
+	if c := tn.query("/gateway/"+gwB.DID().String(), &g); c != app.CodeOK || g.Status != app.StatusRemoved || g.Site != "site-b" || g.Height != regGW.height {
 		t.Fatalf("/gateway gwB: code %d %+v", c, g)
 	}
-	if c := tn.query("/gateway/"+gwA.DID().String(), &g); c != CodeOK || g.Status != StatusMember || g.LastSeq != 2 || g.LastHash != h2.Hash() || g.LastRecord != 260 {
+	if c := tn.query("/gateway/"+gwA.DID().String(), &g); c != app.CodeOK || g.Status != app.StatusMember || g.LastSeq != 2 || g.LastHash != h2.Hash() || g.LastRecord != 260 {
 		t.Fatalf("/gateway gwA: code %d %+v", c, g)
 	}
 	var devs []anchor.DeviceRecord
-	if c := tn.query("/gateway/"+gwA.DID().String()+"/devices", &devs); c != CodeOK || len(devs) != 2 {
+	if c := tn.query("/gateway/"+gwA.DID().String()+"/devices", &devs); c != app.CodeOK || len(devs) != 2 {
 		t.Fatalf("/gateway/devices: code %d %+v", c, devs)
 	}
 	if devs[0].DID > devs[1].DID {
 		t.Fatalf("/gateway/devices not sorted by DID: %s %s", devs[0].DID, devs[1].DID)
 	}
 	var b anchor.BatchRecord
-	if c := tn.query(fmt.Sprintf("/batch/%s/1", gwA.DID()), &b); c != CodeOK || b.Hash != h1.Hash() || string(b.Header) != string(h1.Encode()) || b.Height != anc1.height || b.Tx != strings.ToLower(anc1.hash) {
+	if c := tn.query(fmt.Sprintf("/batch/%s/1", gwA.DID()), &b); c != app.CodeOK || b.Hash != h1.Hash() || string(b.Header) != string(h1.Encode()) || b.Height != anc1.height || b.Tx != strings.ToLower(anc1.hash) {
 		t.Fatalf("/batch: code %d %+v", c, b)
 	}
 	if !device.VerifySignature(gwA.Public(), b.Header, b.Sig) {
 		t.Fatal("/batch signature does not verify under the gateway key")
 	}
-	if c := tn.query("/batch-by-root/"+h2.Root.String(), &b); c != CodeOK || b.Seq != 2 {
+	if c := tn.query("/batch-by-root/"+h2.Root.String(), &b); c != app.CodeOK || b.Seq != 2 {
 		t.Fatalf("/batch-by-root: code %d %+v", c, b)
 	}
-	if c := tn.query("/last-batch/"+gwA.DID().String(), &b); c != CodeOK || b.Seq != 2 || b.Hash != h2.Hash() {
+	if c := tn.query("/last-batch/"+gwA.DID().String(), &b); c != app.CodeOK || b.Seq != 2 || b.Hash != h2.Hash() {
 		t.Fatalf("/last-batch: code %d %+v", c, b)
 	}
-	for path, want := range map[string]Code{
-		"/device/" + stranger.DID().String():                    CodeNotFound,
-		"/last-batch/" + gwB.DID().String():                     CodeNotFound,
-		"/batch/" + gwA.DID().String() + "/3":                   CodeNotFound,
-		"/batch-by-root/" + anchor.SM3([]byte("none")).String(): CodeNotFound,
-		"/device/nonsense":                                      CodeBadQuery,
-		"/batch/" + gwA.DID().String() + "/x":                   CodeBadQuery,
-		"/nothing":                                              CodeBadQuery,
+	for path, want := range map[string]app.Code{
+		"/device/" + stranger.DID().String():                    app.CodeNotFound,
+		"/last-batch/" + gwB.DID().String():                     app.CodeNotFound,
+		"/batch/" + gwA.DID().String() + "/3":                   app.CodeNotFound,
+		"/batch-by-root/" + anchor.SM3([]byte("none")).String(): app.CodeNotFound,
+		"/device/nonsense":                                      app.CodeBadQuery,
+		"/batch/" + gwA.DID().String() + "/x":                   app.CodeBadQuery,
+		"/nothing":                                              app.CodeBadQuery,
 	} {
 		if c := tn.query(path, nil); c != want {
 			t.Errorf("query %s: code %d, want %d", path, c, want)
@@ -133,38 +135,38 @@ func TestOneNode(t *testing.T) {
 	cases := []struct {
 		name string
 		tx   []byte
-		want Code
+		want app.Code
 	}{
-		{"malformed bytes", []byte("not a transaction"), CodeMalformed},
-		{"malformed body", []byte(`{"body":"` + b64([]byte(`{"type":"AnchorBatch","v":1}`)) + `","signer":"` + gwA.DID().String() + `","sig":"AA=="}`), CodeMalformed},
-		{"unknown type", []byte(`{"body":"` + b64([]byte(`{"type":"Mint"}`)) + `","signer":"` + gwA.DID().String() + `","sig":"AA=="}`), CodeUnknownType},
-		{"gateway registration by non-committee", registerGatewayTx(t, gwA, stranger, "site-x"), CodeWrongSigner},
-		{"gateway registration with forged committee signature", forged(tn.committee.DID(), addGatewayBody(t, stranger, "s", farDeadline)), CodeBadSignature},
-		{"gateway already member", registerGatewayTx(t, tn.committee, gwA, "site-a"), CodeGatewayExists},
-		{"remove unknown gateway", removeGatewayTx(t, tn.committee, stranger.DID()), CodeGatewayUnknown},
-		{"remove by a gateway", removeGatewayTx(t, gwA, gwA.DID()), CodeWrongSigner},
-		{"device by non-member", registerDeviceTx(t, stranger, newKey(t), "site-a"), CodeNotMember},
-		{"device by removed member", registerDeviceTx(t, gwB, newKey(t), "site-b"), CodeNotMember},
-		{"device for another gateway", signTx(t, gwA, body(anchor.NewRegisterDeviceBody(gwB.DID(), reg, regSig, nextTS())), nil), CodeWrongSigner},
-		{"device signature missing", signTx(t, gwA, body(anchor.NewRegisterDeviceBody(gwA.DID(), reg, nil, nextTS())), nil), CodeDeviceSigMissing},
-		{"device signature wrong", signTx(t, gwA, body(anchor.NewRegisterDeviceBody(gwA.DID(), reg, func() []byte { s, _ := other.Sign(reg); return s }(), nextTS())), nil), CodeDeviceSigInvalid},
-		{"device registration malformed", signTx(t, gwA, body(anchor.NewRegisterDeviceBody(gwA.DID(), badKind, badKindSig, nextTS())), nil), CodeRegistrationInvalid},
-		{"device wrong site", registerDeviceTx(t, gwA, newKey(t), "site-b"), CodeWrongSite},
-		{"device already registered", registerDeviceTx(t, gwA, dev3, "site-a"), CodeDeviceExists},
-		{"revoked device registered again", registerDeviceTx(t, gwA, dev1, "site-a"), CodeDeviceExists},
-		{"revoke revoked device", revokeDeviceTx(t, gwA, dev1.DID()), CodeDeviceRevoked},
-		{"revoke unknown device", revokeDeviceTx(t, gwA, stranger.DID()), CodeDeviceUnknown},
-		{"revoke by another gateway", revokeDeviceTx(t, stranger, dev3.DID()), CodeWrongSigner},
-		{"revoke with forged gateway signature", forged(gwA.DID(), body(anchor.NewRevokeDeviceBody(dev3.DID(), "x", nextTS()))), CodeBadSignature},
-		{"anchor by non-member", anchorTx(t, stranger, (&chain{gw: stranger}).next(1)), CodeNotMember},
-		{"anchor by removed member", anchorTx(t, gwB, (&chain{gw: gwB}).next(1)), CodeNotMember},
-		{"anchor signed by another gateway", anchorTx(t, stranger, ca.next(1)), CodeWrongSigner},
-		{"anchor with forged signature", forged(gwA.DID(), ca.next(1).Encode()), CodeBadSignature},
-		{"anchor sequence gap", anchorTx(t, gwA, func() *anchor.BatchHeader { h := ca.next(1); h.Seq = 4; return h }()), CodeSequenceGap},
-		{"anchor replays seq 2", anchorTx(t, gwA, h2), CodeDuplicate},
-		{"anchor wrong prev", anchorTx(t, gwA, func() *anchor.BatchHeader { h := ca.next(1); h.Prev = h1.Hash(); return h }()), CodeWrongPrev},
-		{"anchor record gap", anchorTx(t, gwA, func() *anchor.BatchHeader { h := ca.next(1); h.First, h.Last = 262, 262; return h }()), CodeRecordGap},
-		{"gateway registration re-signed", signTx(t, tn.committee, gwBBody, nil), CodeDuplicate},
+		{"malformed bytes", []byte("not a transaction"), app.CodeMalformed},
+		{"malformed body", []byte(`{"body":"` + b64([]byte(`{"type":"AnchorBatch","v":1}`)) + `","signer":"` + gwA.DID().String() + `","sig":"AA=="}`), app.CodeMalformed},
+		{"unknown type", []byte(`{"body":"` + b64([]byte(`{"type":"Mint"}`)) + `","signer":"` + gwA.DID().String() + `","sig":"AA=="}`), app.CodeUnknownType},
+		{"gateway registration by non-committee", registerGatewayTx(t, gwA, stranger, "site-x"), app.CodeWrongSigner},
+		{"gateway registration with forged committee signature", forged(tn.committee.DID(), addGatewayBody(t, stranger, "s", farDeadline)), app.CodeBadSignature},
+		{"gateway already member", registerGatewayTx(t, tn.committee, gwA, "site-a"), app.CodeGatewayExists},
+		{"remove unknown gateway", removeGatewayTx(t, tn.committee, stranger.DID()), app.CodeGatewayUnknown},
+		{"remove by a gateway", removeGatewayTx(t, gwA, gwA.DID()), app.CodeWrongSigner},
+		{"device by non-member", registerDeviceTx(t, stranger, newKey(t), "site-a"), app.CodeNotMember},
+		{"device by removed member", registerDeviceTx(t, gwB, newKey(t), "site-b"), app.CodeNotMember},
+		{"device for another gateway", signTx(t, gwA, body(anchor.NewRegisterDeviceBody(gwB.DID(), reg, regSig, nextTS())), nil), app.CodeWrongSigner},
+		{"device signature missing", signTx(t, gwA, body(anchor.NewRegisterDeviceBody(gwA.DID(), reg, nil, nextTS())), nil), app.CodeDeviceSigMissing},
+		{"device signature wrong", signTx(t, gwA, body(anchor.NewRegisterDeviceBody(gwA.DID(), reg, func() []byte { s, _ := other.Sign(reg); return s }(), nextTS())), nil), app.CodeDeviceSigInvalid},
+		{"device registration malformed", signTx(t, gwA, body(anchor.NewRegisterDeviceBody(gwA.DID(), badKind, badKindSig, nextTS())), nil), app.CodeRegistrationInvalid},
+		{"device wrong site", registerDeviceTx(t, gwA, newKey(t), "site-b"), app.CodeWrongSite},
+		{"device already registered", registerDeviceTx(t, gwA, dev3, "site-a"), app.CodeDeviceExists},
+		{"revoked device registered again", registerDeviceTx(t, gwA, dev1, "site-a"), app.CodeDeviceExists},
+		{"revoke revoked device", revokeDeviceTx(t, gwA, dev1.DID()), app.CodeDeviceRevoked},
+		{"revoke unknown device", revokeDeviceTx(t, gwA, stranger.DID()), app.CodeDeviceUnknown},
+		{"revoke by another gateway", revokeDeviceTx(t, stranger, dev3.DID()), app.CodeWrongSigner},
+		{"revoke with forged gateway signature", forged(gwA.DID(), body(anchor.NewRevokeDeviceBody(dev3.DID(), "x", nextTS()))), app.CodeBadSignature},
+		{"anchor by non-member", anchorTx(t, stranger, (&chain{gw: stranger}).next(1)), app.CodeNotMember},
+		{"anchor by removed member", anchorTx(t, gwB, (&chain{gw: gwB}).next(1)), app.CodeNotMember},
+		{"anchor signed by another gateway", anchorTx(t, stranger, ca.next(1)), app.CodeWrongSigner},
+		{"anchor with forged signature", forged(gwA.DID(), ca.next(1).Encode()), app.CodeBadSignature},
+		{"anchor sequence gap", anchorTx(t, gwA, func() *anchor.BatchHeader { h := ca.next(1); h.Seq = 4; return h }()), app.CodeSequenceGap},
+		{"anchor replays seq 2", anchorTx(t, gwA, h2), app.CodeDuplicate},
+		{"anchor wrong prev", anchorTx(t, gwA, func() *anchor.BatchHeader { h := ca.next(1); h.Prev = h1.Hash(); return h }()), app.CodeWrongPrev},
+		{"anchor record gap", anchorTx(t, gwA, func() *anchor.BatchHeader { h := ca.next(1); h.First, h.Last = 262, 262; return h }()), app.CodeRecordGap},
+		{"gateway registration re-signed", signTx(t, tn.committee, gwBBody, nil), app.CodeDuplicate},
 	}
 	for _, c := range cases {
 		r := tn.submit(c.tx)
@@ -174,26 +176,26 @@ func TestOneNode(t *testing.T) {
 	}
 
 	// Refusals changed nothing: the chain continues where it was.
-	if c := tn.query("/gateway/"+gwA.DID().String(), &g); c != CodeOK || g.LastSeq != 2 {
+	if c := tn.query("/gateway/"+gwA.DID().String(), &g); c != app.CodeOK || g.LastSeq != 2 {
 		t.Fatalf("refusals moved the chain: %+v", g)
 	}
-	if c := tn.query("/device/"+stranger.DID().String(), nil); c != CodeNotFound {
+	if c := tn.query("/device/"+stranger.DID().String(), nil); c != app.CodeNotFound {
 		t.Fatalf("a refused registration was stored: code %d", c)
 	}
 	h3 := ca.next(5)
 	tn.mustApply(anchorTx(t, gwA, h3))
 
 	// Application metrics.
-	if got := testutil.ToFloat64(tn.node.App().metrics.anchors.WithLabelValues(string(gwA.DID()))); got != 3 {
+	if got := tn.counter("edgeanchor_ledger_anchors_total", "gateway", string(gwA.DID())); got != 3 {
 		t.Errorf("anchors_total{gateway=gwA} = %v, want 3", got)
 	}
-	if got := testutil.ToFloat64(tn.node.App().metrics.registrations); got != 3 {
+	if got := tn.counter("edgeanchor_ledger_registrations_total", "", ""); got != 3 {
 		t.Errorf("registrations_total = %v, want 3", got)
 	}
-	if got := testutil.ToFloat64(tn.node.App().metrics.revocations); got != 2 {
+	if got := tn.counter("edgeanchor_ledger_revocations_total", "", ""); got != 2 {
 		t.Errorf("revocations_total = %v, want 2", got)
 	}
-	if got := testutil.ToFloat64(tn.node.App().metrics.refused.WithLabelValues("sequence_gap")); got != 1 {
+	if got := tn.counter("edgeanchor_ledger_refused_total", "code", "sequence_gap"); got != 1 {
 		t.Errorf("refused_total{code=sequence_gap} = %v, want 1", got)
 	}
 	if n, err := testutil.GatherAndCount(tn.reg, "edgeanchor_ledger_refused_total"); err != nil || n < 10 {
@@ -216,9 +218,9 @@ func TestRestart(t *testing.T) {
 	tn.stop()
 
 	tn.start()
-	app := tn.node.App()
-	if app.Height() < before {
-		t.Fatalf("height after restart %d < %d", app.Height(), before)
+	a := tn.node.App()
+	if a.Height() < before {
+		t.Fatalf("height after restart %d < %d", a.Height(), before)
 	}
 	info, err := tn.cli.ABCIInfo(context.Background())
 	if err != nil {
@@ -242,11 +244,11 @@ func TestRestart(t *testing.T) {
 		t.Fatalf("app hash after restart %X, committed before stop %X", nb.Block.AppHash, beforeHash)
 	}
 	var d anchor.DeviceRecord
-	if c := tn.query("/device/"+dev.DID().String(), &d); c != CodeOK || d.Status != StatusActive {
+	if c := tn.query("/device/"+dev.DID().String(), &d); c != app.CodeOK || d.Status != app.StatusActive {
 		t.Fatalf("device lost across restart: code %d %+v", c, d)
 	}
 	// The chain continues: seq 2 follows, a replayed seq 1 is a duplicate.
-	if r := tn.submit(anchorTx(t, tn.gwA, h1)); r.code != CodeDuplicate {
+	if r := tn.submit(anchorTx(t, tn.gwA, h1)); r.code != app.CodeDuplicate {
 		t.Fatalf("replayed anchor after restart: code %d", r.code)
 	}
 	h2 := ca.next(4)
@@ -255,7 +257,7 @@ func TestRestart(t *testing.T) {
 		t.Fatalf("new anchor at height %d, first at %d", r2.height, r1.height)
 	}
 	var b anchor.BatchRecord
-	if c := tn.query("/last-batch/"+tn.gwA.DID().String(), &b); c != CodeOK || b.Seq != 2 || b.Hash != h2.Hash() {
+	if c := tn.query("/last-batch/"+tn.gwA.DID().String(), &b); c != app.CodeOK || b.Seq != 2 || b.Hash != h2.Hash() {
 		t.Fatalf("/last-batch after restart: code %d %+v", c, b)
 	}
 
@@ -275,7 +277,7 @@ func TestRestart(t *testing.T) {
 	if h, _ := tn.node.App().LastCommit(); h < height {
 		t.Fatalf("replayed to height %d, had %d", h, height)
 	}
-	if c := tn.query("/last-batch/"+tn.gwA.DID().String(), &b); c != CodeOK || b.Seq != 2 || b.Height != r2.height {
+	if c := tn.query("/last-batch/"+tn.gwA.DID().String(), &b); c != app.CodeOK || b.Seq != 2 || b.Height != r2.height {
 		t.Fatalf("/last-batch after replay: code %d %+v", c, b)
 	}
 	next = height + 1

@@ -104,6 +104,11 @@ type Bundle struct {
 	// Anchor proves the AnchorBatch tx (the signed header) committed in a
 	// block the consortium signed, with result code 0.
 	Anchor *AnchorProof `json:"anchor"`
+
+	// Line (after a gateway key rotation only) proves that the keys that
+	// registered the device or signed the receipt are predecessors of the
+	// gateway's key (line.go).
+	Line []BundleLink `json:"line,omitempty"`
 }
 
 // BundleRecord names the record a bundle is about.
@@ -324,6 +329,7 @@ type verifier struct {
 	opened     *device.Opened
 	gatewayPub *ecdsa.PublicKey
 	rcpt       *anchor.Receipt
+	line       map[device.DID]*ecdsa.PublicKey // the proven key line (line.go)
 	leafHash   anchor.Hash
 	header     *anchor.BatchHeader
 	anchorErr  error
@@ -424,8 +430,8 @@ func (v *verifier) deviceKey() (string, error) {
 	if err := p.VerifyTx(v.trust, v.b.Device.Tx); err != nil {
 		return "", err
 	}
-	if v.devTx.Signer != v.b.Gateway.DID {
-		return "", fmt.Errorf("registration tx signed by %s, not by the bundle's gateway %s", v.devTx.Signer, v.b.Gateway.DID)
+	if _, err := v.lineKey(v.devTx.Signer, "registration tx signed"); err != nil {
+		return "", err
 	}
 	v.out.RegisterHeight = p.Height
 	return fmt.Sprintf("%s registered by %s at height %d (tx %X)", v.reg.DID, v.devTx.Signer, p.Height, cmttypes.Tx(p.Tx).Hash()), nil
@@ -436,11 +442,17 @@ func (v *verifier) deviceKey() (string, error) {
 // envelope's hash, DID and seq.
 func (v *verifier) receiptSig() (string, error) {
 	rb := v.b.Receipt
-	r, err := anchor.VerifyReceipt(rb.Body, rb.Group, rb.Path, rb.Sig, v.gatewayPub)
+	rpub := v.gatewayPub
+	if pr, err := anchor.ParseReceipt(rb.Body); err == nil && pr.Gateway != v.b.Gateway.DID && len(v.b.Line) > 0 {
+		if rpub, err = v.lineKey(pr.Gateway, "receipt signed"); err != nil { // a predecessor's receipt (key rotation)
+			return "", err
+		}
+	}
+	r, err := anchor.VerifyReceipt(rb.Body, rb.Group, rb.Path, rb.Sig, rpub)
 	if err != nil {
 		return "", err
 	}
-	if r.Gateway != v.b.Gateway.DID {
+	if r.Gateway != device.DIDFromPublicKey(rpub) {
 		return "", fmt.Errorf("receipt names gateway %s, bundle %s", r.Gateway, v.b.Gateway.DID)
 	}
 	if env := anchor.SM3(v.b.Envelope); r.Env != env {
@@ -449,7 +461,7 @@ func (v *verifier) receiptSig() (string, error) {
 	if r.DID != v.opened.Body.DID || r.Seq != v.opened.Body.Seq {
 		return "", fmt.Errorf("receipt is for %s seq %d, envelope %s seq %d", r.DID, r.Seq, v.opened.Body.DID, v.opened.Body.Seq)
 	}
-	if rec := v.b.Record; r.Gateway != rec.Gateway || r.GSeq != rec.GSeq || r.DID != rec.DID || r.Seq != rec.Seq {
+	if rec := v.b.Record; (r.Gateway != rec.Gateway && rpub == v.gatewayPub) || r.GSeq != rec.GSeq || r.DID != rec.DID || r.Seq != rec.Seq {
 		return "", fmt.Errorf("receipt is for gseq %d of gateway %s (device %s seq %d), the bundle's record names gseq %d of %s (device %s seq %d)",
 			r.GSeq, r.Gateway, r.DID, r.Seq, rec.GSeq, rec.Gateway, rec.DID, rec.Seq)
 	}

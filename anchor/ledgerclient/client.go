@@ -858,7 +858,7 @@ func (c *Client) Query(ctx context.Context, path string) ([]byte, error) {
 	return res.Response.Value, nil
 }
 
-// queryCodeNotFound is ledger.CodeNotFound: the client does not import the
+// queryCodeNotFound is ledger/app.CodeNotFound: the client does not import the
 // ledger application (and with it the whole node); a test ties the two.
 const queryCodeNotFound = 19
 

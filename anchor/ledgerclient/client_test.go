@@ -14,7 +14,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/device/credential"
-	"github.com/edgeanchor/edgeanchor/ledger"
+	ledgerapp "github.com/edgeanchor/edgeanchor/ledger/app"
 	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
 
@@ -138,11 +138,11 @@ func TestClientRefusals(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		tx   []byte
-		code ledger.Code
+		code ledgerapp.Code
 	}{
-		{"malformed", []byte(`{"body":`), ledger.CodeMalformed},
-		{"sequence gap", gw.AnchorTx(t, h), ledger.CodeSequenceGap},
-		{"not a member", func() []byte { tx, _ := other.PeekAnchor(t, 1); return tx }(), ledger.CodeNotMember},
+		{"malformed", []byte(`{"body":`), ledgerapp.CodeMalformed},
+		{"sequence gap", gw.AnchorTx(t, h), ledgerapp.CodeSequenceGap},
+		{"not a member", func() []byte { tx, _ := other.PeekAnchor(t, 1); return tx }(), ledgerapp.CodeNotMember},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

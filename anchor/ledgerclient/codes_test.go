@@ -3,13 +3,13 @@ package ledgerclient
 import (
 	"testing"
 
-	"github.com/edgeanchor/edgeanchor/ledger"
+	ledgerapp "github.com/edgeanchor/edgeanchor/ledger/app"
 )
 
 // The client names the ledger's not-found query code without importing the
 // ledger application.
 func TestQueryCodeNotFoundIsTheLedgers(t *testing.T) {
-	if queryCodeNotFound != ledger.CodeNotFound {
-		t.Fatalf("queryCodeNotFound = %d, ledger.CodeNotFound = %d", queryCodeNotFound, ledger.CodeNotFound)
+	if queryCodeNotFound != ledgerapp.CodeNotFound {
+		t.Fatalf("queryCodeNotFound = %d, ledgerapp.CodeNotFound = %d", queryCodeNotFound, ledgerapp.CodeNotFound)
 	}
 }

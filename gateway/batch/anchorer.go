@@ -46,6 +46,10 @@ type AnchorerConfig struct {
 	Log     *slog.Logger
 	Metrics *Metrics
 	Now     func() time.Time
+	// Resign re-signs the stored batches from a seq on under this
+	// gateway's key (Batcher.ResignTail); nil leaves a tail signed by a
+	// previous key as it is (rotation.go).
+	Resign func(from uint64) (int, error)
 }
 
 func (c *AnchorerConfig) defaults() {
@@ -134,6 +138,9 @@ func (a *Anchorer) Run(ctx context.Context) error {
 		a.refreshMetrics()
 		if !reconciled {
 			err := a.reconcile(ctx)
+			if err == nil {
+				err = a.adoptTail(ctx)
+			}
 			switch {
 			case err == nil:
 				reconciled = true
@@ -142,6 +149,13 @@ func (a *Anchorer) Run(ctx context.Context) error {
 				a.cfg.Metrics.SubmitErrors.WithLabelValues("chain").Inc()
 				a.cfg.Log.Error("anchoring stopped: ledger chain diverges", "error", err)
 				if err := wait(a.cfg.AlarmBackoff); err != nil {
+					return err
+				}
+				continue
+			case errors.Is(err, ErrNotSuccessor):
+				a.cfg.Metrics.SubmitErrors.WithLabelValues("refused").Inc()
+				a.cfg.Log.Error("anchoring waits for the key rotation", "error", err)
+				if err := wait(a.cfg.MaxBackoff); err != nil {
 					return err
 				}
 				continue

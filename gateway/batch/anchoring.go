@@ -56,6 +56,7 @@ func NewAnchoring(st *store.Store, ledger *ledgerclient.Client, cfg AnchoringCon
 	if err != nil {
 		return nil, err // NewBatcher's errors name the batcher
 	}
+	a.cfg.Resign = b.ResignTail // key rotation: the old key's unanchored tail (rotation.go)
 	p, err := NewProofs(st, blog, ledger, cfg.Signer, cfg.Log.With("component", "proofs"))
 	if err != nil {
 		return nil, err

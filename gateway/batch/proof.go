@@ -47,6 +47,7 @@ type Proofs struct {
 	devices map[device.DID]*deviceProof // registration proofs, per device
 	anchors map[uint64]*evidence.AnchorProof
 	leaves  map[uint64][]anchor.Hash // batch seq → leaf hashes
+	firsts  map[device.DID]uint64    // key rotation: first batch of each key's run (rotation.go)
 }
 
 type deviceProof struct {
@@ -105,7 +106,7 @@ func (p *Proofs) Bundle(ctx context.Context, gseq uint64) (*evidence.Bundle, err
 	if err != nil {
 		return nil, err
 	}
-	return &evidence.Bundle{
+	b := &evidence.Bundle{
 		Type: evidence.BundleType, V: evidence.BundleVersion,
 		Record:   evidence.BundleRecord{Gateway: p.gw, GSeq: rec.GSeq, DID: rec.DID, Seq: rec.Seq},
 		Envelope: rec.Envelope,
@@ -116,7 +117,11 @@ func (p *Proofs) Bundle(ctx context.Context, gseq uint64) (*evidence.Bundle, err
 		Batch:    evidence.BundleSigned{Body: sb.Header, Sig: sb.Sig},
 		Gateway:  evidence.BundleGateway{DID: p.gw, Pub: p.gwPub},
 		Anchor:   ap,
-	}, nil
+	}
+	if err := p.bundleKeys(ctx, b, sb, rec); err != nil { // key rotation (rotation.go)
+		return nil, err
+	}
+	return b, nil
 }
 
 // batchLeaves returns the leaf hashes of sb's records, checked against the

@@ -15,7 +15,7 @@ func TestNothingAboveTheLedger(t *testing.T) {
 	if err != nil {
 		t.Fatalf("go list -deps: %v", err)
 	}
-	allowed := map[string]bool{"device": true, "device/credential": true, "device/refusal": true, "anchor": true, "anchor/evidence": true, "anchor/ledgerclient": true, "ledger": true,
+	allowed := map[string]bool{"device": true, "device/credential": true, "device/refusal": true, "anchor": true, "anchor/evidence": true, "anchor/ledgerclient": true, "ledger": true, "ledger/app": true,
 		"ledger/ledgertest": true, "ledger/ledgertest/ledgernode": true, "internal/testbin": true}
 	for _, dep := range strings.Fields(string(out)) {
 		if own, ok := strings.CutPrefix(dep, "github.com/edgeanchor/edgeanchor/"); ok && !allowed[own] {

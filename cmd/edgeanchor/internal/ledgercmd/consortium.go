@@ -22,6 +22,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/cmd/edgeanchor/internal/cli"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/ledger"
+	ledgerapp "github.com/edgeanchor/edgeanchor/ledger/app"
 )
 
 // The ledger's actions from the command line (docs/ledger.md, "Commands"):
@@ -159,7 +160,7 @@ func submitAndReport(cmd *cobra.Command, l *ledgerFlags, tx []byte) error {
 		if ref.Height > 0 {
 			fmt.Fprintf(w, "height  %d\n", ref.Height)
 		}
-		name := ledger.Code(ref.Code).Name()
+		name := ledgerapp.Code(ref.Code).Name()
 		fmt.Fprintf(w, "result  refused: code %d (%s)\n", ref.Code, name)
 		return refusedError(fmt.Errorf("the ledger refused the tx: code %d (%s): %s", ref.Code, name, ref.Log))
 	case err != nil:
@@ -228,6 +229,7 @@ func newProposeCmd() *cobra.Command {
 		threshold                          int
 		none                               bool
 	)
+	var succeeds string // add-gateway --succeeds: key rotation
 	mk := func(use, short string, build func() (string, any, error), flags func(*cobra.Command)) *cobra.Command {
 		var p proposeFlags
 		c := &cobra.Command{
@@ -308,7 +310,7 @@ func newProposeCmd() *cobra.Command {
 		return out, nil
 	}
 	cmd.AddCommand(
-		mk("add-gateway --pub PEM --site S [--name N] --key KEY", "Propose admitting a gateway", func() (string, any, error) {
+		mk("add-gateway --pub PEM --site S [--name N] [--succeeds OLD_DID] --key KEY", "Propose admitting a gateway, or a new key of one (--succeeds)", func() (string, any, error) {
 			k, err := device.ReadPublicKeyFile(pub)
 			if err != nil {
 				return "", nil, usageError("--pub: %v", err)
@@ -320,11 +322,17 @@ func newProposeCmd() *cobra.Command {
 			if err != nil {
 				return "", nil, usageError("%v", err)
 			}
+			if succeeds != "" {
+				if a.Succeeds, err = device.ParseDID(succeeds); err != nil {
+					return "", nil, usageError("--succeeds: %v", err)
+				}
+			}
 			return anchor.KindAddGateway, a, nil
 		}, func(c *cobra.Command) {
 			c.Flags().StringVar(&pub, "pub", "", "the gateway's public key PEM")
 			c.Flags().StringVar(&site, "site", "", "the gateway's site")
 			c.Flags().StringVar(&name, "name", "", "the gateway's name (default: the site)")
+			c.Flags().StringVar(&succeeds, "succeeds", "", "key rotation: the DID of the gateway this key succeeds (it continues that gateway's batch chain and serves its devices)")
 		}),
 		mk("remove-gateway --did D --key KEY", "Propose removing a gateway", func() (string, any, error) {
 			d, err := device.ParseDID(did)
@@ -652,9 +660,9 @@ func newGatewayListCmd() *cobra.Command {
 					return err
 				}
 				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "DID\tSITE\tNAME\tSTATUS\tLAST_SEQ\tHEIGHT")
+				fmt.Fprintln(tw, "DID\tSITE\tNAME\tSTATUS\tLAST_SEQ\tHEIGHT\tKEY_LINE")
 				for _, g := range gws {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", g.DID, quoteText(g.Site), quoteText(g.Name), g.Status, g.LastSeq, g.Height)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", g.DID, quoteText(g.Site), quoteText(g.Name), g.Status, g.LastSeq, g.Height, keyLineText(g))
 				}
 				return tw.Flush()
 			})
@@ -662,6 +670,22 @@ func newGatewayListCmd() *cobra.Command {
 	}
 	l.add(cmd)
 	return cmd
+}
+
+// keyLineText names a gateway's key rotations (ledger text, quoted like
+// the site and the name).
+func keyLineText(g anchor.GatewayRecord) string {
+	var parts []string
+	if g.Predecessor != "" {
+		parts = append(parts, "succeeds "+quoteText(string(g.Predecessor)))
+	}
+	if g.Successor != "" {
+		parts = append(parts, fmt.Sprintf("succeeded by %s at %d", quoteText(string(g.Successor)), g.SucceededHeight))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, "; ")
 }
 
 // quoteText prints ledger text (untrusted: a gateway chose it) without

@@ -1,7 +1,8 @@
-// Package ledger is the consortium ledger: a CometBFT ABCI application that
-// keeps gateway membership, the device registry and gateways' batch anchors,
-// plus the in-process node runner and home generation (docs/ledger.md).
-package ledger
+// Package app is the consortium ledger's CometBFT ABCI application: it
+// keeps gateway membership, the device registry and gateways' batch
+// anchors (docs/ledger.md). The node that hosts it, ledger homes, member
+// files and genesis assembly are package ledger.
+package app
 
 import (
 	"context"
@@ -361,6 +362,11 @@ func (a *App) member(st *overlay, did device.DID) (*anchor.GatewayRecord, *ecdsa
 	if err != nil {
 		panic(err)
 	}
+	if found {
+		if r := succeeded(&rec); r != nil {
+			return nil, nil, r
+		}
+	}
 	if !found || rec.Status != StatusMember {
 		return nil, nil, refuse(CodeNotMember, string(did))
 	}
@@ -428,18 +434,18 @@ func (a *App) revokeDevice(st *overlay, tx *anchor.Tx, b *anchor.RevokeDeviceBod
 		return nil, refuse(CodeDeviceUnknown, string(b.DID))
 	}
 	var signerPub *ecdsa.PublicKey
+	// The registering gateway may revoke even after leaving the consortium;
+	// after a key rotation its successor does, and the old key may not.
+	holder, holderPub := a.currentHolder(st, rec.Gateway)
 	switch {
-	case tx.Signer == rec.Gateway:
-		// The registering gateway may revoke even after leaving the consortium.
+	case tx.Signer == holder.DID:
+		signerPub = holderPub
+	case tx.Signer != holder.DID && inLine(st, holder.DID, tx.Signer):
 		var gw anchor.GatewayRecord
-		if ok, err := st.getJSON(keyGateway(rec.Gateway), &gw); err != nil || !ok {
-			panic(fmt.Errorf("ledger: device %s names unknown gateway %s: %v", rec.DID, rec.Gateway, err))
-		}
-		pub, err := a.parseKey(gw.Pub)
-		if err != nil {
+		if _, err := st.getJSON(keyGateway(tx.Signer), &gw); err != nil {
 			panic(err)
 		}
-		signerPub = pub
+		return nil, succeeded(&gw)
 	case a.regulators(st).keys[tx.Signer] != nil:
 		signerPub = a.regulators(st).keys[tx.Signer]
 	default:

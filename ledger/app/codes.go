@@ -1,4 +1,4 @@
-package ledger
+package app
 
 // Code is an ABCI result code of the ledger application. 0 is success; every
 // other code is a refusal with one meaning, listed in docs/ledger.md. Codes
@@ -39,6 +39,10 @@ const (
 	CodeValidatorExists     Code = 26 // add-validator for a current validator
 	CodeValidatorUnknown    Code = 27 // remove-validator or set-validator-power for a key that is not a validator
 	CodeValidatorSetEmpty   Code = 28 // remove-validator of the last validator
+	CodePredecessorUnknown  Code = 29 // add-gateway --succeeds names a gateway that is not a current member
+	CodeGatewaySucceeded    Code = 30 // the gateway's key was succeeded by another: it may not anchor, register, revoke, rejoin or be succeeded again
+	CodeSuccessorExists     Code = 31 // add-gateway --succeeds with a DID the ledger already knows
+	CodePredecessorEmpty    Code = 32 // add-gateway --succeeds names a gateway that has anchored no batch yet
 )
 
 var codeInfo = map[Code]struct{ name, msg string }{
@@ -71,6 +75,10 @@ var codeInfo = map[Code]struct{ name, msg string }{
 	CodeValidatorExists:     {"validator_exists", "the key is already a validator"},
 	CodeValidatorUnknown:    {"validator_unknown", "the key is not a validator"},
 	CodeValidatorSetEmpty:   {"validator_set_empty", "the change would leave no validator"},
+	CodePredecessorUnknown:  {"predecessor_unknown", "the gateway to succeed is not a current member"},
+	CodeGatewaySucceeded:    {"gateway_succeeded", "the gateway's key was succeeded by another key"},
+	CodeSuccessorExists:     {"successor_exists", "a successor must be a new gateway key"},
+	CodePredecessorEmpty:    {"predecessor_empty", "the gateway to succeed has anchored no batch yet"},
 }
 
 // Name is the code's short snake_case name (the metric label).

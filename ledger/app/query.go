@@ -1,8 +1,7 @@
-package ledger
+package app
 
 import (
 	"context"
-	"encoding/json"
 	"strconv"
 	"strings"
 
@@ -65,7 +64,7 @@ func (a *App) query(path string) ([]byte, *refusal) {
 		if _, ref := a.lookup(st, keyGateway(d), "gateway "+string(d)); ref != nil {
 			return nil, ref
 		}
-		return a.gatewayDevices(st, d)
+		return a.lineDevices(st, d), nil
 	case len(parts) == 3 && parts[0] == "batch":
 		d, ref := did(parts[1])
 		if ref != nil {
@@ -75,7 +74,10 @@ func (a *App) query(path string) ([]byte, *refusal) {
 		if err != nil || seq == 0 {
 			return nil, refuse(CodeBadQuery, "seq must be a positive integer")
 		}
-		return a.lookup(st, keyBatch(d, seq), "batch "+parts[2]+" of "+string(d))
+		if v := a.lineBatch(st, d, seq); v != nil {
+			return v, nil
+		}
+		return nil, refuse(CodeNotFound, "batch "+parts[2]+" of "+string(d))
 	case len(parts) == 2 && parts[0] == "batch-by-root":
 		root, err := anchor.ParseHash(parts[1])
 		if err != nil {
@@ -98,7 +100,10 @@ func (a *App) query(path string) ([]byte, *refusal) {
 		if gw.LastSeq == 0 {
 			return nil, refuse(CodeNotFound, "gateway "+string(d)+" has anchored no batch")
 		}
-		return a.lookup(st, keyBatch(d, gw.LastSeq), "batch")
+		if v := a.lineBatch(st, d, gw.LastSeq); v != nil {
+			return v, nil
+		}
+		return nil, refuse(CodeNotFound, "batch")
 	}
 	return nil, refuse(CodeBadQuery, path)
 }
@@ -116,28 +121,6 @@ func (a *App) lookup(st *overlay, key, what string) ([]byte, *refusal) {
 
 // maxListed bounds one /gateway/{did}/devices answer.
 const maxListed = 10000
-
-func (a *App) gatewayDevices(st *overlay, gw device.DID) ([]byte, *refusal) {
-	prefix := []byte(keyGatewayDevice(gw, ""))
-	it, err := a.db.Iterator(prefix, prefixEnd(prefix))
-	if err != nil {
-		panic(err)
-	}
-	defer it.Close()
-	out := []json.RawMessage{}
-	for ; it.Valid() && len(out) < maxListed; it.Next() {
-		d := device.DID(strings.TrimPrefix(string(it.Key()), string(prefix)))
-		v, err := st.get(keyDevice(d))
-		if err != nil {
-			panic(err)
-		}
-		if v != nil {
-			out = append(out, v)
-		}
-	}
-	b, _ := json.Marshal(out)
-	return b, nil
-}
 
 func (a *App) batchByRoot(root anchor.Hash) ([]byte, *refusal) {
 	prefix := []byte("r/" + root.String() + "/")

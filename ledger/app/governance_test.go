@@ -1,4 +1,4 @@
-package ledger
+package app
 
 import (
 	"context"
@@ -34,7 +34,7 @@ func newGovFixture(t *testing.T, n, k int) *govFixture {
 	}
 	f.committee = f.members[0]
 	rder, _ := device.MarshalPublicKeyDER(f.regul.Public())
-	gg, err := GenesisGatewayFromKey(f.gw.Public(), "site-a", "A")
+	gg, err := genesisGateway(f.gw.Public(), "site-a", "A")
 	if err != nil {
 		t.Fatal(err)
 	}

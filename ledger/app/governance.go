@@ -1,4 +1,4 @@
-package ledger
+package app
 
 import (
 	"crypto/ecdsa"
@@ -191,6 +191,9 @@ func (a *App) maybeExecute(st *overlay, rec *anchor.ProposalRecord, com *keySet,
 func (a *App) applyAction(st *overlay, kind string, act any, pos position, dryRun bool) *refusal {
 	switch v := act.(type) {
 	case *anchor.GatewayAction:
+		if v.Succeeds != "" {
+			return a.applySuccession(st, v, pos, dryRun)
+		}
 		var rec anchor.GatewayRecord
 		found, err := st.getJSON(keyGateway(v.DID), &rec)
 		if err != nil {
@@ -198,6 +201,9 @@ func (a *App) applyAction(st *overlay, kind string, act any, pos position, dryRu
 		}
 		if found && rec.Status == StatusMember {
 			return refuse(CodeGatewayExists, string(v.DID))
+		}
+		if found && rec.Successor != "" { // rejoining would fork its successor's chain
+			return succeeded(&rec)
 		}
 		if dryRun {
 			return nil
@@ -337,6 +343,9 @@ func proposalEvent(rec *anchor.ProposalRecord, action string, signer device.DID)
 func actionEvents(kind string, act any) []abci.Event {
 	switch v := act.(type) {
 	case *anchor.GatewayAction:
+		if v.Succeeds != "" {
+			return successionEvents(v)
+		}
 		return []abci.Event{gatewayEvent(v.DID, "register")}
 	case *anchor.GatewayRefAction:
 		return []abci.Event{gatewayEvent(v.DID, "remove")}

@@ -1,4 +1,4 @@
-package ledger
+package app
 
 import (
 	"bytes"
@@ -35,7 +35,7 @@ func newAppFixture(t testing.TB) *appFixture {
 	f := &appFixture{t: t, dir: t.TempDir(), committee: newKey(t), regul: newKey(t), gw: newKey(t)}
 	ader, _ := device.MarshalPublicKeyDER(f.committee.Public())
 	rder, _ := device.MarshalPublicKeyDER(f.regul.Public())
-	gg, err := GenesisGatewayFromKey(f.gw.Public(), "site-a", "A")
+	gg, err := genesisGateway(f.gw.Public(), "site-a", "A")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func newAppFixture(t testing.TB) *appFixture {
 
 func (f *appFixture) open() {
 	f.t.Helper()
-	db, err := dbm.NewGoLevelDB(AppDBName, f.dir)
+	db, err := dbm.NewGoLevelDB("edgeanchor", f.dir)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -264,7 +264,7 @@ func TestInitChainRefusesBadGenesis(t *testing.T) {
 
 // TestDocsListEveryCode keeps docs/ledger.md's table in step with codes.go.
 func TestDocsListEveryCode(t *testing.T) {
-	doc, err := os.ReadFile("../docs/ledger.md")
+	doc, err := os.ReadFile("../../docs/ledger.md")
 	if err != nil {
 		t.Fatal(err)
 	}

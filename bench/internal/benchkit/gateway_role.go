@@ -1,4 +1,4 @@
-package ingest
+package benchkit
 
 import (
 	"context"
@@ -13,7 +13,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
@@ -22,8 +25,11 @@ import (
 
 // Environment of the gateway role.
 const (
-	devicesEnv = "EDGEANCHOR_BENCH_DEVICES" // JSON file: [{"did","pub"(b64 SPKI DER),"kind"}]
-	dataEnv    = "EDGEANCHOR_BENCH_DATA"    // data directory
+	DevicesEnv = "EDGEANCHOR_BENCH_DEVICES" // JSON file: [{"did","pub"(b64 SPKI DER),"kind"}]
+	DataEnv    = "EDGEANCHOR_BENCH_DATA"    // data directory
+	// ConfigEnv: YAML in the gateway's config format laid over the role's
+	// configuration (e.g. "limits: {max_connections: 25000}").
+	ConfigEnv = "EDGEANCHOR_BENCH_GATEWAY_CONFIG"
 	// ProfileEnv, when set in the environment of `make bench`, makes the
 	// gateway role write a CPU profile of its whole life there (one file per
 	// gateway run, suffixed with its pid): go tool pprof -top <file>.
@@ -101,7 +107,11 @@ func heapProfiles(ctx context.Context, path string) {
 	}
 }
 
-type benchDevice struct {
+// Site is the site of the benchmark's gateway and devices.
+const Site = "site-a"
+
+// Device is one device of the gateway role's static registry.
+type Device struct {
 	DID  device.DID `json:"did"`
 	Pub  []byte     `json:"pub"`
 	Kind string     `json:"kind"`
@@ -113,11 +123,11 @@ type benchDevice struct {
 // identity cache: registering 1,000 devices through the ledger is not what
 // this benchmark measures. Badger is tuned by the gateway's defaults.
 func runGateway(ctx context.Context, ready func(...string)) error {
-	raw, err := os.ReadFile(os.Getenv(devicesEnv))
+	raw, err := os.ReadFile(os.Getenv(DevicesEnv))
 	if err != nil {
 		return err
 	}
-	var devs []benchDevice
+	var devs []Device
 	if err := json.Unmarshal(raw, &devs); err != nil {
 		return err
 	}
@@ -127,16 +137,16 @@ func runGateway(ctx context.Context, ready func(...string)) error {
 		if err != nil {
 			return err
 		}
-		reg.Put(broker.DeviceInfo{DID: d.DID, Pub: pub, Kind: d.Kind, Site: benchSite})
+		reg.Put(broker.DeviceInfo{DID: d.DID, Pub: pub, Kind: d.Kind, Site: Site})
 	}
 	priv, err := device.GenerateKey()
 	if err != nil {
 		return err
 	}
 	cfg := gateway.DefaultConfig()
-	cfg.DataDir = os.Getenv(dataEnv)
+	cfg.DataDir = os.Getenv(DataEnv)
 	cfg.KeyPath = "unused"
-	cfg.Site = benchSite
+	cfg.Site = Site
 	cfg.MQTT.TCP, cfg.MQTT.WS, cfg.MQTT.TLS = "127.0.0.1:0", "", ""
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Limits.DeviceRate = 0 // measure the pipeline, not the flood limit
@@ -144,6 +154,11 @@ func runGateway(ctx context.Context, ready func(...string)) error {
 	cfg.Limits.ConnectSourceRate, cfg.Limits.ConnectRate = 0, 0
 	cfg.Limits.MaxConnections = 5000
 	cfg.Limits.MaxInFlight = 32 << 10
+	if y := os.Getenv(ConfigEnv); y != "" {
+		if err := yaml.Unmarshal([]byte(y), &cfg); err != nil {
+			return fmt.Errorf("%s: %w", ConfigEnv, err)
+		}
+	}
 	g, err := gateway.New(cfg, gateway.Deps{
 		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Signer:   device.NewKeySigner(priv),
@@ -173,4 +188,28 @@ func runGateway(ctx context.Context, ready func(...string)) error {
 	go func() { errc <- g.Run(ctx) }()
 	ready(g.Broker().Addr("tcp"), g.HTTPAddr())
 	return <-errc
+}
+
+// WriteDevices writes the devices of signers (all of record kind "env") as
+// the gateway role's registry file in a temporary directory of tb, and
+// returns the file's name.
+func WriteDevices(tb testing.TB, signers []*device.KeySigner) string {
+	tb.Helper()
+	devs := make([]Device, len(signers))
+	for i, s := range signers {
+		der, err := device.MarshalPublicKeyDER(s.Public())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		devs[i] = Device{DID: s.DID(), Pub: der, Kind: "env"}
+	}
+	raw, err := json.Marshal(devs)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p := filepath.Join(tb.TempDir(), "devices.json")
+	if err := os.WriteFile(p, raw, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return p
 }

@@ -157,3 +157,16 @@ func (c *Child) Stats(tb testing.TB) ProcStats {
 	}
 	return ps
 }
+
+// Kill ends the child with SIGKILL (no shutdown of any kind: the power-cut
+// case) and waits for it.
+func (c *Child) Kill() {
+	if c.cmd.ProcessState != nil {
+		return
+	}
+	_ = c.cmd.Process.Kill()
+	_ = c.cmd.Wait()
+}
+
+// Pid is the child's process id.
+func (c *Child) Pid() int { return c.cmd.Process.Pid }

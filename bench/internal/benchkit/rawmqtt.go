@@ -155,18 +155,33 @@ func PublishFrame(topic string, id uint16, payload []byte) []byte {
 // PacketID is the id of a device's k-th publish (0-based): 1..65535, cycling.
 func PacketID(k int) uint16 { return uint16(k%65535) + 1 }
 
-// WaitIdle waits until deadline for the server to send something or close
-// the connection, consuming nothing: it returns nil at the deadline or when
-// a packet arrived (ReadPuback reads it), and the read error when the
-// connection was lost. An idle device notices a gateway that went away at
-// once instead of at its next publish.
+// WaitIdle waits until deadline for the server to close the connection:
+// it returns nil at the deadline, and an error when the connection was lost
+// or the server sent DISCONNECT. Other packets that arrive meanwhile (none
+// is expected by an idle publisher) are read and dropped. An idle device
+// notices a gateway that went away at once instead of at its next publish.
 func (rc *RawConn) WaitIdle(deadline time.Time) error {
-	if err := rc.C.SetReadDeadline(deadline); err != nil {
-		return err
+	for {
+		if err := rc.C.SetReadDeadline(deadline); err != nil {
+			return err
+		}
+		_, err := rc.r.Peek(1)
+		if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		// A packet: read it whole (it may straddle the deadline).
+		if err := rc.C.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+			return err
+		}
+		typ, _, err := rc.read()
+		if err != nil {
+			return err
+		}
+		if typ == 14 {
+			return errors.New("server sent DISCONNECT")
+		}
 	}
-	_, err := rc.r.Peek(1)
-	if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
-		return nil
-	}
-	return err
 }

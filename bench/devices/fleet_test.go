@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -417,15 +416,6 @@ var httpClient = newHTTPClient()
 func newHTTPClient() *http.Client { return &http.Client{Timeout: 30 * time.Second} }
 
 func mb(bytes float64) float64 { return bytes / (1 << 20) }
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
-}
 
 func logf(tb testing.TB, format string, args ...any) {
 	tb.Helper()

@@ -25,5 +25,6 @@
 //	go test -run '^$' -bench . -benchtime 1x -timeout 30m ./bench/devices
 //	EDGEANCHOR_BENCH_QUICK=1               (1,000 devices at most; results in $TMPDIR/edgeanchor-bench-quick)
 //	EDGEANCHOR_BENCH_QUIET_POINTS=1000,10000  (the quiet run's device counts)
+//	EDGEANCHOR_BENCH_MEMORY_LIMIT_MB=400       (the gateway's memory_limit_mb; 0 for none)
 //	EDGEANCHOR_BENCH_HEAPPROFILE, _CPUPROFILE, _SMAPS: as in bench/ingest (the gateway role's)
 package devices

@@ -52,15 +52,16 @@ type stormSecond struct {
 }
 
 type stormResults struct {
-	When     string `json:"when"`
-	CPUs     int    `json:"cpus"`
-	Go       string `json:"go"`
-	Registry string `json:"registry"`
-	Devices  int    `json:"devices"`
-	Interval string `json:"reading_interval"`
-	Outage   string `json:"outage"`
-	Backoff  string `json:"device_reconnect_policy"`
-	Limits   string `json:"gateway_connect_limits"`
+	When          string `json:"when"`
+	CPUs          int    `json:"cpus"`
+	Go            string `json:"go"`
+	Registry      string `json:"registry"`
+	Devices       int    `json:"devices"`
+	Interval      string `json:"reading_interval"`
+	Outage        string `json:"outage"`
+	Backoff       string `json:"device_reconnect_policy"`
+	Limits        string `json:"gateway_connect_limits"`
+	MemoryLimitMB int    `json:"gateway_memory_limit_mb"`
 	// Spooled: readings taken while the gateway was down (each device's
 	// unacknowledged spool at the restart), in all.
 	Spooled int `json:"spooled_readings"`
@@ -127,7 +128,8 @@ func benchStorm(b *testing.B) {
 		Backoff: fmt.Sprintf("sim.Backoff: wait before every attempt, the first after a lost connection included, uniform in [0, c]; c from %s doubling to %s", backoffMin, backoffMax),
 		Limits: fmt.Sprintf("gateway defaults: connect_rate %g/s burst %d, connect_source_rate %g/s burst %d (every device from its own address)",
 			def.ConnectRate, def.ConnectBurst, def.ConnectSourceRate, def.ConnectSourceBurst),
-		LoadAvg: []string{benchkit.Loadavg()},
+		LoadAvg:       []string{benchkit.Loadavg()},
+		MemoryLimitMB: memoryLimitMB(b),
 	}
 
 	// The restarted gateway must listen where the devices reconnect.
@@ -136,7 +138,7 @@ func benchStorm(b *testing.B) {
 		benchkit.DevicesEnv + "=" + benchkit.WriteDevices(b, signers),
 		benchkit.DataEnv + "=" + b.TempDir(),
 		benchkit.ConfigEnv + "=" + fmt.Sprintf("mqtt: {tcp: %q}\nmemory_limit_mb: %d\nlimits: {max_connections: %d, connect_rate: %g, connect_burst: %d, connect_source_rate: %g, connect_source_burst: %d}\n",
-			mqttAddr, memoryLimitMB, n+1024, def.ConnectRate, def.ConnectBurst, def.ConnectSourceRate, def.ConnectSourceBurst),
+			mqttAddr, memoryLimitMB(b), n+1024, def.ConnectRate, def.ConnectBurst, def.ConnectSourceRate, def.ConnectSourceBurst),
 	}
 	g := benchkit.StartChild(b, "gateway", env...)
 	if g.Addrs[0] != mqttAddr {

@@ -26,10 +26,10 @@ type session struct {
 	receipt  string
 	account  *Account // applications
 	refusals atomic.Int32
-	counted  atomic.Bool     // counted in devices_connected
-	state    atomic.Int32    // sessionAdmitted → sessionLive (OnDisconnect will follow) or sessionAbandoned
-	acks     chan pendingAck // QoS 1 publishes awaiting their write, in order (devices)
-	ids      packetIDs       // the client's packet identifiers moved out of the server's way
+	counted  atomic.Bool  // counted in devices_connected
+	state    atomic.Int32 // sessionAdmitted → sessionLive (OnDisconnect will follow) or sessionAbandoned
+	acks     *ackQueue    // QoS 1 publishes awaiting their write, in order (devices)
+	ids      packetIDs    // the client's packet identifiers moved out of the server's way
 }
 
 func (b *Broker) session(cl *mqtt.Client) *session {
@@ -173,10 +173,8 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	}
 	if s.device && s.acks == nil {
 		// Called on the client's own goroutine before it reads any packet;
-		// OnDisconnect, on the same goroutine after the last one, closes it.
-		s.acks = make(chan pendingAck, ackWindow)
-		b.wg.Add(1)
-		go b.acknowledge(cl, s, s.acks)
+		// its acknowledger runs while publishes wait (ackqueue.go).
+		s.acks = newAckQueue()
 	}
 	if s.device {
 		b.log.Debug("device connected", "did", s.dev.DID, "remote", cl.Net.Remote, "listener", cl.Net.Listener,
@@ -198,9 +196,6 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	}
 	if errors.Is(err, packets.ErrPacketTooLarge) {
 		b.tooLarge(cl, s)
-	}
-	if s.acks != nil {
-		close(s.acks)
 	}
 }
 
@@ -372,7 +367,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 	wait, ref := b.begin(s, pk)
 	if pk.FixedHeader.Qos == 1 && s.acks != nil {
-		s.acks <- pendingAck{packetID: pk.PacketID, start: start, wait: wait, ref: ref}
+		b.pushAck(cl, s, pendingAck{packetID: pk.PacketID, start: start, wait: wait, ref: ref})
 		return pk, packets.ErrRejectPacket
 	}
 	var acc Accepted
@@ -386,26 +381,6 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	b.accepted(s, acc, start)
 	pk.Ignore = true // acknowledged by mochi, delivered to nobody
 	return pk, nil
-}
-
-// acknowledge answers a device's QoS 1 publishes in arrival order; it ends
-// when the session's queue is closed at disconnect (after the last publish
-// was read), having answered everything queued.
-func (b *Broker) acknowledge(cl *mqtt.Client, s *session, acks <-chan pendingAck) {
-	defer b.wg.Done()
-	for a := range acks {
-		var acc Accepted
-		ref := a.ref
-		if ref == nil {
-			acc, ref = b.finish(a.wait)
-		}
-		if ref != nil {
-			b.refuse(cl, s, 1, a.packetID, ref)
-			continue
-		}
-		_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: a.packetID})
-		b.accepted(s, acc, a.start)
-	}
 }
 
 func (b *Broker) accepted(s *session, acc Accepted, start time.Time) {

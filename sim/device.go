@@ -194,10 +194,10 @@ func (d *simDevice) connect() (mqtt.Client, <-chan struct{}, bool, error) {
 }
 
 // sendLoop keeps a connection up (reconnecting with exponential backoff and
-// jitter) and sends the spool in order over it.
+// full jitter, Backoff) and sends the spool in order over it.
 func (d *simDevice) sendLoop(ctx context.Context) {
 	cfg := &d.f.cfg
-	backoff := cfg.BackoffMin
+	backoff := Backoff{Min: cfg.BackoffMin, Max: cfg.BackoffMax}
 	failures := 0
 	for ctx.Err() == nil {
 		c, lost, enrolling, err := d.connect()
@@ -209,15 +209,12 @@ func (d *simDevice) sendLoop(ctx context.Context) {
 			if failures == 1 || failures%20 == 0 {
 				d.log.Warn("connect failed", "error", err, "enrolling", enrolling, "failures", failures)
 			}
-			// Full jitter between half and all of the current backoff.
-			wait := backoff/2 + time.Duration(rand.Int64N(int64(backoff/2)+1))
-			if sleep(ctx, wait) != nil {
+			if sleep(ctx, backoff.Next()) != nil {
 				return
 			}
-			backoff = min(2*backoff, cfg.BackoffMax)
 			continue
 		}
-		backoff = cfg.BackoffMin
+		backoff.Reset()
 		failures = 0
 		d.f.connects.Add(1)
 		if enrolling {
@@ -244,6 +241,11 @@ func (d *simDevice) sendLoop(ctx context.Context) {
 			if sleep(ctx, pause/2+time.Duration(rand.Int64N(int64(pause/2)+1))) != nil {
 				return
 			}
+		} else if sleep(ctx, backoff.Next()) != nil {
+			// A lost connection is usually every device's at once (the
+			// gateway restarted): the first attempt waits a jittered delay
+			// too, so that they do not all CONNECT in the same instant.
+			return
 		}
 	}
 }

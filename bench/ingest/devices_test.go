@@ -11,8 +11,6 @@ import (
 	"github.com/edgeanchor/edgeanchor/device/credential"
 )
 
-const benchSite = "site-a"
-
 // fleet is a set of device keys with pre-signed envelopes.
 type fleet struct {
 	signers []*device.KeySigner

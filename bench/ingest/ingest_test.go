@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/bench/internal/benchkit"
 )
 
 // Targets of issue 5, on this machine with the load generator included.
@@ -142,50 +142,31 @@ type results struct {
 	// MemoryCgroup is the 1,000-device run repeated with the gateway in a
 	// memory cgroup limited to rssLimitMB (nil with NotMeasured set when
 	// no cgroup can be made here).
-	MemoryCgroup *cgroupStats `json:"memory_cgroup,omitempty"`
-	NotMeasured  string       `json:"memory_cgroup_not_measured,omitempty"`
+	MemoryCgroup *benchkit.CgroupStats `json:"memory_cgroup,omitempty"`
+	NotMeasured  string                `json:"memory_cgroup_not_measured,omitempty"`
 	// LoadAvg is /proc/loadavg before and after: the machine is shared, and
 	// a load well above its CPU count means the figures are CPU-starved.
 	LoadAvg []string `json:"loadavg_before_after"`
 }
 
-// idleSeconds is the machine's idle CPU time so far, all CPUs together
-// (/proc/stat: idle + iowait, in USER_HZ).
-func idleSeconds() float64 {
-	b, _ := os.ReadFile("/proc/stat")
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 6 || f[0] != "cpu" {
-		return 0
-	}
-	idle, _ := strconv.ParseFloat(f[4], 64)
-	iowait, _ := strconv.ParseFloat(f[5], 64)
-	return (idle + iowait) / 100
-}
-
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	return strings.TrimSpace(string(b))
-}
-
 // measure runs spec against a server child and adds the server's CPU and
 // memory to the result.
-func measure(b *testing.B, name, server string, c *child, spec loadSpec) run {
+func measure(b *testing.B, name, server string, c *benchkit.Child, spec loadSpec) run {
 	b.Helper()
 	var mBefore map[string]float64
-	if len(c.addrs) > 1 {
-		mBefore = scrape(c.addrs[1])
+	if len(c.Addrs) > 1 {
+		mBefore = scrape(c.Addrs[1])
 	}
-	before := c.stats(b)
-	genBefore, _ := readProc(os.Getpid())
-	idleBefore := idleSeconds()
+	before := c.Stats(b)
+	genBefore, _ := benchkit.ReadProc(os.Getpid())
+	idleBefore := benchkit.IdleSeconds()
 	res, err := runLoad(context.Background(), spec)
 	if err != nil {
 		b.Fatalf("%s: %v", name, err)
 	}
-	after := c.stats(b)
-	genAfter, _ := readProc(os.Getpid())
-	idle := idleSeconds() - idleBefore
+	after := c.Stats(b)
+	genAfter, _ := benchkit.ReadProc(os.Getpid())
+	idle := benchkit.IdleSeconds() - idleBefore
 	r := run{Name: name, Server: server, Load: res,
 		ServerCPUSeconds: after.CPUSeconds - before.CPUSeconds,
 		ServerRSSMB:      after.RSSMB, ServerPeakRSSMB: after.PeakRSSMB,
@@ -195,8 +176,8 @@ func measure(b *testing.B, name, server string, c *child, spec loadSpec) run {
 		r.LoadGenCores = (genAfter.CPUSeconds - genBefore.CPUSeconds) / res.Seconds
 		r.IdleCores = idle / res.Seconds
 	}
-	if len(c.addrs) > 1 {
-		mAfter := scrape(c.addrs[1])
+	if len(c.Addrs) > 1 {
+		mAfter := scrape(c.Addrs[1])
 		r.GatewayIngestMeanMs = mean(mAfter, mBefore, "edgeanchor_ingest_latency_seconds", 1000)
 		r.GatewayStoreWriteMs = mean(mAfter, mBefore, "edgeanchor_store_write_seconds", 1000)
 		r.GatewayRecordsPerSync = mean(mAfter, mBefore, "edgeanchor_store_group_records", 1)
@@ -208,27 +189,6 @@ func measure(b *testing.B, name, server string, c *child, spec loadSpec) run {
 		name, res.Acked, res.Seconds, res.MsgsPerS, res.P50ms, res.P99ms, r.ServerCPUSeconds, r.ServerCPUCores, r.LoadGenCores, r.IdleCores,
 		r.ServerRSSMB, r.ServerPeakRSSMB, r.ServerRSSAnonMB, r.ServerRSSFileMB)
 	return r
-}
-
-func writeDevices(b *testing.B, f *fleet) string {
-	b.Helper()
-	devs := make([]benchDevice, len(f.signers))
-	for i, s := range f.signers {
-		der, err := device.MarshalPublicKeyDER(s.Public())
-		if err != nil {
-			b.Fatal(err)
-		}
-		devs[i] = benchDevice{DID: s.DID(), Pub: der, Kind: "env"}
-	}
-	raw, err := json.Marshal(devs)
-	if err != nil {
-		b.Fatal(err)
-	}
-	p := filepath.Join(b.TempDir(), "devices.json")
-	if err := os.WriteFile(p, raw, 0o600); err != nil {
-		b.Fatal(err)
-	}
-	return p
 }
 
 // BenchmarkIngest is the issue's load benchmark; run it with -benchtime 1x
@@ -259,7 +219,7 @@ func benchIngest(b *testing.B) {
 		Window:   window,
 		Registry: "static (devices put in the broker's StaticRegistry; enrollment through the ledger is not part of this benchmark)",
 		Ratio:    map[string]float64{},
-		LoadAvg:  []string{loadavg()},
+		LoadAvg:  []string{benchkit.Loadavg()},
 	}
 	var runs = map[string]run{}
 	add := func(r run) { res.Runs = append(res.Runs, r); runs[r.Name] = r }
@@ -273,14 +233,14 @@ func benchIngest(b *testing.B) {
 		{"200", f200, msgs200, false},
 		{"1000", f1000, msgs1000, true},
 	} {
-		m := startChild(b, "mochi")
+		m := benchkit.StartChild(b, "mochi")
 		add(measure(b, "mochi-"+sc.name+"-devices", "mochi", m, loadSpec{
-			addr: m.addrs[0], devices: sc.f.mochiDevices(sc.msgs), window: window, limit: runLimit}))
-		m.stop()
+			addr: m.Addrs[0], devices: sc.f.mochiDevices(sc.msgs), window: window, limit: runLimit}))
+		m.Stop()
 
-		g := startChild(b, "gateway", devicesEnv+"="+writeDevices(b, sc.f), dataEnv+"="+b.TempDir())
+		g := benchkit.StartChild(b, "gateway", benchkit.DevicesEnv+"="+benchkit.WriteDevices(b, sc.f.signers), benchkit.DataEnv+"="+b.TempDir())
 		add(measure(b, "edgeanchor-"+sc.name+"-devices", "edgeanchor", g, loadSpec{
-			addr: g.addrs[0], devices: sc.f.gatewayDevices(sc.msgs), window: window, limit: runLimit}))
+			addr: g.Addrs[0], devices: sc.f.gatewayDevices(sc.msgs), window: window, limit: runLimit}))
 		if sc.fixed {
 			// Seqs continue from the closed-loop run: 5k/s first, then 10k/s.
 			from := sc.msgs
@@ -297,25 +257,25 @@ func benchIngest(b *testing.B) {
 					d.envs = d.envs[from:]
 				}
 				add(measure(b, fr.name, "edgeanchor", g, loadSpec{
-					addr: g.addrs[0], devices: devs, window: window, rate: fr.rate, limit: runLimit}))
+					addr: g.Addrs[0], devices: devs, window: window, rate: fr.rate, limit: runLimit}))
 				from += fr.msgs
 			}
 		}
-		g.stop()
+		g.Stop()
 	}
 
 	// The closed-loop 1,000-device run once more, on a fresh store, with the
 	// gateway limited to rssLimitMB by a memory cgroup: does it fit the box?
-	if cg, err := newMemCgroup(fmt.Sprintf("edgeanchor-bench-%d", os.Getpid()), rssLimitMB<<20); err != nil {
+	if cg, err := benchkit.NewMemCgroup(fmt.Sprintf("edgeanchor-bench-%d", os.Getpid()), rssLimitMB<<20); err != nil {
 		res.NotMeasured = err.Error()
 		b.Logf("memory-limited run not measured: %v", err)
 	} else {
-		g := startChildIn(b, cg, "gateway", devicesEnv+"="+writeDevices(b, f1000), dataEnv+"="+b.TempDir())
+		g := benchkit.StartChildIn(b, cg, "gateway", benchkit.DevicesEnv+"="+benchkit.WriteDevices(b, f1000.signers), benchkit.DataEnv+"="+b.TempDir())
 		add(measure(b, "edgeanchor-1000-devices-in-200MB", "edgeanchor", g, loadSpec{
-			addr: g.addrs[0], devices: f1000.gatewayDevices(msgs1000), window: window, limit: runLimit}))
-		g.stop()
-		st := cg.stats()
-		cg.remove()
+			addr: g.Addrs[0], devices: f1000.gatewayDevices(msgs1000), window: window, limit: runLimit}))
+		g.Stop()
+		st := cg.Stats()
+		cg.Remove()
 		res.MemoryCgroup = &st
 		b.Logf("memory cgroup: limit %.0f MB, peak charge %.0f MB (anon + page cache), limit events %d, OOM kills %d",
 			st.LimitMB, st.PeakMB, st.LimitHits, st.OOMKills)
@@ -345,7 +305,7 @@ func benchIngest(b *testing.B) {
 		res.Targets["in_200mb_cgroup_peak_rss_mb"] = lim.ServerPeakRSSMB
 		res.Targets["in_200mb_cgroup_ok"] = res.MemoryCgroup.OOMKills == 0 && lim.Load.Acked == lim.Load.Published
 	}
-	res.LoadAvg = append(res.LoadAvg, loadavg())
+	res.LoadAvg = append(res.LoadAvg, benchkit.Loadavg())
 	b.Logf("load average before %s, after %s (on %d CPUs)", res.LoadAvg[0], res.LoadAvg[1], res.CPUs)
 	b.ReportMetric(worst, "acked_msgs/s")
 	b.ReportMetric(fixed.Load.P99ms, "p99_ms@10k")

@@ -3,13 +3,12 @@ package ingest
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgeanchor/edgeanchor/bench/internal/benchkit"
 )
 
 // loadDevice is one simulated device: how it connects and what it publishes.
@@ -48,8 +47,8 @@ type loadResult struct {
 }
 
 // connectAll connects every device (64 at a time).
-func connectAll(ctx context.Context, spec loadSpec) ([]*rawConn, error) {
-	conns := make([]*rawConn, len(spec.devices))
+func connectAll(ctx context.Context, spec loadSpec) ([]*benchkit.RawConn, error) {
+	conns := make([]*benchkit.RawConn, len(spec.devices))
 	sem := make(chan struct{}, 64)
 	var (
 		wg    sync.WaitGroup
@@ -67,7 +66,7 @@ func connectAll(ctx context.Context, spec loadSpec) ([]*rawConn, error) {
 			}
 			pw, err := d.pass()
 			if err == nil {
-				conns[i], err = rawConnect(spec.addr, d.id, d.user, pw, 60*time.Second)
+				conns[i], err = benchkit.RawConnect(spec.addr, d.id, d.user, pw, 60*time.Second)
 			}
 			if err != nil {
 				mu.Lock()
@@ -89,10 +88,10 @@ func connectAll(ctx context.Context, spec loadSpec) ([]*rawConn, error) {
 	return conns, nil
 }
 
-func closeAll(conns []*rawConn) {
+func closeAll(conns []*benchkit.RawConn) {
 	for _, c := range conns {
 		if c != nil {
-			c.close()
+			c.Close()
 		}
 	}
 }
@@ -108,7 +107,7 @@ func runLoad(ctx context.Context, spec loadSpec) (loadResult, error) {
 	for i, d := range spec.devices {
 		frames[i] = make([][]byte, len(d.envs))
 		for k, env := range d.envs {
-			frames[i][k] = publishFrame(d.topic, packetID(k), env)
+			frames[i][k] = benchkit.PublishFrame(d.topic, benchkit.PacketID(k), env)
 		}
 	}
 	t := time.Now()
@@ -138,7 +137,7 @@ func runLoad(ctx context.Context, spec loadSpec) (loadResult, error) {
 			lat := make([]time.Duration, 0, len(fr))
 			defer func() { lats[i] = lat }()
 			for got := 0; got < len(fr); got++ {
-				id, err := c.readPuback()
+				id, err := c.ReadPuback()
 				if err != nil {
 					return
 				}
@@ -169,8 +168,8 @@ func runLoad(ctx context.Context, spec loadSpec) (loadResult, error) {
 				if spec.rate == 0 {
 					t0 = time.Now()
 				}
-				sent[packetID(k)%64].Store(t0.UnixNano())
-				if _, err := c.c.Write(f); err != nil {
+				sent[benchkit.PacketID(k)%64].Store(t0.UnixNano())
+				if _, err := c.C.Write(f); err != nil {
 					return
 				}
 				published.Add(1)
@@ -207,56 +206,4 @@ func pct(sorted []time.Duration, p float64) float64 {
 	}
 	i := int(float64(len(sorted)-1) * p)
 	return float64(sorted[i].Microseconds()) / 1000
-}
-
-// procStats reads a process's CPU seconds (user+system) and its current and
-// peak RSS from /proc.
-type procStats struct {
-	CPUSeconds float64 `json:"cpu_seconds"`
-	RSSMB      float64 `json:"rss_mb"`
-	PeakRSSMB  float64 `json:"peak_rss_mb"`
-	// RSS split: anonymous memory (heap, stacks) and file-backed pages
-	// (Badger's memory-mapped value log and tables).
-	RSSAnonMB float64 `json:"rss_anon_mb"`
-	RSSFileMB float64 `json:"rss_file_mb"`
-}
-
-func readProc(pid int) (procStats, error) {
-	var ps procStats
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return ps, err
-	}
-	// Fields after the ")" that ends the command name: utime is field 14,
-	// stime 15 (1-based), i.e. index 11 and 12 after the state field.
-	s := string(stat)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return ps, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	ps.CPUSeconds = (ut + st) / 100 // USER_HZ is 100 on Linux
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return ps, err
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-		switch k {
-		case "VmRSS":
-			ps.RSSMB = kb / 1024
-		case "VmHWM":
-			ps.PeakRSSMB = kb / 1024
-		case "RssAnon":
-			ps.RSSAnonMB = kb / 1024
-		case "RssFile":
-			ps.RSSFileMB = kb / 1024
-		}
-	}
-	return ps, nil
 }

@@ -1,4 +1,4 @@
-package ingest
+package benchkit
 
 import (
 	"errors"
@@ -10,28 +10,28 @@ import (
 	"strings"
 )
 
-// memCgroup is a memory cgroup made for one server child, with a hard
+// MemCgroup is a memory cgroup made for one server child, with a hard
 // limit: the box the issue's "RSS ≤ 200 MB" describes. Under it the kernel
 // reclaims the gateway's clean file pages (Badger's memory-mapped value
 // log and tables, written and msynced) and only anonymous memory (heap,
 // stacks) is really bounded; over the limit the child is OOM-killed.
-type memCgroup struct {
+type MemCgroup struct {
 	dir string
 	v2  bool
 }
 
-// errNoCgroup means no writable memory cgroup is available here (not root,
+// ErrNoCgroup means no writable memory cgroup is available here (not root,
 // no memory controller): the constrained run is reported as not measured.
-var errNoCgroup = errors.New("no writable memory cgroup")
+var ErrNoCgroup = errors.New("no writable memory cgroup")
 
-// newMemCgroup creates a child of this process's memory cgroup (cgroup v2
+// NewMemCgroup creates a child of this process's memory cgroup (cgroup v2
 // or v1) limited to limitBytes, swap included.
-func newMemCgroup(name string, limitBytes int64) (*memCgroup, error) {
+func NewMemCgroup(name string, limitBytes int64) (*MemCgroup, error) {
 	raw, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errNoCgroup, err)
+		return nil, fmt.Errorf("%w: %v", ErrNoCgroup, err)
 	}
-	var cg memCgroup
+	var cg MemCgroup
 	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
 		f := strings.SplitN(line, ":", 3)
 		if len(f) != 3 {
@@ -39,7 +39,7 @@ func newMemCgroup(name string, limitBytes int64) (*memCgroup, error) {
 		}
 		switch {
 		case slices.Contains(strings.Split(f[1], ","), "memory"):
-			cg = memCgroup{dir: filepath.Join("/sys/fs/cgroup/memory", f[2], name)}
+			cg = MemCgroup{dir: filepath.Join("/sys/fs/cgroup/memory", f[2], name)}
 		case f[0] == "0" && f[1] == "" && cg.dir == "":
 			base := "/sys/fs/cgroup"
 			if _, err := os.Stat(filepath.Join(base, "cgroup.controllers")); err != nil {
@@ -47,15 +47,15 @@ func newMemCgroup(name string, limitBytes int64) (*memCgroup, error) {
 			}
 			ctl, err := os.ReadFile(filepath.Join(base, f[2], "cgroup.subtree_control"))
 			if err == nil && slices.Contains(strings.Fields(string(ctl)), "memory") {
-				cg = memCgroup{dir: filepath.Join(base, f[2], name), v2: true}
+				cg = MemCgroup{dir: filepath.Join(base, f[2], name), v2: true}
 			}
 		}
 	}
 	if cg.dir == "" {
-		return nil, fmt.Errorf("%w: no memory controller in /proc/self/cgroup", errNoCgroup)
+		return nil, fmt.Errorf("%w: no memory controller in /proc/self/cgroup", ErrNoCgroup)
 	}
 	if err := os.Mkdir(cg.dir, 0o755); err != nil {
-		return nil, fmt.Errorf("%w: %v", errNoCgroup, err)
+		return nil, fmt.Errorf("%w: %v", ErrNoCgroup, err)
 	}
 	limit := strconv.FormatInt(limitBytes, 10)
 	files := []string{"memory.limit_in_bytes", "memory.memsw.limit_in_bytes"}
@@ -63,8 +63,8 @@ func newMemCgroup(name string, limitBytes int64) (*memCgroup, error) {
 		files = []string{"memory.max", "memory.swap.max"}
 	}
 	if err := cg.write(files[0], limit); err != nil {
-		cg.remove()
-		return nil, fmt.Errorf("%w: %v", errNoCgroup, err)
+		cg.Remove()
+		return nil, fmt.Errorf("%w: %v", ErrNoCgroup, err)
 	}
 	swap := limit
 	if cg.v2 {
@@ -74,20 +74,20 @@ func newMemCgroup(name string, limitBytes int64) (*memCgroup, error) {
 	return &cg, nil
 }
 
-func (c *memCgroup) write(file, value string) error {
+func (c *MemCgroup) write(file, value string) error {
 	return os.WriteFile(filepath.Join(c.dir, file), []byte(value), 0o644)
 }
 
-func (c *memCgroup) read(file string) string {
+func (c *MemCgroup) read(file string) string {
 	b, _ := os.ReadFile(filepath.Join(c.dir, file))
 	return strings.TrimSpace(string(b))
 }
 
 // procsFile is the file a process writes its pid to in order to join.
-func (c *memCgroup) procsFile() string { return filepath.Join(c.dir, "cgroup.procs") }
+func (c *MemCgroup) procsFile() string { return filepath.Join(c.dir, "cgroup.procs") }
 
-// cgroupStats is what the cgroup saw of its process.
-type cgroupStats struct {
+// CgroupStats is what the cgroup saw of its process.
+type CgroupStats struct {
 	LimitMB float64 `json:"limit_mb"`
 	// PeakMB is the cgroup's peak charge: anonymous memory plus page
 	// cache (Badger's files), the figure the limit holds down.
@@ -99,8 +99,8 @@ type cgroupStats struct {
 	OOMKills  int64 `json:"oom_kills"`
 }
 
-func (c *memCgroup) stats() cgroupStats {
-	var s cgroupStats
+func (c *MemCgroup) Stats() CgroupStats {
+	var s CgroupStats
 	mb := func(v string) float64 { n, _ := strconv.ParseFloat(v, 64); return n / (1 << 20) }
 	events := func(file string) map[string]int64 {
 		out := map[string]int64{}
@@ -123,5 +123,5 @@ func (c *memCgroup) stats() cgroupStats {
 	return s
 }
 
-// remove deletes the cgroup once its processes are gone.
-func (c *memCgroup) remove() { _ = os.Remove(c.dir) }
+// Remove deletes the cgroup once its processes are gone.
+func (c *MemCgroup) Remove() { _ = os.Remove(c.dir) }

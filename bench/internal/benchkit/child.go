@@ -1,4 +1,4 @@
-package ingest
+package benchkit
 
 import (
 	"bufio"
@@ -23,7 +23,10 @@ import (
 // roleEnv selects a server role when this test binary is re-run as a child.
 const roleEnv = "EDGEANCHOR_BENCH_ROLE"
 
-func TestMain(m *testing.M) {
+// Main is a benchmark package's TestMain: it runs the tests, or, in a child
+// started by StartChild, the server role the child was started in
+// ("mochi" or "gateway").
+func Main(m *testing.M) {
 	switch os.Getenv(roleEnv) {
 	case "":
 		os.Exit(m.Run())
@@ -70,23 +73,24 @@ func runMochi(ctx context.Context, ready func(...string)) error {
 	return srv.Close()
 }
 
-// child is a server role running as a child process.
-type child struct {
+// Child is a server role running as a child process. Addrs are the
+// addresses of its READY line: MQTT first, then (gateway) HTTP.
+type Child struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
-	addrs []string
+	Addrs []string
 }
 
-// startChild re-runs this test binary in role with extra environment, and
+// StartChild re-runs this test binary in role with extra environment, and
 // waits for its READY line.
-func startChild(tb testing.TB, role string, env ...string) *child {
+func StartChild(tb testing.TB, role string, env ...string) *Child {
 	tb.Helper()
-	return startChildIn(tb, nil, role, env...)
+	return StartChildIn(tb, nil, role, env...)
 }
 
-// startChildIn is startChild with the child inside cg (if not nil) from
+// StartChildIn is StartChild with the child inside cg (if not nil) from
 // its first instruction: a shell joins the cgroup, then execs the binary.
-func startChildIn(tb testing.TB, cg *memCgroup, role string, env ...string) *child {
+func StartChildIn(tb testing.TB, cg *MemCgroup, role string, env ...string) *Child {
 	tb.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	if cg != nil {
@@ -105,8 +109,8 @@ func startChildIn(tb testing.TB, cg *memCgroup, role string, env ...string) *chi
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
-	c := &child{cmd: cmd, stdin: stdin}
-	tb.Cleanup(c.stop)
+	c := &Child{cmd: cmd, stdin: stdin}
+	tb.Cleanup(c.Stop)
 	lines := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -122,14 +126,15 @@ func startChildIn(tb testing.TB, cg *memCgroup, role string, env ...string) *chi
 		if !ok {
 			tb.Fatalf("%s role exited before READY", role)
 		}
-		c.addrs = strings.Fields(line)
+		c.Addrs = strings.Fields(line)
 	case <-time.After(60 * time.Second):
 		tb.Fatalf("%s role not ready in 60 s", role)
 	}
 	return c
 }
 
-func (c *child) stop() {
+// Stop ends the child cleanly (stdin closed), killing it after 15 s.
+func (c *Child) Stop() {
 	if c.cmd.ProcessState != nil {
 		return
 	}
@@ -144,10 +149,24 @@ func (c *child) stop() {
 	}
 }
 
-func (c *child) stats(tb testing.TB) procStats {
-	ps, err := readProc(c.cmd.Process.Pid)
+// Stats reads the child's CPU and memory from /proc.
+func (c *Child) Stats(tb testing.TB) ProcStats {
+	ps, err := ReadProc(c.cmd.Process.Pid)
 	if err != nil {
 		tb.Fatalf("read /proc of the server: %v", err)
 	}
 	return ps
 }
+
+// Kill ends the child with SIGKILL (no shutdown of any kind: the power-cut
+// case) and waits for it.
+func (c *Child) Kill() {
+	if c.cmd.ProcessState != nil {
+		return
+	}
+	_ = c.cmd.Process.Kill()
+	_ = c.cmd.Wait()
+}
+
+// Pid is the child's process id.
+func (c *Child) Pid() int { return c.cmd.Process.Pid }

@@ -1,9 +1,11 @@
-package ingest
+package benchkit
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"os"
@@ -13,7 +15,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"gopkg.in/yaml.v3"
 
 	"github.com/edgeanchor/edgeanchor/broker"
 	"github.com/edgeanchor/edgeanchor/device"
@@ -22,8 +29,11 @@ import (
 
 // Environment of the gateway role.
 const (
-	devicesEnv = "EDGEANCHOR_BENCH_DEVICES" // JSON file: [{"did","pub"(b64 SPKI DER),"kind"}]
-	dataEnv    = "EDGEANCHOR_BENCH_DATA"    // data directory
+	DevicesEnv = "EDGEANCHOR_BENCH_DEVICES" // JSON file: [{"did","pub"(b64 SPKI DER),"kind"}]
+	DataEnv    = "EDGEANCHOR_BENCH_DATA"    // data directory
+	// ConfigEnv: YAML in the gateway's config format laid over the role's
+	// configuration (e.g. "limits: {max_connections: 25000}").
+	ConfigEnv = "EDGEANCHOR_BENCH_GATEWAY_CONFIG"
 	// ProfileEnv, when set in the environment of `make bench`, makes the
 	// gateway role write a CPU profile of its whole life there (one file per
 	// gateway run, suffixed with its pid): go tool pprof -top <file>.
@@ -101,7 +111,11 @@ func heapProfiles(ctx context.Context, path string) {
 	}
 }
 
-type benchDevice struct {
+// Site is the site of the benchmark's gateway and devices.
+const Site = "site-a"
+
+// Device is one device of the gateway role's static registry.
+type Device struct {
 	DID  device.DID `json:"did"`
 	Pub  []byte     `json:"pub"`
 	Kind string     `json:"kind"`
@@ -113,11 +127,16 @@ type benchDevice struct {
 // identity cache: registering 1,000 devices through the ledger is not what
 // this benchmark measures. Badger is tuned by the gateway's defaults.
 func runGateway(ctx context.Context, ready func(...string)) error {
-	raw, err := os.ReadFile(os.Getenv(devicesEnv))
+	if os.Getenv(heapEnv) != "" {
+		// Small per-connection objects are what a many-device run is
+		// about: sample every 16 KiB allocated, not every 512 KiB.
+		runtime.MemProfileRate = 16 << 10
+	}
+	raw, err := os.ReadFile(os.Getenv(DevicesEnv))
 	if err != nil {
 		return err
 	}
-	var devs []benchDevice
+	var devs []Device
 	if err := json.Unmarshal(raw, &devs); err != nil {
 		return err
 	}
@@ -127,16 +146,25 @@ func runGateway(ctx context.Context, ready func(...string)) error {
 		if err != nil {
 			return err
 		}
-		reg.Put(broker.DeviceInfo{DID: d.DID, Pub: pub, Kind: d.Kind, Site: benchSite})
+		reg.Put(broker.DeviceInfo{DID: d.DID, Pub: pub, Kind: d.Kind, Site: Site})
 	}
-	priv, err := device.GenerateKey()
+	// The gateway's key lives beside its store, so that a gateway
+	// restarted on the same data directory (the reconnect storm) is the
+	// same gateway.
+	keyPath := filepath.Join(os.Getenv(DataEnv), "bench-gateway-key.pem")
+	priv, err := device.ReadPrivateKeyFile(keyPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		if priv, err = device.GenerateKey(); err == nil {
+			err = device.WritePrivateKeyFile(keyPath, priv)
+		}
+	}
 	if err != nil {
 		return err
 	}
 	cfg := gateway.DefaultConfig()
-	cfg.DataDir = os.Getenv(dataEnv)
+	cfg.DataDir = os.Getenv(DataEnv)
 	cfg.KeyPath = "unused"
-	cfg.Site = benchSite
+	cfg.Site = Site
 	cfg.MQTT.TCP, cfg.MQTT.WS, cfg.MQTT.TLS = "127.0.0.1:0", "", ""
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Limits.DeviceRate = 0 // measure the pipeline, not the flood limit
@@ -144,10 +172,21 @@ func runGateway(ctx context.Context, ready func(...string)) error {
 	cfg.Limits.ConnectSourceRate, cfg.Limits.ConnectRate = 0, 0
 	cfg.Limits.MaxConnections = 5000
 	cfg.Limits.MaxInFlight = 32 << 10
+	if y := os.Getenv(ConfigEnv); y != "" {
+		if err := yaml.Unmarshal([]byte(y), &cfg); err != nil {
+			return fmt.Errorf("%s: %w", ConfigEnv, err)
+		}
+	}
+	// The Go runtime's figures (heap, stacks, goroutines) beside the
+	// gateway's own, as edgeanchor gateway serves them.
+	metrics := prometheus.NewRegistry()
+	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	g, err := gateway.New(cfg, gateway.Deps{
-		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Signer:   device.NewKeySigner(priv),
-		Registry: reg,
+		Logger:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Signer:     device.NewKeySigner(priv),
+		Registry:   reg,
+		Registerer: metrics,
+		Gatherer:   metrics,
 	})
 	if err != nil {
 		return fmt.Errorf("gateway.New: %w", err)
@@ -173,4 +212,28 @@ func runGateway(ctx context.Context, ready func(...string)) error {
 	go func() { errc <- g.Run(ctx) }()
 	ready(g.Broker().Addr("tcp"), g.HTTPAddr())
 	return <-errc
+}
+
+// WriteDevices writes the devices of signers (all of record kind "env") as
+// the gateway role's registry file in a temporary directory of tb, and
+// returns the file's name.
+func WriteDevices(tb testing.TB, signers []*device.KeySigner) string {
+	tb.Helper()
+	devs := make([]Device, len(signers))
+	for i, s := range signers {
+		der, err := device.MarshalPublicKeyDER(s.Public())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		devs[i] = Device{DID: s.DID(), Pub: der, Kind: "env"}
+	}
+	raw, err := json.Marshal(devs)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p := filepath.Join(tb.TempDir(), "devices.json")
+	if err := os.WriteFile(p, raw, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return p
 }

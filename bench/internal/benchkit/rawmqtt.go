@@ -1,4 +1,4 @@
-package ingest
+package benchkit
 
 import (
 	"bufio"
@@ -17,8 +17,9 @@ import (
 // cores with the gateway. The tests use real paho clients; this is only the
 // benchmark's traffic source.
 
-type rawConn struct {
-	c net.Conn
+// RawConn is one raw MQTT 3.1.1 connection of the load generator.
+type RawConn struct {
+	C net.Conn
 	r *bufio.Reader
 }
 
@@ -41,11 +42,22 @@ func appendStr(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-// rawConnect opens a clean MQTT 3.1.1 session (keep-alive 120 s, longer than
+// RawConnect opens a clean MQTT 3.1.1 session (keep-alive 120 s, longer than
 // any run keeps a device silent) and waits for
 // CONNACK.
-func rawConnect(addr, id, user, pass string, timeout time.Duration) (*rawConn, error) {
-	c, err := net.DialTimeout("tcp", addr, timeout)
+func RawConnect(addr, id, user, pass string, timeout time.Duration) (*RawConn, error) {
+	return RawConnectFrom(nil, addr, id, user, pass, timeout)
+}
+
+// RawConnectFrom is RawConnect from the local address local (nil: the
+// kernel's choice). Benchmarks with more connections than one source
+// address has ephemeral ports spread them over 127.0.0.0/8.
+func RawConnectFrom(local *net.TCPAddr, addr, id, user, pass string, timeout time.Duration) (*RawConn, error) {
+	d := net.Dialer{Timeout: timeout}
+	if local != nil {
+		d.LocalAddr = local
+	}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +74,7 @@ func rawConnect(addr, id, user, pass string, timeout time.Duration) (*rawConn, e
 		c.Close()
 		return nil, err
 	}
-	rc := &rawConn{c: c, r: bufio.NewReaderSize(c, 4096)}
+	rc := &RawConn{C: c, r: bufio.NewReaderSize(c, 4096)}
 	typ, body, err := rc.read()
 	if err != nil {
 		c.Close()
@@ -81,7 +93,7 @@ func rawConnect(addr, id, user, pass string, timeout time.Duration) (*rawConn, e
 }
 
 // read returns the next packet's type and body.
-func (rc *rawConn) read() (byte, []byte, error) {
+func (rc *RawConn) read() (byte, []byte, error) {
 	h, err := rc.r.ReadByte()
 	if err != nil {
 		return 0, nil, err
@@ -108,8 +120,8 @@ func (rc *rawConn) read() (byte, []byte, error) {
 	return h >> 4, body, nil
 }
 
-// readPuback returns the packet id of the next PUBACK.
-func (rc *rawConn) readPuback() (uint16, error) {
+// ReadPuback returns the packet id of the next PUBACK.
+func (rc *RawConn) ReadPuback() (uint16, error) {
 	for {
 		typ, body, err := rc.read()
 		if err != nil {
@@ -124,13 +136,14 @@ func (rc *rawConn) readPuback() (uint16, error) {
 	}
 }
 
-func (rc *rawConn) close() {
-	_, _ = rc.c.Write([]byte{0xE0, 0})
-	_ = rc.c.Close()
+// Close sends DISCONNECT and closes the connection.
+func (rc *RawConn) Close() {
+	_, _ = rc.C.Write([]byte{0xE0, 0})
+	_ = rc.C.Close()
 }
 
-// publishFrame encodes a QoS 1 PUBLISH of payload on topic with packet id.
-func publishFrame(topic string, id uint16, payload []byte) []byte {
+// PublishFrame encodes a QoS 1 PUBLISH of payload on topic with packet id.
+func PublishFrame(topic string, id uint16, payload []byte) []byte {
 	n := 2 + len(topic) + 2 + len(payload)
 	b := make([]byte, 0, 5+n)
 	b = appendLen(append(b, 0x32), n)
@@ -139,5 +152,36 @@ func publishFrame(topic string, id uint16, payload []byte) []byte {
 	return append(b, payload...)
 }
 
-// packetID is the id of a device's k-th publish (0-based): 1..65535, cycling.
-func packetID(k int) uint16 { return uint16(k%65535) + 1 }
+// PacketID is the id of a device's k-th publish (0-based): 1..65535, cycling.
+func PacketID(k int) uint16 { return uint16(k%65535) + 1 }
+
+// WaitIdle waits until deadline for the server to close the connection:
+// it returns nil at the deadline, and an error when the connection was lost
+// or the server sent DISCONNECT. Other packets that arrive meanwhile (none
+// is expected by an idle publisher) are read and dropped. An idle device
+// notices a gateway that went away at once instead of at its next publish.
+func (rc *RawConn) WaitIdle(deadline time.Time) error {
+	for {
+		if err := rc.C.SetReadDeadline(deadline); err != nil {
+			return err
+		}
+		_, err := rc.r.Peek(1)
+		if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		// A packet: read it whole (it may straddle the deadline).
+		if err := rc.C.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+			return err
+		}
+		typ, _, err := rc.read()
+		if err != nil {
+			return err
+		}
+		if typ == 14 {
+			return errors.New("server sent DISCONNECT")
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/bench/plot"
 	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/gateway"
+	"github.com/edgeanchor/edgeanchor/gateway/httpapi"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
 )
 
@@ -477,14 +478,14 @@ func readStore(tb testing.TB, httpAddr string, dids []device.DID) (counts map[de
 	return counts, holes, total
 }
 
-func deviceRecords(httpAddr string, did device.DID) (*gateway.DeviceRecordsPage, error) {
+func deviceRecords(httpAddr string, did device.DID) (*httpapi.DeviceRecordsPage, error) {
 	url := fmt.Sprintf("http://%s/v1/devices/%s/records?limit=500", httpAddr, did)
 	resp, err := httpClient.Get(url)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	var page gateway.DeviceRecordsPage
+	var page httpapi.DeviceRecordsPage
 	if resp.StatusCode != 200 {
 		return nil, fmt.Errorf("%s: status %d", url, resp.StatusCode)
 	}

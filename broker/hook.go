@@ -86,6 +86,9 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		return err
 	}
 	s, err := b.authenticate(cl, pk)
+	if errors.Is(err, errClosing) {
+		return err // not the device's fault: no refusal counted
+	}
 	if err != nil {
 		reason := refusal.Malformed
 		var ae *AuthError
@@ -243,7 +246,13 @@ func (b *Broker) checkCredential(did device.DID, pw string) (DeviceInfo, error) 
 	if d := now.Sub(time.Unix(cred.Unix, 0)); d > b.opts.CredentialWindow || d < -b.opts.CredentialWindow {
 		return info, staleCredential(cred.Unix, now, b.opts.CredentialWindow)
 	}
-	if !device.VerifySignature(info.Pub, credential.ConnectMessage(did, cred.Unix, cred.Nonce), cred.Sig) {
+	var valid bool
+	if err := b.onWorker(func() {
+		valid = device.VerifySignature(info.Pub, credential.ConnectMessage(did, cred.Unix, cred.Nonce), cred.Sig)
+	}); err != nil {
+		return info, err // the broker stops
+	}
+	if !valid {
 		return info, authErr(refusal.BadSignature, "credential signature does not verify")
 	}
 	if !b.nonces.use(did, cred.Nonce, now, b.opts.CredentialWindow) {

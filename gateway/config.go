@@ -121,6 +121,11 @@ type LimitsConfig struct {
 	// subscriber (a site application); past it republished records to that
 	// subscriber are dropped and counted (edgeanchor_republish_dropped_total).
 	SubscriberInflight int `yaml:"subscriber_inflight"`
+	// ClientWriteQueue bounds the messages waiting to be written to one
+	// client's connection (receipts to a device, records to a site
+	// application). mochi allocates it for every client up front, 8 bytes a
+	// slot; past it messages to that client are dropped and counted.
+	ClientWriteQueue int `yaml:"client_write_queue"`
 	// V3RefusalsBeforeDisconnect: an MQTT 3.1.1 client, which cannot be told
 	// why a publish was refused, is disconnected at this many refusals.
 	V3RefusalsBeforeDisconnect int `yaml:"v3_refusals_before_disconnect"`
@@ -176,6 +181,7 @@ func DefaultConfig() Config {
 			MaxInFlight:                4096,
 			V3RefusalsBeforeDisconnect: 1,
 			SubscriberInflight:         8192,
+			ClientWriteQueue:           256,
 
 			ConnectSourceRate:      100,
 			ConnectSourceBurst:     1000,
@@ -260,6 +266,8 @@ func (c *Config) Validate() error {
 		return bad("limits.max_inflight (%d) must be within [1, 1048576]", c.Limits.MaxInFlight)
 	case c.Limits.SubscriberInflight < 1 || c.Limits.SubscriberInflight > 65535:
 		return bad("limits.subscriber_inflight (%d) must be within [1, 65535]", c.Limits.SubscriberInflight)
+	case c.Limits.ClientWriteQueue < 16 || c.Limits.ClientWriteQueue > 65536:
+		return bad("limits.client_write_queue (%d) must be within [16, 65536]", c.Limits.ClientWriteQueue)
 	case c.Limits.V3RefusalsBeforeDisconnect < 1:
 		return bad("limits.v3_refusals_before_disconnect (%d) must be at least 1", c.Limits.V3RefusalsBeforeDisconnect)
 	case c.MQTT.ConnectTimeout != 0 && (c.MQTT.ConnectTimeout < time.Second || c.MQTT.ConnectTimeout > 5*time.Minute):

@@ -23,6 +23,7 @@ func TestConfigValidateNamesFieldAndBound(t *testing.T) {
 		{"payload", func(c *Config) { c.Limits.MaxPayload = 10 }, "limits.max_payload (10) must be within [256, 1048576]"},
 		{"window", func(c *Config) { c.CredentialWindow = time.Second }, "credential_window (1s) must be within [5s, 1h]"},
 		{"inflight", func(c *Config) { c.Limits.MaxInFlight = 0 }, "limits.max_inflight (0)"},
+		{"client write queue", func(c *Config) { c.Limits.ClientWriteQueue = 8 }, "limits.client_write_queue (8) must be within [16, 65536]"},
 		{"v3", func(c *Config) { c.Limits.V3RefusalsBeforeDisconnect = 0 }, "limits.v3_refusals_before_disconnect"},
 		{"burst", func(c *Config) { c.Limits.DeviceBurst = 0 }, "limits.device_burst"},
 		{"tls pair", func(c *Config) { c.MQTT.TLSCert = "c.pem" }, "mqtt.tls_cert and mqtt.tls_key"},

@@ -196,6 +196,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		MaxConnections: cfg.Limits.MaxConnections, MaxInFlight: cfg.Limits.MaxInFlight,
 		V3RefusalsBeforeDisconnect: cfg.Limits.V3RefusalsBeforeDisconnect,
 		SubscriberInflight:         cfg.Limits.SubscriberInflight,
+		ClientWriteQueue:           cfg.Limits.ClientWriteQueue,
 		TCPAddr:                    cfg.MQTT.TCP, WSAddr: cfg.MQTT.WS, TLSAddr: cfg.MQTT.TLS, TLSConfig: tlsConf,
 		ConnectTimeout: cfg.MQTT.ConnectTimeout, FDHeadroom: cfg.MQTT.FDHeadroom,
 		ConnectPerSource: connPerSource, ConnectGlobal: connGlobal,

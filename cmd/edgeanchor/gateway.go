@@ -62,6 +62,7 @@ var gatewayConfigFlags = []gatewayConfigFlag{
 	{"limits.max_connections", "max-connections", "most MQTT clients connected at once"},
 	{"limits.max_inflight", "max-inflight", "most publishes inside the ingest pipeline at once"},
 	{"limits.subscriber_inflight", "subscriber-inflight", "unacknowledged messages queued for one subscriber (site application)"},
+	{"limits.client_write_queue", "client-write-queue", "messages waiting to be written to one client before further ones are dropped"},
 	{"limits.v3_refusals_before_disconnect", "v3-refusals", "refused publishes before an MQTT 3.1.1 client is disconnected"},
 	{"credential_window", "credential-window", "allowed clock skew of a connect credential, and nonce memory"},
 	{"batch_interval", "batch-interval", "cut a batch at least this often"},

@@ -93,6 +93,9 @@ func (p *ProofAPI) Routes(mux *http.ServeMux) {
 
 // Bundle assembles the proof bundle of record gseq.
 func (p *ProofAPI) Bundle(ctx context.Context, gseq uint64) (*anchor.Bundle, error) {
+	if a := p.store.archiveOf(gseq); a != nil {
+		return nil, &ArchivedError{GSeq: gseq, Archive: *a}
+	}
 	rec, err := p.store.Get(gseq)
 	if err != nil {
 		return nil, err
@@ -247,6 +250,10 @@ func (p *ProofAPI) deviceRecord(w http.ResponseWriter, r *http.Request) *Record 
 		return nil
 	}
 	if len(recs) == 0 {
+		if err := p.store.ArchivedRecord(did, seq); err != nil {
+			archivedAnswer(w, err)
+			return nil
+		}
 		proofError(w, http.StatusNotFound, "no such record")
 		return nil
 	}
@@ -261,7 +268,11 @@ func (p *ProofAPI) serveBundle(w http.ResponseWriter, r *http.Request, gseq uint
 	ctx, cancel := context.WithTimeout(r.Context(), proofTimeout)
 	defer cancel()
 	b, err := p.Bundle(ctx, gseq)
+	var archived *ArchivedError
 	switch {
+	case errors.As(err, &archived):
+		archivedAnswer(w, err)
+		return
 	case errors.Is(err, ErrNotFound):
 		proofError(w, http.StatusNotFound, "no such record")
 		return
@@ -309,6 +320,9 @@ type RangeRecord struct {
 type RangeAnswer struct {
 	Records  []RangeRecord `json:"records"`
 	LastGSeq uint64        `json:"last_gseq"` // the highest gseq stored
+	// Archives are the archive files that hold records of the range
+	// (docs/operations.md, "Retention"): those records are not served.
+	Archives []ArchiveInfo `json:"archives,omitempty"`
 }
 
 func (p *ProofAPI) recordRange(w http.ResponseWriter, r *http.Request) {
@@ -324,6 +338,11 @@ func (p *ProofAPI) recordRange(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ans := RangeAnswer{Records: []RangeRecord{}, LastGSeq: p.store.LastGSeq()}
+	for _, a := range p.store.Archives() {
+		if a.FirstGSeq <= to && from <= a.LastGSeq {
+			ans.Archives = append(ans.Archives, a)
+		}
+	}
 	err := p.store.Range(from, to, func(rec *Record) error {
 		ans.Records = append(ans.Records, RangeRecord{
 			GSeq: rec.GSeq, DID: rec.DID, Seq: rec.Seq, Kind: rec.Kind, Recv: anchor.FormatTime(rec.Recv),

@@ -32,6 +32,8 @@ import (
 //
 // Prefix b/ belongs to the batch log (batchlog.go: b/h/, b/l/,
 // b/m/anchored); the store hears of it only through StoreOptions.Claims;
+// prefix a/ to retention (archive.go: a/archives, a/pending): records at
+// or below the last archive's last gseq were moved to archive files;
 // other prefixes are free for new owners who document them here.
 const (
 	// valueThreshold: record values (~1 KiB and up) go to Badger's value
@@ -174,6 +176,9 @@ type Store struct {
 	metrics *StoreMetrics
 	disk    *diskGuard
 	claims  RecordClaims // nil: none
+	// archives: the archives taken from the store (archive.go), read at
+	// open; records at or below the last one's LastGSeq are archived.
+	archives []ArchiveInfo
 
 	in      chan *appendReq
 	prepped chan []*appendReq
@@ -247,6 +252,15 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		seqs:    map[device.DID]seqState{},
 		flight:  map[devSeq]*appendReq{},
 		changed: make(chan struct{}),
+	}
+	// An archive's deletion cut short by a crash is finished first.
+	if err := rollForwardArchive(db, o.Logger); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	if s.archives, err = loadArchives(db); err != nil {
+		_ = db.Close()
+		return nil, err
 	}
 	var lowGauge interface{ Set(float64) }
 	if o.Metrics != nil {
@@ -935,9 +949,10 @@ func (s *Store) repairTail() (uint64, error) {
 			cut, hole = keys[i+1], true
 		}
 	}
-	if uint64(len(keys)) <= inflight && keys[len(keys)-1] != 1 {
-		// Every record was read and gseq 1 is missing.
-		cut, hole = 0, true
+	if a := s.ArchivedThrough(); uint64(len(keys)) <= inflight && keys[len(keys)-1] != a+1 {
+		// Every record was read and the first one (1, or the one after
+		// the archived records) is missing.
+		cut, hole = a, true
 	}
 	if !hole {
 		return highest, nil
@@ -1003,7 +1018,7 @@ func (s *Store) unsafeRepair(cut, highest, inflight uint64) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if present != cut {
+	if present != cut-min(cut, s.ArchivedThrough()) {
 		return "more than one hole", nil
 	}
 	if !marked {
@@ -1146,6 +1161,9 @@ func (s *Store) DeviceRecords(did device.DID, fromSeq, toSeq uint64, limit int) 
 				return nil
 			}); err != nil {
 				return err
+			}
+			if s.archiveOf(g) != nil {
+				continue // moved to an archive file (archive.go)
 			}
 			rec, err := getRecord(txn, g)
 			if err != nil {

@@ -396,6 +396,16 @@ func (s *Store) archiveOf(gseq uint64) *ArchiveInfo {
 	return nil
 }
 
+// archiveOfBatch returns the archive that holds batch seq, or nil.
+func (s *Store) archiveOfBatch(seq uint64) *ArchiveInfo {
+	for i := range s.archives {
+		if a := &s.archives[i]; a.FirstBatch <= seq && seq <= a.LastBatch {
+			return a
+		}
+	}
+	return nil
+}
+
 // ArchivedRecord returns an *ArchivedError when the record of did and seq
 // was archived, else nil.
 func (s *Store) ArchivedRecord(did device.DID, seq uint64) error {
@@ -1027,7 +1037,7 @@ func VerifyArchive(path string, trust *anchor.Trust, workers int) (*ArchiveSumma
 // ArchivedAnswer is the API's answer (410 Gone) for an archived record.
 type ArchivedAnswer struct {
 	Error   string      `json:"error"`
-	GSeq    uint64      `json:"gseq"`
+	GSeq    uint64      `json:"gseq,omitempty"`
 	Archive ArchiveInfo `json:"archive"`
 }
 

@@ -216,6 +216,13 @@ func TestArchive(t *testing.T) {
 			uint64(len(ra.Records)) != s.total-info.LastGSeq || ra.Records[0].GSeq != info.LastGSeq+1 {
 			t.Fatalf("record range: %d %s", code, body)
 		}
+		code, body = get(fmt.Sprintf("/v1/batches/%d", info.LastBatch))
+		if code != http.StatusGone || !strings.Contains(string(body), info.Name) {
+			t.Fatalf("an archived batch: %d %s", code, body)
+		}
+		if code, body = get(fmt.Sprintf("/v1/batches/%d", info.LastBatch+1)); code != http.StatusOK {
+			t.Fatalf("a kept batch: %d %s", code, body)
+		}
 		// A device's next record continues both chains.
 		d := s.e.devs[0]
 		rec, err := st.Append(context.Background(), Pending{DID: d.key.DID(), Seq: d.seq + 1, Kind: "env", Envelope: e2eEnvelope(t, d.key, d.seq+1)})

@@ -366,6 +366,10 @@ func (p *ProofAPI) batch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sb, err := p.blog.Get(seq)
+	if ar := p.store.archiveOfBatch(seq); errors.Is(err, ErrNoBatch) && ar != nil {
+		writeJSON(w, http.StatusGone, ArchivedAnswer{Error: "batch archived", Archive: *ar})
+		return
+	}
 	if errors.Is(err, ErrNoBatch) {
 		proofError(w, http.StatusNotFound, "no such batch")
 		return

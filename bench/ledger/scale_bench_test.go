@@ -112,6 +112,24 @@ func BenchmarkManyGateways(b *testing.B) {
 			g, ph.TxPerSec, ph.P50Ms, ph.P99Ms, ph.MaxMs, st.GrowthBytesPerNode, ph.Seconds, st.BytesPerGatewayDay/1e6, st.LedgerBytesPerYear/1e9, g, loadAvg())
 	}
 
+	// Growth rate r(G) = base + per×G over the steps (least squares): per
+	// is what one more gateway adds, base what the chain costs with none
+	// (blocks and their commits every second).
+	if len(rep.Steps) >= 2 {
+		var sx, sy, sxx, sxy float64
+		for _, st := range rep.Steps {
+			x, y := float64(st.Gateways), float64(st.GrowthBytesPerNode)/st.Phase.Seconds
+			sx, sy, sxx, sxy = sx+x, sy+y, sxx+x*x, sxy+x*y
+		}
+		n := float64(len(rep.Steps))
+		per := (n*sxy - sx*sy) / (n*sxx - sx*sx)
+		base := (sy - per*sx) / n
+		rep.FitBytesPerGatewayDay, rep.FitBaseBytesPerDay = per*86400, base*86400
+		rep.FitBytesPerYear100 = (base + 100*per) * 86400 * 365
+		b.Logf("fit: %.1f MB per gateway-day, %.1f MB per day with no gateway; a node-year at 100 gateways: %.1f GB",
+			rep.FitBytesPerGatewayDay/1e6, rep.FitBaseBytesPerDay/1e6, rep.FitBytesPerYear100/1e9)
+	}
+
 	// A gateway with ndev devices: register them (in flight 256 at a time),
 	// then time the identity cache's query.
 	gw := gws[0]
@@ -189,19 +207,23 @@ type scaleStep struct {
 }
 
 type scaleReport struct {
-	Date              string      `json:"date"`
-	LoadAvgFrom       string      `json:"loadavg_from"`
-	LoadAvgTo         string      `json:"loadavg_to"`
-	Validators        int         `json:"validators"`
-	Seconds           int         `json:"seconds_per_step"`
-	Method            string      `json:"method"`
-	Steps             []scaleStep `json:"steps"`
-	DevicesRegistered int         `json:"devices_registered"`
-	RegisterSeconds   float64     `json:"devices_register_s"`
-	QueryMsMedian     float64     `json:"gateway_devices_query_ms_median"`
-	QueryMsMax        float64     `json:"gateway_devices_query_ms_max"`
-	QueryBytes        int         `json:"gateway_devices_query_json_bytes"`
-	TotalSeconds      float64     `json:"total_s"`
+	Date        string      `json:"date"`
+	LoadAvgFrom string      `json:"loadavg_from"`
+	LoadAvgTo   string      `json:"loadavg_to"`
+	Validators  int         `json:"validators"`
+	Seconds     int         `json:"seconds_per_step"`
+	Method      string      `json:"method"`
+	Steps       []scaleStep `json:"steps"`
+	// Least-squares fit of the steps' growth rates: bytes per node.
+	FitBytesPerGatewayDay float64 `json:"fit_bytes_per_gateway_day,omitempty"`
+	FitBaseBytesPerDay    float64 `json:"fit_base_bytes_per_day,omitempty"`
+	FitBytesPerYear100    float64 `json:"fit_bytes_per_node_year_at_100_gateways,omitempty"`
+	DevicesRegistered     int     `json:"devices_registered"`
+	RegisterSeconds       float64 `json:"devices_register_s"`
+	QueryMsMedian         float64 `json:"gateway_devices_query_ms_median"`
+	QueryMsMax            float64 `json:"gateway_devices_query_ms_max"`
+	QueryBytes            int     `json:"gateway_devices_query_json_bytes"`
+	TotalSeconds          float64 `json:"total_s"`
 }
 
 func envStr(name, def string) string {

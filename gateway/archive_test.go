@@ -267,6 +267,46 @@ func TestArchive(t *testing.T) {
 		}
 	})
 
+	// gateway repair on a store with an archive: the archived records are
+	// neither lost nor read back from the value logs, the batch chain
+	// continues after the archived batches, replays stay refused.
+	t.Run("RepairKeepsArchive", func(t *testing.T) {
+		dir := s.copyStore(t)
+		info, err := ArchiveStore(context.Background(), dir, s.options(filepath.Join(t.TempDir(), "r.ea")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		blog := func() uint64 {
+			st := openArchivedStore(t, dir, s.e.lgw.Signer, &testutil.SyncBuffer{})
+			defer st.Close()
+			last, err := NewBatchLog(st.DB(), batchKeyPrefix).Last()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return last.Seq
+		}
+		lastBatch := blog()
+		rep, err := RepairStore(dir, time.Now(), discardLog())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Lost) != 0 || len(rep.DroppedBatch) != 0 || rep.Batches != lastBatch || rep.Anchored != lastBatch || rep.FromValueLog != 0 {
+			t.Fatalf("repair of an archived store: %+v (last batch %d)", rep, lastBatch)
+		}
+		var log testutil.SyncBuffer
+		st := openArchivedStore(t, dir, s.e.lgw.Signer, &log)
+		if st.LastGSeq() != s.total || st.ArchivedThrough() != info.LastGSeq || strings.Contains(log.String(), "hole") {
+			t.Fatalf("after repair: last %d archived through %d; log:\n%s", st.LastGSeq(), st.ArchivedThrough(), log.String())
+		}
+		if _, err := st.Get(1); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("archived record 1 after repair: %v", err)
+		}
+		d := s.e.devs[0]
+		if _, err := st.Append(context.Background(), Pending{DID: d.key.DID(), Seq: 1, Kind: "env", Envelope: []byte("{}")}); !errors.Is(err, ErrReplay) {
+			t.Fatalf("replay of an archived seq after repair: %v, want ErrReplay", err)
+		}
+	})
+
 	t.Run("RefusesWithoutDeleting", func(t *testing.T) {
 		dir := s.copyStore(t)
 		out := filepath.Join(t.TempDir(), "x.ea")

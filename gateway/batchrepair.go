@@ -16,6 +16,9 @@ func repairBatches(db *badger.DB, vbatches map[uint64][]byte, rep *RepairReport)
 	wb := db.NewWriteBatch()
 	err := db.View(func(txn *badger.Txn) error {
 		for seq, v := range vbatches {
+			if seq <= rep.archivedBatch {
+				continue // archived (archive.go)
+			}
 			if b, err := getBatch(txn, blog.key("h/", seq)); err != nil || b.Seq != seq {
 				if err := wb.Set(blog.key("h/", seq), v); err != nil {
 					return err
@@ -46,8 +49,9 @@ func repairBatches(db *badger.DB, vbatches map[uint64][]byte, rep *RepairReport)
 			if !broken {
 				var err error
 				b, err = getBatch(txn, k)
-				broken = err != nil || b.Seq != seq || seq != uint64(len(keep))+1 ||
-					(len(keep) > 0 && b.First != keep[len(keep)-1].Last+1)
+				broken = err != nil || b.Seq != seq || seq != rep.archivedBatch+uint64(len(keep))+1 ||
+					(len(keep) > 0 && b.First != keep[len(keep)-1].Last+1) ||
+					(len(keep) == 0 && rep.archivedGSeq > 0 && b.First != rep.archivedGSeq+1)
 			}
 			if broken {
 				drop = append(drop, k)
@@ -62,7 +66,8 @@ func repairBatches(db *badger.DB, vbatches map[uint64][]byte, rep *RepairReport)
 		return err
 	}
 	// The anchored mark: the leading batches whose ledger receipt is stored.
-	rep.Batches = uint64(len(keep))
+	rep.Batches = rep.archivedBatch + uint64(len(keep))
+	rep.Anchored = rep.archivedBatch
 	for _, b := range keep {
 		if b.Anchor == nil {
 			break

@@ -50,6 +50,9 @@ type RepairReport struct {
 	Anchored      uint64   // batches 1..Anchored have their anchor commit
 
 	kept []uint64
+	// archivedGSeq, archivedBatch: the last archived record and batch
+	// (archive.go), 0 without archives.
+	archivedGSeq, archivedBatch uint64
 }
 
 // LostCount is the number of gseqs in r.Lost.
@@ -109,6 +112,16 @@ func RepairStore(dir string, now time.Time, log *slog.Logger) (*RepairReport, er
 		return nil, fmt.Errorf("gateway: repair: open %s: %w", dir, err)
 	}
 	defer db.Close()
+	// Archived records and batches (archive.go) are neither lost nor
+	// read back from the value logs.
+	if err := rollForwardArchive(db, log); err != nil {
+		return nil, fmt.Errorf("gateway: repair %s: %w", dir, err)
+	}
+	if list, err := loadArchives(db); err != nil {
+		return nil, fmt.Errorf("gateway: repair %s: %w", dir, err)
+	} else if n := len(list); n > 0 {
+		rep.archivedGSeq, rep.archivedBatch = list[n-1].LastGSeq, list[n-1].LastBatch
+	}
 	if err := repairRecords(db, vrecs.values(), rep); err != nil {
 		return nil, fmt.Errorf("gateway: repair %s: %w", dir, err)
 	}
@@ -116,7 +129,7 @@ func RepairStore(dir string, now time.Time, log *slog.Logger) (*RepairReport, er
 		return nil, fmt.Errorf("gateway: repair %s: %w", dir, err)
 	}
 	// Batched gseqs above the kept records are lost too.
-	rep.Lost = missing(rep.kept, rep.Highest)
+	rep.Lost = missing(rep.kept, rep.archivedGSeq+1, rep.Highest)
 	if err := db.Close(); err != nil {
 		return nil, fmt.Errorf("gateway: repair: close %s: %w", dir, err)
 	}
@@ -136,7 +149,7 @@ func repairRecords(db *badger.DB, vrecs map[uint64][]byte, rep *RepairReport) er
 	wb := db.NewWriteBatch()
 	err := db.View(func(txn *badger.Txn) error {
 		for g, v := range vrecs {
-			if !readable(txn, g) {
+			if g > rep.archivedGSeq && !readable(txn, g) {
 				if err := wb.Set(recordKey(g), v); err != nil {
 					return err
 				}
@@ -192,6 +205,32 @@ func repairRecords(db *badger.DB, vrecs map[uint64][]byte, rep *RepairReport) er
 	if err != nil {
 		return err
 	}
+	// The device index of archived records stays (a resend of one is a
+	// replay).
+	err = db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixDevSeq)})
+		defer it.Close()
+		for it.Rewind(); it.Valid() && rep.archivedGSeq > 0; it.Next() {
+			k := it.Item().Key()
+			if len(k) < len(prefixDevSeq)+9 {
+				continue
+			}
+			var g uint64
+			_ = it.Item().Value(func(v []byte) error {
+				if len(v) == 8 {
+					g = binary.BigEndian.Uint64(v)
+				}
+				return nil
+			})
+			if g > 0 && g <= rep.archivedGSeq {
+				index = append(index, idx{device.DID(k[len(prefixDevSeq) : len(k)-9]), binary.BigEndian.Uint64(k[len(k)-8:]), g})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
 	if err := db.DropPrefix([]byte(prefixDevSeq), []byte(prefixLastSeq)); err != nil {
 		return err
 	}
@@ -235,10 +274,10 @@ func repairRecords(db *badger.DB, vrecs map[uint64][]byte, rep *RepairReport) er
 	return nil
 }
 
-// missing returns the ranges of 1..highest not in kept (sorted).
-func missing(kept []uint64, highest uint64) []GSeqRange {
+// missing returns the ranges of first..highest not in kept (sorted).
+func missing(kept []uint64, first, highest uint64) []GSeqRange {
 	var out []GSeqRange
-	next := uint64(1)
+	next := first
 	for _, g := range kept {
 		if g > next {
 			out = append(out, GSeqRange{next, g - 1})

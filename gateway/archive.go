@@ -265,9 +265,16 @@ func rollForwardArchive(db *badger.DB, log *slog.Logger) error {
 		return fmt.Errorf("gateway: archive: %s names no records: %+v", archivePendingKey, info)
 	}
 	blog := NewBatchLog(db, batchKeyPrefix)
-	var keys [][]byte
-	collect := func(prefix string, upTo uint64) error {
-		return db.View(func(txn *badger.Txn) error {
+	// Deleted while iterating, in write batches of 100,000 keys: the batch
+	// index first, then the headers, then the records (a batch is never
+	// found by gseq without its header). Deleting is idempotent, so a
+	// crash anywhere here is finished by the next call.
+	var deleted int
+	del := func(prefix string, upTo uint64, hook bool) error {
+		wb := db.NewWriteBatch()
+		defer wb.Cancel()
+		n := 0
+		err := db.View(func(txn *badger.Txn) error {
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix)})
 			defer it.Close()
 			for it.Rewind(); it.Valid(); it.Next() {
@@ -275,39 +282,39 @@ func rollForwardArchive(db *badger.DB, log *slog.Logger) error {
 				if binary.BigEndian.Uint64(k[len(prefix):]) > upTo {
 					break
 				}
-				keys = append(keys, it.Item().KeyCopy(nil))
+				if err := wb.Delete(it.Item().KeyCopy(nil)); err != nil {
+					return err
+				}
+				if n++; n%100_000 == 0 || (hook && n == 2) {
+					if err := wb.Flush(); err != nil {
+						return err
+					}
+					if hook && n == 2 {
+						archiveStep("deleting")
+					}
+					wb = db.NewWriteBatch()
+				}
 			}
 			return nil
 		})
-	}
-	// The batch index first, then the headers, then the records: a batch
-	// is never found by gseq without its header.
-	if err := collect(blog.prefix+"l/", info.LastGSeq); err != nil {
-		return err
-	}
-	if err := collect(blog.prefix+"h/", info.LastBatch); err != nil {
-		return err
-	}
-	nbatch := len(keys)
-	if err := collect(prefixRecord, info.LastGSeq); err != nil {
-		return err
-	}
-	wb := db.NewWriteBatch()
-	defer wb.Cancel()
-	for i, k := range keys {
-		if err := wb.Delete(k); err != nil {
-			return fmt.Errorf("gateway: archive: delete: %w", err)
+		if err == nil {
+			err = wb.Flush()
 		}
-		if i == nbatch+(len(keys)-nbatch)/2 {
-			if err := wb.Flush(); err != nil {
-				return fmt.Errorf("gateway: archive: delete: %w", err)
-			}
-			archiveStep("deleting")
-			wb = db.NewWriteBatch()
+		if err != nil {
+			return fmt.Errorf("gateway: archive: delete %s: %w", prefix, err)
 		}
+		deleted += n
+		return nil
 	}
-	if err := wb.Flush(); err != nil {
-		return fmt.Errorf("gateway: archive: delete: %w", err)
+	if err := del(blog.prefix+"l/", info.LastGSeq, false); err != nil {
+		return err
+	}
+	if err := del(blog.prefix+"h/", info.LastBatch, false); err != nil {
+		return err
+	}
+	nbatch := deleted
+	if err := del(prefixRecord, info.LastGSeq, true); err != nil {
+		return err
 	}
 	err = db.Update(func(txn *badger.Txn) error {
 		list, err := readArchives(txn)
@@ -331,7 +338,7 @@ func rollForwardArchive(db *badger.DB, log *slog.Logger) error {
 	}
 	archiveStep("recorded")
 	log.Info("record store: archived records deleted", "archive", info.Name,
-		"first_gseq", info.FirstGSeq, "last_gseq", info.LastGSeq, "records", len(keys)-nbatch)
+		"first_gseq", info.FirstGSeq, "last_gseq", info.LastGSeq, "records", deleted-nbatch)
 	return nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cometbft/cometbft/types"
@@ -197,11 +198,16 @@ func ArchiveStore(ctx context.Context, dir string, o ArchiveOptions) (*ArchiveIn
 	if err := checkUnlocked(dir); err != nil {
 		return nil, fmt.Errorf("gateway: archive: %s is in use (stop the gateway first): %w", dir, err)
 	}
-	db, err := openBadger(badgerOptions(dir, DefaultConfig().Store, o.Logger))
+	opts := badgerOptions(dir, DefaultConfig().Store, o.Logger)
+	db, err := openBadger(opts)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: archive: open %s: %w", dir, err)
 	}
-	defer db.Close()
+	defer func() {
+		if db != nil {
+			_ = db.Close()
+		}
+	}()
 	if err := rollForwardArchive(db, o.Logger); err != nil {
 		return nil, err
 	}
@@ -232,6 +238,17 @@ func ArchiveStore(ctx context.Context, dir string, o ArchiveOptions) (*ArchiveIn
 	archiveStep("marked")
 	if err := rollForwardArchive(db, o.Logger); err != nil {
 		return nil, err
+	}
+	// The deletions' tombstones reach the tables at close; a compaction of
+	// the tables then counts the values they free, and the value log GC
+	// rewrites the files they were in.
+	err = db.Close()
+	db = nil
+	if err != nil {
+		return nil, fmt.Errorf("gateway: archive: close %s: %w", dir, err)
+	}
+	if db, err = openBadger(opts); err != nil {
+		return nil, fmt.Errorf("gateway: archive: open %s: %w", dir, err)
 	}
 	reclaimSpace(db, o.Logger)
 	return info, nil
@@ -348,11 +365,13 @@ func reclaimSpace(db *badger.DB, log *slog.Logger) {
 	if err := db.Flatten(2); err != nil {
 		log.Warn("record store: flatten after archiving failed", "error", err)
 	}
-	for i := 0; i < 10_000; i++ {
+	n := 0
+	for ; n < 10_000; n++ {
 		if err := db.RunValueLogGC(0.3); err != nil {
 			break
 		}
 	}
+	log.Info("record store: value logs rewritten after archiving", "files", n)
 }
 
 func readArchives(txn *badger.Txn) ([]ArchiveInfo, error) {
@@ -517,11 +536,17 @@ func writeArchive(ctx context.Context, db *badger.DB, o ArchiveOptions) (*Archiv
 		}
 	}
 	var records uint64
-	for _, sb := range batches {
-		ap, err := o.Ledger.ProveAnchor(ctx, sb.Tx)
-		if err != nil {
-			return nil, fmt.Errorf("gateway: archive: anchor proof of batch %d: %w", sb.Seq, err)
+	// Anchor proofs are fetched archiveFetchers at a time, a chunk of
+	// batches ahead of the writing (one ledger round trip each).
+	var proofs []*anchor.AnchorProof
+	for i, sb := range batches {
+		if i%archiveChunk == 0 {
+			var err error
+			if proofs, err = fetchAnchorProofs(ctx, o.Ledger, batches[i:min(i+archiveChunk, len(batches))]); err != nil {
+				return nil, err
+			}
 		}
+		ap := proofs[i%archiveChunk]
 		if err := w.line(archiveBatchLine{T: "batch", Batch: sb, Anchor: ap}); err != nil {
 			return nil, err
 		}
@@ -568,6 +593,40 @@ func writeArchive(ctx context.Context, db *badger.DB, o ArchiveOptions) (*Archiv
 	return &ArchiveInfo{Name: filepath.Base(o.Out), SM3: sum, Gateway: head.Gateway, Before: head.Before,
 		FirstGSeq: head.FirstGSeq, LastGSeq: head.LastGSeq, FirstBatch: head.FirstBatch, LastBatch: head.LastBatch,
 		Records: records, Devices: len(dids), Created: head.Created}, nil
+}
+
+// archiveChunk batches have their anchor proofs fetched together,
+// archiveFetchers at a time.
+const (
+	archiveChunk    = 256
+	archiveFetchers = 4
+)
+
+// fetchAnchorProofs returns the anchor proofs of bs, in order.
+func fetchAnchorProofs(ctx context.Context, l ArchiveLedger, bs []*StoredBatch) ([]*anchor.AnchorProof, error) {
+	out := make([]*anchor.AnchorProof, len(bs))
+	errs := make([]error, len(bs))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(archiveFetchers, len(bs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(bs) && ctx.Err() == nil; i = int(next.Add(1) - 1) {
+				out[i], errs[i] = l.ProveAnchor(ctx, bs[i].Tx)
+			}
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			return nil, fmt.Errorf("gateway: archive: anchor proof of batch %d: %w", bs[i].Seq, err)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func syncDir(dir string) error {

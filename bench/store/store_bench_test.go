@@ -18,6 +18,9 @@
 // EDGEANCHOR_BENCH_INGEST_SECONDS (10) alone, during a full audit, and
 // during an export (GET /v1/records pages of 1,000 from gseq 1 on).
 //
+// Then the retention: the older half archived (gateway stopped), the time,
+// the file, the space given back and a proof from the archive.
+//
 // Results: bench/results/store.json and the curves store-restart.png,
 // store-disk.png, store-proof.png (or EDGEANCHOR_BENCH_OUT, a directory).
 // EDGEANCHOR_BENCH_DEVICES (200) devices publish.
@@ -112,6 +115,75 @@ type result struct {
 	Ingest          []ingestRun `json:"ingest_while_reading"`
 	TotalSeconds    float64     `json:"total_s"`
 	RecordsPerBatch float64     `json:"records_per_batch"`
+	Archive         archiveRun  `json:"archive_older_half"`
+}
+
+type archiveRun struct {
+	Records          uint64  `json:"records"`
+	Batches          uint64  `json:"batches"`
+	Seconds          float64 `json:"seconds"` // write, verify every bundle, delete, compact
+	FileBytes        int64   `json:"file_bytes"`
+	StoreBytesBefore int64   `json:"store_bytes_before"`
+	StoreBytesAfter  int64   `json:"store_bytes_after"`
+	ProofFirstMs     float64 `json:"proof_from_archive_first_ms"`
+	ProofLastMs      float64 `json:"proof_from_archive_last_ms"`
+}
+
+// archiveHalf archives the batches that end before the receive time of
+// the middle record of the stopped gateway's store.
+func archiveHalf(b *testing.B, s *site, node *ledgertest.Node, lgw *ledgertest.Gateway) archiveRun {
+	b.Helper()
+	dir := filepath.Join(s.cfg.DataDir, "records")
+	st, err := gateway.OpenStore(dir, gateway.StoreOptions{Signer: lgw.Signer, Claims: gateway.BatchClaims()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	mid, err := st.Get(st.LastGSeq() / 2)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		b.Fatal(err)
+	}
+	trust, err := anchor.ExportTrustFromHome(node.Home)
+	if err != nil {
+		b.Fatal(err)
+	}
+	der, err := device.MarshalPublicKeyDER(lgw.Signer.Public())
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := filepath.Join(b.TempDir(), "half.ea")
+	r := archiveRun{StoreBytesBefore: diskUsage(s.cfg.DataDir)}
+	t0 := time.Now()
+	info, err := gateway.ArchiveStore(context.Background(), dir, gateway.ArchiveOptions{Before: mid.Recv, Out: out, Ledger: s.client,
+		GatewayPub: der, Trust: trust, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.Seconds = time.Since(t0).Seconds()
+	r.Records, r.Batches = info.Records, info.LastBatch-info.FirstBatch+1
+	r.StoreBytesAfter = diskUsage(s.cfg.DataDir)
+	if fi, err := os.Stat(out); err == nil {
+		r.FileBytes = fi.Size()
+	}
+	for i, g := range []uint64{info.FirstGSeq, info.LastGSeq} {
+		t1 := time.Now()
+		bu, err := gateway.ArchiveBundle(out, g)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := bu.Verify(trust, nil); err != nil {
+			b.Fatal(err)
+		}
+		ms := float64(time.Since(t1).Microseconds()) / 1000
+		if i == 0 {
+			r.ProofFirstMs = ms
+		} else {
+			r.ProofLastMs = ms
+		}
+	}
+	return r
 }
 
 // site is the gateway under test and what it needs to restart.
@@ -497,6 +569,14 @@ func BenchmarkStoreGrowth(b *testing.B) {
 	res.Kill9RestartS = s.start().Seconds()
 	b.Logf("restart after kill -9 (the child wrote %d records): %.2f s", res.Kill9Records, res.Kill9RestartS)
 	s.stop()
+
+	// Retention: archive the older half (gateway stopped), the space it
+	// gives back, and proofs from the archive file.
+	res.Archive = archiveHalf(b, s, node, lgw)
+	b.Logf("archive of %d records (%d batches): %.1f s (%.0f records/s), file %.1f MB (%.0f B/record), store %.1f -> %.1f MB; proof from the archive: first record %.0f ms, last %.0f ms",
+		res.Archive.Records, res.Archive.Batches, res.Archive.Seconds, float64(res.Archive.Records)/res.Archive.Seconds,
+		float64(res.Archive.FileBytes)/1e6, float64(res.Archive.FileBytes)/float64(res.Archive.Records),
+		float64(res.Archive.StoreBytesBefore)/1e6, float64(res.Archive.StoreBytesAfter)/1e6, res.Archive.ProofFirstMs, res.Archive.ProofLastMs)
 
 	res.TotalSeconds = time.Since(start).Seconds()
 	res.LoadAvgTo = loadAvg()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway/store/archived"
 	"github.com/edgeanchor/edgeanchor/gateway/store/badgerfile"
 	"github.com/edgeanchor/edgeanchor/gateway/store/diskfloor"
 )
@@ -34,6 +35,9 @@ import (
 //
 // Prefix b/ belongs to the batch log (package gateway/batch: b/h/, b/l/,
 // b/m/anchored); the store hears of it only through Options.Claims;
+// prefix a/ to retention (package gateway/store/archived: a/archives,
+// a/pending): records at or below the last archive's last gseq were moved
+// to archive files;
 // other prefixes are free for new owners who document them here.
 const (
 	// valueThreshold: record values (~1 KiB and up) go to Badger's value
@@ -178,6 +182,9 @@ type Store struct {
 	metrics *Metrics
 	disk    *diskfloor.Guard
 	claims  RecordClaims // nil: none
+	// archives: the archives taken from the store (archive.go), read at
+	// open; records at or below the last one's LastGSeq are archived.
+	archives []ArchiveInfo
 
 	in      chan *appendReq
 	prepped chan []*appendReq
@@ -251,6 +258,15 @@ func Open(dir string, o Options) (*Store, error) {
 		seqs:    map[device.DID]seqState{},
 		flight:  map[devSeq]*appendReq{},
 		changed: make(chan struct{}),
+	}
+	// An archive's deletion cut short by a crash is finished first.
+	if err := FinishArchive(db, o.Claims, o.Logger, nil); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	if s.archives, err = archived.Load(db); err != nil {
+		_ = db.Close()
+		return nil, err
 	}
 	var lowGauge interface{ Set(float64) }
 	if o.Metrics != nil {
@@ -939,9 +955,10 @@ func (s *Store) repairTail() (uint64, error) {
 			cut, hole = keys[i+1], true
 		}
 	}
-	if uint64(len(keys)) <= inflight && keys[len(keys)-1] != 1 {
-		// Every record was read and gseq 1 is missing.
-		cut, hole = 0, true
+	if a := s.ArchivedThrough(); uint64(len(keys)) <= inflight && keys[len(keys)-1] != a+1 {
+		// Every record was read and the first one (1, or the one after
+		// the archived records) is missing.
+		cut, hole = a, true
 	}
 	if !hole {
 		return highest, nil
@@ -1007,7 +1024,7 @@ func (s *Store) unsafeRepair(cut, highest, inflight uint64) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if present != cut {
+	if present != cut-min(cut, s.ArchivedThrough()) {
 		return "more than one hole", nil
 	}
 	if !marked {
@@ -1150,6 +1167,9 @@ func (s *Store) DeviceRecords(did device.DID, fromSeq, toSeq uint64, limit int) 
 				return nil
 			}); err != nil {
 				return err
+			}
+			if s.ArchiveOf(g) != nil {
+				continue // moved to an archive file (archive.go)
 			}
 			rec, err := getRecord(txn, g)
 			if err != nil {

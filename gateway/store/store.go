@@ -19,6 +19,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/gateway/store/archived"
 	"github.com/edgeanchor/edgeanchor/gateway/store/badgerfile"
 	"github.com/edgeanchor/edgeanchor/gateway/store/diskfloor"
+	"github.com/edgeanchor/edgeanchor/gateway/store/seqstate"
 )
 
 // Badger key layout. Every key starts with a one-letter prefix and a slash;
@@ -198,7 +199,7 @@ type Store struct {
 	// writer changes it under seqMu (Lock) and reads it freely; others
 	// read it under RLock.
 	seqMu sync.RWMutex
-	seqs  map[device.DID]seqState
+	seqs  map[device.DID]seqstate.State
 	// flight: records prepared but not yet answered, for resends that
 	// arrive before their original is committed.
 	flightMu sync.Mutex
@@ -255,7 +256,7 @@ func Open(dir string, o Options) (*Store, error) {
 		in:      make(chan *appendReq, o.MaxPending),
 		prepped: make(chan []*appendReq, 1),
 		acks:    make(chan *pendingGroup, commitDepth-1),
-		seqs:    map[device.DID]seqState{},
+		seqs:    map[device.DID]seqstate.State{},
 		flight:  map[devSeq]*appendReq{},
 		changed: make(chan struct{}),
 	}
@@ -415,7 +416,7 @@ func (s *Store) StoredDuplicate(did device.DID, seq uint64, env []byte) *Record 
 	s.seqMu.RLock()
 	st, ok := s.seqs[did]
 	s.seqMu.RUnlock()
-	if ok && seq > st.last {
+	if ok && seq > st.Last {
 		return nil
 	}
 	return s.storedCopy(did, seq, env)
@@ -582,25 +583,25 @@ func (s *Store) prepare(group []*appendReq) {
 			r.err = err
 			continue
 		}
-		last := st.last
-		var next seqState
-		var dropped []seqRange
+		last := st.Last
+		var next seqstate.State
+		var dropped []seqstate.Range
 		var gap uint64 // device seqs skipped just before this one
 		if r.p.Seq <= last {
 			if orig, rec := s.duplicateOf(&r.p); rec != nil {
 				r.dup, r.orig, r.rec = true, orig, rec
 				continue
 			}
-			if !st.inGap(r.p.Seq) {
+			if !st.InGap(r.p.Seq) {
 				r.err = fmt.Errorf("%w: seq %d, last accepted %d, not in an open gap", ErrReplay, r.p.Seq, last)
 				continue
 			}
 			// A late fill: stored like a new record, without a gap of
 			// its own.
-			next, dropped = st.fill(r.p.Seq, s.cfg.MaxOpenGaps)
+			next, dropped = st.Fill(r.p.Seq, s.cfg.MaxOpenGaps)
 			r.fill = true
 		} else {
-			next, dropped = st.advance(r.p.Seq, s.cfg.MaxOpenGaps)
+			next, dropped = st.Advance(r.p.Seq, s.cfg.MaxOpenGaps)
 			gap = r.p.Seq - last - 1
 		}
 		now := time.Now().UTC()
@@ -621,10 +622,10 @@ func (s *Store) prepare(group []*appendReq) {
 		s.seqMu.Lock()
 		s.seqs[r.p.DID] = next
 		s.seqMu.Unlock()
-		r.seqState, r.gapsDropped = encodeSeqState(next), len(dropped)
+		r.seqState, r.gapsDropped = next.Encode(), len(dropped)
 		for _, g := range dropped {
 			s.log.Warn("open sequence gap closed for good: more open gaps than store.max_open_gaps",
-				"did", r.p.DID, "from", g.from, "to", g.to, "max_open_gaps", s.cfg.MaxOpenGaps)
+				"did", r.p.DID, "from", g.From, "to", g.To, "max_open_gaps", s.cfg.MaxOpenGaps)
 		}
 		r.rec = rec
 		s.flightMu.Lock()
@@ -677,13 +678,13 @@ func (s *Store) fail(msg string, err error) {
 
 // seqStateLocked returns the sequence state of did (the last sequence
 // accepted or assigned, the open gaps); writer only.
-func (s *Store) seqStateLocked(did device.DID) (seqState, error) {
+func (s *Store) seqStateLocked(did device.DID) (seqstate.State, error) {
 	if v, ok := s.seqs[did]; ok {
 		return v, nil
 	}
 	v, err := s.readSeqState(did)
 	if err != nil {
-		return seqState{}, err
+		return seqstate.State{}, err
 	}
 	s.seqMu.Lock()
 	s.seqs[did] = v
@@ -693,7 +694,7 @@ func (s *Store) seqStateLocked(did device.DID) (seqState, error) {
 
 func (s *Store) readLastSeq(did device.DID) (uint64, error) {
 	st, err := s.readSeqState(did)
-	return st.last, err
+	return st.Last, err
 }
 
 // OpenGaps returns the device's open gaps as stored (the seqs a late fill
@@ -703,15 +704,15 @@ func (s *Store) OpenGaps(did device.DID) ([][2]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([][2]uint64, len(st.gaps))
-	for i, g := range st.gaps {
-		out[i] = [2]uint64{g.from, g.to}
+	out := make([][2]uint64, len(st.Gaps))
+	for i, g := range st.Gaps {
+		out[i] = [2]uint64{g.From, g.To}
 	}
 	return out, nil
 }
 
-func (s *Store) readSeqState(did device.DID) (seqState, error) {
-	var v seqState
+func (s *Store) readSeqState(did device.DID) (seqstate.State, error) {
+	var v seqstate.State
 	err := s.db.View(func(txn *badger.Txn) error {
 		it, err := txn.Get(lastSeqKey(did))
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -722,12 +723,12 @@ func (s *Store) readSeqState(did device.DID) (seqState, error) {
 		}
 		return it.Value(func(b []byte) error {
 			var err error
-			v, err = decodeSeqState(b)
+			v, err = seqstate.Decode(b)
 			return err
 		})
 	})
 	if err != nil {
-		return seqState{}, fmt.Errorf("%w: read last seq of %s: %v", ErrFailed, did, err)
+		return seqstate.State{}, fmt.Errorf("%w: read last seq of %s: %v", ErrFailed, did, err)
 	}
 	return v, nil
 }

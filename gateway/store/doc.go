@@ -1,9 +1,10 @@
 // Package store is the gateway's durable record store: Badger on disk with
 // one writer that commits records in groups (each group's receipts signed
-// once, receipt.go), device sequence state with open gaps and late fills
-// (seqstate.go, with package gateway/store/seqstate), the free-space floor (disk.go, with package
-// gateway/store/diskfloor), the checks that name a damaged file at open
-// (damage.go) and the offline repair (repair.go), both with package
+// once, receipt.go, the message in package gateway/store/receiptmsg),
+// device sequence state with open gaps and late fills (seqstate.go, with
+// package gateway/store/seqstate), the free-space floor (disk.go, with
+// package gateway/store/diskfloor), the checks that name a damaged file at
+// open (damage.go) and the offline repair (repair.go), both with package
 // gateway/store/badgerfile for Badger's files.
 //
 // Other owners keep their own key prefix in the store's database (DB); the

@@ -62,32 +62,13 @@ func OpenOffline(dir string, log *slog.Logger) (*badger.DB, error) {
 func (s *Store) Archives() []ArchiveInfo { return s.archives }
 
 // ArchivedThrough returns the highest archived gseq (0: none).
-func (s *Store) ArchivedThrough() uint64 {
-	if n := len(s.archives); n > 0 {
-		return s.archives[n-1].LastGSeq
-	}
-	return 0
-}
+func (s *Store) ArchivedThrough() uint64 { return s.archives.Through() }
 
 // ArchiveOf returns the archive that holds gseq, or nil.
-func (s *Store) ArchiveOf(gseq uint64) *ArchiveInfo {
-	for i := range s.archives {
-		if a := &s.archives[i]; a.FirstGSeq <= gseq && gseq <= a.LastGSeq {
-			return a
-		}
-	}
-	return nil
-}
+func (s *Store) ArchiveOf(gseq uint64) *ArchiveInfo { return s.archives.Of(gseq) }
 
 // ArchiveOfBatch returns the archive that holds batch seq, or nil.
-func (s *Store) ArchiveOfBatch(seq uint64) *ArchiveInfo {
-	for i := range s.archives {
-		if a := &s.archives[i]; a.FirstBatch <= seq && seq <= a.LastBatch {
-			return a
-		}
-	}
-	return nil
-}
+func (s *Store) ArchiveOfBatch(seq uint64) *ArchiveInfo { return s.archives.OfBatch(seq) }
 
 // ArchivedRecord returns an *ArchivedError when the record of did and seq
 // was archived, else nil.

@@ -185,7 +185,7 @@ type Store struct {
 	claims  RecordClaims // nil: none
 	// archives: the archives taken from the store (archive.go), read at
 	// open; records at or below the last one's LastGSeq are archived.
-	archives []ArchiveInfo
+	archives archived.List
 
 	in      chan *appendReq
 	prepped chan []*appendReq

@@ -58,6 +58,37 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("gateway: record %d is archived in %s (gseq %d..%d)", e.GSeq, e.Archive.Name, e.Archive.FirstGSeq, e.Archive.LastGSeq)
 }
 
+// List is the archives taken from a store, oldest first.
+type List []Info
+
+// Through returns the highest archived gseq (0: none).
+func (l List) Through() uint64 {
+	if n := len(l); n > 0 {
+		return l[n-1].LastGSeq
+	}
+	return 0
+}
+
+// Of returns the archive that holds gseq, or nil.
+func (l List) Of(gseq uint64) *Info {
+	for i := range l {
+		if a := &l[i]; a.FirstGSeq <= gseq && gseq <= a.LastGSeq {
+			return a
+		}
+	}
+	return nil
+}
+
+// OfBatch returns the archive that holds batch seq, or nil.
+func (l List) OfBatch(seq uint64) *Info {
+	for i := range l {
+		if a := &l[i]; a.FirstBatch <= seq && seq <= a.LastBatch {
+			return a
+		}
+	}
+	return nil
+}
+
 // Range is the keys Prefix+{8-byte big-endian n} with n <= UpTo.
 type Range struct {
 	Prefix string
@@ -81,8 +112,8 @@ func read(txn *badger.Txn) ([]Info, error) {
 }
 
 // Load returns the archives taken from the store in db, oldest first.
-func Load(db *badger.DB) ([]Info, error) {
-	var list []Info
+func Load(db *badger.DB) (List, error) {
+	var list List
 	err := db.View(func(txn *badger.Txn) error {
 		var err error
 		list, err = read(txn)

@@ -307,6 +307,12 @@ func TestArchive(t *testing.T) {
 		if _, err := st.Get(1); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("archived record 1 after repair: %v", err)
 		}
+		// The archived batches are not read back from the value logs.
+		for seq := info.FirstBatch; seq <= info.LastBatch; seq++ {
+			if _, err := batch.StoreLog(st.DB()).Get(seq); !errors.Is(err, batch.ErrNotFound) {
+				t.Fatalf("archived batch %d after repair: %v, want batch.ErrNotFound", seq, err)
+			}
+		}
 		d := s.e.devs[0]
 		if _, err := st.Append(context.Background(), store.Pending{DID: d.key.DID(), Seq: 1, Kind: "env", Envelope: []byte("{}")}); !errors.Is(err, store.ErrReplay) {
 			t.Fatalf("replay of an archived seq after repair: %v, want store.ErrReplay", err)

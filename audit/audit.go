@@ -55,6 +55,15 @@ type auditor struct {
 	devices  map[device.DID]*ecdsa.PublicKey
 	seqs     map[device.DID]*seqSet
 	findings []Finding
+	// archived: batches whose records the gateway moved to an archive
+	// file (docs/operations.md, "Retention"), by archive name.
+	archived map[string]*archivedBatches
+}
+
+// archivedBatches counts the batches of one archive the audit met.
+type archivedBatches struct {
+	info             httpapi.ArchiveInfo
+	batches, records uint64
 }
 
 func (a *auditor) find(kind, format string, args ...any) {
@@ -78,7 +87,7 @@ func Run(ctx context.Context, o Options) ([]Finding, error) {
 	}
 	defer c.Close()
 	a := &auditor{o: o, ledger: c, http: &http.Client{Timeout: 60 * time.Second},
-		devices: map[device.DID]*ecdsa.PublicKey{}, seqs: map[device.DID]*seqSet{}}
+		devices: map[device.DID]*ecdsa.PublicKey{}, seqs: map[device.DID]*seqSet{}, archived: map[string]*archivedBatches{}}
 	gr, err := c.Gateway(ctx, o.Gateway)
 	if err != nil {
 		return nil, fmt.Errorf("audit: gateway %s on the ledger: %w", o.Gateway, err)
@@ -148,6 +157,7 @@ func Run(ctx context.Context, o Options) ([]Finding, error) {
 		o.Progress(lastSeq, lastSeq)
 	}
 	a.checkSequences()
+	a.reportArchived()
 	fmt.Fprintf(o.Out, "checked %d batches, %d records, %d devices (%d receipt signatures)\n",
 		batches, records, len(a.seqs), a.signaturesVerified())
 	if len(a.findings) == 0 {
@@ -169,6 +179,10 @@ func (a *auditor) checkBatch(ctx context.Context, h *anchor.BatchHeader) (uint64
 		ans, err := a.fetch(ctx, from, to)
 		if err != nil {
 			return got, err
+		}
+		if arch := archiveOf(ans, h); arch != nil {
+			a.noteArchived(arch, h)
+			return 0, nil
 		}
 		for _, r := range ans.Records {
 			if r.GSeq < want || r.GSeq > to {
@@ -255,7 +269,7 @@ func (a *auditor) checkSequences() {
 	slices.Sort(dids)
 	for _, did := range dids {
 		runs := a.seqs[did].runs
-		if first := runs[0].from; first > 1 && a.o.From.IsZero() {
+		if first := runs[0].from; first > 1 && a.o.From.IsZero() && len(a.archived) == 0 {
 			a.find("sequence_gap", "device %s: lowest seq is %d (seqs 1..%d missing)", did, first, first-1)
 		}
 		for i := 1; i < len(runs); i++ {
@@ -332,4 +346,42 @@ func (a *auditor) fetch(ctx context.Context, from, to uint64) (*httpapi.RangeAns
 		return nil, fmt.Errorf("audit: gateway API answer: %w", err)
 	}
 	return &ans, nil
+}
+
+// archiveOf returns the archive the gateway names for all of h's records,
+// or nil: an archive holds whole batches.
+func archiveOf(ans *httpapi.RangeAnswer, h *anchor.BatchHeader) *httpapi.ArchiveInfo {
+	for i := range ans.Archives {
+		if ar := &ans.Archives[i]; ar.FirstGSeq <= h.First && h.Last <= ar.LastGSeq {
+			return ar
+		}
+	}
+	return nil
+}
+
+func (a *auditor) noteArchived(ar *httpapi.ArchiveInfo, h *anchor.BatchHeader) {
+	n, ok := a.archived[ar.Name]
+	if !ok {
+		n = &archivedBatches{info: *ar}
+		a.archived[ar.Name] = n
+	}
+	n.batches++
+	n.records += h.Count
+}
+
+// reportArchived says which batches the gateway moved to archive files:
+// their headers were checked on the ledger, their records are checked
+// from the archive (edgeanchor archive verify); seqs below a device's
+// lowest one still stored are in the archives, not reported as gaps.
+func (a *auditor) reportArchived() {
+	names := make([]string, 0, len(a.archived))
+	for name := range a.archived {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		n := a.archived[name]
+		fmt.Fprintln(a.o.Out, safetext.Sprintf("archived: %d batches (%d records, gseq %d..%d) are in archive %s, not served by the gateway; check it with edgeanchor archive verify",
+			n.batches, n.records, n.info.FirstGSeq, n.info.LastGSeq, name))
+	}
 }

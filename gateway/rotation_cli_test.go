@@ -162,6 +162,21 @@ func TestKeyRotationFromCLI(t *testing.T) {
 	if !strings.Contains(g2.out.String(), "unanchored batches re-signed under the new key") {
 		t.Fatalf("the new gateway did not re-sign the old key's tail")
 	}
+
+	// Retention after the rotation: the archive holds the batches the old
+	// key signed (batch 1), under the old key's ledger record, and stops
+	// before the first batch the new key signed; its bundles verify as
+	// the old key's.
+	g2.stop()
+	arch := filepath.Join(dir, "old-key.ea")
+	out = run(0, "gateway", "archive", "--data-dir", g2.dataDir(), "--ledger", env.Node.RPC, "--trust", trust,
+		"--out", arch, "--before", time.Now().UTC().Format(time.RFC3339Nano))
+	if !strings.Contains(out, "archived gseq 1..1 ") || !strings.Contains(out, "batches 1..1,") {
+		t.Fatalf("archive after the rotation:\n%s", out)
+	}
+	archived := filepath.Join(dir, "archived-1.json")
+	run(0, "archive", "proof", "--archive", arch, "--gseq", "1", "--out", archived)
+	verify(archived, string(oldDID))
 }
 
 // checkLineRefusals: a bundle across a key rotation verifies only with its

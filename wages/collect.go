@@ -232,6 +232,9 @@ func (c *collector) lastBatch(ctx context.Context) (uint64, error) {
 		if errors.Is(err, ErrNotFound) {
 			return false, nil
 		}
+		if errors.Is(err, ErrArchived) {
+			return true, nil // archived batches are the oldest
+		}
 		return err == nil, err
 	}
 	lo, hi := uint64(0), uint64(1) // lo exists (or 0), hi to probe
@@ -271,6 +274,10 @@ func (c *collector) firstFrom(ctx context.Context, t time.Time, last uint64) (ui
 	for lo < hi {
 		mid := lo + (hi-lo)/2
 		wb, err := c.gw.batch(ctx, mid)
+		if errors.Is(err, ErrArchived) {
+			lo = mid + 1 // archived batches are older than every kept one
+			continue
+		}
 		if err != nil {
 			return 0, err
 		}

@@ -23,6 +23,10 @@ var (
 	// ErrNotAnchored means the gateway holds the record but its batch is
 	// not committed on the ledger yet.
 	ErrNotAnchored = errors.New("wages: batch not anchored yet")
+	// ErrArchived means the gateway moved the batch or record to an
+	// archive file (410; the error carries the gateway's answer, which
+	// names the file): a period that old is reported from the archive.
+	ErrArchived = errors.New("wages: archived by the gateway")
 )
 
 // maxRange is the most records one GET /v1/records answers
@@ -90,6 +94,9 @@ func (g *Gateway) get(ctx context.Context, path string, limit int64) ([]byte, er
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, path)
 	case http.StatusConflict:
 		return nil, fmt.Errorf("%w: %s", ErrNotAnchored, path)
+	case http.StatusGone:
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
+		return nil, fmt.Errorf("%w: %s: %q", ErrArchived, path, strings.TrimSpace(string(b)))
 	default:
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return nil, fmt.Errorf("wages: gateway API %s: %s %q", path, resp.Status, strings.TrimSpace(string(b)))

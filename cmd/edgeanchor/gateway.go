@@ -151,6 +151,7 @@ in order: HTTP API, broker, services, record store.`,
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	cmd.AddCommand(newGatewayInitCmd(), newGatewayPasswdCmd(), newGatewayRepairCmd())
+	cmd.AddCommand(newGatewayArchiveCmd()) // archive.go
 	for _, c := range ledgercmd.GatewayCommands() {
 		cmd.AddCommand(c())
 	}

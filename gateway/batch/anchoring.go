@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
@@ -14,6 +15,11 @@ import (
 // keyPrefix is the Badger prefix of the batch log in the record store's
 // DB (reserved for the batcher and anchorer in package gateway/store).
 const keyPrefix = "b/"
+
+// StoreLog returns the gateway's batch log in the record store's database
+// db (the one NewAnchoring keeps), for the tools that read a stopped
+// gateway's store (package gateway/archive).
+func StoreLog(db *badger.DB) *Log { return NewLog(db, keyPrefix) }
 
 // Anchoring is the batcher, the anchorer and the proofs of one gateway.
 type Anchoring struct {

@@ -12,6 +12,7 @@ import (
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
 	"github.com/edgeanchor/edgeanchor/gateway/store"
+	"github.com/edgeanchor/edgeanchor/gateway/store/archived"
 )
 
 // ErrNotFound means no stored batch has that sequence number or covers that
@@ -259,6 +260,11 @@ func (l *Log) SetAnchored(seq uint64, r ledgerclient.TxCommit, at time.Time) (*B
 func Claims() store.RecordClaims { return batchClaims{prefix: keyPrefix} }
 
 type batchClaims struct{ prefix string }
+
+// ArchivedRanges: see Repairer.ArchivedRanges.
+func (c batchClaims) ArchivedRanges(info store.ArchiveInfo) []archived.Range {
+	return archivedRanges(c.prefix, info)
+}
 
 // ClaimedThrough returns the last gseq of the newest batch (0: none).
 func (c batchClaims) ClaimedThrough(db *badger.DB) (uint64, error) {

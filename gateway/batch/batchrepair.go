@@ -8,13 +8,30 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 
 	"github.com/edgeanchor/edgeanchor/gateway/store"
+	"github.com/edgeanchor/edgeanchor/gateway/store/archived"
 )
+
+// ArchivedRanges names the batch log's keys of an archive's batches, which
+// store.FinishArchive deletes before the records: the index b/l/ first,
+// then the headers b/h/ (a batch is never found by gseq without its
+// header).
+func (r *Repairer) ArchivedRanges(info store.ArchiveInfo) []archived.Range {
+	return archivedRanges(keyPrefix, info)
+}
+
+func archivedRanges(prefix string, info store.ArchiveInfo) []archived.Range {
+	return []archived.Range{{Prefix: prefix + "l/", UpTo: info.LastGSeq}, {Prefix: prefix + "h/", UpTo: info.LastBatch}}
+}
 
 // ChainRepair says what the batch log's repair kept.
 type ChainRepair struct {
 	Batches      uint64   // batches kept (1..Batches)
 	DroppedBatch []uint64 // batch seqs removed: unreadable, or after one
 	Anchored     uint64   // batches 1..Anchored have their anchor commit
+
+	// archivedGSeq, archivedBatch: the last archived record and batch
+	// (package gateway/archive), 0 without archives.
+	archivedGSeq, archivedBatch uint64
 }
 
 // Repairer is the batch log's part of store.Repair (a store.ClaimsRepair):
@@ -52,6 +69,11 @@ func (r *Repairer) ValueLogEntry(key, val []byte, version uint64) {
 // batches cover.
 func (r *Repairer) Repair(db *badger.DB) (uint64, error) {
 	var highest uint64
+	if list, err := archived.Load(db); err != nil {
+		return 0, err
+	} else if n := len(list); n > 0 {
+		r.Report.archivedGSeq, r.Report.archivedBatch = list[n-1].LastGSeq, list[n-1].LastBatch
+	}
 	err := repairBatches(db, r.found, &r.Report, &highest)
 	return highest, err
 }
@@ -62,6 +84,9 @@ func repairBatches(db *badger.DB, vbatches map[uint64]versioned, rep *ChainRepai
 	wb := db.NewWriteBatch()
 	err := db.View(func(txn *badger.Txn) error {
 		for seq, v := range vbatches {
+			if seq <= rep.archivedBatch {
+				continue // archived (package gateway/archive)
+			}
 			if b, err := getBatch(txn, blog.key("h/", seq)); err != nil || b.Seq != seq {
 				if err := wb.Set(blog.key("h/", seq), v.val); err != nil {
 					return err
@@ -92,8 +117,9 @@ func repairBatches(db *badger.DB, vbatches map[uint64]versioned, rep *ChainRepai
 			if !broken {
 				var err error
 				b, err = getBatch(txn, k)
-				broken = err != nil || b.Seq != seq || seq != uint64(len(keep))+1 ||
-					(len(keep) > 0 && b.First != keep[len(keep)-1].Last+1)
+				broken = err != nil || b.Seq != seq || seq != rep.archivedBatch+uint64(len(keep))+1 ||
+					(len(keep) > 0 && b.First != keep[len(keep)-1].Last+1) ||
+					(len(keep) == 0 && rep.archivedGSeq > 0 && b.First != rep.archivedGSeq+1)
 			}
 			if broken {
 				drop = append(drop, k)
@@ -108,7 +134,8 @@ func repairBatches(db *badger.DB, vbatches map[uint64]versioned, rep *ChainRepai
 		return err
 	}
 	// The anchored mark: the leading batches whose ledger receipt is stored.
-	rep.Batches = uint64(len(keep))
+	rep.Batches = rep.archivedBatch + uint64(len(keep))
+	rep.Anchored = rep.archivedBatch
 	for _, b := range keep {
 		if b.Anchor == nil {
 			break

@@ -77,8 +77,12 @@ func NewProofs(st *store.Store, blog *Log, ledger ProofLedger, signer device.Sig
 	}, nil
 }
 
-// Bundle assembles the proof bundle of record gseq.
+// Bundle assembles the proof bundle of record gseq (a *store.ArchivedError
+// when the record was archived).
 func (p *Proofs) Bundle(ctx context.Context, gseq uint64) (*evidence.Bundle, error) {
+	if a := p.store.ArchiveOf(gseq); a != nil {
+		return nil, &store.ArchivedError{GSeq: gseq, Archive: *a}
+	}
 	rec, err := p.store.Get(gseq)
 	if err != nil {
 		return nil, err

@@ -84,6 +84,10 @@ func (p *ProofAPI) deviceRecord(w http.ResponseWriter, r *http.Request) *store.R
 		return nil
 	}
 	if len(recs) == 0 {
+		if err := p.store.ArchivedRecord(did, seq); err != nil {
+			archivedAnswer(w, err)
+			return nil
+		}
 		proofError(w, http.StatusNotFound, "no such record")
 		return nil
 	}
@@ -98,7 +102,11 @@ func (p *ProofAPI) serveBundle(w http.ResponseWriter, r *http.Request, gseq uint
 	ctx, cancel := context.WithTimeout(r.Context(), proofTimeout)
 	defer cancel()
 	b, err := p.proofs.Bundle(ctx, gseq)
+	var archived *store.ArchivedError
 	switch {
+	case errors.As(err, &archived):
+		archivedAnswer(w, err)
+		return
 	case errors.Is(err, store.ErrNotFound):
 		proofError(w, http.StatusNotFound, "no such record")
 		return
@@ -146,6 +154,9 @@ type RangeRecord struct {
 type RangeAnswer struct {
 	Records  []RangeRecord `json:"records"`
 	LastGSeq uint64        `json:"last_gseq"` // the highest gseq stored
+	// Archives are the archive files that hold records of the range
+	// (docs/operations.md, "Retention"): those records are not served.
+	Archives []store.ArchiveInfo `json:"archives,omitempty"`
 }
 
 func (p *ProofAPI) recordRange(w http.ResponseWriter, r *http.Request) {
@@ -161,6 +172,11 @@ func (p *ProofAPI) recordRange(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ans := RangeAnswer{Records: []RangeRecord{}, LastGSeq: p.store.LastGSeq()}
+	for _, a := range p.store.Archives() {
+		if a.FirstGSeq <= to && from <= a.LastGSeq {
+			ans.Archives = append(ans.Archives, a)
+		}
+	}
 	err := p.store.Range(from, to, func(rec *store.Record) error {
 		ans.Records = append(ans.Records, RangeRecord{
 			GSeq: rec.GSeq, DID: rec.DID, Seq: rec.Seq, Kind: rec.Kind, Recv: anchor.FormatTime(rec.Recv),
@@ -184,6 +200,10 @@ func (p *ProofAPI) batch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sb, err := p.blog.Get(seq)
+	if ar := p.store.ArchiveOfBatch(seq); errors.Is(err, batch.ErrNotFound) && ar != nil {
+		writeJSON(w, http.StatusGone, ArchivedAnswer{Error: "batch archived", Archive: *ar})
+		return
+	}
 	if errors.Is(err, batch.ErrNotFound) {
 		proofError(w, http.StatusNotFound, "no such batch")
 		return
@@ -198,4 +218,25 @@ func (p *ProofAPI) batch(w http.ResponseWriter, r *http.Request) {
 
 func proofError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, apiError{msg})
+}
+
+// ArchiveInfo is an archive as the API names it (RangeAnswer.Archives,
+// ArchivedAnswer.Archive).
+type ArchiveInfo = store.ArchiveInfo
+
+// ArchivedAnswer is the API's answer (410 Gone) for an archived record.
+type ArchivedAnswer struct {
+	Error   string            `json:"error"`
+	GSeq    uint64            `json:"gseq,omitempty"`
+	Archive store.ArchiveInfo `json:"archive"`
+}
+
+// archivedAnswer answers 410 naming the archive that holds the record.
+func archivedAnswer(w http.ResponseWriter, err error) {
+	var a *store.ArchivedError
+	if !errors.As(err, &a) {
+		proofError(w, http.StatusNotFound, "no such record")
+		return
+	}
+	writeJSON(w, http.StatusGone, ArchivedAnswer{Error: "record archived", GSeq: a.GSeq, Archive: a.Archive})
 }

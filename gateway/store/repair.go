@@ -11,6 +11,7 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway/store/archived"
 	"github.com/edgeanchor/edgeanchor/gateway/store/badgerfile"
 )
 
@@ -38,6 +39,9 @@ type RepairReport struct {
 	Lost          []GSeqRange
 
 	kept []uint64
+	// archivedGSeq: the last archived record (package archived), 0
+	// without archives.
+	archivedGSeq uint64
 }
 
 // ClaimsRepair is the claims owner's part of Repair (see RecordClaims):
@@ -111,6 +115,16 @@ func Repair(dir string, now time.Time, log *slog.Logger, claims ClaimsRepair) (*
 		return nil, fmt.Errorf("gateway: repair: open %s: %w", dir, err)
 	}
 	defer db.Close()
+	// Archived records (package archived) are neither lost nor read back
+	// from the value logs.
+	if err := FinishArchive(db, claims, log, nil); err != nil {
+		return nil, fmt.Errorf("gateway: repair %s: %w", dir, err)
+	}
+	if list, err := archived.Load(db); err != nil {
+		return nil, fmt.Errorf("gateway: repair %s: %w", dir, err)
+	} else if n := len(list); n > 0 {
+		rep.archivedGSeq = list[n-1].LastGSeq
+	}
 	if err := repairRecords(db, vrecs.values(), rep); err != nil {
 		return nil, fmt.Errorf("gateway: repair %s: %w", dir, err)
 	}
@@ -122,7 +136,7 @@ func Repair(dir string, now time.Time, log *slog.Logger, claims ClaimsRepair) (*
 		rep.Highest = max(rep.Highest, highest)
 	}
 	// Claimed gseqs above the kept records are lost too.
-	rep.Lost = missing(rep.kept, rep.Highest)
+	rep.Lost = missing(rep.kept, rep.archivedGSeq+1, rep.Highest)
 	if err := db.Close(); err != nil {
 		return nil, fmt.Errorf("gateway: repair: close %s: %w", dir, err)
 	}
@@ -142,7 +156,7 @@ func repairRecords(db *badger.DB, vrecs map[uint64][]byte, rep *RepairReport) er
 	wb := db.NewWriteBatch()
 	err := db.View(func(txn *badger.Txn) error {
 		for g, v := range vrecs {
-			if !readable(txn, g) {
+			if g > rep.archivedGSeq && !readable(txn, g) {
 				if err := wb.Set(recordKey(g), v); err != nil {
 					return err
 				}
@@ -198,6 +212,18 @@ func repairRecords(db *badger.DB, vrecs map[uint64][]byte, rep *RepairReport) er
 	if err != nil {
 		return err
 	}
+	// The device index of archived records stays (a resend of one is a
+	// replay).
+	if rep.archivedGSeq > 0 {
+		err = indexedGSeqs(db, func(did device.DID, seq, g uint64) {
+			if g > 0 && g <= rep.archivedGSeq {
+				index = append(index, idx{did, seq, g})
+			}
+		})
+		if err != nil {
+			return err
+		}
+	}
 	if err := db.DropPrefix([]byte(prefixDevSeq), []byte(prefixLastSeq)); err != nil {
 		return err
 	}
@@ -241,10 +267,10 @@ func repairRecords(db *badger.DB, vrecs map[uint64][]byte, rep *RepairReport) er
 	return nil
 }
 
-// missing returns the ranges of 1..highest not in kept (sorted).
-func missing(kept []uint64, highest uint64) []GSeqRange {
+// missing returns the ranges of first..highest not in kept (sorted).
+func missing(kept []uint64, first, highest uint64) []GSeqRange {
 	var out []GSeqRange
-	next := uint64(1)
+	next := first
 	for _, g := range kept {
 		if g > next {
 			out = append(out, GSeqRange{next, g - 1})

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway/store/seqstate"
 	"github.com/edgeanchor/edgeanchor/internal/testutil"
 )
 
@@ -156,33 +157,6 @@ func TestStoreOpenGapsBound(t *testing.T) {
 	}
 }
 
-func TestSeqStateEncoding(t *testing.T) {
-	st := seqState{last: 40, gaps: []seqRange{{2, 2}, {5, 9}, {30, 39}}}
-	got, err := decodeSeqState(encodeSeqState(st))
-	if err != nil || !reflect.DeepEqual(got, st) {
-		t.Fatalf("round trip: %+v, %v", got, err)
-	}
-	if got, err := decodeSeqState(u64(7)); err != nil || got.last != 7 || len(got.gaps) != 0 {
-		t.Fatalf("an 8-byte value (older stores): %+v, %v", got, err)
-	}
-	for name, st := range map[string]seqState{
-		"gap at or above last": {last: 5, gaps: []seqRange{{3, 5}}},
-		"from above to":        {last: 9, gaps: []seqRange{{4, 3}}},
-		"seq 0":                {last: 9, gaps: []seqRange{{0, 3}}},
-		"not ascending":        {last: 20, gaps: []seqRange{{8, 9}, {2, 3}}},
-		"adjacent":             {last: 20, gaps: []seqRange{{2, 3}, {4, 5}}},
-	} {
-		if _, err := decodeSeqState(encodeSeqState(st)); err == nil {
-			t.Errorf("%s: decoded without error", name)
-		}
-	}
-	for _, n := range []int{0, 7, 9, 23} {
-		if _, err := decodeSeqState(make([]byte, n)); err == nil {
-			t.Errorf("%d bytes: decoded without error", n)
-		}
-	}
-}
-
 // TestStoreRepairKeepsOpenGaps: the repair at open, which deletes an
 // unacknowledged tail and recomputes the touched devices' sequence state
 // from the stored seqs, keeps the open gaps below.
@@ -203,7 +177,7 @@ func TestStoreRepairKeepsOpenGaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	results := make(chan error, 2)
-	n, err := e.st.writeAsync([]*appendReq{{p: p, rec: rec, seqState: encodeSeqState(seqState{last: 9, gaps: []seqRange{{3, 4}, {6, 8}}})}}, results)
+	n, err := e.st.writeAsync([]*appendReq{{p: p, rec: rec, seqState: seqstate.State{Last: 9, Gaps: []seqstate.Range{{From: 3, To: 4}, {From: 6, To: 8}}}.Encode()}}, results)
 	if err != nil {
 		t.Fatal(err)
 	}

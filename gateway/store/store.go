@@ -16,8 +16,10 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/gateway/store/archived"
 	"github.com/edgeanchor/edgeanchor/gateway/store/badgerfile"
 	"github.com/edgeanchor/edgeanchor/gateway/store/diskfloor"
+	"github.com/edgeanchor/edgeanchor/gateway/store/seqstate"
 )
 
 // Badger key layout. Every key starts with a one-letter prefix and a slash;
@@ -34,6 +36,9 @@ import (
 //
 // Prefix b/ belongs to the batch log (package gateway/batch: b/h/, b/l/,
 // b/m/anchored); the store hears of it only through Options.Claims;
+// prefix a/ to retention (package gateway/store/archived: a/archives,
+// a/pending): records at or below the last archive's last gseq were moved
+// to archive files;
 // other prefixes are free for new owners who document them here.
 const (
 	// valueThreshold: record values (~1 KiB and up) go to Badger's value
@@ -178,6 +183,9 @@ type Store struct {
 	metrics *Metrics
 	disk    *diskfloor.Guard
 	claims  RecordClaims // nil: none
+	// archives: the archives taken from the store (archive.go), read at
+	// open; records at or below the last one's LastGSeq are archived.
+	archives archived.List
 
 	in      chan *appendReq
 	prepped chan []*appendReq
@@ -191,7 +199,7 @@ type Store struct {
 	// writer changes it under seqMu (Lock) and reads it freely; others
 	// read it under RLock.
 	seqMu sync.RWMutex
-	seqs  map[device.DID]seqState
+	seqs  map[device.DID]seqstate.State
 	// flight: records prepared but not yet answered, for resends that
 	// arrive before their original is committed.
 	flightMu sync.Mutex
@@ -248,9 +256,18 @@ func Open(dir string, o Options) (*Store, error) {
 		in:      make(chan *appendReq, o.MaxPending),
 		prepped: make(chan []*appendReq, 1),
 		acks:    make(chan *pendingGroup, commitDepth-1),
-		seqs:    map[device.DID]seqState{},
+		seqs:    map[device.DID]seqstate.State{},
 		flight:  map[devSeq]*appendReq{},
 		changed: make(chan struct{}),
+	}
+	// An archive's deletion cut short by a crash is finished first.
+	if err := FinishArchive(db, o.Claims, o.Logger, nil); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	if s.archives, err = archived.Load(db); err != nil {
+		_ = db.Close()
+		return nil, err
 	}
 	var lowGauge interface{ Set(float64) }
 	if o.Metrics != nil {
@@ -399,7 +416,7 @@ func (s *Store) StoredDuplicate(did device.DID, seq uint64, env []byte) *Record 
 	s.seqMu.RLock()
 	st, ok := s.seqs[did]
 	s.seqMu.RUnlock()
-	if ok && seq > st.last {
+	if ok && seq > st.Last {
 		return nil
 	}
 	return s.storedCopy(did, seq, env)
@@ -566,25 +583,25 @@ func (s *Store) prepare(group []*appendReq) {
 			r.err = err
 			continue
 		}
-		last := st.last
-		var next seqState
-		var dropped []seqRange
+		last := st.Last
+		var next seqstate.State
+		var dropped []seqstate.Range
 		var gap uint64 // device seqs skipped just before this one
 		if r.p.Seq <= last {
 			if orig, rec := s.duplicateOf(&r.p); rec != nil {
 				r.dup, r.orig, r.rec = true, orig, rec
 				continue
 			}
-			if !st.inGap(r.p.Seq) {
+			if !st.InGap(r.p.Seq) {
 				r.err = fmt.Errorf("%w: seq %d, last accepted %d, not in an open gap", ErrReplay, r.p.Seq, last)
 				continue
 			}
 			// A late fill: stored like a new record, without a gap of
 			// its own.
-			next, dropped = st.fill(r.p.Seq, s.cfg.MaxOpenGaps)
+			next, dropped = st.Fill(r.p.Seq, s.cfg.MaxOpenGaps)
 			r.fill = true
 		} else {
-			next, dropped = st.advance(r.p.Seq, s.cfg.MaxOpenGaps)
+			next, dropped = st.Advance(r.p.Seq, s.cfg.MaxOpenGaps)
 			gap = r.p.Seq - last - 1
 		}
 		now := time.Now().UTC()
@@ -605,10 +622,10 @@ func (s *Store) prepare(group []*appendReq) {
 		s.seqMu.Lock()
 		s.seqs[r.p.DID] = next
 		s.seqMu.Unlock()
-		r.seqState, r.gapsDropped = encodeSeqState(next), len(dropped)
+		r.seqState, r.gapsDropped = next.Encode(), len(dropped)
 		for _, g := range dropped {
 			s.log.Warn("open sequence gap closed for good: more open gaps than store.max_open_gaps",
-				"did", r.p.DID, "from", g.from, "to", g.to, "max_open_gaps", s.cfg.MaxOpenGaps)
+				"did", r.p.DID, "from", g.From, "to", g.To, "max_open_gaps", s.cfg.MaxOpenGaps)
 		}
 		r.rec = rec
 		s.flightMu.Lock()
@@ -661,13 +678,13 @@ func (s *Store) fail(msg string, err error) {
 
 // seqStateLocked returns the sequence state of did (the last sequence
 // accepted or assigned, the open gaps); writer only.
-func (s *Store) seqStateLocked(did device.DID) (seqState, error) {
+func (s *Store) seqStateLocked(did device.DID) (seqstate.State, error) {
 	if v, ok := s.seqs[did]; ok {
 		return v, nil
 	}
 	v, err := s.readSeqState(did)
 	if err != nil {
-		return seqState{}, err
+		return seqstate.State{}, err
 	}
 	s.seqMu.Lock()
 	s.seqs[did] = v
@@ -677,7 +694,7 @@ func (s *Store) seqStateLocked(did device.DID) (seqState, error) {
 
 func (s *Store) readLastSeq(did device.DID) (uint64, error) {
 	st, err := s.readSeqState(did)
-	return st.last, err
+	return st.Last, err
 }
 
 // OpenGaps returns the device's open gaps as stored (the seqs a late fill
@@ -687,15 +704,15 @@ func (s *Store) OpenGaps(did device.DID) ([][2]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([][2]uint64, len(st.gaps))
-	for i, g := range st.gaps {
-		out[i] = [2]uint64{g.from, g.to}
+	out := make([][2]uint64, len(st.Gaps))
+	for i, g := range st.Gaps {
+		out[i] = [2]uint64{g.From, g.To}
 	}
 	return out, nil
 }
 
-func (s *Store) readSeqState(did device.DID) (seqState, error) {
-	var v seqState
+func (s *Store) readSeqState(did device.DID) (seqstate.State, error) {
+	var v seqstate.State
 	err := s.db.View(func(txn *badger.Txn) error {
 		it, err := txn.Get(lastSeqKey(did))
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -706,12 +723,12 @@ func (s *Store) readSeqState(did device.DID) (seqState, error) {
 		}
 		return it.Value(func(b []byte) error {
 			var err error
-			v, err = decodeSeqState(b)
+			v, err = seqstate.Decode(b)
 			return err
 		})
 	})
 	if err != nil {
-		return seqState{}, fmt.Errorf("%w: read last seq of %s: %v", ErrFailed, did, err)
+		return seqstate.State{}, fmt.Errorf("%w: read last seq of %s: %v", ErrFailed, did, err)
 	}
 	return v, nil
 }
@@ -939,9 +956,10 @@ func (s *Store) repairTail() (uint64, error) {
 			cut, hole = keys[i+1], true
 		}
 	}
-	if uint64(len(keys)) <= inflight && keys[len(keys)-1] != 1 {
-		// Every record was read and gseq 1 is missing.
-		cut, hole = 0, true
+	if a := s.ArchivedThrough(); uint64(len(keys)) <= inflight && keys[len(keys)-1] != a+1 {
+		// Every record was read and the first one (1, or the one after
+		// the archived records) is missing.
+		cut, hole = a, true
 	}
 	if !hole {
 		return highest, nil
@@ -1007,7 +1025,7 @@ func (s *Store) unsafeRepair(cut, highest, inflight uint64) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if present != cut {
+	if present != cut-min(cut, s.ArchivedThrough()) {
 		return "more than one hole", nil
 	}
 	if !marked {
@@ -1150,6 +1168,9 @@ func (s *Store) DeviceRecords(did device.DID, fromSeq, toSeq uint64, limit int) 
 				return nil
 			}); err != nil {
 				return err
+			}
+			if s.ArchiveOf(g) != nil {
+				continue // moved to an archive file (archive.go)
 			}
 			rec, err := getRecord(txn, g)
 			if err != nil {

@@ -129,12 +129,25 @@ type auditRunView struct {
 	Took     string
 }
 
-func (s *Server) job(w http.ResponseWriter, r *http.Request) *auditJob {
-	j := s.audits.Get(r.PathValue("id"))
+// runOf returns the run of reg named by the request's {id}, or answers 404
+// naming what (reg keeps only its last runs).
+func runOf[P, R any](w http.ResponseWriter, r *http.Request, reg *jobs.Registry[P, R], what string) *jobs.Job[P, R] {
+	j := reg.Get(r.PathValue("id"))
 	if j == nil {
-		http.Error(w, fmt.Sprintf("no such audit (the portal keeps the last %d)", s.audits.Keep()), http.StatusNotFound)
+		http.Error(w, fmt.Sprintf("no such %s (the portal keeps the last %d)", what, reg.Keep()), http.StatusNotFound)
 	}
 	return j
+}
+
+// serveStatus answers a run's progress to its page's polling.
+func serveStatus(w http.ResponseWriter, st any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(st)
+}
+
+func (s *Server) job(w http.ResponseWriter, r *http.Request) *auditJob {
+	return runOf(w, r, s.audits, "audit")
 }
 
 func period(from, to time.Time) string {
@@ -166,13 +179,9 @@ func (s *Server) auditRunPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) auditStatus(w http.ResponseWriter, r *http.Request) {
-	j := s.job(w, r)
-	if j == nil {
-		return
+	if j := s.job(w, r); j != nil {
+		serveStatus(w, statusOf(j))
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(statusOf(j))
 }
 
 // auditReport is the downloadable report.

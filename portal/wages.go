@@ -2,7 +2,6 @@ package portal
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -157,11 +156,7 @@ func (s *Server) wagesPost(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) wageJob(w http.ResponseWriter, r *http.Request) *wageJob {
-	j := s.wageRuns.Get(r.PathValue("id"))
-	if j == nil {
-		http.Error(w, fmt.Sprintf("no such wage report (the portal keeps the last %d)", wageLimits.Keep), http.StatusNotFound)
-	}
-	return j
+	return runOf(w, r, s.wageRuns, "wage report")
 }
 
 // wageResultOf returns j's report and evidence, or answers 409 while it
@@ -234,13 +229,9 @@ func (s *Server) wageRunPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) wageStatus(w http.ResponseWriter, r *http.Request) {
-	j := s.wageJob(w, r)
-	if j == nil {
-		return
+	if j := s.wageJob(w, r); j != nil {
+		serveStatus(w, j.Status())
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(j.Status())
 }
 
 func (s *Server) wageJSON(w http.ResponseWriter, r *http.Request) {

@@ -7,34 +7,24 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/audit"
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/portal/jobs"
 )
 
-// maxAudits bounds the audits kept (finished ones are dropped oldest
-// first) and maxRunning those running at once.
-const (
-	maxAudits  = 50
-	maxRunning = 2
-)
+// auditRuns keeps the last 50 audits, 2 running at once.
+type auditRuns = jobs.Registry[audit.Options, []audit.Finding]
 
-// auditJob is one audit run.
-type auditJob struct {
-	ID       string
-	Gateway  device.DID
-	From, To time.Time
-	Started  time.Time
+type auditJob = jobs.Job[audit.Options, []audit.Finding]
 
-	mu       sync.Mutex
-	done     uint64
-	total    uint64
-	finished bool
-	findings []audit.Finding
-	err      error
-	ended    time.Time
+func newAudits() *auditRuns {
+	return jobs.New(jobs.Limits{What: "audits", Keep: 50, Running: 2},
+		func(ctx context.Context, o audit.Options, progress jobs.Progress) ([]audit.Finding, error) {
+			o.Progress = func(done, total uint64) { progress("", done, total) }
+			return audit.Run(ctx, o)
+		})
 }
 
 type auditStatus struct {
@@ -43,67 +33,10 @@ type auditStatus struct {
 	Finished bool   `json:"finished"`
 }
 
-func (j *auditJob) status() auditStatus {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return auditStatus{Done: j.done, Total: j.total, Finished: j.finished}
+func statusOf(j *auditJob) auditStatus {
+	st := j.Status()
+	return auditStatus{Done: st.Done, Total: st.Total, Finished: st.Finished}
 }
-
-type audits struct {
-	mu      sync.Mutex
-	m       map[string]*auditJob
-	running int
-	wg      sync.WaitGroup
-}
-
-func newAudits() *audits { return &audits{m: map[string]*auditJob{}} }
-
-func (a *audits) get(id string) *auditJob {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.m[id]
-}
-
-// start runs o in the background under ctx.
-func (a *audits) start(ctx context.Context, j *auditJob, o audit.Options) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.running >= maxRunning {
-		return fmt.Errorf("%d audits are running: wait for one to finish", a.running)
-	}
-	if len(a.m) >= maxAudits {
-		var oldest *auditJob
-		for _, x := range a.m {
-			if x.status().Finished && (oldest == nil || x.Started.Before(oldest.Started)) {
-				oldest = x
-			}
-		}
-		if oldest != nil {
-			delete(a.m, oldest.ID)
-		}
-	}
-	a.m[j.ID] = j
-	a.running++
-	a.wg.Add(1)
-	o.Progress = func(done, total uint64) {
-		j.mu.Lock()
-		j.done, j.total = done, total
-		j.mu.Unlock()
-	}
-	go func() {
-		defer a.wg.Done()
-		f, err := audit.Run(ctx, o)
-		j.mu.Lock()
-		j.findings, j.err, j.finished, j.ended = f, err, true, time.Now()
-		j.mu.Unlock()
-		a.mu.Lock()
-		a.running--
-		a.mu.Unlock()
-	}()
-	return nil
-}
-
-func (a *audits) wait() { a.wg.Wait() }
 
 type gatewayChoice struct {
 	DID, Name, Site string
@@ -175,9 +108,9 @@ func (s *Server) auditPost(w http.ResponseWriter, r *http.Request) {
 		fail(fmt.Errorf("to %s is before from %s", to.Format(time.RFC3339), from.Format(time.RFC3339)))
 		return
 	}
-	j := &auditJob{ID: randomHex(12), Gateway: did, From: from, To: to, Started: time.Now()}
 	o := audit.Options{Gateway: did, Ledger: s.cfg.LedgerRPC, API: api, From: from, To: to}
-	if err := s.audits.start(s.baseCtx(r), j, o); err != nil {
+	j, err := s.audits.Start(s.baseCtx(r), randomHex(12), o)
+	if err != nil {
 		w.WriteHeader(http.StatusTooManyRequests)
 		s.render(w, r, "audit", page{Title: "Audit a gateway", Nav: "audit", Err: err.Error(), Data: s.auditForm(r.Context())})
 		return
@@ -196,12 +129,25 @@ type auditRunView struct {
 	Took     string
 }
 
-func (s *Server) job(w http.ResponseWriter, r *http.Request) *auditJob {
-	j := s.audits.get(r.PathValue("id"))
+// runOf returns the run of reg named by the request's {id}, or answers 404
+// naming what (reg keeps only its last runs).
+func runOf[P, R any](w http.ResponseWriter, r *http.Request, reg *jobs.Registry[P, R], what string) *jobs.Job[P, R] {
+	j := reg.Get(r.PathValue("id"))
 	if j == nil {
-		http.Error(w, "no such audit (the portal keeps the last 50)", http.StatusNotFound)
+		http.Error(w, fmt.Sprintf("no such %s (the portal keeps the last %d)", what, reg.Keep()), http.StatusNotFound)
 	}
 	return j
+}
+
+// serveStatus answers a run's progress to its page's polling.
+func serveStatus(w http.ResponseWriter, st any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(st)
+}
+
+func (s *Server) job(w http.ResponseWriter, r *http.Request) *auditJob {
+	return runOf(w, r, s.audits, "audit")
 }
 
 func period(from, to time.Time) string {
@@ -220,27 +166,22 @@ func (s *Server) auditRunPage(w http.ResponseWriter, r *http.Request) {
 	if j == nil {
 		return
 	}
-	v := auditRunView{ID: j.ID, Gateway: string(j.Gateway), Period: period(j.From, j.To), Status: j.status()}
-	j.mu.Lock()
-	v.Findings = j.findings
-	if j.err != nil {
-		v.Err = j.err.Error()
+	o := j.Outcome()
+	v := auditRunView{ID: j.ID, Gateway: string(j.Params.Gateway), Period: period(j.Params.From, j.Params.To),
+		Status: auditStatus{Done: o.Done, Total: o.Total, Finished: o.Finished}, Findings: o.Result}
+	if o.Err != nil {
+		v.Err = o.Err.Error()
 	}
-	if j.finished {
-		v.Took = j.ended.Sub(j.Started).Round(time.Millisecond).String()
+	if o.Finished {
+		v.Took = o.Took.Round(time.Millisecond).String()
 	}
-	j.mu.Unlock()
 	s.render(w, r, "auditrun", page{Title: "Audit", Nav: "audit", Data: v})
 }
 
 func (s *Server) auditStatus(w http.ResponseWriter, r *http.Request) {
-	j := s.job(w, r)
-	if j == nil {
-		return
+	if j := s.job(w, r); j != nil {
+		serveStatus(w, statusOf(j))
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(j.status())
 }
 
 // auditReport is the downloadable report.
@@ -260,24 +201,23 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) *auditReport {
 	if j == nil {
 		return nil
 	}
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if !j.finished {
+	o, p := j.Outcome(), j.Params
+	if !o.Finished {
 		http.Error(w, "the audit is still running", http.StatusConflict)
 		return nil
 	}
-	rep := &auditReport{Gateway: j.Gateway, Started: j.Started.UTC(), Ended: j.ended.UTC(), Batches: j.total, Findings: j.findings}
+	rep := &auditReport{Gateway: p.Gateway, Started: j.Started.UTC(), Ended: o.Ended.UTC(), Batches: o.Total, Findings: o.Result}
 	if rep.Findings == nil {
 		rep.Findings = []audit.Finding{}
 	}
-	if !j.From.IsZero() {
-		rep.From = &j.From
+	if !p.From.IsZero() {
+		rep.From = &p.From
 	}
-	if !j.To.IsZero() {
-		rep.To = &j.To
+	if !p.To.IsZero() {
+		rep.To = &p.To
 	}
-	if j.err != nil {
-		rep.Error = j.err.Error()
+	if o.Err != nil {
+		rep.Error = o.Err.Error()
 	}
 	return rep
 }

@@ -42,7 +42,7 @@ type Server struct {
 
 	sessions *sessions
 	logins   *loginLimiter
-	audits   *audits
+	audits   *auditRuns
 	wageRuns *wageRuns
 
 	// ctx is cancelled by Close: it ends the audits running in the
@@ -102,8 +102,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 // releases the ledger client.
 func (s *Server) Close() error {
 	s.cancel()
-	s.audits.wait()
-	s.wageRuns.wait()
+	s.audits.Wait()
+	s.wageRuns.Wait()
 	return s.ledger.Close()
 }
 

@@ -2,27 +2,22 @@ package portal
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/device"
+	"github.com/edgeanchor/edgeanchor/portal/jobs"
 	"github.com/edgeanchor/edgeanchor/wages"
 )
 
-// Bounds of the Wages page: runs kept (finished ones are dropped oldest
-// first; each holds its verified evidence, for packs), runs at once, and
-// how long one may take.
-const (
-	maxWageRuns    = 8
-	maxWageRunning = 2
-	wageTimeout    = 10 * time.Minute
-)
+// wageLimits bound the Wages page: runs kept (finished ones are dropped
+// oldest first; each holds its verified evidence, for packs), runs at
+// once, and how long one may take.
+var wageLimits = jobs.Limits{What: "wage reports", Keep: 8, Running: 2, Timeout: 10 * time.Minute}
 
 // statusMeaning explains each status as docs/wages.md does (a test holds
 // the two to the same words).
@@ -41,100 +36,35 @@ func meaning(status string) string {
 	return strings.ReplaceAll(statusMeaning[status], "`--floor-fen`", "the daily floor")
 }
 
-// wageJob is one wage report run.
-type wageJob struct {
-	ID      string
-	Gateway device.DID
-	Opts    wages.Options
-	Started time.Time
-
-	mu       sync.Mutex
-	phase    string
-	done     int
-	total    int
-	finished bool
-	ev       *wages.Evidence
-	rep      *wages.Report
-	err      error
-	ended    time.Time
+// wageParams are what one wage report runs on; wageResult is what it
+// found.
+type wageParams struct {
+	Opts wages.Options
+	API  string
 }
 
-type wageStatus struct {
-	Phase    string `json:"phase"`
-	Done     int    `json:"done"`
-	Total    int    `json:"total"`
-	Finished bool   `json:"finished"`
+type wageResult struct {
+	ev  *wages.Evidence
+	rep *wages.Report
 }
 
-func (j *wageJob) status() wageStatus {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return wageStatus{Phase: j.phase, Done: j.done, Total: j.total, Finished: j.finished}
-}
+type wageRuns = jobs.Registry[wageParams, wageResult]
 
-type wageRuns struct {
-	mu      sync.Mutex
-	m       map[string]*wageJob
-	running int
-	wg      sync.WaitGroup
-}
+type wageJob = jobs.Job[wageParams, wageResult]
 
-func newWageRuns() *wageRuns { return &wageRuns{m: map[string]*wageJob{}} }
-
-func (a *wageRuns) get(id string) *wageJob {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.m[id]
-}
-
-// start runs the report of j in the background under ctx.
-func (a *wageRuns) start(ctx context.Context, j *wageJob, gw *wages.Gateway) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.running >= maxWageRunning {
-		return fmt.Errorf("%d wage reports are running: wait for one to finish", a.running)
-	}
-	for len(a.m) >= maxWageRuns {
-		var oldest *wageJob
-		for _, x := range a.m {
-			if x.status().Finished && (oldest == nil || x.Started.Before(oldest.Started)) {
-				oldest = x
-			}
-		}
-		if oldest == nil {
-			break
-		}
-		delete(a.m, oldest.ID)
-	}
-	a.m[j.ID] = j
-	a.running++
-	a.wg.Add(1)
-	o := j.Opts
-	o.Progress = func(phase string, done, total int) {
-		j.mu.Lock()
-		j.phase, j.done, j.total = phase, done, total
-		j.mu.Unlock()
-	}
-	go func() {
-		defer a.wg.Done()
-		rctx, cancel := context.WithTimeout(ctx, wageTimeout)
-		defer cancel()
-		ev, err := wages.Collect(rctx, gw, o)
-		var rep *wages.Report
+func newWageRuns() *wageRuns {
+	return jobs.New(wageLimits, func(ctx context.Context, p wageParams, progress jobs.Progress) (wageResult, error) {
+		o := p.Opts
+		o.Progress = func(phase string, done, total int) { progress(phase, uint64(done), uint64(total)) }
+		var res wageResult
+		var err error
+		res.ev, err = wages.Collect(ctx, &wages.Gateway{API: p.API}, o)
 		if err == nil {
-			rep, err = wages.Build(ev, o, nil)
+			res.rep, err = wages.Build(res.ev, o, nil)
 		}
-		j.mu.Lock()
-		j.ev, j.rep, j.err, j.finished, j.ended = ev, rep, err, true, time.Now()
-		j.mu.Unlock()
-		a.mu.Lock()
-		a.running--
-		a.mu.Unlock()
-	}()
-	return nil
+		return res, err
+	})
 }
-
-func (a *wageRuns) wait() { a.wg.Wait() }
 
 // wageFormView is the Wages form with its defaults.
 type wageFormView struct {
@@ -216,8 +146,8 @@ func (s *Server) wagesPost(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, err)
 		return
 	}
-	j := &wageJob{ID: randomHex(12), Gateway: o.Gateway, Opts: o, Started: time.Now()}
-	if err := s.wageRuns.start(s.baseCtx(r), j, &wages.Gateway{API: api}); err != nil {
+	j, err := s.wageRuns.Start(s.baseCtx(r), randomHex(12), wageParams{Opts: o, API: api})
+	if err != nil {
 		fail(http.StatusTooManyRequests, err)
 		return
 	}
@@ -226,25 +156,20 @@ func (s *Server) wagesPost(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) wageJob(w http.ResponseWriter, r *http.Request) *wageJob {
-	j := s.wageRuns.get(r.PathValue("id"))
-	if j == nil {
-		http.Error(w, fmt.Sprintf("no such wage report (the portal keeps the last %d)", maxWageRuns), http.StatusNotFound)
-	}
-	return j
+	return runOf(w, r, s.wageRuns, "wage report")
 }
 
-// result returns j's report and evidence, or answers 409 while it runs
-// and 502 when it failed.
-func (j *wageJob) result(w http.ResponseWriter) (*wages.Report, *wages.Evidence) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
+// wageResultOf returns j's report and evidence, or answers 409 while it
+// runs and 502 when it failed.
+func wageResultOf(w http.ResponseWriter, j *wageJob) (*wages.Report, *wages.Evidence) {
+	o := j.Outcome()
 	switch {
-	case !j.finished:
+	case !o.Finished:
 		http.Error(w, "the wage report is still running", http.StatusConflict)
-	case j.err != nil:
-		http.Error(w, "the wage report could not run: "+j.err.Error(), http.StatusBadGateway)
+	case o.Err != nil:
+		http.Error(w, "the wage report could not run: "+o.Err.Error(), http.StatusBadGateway)
 	default:
-		return j.rep, j.ev
+		return o.Result.rep, o.Result.ev
 	}
 	return nil, nil
 }
@@ -259,7 +184,7 @@ type wageRunView struct {
 	ID, Gateway, Period, Zone, Due string
 	DueDays                        int
 	FloorFen                       int64
-	Status                         wageStatus
+	Status                         jobs.Status
 	Err                            string
 	Took                           string
 	Report                         *wages.Report
@@ -280,18 +205,16 @@ func (s *Server) wageRunPage(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("status %q: want one of %s", filter, strings.Join(wages.Statuses, ", ")), http.StatusBadRequest)
 		return
 	}
-	_, _, due, _ := j.Opts.Window()
-	v := wageRunView{ID: j.ID, Gateway: string(j.Gateway), Period: j.Opts.Period, Zone: wages.ZoneName(j.Opts.Zone),
-		Due: due.UTC().Format(time.RFC3339Nano), DueDays: j.Opts.DueDays, FloorFen: j.Opts.FloorFen, Status: j.status(), Filter: filter}
-	j.mu.Lock()
-	if j.err != nil {
-		v.Err = j.err.Error()
+	jo, o := j.Params.Opts, j.Outcome()
+	_, _, due, _ := jo.Window()
+	v := wageRunView{ID: j.ID, Gateway: string(jo.Gateway), Period: jo.Period, Zone: wages.ZoneName(jo.Zone),
+		Due: due.UTC().Format(time.RFC3339Nano), DueDays: jo.DueDays, FloorFen: jo.FloorFen, Status: o.Status, Filter: filter, Report: o.Result.rep}
+	if o.Err != nil {
+		v.Err = o.Err.Error()
 	}
-	if j.finished {
-		v.Took = j.ended.Sub(j.Started).Round(time.Millisecond).String()
+	if o.Finished {
+		v.Took = o.Took.Round(time.Millisecond).String()
 	}
-	v.Report = j.rep
-	j.mu.Unlock()
 	if v.Report != nil {
 		for _, st := range wages.Statuses {
 			v.Counts = append(v.Counts, statusCount{Status: st, Count: v.Report.Counts[st], Meaning: meaning(st)})
@@ -306,13 +229,9 @@ func (s *Server) wageRunPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) wageStatus(w http.ResponseWriter, r *http.Request) {
-	j := s.wageJob(w, r)
-	if j == nil {
-		return
+	if j := s.wageJob(w, r); j != nil {
+		serveStatus(w, j.Status())
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(j.status())
 }
 
 func (s *Server) wageJSON(w http.ResponseWriter, r *http.Request) {
@@ -320,7 +239,7 @@ func (s *Server) wageJSON(w http.ResponseWriter, r *http.Request) {
 	if j == nil {
 		return
 	}
-	rep, _ := j.result(w)
+	rep, _ := wageResultOf(w, j)
 	if rep == nil {
 		return
 	}
@@ -334,7 +253,7 @@ func (s *Server) wageCSV(w http.ResponseWriter, r *http.Request) {
 	if j == nil {
 		return
 	}
-	rep, _ := j.result(w)
+	rep, _ := wageResultOf(w, j)
 	if rep == nil {
 		return
 	}
@@ -355,11 +274,11 @@ func (s *Server) wagePack(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "worker: want a worker reference, 64 lowercase hex digits", http.StatusBadRequest)
 		return
 	}
-	rep, ev := j.result(w)
+	rep, ev := wageResultOf(w, j)
 	if rep == nil {
 		return
 	}
-	p, err := wages.MakePack(ev, j.Opts, worker)
+	p, err := wages.MakePack(ev, j.Params.Opts, worker)
 	var b []byte
 	if err == nil {
 		b, err = p.Encode()

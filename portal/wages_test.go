@@ -454,7 +454,7 @@ func TestWageFormRefusesBadInput(t *testing.T) {
 			t.Errorf("%s=%q: the page shows the value unescaped", tc.field, tc.value)
 		}
 	}
-	if n := len(s.wageRuns.m); n != 0 {
+	if n := s.wageRuns.Len(); n != 0 {
 		t.Fatalf("%d reports started from bad forms", n)
 	}
 }

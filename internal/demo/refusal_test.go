@@ -91,7 +91,7 @@ func TestRetryableRefusalsInWindow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const readings = 100 // per device: one a minute of simulated time, taken at once
+	const readings = 250 // per device: one a minute of simulated time, taken at once (enough refusals that one lands inside a window in every run: 100 made none once in CI)
 	scfg.Start = time.Now().Add(-readings*profile.EnvInterval - profile.EnvInterval/2)
 	scfg.Window = 4
 	scfg.AckRetries = 1 << 30 // a device keeps every reading until it is stored

@@ -3,6 +3,7 @@ package portal
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -235,20 +236,15 @@ func (s *Server) wageStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) wageJSON(w http.ResponseWriter, r *http.Request) {
-	j := s.wageJob(w, r)
-	if j == nil {
-		return
-	}
-	rep, _ := wageResultOf(w, j)
-	if rep == nil {
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="wages-%s-%s.json"`, rep.Period, j.ID))
-	_ = rep.WriteJSON(w)
+	s.wageDownload(w, r, "application/json", "json", (*wages.Report).WriteJSON)
 }
 
 func (s *Server) wageCSV(w http.ResponseWriter, r *http.Request) {
+	s.wageDownload(w, r, "text/csv; charset=utf-8", "csv", (*wages.Report).WriteCSV)
+}
+
+// wageDownload answers a finished run's report as a file of type ctype.
+func (s *Server) wageDownload(w http.ResponseWriter, r *http.Request, ctype, ext string, write func(*wages.Report, io.Writer) error) {
 	j := s.wageJob(w, r)
 	if j == nil {
 		return
@@ -257,9 +253,9 @@ func (s *Server) wageCSV(w http.ResponseWriter, r *http.Request) {
 	if rep == nil {
 		return
 	}
-	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
-	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="wages-%s-%s.csv"`, rep.Period, j.ID))
-	_ = rep.WriteCSV(w)
+	w.Header().Set("Content-Type", ctype)
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="wages-%s-%s.%s"`, rep.Period, j.ID, ext))
+	_ = write(rep, w)
 }
 
 // wagePack answers the evidence pack of ?worker=REF: the bytes

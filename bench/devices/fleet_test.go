@@ -265,9 +265,14 @@ func (d *simDevice) send(ctx context.Context, c *benchkit.RawConn, sched *atomic
 		}
 		// Wake for the next reading, and at least every second to see ctx
 		// and a new schedule; a lost connection (EOF) ends the wait at once.
+		// A reading due at or after the schedule's stop is never taken: its
+		// time is no deadline (it lies in the past once the window ended,
+		// and waiting for it would spin).
 		next := now.Add(time.Second)
-		if a < len(d.frames) && sch.at(d.offset, a).Before(next) {
-			next = sch.at(d.offset, a)
+		if a < len(d.frames) {
+			if at := sch.at(d.offset, a); at.After(now) && at.Before(next) && at.Before(sch.stop) {
+				next = at
+			}
 		}
 		if err := c.WaitIdle(next); err != nil {
 			return

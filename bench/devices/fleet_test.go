@@ -426,3 +426,28 @@ func logf(tb testing.TB, format string, args ...any) {
 	tb.Helper()
 	tb.Logf("%s "+format, append([]any{time.Now().UTC().Format("15:04:05")}, args...)...)
 }
+
+// connectFleet starts every device on addr, held by a schedule that starts
+// a day ahead (no reading before all are connected; the caller sets the
+// real one), and waits until all are connected (at most 3 minutes). It
+// returns the schedule, the time the connects took, and the stop that ends
+// the devices and waits for them.
+func connectFleet(b *testing.B, devs []*simDevice, addr string, interval time.Duration) (*atomic.Pointer[schedule], time.Duration, func()) {
+	b.Helper()
+	sch := new(atomic.Pointer[schedule])
+	sch.Store(&schedule{t0: time.Now().Add(24 * time.Hour), interval: interval, stop: time.Now().Add(25 * time.Hour)})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	stop := func() { cancel(); wg.Wait() }
+	gate := make(chan struct{}, connectInFlight)
+	start := time.Now()
+	for _, d := range devs {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.run(ctx, addr, sch, gate) }()
+	}
+	if !waitAll(3*time.Minute, func() bool { return connectedCount(devs) == len(devs) }) {
+		stop()
+		b.Fatalf("%d devices: %d connected after 3 minutes", len(devs), connectedCount(devs))
+	}
+	return sch, time.Since(start), stop
+}

@@ -1,7 +1,6 @@
 package devices
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,8 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -254,21 +251,9 @@ func quietRun(b *testing.B, devs []*simDevice, sc quietScale) quietPoint {
 
 	// No reading before every device is connected: the schedule starts
 	// far ahead and is set once they are.
-	var sch atomic.Pointer[schedule]
-	sch.Store(&schedule{t0: time.Now().Add(24 * time.Hour), interval: sc.interval, stop: time.Now().Add(25 * time.Hour)})
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
-	gate := make(chan struct{}, connectInFlight)
-	start := time.Now()
-	for _, d := range devs {
-		wg.Add(1)
-		go func() { defer wg.Done(); d.run(ctx, mqttAddr, &sch, gate) }()
-	}
-	if !waitAll(3*time.Minute, func() bool { return connectedCount(devs) == n }) {
-		b.Fatalf("%d devices: %d connected after 3 minutes", n, connectedCount(devs))
-	}
-	p.ConnectSeconds = time.Since(start).Seconds()
+	sch, took, stopFleet := connectFleet(b, devs, mqttAddr, sc.interval)
+	defer stopFleet()
+	p.ConnectSeconds = took.Seconds()
 	p.ConnectsPerS = float64(n) / p.ConnectSeconds
 	time.Sleep(2 * time.Second) // let the connect burst's garbage be collected
 	p.Connected = g.Stats(b)
@@ -312,8 +297,7 @@ func quietRun(b *testing.B, devs []*simDevice, sc quietScale) quietPoint {
 	if m, err := scrapeAll(httpAddr); err == nil {
 		p.GoEnd = goMemOf(m)
 	}
-	cancel()
-	wg.Wait()
+	stopFleet()
 	var lats []time.Duration
 	for _, d := range devs {
 		for _, a := range d.acks {

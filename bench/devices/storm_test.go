@@ -1,7 +1,6 @@
 package devices
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -146,21 +145,9 @@ func benchStorm(b *testing.B) {
 		b.Fatalf("gateway listens on %s, want %s", g.Addrs[0], mqttAddr)
 	}
 
-	var sch atomic.Pointer[schedule]
-	sch.Store(&schedule{t0: time.Now().Add(24 * time.Hour), interval: sc.interval, stop: time.Now().Add(25 * time.Hour)})
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
-	gate := make(chan struct{}, connectInFlight)
-	start := time.Now()
-	for _, d := range devs {
-		wg.Add(1)
-		go func() { defer wg.Done(); d.run(ctx, mqttAddr, &sch, gate) }()
-	}
-	if !waitAll(3*time.Minute, func() bool { return connectedCount(devs) == n }) {
-		b.Fatalf("%d devices: %d connected after 3 minutes", n, connectedCount(devs))
-	}
-	logf(b, "%d devices connected in %.1f s (through the gateway's default connect limits)", n, time.Since(start).Seconds())
+	sch, took, stopFleet := connectFleet(b, devs, mqttAddr, sc.interval)
+	defer stopFleet()
+	logf(b, "%d devices connected in %.1f s (through the gateway's default connect limits)", n, took.Seconds())
 
 	t0 := time.Now().Add(time.Second)
 	killAt := t0.Add(sc.before)
@@ -263,8 +250,7 @@ func benchStorm(b *testing.B) {
 	res.GatewayRefusals = nonZero(metrics, "edgeanchor_mqtt_connect_throttled_total", "edgeanchor_mqtt_connections_refused_total",
 		"edgeanchor_auth_failures_total", "edgeanchor_messages_refused_total", "edgeanchor_messages_duplicate_total",
 		"edgeanchor_mqtt_connect_timeouts_total", "edgeanchor_mqtt_accept_errors_total")
-	cancel()
-	wg.Wait()
+	stopFleet()
 
 	// What the devices saw, second by second after the restart.
 	secs := int(time.Since(restart).Seconds()) + 1

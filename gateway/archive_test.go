@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
 
 	"github.com/edgeanchor/edgeanchor/anchor/evidence"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
@@ -189,6 +192,23 @@ func TestArchive(t *testing.T) {
 		}
 		if sb, err := blog.Get(info.LastBatch + 1); err != nil || sb.First != info.LastGSeq+1 {
 			t.Fatalf("first batch kept: %v %v", sb, err)
+		}
+		if sb, _ := blog.Get(info.LastBatch + 1); sb != nil {
+			if _, ok, err := blog.Leaves(sb); !ok || err != nil {
+				t.Fatalf("first batch kept %v lost its kept leaf hashes: %v %v", sb, ok, err)
+			}
+		}
+		if err := st.DB().View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("b/v/")})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				if seq := binary.BigEndian.Uint64(it.Item().Key()[4:]); seq <= info.LastBatch {
+					return fmt.Errorf("the leaf hashes of archived batch %d are still stored", seq)
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
 		}
 		proofs, err := batch.NewProofs(st, blog, s.e.client, s.e.lgw.Signer, slog.New(slog.DiscardHandler))
 		if err != nil {

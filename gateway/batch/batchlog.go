@@ -53,6 +53,9 @@ func (b *Batch) ParsedHeader() (*anchor.BatchHeader, error) {
 //	{p}h/{seq}   → Batch JSON (header, sig, tx, anchor receipt)
 //	{p}l/{last}  → seq (find the batch of a gseq with one seek)
 //	{p}m/anchored → the highest seq whose anchor receipt is stored
+//	{p}v/{seq}   → the batch's leaf hashes, 32 bytes a record in gseq
+//	               order: a cache for proofs, checked against the
+//	               header's root before use (Leaves), never trusted
 //
 // The outbox is every batch after m/anchored, submitted in order.
 type Log struct {
@@ -162,7 +165,11 @@ func (l *Log) ByGSeq(gseq uint64) (*Batch, error) {
 // Append stores the next batch of the chain: its seq must follow the last
 // stored one, its header's prev must be the last header's hash and its first
 // gseq must follow the last one's last. Nothing is stored on error.
-func (l *Log) Append(b *Batch) error {
+func (l *Log) Append(b *Batch) error { return l.AppendWithLeaves(b, nil) }
+
+// AppendWithLeaves is Append that also keeps the batch's leaf hashes (nil:
+// none), so that a proof needs not read the batch's records again.
+func (l *Log) AppendWithLeaves(b *Batch, leaves []anchor.Hash) error {
 	h, err := anchor.ParseHeader(b.Header)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrChain, err)
@@ -190,8 +197,61 @@ func (l *Log) Append(b *Batch) error {
 		if err := txn.Set(l.key("h/", b.Seq), val); err != nil {
 			return err
 		}
+		if leaves != nil {
+			if err := txn.Set(l.key("v/", b.Seq), joinLeaves(leaves)); err != nil {
+				return err
+			}
+		}
 		return txn.Set(l.key("l/", b.Last), u64(b.Seq))
 	})
+}
+
+// Leaves returns the kept leaf hashes of b when they are there and hash to
+// its header's root; ok is false otherwise (none kept, or damaged).
+func (l *Log) Leaves(b *Batch) (leaves []anchor.Hash, ok bool, err error) {
+	h, err := b.ParsedHeader()
+	if err != nil {
+		return nil, false, err
+	}
+	err = l.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(l.key("v/", b.Seq))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) error {
+			if uint64(len(v)) != h.Count*uint64(hashSize) {
+				return nil
+			}
+			leaves = make([]anchor.Hash, h.Count)
+			for i := range leaves {
+				copy(leaves[i][:], v[i*hashSize:])
+			}
+			return nil
+		})
+	})
+	if err != nil || leaves == nil || anchor.MerkleRoot(leaves) != h.Root {
+		return nil, false, err
+	}
+	return leaves, true, nil
+}
+
+// KeepLeaves stores the leaf hashes of batch seq (computed from its
+// records by a caller that checked them against the header).
+func (l *Log) KeepLeaves(seq uint64, leaves []anchor.Hash) error {
+	return l.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(l.key("v/", seq), joinLeaves(leaves))
+	})
+}
+
+func joinLeaves(leaves []anchor.Hash) []byte {
+	out := make([]byte, 0, len(leaves)*hashSize)
+	for _, h := range leaves {
+		out = append(out, h[:]...)
+	}
+	return out
 }
 
 // AnchoredSeq returns the highest seq whose anchor receipt is stored (0
@@ -310,3 +370,6 @@ func (c batchClaims) CheckTail(db *badger.DB) (string, error) {
 
 // u64 encodes v as 8 bytes big-endian, as the store encodes its numbers.
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+// hashSize is the bytes of one kept leaf hash.
+const hashSize = len(anchor.Hash{})

@@ -3,6 +3,7 @@ package batch
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"strings"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -13,14 +14,14 @@ import (
 
 // ArchivedRanges names the batch log's keys of an archive's batches, which
 // store.FinishArchive deletes before the records: the index b/l/ first,
-// then the headers b/h/ (a batch is never found by gseq without its
-// header).
+// then the kept leaf hashes b/v/ and the headers b/h/ (a batch is never
+// found by gseq without its header).
 func (r *Repairer) ArchivedRanges(info store.ArchiveInfo) []archived.Range {
 	return archivedRanges(keyPrefix, info)
 }
 
 func archivedRanges(prefix string, info store.ArchiveInfo) []archived.Range {
-	return []archived.Range{{Prefix: prefix + "l/", UpTo: info.LastGSeq}, {Prefix: prefix + "h/", UpTo: info.LastBatch}}
+	return []archived.Range{{Prefix: prefix + "l/", UpTo: info.LastGSeq}, {Prefix: prefix + "v/", UpTo: info.LastBatch}, {Prefix: prefix + "h/", UpTo: info.LastBatch}}
 }
 
 // ChainRepair says what the batch log's repair kept.
@@ -147,7 +148,8 @@ func repairBatches(db *badger.DB, vbatches map[uint64]versioned, rep *ChainRepai
 	}
 	wb = db.NewWriteBatch()
 	for _, k := range drop {
-		if err := wb.Delete(k); err != nil {
+		seq := binary.BigEndian.Uint64(k[len(k)-8:])
+		if err := errors.Join(wb.Delete(k), wb.Delete(blog.key("v/", seq))); err != nil {
 			wb.Cancel()
 			return err
 		}

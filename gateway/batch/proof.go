@@ -94,19 +94,26 @@ func (p *Proofs) Bundle(ctx context.Context, gseq uint64) (*evidence.Bundle, err
 	if err != nil {
 		return nil, err
 	}
-	leaves, err := p.batchLeaves(sb)
-	if err != nil {
-		return nil, err
+	// The batch's leaves (the store) and the two ledger proofs are
+	// independent: a first request for an old record waits for the
+	// slowest of them, not their sum.
+	var (
+		leaves []anchor.Hash
+		dev    *deviceProof
+		ap     *evidence.AnchorProof
+		errs   [3]error
+		wg     sync.WaitGroup
+	)
+	wg.Go(func() { dev, errs[1] = p.deviceProof(ctx, rec.DID) })
+	wg.Go(func() { ap, errs[2] = p.anchorProof(ctx, sb) })
+	leaves, errs[0] = p.batchLeaves(sb)
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
 	}
 	path, err := anchor.InclusionProof(leaves, gseq-sb.First)
-	if err != nil {
-		return nil, err
-	}
-	dev, err := p.deviceProof(ctx, rec.DID)
-	if err != nil {
-		return nil, err
-	}
-	ap, err := p.anchorProof(ctx, sb)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +136,9 @@ func (p *Proofs) Bundle(ctx context.Context, gseq uint64) (*evidence.Bundle, err
 }
 
 // batchLeaves returns the leaf hashes of sb's records, checked against the
-// header's root, from a small cache or the store.
+// header's root: from a small cache, the batch log's kept leaves, or the
+// records themselves (a batch cut before leaves were kept, or whose kept
+// leaves are damaged: they are kept again).
 func (p *Proofs) batchLeaves(sb *Batch) ([]anchor.Hash, error) {
 	p.mu.Lock()
 	leaves, ok := p.leaves[sb.Seq]
@@ -137,7 +146,30 @@ func (p *Proofs) batchLeaves(sb *Batch) ([]anchor.Hash, error) {
 	if ok {
 		return leaves, nil
 	}
-	leaves = make([]anchor.Hash, 0, sb.Last-sb.First+1)
+	leaves, ok, err := p.blog.Leaves(sb)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		if leaves, err = p.recordLeaves(sb); err != nil {
+			return nil, err
+		}
+		if err := p.blog.KeepLeaves(sb.Seq, leaves); err != nil {
+			p.log.Warn("keeping a batch's leaf hashes", "batch", sb.Seq, "err", err)
+		}
+	}
+	p.mu.Lock()
+	if len(p.leaves) >= maxCachedLeafBatches {
+		clear(p.leaves)
+	}
+	p.leaves[sb.Seq] = leaves
+	p.mu.Unlock()
+	return leaves, nil
+}
+
+// recordLeaves hashes sb's records and checks them against its root.
+func (p *Proofs) recordLeaves(sb *Batch) ([]anchor.Hash, error) {
+	leaves := make([]anchor.Hash, 0, sb.Last-sb.First+1)
 	if err := p.store.Range(sb.First, sb.Last, func(r *store.Record) error {
 		leaves = append(leaves, anchor.LeafHash(r.Salt, r.Receipt))
 		return nil
@@ -154,12 +186,6 @@ func (p *Proofs) batchLeaves(sb *Batch) ([]anchor.Hash, error) {
 	if root := anchor.MerkleRoot(leaves); root != h.Root {
 		return nil, fmt.Errorf("gateway: batch %d: stored records hash to %s, the header says %s", sb.Seq, root, h.Root)
 	}
-	p.mu.Lock()
-	if len(p.leaves) >= maxCachedLeafBatches {
-		clear(p.leaves)
-	}
-	p.leaves[sb.Seq] = leaves
-	p.mu.Unlock()
 	return leaves, nil
 }
 

@@ -1,0 +1,121 @@
+package batch
+
+import (
+	"encoding/binary"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/edgeanchor/edgeanchor/anchor"
+	"github.com/edgeanchor/edgeanchor/gateway/store"
+)
+
+// recordLeavesOf hashes records first..last as the batcher does.
+func recordLeavesOf(t *testing.T, e *batchEnv, first, last uint64) []anchor.Hash {
+	t.Helper()
+	var out []anchor.Hash
+	if err := e.store.Range(first, last, func(r *store.Record) error {
+		out = append(out, anchor.LeafHash(r.Salt, r.Receipt))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// deleteRecord removes record gseq from the store's Badger DB behind the
+// store's back (key r/<gseq>, the store's layout).
+func deleteRecord(t *testing.T, e *batchEnv, gseq uint64) {
+	t.Helper()
+	key := binary.BigEndian.AppendUint64([]byte("r/"), gseq)
+	if err := e.store.DB().Update(func(txn *badger.Txn) error { return txn.Delete(key) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.Get(gseq); err == nil {
+		t.Fatalf("record %d is still there: the test's idea of the store's keys is wrong", gseq)
+	}
+}
+
+// A cut batch keeps its leaf hashes, and a proof of one of its records
+// reads them instead of every record of the batch: with another record of
+// the batch gone, the proof's leaves are still there and still right.
+func TestBatchKeepsLeavesForProofs(t *testing.T) {
+	e := newBatchEnv(t)
+	b, _ := e.batcher(t, time.Hour, 100, nil)
+	e.add(t, 12)
+	sb, err := b.CutNow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := recordLeavesOf(t, e, sb.First, sb.Last)
+	got, ok, err := e.blog.Leaves(sb)
+	if err != nil || !ok || !slices.Equal(got, want) {
+		t.Fatalf("Leaves = %d leaves, %v, %v; want the %d leaf hashes of the records", len(got), ok, err, len(want))
+	}
+	deleteRecord(t, e, sb.First+3)
+	p, err := NewProofs(e.store, e.blog, nil, e.gw, discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaves, err := p.batchLeaves(sb)
+	if err != nil || !slices.Equal(leaves, want) {
+		t.Fatalf("batchLeaves with a record of the batch gone = %d leaves, %v; want the kept %d", len(leaves), err, len(want))
+	}
+}
+
+// Kept leaves are a cache checked against the header's root: missing (a
+// batch from before they were kept) or damaged, the proof hashes the
+// records again, gets the right leaves and keeps them; and a record that
+// is then missing is an error, never a proof from wrong leaves.
+func TestKeptLeavesAreCheckedAndRekept(t *testing.T) {
+	e := newBatchEnv(t)
+	b, _ := e.batcher(t, time.Hour, 100, nil)
+	e.add(t, 9)
+	sb, err := b.CutNow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := recordLeavesOf(t, e, sb.First, sb.Last)
+	key := e.blog.key("v/", sb.Seq)
+	damaged := joinLeaves(want)
+	damaged[5] ^= 1
+	for name, set := range map[string]func(txn *badger.Txn) error{
+		"missing":   func(txn *badger.Txn) error { return txn.Delete(key) },
+		"flipped":   func(txn *badger.Txn) error { return txn.Set(key, damaged) },
+		"truncated": func(txn *badger.Txn) error { return txn.Set(key, joinLeaves(want)[:40]) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			if err := e.store.DB().Update(set); err != nil {
+				t.Fatal(err)
+			}
+			if got, ok, err := e.blog.Leaves(sb); err != nil || ok {
+				t.Fatalf("Leaves of %s kept leaves = %d leaves, %v, %v; want not ok", name, len(got), ok, err)
+			}
+			p, err := NewProofs(e.store, e.blog, nil, e.gw, discardLog())
+			if err != nil {
+				t.Fatal(err)
+			}
+			leaves, err := p.batchLeaves(sb)
+			if err != nil || !slices.Equal(leaves, want) {
+				t.Fatalf("batchLeaves = %d leaves, %v; want the records' %d", len(leaves), err, len(want))
+			}
+			if got, ok, err := e.blog.Leaves(sb); err != nil || !ok || !slices.Equal(got, want) {
+				t.Fatalf("after the proof, Leaves = %d, %v, %v; want them kept again", len(got), ok, err)
+			}
+		})
+	}
+	if err := e.store.DB().Update(func(txn *badger.Txn) error { return txn.Set(key, damaged) }); err != nil {
+		t.Fatal(err)
+	}
+	deleteRecord(t, e, sb.Last)
+	p, err := NewProofs(e.store, e.blog, nil, e.gw, discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.batchLeaves(sb); err == nil || !strings.Contains(err.Error(), "of its 9 records are stored") {
+		t.Fatalf("damaged leaves and a missing record: batchLeaves = %v, want the missing record named", err)
+	}
+}

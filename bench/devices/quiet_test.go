@@ -294,7 +294,9 @@ func quietRun(b *testing.B, devs []*simDevice, sc quietScale) quietPoint {
 	}
 	waitAll(ackTimeout+5*time.Second, func() bool { return acked() >= p.Due })
 	p.SteadyEnd = g.Stats(b)
-	if m, err := scrapeAll(httpAddr); err == nil {
+	if m, err := scrapeAll(httpAddr); err != nil {
+		logf(b, "%d devices: the gateway's /metrics at the end: %v", n, err)
+	} else {
 		p.GoEnd = goMemOf(m)
 	}
 	stopFleet()

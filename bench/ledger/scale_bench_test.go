@@ -55,46 +55,9 @@ func BenchmarkManyGateways(b *testing.B) {
 			"gateways and scaled to 86,400 s (a gateway-day) and to 365 days at that many gateways (linear: blocks, tx index and " +
 			"state grow per tx and per block; LevelDB compaction makes short windows noisy)"}
 
-	cl := ledgertest.StartClusterWith(b, validators, ledgertest.ClusterOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(len(steps)*seconds)*time.Second+20*time.Minute)
 	defer cancel()
-	clients := make([]*ledgerclient.Client, validators)
-	for i := range clients {
-		o := ledgerclient.ClientOptions{CommitTimeout: 60 * time.Second}
-		if i > 0 {
-			o.Follower = clients[0]
-		}
-		c, err := ledgerclient.NewClient(cl.RPC(i), o)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		clients[i] = c
-	}
-	maxG := slices.Max(steps)
-	gws := make([]*ledgertest.Gateway, maxG)
-	pend := make([]*ledgerclient.PendingTx, maxG)
-	for i := range gws {
-		gws[i] = ledgertest.NewGateway(b, fmt.Sprintf("site-%d", i))
-		p, err := clients[0].Broadcast(ctx, gws[i].RegisterTx(b, cl.Committee))
-		if err != nil {
-			b.Fatalf("register gateway %d: %v", i, err)
-		}
-		pend[i] = p
-	}
-	var h0 int64
-	for i, p := range pend {
-		r, err := p.Wait(ctx)
-		if err != nil {
-			b.Fatalf("register gateway %d: %v", i, err)
-		}
-		h0 = max(h0, r.Height)
-	}
-	cl.WaitHeight(b, h0, 30*time.Second)
-	signers := make([]*presigner, maxG)
-	for i, gw := range gws {
-		signers[i] = &presigner{gw: gw}
-	}
+	cl, clients, signers := startGateways(ctx, b, validators, slices.Max(steps))
 
 	for _, g := range steps {
 		presign(b, signers[:g], g, seconds, int64(g*seconds*2))
@@ -132,7 +95,7 @@ func BenchmarkManyGateways(b *testing.B) {
 
 	// A gateway with ndev devices: register them (in flight 256 at a time),
 	// then time the identity cache's query.
-	gw := gws[0]
+	gw := signers[0].gw
 	t0 := time.Now()
 	var inflight []*ledgerclient.PendingTx
 	for i := 0; i < ndev; i++ {
@@ -250,4 +213,50 @@ func dataBytes(homes []string) int64 {
 		})
 	}
 	return n
+}
+
+// startGateways starts validators OS-process validators and registers
+// gateways gateways, each with a presigner of its anchor headers; the
+// clients (one per validator, the first the others' follower) are closed
+// at the end of b.
+func startGateways(ctx context.Context, b *testing.B, validators, gateways int) (*ledgertest.Cluster, []*ledgerclient.Client, []*presigner) {
+	b.Helper()
+	cl := ledgertest.StartClusterWith(b, validators, ledgertest.ClusterOptions{})
+	clients := make([]*ledgerclient.Client, validators)
+	for i := range clients {
+		o := ledgerclient.ClientOptions{CommitTimeout: 60 * time.Second}
+		if i > 0 {
+			o.Follower = clients[0]
+		}
+		c, err := ledgerclient.NewClient(cl.RPC(i), o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close() })
+		clients[i] = c
+	}
+	gws := make([]*ledgertest.Gateway, gateways)
+	pend := make([]*ledgerclient.PendingTx, gateways)
+	for i := range gws {
+		gws[i] = ledgertest.NewGateway(b, fmt.Sprintf("site-%d", i))
+		p, err := clients[0].Broadcast(ctx, gws[i].RegisterTx(b, cl.Committee))
+		if err != nil {
+			b.Fatalf("register gateway %d: %v", i, err)
+		}
+		pend[i] = p
+	}
+	var h0 int64
+	for i, p := range pend {
+		r, err := p.Wait(ctx)
+		if err != nil {
+			b.Fatalf("register gateway %d: %v", i, err)
+		}
+		h0 = max(h0, r.Height)
+	}
+	cl.WaitHeight(b, h0, 30*time.Second)
+	signers := make([]*presigner, gateways)
+	for i, gw := range gws {
+		signers[i] = &presigner{gw: gw}
+	}
+	return cl, clients, signers
 }

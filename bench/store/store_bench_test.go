@@ -405,7 +405,9 @@ func BenchmarkStoreGrowth(b *testing.B) {
 	}
 	defer client.Close()
 	s := &site{b: b, node: node, client: client, lgw: lgw, gwPEM: mustPEM(b, gwPriv)}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	// The whole run, not its setup: at 10 million records the audit starts
+	// some 15 minutes in.
+	ctx, cancel := context.WithTimeout(context.Background(), 110*time.Minute)
 	defer cancel()
 	var pend []*ledgerclient.PendingTx
 	for range ndev {

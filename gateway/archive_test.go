@@ -51,11 +51,14 @@ func newArchiveSite(t *testing.T) *archiveSite {
 	t.Helper()
 	e := anStart(t, 2, 100*time.Millisecond, 0)
 	s := &archiveSite{e: e, bundles: map[uint64][]byte{}, devSeqOf: map[uint64][2]any{}}
-	for range 4 {
+	for round := range 4 {
 		for _, d := range e.devs {
 			if err := e.publish(d); err != nil {
 				t.Fatal(err)
 			}
+		}
+		if round == 1 { // at least two batches before the cutoff
+			e.waitAnchored(30 * time.Second)
 		}
 	}
 	e.waitAnchored(30 * time.Second)
@@ -284,6 +287,43 @@ func TestArchive(t *testing.T) {
 		}
 		if _, err := archive.Verify(altered, s.trust, 2); err == nil {
 			t.Fatal("an altered archive verified")
+		}
+		// A proof from the archive is a search: it decodes only its own
+		// batch, so the record of a later batch is still served (and
+		// verifies) from the altered file, while the altered record's
+		// own bundle is refused or does not verify.
+		if info.LastBatch < 2 {
+			t.Fatalf("the archive holds %d batch; the search needs two", info.LastBatch)
+		}
+		// The first record's salt altered: its batch no longer hashes to
+		// its header's root.
+		j := bytes.Index(raw, []byte(`"salt":"`)) + len(`"salt":"`) + 2
+		mod = bytes.Clone(raw)
+		mod[j] = map[bool]byte{true: 'B', false: 'A'}[mod[j] == 'A']
+		if err := os.WriteFile(altered, mod, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := archive.Verify(altered, s.trust, 2); !errors.Is(err, archive.ErrFile) || !strings.Contains(err.Error(), "hash to") {
+			t.Fatalf("an archive with a record's salt altered: %v, want archive.ErrFile naming the root", err)
+		}
+		if b, err := archive.Bundle(altered, info.LastGSeq); err != nil {
+			t.Fatalf("bundle of the last record from an archive altered in its first batch: %v", err)
+		} else if _, err := b.Verify(s.trust, nil); err != nil {
+			t.Fatalf("bundle of the last record from an archive altered in its first batch: %v", err)
+		}
+		if b, err := archive.Bundle(altered, 1); err == nil {
+			if _, err := b.Verify(s.trust, nil); err == nil {
+				t.Fatal("the altered first batch gave a bundle that verifies")
+			}
+		}
+		// A record line that names another kind further on is refused
+		// where it is decoded.
+		twoKinds := bytes.Replace(raw, []byte(`{"t":"record",`), []byte(`{"t":"record","t":"batch",`), 1)
+		if err := os.WriteFile(altered, twoKinds, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := archive.Bundle(altered, 1); !errors.Is(err, archive.ErrFile) || !strings.Contains(err.Error(), `says "batch"`) {
+			t.Fatalf("a record line that says batch: %v, want archive.ErrFile naming it", err)
 		}
 		if err := os.WriteFile(altered, raw[:len(raw)-10], 0o600); err != nil {
 			t.Fatal(err)

@@ -2,6 +2,7 @@ package archive
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -455,6 +456,9 @@ type Batch struct {
 	Header  *anchor.BatchHeader
 	Anchor  *evidence.AnchorProof
 	Records []*store.Record
+
+	skip    bool   // a search passes over this batch: records counted, not decoded
+	skipped uint64 // its record lines counted
 }
 
 // Summary is what reading a whole archive file found.
@@ -470,8 +474,8 @@ type Summary struct {
 type archiveReader struct {
 	path    string
 	r       *bufio.Reader
-	h       hash.Hash
-	n       int // line number
+	h       hash.Hash // nil: a search, which neither hashes nor checks the end's SM3
+	n       int       // line number
 	head    archiveHead
 	devices map[device.DID]*archiveDevice
 }
@@ -506,16 +510,51 @@ func (a *archiveReader) next() (string, []byte, error) {
 		break
 	}
 	a.n++
-	var k struct {
-		T string `json:"t"`
+	t, ok := lineKind(line)
+	if !ok {
+		var k struct {
+			T string `json:"t"`
+		}
+		if err := json.Unmarshal(line, &k); err != nil {
+			return "", nil, a.bad("%v", err)
+		}
+		t = k.T
 	}
-	if err := json.Unmarshal(line, &k); err != nil {
-		return "", nil, a.bad("%v", err)
-	}
-	if k.T != "end" {
+	if t != "end" && a.h != nil {
 		a.h.Write(line)
 	}
-	return k.T, line, nil
+	return t, line, nil
+}
+
+// lineKind reads the kind of a line as the writer starts it, {"t":"kind",
+// without decoding the line (a record line is ~2 kB); ok is false for any
+// other shape, which the caller decodes. A line whose JSON says another
+// kind further on is refused where it is decoded (checkKind), or, skipped
+// in a search, cannot make a bundle that verifies.
+func lineKind(line []byte) (string, bool) {
+	const open = `{"t":"`
+	if !bytes.HasPrefix(line, []byte(open)) {
+		return "", false
+	}
+	rest := line[len(open):]
+	end := bytes.IndexByte(rest, '"')
+	if end <= 0 || end > 16 || len(rest) <= end+1 || (rest[end+1] != ',' && rest[end+1] != '}') {
+		return "", false
+	}
+	for _, c := range rest[:end] {
+		if c < 'a' || c > 'z' {
+			return "", false
+		}
+	}
+	return string(rest[:end]), true
+}
+
+// checkKind refuses a decoded line whose "t" is not the kind it was read as.
+func (a *archiveReader) checkKind(read, decoded string) error {
+	if read != decoded {
+		return a.bad("line read as %q says %q", read, decoded)
+	}
+	return nil
 }
 
 // readArchive reads the archive at path, calling fn with each batch and
@@ -523,12 +562,24 @@ func (a *archiveReader) next() (string, []byte, error) {
 // check). It checks the order of the lines, each batch's records against
 // its header (gseqs and Merkle root) and the end line's counts and SM3.
 func readArchive(path string, fn func(ar *archiveReader, b *Batch) error) (*Summary, error) {
+	return searchArchive(path, nil, fn)
+}
+
+// searchArchive is readArchive, or with want a search: fn sees only the
+// batches want accepts; the record lines of the others are counted, not
+// decoded, and the file is not hashed (the end line's SM3 is not checked:
+// `archive verify` does). A bundle found so is checked like any other by
+// its verifier; a search only finds it without decoding the whole file.
+func searchArchive(path string, want func(h *anchor.BatchHeader) bool, fn func(ar *archiveReader, b *Batch) error) (*Summary, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: archive: %w", err)
 	}
 	defer f.Close()
-	a := &archiveReader{path: path, r: bufio.NewReaderSize(f, 1<<20), h: sm3.New(), devices: map[device.DID]*archiveDevice{}}
+	a := &archiveReader{path: path, r: bufio.NewReaderSize(f, 1<<20), devices: map[device.DID]*archiveDevice{}}
+	if want == nil {
+		a.h = sm3.New()
+	}
 	t, line, err := a.next()
 	if err != nil {
 		return nil, err
@@ -544,6 +595,14 @@ func readArchive(path string, fn func(ar *archiveReader, b *Batch) error) (*Summ
 	wantGSeq, wantBatch, prev := a.head.FirstGSeq, a.head.FirstBatch, a.head.Prev
 	flush := func() error {
 		if cur == nil {
+			return nil
+		}
+		if cur.skip {
+			if cur.skipped != cur.Header.Count {
+				return a.bad("batch %d has %d records, its header says %d", cur.Batch.Seq, cur.skipped, cur.Header.Count)
+			}
+			sum.Batches++
+			cur = nil
 			return nil
 		}
 		if uint64(len(cur.Records)) != cur.Header.Count {
@@ -575,6 +634,9 @@ func readArchive(path string, fn func(ar *archiveReader, b *Batch) error) (*Summ
 			if err := json.Unmarshal(line, &d); err != nil || d.Proof == nil {
 				return nil, a.bad("bad device line: %v", err)
 			}
+			if err := a.checkKind(t, d.T); err != nil {
+				return nil, err
+			}
 			warmProof(d.Proof)
 			a.devices[d.DID] = &d
 		case "batch":
@@ -588,6 +650,9 @@ func readArchive(path string, fn func(ar *archiveReader, b *Batch) error) (*Summ
 			if err := json.Unmarshal(line, &bl); err != nil || bl.Batch == nil || bl.Anchor == nil {
 				return nil, a.bad("bad batch line: %v", err)
 			}
+			if err := a.checkKind(t, bl.T); err != nil {
+				return nil, err
+			}
 			h, err := bl.Batch.ParsedHeader()
 			if err != nil {
 				return nil, a.bad("batch header: %v", err)
@@ -599,11 +664,19 @@ func readArchive(path string, fn func(ar *archiveReader, b *Batch) error) (*Summ
 			}
 			wantBatch, wantGSeq, prev = h.Seq+1, h.Last+1, h.Hash()
 			warmProof(bl.Anchor)
-			cur = &Batch{Batch: bl.Batch, Header: h, Anchor: bl.Anchor}
+			cur = &Batch{Batch: bl.Batch, Header: h, Anchor: bl.Anchor, skip: want != nil && !want(h)}
 		case "record":
+			if cur != nil && cur.skip {
+				cur.skipped++
+				sum.Records++
+				continue
+			}
 			var rl archiveRecord
 			if err := json.Unmarshal(line, &rl); err != nil || rl.Record == nil {
 				return nil, a.bad("bad record line: %v", err)
+			}
+			if err := a.checkKind(t, rl.T); err != nil {
+				return nil, err
 			}
 			if cur == nil || rl.Record.GSeq != cur.Batch.First+uint64(len(cur.Records)) || rl.Record.GSeq > cur.Batch.Last {
 				return nil, a.bad("record %d out of place", rl.Record.GSeq)
@@ -615,11 +688,18 @@ func readArchive(path string, fn func(ar *archiveReader, b *Batch) error) (*Summ
 			if err := json.Unmarshal(line, &end); err != nil {
 				return nil, a.bad("bad end line: %v", err)
 			}
+			if err := a.checkKind(t, end.T); err != nil {
+				return nil, err
+			}
 			if err := flush(); err != nil {
 				return nil, err
 			}
-			copy(sum.SM3[:], a.h.Sum(nil))
 			sum.Devices = len(a.devices)
+			if a.h != nil {
+				copy(sum.SM3[:], a.h.Sum(nil))
+			} else {
+				sum.SM3 = end.SM3 // a search does not hash: not checked
+			}
 			switch {
 			case end.SM3 != sum.SM3:
 				return nil, a.bad("the file hashes to %s, its end line says %s (altered)", sum.SM3, end.SM3)
@@ -707,21 +787,20 @@ func leafPaths(b *Batch) [][]anchor.Hash {
 	return paths
 }
 
-// ArchiveBundle returns the proof bundle of record gseq from the archive
-// file at path. It reads the file up to that record's batch.
+// Bundle returns the proof bundle of record gseq from the archive file at
+// path. It reads the file up to that record's batch, decoding only that
+// batch's records.
 func Bundle(path string, gseq uint64) (*evidence.Bundle, error) {
 	var out *evidence.Bundle
-	_, err := readArchive(path, func(a *archiveReader, b *Batch) error {
-		if gseq < b.Batch.First || gseq > b.Batch.Last {
-			return nil
-		}
-		var err error
-		out, err = a.bundle(b, int(gseq-b.Batch.First), leafPaths(b))
-		if err != nil {
-			return err
-		}
-		return errStopArchive
-	})
+	_, err := searchArchive(path, func(h *anchor.BatchHeader) bool { return h.First <= gseq && gseq <= h.Last },
+		func(a *archiveReader, b *Batch) error {
+			var err error
+			out, err = a.bundle(b, int(gseq-b.Batch.First), leafPaths(b))
+			if err != nil {
+				return err
+			}
+			return errStopArchive
+		})
 	if out != nil {
 		return out, nil
 	}
@@ -732,29 +811,57 @@ func Bundle(path string, gseq uint64) (*evidence.Bundle, error) {
 }
 
 // DeviceBundle returns the proof bundle of device did's record seq
-// from the archive file at path.
+// from the archive file at path: a first pass finds its gseq (decoding
+// only the record lines that name did), a second is Bundle's.
 func DeviceBundle(path string, did device.DID, seq uint64) (*evidence.Bundle, error) {
-	var out *evidence.Bundle
-	_, err := readArchive(path, func(a *archiveReader, b *Batch) error {
-		for i, r := range b.Records {
-			if r.DID == did && r.Seq == seq {
-				var err error
-				out, err = a.bundle(b, i, leafPaths(b))
-				if err != nil {
-					return err
-				}
-				return errStopArchive
-			}
-		}
-		return nil
-	})
-	if out != nil {
-		return out, nil
+	gseq, err := findDeviceRecord(path, did, seq)
+	if err != nil {
+		return nil, err
 	}
-	if err == nil {
+	if gseq == 0 {
 		return nil, fmt.Errorf("%w: %s seq %d is not in archive %s", store.ErrNotFound, did, seq, path)
 	}
-	return nil, err
+	b, err := Bundle(path, gseq)
+	if err != nil {
+		return nil, err
+	}
+	if b.Record.DID != did || b.Record.Seq != seq {
+		return nil, fmt.Errorf("%w: %s line for %s seq %d names gseq %d, which holds %s seq %d",
+			ErrFile, path, did, seq, gseq, b.Record.DID, b.Record.Seq)
+	}
+	return b, nil
+}
+
+// findDeviceRecord returns the gseq of did's record seq in the archive at
+// path (0: none).
+func findDeviceRecord(path string, did device.DID, seq uint64) (uint64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("gateway: archive: %w", err)
+	}
+	defer f.Close()
+	a := &archiveReader{path: path, r: bufio.NewReaderSize(f, 1<<20)}
+	name, err := json.Marshal(did)
+	if err != nil {
+		return 0, err
+	}
+	needle := append([]byte(`"did":`), name...)
+	for {
+		t, line, err := a.next()
+		if err != nil || t == "" || t == "end" {
+			return 0, err
+		}
+		if t != "record" || !bytes.Contains(line, needle) {
+			continue
+		}
+		var rl archiveRecord
+		if err := json.Unmarshal(line, &rl); err != nil || rl.Record == nil {
+			return 0, a.bad("bad record line: %v", err)
+		}
+		if rl.Record.DID == did && rl.Record.Seq == seq {
+			return rl.Record.GSeq, nil
+		}
+	}
 }
 
 // VerifyArchive reads the whole archive file at path and verifies every

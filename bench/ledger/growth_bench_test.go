@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgeanchor/edgeanchor/bench/plot"
+	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
 )
 
 // BenchmarkLedgerGrowth (issue 18, item 4: how the ledger's own store grows
@@ -48,7 +49,7 @@ func BenchmarkLedgerGrowth(b *testing.B) {
 			"of its samples over the second half of the window, extrapolated linearly to a day and a year at this many gateways"}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds)*time.Second+20*time.Minute)
 	defer cancel()
-	cl, clients, signers := startGateways(ctx, b, validators, gateways)
+	cl, clients, signers := startGateways(ctx, b, validators, gateways, ledgertest.ClusterOptions{})
 	// A few minutes signed ahead; the rest is signed as it is sent (one SM2
 	// signature per gateway-second, counted as signed_in_phase).
 	presign(b, signers, gateways, min(seconds, 300), int64(gateways*seconds*2))

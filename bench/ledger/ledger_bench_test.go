@@ -266,47 +266,9 @@ func runCase(b *testing.B, validators int) caseResult {
 		}
 		os.Setenv("GOMAXPROCS", strconv.Itoa(procs))
 	}
-	cl := ledgertest.StartClusterWith(b, validators, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Duration(seconds)*time.Second+5*time.Minute)
 	defer cancel()
-
-	// One block follower for the process, as a gateway has: the clients of
-	// validators 1… resolve their commits through client 0's follower
-	// (closed last, deferred first).
-	clients := make([]*ledgerclient.Client, validators)
-	for i := range clients {
-		opts := ledgerclient.ClientOptions{CommitTimeout: 60 * time.Second}
-		if i > 0 {
-			opts.Follower = clients[0]
-		}
-		c, err := ledgerclient.NewClient(cl.RPC(i), opts)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		clients[i] = c
-	}
-
-	// Admit the gateways (admin txs, all in flight at once).
-	gws := make([]*ledgertest.Gateway, gateways)
-	pend := make([]*ledgerclient.PendingTx, gateways)
-	for i := range gws {
-		gws[i] = ledgertest.NewGateway(b, fmt.Sprintf("site-%d", i))
-		p, err := clients[0].Broadcast(ctx, gws[i].RegisterTx(b, cl.Committee))
-		if err != nil {
-			b.Fatalf("register gateway %d: %v", i, err)
-		}
-		pend[i] = p
-	}
-	var h0 int64
-	for i, p := range pend {
-		r, err := p.Wait(ctx)
-		if err != nil {
-			b.Fatalf("register gateway %d: %v", i, err)
-		}
-		h0 = max(h0, r.Height)
-	}
-	cl.WaitHeight(b, h0, 30*time.Second) // every node knows the gateways
+	cl, clients, signers := startGateways(ctx, b, validators, gateways, opts)
 
 	paced := func(rate int) loadShape {
 		return loadShape{window: pacedWindow, interval: time.Duration(float64(time.Second) * float64(gateways) / float64(rate))}
@@ -329,10 +291,6 @@ func runCase(b *testing.B, validators int) caseResult {
 		}
 	}
 	presignRate := envInt("LEDGER_BENCH_PRESIGN_RATE", 3000)
-	signers := make([]*presigner, len(gws))
-	for i, gw := range gws {
-		signers[i] = &presigner{gw: gw}
-	}
 	presign(b, signers, presignRate, seconds, maxTx)
 	wait := profile("capacity")
 	r.Capacity = load(ctx, b, cl, clients, signers, seconds, maxTx, loadShape{window: window})

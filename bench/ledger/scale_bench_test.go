@@ -57,7 +57,7 @@ func BenchmarkManyGateways(b *testing.B) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(len(steps)*seconds)*time.Second+20*time.Minute)
 	defer cancel()
-	cl, clients, signers := startGateways(ctx, b, validators, slices.Max(steps))
+	cl, clients, signers := startGateways(ctx, b, validators, slices.Max(steps), ledgertest.ClusterOptions{})
 
 	for _, g := range steps {
 		presign(b, signers[:g], g, seconds, int64(g*seconds*2))
@@ -215,13 +215,14 @@ func dataBytes(homes []string) int64 {
 	return n
 }
 
-// startGateways starts validators OS-process validators and registers
-// gateways gateways, each with a presigner of its anchor headers; the
-// clients (one per validator, the first the others' follower) are closed
-// at the end of b.
-func startGateways(ctx context.Context, b *testing.B, validators, gateways int) (*ledgertest.Cluster, []*ledgerclient.Client, []*presigner) {
+// startGateways starts validators OS-process validators and admits
+// gateways gateways (admin txs, all in flight at once), each with a
+// presigner of its anchor headers. The clients, one per validator, share
+// client 0's block follower, as a gateway's do; they are closed at the end
+// of b.
+func startGateways(ctx context.Context, b *testing.B, validators, gateways int, opts ledgertest.ClusterOptions) (*ledgertest.Cluster, []*ledgerclient.Client, []*presigner) {
 	b.Helper()
-	cl := ledgertest.StartClusterWith(b, validators, ledgertest.ClusterOptions{})
+	cl := ledgertest.StartClusterWith(b, validators, opts)
 	clients := make([]*ledgerclient.Client, validators)
 	for i := range clients {
 		o := ledgerclient.ClientOptions{CommitTimeout: 60 * time.Second}

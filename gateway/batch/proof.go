@@ -158,12 +158,7 @@ func (p *Proofs) batchLeaves(sb *Batch) ([]anchor.Hash, error) {
 			p.log.Warn("keeping a batch's leaf hashes", "batch", sb.Seq, "err", err)
 		}
 	}
-	p.mu.Lock()
-	if len(p.leaves) >= maxCachedLeafBatches {
-		clear(p.leaves)
-	}
-	p.leaves[sb.Seq] = leaves
-	p.mu.Unlock()
+	putBounded(&p.mu, p.leaves, maxCachedLeafBatches, sb.Seq, leaves)
 	return leaves, nil
 }
 
@@ -222,11 +217,18 @@ func (p *Proofs) anchorProof(ctx context.Context, sb *Batch) (*evidence.AnchorPr
 	if err != nil {
 		return nil, fmt.Errorf("gateway: anchor proof of batch %d: %w", sb.Seq, err)
 	}
-	p.mu.Lock()
-	if len(p.anchors) >= maxCachedAnchors {
-		clear(p.anchors)
-	}
-	p.anchors[sb.Seq] = ap
-	p.mu.Unlock()
+	putBounded(&p.mu, p.anchors, maxCachedAnchors, sb.Seq, ap)
 	return ap, nil
+}
+
+// putBounded sets m[k] = v under mu, emptying m first when it holds limit
+// entries: the proofs' caches are cheap to fill again and never grow
+// without bound.
+func putBounded[K comparable, V any](mu *sync.Mutex, m map[K]V, limit int, k K, v V) {
+	mu.Lock()
+	defer mu.Unlock()
+	if len(m) >= limit {
+		clear(m)
+	}
+	m[k] = v
 }

@@ -167,8 +167,9 @@ func (l *Log) ByGSeq(gseq uint64) (*Batch, error) {
 // gseq must follow the last one's last. Nothing is stored on error.
 func (l *Log) Append(b *Batch) error { return l.AppendWithLeaves(b, nil) }
 
-// AppendWithLeaves is Append that also keeps the batch's leaf hashes (nil:
-// none), so that a proof needs not read the batch's records again.
+// AppendWithLeaves is Append that also keeps the batch's leaf hashes (nil,
+// or more than maxKeptLeaves: none), so that a proof needs not read the
+// batch's records again.
 func (l *Log) AppendWithLeaves(b *Batch, leaves []anchor.Hash) error {
 	h, err := anchor.ParseHeader(b.Header)
 	if err != nil {
@@ -197,7 +198,7 @@ func (l *Log) AppendWithLeaves(b *Batch, leaves []anchor.Hash) error {
 		if err := txn.Set(l.key("h/", b.Seq), val); err != nil {
 			return err
 		}
-		if leaves != nil {
+		if leaves != nil && len(leaves) <= maxKeptLeaves {
 			if err := txn.Set(l.key("v/", b.Seq), joinLeaves(leaves)); err != nil {
 				return err
 			}
@@ -239,8 +240,12 @@ func (l *Log) Leaves(b *Batch) (leaves []anchor.Hash, ok bool, err error) {
 }
 
 // KeepLeaves stores the leaf hashes of batch seq (computed from its
-// records by a caller that checked them against the header).
+// records by a caller that checked them against the header); more than
+// maxKeptLeaves are not kept.
 func (l *Log) KeepLeaves(seq uint64, leaves []anchor.Hash) error {
+	if len(leaves) > maxKeptLeaves {
+		return nil
+	}
 	return l.db.Update(func(txn *badger.Txn) error {
 		return txn.Set(l.key("v/", seq), joinLeaves(leaves))
 	})
@@ -373,3 +378,10 @@ func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
 // hashSize is the bytes of one kept leaf hash.
 const hashSize = len(anchor.Hash{})
+
+// maxKeptLeaves bounds the leaf hashes kept for one batch (4 MiB): a Badger
+// value may not exceed the value log file (store.value_log_file_mb, 32 MB
+// by default), and a batch that could not be stored would stop the
+// batcher. The default batch_size is 10,000; larger batches prove from
+// their records, as before leaves were kept.
+const maxKeptLeaves = 1 << 17

@@ -119,3 +119,34 @@ func TestKeptLeavesAreCheckedAndRekept(t *testing.T) {
 		t.Fatalf("damaged leaves and a missing record: batchLeaves = %v, want the missing record named", err)
 	}
 }
+
+// A batch with more leaves than maxKeptLeaves is stored without them (a
+// Badger value may not exceed the value log file, and a batch that cannot
+// be stored stops the batcher); its proofs hash its records.
+func TestOversizedLeavesAreNotKept(t *testing.T) {
+	e := newBatchEnv(t)
+	blog := NewLog(e.store.DB(), "t/")
+	big := make([]anchor.Hash, maxKeptLeaves+1)
+	now := time.Now().UTC()
+	h := &anchor.BatchHeader{Gateway: e.gw.DID(), Seq: 1, First: 1, Last: uint64(len(big)), Count: uint64(len(big)),
+		Root: anchor.MerkleRoot(big), From: now, To: now}
+	hb := h.Encode()
+	sig, err := e.gw.Sign(hb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := &Batch{Seq: 1, First: 1, Last: h.Last, Header: hb, Sig: sig, Hash: anchor.SM3(hb),
+		Tx: (&anchor.Tx{Body: hb, Signer: h.Gateway, Sig: sig}).Encode(), Stored: now}
+	if err := blog.AppendWithLeaves(sb, big); err != nil {
+		t.Fatalf("a batch of %d records was not stored: %v", len(big), err)
+	}
+	if _, ok, err := blog.Leaves(sb); ok || err != nil {
+		t.Fatalf("Leaves of a batch of %d records = %v, %v; want none kept", len(big), ok, err)
+	}
+	if err := blog.KeepLeaves(sb.Seq, big); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := blog.Leaves(sb); ok || err != nil {
+		t.Fatalf("after KeepLeaves, Leaves = %v, %v; want none kept", ok, err)
+	}
+}

@@ -885,10 +885,39 @@ func (c *Client) Gateway(ctx context.Context, did device.DID) (*anchor.GatewayRe
 	return &r, c.queryJSON(ctx, "/gateway/"+string(did), &r)
 }
 
-// GatewayDevices returns the devices registered through a gateway.
+// maxGatewayDevices bounds what GatewayDevices takes from a node.
+const maxGatewayDevices = 1 << 24
+
+// GatewayDevices returns the devices registered through a gateway (and
+// its predecessors), by DID. The ledger answers a page at a time (10,000
+// devices); the next page is asked after the last DID of the previous one
+// until a page comes back empty. A page that does not continue in DID
+// order is refused: the answer is a node's, untrusted.
 func (c *Client) GatewayDevices(ctx context.Context, did device.DID) ([]anchor.DeviceRecord, error) {
-	var r []anchor.DeviceRecord
-	return r, c.queryJSON(ctx, "/gateway/"+string(did)+"/devices", &r)
+	var all []anchor.DeviceRecord
+	path := "/gateway/" + string(did) + "/devices"
+	for {
+		var page []anchor.DeviceRecord
+		if err := c.queryJSON(ctx, path, &page); err != nil {
+			return nil, err
+		}
+		if len(page) == 0 {
+			return all, nil
+		}
+		if len(all)+len(page) > maxGatewayDevices {
+			return nil, fmt.Errorf("ledgerclient: devices of %s: more than %d", did, maxGatewayDevices)
+		}
+		for _, r := range page {
+			if len(all) > 0 && r.DID <= all[len(all)-1].DID {
+				return nil, fmt.Errorf("ledgerclient: devices of %s: %s after %s is out of order", did, r.DID, all[len(all)-1].DID)
+			}
+			all = append(all, r)
+		}
+		if _, err := device.ParseDID(string(all[len(all)-1].DID)); err != nil {
+			return nil, fmt.Errorf("ledgerclient: devices of %s: %w", did, err)
+		}
+		path = "/gateway/" + string(did) + "/devices/after/" + string(all[len(all)-1].DID)
+	}
 }
 
 // Batch returns the anchored batch header (gateway, seq).

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/edgeanchor/edgeanchor/anchor"
 	"github.com/edgeanchor/edgeanchor/anchor/ledgerclient"
+	"github.com/edgeanchor/edgeanchor/device"
 	"github.com/edgeanchor/edgeanchor/device/credential"
 	ledgerapp "github.com/edgeanchor/edgeanchor/ledger/app"
 	"github.com/edgeanchor/edgeanchor/ledger/ledgertest"
@@ -259,6 +261,51 @@ func TestWatchBlocksSeesDeviceEvents(t *testing.T) {
 	cancel()
 	if err := <-watchErr; !errors.Is(err, context.Canceled) {
 		t.Fatalf("watch returned %v, want context.Canceled", err)
+	}
+}
+
+// GatewayDevices gathers a gateway's devices page by page, in DID order,
+// each once, whatever the node's page size.
+func TestGatewayDevicesPages(t *testing.T) {
+	n := ledgertest.StartSingle(t)
+	c := newClient(t, n.RPC, ledgerclient.ClientOptions{})
+	gw := ledgertest.NewGateway(t, "site-a")
+	submit(t, c, gw.RegisterTx(t, n.Committee))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var want []device.DID
+	var pend []*ledgerclient.PendingTx
+	for range 7 {
+		dev, tx := gw.NewDevice(t, credential.KindEnv)
+		p, err := c.Broadcast(ctx, tx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pend = append(pend, p)
+		want = append(want, dev.DID())
+	}
+	for _, p := range pend {
+		if _, err := p.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slices.Sort(want)
+	for _, size := range []int{0, 1, 3, 7, 8} {
+		n.SetDevicesPage(size)
+		devs, err := c.GatewayDevices(ctx, gw.DID())
+		if err != nil {
+			t.Fatalf("page size %d: %v", size, err)
+		}
+		got := make([]device.DID, len(devs))
+		for i, d := range devs {
+			got[i] = d.DID
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("page size %d: GatewayDevices = %v, want %v", size, got, want)
+		}
+	}
+	if _, err := c.GatewayDevices(ctx, ledgertest.NewGateway(t, "site-b").DID()); !errors.Is(err, ledgerclient.ErrNotFound) {
+		t.Fatalf("devices of an unknown gateway: %v, want ErrNotFound", err)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	dbm "github.com/cometbft/cometbft-db"
 	abci "github.com/cometbft/cometbft/abci/types"
@@ -57,6 +58,8 @@ type App struct {
 	keys     map[string]*ecdsa.PublicKey // parsed keys by DER (verification caches per pointer)
 	parsed   map[string]*parsedTx        // decoded txs by CometBFT tx hash (raw SHA-256)
 	blockTxs []string                    // parsed keys of the finalized block's txs, dropped by Commit
+
+	listPage atomic.Int64 // devices in one /gateway/{did}/devices answer (SetDevicesPage)
 }
 
 var _ abci.Application = (*App)(nil)

@@ -16,7 +16,8 @@ import (
 //
 //	/device/{did}            anchor.DeviceRecord
 //	/gateway/{did}           anchor.GatewayRecord
-//	/gateway/{did}/devices   []anchor.DeviceRecord, by DID
+//	/gateway/{did}/devices   []anchor.DeviceRecord, by DID, the first page
+//	/gateway/{did}/devices/after/{did}  the next page: DIDs after that one
 //	/batch/{gateway}/{seq}   anchor.BatchRecord
 //	/batch-by-root/{hex}     anchor.BatchRecord
 //	/last-batch/{gateway}    anchor.BatchRecord (not_found before the first batch)
@@ -64,7 +65,20 @@ func (a *App) query(path string) ([]byte, *refusal) {
 		if _, ref := a.lookup(st, keyGateway(d), "gateway "+string(d)); ref != nil {
 			return nil, ref
 		}
-		return a.lineDevices(st, d), nil
+		return a.lineDevices(st, d, ""), nil
+	case len(parts) == 5 && parts[0] == "gateway" && parts[2] == "devices" && parts[3] == "after":
+		d, ref := did(parts[1])
+		if ref != nil {
+			return nil, ref
+		}
+		after, ref := did(parts[4])
+		if ref != nil {
+			return nil, ref
+		}
+		if _, ref := a.lookup(st, keyGateway(d), "gateway "+string(d)); ref != nil {
+			return nil, ref
+		}
+		return a.lineDevices(st, d, after), nil
 	case len(parts) == 3 && parts[0] == "batch":
 		d, ref := did(parts[1])
 		if ref != nil {
@@ -119,7 +133,7 @@ func (a *App) lookup(st *overlay, key, what string) ([]byte, *refusal) {
 	return v, nil
 }
 
-// maxListed bounds one /gateway/{did}/devices answer.
+// maxListed bounds one list answer (a page of /gateway/{did}/devices).
 const maxListed = 10000
 
 func (a *App) batchByRoot(root anchor.Hash) ([]byte, *refusal) {

@@ -146,20 +146,29 @@ func (a *App) lineBatch(st *overlay, gw device.DID, seq uint64) []byte {
 }
 
 // lineDevices lists the devices registered through gw and through its
-// predecessors, by DID, at most maxListed.
-func (a *App) lineDevices(st *overlay, gw device.DID) []byte {
+// predecessors, by DID: the first devicesPage of them whose DID sorts after
+// after ("" for the first page). A client asks again after the last DID it
+// got until a page comes back empty (anchor/ledgerclient GatewayDevices).
+func (a *App) lineDevices(st *overlay, gw, after device.DID) []byte {
 	type dev struct {
 		did device.DID
 		raw json.RawMessage
 	}
+	page := a.devicesPage()
 	var out []dev
 	for _, g := range line(st, gw) {
+		// Each member of the line gives its first page after after; the
+		// page of the whole line is the first page of their union.
 		prefix := []byte(keyGatewayDevice(g, ""))
-		it, err := a.db.Iterator(prefix, prefixEnd(prefix))
+		start := prefix
+		if after != "" {
+			start = append([]byte(keyGatewayDevice(g, after)), 0)
+		}
+		it, err := a.db.Iterator(start, prefixEnd(prefix))
 		if err != nil {
 			panic(err)
 		}
-		for ; it.Valid() && len(out) < maxListed; it.Next() {
+		for n := 0; it.Valid() && n < page; it.Next() {
 			d := device.DID(strings.TrimPrefix(string(it.Key()), string(prefix)))
 			v, err := st.get(keyDevice(d))
 			if err != nil {
@@ -168,11 +177,13 @@ func (a *App) lineDevices(st *overlay, gw device.DID) []byte {
 			}
 			if v != nil {
 				out = append(out, dev{d, v})
+				n++
 			}
 		}
 		it.Close()
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].did < out[j].did })
+	out = out[:min(len(out), page)]
 	raws := make([]json.RawMessage, len(out))
 	for i := range out {
 		raws[i] = out[i].raw
@@ -180,6 +191,19 @@ func (a *App) lineDevices(st *overlay, gw device.DID) []byte {
 	b, _ := json.Marshal(raws)
 	return b
 }
+
+// devicesPage is how many devices one /gateway/{did}/devices answer holds
+// (SetDevicesPage; maxListed by default).
+func (a *App) devicesPage() int {
+	if n := a.listPage.Load(); n > 0 {
+		return int(n)
+	}
+	return maxListed
+}
+
+// SetDevicesPage sets how many devices one /gateway/{did}/devices answer
+// holds (0: maxListed, 10,000): tests of the paging use a small page.
+func (a *App) SetDevicesPage(n int) { a.listPage.Store(int64(n)) }
 
 // inLine reports whether did is holder or one of its predecessors.
 func inLine(st reader, holder, did device.DID) bool {

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -149,6 +150,48 @@ func TestGatewaySuccession(t *testing.T) {
 	}
 	wantDevices("after succession", dev1.DID(), dev2.DID())
 
+	// Paging: the line's devices, registered through both keys, come a
+	// page at a time in DID order, each page after the last DID of the
+	// one before, until an empty page; every device once.
+	all := []device.DID{dev1.DID(), dev2.DID()}
+	for range 2 {
+		d := newKey(t)
+		f.want("successor registers another device", registerDeviceTx(t, next, d, "site-a"), CodeOK)
+		all = append(all, d.DID())
+	}
+	slices.Sort(all)
+	for _, size := range []int{1, 2, 3, 4, 5} {
+		f.app.SetDevicesPage(size)
+		var got []device.DID
+		path := "/gateway/" + next.DID().String() + "/devices"
+		for pages := 0; ; pages++ {
+			var devs []anchor.DeviceRecord
+			if code := f.query(path, &devs); code != CodeOK {
+				t.Fatalf("page %d of %d: %s: code %d", pages, size, path, code)
+			}
+			if len(devs) > size || pages > len(all) {
+				t.Fatalf("page size %d: page %d holds %d devices", size, pages, len(devs))
+			}
+			if len(devs) == 0 {
+				break
+			}
+			for _, d := range devs {
+				got = append(got, d.DID)
+			}
+			path = "/gateway/" + next.DID().String() + "/devices/after/" + got[len(got)-1].String()
+		}
+		if !slices.Equal(got, all) {
+			t.Fatalf("page size %d: pages give %v, want %v", size, got, all)
+		}
+	}
+	f.app.SetDevicesPage(0)
+	if code := f.query("/gateway/"+next.DID().String()+"/devices/after/not-a-did", nil); code != CodeBadQuery {
+		t.Fatalf("a page after a malformed DID: code %d, want %d", code, CodeBadQuery)
+	}
+	if code := f.query("/gateway/"+newKey(t).DID().String()+"/devices/after/"+all[0].String(), nil); code != CodeNotFound {
+		t.Fatalf("a page of an unknown gateway: code %d, want %d", code, CodeNotFound)
+	}
+
 	// No second succession, no rejoining; removing the old gateway leaves
 	// the successor and the devices as they were.
 	f.wantLog("succeeding the old gateway again", signTx(t, f.members[0], successionBody(t, newKey(t), "site-a", old.DID()), nil), CodeGatewaySucceeded, reason)
@@ -160,7 +203,7 @@ func TestGatewaySuccession(t *testing.T) {
 	f.want("old gateway rejoining", signTx(t, f.members[0], addGatewayBody(t, old, "site-a", farDeadline), nil), CodeGatewaySucceeded)
 	h = nc.next(1)
 	f.want("successor anchors after the old gateway's removal", anchorTx(t, next, h), CodeOK)
-	wantDevices("after removal", dev1.DID(), dev2.DID())
+	wantDevices("after removal", all...)
 	f.want("successor revokes the old gateway's device", revokeDeviceTx(t, next, dev1.DID()), CodeOK)
 	var d anchor.DeviceRecord
 	if f.query("/device/"+dev1.DID().String(), &d); d.Status != StatusRevoked || d.RevokedBy != next.DID() || d.Gateway != old.DID() {

@@ -167,3 +167,8 @@ func freePorts(t testing.TB, n int) []int {
 	}
 	return ports
 }
+
+// SetDevicesPage sets how many devices one /gateway/{did}/devices answer of
+// this node holds (0: the ledger's 10,000), so that a test reaches the
+// paging with a few devices.
+func (n *Node) SetDevicesPage(size int) { n.node.App().SetDevicesPage(size) }

@@ -147,6 +147,37 @@ func InclusionProof(leaves []Hash, index uint64) ([]Hash, error) {
 	return appendPath(nil, treeLevels(leaves), index), nil
 }
 
+// Tree is an RFC 6962 tree kept whole, for many inclusion proofs of one
+// batch: each Path is a walk up its levels, not a rebuild.
+type Tree struct {
+	levels [][]Hash
+}
+
+// NewTree builds the tree over leaves (at least one).
+func NewTree(leaves []Hash) (*Tree, error) {
+	if len(leaves) == 0 {
+		return nil, errors.New("anchor: a tree needs at least one leaf")
+	}
+	return &Tree{levels: treeLevels(leaves)}, nil
+}
+
+// Size is the number of leaves.
+func (t *Tree) Size() uint64 { return uint64(len(t.levels[0])) }
+
+// Leaves are the tree's leaf hashes (not to be changed).
+func (t *Tree) Leaves() []Hash { return t.levels[0] }
+
+// Root is the tree's root, as MerkleRoot of its leaves.
+func (t *Tree) Root() Hash { return t.levels[len(t.levels)-1][0] }
+
+// Path is InclusionProof of leaf index.
+func (t *Tree) Path(index uint64) ([]Hash, error) {
+	if index >= t.Size() {
+		return nil, fmt.Errorf("anchor: leaf index %d out of range for a tree of %d", index, t.Size())
+	}
+	return appendPath(nil, t.levels, index), nil
+}
+
 // VerifyInclusion checks, with transparency-dev/merkle's proof package and
 // the SM3 hasher, that leaf sits at index in the tree of size leaves whose
 // root is root. Failures wrap ErrBadProof.

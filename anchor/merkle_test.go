@@ -189,6 +189,13 @@ func TestInclusionAllSizesWithTransparencyDev(t *testing.T) {
 		if ref := refRoot(leaves); root != ref {
 			t.Fatalf("size %d: root %s, RFC 6962 reference %s", n, root, ref)
 		}
+		tree, err := NewTree(leaves)
+		if err != nil || tree.Root() != root || tree.Size() != uint64(n) {
+			t.Fatalf("size %d: NewTree = %v (root %v), want root %s", n, err, tree, root)
+		}
+		if _, err := tree.Path(uint64(n)); err == nil {
+			t.Fatalf("size %d: Path(%d) of a tree of %d gave a path", n, n, n)
+		}
 		for i := 0; i < n; i++ {
 			path, err := InclusionProof(leaves, uint64(i))
 			if err != nil {
@@ -196,6 +203,9 @@ func TestInclusionAllSizesWithTransparencyDev(t *testing.T) {
 			}
 			if ref := refPath(i, leaves); fmt.Sprint(ref) != fmt.Sprint(path) {
 				t.Fatalf("size %d index %d: path differs from RFC 6962 reference", n, i)
+			}
+			if tp, err := tree.Path(uint64(i)); err != nil || fmt.Sprint(tp) != fmt.Sprint(path) {
+				t.Fatalf("size %d index %d: Tree.Path differs from InclusionProof (%v)", n, i, err)
 			}
 			raw := make([][]byte, len(path))
 			for j := range path {
@@ -209,6 +219,12 @@ func TestInclusionAllSizesWithTransparencyDev(t *testing.T) {
 				t.Fatalf("size %d index %d: %v", n, i, err)
 			}
 		}
+	}
+}
+
+func TestNewTreeRefusesNoLeaves(t *testing.T) {
+	if _, err := NewTree(nil); err == nil {
+		t.Fatal("NewTree of no leaves gave a tree")
 	}
 }
 

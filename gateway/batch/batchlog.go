@@ -210,10 +210,20 @@ func (l *Log) AppendWithLeaves(b *Batch, leaves []anchor.Hash) error {
 // Leaves returns the kept leaf hashes of b when they are there and hash to
 // its header's root; ok is false otherwise (none kept, or damaged).
 func (l *Log) Leaves(b *Batch) (leaves []anchor.Hash, ok bool, err error) {
+	t, ok, err := l.Tree(b)
+	if !ok {
+		return nil, false, err
+	}
+	return t.Leaves(), true, nil
+}
+
+// Tree is Leaves as the batch's whole Merkle tree, for its proofs.
+func (l *Log) Tree(b *Batch) (*anchor.Tree, bool, error) {
 	h, err := b.ParsedHeader()
 	if err != nil {
 		return nil, false, err
 	}
+	var leaves []anchor.Hash
 	err = l.db.View(func(txn *badger.Txn) error {
 		it, err := txn.Get(l.key("v/", b.Seq))
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -223,7 +233,7 @@ func (l *Log) Leaves(b *Batch) (leaves []anchor.Hash, ok bool, err error) {
 			return err
 		}
 		return it.Value(func(v []byte) error {
-			if uint64(len(v)) != h.Count*uint64(hashSize) {
+			if h.Count == 0 || uint64(len(v)) != h.Count*uint64(hashSize) {
 				return nil
 			}
 			leaves = make([]anchor.Hash, h.Count)
@@ -233,10 +243,14 @@ func (l *Log) Leaves(b *Batch) (leaves []anchor.Hash, ok bool, err error) {
 			return nil
 		})
 	})
-	if err != nil || leaves == nil || anchor.MerkleRoot(leaves) != h.Root {
+	if err != nil || leaves == nil {
 		return nil, false, err
 	}
-	return leaves, true, nil
+	t, err := anchor.NewTree(leaves)
+	if err != nil || t.Root() != h.Root {
+		return nil, false, nil
+	}
+	return t, true, nil
 }
 
 // KeepLeaves stores the leaf hashes of batch seq (computed from its

@@ -60,9 +60,9 @@ func TestBatchKeepsLeavesForProofs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaves, err := p.batchLeaves(sb)
-	if err != nil || !slices.Equal(leaves, want) {
-		t.Fatalf("batchLeaves with a record of the batch gone = %d leaves, %v; want the kept %d", len(leaves), err, len(want))
+	tree, err := p.batchTree(sb)
+	if err != nil || !slices.Equal(tree.Leaves(), want) {
+		t.Fatalf("batchTree with a record of the batch gone = %v, %v; want the kept %d leaves", tree, err, len(want))
 	}
 }
 
@@ -98,9 +98,9 @@ func TestKeptLeavesAreCheckedAndRekept(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			leaves, err := p.batchLeaves(sb)
-			if err != nil || !slices.Equal(leaves, want) {
-				t.Fatalf("batchLeaves = %d leaves, %v; want the records' %d", len(leaves), err, len(want))
+			tree, err := p.batchTree(sb)
+			if err != nil || !slices.Equal(tree.Leaves(), want) {
+				t.Fatalf("batchTree = %v, %v; want the records' %d leaves", tree, err, len(want))
 			}
 			if got, ok, err := e.blog.Leaves(sb); err != nil || !ok || !slices.Equal(got, want) {
 				t.Fatalf("after the proof, Leaves = %d, %v, %v; want them kept again", len(got), ok, err)
@@ -115,8 +115,8 @@ func TestKeptLeavesAreCheckedAndRekept(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.batchLeaves(sb); err == nil || !strings.Contains(err.Error(), "of its 9 records are stored") {
-		t.Fatalf("damaged leaves and a missing record: batchLeaves = %v, want the missing record named", err)
+	if _, err := p.batchTree(sb); err == nil || !strings.Contains(err.Error(), "of its 9 records are stored") {
+		t.Fatalf("damaged leaves and a missing record: batchTree = %v, want the missing record named", err)
 	}
 }
 

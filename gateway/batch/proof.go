@@ -33,7 +33,7 @@ var (
 
 // Proofs assembles the proof bundle of a record (docs/proof-bundle.md)
 // from the store, the batch log and the ledger, keeping the ledger's
-// proofs and the leaf hashes of recent batches in small caches; package
+// proofs and the Merkle trees of recent batches in small caches; package
 // gateway/httpapi serves them.
 type Proofs struct {
 	store  *store.Store
@@ -46,8 +46,8 @@ type Proofs struct {
 	mu      sync.Mutex
 	devices map[device.DID]*deviceProof // registration proofs, per device
 	anchors map[uint64]*evidence.AnchorProof
-	leaves  map[uint64][]anchor.Hash // batch seq → leaf hashes
-	firsts  map[device.DID]uint64    // key rotation: first batch of each key's run (rotation.go)
+	trees   map[uint64]*anchor.Tree // batch seq → its Merkle tree
+	firsts  map[device.DID]uint64   // key rotation: first batch of each key's run (rotation.go)
 }
 
 type deviceProof struct {
@@ -56,8 +56,8 @@ type deviceProof struct {
 }
 
 // maxCachedAnchors bounds the anchor proofs kept in memory, and
-// maxCachedLeafBatches the batches whose leaf hashes are kept (32 bytes a
-// record: 16 full batches are 5 MB).
+// maxCachedLeafBatches the batches whose Merkle trees are kept (~64 bytes a
+// record, every level: 16 batches of 10,000 records are 10 MB).
 const (
 	maxCachedAnchors     = 256
 	maxCachedLeafBatches = 16
@@ -73,7 +73,7 @@ func NewProofs(st *store.Store, blog *Log, ledger ProofLedger, signer device.Sig
 	return &Proofs{
 		store: st, blog: blog, ledger: ledger, gw: signer.DID(), gwPub: der, log: log,
 		devices: map[device.DID]*deviceProof{}, anchors: map[uint64]*evidence.AnchorProof{},
-		leaves: map[uint64][]anchor.Hash{},
+		trees: map[uint64]*anchor.Tree{},
 	}, nil
 }
 
@@ -98,22 +98,22 @@ func (p *Proofs) Bundle(ctx context.Context, gseq uint64) (*evidence.Bundle, err
 	// independent: a first request for an old record waits for the
 	// slowest of them, not their sum.
 	var (
-		leaves []anchor.Hash
-		dev    *deviceProof
-		ap     *evidence.AnchorProof
-		errs   [3]error
-		wg     sync.WaitGroup
+		tree *anchor.Tree
+		dev  *deviceProof
+		ap   *evidence.AnchorProof
+		errs [3]error
+		wg   sync.WaitGroup
 	)
 	wg.Go(func() { dev, errs[1] = p.deviceProof(ctx, rec.DID) })
 	wg.Go(func() { ap, errs[2] = p.anchorProof(ctx, sb) })
-	leaves, errs[0] = p.batchLeaves(sb)
+	tree, errs[0] = p.batchTree(sb)
 	wg.Wait()
 	for _, err := range errs {
 		if err != nil {
 			return nil, err
 		}
 	}
-	path, err := anchor.InclusionProof(leaves, gseq-sb.First)
+	path, err := tree.Path(gseq - sb.First)
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +124,7 @@ func (p *Proofs) Bundle(ctx context.Context, gseq uint64) (*evidence.Bundle, err
 		Device:   evidence.BundleDevice{Tx: dev.tx, Proof: dev.proof},
 		Receipt:  evidence.BundleReceipt{Body: rec.Receipt, Group: rec.Group, Path: rec.Path, Sig: rec.ReceiptSig},
 		Salt:     rec.Salt,
-		Merkle:   evidence.BundleMerkle{Index: gseq - sb.First, Size: uint64(len(leaves)), Path: path},
+		Merkle:   evidence.BundleMerkle{Index: gseq - sb.First, Size: tree.Size(), Path: path},
 		Batch:    evidence.BundleSigned{Body: sb.Header, Sig: sb.Sig},
 		Gateway:  evidence.BundleGateway{DID: p.gw, Pub: p.gwPub},
 		Anchor:   ap,
@@ -135,31 +135,35 @@ func (p *Proofs) Bundle(ctx context.Context, gseq uint64) (*evidence.Bundle, err
 	return b, nil
 }
 
-// batchLeaves returns the leaf hashes of sb's records, checked against the
+// batchTree returns the Merkle tree of sb's records, checked against the
 // header's root: from a small cache, the batch log's kept leaves, or the
 // records themselves (a batch cut before leaves were kept, or whose kept
 // leaves are damaged: they are kept again).
-func (p *Proofs) batchLeaves(sb *Batch) ([]anchor.Hash, error) {
+func (p *Proofs) batchTree(sb *Batch) (*anchor.Tree, error) {
 	p.mu.Lock()
-	leaves, ok := p.leaves[sb.Seq]
+	tree, ok := p.trees[sb.Seq]
 	p.mu.Unlock()
 	if ok {
-		return leaves, nil
+		return tree, nil
 	}
-	leaves, ok, err := p.blog.Leaves(sb)
+	tree, ok, err := p.blog.Tree(sb)
 	if err != nil {
 		return nil, err
 	}
 	if !ok {
-		if leaves, err = p.recordLeaves(sb); err != nil {
+		leaves, err := p.recordLeaves(sb)
+		if err != nil {
+			return nil, err
+		}
+		if tree, err = anchor.NewTree(leaves); err != nil {
 			return nil, err
 		}
 		if err := p.blog.KeepLeaves(sb.Seq, leaves); err != nil {
 			p.log.Warn("keeping a batch's leaf hashes", "batch", sb.Seq, "err", err)
 		}
 	}
-	putBounded(&p.mu, p.leaves, maxCachedLeafBatches, sb.Seq, leaves)
-	return leaves, nil
+	putBounded(&p.mu, p.trees, maxCachedLeafBatches, sb.Seq, tree)
+	return tree, nil
 }
 
 // recordLeaves hashes sb's records and checks them against its root.

@@ -34,17 +34,16 @@ import (
 // archiveSite is a stopped gateway's store with two anchored phases of
 // records: the first phase's batches all end before Cutoff.
 type archiveSite struct {
-	e          *anEnv
-	records    string // the stopped gateway's record store
-	cutoff     time.Time
-	before     uint64 // records stored before the cutoff
-	total      uint64
-	trust      *evidence.Trust
-	trustPath  string
-	pub        []byte
-	bundles    map[uint64][]byte // served by the gateway before archiving
-	devSeqOf   map[uint64][2]any // gseq → did, seq
-	firstAfter uint64
+	e         *anEnv
+	records   string // the stopped gateway's record store
+	cutoff    time.Time
+	before    uint64 // records stored before the cutoff
+	total     uint64
+	trust     *evidence.Trust
+	trustPath string
+	pub       []byte
+	bundles   map[uint64][]byte // served by the gateway before archiving
+	devSeqOf  map[uint64][2]any // gseq → did, seq
 }
 
 func newArchiveSite(t *testing.T) *archiveSite {

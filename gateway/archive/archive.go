@@ -140,7 +140,7 @@ type Options struct {
 	Step func(step string)
 }
 
-// ArchiveStore archives the anchored batches of the stopped gateway's
+// Create archives the anchored batches of the stopped gateway's
 // record store in dir whose time window ends before o.Before, except the
 // newest anchored batch, which always stays: it writes them to o.Out,
 // verifies every record's bundle from the file against o.Trust, and only
@@ -864,7 +864,7 @@ func findDeviceRecord(path string, did device.DID, seq uint64) (uint64, error) {
 	}
 }
 
-// VerifyArchive reads the whole archive file at path and verifies every
+// Verify reads the whole archive file at path and verifies every
 // record's proof bundle, built from the file alone, against trust, with
 // workers in parallel (0: GOMAXPROCS). The first failure is returned,
 // naming the record.

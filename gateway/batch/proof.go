@@ -56,11 +56,11 @@ type deviceProof struct {
 }
 
 // maxCachedAnchors bounds the anchor proofs kept in memory, and
-// maxCachedLeafBatches the batches whose Merkle trees are kept (~64 bytes a
+// maxCachedTrees the batches whose Merkle trees are kept (~64 bytes a
 // record, every level: 16 batches of 10,000 records are 10 MB).
 const (
 	maxCachedAnchors     = 256
-	maxCachedLeafBatches = 16
+	maxCachedTrees = 16
 )
 
 // NewProofs proves the records in st, batched in blog, with proofs fetched
@@ -162,7 +162,7 @@ func (p *Proofs) batchTree(sb *Batch) (*anchor.Tree, error) {
 			p.log.Warn("keeping a batch's leaf hashes", "batch", sb.Seq, "err", err)
 		}
 	}
-	putBounded(&p.mu, p.trees, maxCachedLeafBatches, sb.Seq, tree)
+	putBounded(&p.mu, p.trees, maxCachedTrees, sb.Seq, tree)
 	return tree, nil
 }
 

@@ -59,8 +59,8 @@ type deviceProof struct {
 // maxCachedTrees the batches whose Merkle trees are kept (~64 bytes a
 // record, every level: 16 batches of 10,000 records are 10 MB).
 const (
-	maxCachedAnchors     = 256
-	maxCachedTrees = 16
+	maxCachedAnchors = 256
+	maxCachedTrees   = 16
 )
 
 // NewProofs proves the records in st, batched in blog, with proofs fetched

@@ -196,7 +196,7 @@ func TestArchive(t *testing.T) {
 			t.Fatalf("first batch kept: %v %v", sb, err)
 		}
 		if sb, _ := blog.Get(info.LastBatch + 1); sb != nil {
-			if _, ok, err := blog.Leaves(sb); !ok || err != nil {
+			if _, ok, err := blog.Tree(sb); !ok || err != nil {
 				t.Fatalf("first batch kept %v lost its kept leaf hashes: %v %v", sb, ok, err)
 			}
 		}

@@ -30,6 +30,17 @@ func newClient(t *testing.T, rpc string, opts ledgerclient.ClientOptions) *ledge
 	return c
 }
 
+// startWithGateway starts a single-validator ledger, a client with opts
+// and a gateway of site-a admitted on it.
+func startWithGateway(t *testing.T, opts ledgerclient.ClientOptions) (*ledgertest.Node, *ledgerclient.Client, *ledgertest.Gateway) {
+	t.Helper()
+	n := ledgertest.StartSingle(t)
+	c := newClient(t, n.RPC, opts)
+	gw := ledgertest.NewGateway(t, "site-a")
+	submit(t, c, gw.RegisterTx(t, n.Committee))
+	return n, c, gw
+}
+
 func submit(t *testing.T, c *ledgerclient.Client, tx []byte) ledgerclient.TxCommit {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -128,10 +139,7 @@ func TestClientSubmitQueryAndResubmit(t *testing.T) {
 }
 
 func TestClientRefusals(t *testing.T) {
-	n := ledgertest.StartSingle(t)
-	c := newClient(t, n.RPC, ledgerclient.ClientOptions{})
-	gw := ledgertest.NewGateway(t, "site-a")
-	submit(t, c, gw.RegisterTx(t, n.Committee))
+	_, c, gw := startWithGateway(t, ledgerclient.ClientOptions{})
 
 	_, h := gw.PeekAnchor(t, 1)
 	h.Seq, h.Prev = 2, anchor.SM3([]byte("not the last header"))
@@ -193,10 +201,7 @@ func TestClientUnreachable(t *testing.T) {
 }
 
 func TestWatchBlocksSeesDeviceEvents(t *testing.T) {
-	n := ledgertest.StartSingle(t)
-	c := newClient(t, n.RPC, ledgerclient.ClientOptions{})
-	gw := ledgertest.NewGateway(t, "site-a")
-	submit(t, c, gw.RegisterTx(t, n.Committee))
+	_, c, gw := startWithGateway(t, ledgerclient.ClientOptions{})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -267,10 +272,7 @@ func TestWatchBlocksSeesDeviceEvents(t *testing.T) {
 // GatewayDevices gathers a gateway's devices page by page, in DID order,
 // each once, whatever the node's page size.
 func TestGatewayDevicesPages(t *testing.T) {
-	n := ledgertest.StartSingle(t)
-	c := newClient(t, n.RPC, ledgerclient.ClientOptions{})
-	gw := ledgertest.NewGateway(t, "site-a")
-	submit(t, c, gw.RegisterTx(t, n.Committee))
+	n, c, gw := startWithGateway(t, ledgerclient.ClientOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var want []device.DID
@@ -312,10 +314,7 @@ func TestGatewayDevicesPages(t *testing.T) {
 // TestClientLedgerOutage: while the node is down a submit fails with
 // ErrUnreachable (not a refusal); once it is back the same bytes commit.
 func TestClientLedgerOutage(t *testing.T) {
-	n := ledgertest.StartSingle(t)
-	c := newClient(t, n.RPC, ledgerclient.ClientOptions{Retries: 1, Backoff: 20 * time.Millisecond, RequestTimeout: time.Second})
-	gw := ledgertest.NewGateway(t, "site-a")
-	submit(t, c, gw.RegisterTx(t, n.Committee))
+	n, c, gw := startWithGateway(t, ledgerclient.ClientOptions{Retries: 1, Backoff: 20 * time.Millisecond, RequestTimeout: time.Second})
 	before := submit(t, c, func() []byte { tx, _ := gw.NextAnchor(t, 5); return tx }())
 
 	n.Stop()

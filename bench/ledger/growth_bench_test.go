@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -132,13 +133,8 @@ func BenchmarkLedgerGrowth(b *testing.B) {
 		rep.BytesPerBlock = float64(last.Total-samples[0].Total) / float64(last.Height-samples[0].Height)
 		rep.BytesPerTx = float64(last.Total-samples[0].Total) / float64(rep.Phase.Committed)
 	}
-	for _, p := range slices.Sorted(func(yield func(string) bool) {
-		for p := range parts {
-			if !yield(p) {
-				return
-			}
-		}
-	}) {
+	names := slices.Sorted(maps.Keys(parts))
+	for _, p := range names {
 		g := rep.PerPart[p]
 		b.Logf("%-14s %8.1f MB at the end, %8.1f MB a day, %8.1f GB after a year (bound %d MB)", p, float64(g.BytesAtEnd)/1e6, g.BytesPerDay/1e6, float64(g.BytesAfterYear)/1e9, g.BoundBytes>>20)
 	}
@@ -155,13 +151,7 @@ func BenchmarkLedgerGrowth(b *testing.B) {
 		b.Fatal(err)
 	}
 	var series []plot.Series
-	for _, p := range append([]string{"total"}, slices.Sorted(func(yield func(string) bool) {
-		for p := range parts {
-			if !yield(p) {
-				return
-			}
-		}
-	})...) {
+	for _, p := range append([]string{"total"}, names...) {
 		s := plot.Series{Name: p}
 		for _, smp := range samples {
 			n := smp.Total

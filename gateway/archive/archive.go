@@ -457,8 +457,9 @@ type Batch struct {
 	Anchor  *evidence.AnchorProof
 	Records []*store.Record
 
-	skip    bool   // a search passes over this batch: records counted, not decoded
-	skipped uint64 // its record lines counted
+	tree    *anchor.Tree // over Records, its root checked against Header's
+	skip    bool         // a search passes over this batch: records counted, not decoded
+	skipped uint64       // its record lines counted
 }
 
 // Summary is what reading a whole archive file found.
@@ -612,9 +613,14 @@ func searchArchive(path string, want func(h *anchor.BatchHeader) bool, fn func(a
 		for i, r := range cur.Records {
 			leaves[i] = anchor.LeafHash(r.Salt, r.Receipt)
 		}
-		if root := anchor.MerkleRoot(leaves); root != cur.Header.Root {
+		tree, err := anchor.NewTree(leaves)
+		if err != nil {
+			return a.bad("batch %d: %v", cur.Batch.Seq, err)
+		}
+		if root := tree.Root(); root != cur.Header.Root {
 			return a.bad("batch %d: records hash to %s, the header says %s", cur.Batch.Seq, root, cur.Header.Root)
 		}
+		cur.tree = tree
 		sum.Batches++
 		b := cur
 		cur = nil
@@ -736,11 +742,15 @@ func warmProof(p *evidence.AnchorProof) {
 var errStopArchive = errors.New("stop")
 
 // bundle builds the proof bundle of b's record i from the archive.
-func (a *archiveReader) bundle(b *Batch, i int, paths [][]anchor.Hash) (*evidence.Bundle, error) {
+func (a *archiveReader) bundle(b *Batch, i int) (*evidence.Bundle, error) {
 	r := b.Records[i]
 	dev, ok := a.devices[r.DID]
 	if !ok {
 		return nil, a.bad("no device line for %s (record %d)", r.DID, r.GSeq)
+	}
+	path, err := b.tree.Path(uint64(i))
+	if err != nil {
+		return nil, err
 	}
 	return &evidence.Bundle{
 		Type: evidence.BundleType, V: evidence.BundleVersion,
@@ -749,42 +759,11 @@ func (a *archiveReader) bundle(b *Batch, i int, paths [][]anchor.Hash) (*evidenc
 		Device:   evidence.BundleDevice{Tx: dev.Tx, Proof: dev.Proof},
 		Receipt:  evidence.BundleReceipt{Body: r.Receipt, Group: r.Group, Path: r.Path, Sig: r.ReceiptSig},
 		Salt:     r.Salt,
-		Merkle:   evidence.BundleMerkle{Index: uint64(i), Size: uint64(len(b.Records)), Path: paths[i]},
+		Merkle:   evidence.BundleMerkle{Index: uint64(i), Size: b.tree.Size(), Path: path},
 		Batch:    evidence.BundleSigned{Body: b.Batch.Header, Sig: b.Batch.Sig},
 		Gateway:  evidence.BundleGateway{DID: a.head.Gateway, Pub: a.head.GatewayPub},
 		Anchor:   b.Anchor,
 	}, nil
-}
-
-// leafPaths returns the RFC 6962 audit path of every leaf of b's tree
-// (what anchor.InclusionProof returns for each index, in one pass).
-func leafPaths(b *Batch) [][]anchor.Hash {
-	level := make([]anchor.Hash, len(b.Records))
-	for i, r := range b.Records {
-		level[i] = anchor.LeafHash(r.Salt, r.Receipt)
-	}
-	paths := make([][]anchor.Hash, len(level))
-	idx := make([]uint64, len(level))
-	for i := range idx {
-		idx[i] = uint64(i)
-	}
-	for len(level) > 1 {
-		for i := range paths {
-			if sib := idx[i] ^ 1; sib < uint64(len(level)) {
-				paths[i] = append(paths[i], level[sib])
-			}
-			idx[i] /= 2
-		}
-		next := make([]anchor.Hash, 0, (len(level)+1)/2)
-		for i := 0; i+1 < len(level); i += 2 {
-			next = append(next, anchor.Hash(anchor.SM3Hasher{}.HashChildren(level[i][:], level[i+1][:])))
-		}
-		if len(level)%2 == 1 {
-			next = append(next, level[len(level)-1])
-		}
-		level = next
-	}
-	return paths
 }
 
 // Bundle returns the proof bundle of record gseq from the archive file at
@@ -795,7 +774,7 @@ func Bundle(path string, gseq uint64) (*evidence.Bundle, error) {
 	_, err := searchArchive(path, func(h *anchor.BatchHeader) bool { return h.First <= gseq && gseq <= h.Last },
 		func(a *archiveReader, b *Batch) error {
 			var err error
-			out, err = a.bundle(b, int(gseq-b.Batch.First), leafPaths(b))
+			out, err = a.bundle(b, int(gseq-b.Batch.First))
 			if err != nil {
 				return err
 			}
@@ -902,9 +881,8 @@ func Verify(path string, trust *evidence.Trust, workers int) (*Summary, error) {
 		}()
 	}
 	sum, err := readArchive(path, func(a *archiveReader, b *Batch) error {
-		paths := leafPaths(b)
 		for i := range b.Records {
-			bu, err := a.bundle(b, i, paths)
+			bu, err := a.bundle(b, i)
 			if err != nil {
 				return err
 			}

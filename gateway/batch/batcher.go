@@ -278,7 +278,7 @@ func (b *Batcher) cut(last uint64) (*Batch, error) {
 		Tx:     (&anchor.Tx{Body: hb, Signer: h.Gateway, Sig: sig}).Encode(),
 		Stored: b.cfg.Now().UTC(),
 	}
-	if err := b.log.AppendWithLeaves(sb, leaves); err != nil {
+	if err := b.log.Append(sb, leaves); err != nil {
 		return nil, err
 	}
 	b.seq, b.prev, b.nextFirst = sb.Seq, sb.Hash, last+1

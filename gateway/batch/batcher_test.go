@@ -294,14 +294,14 @@ func TestBatchLogRefusesBrokenChain(t *testing.T) {
 		"wrong prev": func(h *anchor.BatchHeader) { h.Prev = anchor.SM3([]byte("x")) },
 		"gseq gap":   func(h *anchor.BatchHeader) { h.First, h.Count = 4, 1 },
 	} {
-		if err := e.blog.Append(mk(mut)); !errors.Is(err, ErrChain) {
+		if err := e.blog.Append(mk(mut), nil); !errors.Is(err, ErrChain) {
 			t.Errorf("%s: Append = %v, want ErrChain", name, err)
 		}
 	}
 	if last, _ := e.blog.Last(); last.Seq != 1 {
 		t.Fatalf("a refused batch was stored: last is %d", last.Seq)
 	}
-	if err := e.blog.Append(mk(func(*anchor.BatchHeader) {})); err != nil {
+	if err := e.blog.Append(mk(func(*anchor.BatchHeader) {}), nil); err != nil {
 		t.Fatalf("the right next batch: %v", err)
 	}
 }

@@ -55,7 +55,7 @@ func (b *Batch) ParsedHeader() (*anchor.BatchHeader, error) {
 //	{p}m/anchored → the highest seq whose anchor receipt is stored
 //	{p}v/{seq}   → the batch's leaf hashes, 32 bytes a record in gseq
 //	               order: a cache for proofs, checked against the
-//	               header's root before use (Leaves), never trusted
+//	               header's root before use (Tree), never trusted
 //
 // The outbox is every batch after m/anchored, submitted in order.
 type Log struct {
@@ -165,12 +165,9 @@ func (l *Log) ByGSeq(gseq uint64) (*Batch, error) {
 // Append stores the next batch of the chain: its seq must follow the last
 // stored one, its header's prev must be the last header's hash and its first
 // gseq must follow the last one's last. Nothing is stored on error.
-func (l *Log) Append(b *Batch) error { return l.AppendWithLeaves(b, nil) }
-
-// AppendWithLeaves is Append that also keeps the batch's leaf hashes (nil,
-// or more than maxKeptLeaves: none), so that a proof needs not read the
-// batch's records again.
-func (l *Log) AppendWithLeaves(b *Batch, leaves []anchor.Hash) error {
+// It also keeps the batch's leaf hashes (nil, or more than maxKeptLeaves:
+// none), so that a proof needs not read the batch's records again.
+func (l *Log) Append(b *Batch, leaves []anchor.Hash) error {
 	h, err := anchor.ParseHeader(b.Header)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrChain, err)
@@ -198,27 +195,17 @@ func (l *Log) AppendWithLeaves(b *Batch, leaves []anchor.Hash) error {
 		if err := txn.Set(l.key("h/", b.Seq), val); err != nil {
 			return err
 		}
-		if leaves != nil && len(leaves) <= maxKeptLeaves {
-			if err := txn.Set(l.key("v/", b.Seq), joinLeaves(leaves)); err != nil {
-				return err
-			}
+		if err := l.setLeaves(txn, b.Seq, leaves); err != nil {
+			return err
 		}
 		return txn.Set(l.key("l/", b.Last), u64(b.Seq))
 	})
 }
 
-// Leaves returns the kept leaf hashes of b when they are there and hash to
-// its header's root; ok is false otherwise (none kept, or damaged).
-func (l *Log) Leaves(b *Batch) (leaves []anchor.Hash, ok bool, err error) {
-	t, ok, err := l.Tree(b)
-	if !ok {
-		return nil, false, err
-	}
-	return t.Leaves(), true, nil
-}
-
-// Tree is Leaves as the batch's whole Merkle tree, for its proofs.
-func (l *Log) Tree(b *Batch) (*anchor.Tree, bool, error) {
+// Tree returns the Merkle tree over the kept leaf hashes of b when they are
+// there and hash to its header's root; ok is false otherwise (none kept,
+// or damaged).
+func (l *Log) Tree(b *Batch) (tree *anchor.Tree, ok bool, err error) {
 	h, err := b.ParsedHeader()
 	if err != nil {
 		return nil, false, err
@@ -257,12 +244,16 @@ func (l *Log) Tree(b *Batch) (*anchor.Tree, bool, error) {
 // records by a caller that checked them against the header); more than
 // maxKeptLeaves are not kept.
 func (l *Log) KeepLeaves(seq uint64, leaves []anchor.Hash) error {
-	if len(leaves) > maxKeptLeaves {
+	return l.db.Update(func(txn *badger.Txn) error { return l.setLeaves(txn, seq, leaves) })
+}
+
+// setLeaves writes the kept leaf hashes of batch seq in txn: none for nil
+// or more than maxKeptLeaves.
+func (l *Log) setLeaves(txn *badger.Txn, seq uint64, leaves []anchor.Hash) error {
+	if leaves == nil || len(leaves) > maxKeptLeaves {
 		return nil
 	}
-	return l.db.Update(func(txn *badger.Txn) error {
-		return txn.Set(l.key("v/", seq), joinLeaves(leaves))
-	})
+	return txn.Set(l.key("v/", seq), joinLeaves(leaves))
 }
 
 func joinLeaves(leaves []anchor.Hash) []byte {

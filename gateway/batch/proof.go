@@ -151,14 +151,10 @@ func (p *Proofs) batchTree(sb *Batch) (*anchor.Tree, error) {
 		return nil, err
 	}
 	if !ok {
-		leaves, err := p.recordLeaves(sb)
-		if err != nil {
+		if tree, err = p.recordTree(sb); err != nil {
 			return nil, err
 		}
-		if tree, err = anchor.NewTree(leaves); err != nil {
-			return nil, err
-		}
-		if err := p.blog.KeepLeaves(sb.Seq, leaves); err != nil {
+		if err := p.blog.KeepLeaves(sb.Seq, tree.Leaves()); err != nil {
 			p.log.Warn("keeping a batch's leaf hashes", "batch", sb.Seq, "err", err)
 		}
 	}
@@ -166,8 +162,9 @@ func (p *Proofs) batchTree(sb *Batch) (*anchor.Tree, error) {
 	return tree, nil
 }
 
-// recordLeaves hashes sb's records and checks them against its root.
-func (p *Proofs) recordLeaves(sb *Batch) ([]anchor.Hash, error) {
+// recordTree builds the tree over sb's records and checks it against sb's
+// root.
+func (p *Proofs) recordTree(sb *Batch) (*anchor.Tree, error) {
 	leaves := make([]anchor.Hash, 0, sb.Last-sb.First+1)
 	if err := p.store.Range(sb.First, sb.Last, func(r *store.Record) error {
 		leaves = append(leaves, anchor.LeafHash(r.Salt, r.Receipt))
@@ -182,10 +179,14 @@ func (p *Proofs) recordLeaves(sb *Batch) ([]anchor.Hash, error) {
 	if err != nil {
 		return nil, err
 	}
-	if root := anchor.MerkleRoot(leaves); root != h.Root {
+	tree, err := anchor.NewTree(leaves)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: batch %d: %w", sb.Seq, err)
+	}
+	if root := tree.Root(); root != h.Root {
 		return nil, fmt.Errorf("gateway: batch %d: stored records hash to %s, the header says %s", sb.Seq, root, h.Root)
 	}
-	return leaves, nil
+	return tree, nil
 }
 
 func (p *Proofs) deviceProof(ctx context.Context, did device.DID) (*deviceProof, error) {
